@@ -1,0 +1,1 @@
+"""DeepShiva's inference engine: load a Hugging Face causal LM and generate, streamed or whole."""

@@ -1,0 +1,5 @@
+"""The spec's import path: ``from optimized_llm import OptimizedLLM``."""
+
+from core import OptimizedLLM
+
+__all__ = ["OptimizedLLM"]
