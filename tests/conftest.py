@@ -1,0 +1,34 @@
+"""Fixtures shared by every test folder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tiny_model import build_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random Llama with a real BPE tokenizer and StarCoder FIM tokens, saved to disk."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir_no_fim(tmp_path_factory) -> Path:
+    """The same tiny model without FIM tokens: FIM requests must be refused clearly."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model-nofim"), fim=False)
+
+
+@pytest.fixture(scope="session")
+def shipped_model_dir() -> Path:
+    """The model DeepShiva ships (models/tiny-python)."""
+    path = ROOT / "models" / "tiny-python"
+    if not (path / "config.json").exists():
+        pytest.fail("the shipped model is missing from models/tiny-python")
+    return path
