@@ -1,0 +1,7 @@
+"""``python -m server`` is ``deepshiva-server``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

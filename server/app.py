@@ -1,0 +1,52 @@
+"""The Flask application factory."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+from flask import Flask
+
+from .admission import AdmissionQueue
+from .auth import install_auth
+from .config import ServerConfig
+from .disconnect import DisconnectWatcher
+from .errors import register_error_handlers
+from .model_manager import ModelManager
+from .observability import AccessLog, Metrics
+from .routes import generation, meta, models
+from .state import AppState
+
+
+def default_factory(config: ServerConfig) -> Callable[[str], Any]:
+    """Build engines with the real core.OptimizedLLM and the server's load options."""
+
+    def build(name: str):
+        from core import OptimizedLLM  # imported on first load: torch is slow to import
+
+        return OptimizedLLM(name, device=config.device, torch_dtype=config.torch_dtype,
+                            load_in_8bit=config.load_in_8bit, trust_remote_code=config.trust_remote_code)
+
+    return build
+
+
+def create_app(config: Optional[ServerConfig] = None, engine: Any = None, *,
+               engine_factory: Optional[Callable[[str], Any]] = None) -> Flask:
+    """A ready WSGI app. ``engine`` is served from the start (else POST /load_model first);
+    ``engine_factory(name)`` builds engines for /load_model (default: core.OptimizedLLM).
+    The app never loads a model by itself: the CLI preloads ``config.model``."""
+    config = config or ServerConfig()
+    app = Flask("deepshiva")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.json.sort_keys = False
+    manager = ModelManager(engine_factory or default_factory(config), engine)
+    app_state = AppState(config=config, manager=manager,
+                         queue=AdmissionQueue(config.queue_size), watcher=DisconnectWatcher())
+    app_state.metrics = Metrics(app_state.queue, manager)
+    app.extensions["deepshiva"] = app_state
+    key = config.api_key.get_secret_value() if config.api_key else None
+    install_auth(app, key)
+    register_error_handlers(app)
+    for blueprint in (generation.bp, models.bp, meta.bp):
+        app.register_blueprint(blueprint)
+    app.wsgi_app = AccessLog(app.wsgi_app, app_state.metrics)
+    return app

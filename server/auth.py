@@ -1,0 +1,28 @@
+"""Optional bearer-token check: with an API key configured, every path but /health needs it."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Flask, request
+
+from .errors import error_response
+
+OPEN_PATHS = {"/health"}
+
+
+def install_auth(app: Flask, api_key: str | None) -> None:
+    if not api_key:
+        return
+    expected = api_key.encode("utf-8")
+
+    @app.before_request
+    def _require_key():
+        if request.path in OPEN_PATHS:
+            return None
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        # compare_digest takes the same time wherever the strings differ: no timing oracle.
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("utf-8"), expected):
+            return None
+        return error_response(401, "Missing or invalid API key: send 'Authorization: Bearer <key>'.",
+                              {"WWW-Authenticate": 'Bearer realm="deepshiva"'})

@@ -1,0 +1,97 @@
+"""``deepshiva-server``: parse options, build the app, preload the model, serve on waitress.
+
+The model loads in the background so /health answers at once; /model_status shows
+``state: loading`` until it is ready, and a failed preload is logged and reported there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+
+from pydantic import ValidationError
+
+from .app import create_app
+from .config import DEFAULT_MODEL, ServerConfig
+from .serve import make_server
+
+log = logging.getLogger("deepshiva.server")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="deepshiva-server",
+        description="Serve DeepShiva's code-completion HTTP API. Every option can also be set with a "
+                    "DEEPSHIVA_<OPTION> environment variable (e.g. DEEPSHIVA_API_KEY).")
+    add = p.add_argument
+    add("--host", help="address to listen on (default 127.0.0.1; others need --allow-remote)")
+    add("--port", type=int, help="port (default 5005; 0 = any free port)")
+    add("--model", help=f"model name or directory to preload (default {DEFAULT_MODEL}; 'none' = none)")
+    add("--api-key", help="require 'Authorization: Bearer KEY' on every path but /health")
+    add("--allow-remote", action="store_true", default=None, help="allow listening beyond loopback")
+    add("--allowed-models", help="comma-separated names/directories /load_model may load (default: any)")
+    add("--trust-remote-code", action="store_true", default=None,
+        help="let models run their own Python code (off by default: only for models you trust)")
+    add("--queue-size", type=int, help="requests that may wait for the model before 429 (default 8)")
+    add("--max-body-bytes", type=int, help="largest request body (default 1 MiB)")
+    add("--max-length-limit", type=int, help="largest max_length a request may ask (default 4096)")
+    add("--device", help="auto, cpu, cuda or mps (default auto)")
+    add("--dtype", dest="torch_dtype", help="bfloat16, float16, float32 or auto")
+    add("--load-in-8bit", action="store_true", default=None, help="int8 weights (needs bitsandbytes)")
+    add("--threads", type=int, help="WSGI worker threads (default queue size + 4)")
+    add("--log-level", help="DEBUG, INFO, WARNING... (default INFO)")
+    return p
+
+
+def load_config(argv: list[str] | None = None) -> ServerConfig:
+    args = vars(build_parser().parse_args(argv))
+    given = {key: value for key, value in args.items() if value is not None}
+    return ServerConfig(**given)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        config = load_config(argv)
+    except ValidationError as exc:
+        print(f"deepshiva-server: {exc.errors()[0]['msg']}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=config.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(config)
+    server = make_server(app, config)
+    log.info("DeepShiva API on http://%s:%s (auth %s, queue %d)", config.host, server.effective_port,
+             "on" if config.api_key else "off", config.queue_size)
+    if config.model:
+        threading.Thread(target=_preload, args=(app, config.model), name="deepshiva-preload",
+                         daemon=True).start()
+
+    def _stop(signum, frame):  # SIGTERM ends like Ctrl-C: waitress stops its workers cleanly
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.task_dispatcher.shutdown(timeout=2)
+        server.close()
+    log.info("stopped")
+    return 0
+
+
+def _preload(app, name: str) -> None:
+    manager = app.extensions["deepshiva"].manager
+    try:
+        _, ms = manager.load(name)
+        log.info("model %s loaded in %.0f ms", name, ms)
+    except Exception as exc:
+        log.error("could not load model %r: %s: %s (the server stays up; POST /load_model to retry)",
+                  name, type(exc).__name__, exc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Server settings: one pydantic model read from arguments and ``DEEPSHIVA_*`` environment variables.
+
+Defaults are the safe ones: loopback only, no remote code, the shipped model. Listening on any
+other address needs ``allow_remote`` so a server is never exposed by accident.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_MODEL = "deepshiva/tiny-python"  # same value as core.DEFAULT_MODEL, without importing torch
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses that only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.lower() in ("localhost", "localhost.localdomain", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class ServerConfig(BaseSettings):
+    """Everything the HTTP server can be told; environment variables use the ``DEEPSHIVA_`` prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="DEEPSHIVA_", extra="ignore", validate_default=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(5005, ge=0, le=65535)
+    model: Optional[str] = Field(DEFAULT_MODEL, description="model preloaded at start; empty or 'none' = none")
+    api_key: Optional[SecretStr] = None
+    queue_size: int = Field(8, ge=0, le=1024, description="requests allowed to wait behind the running one")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="largest accepted request body")
+    max_length_limit: int = Field(4096, ge=1, description="largest max_length a request may ask for")
+    allowed_models: Annotated[Optional[list[str]], NoDecode] = Field(
+        None, description="names or directories /load_model may load; unset = any (loopback only)"
+    )
+    allow_remote: bool = False
+    trust_remote_code: bool = False
+    device: str = "auto"
+    torch_dtype: Optional[str] = None
+    load_in_8bit: bool = False
+    threads: int = Field(0, ge=0, description="WSGI worker threads; 0 = queue_size + 4")
+    log_level: str = "INFO"
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _no_model(cls, value):
+        if isinstance(value, str) and value.strip().lower() in ("", "none"):
+            return None
+        return value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value):
+        if isinstance(value, str) and not value:
+            return None
+        return value
+
+    @field_validator("allowed_models", mode="before")
+    @classmethod
+    def _split_models(cls, value):
+        """Accept a list or a comma-separated string (the form an environment variable takes)."""
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        if value is None:
+            return None
+        return [item for item in value if item]
+
+    @model_validator(mode="after")
+    def _remote_needs_flag(self):
+        if not self.allow_remote and not is_loopback(self.host):
+            raise ValueError(
+                f"host {self.host!r} is reachable from other machines; pass --allow-remote "
+                "(DEEPSHIVA_ALLOW_REMOTE=1) to listen beyond loopback"
+            )
+        return self
+
+    @property
+    def worker_threads(self) -> int:
+        """Threads for the WSGI server: enough that a full queue never blocks /health or a 429."""
+        return self.threads or self.queue_size + 4
+
+    def model_allowed(self, name: str) -> bool:
+        """Whether /load_model may load ``name``: on the allow-list, or inside an allowed directory."""
+        if self.allowed_models is None:
+            return True
+        if name in self.allowed_models or name == self.model:
+            return True
+        candidate = _resolved(name)
+        if candidate is None:
+            return False
+        for entry in self.allowed_models:
+            root = _resolved(entry)
+            if root is not None and (candidate == root or root in candidate.parents):
+                return True
+        return False
+
+
+def _resolved(name: str) -> Optional[Path]:
+    """The real path for a name that is a filesystem path, else None."""
+    if not (os.sep in name or name.startswith(".")) or not os.path.exists(name):
+        return None
+    return Path(name).resolve()

@@ -1,0 +1,96 @@
+"""The one error shape of the API and the mapping from engine errors to HTTP status codes.
+
+Every failure answers ``{"status": "error", "message": ...}``. Expected failures get a specific
+code; 500 is kept for bugs (and still uses the shape, without leaking a traceback).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from flask import Flask, jsonify
+from werkzeug.exceptions import HTTPException
+
+from core.errors import DeepShivaError, InvalidParameter, ModelNotFound, ModelNotLoaded, OutOfMemory
+
+# Status codes chosen for the spec's error scenarios (documented in docs/SERVER.md and openapi.json).
+NO_MODEL_STATUS = 503  # generate before any model is loaded: the service is not ready yet
+OOM_STATUS = 507  # out of memory: the request was too large for this machine right now
+LOAD_FAILED_STATUS = 422  # the model exists but its files could not be loaded
+
+
+class ApiError(Exception):
+    """An expected failure with its HTTP status; raised anywhere in a request, answered as JSON."""
+
+    def __init__(self, status: int, message: str, headers: Optional[dict] = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for the engine's OutOfMemory and for raw allocator failures that escaped it."""
+    if isinstance(exc, (OutOfMemory, MemoryError)):
+        return True
+    return type(exc).__name__ in ("OutOfMemoryError",) or "out of memory" in str(exc).lower()
+
+
+def from_engine(exc: BaseException, *, loading: bool = False) -> Optional[ApiError]:
+    """Translate an engine exception to an ApiError, or None when it is a bug (-> 500)."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, InvalidParameter):
+        return ApiError(400, str(exc))
+    if isinstance(exc, ModelNotFound):
+        return ApiError(404, str(exc))
+    if isinstance(exc, ModelNotLoaded):
+        return ApiError(NO_MODEL_STATUS, f"No model is loaded: {exc}. POST /load_model first.",
+                        {"Retry-After": "5"})
+    if is_out_of_memory(exc):
+        action = "loading the model" if loading else "generating"
+        return ApiError(OOM_STATUS, f"Out of memory while {action}: {exc}. The server is still up; "
+                        "try a smaller max_length, a shorter prompt or a smaller model.")
+    if isinstance(exc, DeepShivaError) or loading:
+        # A load that fails for any reason (broken files, bad config) is the model's fault, not ours.
+        return ApiError(LOAD_FAILED_STATUS if loading else 500, f"{type(exc).__name__}: {exc}")
+    return None
+
+
+def error_body(message: str) -> dict:
+    return {"status": "error", "message": message}
+
+
+def error_response(status: int, message: str, headers: Optional[dict] = None):
+    response = jsonify(error_body(message))
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Make every error, including Flask's own 404/405/413 and unexpected bugs, use the shape."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(exc.status, exc.message, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        message = exc.description or exc.name
+        if exc.code == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            message = f"Request body too large: the limit is {limit} bytes."
+        headers = {}
+        if exc.code == 405 and exc.valid_methods:
+            headers["Allow"] = ", ".join(exc.valid_methods)
+        return error_response(exc.code or 500, message, headers)
+
+    @app.errorhandler(Exception)
+    def _bug(exc: Exception):
+        mapped = from_engine(exc)
+        if mapped is not None:
+            return error_response(mapped.status, mapped.message, mapped.headers)
+        app.logger.exception("unhandled error")
+        return error_response(500, f"Internal server error ({type(exc).__name__}); see the server log.")

@@ -1,0 +1,204 @@
+"""POST /generate and POST /stream: admit through the queue, run the engine, answer JSON or SSE.
+
+Everything that can fail before the first token (bad parameters, no model, full queue, a FIM
+request to a model without FIM) fails with a proper status code. Once the SSE stream has
+started, a failure is an ``error`` event and the stream ends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from .. import sse
+from ..admission import ClientGone, QueueFull, Slot
+from ..errors import ApiError, error_body, error_response, from_engine
+from ..observability import TOKENS_KEY
+from ..schemas import GenerateRequest, parse
+from ..state import AppState, client_gone, json_body, state
+
+bp = Blueprint("generation", __name__)
+log = logging.getLogger("deepshiva.server")
+
+CLIENT_CLOSED = 499  # logged for requests whose client left while queued (nobody reads the answer)
+
+
+def _engine_kwargs(req: GenerateRequest) -> dict:
+    return {
+        "max_length": req.max_length,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "top_k": req.top_k,
+        "repetition_penalty": req.repetition_penalty,
+        "stop_sequences": req.stop,
+        "suffix": req.suffix,
+        "seed": req.seed,
+    }
+
+
+def _parse_request() -> GenerateRequest:
+    app_state = state()
+    req = parse(GenerateRequest, json_body(), max_length_limit=app_state.config.max_length_limit)
+    app_state.manager.engine()  # no model: 503 now rather than after waiting in line
+    return req
+
+
+def _admit(app_state: AppState, gone) -> Slot:
+    try:
+        return app_state.queue.acquire(gone)
+    except QueueFull as exc:
+        raise ApiError(429, f"Server busy: {exc} (limit {app_state.queue.capacity}). Retry shortly.",
+                       {"Retry-After": "1"}) from None
+
+
+def _result_body(req: GenerateRequest, completion: Any, text: str, model_name: str, waited_ms: float) -> dict:
+    return {
+        "status": "success",
+        "response": (req.prompt + text) if req.echo else text,
+        "usage": {
+            "prompt_tokens": completion.prompt_tokens,
+            "completion_tokens": completion.generated_tokens,
+            "time_to_first_token_ms": completion.time_to_first_token_ms,
+            "total_ms": completion.total_ms,
+            "queue_ms": round(waited_ms, 3),
+        },
+        "finish_reason": completion.finish_reason,
+        "truncated": bool(completion.truncated),
+        "model_name": model_name,
+    }
+
+
+@bp.post("/generate")
+def generate():
+    app_state = state()
+    req = _parse_request()
+    gone = client_gone()
+    try:
+        slot = _admit(app_state, gone)
+    except ClientGone:
+        return error_response(CLIENT_CLOSED, "Client closed the connection while queued.")
+    with slot:
+        engine = app_state.manager.engine()  # a load may have swapped models while we waited
+        cancel = threading.Event()
+        with app_state.watcher.watch(gone, cancel.set):
+            completion = engine.complete(req.prompt, cancel_event=cancel, **_engine_kwargs(req))
+    request.environ[TOKENS_KEY] = completion.generated_tokens
+    _remember(app_state, "/generate", completion, noticed_at=None)
+    return jsonify(_result_body(req, completion, completion.text, engine.model_name, slot.waited_ms))
+
+
+@bp.post("/stream")
+def stream():
+    app_state = state()
+    req = _parse_request()
+    gone = client_gone()
+    try:
+        slot = _admit(app_state, gone)
+    except ClientGone:
+        return error_response(CLIENT_CLOSED, "Client closed the connection while queued.")
+    cancel = threading.Event()
+    try:
+        engine = app_state.manager.engine()
+        chunks = engine.stream(req.prompt, cancel_event=cancel, **_engine_kwargs(req))
+    except BaseException:
+        slot.release()
+        raise
+    run = _StreamRun(app_state, req, engine, chunks, cancel, slot, gone, request.environ)
+    response = Response(run.events(), mimetype=sse.MIMETYPE, headers=sse.HEADERS)
+    response.call_on_close(run.cleanup)  # also when the body is never iterated
+    return response
+
+
+class _StreamRun:
+    """One /stream generation: yields SSE events, stops the engine when the client leaves."""
+
+    def __init__(self, app_state, req, engine, chunks, cancel, slot, gone, environ):
+        self.app_state, self.req, self.engine, self.chunks = app_state, req, engine, chunks
+        self.cancel, self.slot, self.gone, self.environ = cancel, slot, gone, environ
+        self.sent = 0  # chunks handed to the server so far
+        self.noticed_at = None  # engine tokens generated when the disconnect was noticed
+        self._done = False
+        self._lock = threading.Lock()
+
+    def _client_left(self) -> None:
+        if self.noticed_at is None:
+            self.noticed_at = _tokens_so_far(self.chunks, self.sent)
+        self.cancel.set()
+
+    def events(self):
+        watch = self.app_state.watcher.watch(self.gone, self._client_left)
+        parts: list[str] = []
+        try:
+            try:
+                for chunk in self.chunks:
+                    if self.gone():
+                        self._client_left()
+                        break
+                    if not chunk:
+                        continue
+                    parts.append(chunk)
+                    self.sent += 1
+                    yield sse.event({"text": chunk})
+                if self.cancel.is_set():
+                    return  # the client is gone: nobody to tell
+                completion = self.chunks.result
+                self.environ[TOKENS_KEY] = completion.generated_tokens
+                body = _result_body(self.req, completion, "".join(parts), self.engine.model_name,
+                                    self.slot.waited_ms)
+                yield sse.event(body, name="done")
+            except GeneratorExit:
+                self._client_left()  # the server could not write: the client hung up
+                raise
+            except Exception as exc:  # the stream has started: report in-band and end it
+                mapped = from_engine(exc)
+                if mapped is None:
+                    log.exception("error during /stream")
+                    message = f"Internal server error ({type(exc).__name__}); see the server log."
+                    status = 500
+                else:
+                    message, status = mapped.message, mapped.status
+                yield sse.event({**error_body(message), "code": status}, name="error")
+        finally:
+            watch.stop()
+            self.cleanup()
+
+    def cleanup(self) -> None:
+        """Stop the engine (if still running), free the model for the next request, record the run."""
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        try:
+            self.chunks.close()
+        finally:
+            self.slot.release()
+        completion = getattr(self.chunks, "result", None)
+        if completion is not None:
+            self.environ.setdefault(TOKENS_KEY, completion.generated_tokens)
+        if self.noticed_at is not None and self.app_state.metrics is not None:
+            self.app_state.metrics.cancelled.inc()
+        _remember(self.app_state, "/stream", completion, self.noticed_at, sent=self.sent)
+
+
+def _tokens_so_far(chunks: Any, sent: int) -> int:
+    """Tokens the engine had generated at this moment (its live counter if it has one)."""
+    for name in ("generated_tokens", "tokens_generated", "steps"):
+        value = getattr(chunks, name, None)
+        if isinstance(value, int):
+            return value
+    return sent
+
+
+def _remember(app_state: AppState, path: str, completion: Any, noticed_at, sent: int | None = None) -> None:
+    app_state.recent.append({
+        "path": path,
+        "time": time.time(),
+        "finish_reason": getattr(completion, "finish_reason", None),
+        "completion_tokens": getattr(completion, "generated_tokens", None),
+        "chunks_sent": sent,
+        "disconnect_noticed_at_tokens": noticed_at,
+    })

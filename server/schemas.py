@@ -1,0 +1,165 @@
+"""Request and response shapes of the API, as pydantic models.
+
+They validate requests (strict types: ``"5"`` is not an int, ``true`` is not a number) and are the
+single source of the OpenAPI document's schemas. Validation failures become one 400 message that
+names the field and its allowed range.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ApiError
+
+MAX_STOP_SEQUENCES = 16
+
+
+class _Request(BaseModel):
+    # Unknown fields are ignored so clients written for later versions keep working.
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
+class GenerateRequest(_Request):
+    """Body of POST /generate and POST /stream."""
+
+    prompt: str = Field(description="The input prompt (code before the cursor).")
+    max_length: int = Field(512, ge=1, description="Maximum number of tokens to generate.")
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 = greedy.")
+    top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    top_k: int = Field(50, ge=0, description="Top-k sampling; 0 disables it.")
+    repetition_penalty: float = Field(1.1, gt=0.0, le=10.0, description="Penalty for repeated tokens.")
+    stop: Optional[Union[list[str], str]] = Field(
+        None, description=f"Up to {MAX_STOP_SEQUENCES} non-empty strings; generation ends before the first match."
+    )
+    suffix: Optional[str] = Field(None, description="Code after the cursor: enables fill-in-the-middle.")
+    seed: Optional[int] = Field(None, ge=0, le=2**63 - 1, description="Seed for reproducible sampling.")
+    echo: bool = Field(False, description="Prepend the prompt to `response` (the completion alone by default).")
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_list(cls, value):
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [value]
+        if len(value) > MAX_STOP_SEQUENCES or any(not item for item in value):
+            raise ValueError("bad stop")
+        return value
+
+
+class LoadModelRequest(_Request):
+    """Body of POST /load_model."""
+
+    model_name: Optional[str] = Field(None, description="Model name or local directory; default: the shipped model.")
+
+
+# Allowed values, in words, for each field: used to build the 400 message.
+ALLOWED = {
+    "prompt": "a string",
+    "max_length": "an integer from 1 to {max_length_limit}",
+    "temperature": "a number from 0 to 2",
+    "top_p": "a number greater than 0 and at most 1",
+    "top_k": "an integer >= 0",
+    "repetition_penalty": "a number greater than 0 and at most 10",
+    "stop": f"a string or a list of at most {MAX_STOP_SEQUENCES} non-empty strings",
+    "suffix": "a string or null",
+    "seed": "an integer from 0 to 2^63-1, or null",
+    "echo": "a boolean",
+    "model_name": "a string (model name or local directory)",
+}
+
+
+def parse(model: type[_Request], body: Any, **limits: Any) -> _Request:
+    """Validate a JSON body against ``model``; raise ApiError(400) naming the first bad field."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "Invalid request: the body must be a JSON object.")
+    try:
+        request = model.model_validate(body)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "body"
+        allowed = ALLOWED.get(field, "a valid value").format(**limits)
+        if error["type"] == "missing":
+            raise ApiError(400, f"Missing required field '{field}': must be {allowed}.") from None
+        got = body.get(field)
+        raise ApiError(400, f"Invalid '{field}': must be {allowed} (got {got!r}).") from None
+    limit = limits.get("max_length_limit")
+    if limit is not None and getattr(request, "max_length", 0) > limit:
+        got = request.max_length
+        raise ApiError(400, f"Invalid 'max_length': must be an integer from 1 to {limit} (got {got!r}).")
+    return request
+
+
+# ---- responses (documentation and tests; the views build plain dicts with these fields) ----
+
+class Usage(BaseModel):
+    prompt_tokens: int = Field(description="Tokens of the prompt actually fed to the model (after truncation).")
+    completion_tokens: int = Field(description="Tokens generated.")
+    time_to_first_token_ms: Optional[float] = Field(description="From start of generation to the first token.")
+    total_ms: float = Field(description="Generation time, from start to the last token.")
+    queue_ms: float = Field(description="Time spent waiting for the model before generation started.")
+
+
+FinishReason = Literal["stop", "length", "cancelled"]
+
+
+class GenerateResponse(BaseModel):
+    status: Literal["success"]
+    response: str = Field(description="The generated completion (prompt prepended when echo=true).")
+    usage: Usage
+    finish_reason: FinishReason = Field(description="stop: end token or stop string; length: max_length; cancelled.")
+    truncated: bool = Field(description="Whether the prompt was cut (from the left) to fit the context.")
+    model_name: str
+
+
+class StreamChunk(BaseModel):
+    """data of each unnamed SSE event of /stream."""
+
+    text: str
+
+
+class ErrorResponse(BaseModel):
+    status: Literal["error"]
+    message: str
+
+
+class LoadModelResponse(BaseModel):
+    status: Literal["success"]
+    message: str
+    model_name: str
+    load_ms: float
+
+
+class ModelStatus(BaseModel):
+    status: Literal["success"]
+    model_loaded: bool
+    model_name: Optional[str]
+    device: Optional[str]
+    dtype: Optional[str]
+    quantization: Optional[str] = Field(description="null or 'int8'.")
+    context_length: Optional[int]
+    fim_dialect: Optional[str] = Field(description="null, starcoder, codellama, deepseek, qwen or codestral.")
+    parameters: Optional[int]
+    state: Literal["not_loaded", "loading", "ready"] = Field(
+        description="loading while a /load_model runs (the previous model, if any, still serves)."
+    )
+    loading_model_name: Optional[str] = Field(description="The model being loaded, while state is loading.")
+    last_load_error: Optional[str] = Field(description="Why the most recent load failed, if it did.")
+    queue: "QueueStatus"
+
+
+class QueueStatus(BaseModel):
+    running: int
+    waiting: int
+    capacity: int = Field(description="Requests that may wait behind the running one; beyond: 429.")
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+    model_loaded: bool
+    state: Literal["not_loaded", "loading", "ready"]
+
+
+ModelStatus.model_rebuild()
