@@ -1,0 +1,310 @@
+"""Turn raw model text into a suggestion worth showing.
+
+Each rule is a pure function of the completion and the :class:`~lsp.text.CursorContext`, with
+its own table of tests. :func:`final_cut` is shared by the stream reader (to stop the model as
+soon as the suggestion cannot change any more) and by :func:`postprocess` (for ``/generate``).
+"""
+
+from __future__ import annotations
+
+from .text import CursorContext, indent_width, leading_ws
+
+OPENERS = "([{"
+CLOSERS = ")]}"
+MATCH = {")": "(", "]": "[", "}": "{"}
+
+_HASH = {
+    "python", "shellscript", "sh", "bash", "zsh", "ruby", "perl", "r", "yaml", "toml",
+    "makefile", "dockerfile", "powershell", "elixir", "julia", "nim", "coffeescript", "cmake",
+}  # fmt: skip
+_SLASH = {
+    "c", "cpp", "java", "javascript", "typescript", "javascriptreact", "typescriptreact", "go",
+    "rust", "csharp", "kotlin", "swift", "scala", "dart", "php", "objective-c", "zig", "jsonc",
+    "groovy", "proto",
+}  # fmt: skip
+_DASH = {"lua", "sql", "haskell", "ada", "elm"}
+_PERCENT = {"tex", "latex", "erlang", "matlab", "prolog"}
+_SEMI = {"lisp", "clojure", "scheme", "racket", "asm", "ini"}
+
+
+def comment_markers(language_id: str) -> tuple[str, ...]:
+    """Line-comment markers of a language (``#`` and ``//`` when unknown)."""
+    lang = (language_id or "").lower()
+    for group, markers in (
+        (_HASH, ("#",)),
+        (_SLASH, ("//", "/*")),
+        (_DASH, ("--",)),
+        (_PERCENT, ("%",)),
+        (_SEMI, (";",)),
+    ):
+        if lang in group:
+            return markers
+    return ("#", "//", "/*")
+
+
+def in_comment(ctx: CursorContext) -> bool:
+    """True when the cursor is inside a comment (or a Python docstring)."""
+    markers = comment_markers(ctx.language_id)
+    quote = ""
+    line = ctx.line_prefix
+    i = 0
+    while i < len(line):
+        ch = line[i]
+        if quote:
+            if ch == "\\":
+                i += 2
+                continue
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'`":
+            quote = ch
+        else:
+            for marker in markers:
+                if line.startswith(marker, i):
+                    return not (marker == "/*" and "*/" in line[i:])
+        i += 1
+    if (ctx.language_id or "python").lower() == "python":
+        for triple in ('"""', "'''"):
+            if ctx.prefix.count(triple) % 2 == 1:
+                return True
+    return False
+
+
+def is_mid_line(ctx: CursorContext) -> bool:
+    """True when real text follows the cursor on its line (closing brackets and ``;:,`` alone
+    do not count: a multi-line suggestion can still end before them)."""
+    rest = ctx.line_suffix.strip()
+    return any(ch not in CLOSERS + ";:, \t" for ch in rest)
+
+
+def single_line(ctx: CursorContext, policy: str = "auto") -> bool:
+    """Whether the suggestion must stay on the cursor's line under the multiline ``policy``."""
+    if policy == "never":
+        return True
+    if policy == "always":
+        return False
+    return is_mid_line(ctx) or in_comment(ctx)
+
+
+def _first_meaningful_below(ctx: CursorContext) -> str | None:
+    for line in ctx.lines_below:
+        if line.strip():
+            return line.strip()
+    return None
+
+
+def _opens_block(head: str) -> bool:
+    return head.rstrip().endswith((":", "{", "(", "[", "=>", " do", " then"))
+
+
+def _is_closer_line(stripped: str) -> bool:
+    return bool(stripped) and stripped[0] in CLOSERS or stripped.startswith(("end", "fi", "done"))
+
+
+def final_cut(
+    text: str, ctx: CursorContext, *, single: bool, max_lines: int, eof: bool = False
+) -> int | None:
+    """Index at which ``text`` should end if the suggestion is already final, else None.
+
+    ``eof`` says the model has stopped, so the last line is complete. Rules: a single line stops
+    at the first line break; a multi-line suggestion stops before a line that leaves the block
+    (by indentation), before a line that repeats the next line of the document, after the first
+    of three identical lines (a looping model), and after ``max_lines`` lines.
+    """
+    if single:
+        for i, ch in enumerate(text):
+            if ch in "\r\n":
+                return i
+        return len(text) if eof else None
+
+    lines = text.split("\n")
+    starts = [0]
+    for line in lines[:-1]:
+        starts.append(starts[-1] + len(line) + 1)
+    below = _first_meaningful_below(ctx)
+    head = ctx.line_prefix + lines[0]
+    head_complete = len(lines) > 1 or eof
+    if head_complete and not ctx.line_prefix.strip() and below and head.strip() == below:
+        return 0  # the cursor line itself would repeat the next line
+    if not head.strip() and len(lines) > 1:  # the cursor's line stays blank
+        base, opens = indent_width(ctx.line_prefix), False
+    else:
+        base = indent_width(head)
+        opens = _opens_block(head)
+
+    previous, repeats, run_start = None, 0, 0
+    for i in range(1, len(lines)):
+        line = lines[i]
+        complete = i < len(lines) - 1 or eof
+        stripped = line.strip()
+        if i >= max_lines:
+            return starts[i] - 1
+        if not stripped:
+            continue
+        width = indent_width(line)
+        if complete and below is not None and stripped == below:
+            return starts[i] - 1
+        if width < base or (opens and width == base and not _is_closer_line(stripped)):
+            return starts[i] - 1
+        if opens and width == base and _is_closer_line(stripped) and complete:
+            return starts[i] + len(line)  # the block's closing line ends it
+        if complete:
+            if stripped == previous:
+                repeats += 1
+            else:
+                previous, repeats, run_start = stripped, 0, i
+            if repeats >= 2:  # a third copy: the model is looping; keep the first copy
+                return starts[run_start] + len(lines[run_start])
+    return len(text) if eof else None
+
+
+def fix_indentation(text: str, ctx: CursorContext, tab_size: int = 4) -> str:
+    """Keep the document's indentation: tabs or spaces as the document uses, and no extra
+    indentation on the first line when the cursor already stands at the indentation."""
+    lines = text.split("\n")
+    uses_tabs = _document_uses_tabs(ctx)
+    for i in range(1, len(lines)):
+        ws = leading_ws(lines[i])
+        if not ws:
+            continue
+        if uses_tabs and " " * tab_size in ws:
+            ws2 = ws.replace(" " * tab_size, "\t")
+        elif not uses_tabs and "\t" in ws:
+            ws2 = ws.replace("\t", " " * tab_size)
+        else:
+            continue
+        lines[i] = ws2 + lines[i][len(ws) :]
+
+    cursor_ws = ctx.line_prefix
+    if cursor_ws and not cursor_ws.strip() and leading_ws(lines[0]) and lines[0].strip():
+        expected = _expected_indent(ctx, tab_size)
+        current = indent_width(cursor_ws + lines[0], tab_size)
+        have = indent_width(cursor_ws, tab_size)
+        if current > expected:
+            extra = max(0, expected - have)
+            pad = "\t" * (extra // tab_size) if uses_tabs else " " * extra
+            lines[0] = pad + lines[0].lstrip(" \t")
+    return "\n".join(lines)
+
+
+def _document_uses_tabs(ctx: CursorContext) -> bool:
+    tabs = spaces = 0
+    for line in ctx.lines_above + [ctx.line_prefix] + ctx.lines_below:
+        if line.startswith("\t"):
+            tabs += 1
+        elif line.startswith(" ") and line.strip():
+            spaces += 1
+    return tabs > spaces
+
+
+def _expected_indent(ctx: CursorContext, tab_size: int) -> int:
+    for line in reversed(ctx.lines_above):
+        if line.strip():
+            width = indent_width(line, tab_size)
+            return width + tab_size if _opens_block(line) else width
+    return 0
+
+
+def drop_lines_below(text: str, ctx: CursorContext) -> str:
+    """Remove trailing lines of the suggestion that the document already has below the cursor."""
+    lines = text.split("\n")
+    while len(lines) > 1 and not lines[-1].strip():
+        lines.pop()
+    below = [line.strip() for line in ctx.lines_below if line.strip()]
+    first = 0 if not ctx.line_prefix.strip() and not ctx.line_suffix.strip() else 1
+    body = lines[first:]
+    for k in range(len(body), 0, -1):
+        tail = [line.strip() for line in body[-k:] if line.strip()]
+        if tail and tail == below[: len(tail)]:
+            return "\n".join(lines[: len(lines) - k])
+    return "\n".join(lines)
+
+
+def trim_line_suffix(text: str, ctx: CursorContext) -> str:
+    """Cut the end of the suggestion when it repeats the text after the cursor on its line."""
+    rest = ctx.line_suffix.strip()
+    if not rest or all(ch in CLOSERS + ";:, \t" for ch in rest):
+        return text  # closers only: balance_brackets decides
+    body = text.rstrip()
+    spaced = ctx.line_suffix[:1] in (" ", "\t")
+    for k in range(len(rest), 3, -1):
+        if k < len(rest) and rest[k].isalnum():
+            continue  # only cut at a token boundary of the text that follows
+        if body.endswith(rest[:k]):
+            kept = body[: len(body) - k]
+            return kept.rstrip() if spaced else kept
+    if body.endswith(rest):  # short rests must match whole
+        kept = body[: len(body) - len(rest)]
+        return kept.rstrip() if spaced else kept
+    return text
+
+
+def balance_brackets(text: str, ctx: CursorContext) -> str:
+    """Stop the suggestion at a closing bracket that it did not open when the same bracket
+    already follows the cursor (the editor's auto-closed pair)."""
+    rest = ctx.line_suffix.lstrip()
+    following = ""
+    for ch in rest:
+        if ch in CLOSERS:
+            following += ch
+        elif ch not in " \t":
+            break
+    if not following:
+        return text
+    stack: list[str] = []
+    quote = ""
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quote:
+            if ch == "\\":
+                i += 2
+                continue
+            if ch == quote or ch == "\n":
+                quote = ""
+        elif ch in "\"'`":
+            quote = ch
+        elif ch in OPENERS:
+            stack.append(ch)
+        elif ch in CLOSERS:
+            if stack and stack[-1] == MATCH[ch]:
+                stack.pop()
+            elif following[0] == ch:
+                return text[:i]
+        i += 1
+    return text
+
+
+def is_repetitive(text: str) -> bool:
+    """True for degenerate output: one short unit repeated, or one line repeated."""
+    s = text.strip()
+    if len(s) >= 6:
+        for period in range(1, int(len(s) / 2.5) + 1):  # at least two and a half copies
+            unit = s[:period]
+            if (unit * (len(s) // period + 1))[: len(s)] == s:
+                return True
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    return len(lines) >= 3 and len(set(lines)) == 1
+
+
+def postprocess(
+    text: str,
+    ctx: CursorContext,
+    *,
+    single: bool,
+    max_lines: int = 12,
+    tab_size: int = 4,
+) -> str:
+    """The suggestion to show for the model's ``text`` ("" when there is none)."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    cut = final_cut(text, ctx, single=single, max_lines=max_lines, eof=True)
+    if cut is not None:
+        text = text[:cut]
+    text = fix_indentation(text, ctx, tab_size)
+    text = drop_lines_below(text, ctx)
+    text = trim_line_suffix(text, ctx)
+    text = balance_brackets(text, ctx)
+    text = text.rstrip()
+    if not text.strip() or is_repetitive(text):
+        return ""
+    return text

@@ -1,0 +1,49 @@
+"""Local usage statistics for the `deepshiva.stats` command (nothing leaves the machine)."""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (0..100, nearest rank) of ``values``, None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
+    return ordered[rank - 1]
+
+
+@dataclass
+class Stats:
+    """Counters since the server started, and the latencies of the last 1000 API calls."""
+
+    requests: int = 0  # inline/completion requests received
+    api_calls: int = 0  # of which went to the API
+    cache_hits: int = 0
+    cancelled: int = 0  # superseded by a newer request or $/cancelRequest
+    errors: int = 0
+    shown: int = 0  # non-empty suggestions returned
+    accepted: int = 0
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
+
+    def as_dict(self) -> dict:
+        lat = list(self.latencies_ms)
+        return {
+            "requests": self.requests,
+            "apiCalls": self.api_calls,
+            "cacheHits": self.cache_hits,
+            "cancelled": self.cancelled,
+            "errors": self.errors,
+            "shown": self.shown,
+            "accepted": self.accepted,
+            "acceptRate": round(self.accepted / self.shown, 4) if self.shown else None,
+            "latencyP50Ms": _round(percentile(lat, 50)),
+            "latencyP95Ms": _round(percentile(lat, 95)),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)

@@ -1,0 +1,174 @@
+"""Pure helpers for text, positions and the context around the cursor.
+
+LSP positions count a line's characters in UTF-16 code units unless the client negotiated
+UTF-8 or UTF-32; Python strings index code points. Every conversion between the two lives here,
+so that no handler does arithmetic on positions by itself.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+UTF8 = "utf-8"
+UTF16 = "utf-16"
+UTF32 = "utf-32"
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def units(ch: str, encoding: str = UTF16) -> int:
+    """Code units one code point takes in ``encoding``."""
+    cp = ord(ch)
+    if encoding == UTF32:
+        return 1
+    if encoding == UTF8:
+        return 1 if cp < 0x80 else 2 if cp < 0x800 else 3 if cp < 0x10000 else 4
+    return 2 if cp >= 0x10000 else 1
+
+
+def width(text: str, encoding: str = UTF16) -> int:
+    """Length of ``text`` in code units of ``encoding``."""
+    if encoding == UTF32:
+        return len(text)
+    return sum(units(ch, encoding) for ch in text)
+
+
+def char_to_index(line: str, character: int, encoding: str = UTF16) -> int:
+    """Python index in ``line`` of an LSP ``character`` (clamped to the line; a position inside a
+    surrogate pair or UTF-8 sequence falls back to the start of that code point)."""
+    if character <= 0:
+        return 0
+    if encoding == UTF32:
+        return min(character, len(line))
+    seen = 0
+    for index, ch in enumerate(line):
+        step = units(ch, encoding)
+        if seen + step > character:
+            return index
+        seen += step
+    return len(line)
+
+
+def index_to_char(line: str, index: int, encoding: str = UTF16) -> int:
+    """LSP ``character`` of the Python index ``index`` in ``line``."""
+    return width(line[: max(0, index)], encoding)
+
+
+def lines_of(text: str) -> list[str]:
+    """The document's lines without their line breaks (``\\n``, ``\\r\\n`` or ``\\r``), as LSP
+    counts them: a trailing break starts one more, empty, line."""
+    return _LINE_BREAK.split(text)
+
+
+def line_starts(text: str) -> list[int]:
+    """Python index at which each line starts."""
+    return [0] + [m.end() for m in _LINE_BREAK.finditer(text)]
+
+
+def offset_at(text: str, line: int, character: int, encoding: str = UTF16) -> int:
+    """Python index in ``text`` of an LSP position (clamped to the document)."""
+    starts = line_starts(text)
+    if line < 0:
+        return 0
+    if line >= len(starts):
+        return len(text)
+    start = starts[line]
+    end = len(text)
+    if line + 1 < len(starts):
+        end = starts[line + 1]
+        while end > start and text[end - 1] in "\r\n":
+            end -= 1
+    return start + char_to_index(text[start:end], character, encoding)
+
+
+def position_at(text: str, offset: int, encoding: str = UTF16) -> tuple[int, int]:
+    """LSP ``(line, character)`` of the Python index ``offset`` in ``text``."""
+    offset = max(0, min(offset, len(text)))
+    starts = line_starts(text)
+    line = 0
+    lo, hi = 0, len(starts) - 1
+    while lo <= hi:  # last start <= offset
+        mid = (lo + hi) // 2
+        if starts[mid] <= offset:
+            line, lo = mid, mid + 1
+        else:
+            hi = mid - 1
+    return line, index_to_char(text[starts[line] : offset], offset - starts[line], encoding)
+
+
+def end_position(start: tuple[int, int], inserted: str, encoding: str = UTF16) -> tuple[int, int]:
+    """Position just after ``inserted`` when it is inserted at ``start``."""
+    parts = lines_of(inserted)
+    if len(parts) == 1:
+        return start[0], start[1] + width(parts[0], encoding)
+    return start[0] + len(parts) - 1, width(parts[-1], encoding)
+
+
+def leading_ws(line: str) -> str:
+    """The run of spaces and tabs that starts ``line``."""
+    return line[: len(line) - len(line.lstrip(" \t"))]
+
+
+def indent_width(line: str, tab_size: int = 4) -> int:
+    """Visual width of ``line``'s indentation, tabs expanded to ``tab_size`` columns."""
+    col = 0
+    for ch in leading_ws(line):
+        col = (col // tab_size + 1) * tab_size if ch == "\t" else col + 1
+    return col
+
+
+@dataclass(frozen=True)
+class CursorContext:
+    """The text around the cursor that a suggestion is computed from.
+
+    ``prefix``/``suffix`` are windows of at most the configured sizes, cut at line boundaries
+    (except the cursor's own line) so the model never sees half a line at the edges.
+    """
+
+    prefix: str
+    suffix: str
+    language_id: str = ""
+
+    @property
+    def line_prefix(self) -> str:
+        """The cursor's line up to the cursor."""
+        return _LINE_BREAK.split(self.prefix)[-1]
+
+    @property
+    def line_suffix(self) -> str:
+        """The cursor's line after the cursor."""
+        return _LINE_BREAK.split(self.suffix, maxsplit=1)[0]
+
+    @property
+    def lines_below(self) -> list[str]:
+        """The lines after the cursor's line (within the window)."""
+        return _LINE_BREAK.split(self.suffix)[1:]
+
+    @property
+    def lines_above(self) -> list[str]:
+        """The lines before the cursor's line (within the window)."""
+        return _LINE_BREAK.split(self.prefix)[:-1]
+
+
+def cursor_context(
+    text: str, offset: int, before: int, after: int, language_id: str = ""
+) -> CursorContext:
+    """Cut the windows of text before and after ``offset`` (a Python index)."""
+    offset = max(0, min(offset, len(text)))
+    start = max(0, offset - before)
+    if start > 0:
+        line_start = _line_start(text, offset)
+        if start < line_start:  # drop the partial line at the window's edge
+            nl = text.find("\n", start, line_start)
+            start = nl + 1 if nl >= 0 else line_start
+    end = min(len(text), offset + after)
+    if end < len(text):
+        nl = text.rfind("\n", offset, end)
+        if nl >= 0:
+            end = nl + 1
+    return CursorContext(text[start:offset], text[offset:end], language_id)
+
+
+def _line_start(text: str, offset: int) -> int:
+    return max(text.rfind("\n", 0, offset), text.rfind("\r", 0, offset)) + 1
