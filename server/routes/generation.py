@@ -84,10 +84,10 @@ def generate():
     with slot:
         engine = app_state.manager.engine()  # a load may have swapped models while we waited
         cancel = threading.Event()
-        with app_state.watcher.watch(gone, cancel.set):
+        with app_state.watcher.watch(gone, cancel.set) as watch:
             completion = engine.complete(req.prompt, cancel_event=cancel, **_engine_kwargs(req))
     request.environ[TOKENS_KEY] = completion.generated_tokens
-    _remember(app_state, "/generate", completion, noticed_at=None)
+    _remember(app_state, "/generate", completion, client_left=watch.fired)
     return jsonify(_result_body(req, completion, completion.text, engine.model_name, slot.waited_ms))
 
 
@@ -120,13 +120,15 @@ class _StreamRun:
         self.app_state, self.req, self.engine, self.chunks = app_state, req, engine, chunks
         self.cancel, self.slot, self.gone, self.environ = cancel, slot, gone, environ
         self.sent = 0  # chunks handed to the server so far
-        self.noticed_at = None  # engine tokens generated when the disconnect was noticed
+        self.first_step = _decode_steps(engine)
+        self.noticed_at = None  # the engine's decode-step counter when the disconnect was noticed
         self._done = False
+        self.finished = False  # the engine ran to its own end (length or stop)
         self._lock = threading.Lock()
 
     def _client_left(self) -> None:
         if self.noticed_at is None:
-            self.noticed_at = _tokens_so_far(self.chunks, self.sent)
+            self.noticed_at = _decode_steps(self.engine)
         self.cancel.set()
 
     def events(self):
@@ -143,6 +145,7 @@ class _StreamRun:
                     parts.append(chunk)
                     self.sent += 1
                     yield sse.event({"text": chunk})
+                self.finished = True
                 if self.cancel.is_set():
                     return  # the client is gone: nobody to tell
                 completion = self.chunks.result
@@ -167,38 +170,39 @@ class _StreamRun:
             self.cleanup()
 
     def cleanup(self) -> None:
-        """Stop the engine (if still running), free the model for the next request, record the run."""
+        """Stop the engine (if still running), record the run, then free the model for the next request."""
         with self._lock:
             if self._done:
                 return
             self._done = True
         try:
-            self.chunks.close()
+            if not self.finished:  # closing a finished stream would relabel it "cancelled"
+                self.chunks.close()
+            completion = getattr(self.chunks, "result", None)
+            if completion is not None:
+                self.environ.setdefault(TOKENS_KEY, completion.generated_tokens)
+            if self.noticed_at is not None and self.app_state.metrics is not None:
+                self.app_state.metrics.cancelled.inc()
+            last_step = _decode_steps(self.engine)
+            _remember(self.app_state, "/stream", completion, sent=self.sent,
+                      decode_steps=last_step - self.first_step,
+                      steps_after_disconnect=None if self.noticed_at is None else last_step - self.noticed_at)
         finally:
             self.slot.release()
-        completion = getattr(self.chunks, "result", None)
-        if completion is not None:
-            self.environ.setdefault(TOKENS_KEY, completion.generated_tokens)
-        if self.noticed_at is not None and self.app_state.metrics is not None:
-            self.app_state.metrics.cancelled.inc()
-        _remember(self.app_state, "/stream", completion, self.noticed_at, sent=self.sent)
 
 
-def _tokens_so_far(chunks: Any, sent: int) -> int:
-    """Tokens the engine had generated at this moment (its live counter if it has one)."""
-    for name in ("generated_tokens", "tokens_generated", "steps"):
-        value = getattr(chunks, name, None)
-        if isinstance(value, int):
-            return value
-    return sent
+def _decode_steps(engine: Any) -> int:
+    """The engine's running count of decode steps (0 for engines without one)."""
+    value = getattr(engine, "decode_steps", 0)
+    return value if isinstance(value, int) else 0
 
 
-def _remember(app_state: AppState, path: str, completion: Any, noticed_at, sent: int | None = None) -> None:
+def _remember(app_state: AppState, path: str, completion: Any, **extra: Any) -> None:
+    """Keep a short record of a finished generation (what tests and operators inspect)."""
     app_state.recent.append({
         "path": path,
         "time": time.time(),
         "finish_reason": getattr(completion, "finish_reason", None),
         "completion_tokens": getattr(completion, "generated_tokens", None),
-        "chunks_sent": sent,
-        "disconnect_noticed_at_tokens": noticed_at,
+        **extra,
     })
