@@ -42,6 +42,7 @@ class ContextChars(_Model):
 class Options(_Model):
     """All settings of deepshiva-lsp, with their defaults."""
 
+    enabled: bool = True  # master switch for suggestions (commands keep working)
     api_url: str = DEFAULT_API_URL
     api_key: str | None = None
     model: str | None = None  # model loaded by `deepshiva.loadModel` when no name is given
@@ -58,7 +59,8 @@ class Options(_Model):
     multiline: Multiline = Multiline.AUTO
     max_lines: int = Field(12, ge=1, le=500)
     inline_completion_enabled: bool = True
-    completion_enabled: bool = True
+    # textDocument/completion fallback; None: on only for clients without inline completion
+    completion_enabled: bool | None = None
     request_timeout_ms: int = Field(4000, ge=50, le=600_000)  # time cap of one suggestion
     connect_timeout_ms: int = Field(1000, ge=10, le=60_000)
     slow_threshold_ms: int = Field(2500, ge=1, le=600_000)  # slower than this: status "slow"
@@ -91,7 +93,12 @@ def merge(base: Options, data: Any) -> tuple[Options, list[str]]:
 
     Invalid values are dropped one by one so that a single typo does not discard the rest.
     """
-    incoming = {to_camel(str(k)): v for k, v in _unwrap(data).items()}
+    # null means "not set" (editors send unset settings as null), except for the key
+    incoming = {
+        to_camel(str(k)): v
+        for k, v in _unwrap(data).items()
+        if v is not None or to_camel(str(k)) == "apiKey"
+    }
     if not incoming:
         return base, []
     current = base.model_dump(by_alias=True)

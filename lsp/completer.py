@@ -1,0 +1,254 @@
+"""Getting one suggestion: cache, debounce, latest-wins, streaming with early stop, time cap.
+
+No LSP types here: the server hands in a :class:`~lsp.text.CursorContext` and gets a string.
+Per document (and per kind of request) only the newest request lives: starting one cancels the
+older one, and cancelling closes its HTTP stream so the API stops generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from . import postprocess
+from .api import ApiClient, ApiError
+from .cache import SuggestionCache
+from .options import Options
+from .stats import Stats
+from .status import State, StatusTracker, Transition
+from .text import CursorContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Ticket:
+    task: asyncio.Task
+    superseded: bool = False
+
+
+class _Reader:
+    """Accumulates streamed text and says when the suggestion is final."""
+
+    def __init__(self, ctx: CursorContext, single: bool, max_lines: int):
+        self.ctx, self.single, self.max_lines = ctx, single, max_lines
+        self.text = ""
+        self.final = False
+
+    def feed(self, chunk: str) -> bool:
+        self.text += chunk
+        cut = postprocess.final_cut(self.text, self.ctx, single=self.single, max_lines=self.max_lines)
+        if cut is not None:
+            self.text, self.final = self.text[:cut], True
+        return self.final
+
+
+class Completer:
+    """Owns the API client, the cache, the statistics and the status of the API."""
+
+    def __init__(self, options: Options, announce: Callable[[Transition], None] | None = None):
+        self.options = options
+        self.api = ApiClient(options)
+        self.cache = SuggestionCache(options.cache_size)
+        self.stats = Stats()
+        self.status = StatusTracker()
+        self._announce = announce or (lambda transition: None)
+        self._inflight: dict[tuple[str, str], _Ticket] = {}
+        self._poller: asyncio.Task | None = None
+        self._fim = True  # False once the API said the model cannot fill in the middle
+
+    # -- configuration -------------------------------------------------------------------------
+
+    async def reconfigure(self, options: Options) -> None:
+        """Apply new settings: a new connection pool if the endpoint changed, an empty cache."""
+        old, self.options = self.options, options
+        self.cache = SuggestionCache(options.cache_size)
+        endpoint = ("api_url", "api_key", "connect_timeout_ms", "request_timeout_ms", "load_timeout_ms")
+        if any(getattr(old, name) != getattr(options, name) for name in endpoint):
+            previous, self.api = self.api, ApiClient(options)
+            self._fim = True
+            await previous.aclose()
+            if self.status.state is not None:
+                await self.probe()
+
+    async def aclose(self) -> None:
+        if self._poller:
+            self._poller.cancel()
+        for ticket in list(self._inflight.values()):
+            ticket.task.cancel()
+        await self.api.aclose()
+
+    # -- status --------------------------------------------------------------------------------
+
+    def report(self, state: State, message: str = "") -> None:
+        transition = self.status.update(state, message)
+        if transition is not None:
+            log.info("status %s: %s", transition.state.value, transition.message)
+            self._announce(transition)
+        if state.is_down:
+            self._ensure_poller()
+
+    async def probe(self) -> State:
+        """Ask the API how it is (GET /health, then /model_status to check the key) and report."""
+        try:
+            health = await self.api.health()
+            server_state = health.get("state")
+            if server_state == "loading" and not health.get("model_loaded"):
+                self.report(State.LOADING, "DeepShiva is loading a model")
+            elif not health.get("model_loaded"):
+                self.report(State.NO_MODEL, "The DeepShiva API has no model loaded")
+            else:
+                status = await self.api.model_status()  # needs the key when the API has one
+                name = status.get("model_name") or "a model"
+                if self.status.state in (None, State.SLOW) or self.status.state.is_down:
+                    self.report(State.READY, f"DeepShiva is ready ({name})")
+        except ApiError as exc:
+            self.report(exc.state or State.UNREACHABLE, exc.message)
+        return self.status.state or State.UNREACHABLE
+
+    def _ensure_poller(self) -> None:
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.get_running_loop().create_task(self._poll())
+
+    async def _poll(self) -> None:
+        """While the API is down, probe it regularly so the editor hears when it is back."""
+        while self.status.state is not None and self.status.state.is_down:
+            await asyncio.sleep(self.options.health_poll_ms / 1000)
+            await self.probe()
+
+    # -- suggestions ---------------------------------------------------------------------------
+
+    async def suggest(self, key: tuple[str, str], ctx: CursorContext, *, invoked: bool) -> str | None:
+        """The suggestion for ``ctx`` ("" or None: nothing to show). ``key`` names the document
+        and kind of request; a newer call with the same key makes this one return None."""
+        self.stats.requests += 1
+        previous = self._inflight.pop(key, None)
+        if previous is not None and not previous.task.done():
+            previous.superseded = True
+            previous.task.cancel()
+
+        cached = self.cache.get(ctx.prefix, ctx.suffix)
+        if cached is not None:
+            self.stats.cache_hits += 1
+            return cached
+
+        task = asyncio.get_running_loop().create_task(self._fetch(ctx, invoked=invoked))
+        ticket = _Ticket(task)
+        self._inflight[key] = ticket
+        try:
+            return await task
+        except asyncio.CancelledError:
+            self.stats.cancelled += 1
+            if ticket.superseded and not _being_cancelled():
+                return None  # a newer request for this document took over
+            task.cancel()
+            raise  # $/cancelRequest: pygls answers RequestCancelled
+        finally:
+            if self._inflight.get(key) is ticket:
+                del self._inflight[key]
+
+    async def _fetch(self, ctx: CursorContext, *, invoked: bool) -> str:
+        options = self.options
+        if not invoked and options.debounce_ms:
+            await asyncio.sleep(options.debounce_ms / 1000)
+        single = postprocess.single_line(ctx, options.multiline.value)
+        reader = _Reader(ctx, single, options.max_lines)
+        body = self._body(ctx, single)
+        self.stats.api_calls += 1
+        started = time.monotonic()
+        timed_out = False
+        try:
+            try:
+                await asyncio.wait_for(self._read(body, reader), options.request_timeout_ms / 1000)
+            except ApiError as exc:
+                if exc.status_code == 400 and self._fim and "suffix" in exc.message.lower():
+                    self._fim = False  # the model cannot fill in the middle: prefix only
+                    body = self._body(ctx, single)
+                    await asyncio.wait_for(self._read(body, reader), options.request_timeout_ms / 1000)
+                else:
+                    raise
+        except asyncio.TimeoutError:
+            timed_out = True
+        except ApiError as exc:
+            self.stats.errors += 1
+            log.warning("API error: %s", exc.message)
+            if exc.state in (State.NO_MODEL, State.LOADING):
+                await self.probe()  # /health tells "no model" from "still loading"
+            elif exc.state is not None:
+                self.report(exc.state, exc.message)
+            return ""
+        elapsed_ms = (time.monotonic() - started) * 1000
+        self.stats.latencies_ms.append(elapsed_ms)
+
+        if timed_out:
+            self.report(State.SLOW, f"DeepShiva took over {options.request_timeout_ms} ms")
+            text = reader.text
+            if not reader.final:  # keep whole lines only of an unfinished suggestion
+                text = "" if single else text[: text.rfind("\n") + 1]
+            suggestion = postprocess.postprocess(
+                text, ctx, single=single, max_lines=options.max_lines
+            )
+            return suggestion  # not cached: a later request may get the whole of it
+        if elapsed_ms > options.slow_threshold_ms:
+            self.report(State.SLOW, f"DeepShiva answered in {elapsed_ms:.0f} ms")
+        else:
+            self.report(State.READY)
+        suggestion = postprocess.postprocess(
+            reader.text, ctx, single=single, max_lines=options.max_lines
+        )
+        self.cache.put(ctx.prefix, ctx.suffix, suggestion)
+        return suggestion
+
+    def _body(self, ctx: CursorContext, single: bool) -> dict:
+        options = self.options
+        stop = list(options.stop)
+        if single and "\n" not in stop:
+            stop.append("\n")
+        body: dict = {
+            "prompt": ctx.prefix,
+            "max_length": options.max_tokens,
+            "temperature": options.temperature,
+            "top_p": options.top_p,
+        }
+        if stop:
+            body["stop"] = stop
+        if self._fim:
+            body["suffix"] = ctx.suffix
+        if options.seed is not None:
+            body["seed"] = options.seed
+        return body
+
+    async def _read(self, body: dict, reader: _Reader) -> None:
+        if not self.options.stream:
+            reader.feed(await self.api.generate(body))
+            return
+        async with self.api.stream(body) as chunks:
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    if reader.feed(chunk):
+                        return  # leaving the blocks closes the stream: the model stops
+
+    # -- commands ------------------------------------------------------------------------------
+
+    async def load_model(self, name: str | None) -> dict:
+        """POST /load_model; the status goes to loading, then to whatever the API says."""
+        name = name or self.options.model
+        self.report(State.LOADING, f"Loading {name or 'the default model'}")
+        try:
+            result = await self.api.load_model(name)
+        except ApiError:
+            await self.probe()
+            raise
+        self.cache.clear()
+        self.report(State.READY, result.get("message") or "Model loaded")
+        return result
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling and cancelling())

@@ -1,0 +1,303 @@
+"""The pygls language server: thin LSP handlers over :class:`~lsp.completer.Completer`.
+
+Handlers translate LSP positions and settings into plain values and back; everything else
+(suggestions, cache, status, post-processing) lives in its own module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import Any
+
+from lsprotocol import types
+from pygls.lsp.server import LanguageServer
+
+from . import __version__
+from .api import ApiError
+from .completer import Completer
+from .options import SECTION, Options, merge
+from .status import Transition
+from .text import UTF16, CursorContext, cursor_context, offset_at
+
+log = logging.getLogger(__name__)
+
+STATUS_NOTIFICATION = "deepshiva/status"
+CMD_LOAD_MODEL = "deepshiva.loadModel"
+CMD_STATS = "deepshiva.stats"
+CMD_ACCEPTED = "deepshiva.accepted"
+CMD_STATUS = "deepshiva.status"
+
+
+class DeepShivaServer(LanguageServer):
+    """A LanguageServer carrying the current options and the completer."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "deepshiva-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental
+        )
+        self.options = Options()
+        self.init_options: Any = None
+        self.completer = Completer(self.options, self.announce)
+
+    # -- helpers used by the handlers ----------------------------------------------------------
+
+    @property
+    def encoding(self) -> str:
+        try:
+            kind = self.workspace.position_encoding
+        except RuntimeError:
+            return UTF16
+        return str(getattr(kind, "value", kind) or UTF16)
+
+    def client_has(self, path: str) -> bool:
+        """True if the client capability at dotted ``path`` is present and truthy."""
+        node: Any = self.client_capabilities
+        for part in path.split("."):
+            node = getattr(node, part, None)
+            if node is None:
+                return False
+        return bool(node)
+
+    def completion_fallback_wanted(self) -> bool:
+        """The completion fallback is on when asked for, or by default for clients that cannot
+        show inline completions (so capable editors do not get the suggestion twice)."""
+        if not self.options.enabled:
+            return False
+        if self.options.completion_enabled is not None:
+            return self.options.completion_enabled
+        return not self.client_has("text_document.inline_completion")
+
+    def announce(self, transition: Transition) -> None:
+        """Tell the editor about a change of the API's status (once per change)."""
+        try:
+            self.protocol.notify(STATUS_NOTIFICATION, transition.notification())
+            if transition.show and self.options.show_messages:
+                self.window_show_message(
+                    types.ShowMessageParams(
+                        type=types.MessageType(transition.severity),
+                        message=f"DeepShiva: {transition.message}",
+                    )
+                )
+        except Exception:  # no client attached (yet): the state is still kept for deepshiva.status
+            log.debug("could not announce %s", transition, exc_info=True)
+
+    async def apply_settings(self, data: Any) -> None:
+        options, problems = merge(self.options, data)
+        for problem in problems:
+            log.warning(problem)
+            self.window_show_message(
+                types.ShowMessageParams(type=types.MessageType.Warning, message=f"DeepShiva: {problem}")
+            )
+        if options != self.options:
+            self.options = options
+            await self.completer.reconfigure(options)
+
+    async def pull_settings(self) -> None:
+        """Ask the client for the ``deepshiva`` section (workspace/configuration)."""
+        if not self.client_has("workspace.configuration"):
+            return
+        try:
+            result = await self.workspace_configuration_async(
+                types.ConfigurationParams(items=[types.ConfigurationItem(section=SECTION)])
+            )
+        except Exception as exc:
+            log.warning("workspace/configuration failed: %s", exc)
+            return
+        if result and isinstance(result[0], dict):
+            await self.apply_settings(result[0])
+
+    def context_at(
+        self, uri: str, position: types.Position, replace: types.Range | None = None, text: str = ""
+    ) -> tuple[CursorContext, str] | None:
+        """The cursor context at ``position`` (after replacing ``replace`` with ``text``, for a
+        selected completion item), and the document's language; None if the language is off."""
+        doc = self.workspace.get_text_document(uri)
+        if not self.options.language_enabled(doc.language_id):
+            return None
+        source, enc = doc.source, self.encoding
+        offset = offset_at(source, position.line, position.character, enc)
+        if replace is not None:
+            start = offset_at(source, replace.start.line, replace.start.character, enc)
+            end = offset_at(source, replace.end.line, replace.end.character, enc)
+            source = source[:start] + text + source[end:]
+            offset = start + len(text)
+        window = self.options.context_chars
+        return cursor_context(source, offset, window.before, window.after, doc.language_id or ""), source
+
+
+server = DeepShivaServer()
+
+
+def _accept_command(uri: str, kind: str, text: str) -> types.Command:
+    return types.Command(
+        title="DeepShiva: suggestion accepted",
+        command=CMD_ACCEPTED,
+        arguments=[{"uri": uri, "kind": kind, "length": len(text)}],
+    )
+
+
+@server.feature(types.INITIALIZE)
+def initialize(ls: DeepShivaServer, params: types.InitializeParams) -> None:
+    ls.init_options = params.initialization_options
+    options, problems = merge(Options(), params.initialization_options)
+    for problem in problems:
+        log.warning(problem)
+    ls.options = options
+    ls.completer = Completer(options, ls.announce)
+
+
+@server.feature(types.INITIALIZED)
+async def initialized(ls: DeepShivaServer, params: types.InitializedParams) -> None:
+    await ls.pull_settings()
+    await ls.completer.probe()
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+async def did_change_configuration(
+    ls: DeepShivaServer, params: types.DidChangeConfigurationParams
+) -> None:
+    settings = params.settings
+    if isinstance(settings, dict) and settings:
+        await ls.apply_settings(settings)
+    else:  # the pull model: settings is null, ask for them
+        await ls.pull_settings()
+
+
+@server.feature(types.SHUTDOWN)
+async def shutdown(ls: DeepShivaServer, *args) -> None:
+    await ls.completer.aclose()
+
+
+@server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+async def inline_completion(
+    ls: DeepShivaServer, params: types.InlineCompletionParams
+) -> types.InlineCompletionList | None:
+    if not (ls.options.enabled and ls.options.inline_completion_enabled):
+        return None
+    uri, position = params.text_document.uri, params.position
+    selected = params.context.selected_completion_info
+    replace = selected.range if selected else None
+    prefix_text = selected.text if selected else ""
+    found = ls.context_at(uri, position, replace, prefix_text)
+    if found is None:
+        return None
+    ctx, _ = found
+    invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+    text = await ls.completer.suggest((uri, "inline"), ctx, invoked=invoked)
+    if not text:
+        return types.InlineCompletionList(items=[])
+    ls.completer.stats.shown += 1
+    # Without a selected item: insert at the cursor (an explicit empty range, or VS Code would
+    # replace the word at the cursor). With one: extend its text over its range, as the spec says.
+    rng = replace or types.Range(start=position, end=position)
+    insert = prefix_text + text
+    item = types.InlineCompletionItem(
+        insert_text=insert, range=rng, command=_accept_command(uri, "inline", insert)
+    )
+    return types.InlineCompletionList(items=[item])
+
+
+@server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
+async def completion(ls: DeepShivaServer, params: types.CompletionParams) -> types.CompletionList | None:
+    if not ls.completion_fallback_wanted():
+        return None
+    uri, position = params.text_document.uri, params.position
+    found = ls.context_at(uri, position)
+    if found is None:
+        return None
+    ctx, _ = found
+    text = await ls.completer.suggest((uri, "completion"), ctx, invoked=False)
+    if not text:
+        return types.CompletionList(is_incomplete=True, items=[])
+    ls.completer.stats.shown += 1
+    first = text.strip().split("\n")[0]
+    label = (first[:60] + "…") if len(first) > 60 or "\n" in text.strip() else first
+    item = types.CompletionItem(
+        label=label or text.strip()[:60],
+        kind=types.CompletionItemKind.Text,
+        detail="DeepShiva",
+        documentation=types.MarkupContent(kind=types.MarkupKind.PlainText, value=text),
+        sort_text="0",
+        filter_text=text,
+        insert_text_format=types.InsertTextFormat.PlainText,
+        text_edit=types.TextEdit(range=types.Range(start=position, end=position), new_text=text),
+        command=_accept_command(uri, "completion", text),
+    )
+    return types.CompletionList(is_incomplete=True, items=[item])
+
+
+@server.command(CMD_ACCEPTED)
+def accepted(ls: DeepShivaServer, *args: Any) -> None:
+    ls.completer.stats.accepted += 1
+
+
+@server.command(CMD_STATS)
+def stats(ls: DeepShivaServer, *args: Any) -> dict:
+    return ls.completer.stats.as_dict()
+
+
+@server.command(CMD_STATUS)
+def status(ls: DeepShivaServer, *args: Any) -> dict:
+    tracker = ls.completer.status
+    return {"state": tracker.state.value if tracker.state else None, "message": tracker.message}
+
+
+@server.command(CMD_LOAD_MODEL)
+async def load_model(ls: DeepShivaServer, *args: Any) -> dict:
+    """Load a model on the API (argument: a name, or ``{"modelName": ...}``; default: the
+    ``model`` setting, else the API's default), reporting work-done progress meanwhile."""
+    name = _model_argument(args) or ls.options.model
+    label = name or "the default model"
+    token: str | None = None
+    if ls.client_has("window.work_done_progress"):
+        token = f"deepshiva-load-{uuid.uuid4()}"
+        try:
+            await ls.work_done_progress.create_async(token)
+        except Exception as exc:
+            log.warning("window/workDoneProgress/create failed: %s", exc)
+            token = None
+    if token:
+        ls.work_done_progress.begin(
+            token, types.WorkDoneProgressBegin(title="DeepShiva", message=f"Loading {label}")
+        )
+    ticker = asyncio.get_running_loop().create_task(_tick(ls, token, label))
+    try:
+        result = await ls.completer.load_model(name)
+    except ApiError as exc:
+        if token:
+            ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=exc.message))
+        raise RuntimeError(f"DeepShiva could not load {label}: {exc.message}") from exc
+    finally:
+        ticker.cancel()
+    if token:
+        ls.work_done_progress.end(
+            token, types.WorkDoneProgressEnd(message=str(result.get("message") or "loaded"))
+        )
+    return result
+
+
+async def _tick(ls: DeepShivaServer, token: str | None, label: str) -> None:
+    """Report elapsed time every second while a model loads (the API gives no percentage)."""
+    if not token:
+        return
+    seconds = 0
+    while True:
+        await asyncio.sleep(1)
+        seconds += 1
+        ls.work_done_progress.report(
+            token, types.WorkDoneProgressReport(message=f"Loading {label} ({seconds} s)")
+        )
+
+
+def _model_argument(args: tuple) -> str | None:
+    for arg in args:
+        if isinstance(arg, str) and arg:
+            return arg
+        if isinstance(arg, dict):
+            value = arg.get("modelName") or arg.get("model_name") or arg.get("model")
+            if value:
+                return str(value)
+    return None
+

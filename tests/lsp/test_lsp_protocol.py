@@ -1,0 +1,47 @@
+"""End-to-end protocol tests that need no model: capabilities, configuration, API down."""
+
+from __future__ import annotations
+
+from conftest import free_port, lsp_session
+from lsprotocol import types
+
+
+async def test_capabilities_are_advertised():
+    async with lsp_session({"apiUrl": f"http://127.0.0.1:{free_port()}"}) as s:
+        caps = s.initialize_result.capabilities
+        assert caps.inline_completion_provider is not None  # or editors never ask
+        assert caps.completion_provider is not None
+        sync = caps.text_document_sync
+        assert sync.change == types.TextDocumentSyncKind.Incremental
+        assert caps.position_encoding == types.PositionEncodingKind.Utf16
+        assert set(caps.execute_command_provider.commands) >= {
+            "deepshiva.loadModel",
+            "deepshiva.stats",
+            "deepshiva.accepted",
+            "deepshiva.status",
+        }
+        assert s.initialize_result.server_info.name == "deepshiva-lsp"
+
+
+async def test_position_encoding_negotiation():
+    async with lsp_session({}, encodings=("utf-8", "utf-16")) as s:
+        assert s.initialize_result.capabilities.position_encoding == "utf-8"
+    async with lsp_session({}, encodings=("utf-32",)) as s:
+        assert s.initialize_result.capabilities.position_encoding == "utf-32"
+
+
+async def test_api_down_gives_one_status_and_one_message_and_empty_answers():
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    async with lsp_session({"apiUrl": url, "healthPollMs": 200}) as s:
+        status = await s.wait_status("unreachable")
+        assert url in status["message"]
+        uri = "file:///tmp/down.py"
+        s.open(uri, "def f(x):\n    ")
+        for _ in range(3):  # keystroke after keystroke
+            result = await s.inline(uri, 1, 4)
+            assert result is not None and not result.items
+        errors = [m for m in s.messages if m.type == types.MessageType.Error]
+        assert len(errors) == 1, s.messages  # one message per change of state, not per keystroke
+        assert [x["state"] for x in s.statuses].count("unreachable") == 1
+        stats = await s.command("deepshiva.stats")
+        assert stats["requests"] == 3 and stats["errors"] >= 1
