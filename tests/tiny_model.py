@@ -11,6 +11,15 @@ import sysconfig
 from pathlib import Path
 
 FIM_TOKENS = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<file_sep>"]
+# The special tokens of each FIM family (FIELD_NOTES section 3); the first one is EOS.
+FAMILY_TOKENS = {
+    "starcoder": FIM_TOKENS,
+    "qwen": ["<|endoftext|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|file_sep|>", "<|fim_pad|>"],
+    "deepseek": ["<｜end▁of▁sentence｜>", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"],
+    "codellama": ["</s>", "▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>"],
+    "codestral": ["</s>", "[PREFIX]", "[SUFFIX]"],
+    None: ["<|endoftext|>"],
+}
 TRAINING_FILES = ["textwrap.py", "string.py", "bisect.py", "heapq.py", "glob.py", "shlex.py"]
 
 
@@ -36,10 +45,11 @@ def build_tiny_model(
     out_dir: str | Path,
     *,
     fim: bool = True,
+    family: str | None = "starcoder",
     vocab_size: int = 1000,
     hidden_size: int = 64,
     layers: int = 2,
-    context_length: int = 256,
+    context_length: int = 1024,
     seed: int = 0,
 ) -> Path:
     """Write a tiny random Llama (and tokenizer) to ``out_dir`` and return the path."""
@@ -48,21 +58,22 @@ def build_tiny_model(
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    specials = FIM_TOKENS if fim else ["<|endoftext|>"]
+    specials = FAMILY_TOKENS[family if fim else None]
     raw = _train_tokenizer(vocab_size, specials)
+    eos_token = specials[0]
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=raw,
-        bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
+        bos_token=eos_token,
+        eos_token=eos_token,
+        unk_token=eos_token,
+        pad_token=eos_token,
         additional_special_tokens=specials[1:],
     )
     tokenizer.model_max_length = context_length
     tokenizer.save_pretrained(out)
 
     torch.manual_seed(seed)
-    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    eos = tokenizer.convert_tokens_to_ids(eos_token)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,

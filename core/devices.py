@@ -1,0 +1,90 @@
+"""Choose the device and dtype a model runs on.
+
+``auto`` prefers CUDA, then Apple's MPS, then the CPU. The dtype follows the device: bf16 on CUDA
+where the GPU supports it (else fp16), fp16 on MPS, and on the CPU bf16 only where the processor
+has native bf16 arithmetic (AVX512-BF16 or AMX); elsewhere bf16 is emulated and many times
+slower than fp32.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .errors import DeviceUnavailable, InvalidParameter
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+DTYPE_NAMES = {
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+}
+
+
+def cuda_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """True when /proc/cpuinfo lists AVX512-BF16 or AMX-BF16 (x86) or BF16 (Arm)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            flags.update(value.split())
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def select_device(requested: str = "auto") -> str:
+    """Resolve ``requested`` to ``cuda``, ``mps`` or ``cpu``; an unavailable explicit choice is an error."""
+    name = (requested or "auto").lower()
+    base = name.split(":", 1)[0]
+    if base not in DEVICES:
+        raise InvalidParameter("device", f"device must be one of {', '.join(DEVICES)} (got {requested!r})")
+    if base == "auto":
+        if cuda_available():
+            return "cuda"
+        if mps_available():
+            return "mps"
+        return "cpu"
+    if base == "cuda" and not cuda_available():
+        raise DeviceUnavailable("device 'cuda' was requested but CUDA is not available on this machine")
+    if base == "mps" and not mps_available():
+        raise DeviceUnavailable("device 'mps' was requested but Apple MPS is not available on this machine")
+    return name
+
+
+def select_dtype(device: str, requested: object = None) -> torch.dtype:
+    """The dtype for ``device``: the caller's choice if given, else the fastest exact one."""
+    if isinstance(requested, torch.dtype):
+        return requested
+    if isinstance(requested, str) and requested.lower() != "auto":
+        try:
+            return DTYPE_NAMES[requested.lower()]
+        except KeyError:
+            allowed = "bfloat16, float16, float32, auto or a torch.dtype"
+            raise InvalidParameter("torch_dtype", f"torch_dtype must be {allowed} (got {requested!r})") from None
+    if requested is not None and not isinstance(requested, str):
+        raise InvalidParameter("torch_dtype", f"torch_dtype must be a torch.dtype or a string (got {requested!r})")
+    base = device.split(":", 1)[0]
+    if base == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if base == "mps":
+        return torch.float16
+    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32

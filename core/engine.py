@@ -1,0 +1,357 @@
+"""OptimizedLLM: the spec's Python interface to a loaded code model.
+
+One instance holds one model. Calls from many threads are serialized by a lock (one generation
+at a time); the KV cache is kept between calls so consecutive prompts that share a prefix (an
+editor's keystrokes) only compute what changed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from .devices import mps_available, select_device, select_dtype
+from .errors import FIMNotSupported, InvalidParameter, ModelNotLoaded, OutOfMemory
+from .fim import detect_dialect, split_budget, stop_token_ids
+from .generation import ModelRunner, decode_n_tokens
+from .healing import TokenHealer
+from .loading import DEFAULT_MODEL, is_out_of_memory, load_model, resolve_model_source
+from .request import GenerationRequest
+from .sampling import REPETITION_WINDOW, SamplingParams, sample_next
+from .text_stream import IncrementalDecoder, StopMatcher
+
+log = logging.getLogger("deepshiva.core")
+
+
+@dataclass
+class Completion:
+    """A finished (or stopped) generation and what it cost."""
+
+    text: str = ""
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    finish_reason: str = "length"  # "stop" | "length" | "cancelled"
+    truncated: bool = False
+    time_to_first_token_ms: float | None = None
+    total_ms: float = 0.0
+    reused_prompt_tokens: int = 0
+
+
+class CompletionStream:
+    """Iterator of text chunks from one generation; ``close()`` stops it within one decode step."""
+
+    def __init__(self, chunks: Iterator[str], result: Completion, cancel_event: threading.Event):
+        self._chunks = chunks
+        self.result = result
+        self._cancel = cancel_event
+
+    def __iter__(self) -> CompletionStream:
+        return self
+
+    def __next__(self) -> str:
+        return next(self._chunks)
+
+    def cancel(self) -> None:
+        """Ask the generation to stop at its next decode step (safe from any thread)."""
+        self._cancel.set()
+
+    def close(self) -> None:
+        """Stop generating now and release the model."""
+        self._cancel.set()
+        self._chunks.close()
+        if self.result.finish_reason not in ("stop", "cancelled"):
+            self.result.finish_reason = "cancelled"
+
+    def __enter__(self) -> CompletionStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self._chunks.close()
+        except Exception:  # noqa: BLE001 - never raise from a finalizer
+            pass
+
+
+def _release_freed_memory() -> None:
+    """Hand freed heap pages back to the OS, so clearing a model really lowers the RSS."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if mps_available():
+        torch.mps.empty_cache()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class OptimizedLLM:
+    """Load a Hugging Face causal LM and generate completions, whole or streamed."""
+
+    def __init__(
+        self,
+        model_name: str = DEFAULT_MODEL,
+        device: str = "auto",
+        max_memory: dict | None = None,
+        load_in_8bit: bool = False,
+        torch_dtype: object = None,
+        trust_remote_code: bool = False,
+    ):
+        if max_memory is not None and not isinstance(max_memory, dict):
+            raise InvalidParameter("max_memory", "max_memory must be a dict such as {0: '10GiB', 'cpu': '30GiB'}")
+        self._lock = threading.Lock()
+        self.device = select_device(device)
+        self.dtype = select_dtype(self.device, torch_dtype)
+        self.model_name = model_name
+        self.trust_remote_code = bool(trust_remote_code)
+        self.model = None
+        self.tokenizer = None
+        self._runner: ModelRunner | None = None
+        source = resolve_model_source(model_name)
+        loaded = load_model(source, self.device, self.dtype, max_memory, bool(load_in_8bit), self.trust_remote_code)
+        self._install(loaded.model, loaded.tokenizer)
+        self.quantization = loaded.quantization
+
+    # -- set-up ---------------------------------------------------------------------------
+    def _install(self, model, tokenizer) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self._runner = ModelRunner(model)
+        vocab = tokenizer.get_vocab()
+        self.fim_dialect = detect_dialect(vocab)
+        self._eos_ids = self._collect_eos_ids(model, tokenizer)
+        self._special_ids = set(tokenizer.all_special_ids) | {
+            i for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items() if getattr(tok, "special", False)
+        }
+        self._banned_in_plain = torch.tensor(sorted(self._special_ids - self._eos_ids), dtype=torch.long)
+        self._fim_stop_ids = stop_token_ids(self.fim_dialect, vocab) if self.fim_dialect else set()
+        self._healer = TokenHealer(tokenizer, self._special_ids)
+        self._adds_bos = self._tokenizer_adds_bos(tokenizer)
+        self.context_length = self._context_length(model, tokenizer)
+
+    @staticmethod
+    def _collect_eos_ids(model, tokenizer) -> set[int]:
+        ids: set[int] = set()
+        configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        for value in (configured, tokenizer.eos_token_id):
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(v for v in value if isinstance(v, int))
+        return ids
+
+    @staticmethod
+    def _tokenizer_adds_bos(tokenizer) -> bool:
+        bos = tokenizer.bos_token_id
+        return bos is not None and tokenizer.encode("a")[:1] == [bos]
+
+    @staticmethod
+    def _context_length(model, tokenizer) -> int:
+        length = getattr(model.config, "max_position_embeddings", None) or 2048
+        tok_max = getattr(tokenizer, "model_max_length", None)
+        if isinstance(tok_max, int) and 0 < tok_max < length:
+            length = tok_max
+        return int(length)
+
+    # -- public API -----------------------------------------------------------------------
+    @property
+    def is_loaded(self) -> bool:
+        return self._runner is not None
+
+    @property
+    def decode_steps(self) -> int:
+        """Forward passes of one generated token so far (to measure what cancellation saves)."""
+        return self._runner.decode_steps if self._runner else 0
+
+    def info(self) -> dict:
+        """What is loaded, for status displays."""
+        loaded = self.is_loaded
+        return {
+            "model_name": self.model_name,
+            "model_loaded": loaded,
+            "device": self.device,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "quantization": getattr(self, "quantization", None),
+            "context_length": self.context_length if loaded else None,
+            "fim_dialect": self.fim_dialect.name if loaded and self.fim_dialect else None,
+            "parameters": sum(p.numel() for p in self.model.parameters()) if loaded else None,
+        }
+
+    def generate(
+        self,
+        prompt: str,
+        max_length: int = 512,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        top_k: int = 50,
+        repetition_penalty: float = 1.1,
+        stop_sequences: list[str] | None = None,
+        stream: bool = False,
+        suffix: str | None = None,
+        seed: int | None = None,
+    ):
+        """The completion text (prompt excluded), or with ``stream=True`` a CompletionStream."""
+        kwargs = dict(
+            max_length=max_length, temperature=temperature, top_p=top_p, top_k=top_k,
+            repetition_penalty=repetition_penalty, stop_sequences=stop_sequences, suffix=suffix, seed=seed,
+        )
+        if stream:
+            return self.stream(prompt, **kwargs)
+        return self.complete(prompt, **kwargs).text
+
+    def complete(self, prompt: str, cancel_event: threading.Event | None = None, **params) -> Completion:
+        """Generate to the end and return the text with usage and timing."""
+        stream = self.stream(prompt, cancel_event=cancel_event, **params)
+        for _ in stream:
+            pass
+        return stream.result
+
+    def stream(self, prompt: str, cancel_event: threading.Event | None = None, **params) -> CompletionStream:
+        """Start a generation whose text arrives chunk by chunk (validation errors raise here)."""
+        if not self.is_loaded:
+            raise ModelNotLoaded("no model is loaded: load one first")
+        request = GenerationRequest.checked(prompt, context_length=self.context_length, **params)
+        if request.suffix is not None and self.fim_dialect is None:
+            raise FIMNotSupported(
+                f"model {self.model_name!r} has no fill-in-the-middle tokens, so 'suffix' cannot be used"
+            )
+        cancel = cancel_event or threading.Event()
+        result = Completion()
+        return CompletionStream(self._run(request, cancel, result), result, cancel)
+
+    def warmup(self) -> None:
+        """One short generation, so the first user request does not pay for lazy initialization."""
+        self.complete("def main():\n", max_length=4, temperature=0)
+        if self.fim_dialect:
+            self.complete("def main():\n    ", suffix="\n", max_length=2, temperature=0)
+
+    def clear_memory(self) -> None:
+        """Release the model, tokenizer and caches; generation then raises ModelNotLoaded."""
+        with self._lock:
+            self._runner = None
+            self.model = None
+            self.tokenizer = None
+            self._healer = None
+        _release_freed_memory()
+
+    # -- generation -----------------------------------------------------------------------
+    def _encode(self, request: GenerationRequest) -> tuple[list[int], str, bool, int]:
+        """Token ids of the prompt, the healing text, whether it was truncated, prompt size."""
+        reserve = min(request.max_length, self.context_length // 2)
+        budget = self.context_length - reserve
+        tok = self.tokenizer
+        bos = [tok.bos_token_id] if self._adds_bos else []
+        if request.suffix is None:
+            ids = tok.encode(request.prompt, add_special_tokens=False)
+            truncated = len(ids) + len(bos) > budget
+            if truncated:
+                ids = ids[len(ids) - (budget - len(bos)):]
+            ids = bos + ids
+            size = len(ids)
+            healed, heal_text = self._healer.back_off(ids)
+            if heal_text and self._healer.allowed(heal_text) is not None:
+                return healed, heal_text, truncated, size
+            return ids, "", truncated, size
+        dialect = self.fim_dialect
+        prefix_ids = tok.encode(request.prompt, add_special_tokens=False) if request.prompt else []
+        suffix_ids = tok.encode(request.suffix, add_special_tokens=False) if request.suffix else []
+        layout = dialect.layout()
+        overhead = len(bos) + sum(1 for kind, _ in layout if kind == "token")
+        keep_prefix, keep_suffix = split_budget(len(prefix_ids), len(suffix_ids), max(budget - overhead, 2))
+        truncated = keep_prefix < len(prefix_ids) or keep_suffix < len(suffix_ids)
+        prefix_ids = prefix_ids[len(prefix_ids) - keep_prefix:]
+        suffix_ids = suffix_ids[:keep_suffix]
+        vocab = tok.get_vocab()
+        ids = list(bos)
+        for kind, value in layout:
+            if kind == "token":
+                ids.append(vocab[value])
+            else:
+                ids.extend(prefix_ids if kind == "prefix" else suffix_ids)
+        return ids, "", truncated, len(ids)
+
+    def _run(self, request: GenerationRequest, cancel: threading.Event, result: Completion) -> Iterator[str]:
+        started = time.perf_counter()
+        with self._lock:
+            runner = self._runner
+            if runner is None:
+                raise ModelNotLoaded("no model is loaded: load one first")
+            ids, heal_text, result.truncated, result.prompt_tokens = self._encode(request)
+            if result.truncated:
+                log.info("prompt truncated to %d tokens to fit the context (%d)", len(ids), self.context_length)
+            fim = request.suffix is not None
+            stop_ids = self._eos_ids | (self._fim_stop_ids if fim else set())
+            banned = None if fim else self._banned_in_plain
+            params = SamplingParams(request.temperature, request.top_p, request.top_k, request.repetition_penalty)
+            generator = torch.Generator().manual_seed(request.seed) if request.seed is not None else None
+            decoder = IncrementalDecoder(self.tokenizer, context_ids=ids[-4:])
+            matcher = StopMatcher(list(request.stop_sequences))
+            healer = self._healer
+            recent = ids[-REPETITION_WINDOW:]
+            state = {"heal": heal_text}
+            to_strip = heal_text
+            budget = min(request.max_length + (1 if heal_text else 0), self.context_length - len(ids))
+
+            def pick(logits: torch.Tensor) -> int:
+                allowed = healer.allowed(state["heal"]) if state["heal"] else None
+                return sample_next(logits, params, recent, generator, allowed=allowed, banned=banned)
+
+            finish = "length"
+            try:
+                reused_before = runner.reused_tokens
+                logits = runner.prefill(ids)
+                result.reused_prompt_tokens = runner.reused_tokens - reused_before
+                for token in decode_n_tokens(runner, logits, max(budget, 0), pick):
+                    if token in stop_ids:
+                        finish = "stop"
+                        break
+                    result.generated_tokens += 1
+                    recent.append(token)
+                    if state["heal"]:
+                        state["heal"] = healer.advance(state["heal"], token)
+                    text = decoder.push(token)
+                    if to_strip and text:
+                        common = min(len(to_strip), len(text))
+                        if text[:common] == to_strip[:common]:
+                            text, to_strip = text[common:], to_strip[common:]
+                        else:
+                            to_strip = ""
+                    out = matcher.feed(text)
+                    if out:
+                        if result.time_to_first_token_ms is None:
+                            result.time_to_first_token_ms = (time.perf_counter() - started) * 1000
+                        result.text += out
+                        yield out
+                    if matcher.stopped:
+                        finish = "stop"
+                        break
+                    if cancel.is_set():
+                        finish = "cancelled"
+                        break
+                tail = matcher.flush()
+                if tail:
+                    result.text += tail
+                    yield tail
+            except GeneratorExit:
+                finish = "cancelled"
+                raise
+            except Exception as exc:
+                runner.reset()
+                if is_out_of_memory(exc):
+                    finish = "error"
+                    raise OutOfMemory(f"out of memory while generating: {exc}") from exc
+                finish = "error"
+                raise
+            finally:
+                result.finish_reason = finish
+                result.total_ms = (time.perf_counter() - started) * 1000

@@ -1,0 +1,98 @@
+"""Generation as small named phases, in the manner of gpt-fast: prefill, decode one token, decode n.
+
+``ModelRunner`` owns the forward passes and the KV cache of one loaded model. The cache outlives
+a request: the next prompt reuses the longest common token prefix (the cache is cropped to it),
+so a keystroke in an editor costs only the tokens that changed, not the whole context.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+
+import torch
+from transformers import DynamicCache
+
+
+def input_device(model) -> torch.device:
+    """Where input ids must go: the embedding's device, or its accelerate execution device when
+    the weights are offloaded (they then sit on the "meta" device)."""
+    embedding = model.get_input_embeddings()
+    hook = getattr(embedding, "_hf_hook", None)
+    if hook is not None and getattr(hook, "execution_device", None) is not None:
+        return torch.device(hook.execution_device)
+    device = embedding.weight.device
+    return torch.device("cpu") if device.type == "meta" else device
+
+
+class ModelRunner:
+    """Forward passes over one model with a KV cache kept between requests."""
+
+    def __init__(self, model):
+        self.model = model
+        params = inspect.signature(model.forward).parameters
+        # transformers 5.24 renamed past_key_values to cache; accept both spellings.
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self._logits_to_keep = "logits_to_keep" in params
+        self.device = input_device(model)
+        self._cache: DynamicCache | None = None
+        self._cached_ids: list[int] = []
+        self.decode_steps = 0
+        self.prefill_tokens = 0
+        self.reused_tokens = 0
+
+    def reset(self) -> None:
+        """Forget the KV cache (after an error it may be inconsistent)."""
+        self._cache = None
+        self._cached_ids = []
+
+    def _forward(self, ids: list[int]) -> torch.Tensor:
+        if self._cache is None:
+            self._cache = DynamicCache(config=self.model.config)
+        kwargs = {self._cache_kwarg: self._cache, "use_cache": True}
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            out = self.model(input_ids=input_ids, **kwargs)
+        returned = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+        if returned is not None:
+            self._cache = returned
+        self._cached_ids.extend(ids)
+        return out.logits[0, -1]
+
+    def reusable_prefix(self, ids: list[int]) -> int:
+        """How many leading tokens of ``ids`` the cache already holds (always leaving one to run)."""
+        limit = min(len(self._cached_ids), len(ids) - 1)
+        n = 0
+        while n < limit and self._cached_ids[n] == ids[n]:
+            n += 1
+        return n
+
+    def prefill(self, ids: list[int]) -> torch.Tensor:
+        """Run the prompt, reusing the cached common prefix; return the last position's logits."""
+        keep = self.reusable_prefix(ids)
+        if keep == 0:
+            self.reset()
+        elif keep < len(self._cached_ids):
+            self._cache.crop(-(len(self._cached_ids) - keep))
+            self._cached_ids = self._cached_ids[:keep]
+        self.reused_tokens += keep
+        self.prefill_tokens += len(ids) - keep
+        return self._forward(ids[keep:])
+
+    def decode_one_token(self, token_id: int) -> torch.Tensor:
+        """Feed one generated token; return the logits for the next."""
+        self.decode_steps += 1
+        return self._forward([token_id])
+
+
+def decode_n_tokens(
+    runner: ModelRunner, logits: torch.Tensor, n: int, pick: Callable[[torch.Tensor], int]
+) -> Iterator[int]:
+    """Yield up to ``n`` tokens. Lazy: a consumer that stops iterating costs no further decode step."""
+    for step in range(n):
+        token = pick(logits)
+        yield token
+        if step + 1 < n:
+            logits = runner.decode_one_token(token)

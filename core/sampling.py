@@ -1,0 +1,63 @@
+"""Pick the next token from logits: greedy at temperature 0, else top-k / top-p sampling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# Like llama.cpp's repeat_last_n: code repeats its context legitimately, so the penalty looks
+# only at the most recent tokens rather than the whole prompt.
+REPETITION_WINDOW = 64
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 50
+    repetition_penalty: float = 1.1
+
+
+def apply_repetition_penalty(logits: torch.Tensor, recent_ids: list[int], penalty: float) -> torch.Tensor:
+    """Make recently seen tokens less likely (divide positive logits, multiply negative ones)."""
+    if penalty == 1.0 or not recent_ids:
+        return logits
+    ids = torch.tensor(sorted(set(recent_ids[-REPETITION_WINDOW:])), dtype=torch.long)
+    scores = logits[ids]
+    logits[ids] = torch.where(scores > 0, scores / penalty, scores * penalty)
+    return logits
+
+
+def sample_next(
+    logits: torch.Tensor,
+    params: SamplingParams,
+    recent_ids: list[int],
+    generator: torch.Generator | None = None,
+    allowed: torch.Tensor | None = None,
+    banned: torch.Tensor | None = None,
+) -> int:
+    """Choose one token id from a 1-D logits vector (any dtype or device)."""
+    logits = logits.detach().to("cpu", torch.float32).clone()
+    if banned is not None and banned.numel():
+        logits[banned] = float("-inf")
+    if allowed is not None:
+        mask = torch.full_like(logits, float("-inf"))
+        mask[allowed] = 0.0
+        logits = logits + mask
+    logits = apply_repetition_penalty(logits, recent_ids, params.repetition_penalty)
+    if params.temperature == 0:
+        return int(torch.argmax(logits))
+    logits = logits / params.temperature
+    if 0 < params.top_k < logits.numel():
+        kth = torch.topk(logits, params.top_k).values[-1]
+        logits[logits < kth] = float("-inf")
+    if params.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        drop = cumulative > params.top_p
+        drop[1:] = drop[:-1].clone()  # keep the token that crosses the threshold
+        drop[0] = False
+        logits[order[drop]] = float("-inf")
+    probs = torch.softmax(logits, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))

@@ -1,0 +1,86 @@
+"""Device and dtype choice, with CUDA/MPS availability patched (this machine has neither)."""
+
+import pytest
+import torch
+
+from core import devices
+from core.errors import DeviceUnavailable, InvalidParameter
+
+ZEN4 = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n"
+AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse avx2 fma\n"
+SAPPHIRE = "flags\t\t: avx512f amx_bf16 amx_tile\n"
+GRAVITON = "Features\t: fp asimd bf16 i8mm\n"
+REAL_FLAG_CHECK = devices.cpu_has_native_bf16
+
+
+@pytest.fixture
+def hardware(monkeypatch):
+    def set_hardware(cuda=False, mps=False, bf16_gpu=True, cpuinfo=AVX2_ONLY):
+        monkeypatch.setattr(devices, "cuda_available", lambda: cuda)
+        monkeypatch.setattr(devices, "mps_available", lambda: mps)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_gpu)
+        monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda info=None: REAL_FLAG_CHECK(cpuinfo))
+
+    return set_hardware
+
+
+@pytest.mark.parametrize(
+    "cuda, mps, expected",
+    [(True, True, "cuda"), (False, True, "mps"), (False, False, "cpu"), (True, False, "cuda")],
+)
+def test_auto_prefers_cuda_then_mps_then_cpu(hardware, cuda, mps, expected):
+    hardware(cuda=cuda, mps=mps)
+    assert devices.select_device("auto") == expected
+
+
+def test_explicit_device_that_is_missing_is_a_clear_error(hardware):
+    hardware(cuda=False, mps=False)
+    with pytest.raises(DeviceUnavailable, match="CUDA is not available"):
+        devices.select_device("cuda")
+    with pytest.raises(DeviceUnavailable, match="MPS is not available"):
+        devices.select_device("mps")
+    with pytest.raises(InvalidParameter, match="device must be one of"):
+        devices.select_device("tpu")
+
+
+def test_explicit_cuda_index_is_kept_when_available(hardware):
+    hardware(cuda=True)
+    assert devices.select_device("cuda:1") == "cuda:1"
+
+
+@pytest.mark.parametrize(
+    "device, kwargs, expected",
+    [
+        ("cuda", {"bf16_gpu": True}, torch.bfloat16),
+        ("cuda", {"bf16_gpu": False}, torch.float16),
+        ("mps", {}, torch.float16),
+        ("cpu", {"cpuinfo": ZEN4}, torch.bfloat16),
+        ("cpu", {"cpuinfo": SAPPHIRE}, torch.bfloat16),
+        ("cpu", {"cpuinfo": GRAVITON}, torch.bfloat16),
+        ("cpu", {"cpuinfo": AVX2_ONLY}, torch.float32),
+    ],
+)
+def test_default_dtype_follows_the_device(hardware, device, kwargs, expected):
+    hardware(**kwargs)
+    assert devices.select_dtype(device, None) == expected
+    assert devices.select_dtype(device, "auto") == expected
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [("bfloat16", torch.bfloat16), ("float16", torch.float16), ("float32", torch.float32), (torch.float16, torch.float16)],
+)
+def test_dtype_override(given, expected):
+    assert devices.select_dtype("cpu", given) == expected
+
+
+def test_unknown_dtype_names_the_parameter():
+    with pytest.raises(InvalidParameter) as err:
+        devices.select_dtype("cpu", "float8")
+    assert err.value.param == "torch_dtype"
+    assert "bfloat16, float16, float32" in str(err.value)
+
+
+def test_cpu_flag_parsing():
+    assert devices.cpu_has_native_bf16(ZEN4)
+    assert not devices.cpu_has_native_bf16(AVX2_ONLY)

@@ -1,0 +1,98 @@
+"""FIM prompts for every dialect, and memory really released by clear_memory()."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from core import OptimizedLLM
+from core.fim import split_budget
+from core.request import GenerationRequest
+
+EXPECTED_ORDER = {
+    "starcoder": ["<fim_prefix>", "P", "<fim_suffix>", "S", "<fim_middle>"],
+    "qwen": ["<|fim_prefix|>", "P", "<|fim_suffix|>", "S", "<|fim_middle|>"],
+    "deepseek": ["<｜fim▁begin｜>", "P", "<｜fim▁hole｜>", "S", "<｜fim▁end｜>"],
+    "codellama": ["▁<PRE>", "P", "▁<SUF>", "S", "▁<MID>"],
+    "codestral": ["[SUFFIX]", "S", "[PREFIX]", "P"],
+}
+
+
+@pytest.mark.parametrize("family", sorted(EXPECTED_ORDER))
+def test_fim_prompt_is_laid_out_in_the_models_own_dialect(family, tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tiny_model import build_tiny_model
+
+    llm = OptimizedLLM(str(build_tiny_model(tmp_path, family=family, vocab_size=400)))
+    assert llm.info()["fim_dialect"] == family
+    prefix, suffix = "def add(a, b):\n    ", "\n\nprint(add(1, 2))\n"
+    request = GenerationRequest.checked(prefix, suffix=suffix, max_length=8, context_length=llm.context_length)
+    ids, _, truncated, _ = llm._encode(request)
+    assert not truncated
+    tok = llm.tokenizer
+    pieces = []
+    for token in tok.convert_ids_to_tokens(ids):
+        if token in EXPECTED_ORDER[family]:
+            pieces.append(token)
+        elif not pieces or pieces[-1] in EXPECTED_ORDER[family]:
+            pieces.append("text")
+    text_slots = iter([p for p in EXPECTED_ORDER[family] if p in ("P", "S")])
+    expected = [p if p not in ("P", "S") else "text" for p in EXPECTED_ORDER[family]]
+    assert [p for p in pieces if p != tok.eos_token] == expected
+    decoded = tok.decode(ids)
+    for slot in text_slots:
+        assert (prefix if slot == "P" else suffix) in decoded
+    # The markers end a FIM completion, so none of them can show up in its text.
+    text = llm.generate(prefix, suffix=suffix, max_length=20, temperature=1.5, seed=3)
+    assert not any(marker in text for marker in EXPECTED_ORDER[family] if marker not in ("P", "S"))
+
+
+@pytest.mark.parametrize(
+    "prefix, suffix, budget, expected",
+    [(10, 10, 100, (10, 10)), (1000, 1000, 100, (75, 25)), (1000, 5, 100, (95, 5)), (5, 1000, 100, (5, 95))],
+)
+def test_fim_budget_split(prefix, suffix, budget, expected):
+    assert split_budget(prefix, suffix, budget) == expected
+
+
+RSS_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    sys.path.insert(0, sys.argv[2])
+    from core import OptimizedLLM
+
+    def rss_mb():
+        for line in open("/proc/self/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+
+    # A first load/clear cycle pays for the code transformers imports lazily; the second measures weights.
+    OptimizedLLM(sys.argv[1]).clear_memory()
+    base = rss_mb()
+    llm = OptimizedLLM(sys.argv[1])
+    llm.generate("def f(x):\\n", max_length=4, temperature=0)
+    loaded = rss_mb()
+    llm.clear_memory()
+    print(json.dumps({"base": base, "loaded": loaded, "cleared": rss_mb()}))
+    """
+)
+
+
+def test_clear_memory_lowers_the_process_rss(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tiny_model import build_tiny_model
+
+    model_dir = build_tiny_model(tmp_path, hidden_size=512, layers=8, vocab_size=600)  # ~100 MB in fp32
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", RSS_PROBE, str(model_dir), str(root)], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    rss = json.loads(out.stdout.strip().splitlines()[-1])
+    grown = rss["loaded"] - rss["base"]
+    assert grown > 60, rss
+    assert rss["loaded"] - rss["cleared"] > 0.7 * grown, rss
+    assert rss["cleared"] - rss["base"] < 30, rss
