@@ -24,14 +24,21 @@ def running(app, config: ServerConfig | None = None) -> Iterator[str]:
     """Serve ``app`` on waitress on a free loopback port in this process; yield the base URL."""
     config = config or app.extensions["deepshiva"].config
     server = make_server(app, config, port=0)
-    thread = threading.Thread(target=server.run, name="test-waitress", daemon=True)
+    stop = threading.Event()
+
+    def loop():  # waitress's own run(), in slices, so the test can stop it between polls
+        while not stop.is_set():
+            wasyncore.loop(timeout=0.05, map=server._map, count=1)
+
+    thread = threading.Thread(target=loop, name="test-waitress", daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.effective_port}"
     finally:
+        stop.set()
+        thread.join(timeout=5)
         server.task_dispatcher.shutdown(timeout=5)
         wasyncore.close_all(server._map)
-        thread.join(timeout=5)
 
 
 def wait_idle(app, timeout: float = 10.0) -> None:
