@@ -8,6 +8,7 @@ slower than fp32.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -88,3 +89,33 @@ def select_dtype(device: str, requested: object = None) -> torch.dtype:
     if base == "mps":
         return torch.float16
     return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+
+
+# Below this many bytes of weights a forward pass is too short to split across threads: on a
+# busy 2-core machine two threads made a 0.5 MB model's decode step 7x slower than one thread
+# (their barriers wait on each other), see benchmarks/RESULTS.md.
+SMALL_MODEL_BYTES = 64 * 2**20
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def choose_cpu_threads(weight_bytes: int, requested: int | None = None) -> int:
+    """Intra-op threads for CPU inference: one for small models, every core for large ones.
+
+    ``DEEPSHIVA_THREADS`` (or ``requested``) overrides the choice.
+    """
+    override = requested or os.environ.get("DEEPSHIVA_THREADS")
+    if override:
+        try:
+            value = int(override)
+        except ValueError:
+            raise InvalidParameter("threads", f"threads must be a positive integer (got {override!r})") from None
+        if value < 1:
+            raise InvalidParameter("threads", f"threads must be a positive integer (got {override!r})")
+        return value
+    return 1 if weight_bytes < SMALL_MODEL_BYTES else available_cores()

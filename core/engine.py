@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .devices import mps_available, select_device, select_dtype
+from .devices import choose_cpu_threads, mps_available, select_device, select_dtype
 from .errors import FIMNotSupported, InvalidParameter, ModelNotLoaded, OutOfMemory
 from .fim import detect_dialect, split_budget, stop_token_ids
 from .generation import ModelRunner, decode_n_tokens
@@ -121,6 +121,10 @@ class OptimizedLLM:
         loaded = load_model(source, self.device, self.dtype, max_memory, bool(load_in_8bit), self.trust_remote_code)
         self._install(loaded.model, loaded.tokenizer)
         self.quantization = loaded.quantization
+        if self.device == "cpu":
+            weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
+            self.cpu_threads = choose_cpu_threads(weight_bytes)
+            torch.set_num_threads(self.cpu_threads)
 
     # -- set-up ---------------------------------------------------------------------------
     def _install(self, model, tokenizer) -> None:
@@ -185,6 +189,7 @@ class OptimizedLLM:
             "context_length": self.context_length if loaded else None,
             "fim_dialect": self.fim_dialect.name if loaded and self.fim_dialect else None,
             "parameters": sum(p.numel() for p in self.model.parameters()) if loaded else None,
+            "cpu_threads": getattr(self, "cpu_threads", None),
         }
 
     def generate(

@@ -84,3 +84,15 @@ def test_unknown_dtype_names_the_parameter():
 def test_cpu_flag_parsing():
     assert devices.cpu_has_native_bf16(ZEN4)
     assert not devices.cpu_has_native_bf16(AVX2_ONLY)
+
+
+def test_cpu_threads_one_for_small_models_all_cores_for_large(monkeypatch):
+    monkeypatch.delenv("DEEPSHIVA_THREADS", raising=False)
+    monkeypatch.setattr(devices, "available_cores", lambda: 8)
+    assert devices.choose_cpu_threads(10 * 2**20) == 1
+    assert devices.choose_cpu_threads(4 * 2**30) == 8
+    monkeypatch.setenv("DEEPSHIVA_THREADS", "3")
+    assert devices.choose_cpu_threads(4 * 2**30) == 3
+    monkeypatch.setenv("DEEPSHIVA_THREADS", "zero")
+    with pytest.raises(InvalidParameter, match="threads must be a positive integer"):
+        devices.choose_cpu_threads(1)
