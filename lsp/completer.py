@@ -200,6 +200,7 @@ class Completer:
         suggestion = postprocess.postprocess(
             reader.text, ctx, single=single, max_lines=options.max_lines
         )
+        log.debug("model %r -> suggestion %r (%.0f ms)", reader.text, suggestion, elapsed_ms)
         self.cache.put(ctx.prefix, ctx.suffix, suggestion)
         return suggestion
 

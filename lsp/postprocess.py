@@ -275,6 +275,15 @@ def balance_brackets(text: str, ctx: CursorContext) -> str:
     return text
 
 
+def cut_garbage(text: str) -> str:
+    """End the suggestion before a control character or U+FFFD (a broken UTF-8 sequence): code
+    never contains them, and a model that emits them is off the rails from there on."""
+    for i, ch in enumerate(text):
+        if ch == "\ufffd" or (ord(ch) < 32 and ch not in "\t\n\r") or ord(ch) == 127:
+            return text[:i]
+    return text
+
+
 def is_repetitive(text: str) -> bool:
     """True for degenerate output: one short unit repeated, or one line repeated."""
     s = text.strip()
@@ -296,7 +305,7 @@ def postprocess(
     tab_size: int = 4,
 ) -> str:
     """The suggestion to show for the model's ``text`` ("" when there is none)."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = cut_garbage(text.replace("\r\n", "\n").replace("\r", "\n"))
     cut = final_cut(text, ctx, single=single, max_lines=max_lines, eof=True)
     if cut is not None:
         text = text[:cut]

@@ -7,6 +7,7 @@ import pytest
 
 from lsp.postprocess import (
     balance_brackets,
+    cut_garbage,
     drop_lines_below,
     final_cut,
     fix_indentation,
@@ -178,6 +179,20 @@ def test_trim_line_suffix(doc, text, expected):
 )
 def test_balance_brackets(doc, text, expected):
     assert balance_brackets(text, at(doc)) == expected
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("x = 1", "x = 1"),
+        ("x = 'é😀'\tok\n", "x = 'é😀'\tok\n"),  # non-ASCII, tabs and newlines are fine
+        ("abc\ufffd\ufffddef", "abc"),  # a broken UTF-8 sequence
+        ("ab\x1fcd", "ab"),
+        ("ab\x7f", "ab"),
+    ],
+)
+def test_cut_garbage(text, expected):
+    assert cut_garbage(text) == expected
 
 
 @pytest.mark.parametrize(
