@@ -9,7 +9,6 @@ from flask import Flask
 from .admission import AdmissionQueue
 from .auth import install_auth
 from .config import ServerConfig
-from .disconnect import DisconnectWatcher
 from .errors import register_error_handlers
 from .model_manager import ModelManager
 from .observability import AccessLog, Metrics
@@ -40,7 +39,7 @@ def create_app(config: Optional[ServerConfig] = None, engine: Any = None, *,
     app.json.sort_keys = False
     manager = ModelManager(engine_factory or default_factory(config), engine)
     app_state = AppState(config=config, manager=manager,
-                         queue=AdmissionQueue(config.queue_size), watcher=DisconnectWatcher())
+                         queue=AdmissionQueue(config.queue_size))
     app_state.metrics = Metrics(app_state.queue, manager)
     app.extensions["deepshiva"] = app_state
     key = config.api_key.get_secret_value() if config.api_key else None

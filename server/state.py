@@ -11,7 +11,7 @@ from flask import current_app, request
 
 from .admission import AdmissionQueue
 from .config import ServerConfig
-from .disconnect import NEVER_GONE, DisconnectWatcher
+from .disconnect import NEVER_GONE
 from .errors import ApiError
 from .model_manager import ModelManager
 
@@ -21,7 +21,6 @@ class AppState:
     config: ServerConfig
     manager: ModelManager
     queue: AdmissionQueue
-    watcher: DisconnectWatcher
     metrics: Any = None
     # The last finished generations (path, finish_reason, tokens, when a disconnect was noticed):
     # what tests and operators use to see that a vanished client really stopped the model.

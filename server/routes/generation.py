@@ -16,6 +16,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from .. import sse
 from ..admission import ClientGone, QueueFull, Slot
+from ..disconnect import CancelOnDisconnect
 from ..errors import ApiError, error_body, error_response, from_engine
 from ..observability import TOKENS_KEY
 from ..schemas import GenerateRequest, parse
@@ -83,11 +84,12 @@ def generate():
         return error_response(CLIENT_CLOSED, "Client closed the connection while queued.")
     with slot:
         engine = app_state.manager.engine()  # a load may have swapped models while we waited
-        cancel = threading.Event()
-        with app_state.watcher.watch(gone, cancel.set) as watch:
-            completion = engine.complete(req.prompt, cancel_event=cancel, **_engine_kwargs(req))
+        cancel = CancelOnDisconnect(gone)
+        completion = engine.complete(req.prompt, cancel_event=cancel, **_engine_kwargs(req))
     request.environ[TOKENS_KEY] = completion.generated_tokens
-    _remember(app_state, "/generate", completion, client_left=watch.fired)
+    if cancel.client_left:
+        app_state.metrics.cancelled.inc()
+    _remember(app_state, "/generate", completion, client_left=cancel.client_left)
     return jsonify(_result_body(req, completion, completion.text, engine.model_name, slot.waited_ms))
 
 
@@ -100,14 +102,13 @@ def stream():
         slot = _admit(app_state, gone)
     except ClientGone:
         return error_response(CLIENT_CLOSED, "Client closed the connection while queued.")
-    cancel = threading.Event()
+    run = _StreamRun(app_state, req, slot, gone, request.environ)
     try:
         engine = app_state.manager.engine()
-        chunks = engine.stream(req.prompt, cancel_event=cancel, **_engine_kwargs(req))
+        run.start(engine, engine.stream(req.prompt, cancel_event=run.cancel, **_engine_kwargs(req)))
     except BaseException:
         slot.release()
         raise
-    run = _StreamRun(app_state, req, engine, chunks, cancel, slot, gone, request.environ)
     response = Response(run.events(), mimetype=sse.MIMETYPE, headers=sse.HEADERS)
     response.call_on_close(run.cleanup)  # also when the body is never iterated
     return response
@@ -116,15 +117,20 @@ def stream():
 class _StreamRun:
     """One /stream generation: yields SSE events, stops the engine when the client leaves."""
 
-    def __init__(self, app_state, req, engine, chunks, cancel, slot, gone, environ):
-        self.app_state, self.req, self.engine, self.chunks = app_state, req, engine, chunks
-        self.cancel, self.slot, self.gone, self.environ = cancel, slot, gone, environ
+    def __init__(self, app_state, req, slot, gone, environ):
+        self.app_state, self.req, self.slot, self.gone, self.environ = app_state, req, slot, gone, environ
+        self.cancel = CancelOnDisconnect(gone, self._client_left)
+        self.engine = self.chunks = None
         self.sent = 0  # chunks handed to the server so far
-        self.first_step = _decode_steps(engine)
+        self.first_step = 0
         self.noticed_at = None  # the engine's decode-step counter when the disconnect was noticed
         self._done = False
         self.finished = False  # the engine ran to its own end (length or stop)
         self._lock = threading.Lock()
+
+    def start(self, engine, chunks) -> None:
+        self.engine, self.chunks = engine, chunks
+        self.first_step = _decode_steps(engine)
 
     def _client_left(self) -> None:
         if self.noticed_at is None:
@@ -132,22 +138,21 @@ class _StreamRun:
         self.cancel.set()
 
     def events(self):
-        watch = self.app_state.watcher.watch(self.gone, self._client_left)
         parts: list[str] = []
         try:
             try:
                 for chunk in self.chunks:
-                    if self.gone():
-                        self._client_left()
+                    if self.cancel.is_set():  # true as soon as the client has gone
                         break
                     if not chunk:
                         continue
                     parts.append(chunk)
                     self.sent += 1
                     yield sse.event({"text": chunk})
-                self.finished = True
-                if self.cancel.is_set():
-                    return  # the client is gone: nobody to tell
+                else:
+                    self.finished = True
+                if self.cancel.is_set() and self.noticed_at is not None:
+                    return  # the client is gone: nobody to tell (cleanup closes the engine's stream)
                 completion = self.chunks.result
                 self.environ[TOKENS_KEY] = completion.generated_tokens
                 body = _result_body(self.req, completion, "".join(parts), self.engine.model_name,
@@ -166,7 +171,6 @@ class _StreamRun:
                     message, status = mapped.message, mapped.status
                 yield sse.event({**error_body(message), "code": status}, name="error")
         finally:
-            watch.stop()
             self.cleanup()
 
     def cleanup(self) -> None:

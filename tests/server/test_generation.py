@@ -169,7 +169,7 @@ def test_stream_events_arrive_while_generating(http):
             times.append((event.event, time.monotonic() - start))
     assert times[-1][0] == "done" and len(times) > 5
     first, last = times[0][1], times[-1][1]
-    assert last - first > 0.2, times  # 40 decode steps take well over 200 ms here; events were spread out
+    assert first < last / 3, times  # buffered output would arrive all at once, at the end
 
 
 def test_stream_error_event_mid_stream(app, http, engine, monkeypatch):
