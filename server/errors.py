@@ -13,7 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from core.errors import DeepShivaError, InvalidParameter, ModelNotFound, ModelNotLoaded, OutOfMemory
 
-# Status codes chosen for the spec's error scenarios (documented in docs/SERVER.md and openapi.json).
+# Status codes chosen for the spec's error scenarios (documented in server/README.md and /openapi.json).
 NO_MODEL_STATUS = 503  # generate before any model is loaded: the service is not ready yet
 OOM_STATUS = 507  # out of memory: the request was too large for this machine right now
 LOAD_FAILED_STATUS = 422  # the model exists but its files could not be loaded

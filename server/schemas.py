@@ -52,7 +52,8 @@ class GenerateRequest(_Request):
 class LoadModelRequest(_Request):
     """Body of POST /load_model."""
 
-    model_name: Optional[str] = Field(None, description="Model name or local directory; default: the shipped model.")
+    model_name: Optional[str] = Field(None, min_length=1,
+                                      description="Model name or local directory; default: the shipped model.")
 
 
 # Allowed values, in words, for each field: used to build the 400 message.
@@ -67,7 +68,7 @@ ALLOWED = {
     "suffix": "a string or null",
     "seed": "an integer from 0 to 2^63-1, or null",
     "echo": "a boolean",
-    "model_name": "a string (model name or local directory)",
+    "model_name": "a non-empty string (model name or local directory) or null",
 }
 
 

@@ -19,7 +19,7 @@ log = logging.getLogger("deepshiva.server")
 def load_model():
     app_state = state()
     req = parse(LoadModelRequest, json_body())
-    name = req.model_name or DEFAULT_MODEL
+    name = DEFAULT_MODEL if req.model_name is None else req.model_name
     if not app_state.config.model_allowed(name):
         raise ApiError(403, f"Model {name!r} is not in this server's allow-list (--allowed-models).")
     try:
