@@ -60,6 +60,7 @@ class Completer:
         self._inflight: dict[tuple[str, str], _Ticket] = {}
         self._poller: asyncio.Task | None = None
         self._fim = True  # False once the API said the model cannot fill in the middle
+        self._loads = 0  # deepshiva.loadModel requests in flight
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -100,7 +101,8 @@ class Completer:
             if server_state == "loading" and not health.get("model_loaded"):
                 self.report(State.LOADING, "DeepShiva is loading a model")
             elif not health.get("model_loaded"):
-                self.report(State.NO_MODEL, "The DeepShiva API has no model loaded")
+                if not self._loads:  # our own load in flight knows better than a poll
+                    self.report(State.NO_MODEL, "The DeepShiva API has no model loaded")
             else:
                 status = await self.api.model_status()  # needs the key when the API has one
                 name = status.get("model_name") or "a model"
@@ -238,12 +240,22 @@ class Completer:
     async def load_model(self, name: str | None) -> dict:
         """POST /load_model; the status goes to loading, then to whatever the API says."""
         name = name or self.options.model
-        self.report(State.LOADING, f"Loading {name or 'the default model'}")
+        request = asyncio.get_running_loop().create_task(self.api.load_model(name))
+        self._loads += 1
         try:
-            result = await self.api.load_model(name)
-        except ApiError:
-            await self.probe()
+            done, _ = await asyncio.wait({request}, timeout=0.3)
+            if not done:  # a refusal comes at once; only a real load is announced as loading
+                self.report(State.LOADING, f"Loading {name or 'the default model'}")
+            result = await request
+        except ApiError as exc:
+            if exc.state is not None:
+                self.report(exc.state, exc.message)
+            else:  # e.g. an unknown model: the API is as it was
+                await self.probe()
             raise
+        finally:
+            self._loads -= 1
+            request.cancel()
         self.cache.clear()
         self.report(State.READY, result.get("message") or "Model loaded")
         return result

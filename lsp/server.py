@@ -12,6 +12,7 @@ import uuid
 from typing import Any
 
 from lsprotocol import types
+from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
 
 from . import __version__
@@ -28,6 +29,12 @@ CMD_LOAD_MODEL = "deepshiva.loadModel"
 CMD_STATS = "deepshiva.stats"
 CMD_ACCEPTED = "deepshiva.accepted"
 CMD_STATUS = "deepshiva.status"
+
+
+class RequestFailed(JsonRpcException):
+    """LSP's RequestFailed (-32803): the request was valid but the API refused or failed it."""
+
+    CODE = -32803
 
 
 class DeepShivaServer(LanguageServer):
@@ -218,7 +225,7 @@ async def completion(ls: DeepShivaServer, params: types.CompletionParams) -> typ
         label=label or text.strip()[:60],
         kind=types.CompletionItemKind.Text,
         detail="DeepShiva",
-        documentation=types.MarkupContent(kind=types.MarkupKind.PlainText, value=text),
+        documentation=text,  # a plain string: every client accepts it
         sort_text="0",
         filter_text=text,
         insert_text_format=types.InsertTextFormat.PlainText,
@@ -268,7 +275,9 @@ async def load_model(ls: DeepShivaServer, *args: Any) -> dict:
     except ApiError as exc:
         if token:
             ls.work_done_progress.end(token, types.WorkDoneProgressEnd(message=exc.message))
-        raise RuntimeError(f"DeepShiva could not load {label}: {exc.message}") from exc
+        raise RequestFailed(
+            f"DeepShiva could not load {label}: {exc.message}", data={"status": exc.status_code}
+        ) from exc
     finally:
         ticker.cancel()
     if token:

@@ -181,3 +181,86 @@ async def test_selected_completion_info_is_extended_over_its_range(api):
         assert result.items, "no suggestion after the selected item"
         item = result.items[0]
         assert item.range == rng and item.insert_text.startswith("path") and len(item.insert_text) > 4
+
+
+async def test_down_then_no_model_then_bad_key_then_recovery(tiny_model_dir, tmp_path):
+    """The whole story an editor sees when the API is not there yet: one status (and one
+    message) per change, and it recovers by itself once the API is back."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    lsp_settings = {"apiUrl": url, "apiKey": "wrong", "healthPollMs": 200, "debounceMs": 0,
+                    "seed": 2, "temperature": 0.8, "maxTokens": 16, "requestTimeoutMs": 30000}
+    async with lsp_session(lsp_settings) as s:
+        await s.wait_status("unreachable")
+        uri = "file:///tmp/story.py"
+        s.open(uri, "total = + 1\n")
+        assert not (await s.inline(uri, 0, 8)).items  # a clean empty answer, no JSON-RPC error
+
+        api = ApiServer(port, None, tmp_path / "api.log", api_key="secret").start(wait_ready=False)
+        try:
+            await s.wait_status("no_model")  # found by the health poll, nobody typed
+            with pytest.raises(Exception, match="API key"):
+                await s.command("deepshiva.loadModel", str(tiny_model_dir))
+            await s.wait_status("unauthorized")
+
+            s.client.workspace_did_change_configuration(
+                types.DidChangeConfigurationParams(settings={"deepshiva": {"apiKey": "secret"}})
+            )
+            # a new key makes the server look again at once: no model, but no longer refused
+            await wait_until(lambda: [x["state"] for x in s.statuses][-1] == "no_model", what="re-probe")
+            result = await s.command("deepshiva.loadModel", {"modelName": str(tiny_model_dir)})
+            assert result["status"] == "success"
+            await s.wait_status("ready")
+            reports = [r for rs in s.client.progress_reports.values() for r in rs]
+            assert isinstance(reports[0], types.WorkDoneProgressBegin)
+            assert isinstance(reports[-1], types.WorkDoneProgressEnd)
+
+            states = [x["state"] for x in s.statuses]
+            expected = ["unreachable", "no_model", "unauthorized", "no_model", "loading", "ready"]
+            if "loading" not in states:  # a load quicker than 0.3 s is not announced
+                expected.remove("loading")
+            assert states == expected
+            assert len(s.messages) == len(states)  # one message per change, incl. "ready" again
+            assert (await s.command("deepshiva.status"))["state"] == "ready"
+
+            for line_text in ("total = + 1\n", "count = + 1\n", "name = + 1\n"):
+                s.open(uri, line_text)
+                result = await s.inline(uri, 0, line_text.index("+"))
+                if result.items:
+                    break
+            assert result.items, "no suggestion after recovery"
+        finally:
+            api.stop()
+
+
+async def test_debounce_sends_only_the_last_of_quick_automatic_triggers(api):
+    async with lsp_session(settings(api, debounceMs=300)) as s:
+        await s.wait_status("ready")
+        uri = "file:///tmp/debounce.py"
+        s.open(uri, "import os\n\n")
+        typing = [asyncio.ensure_future(s.inline(uri, 1, 0, invoked=False)) for _ in range(4)]
+        results = await asyncio.gather(*typing)
+        stats = await s.command("deepshiva.stats")
+        assert stats["requests"] == 4 and stats["apiCalls"] == 1 and stats["cancelled"] == 3
+        assert all(not r.items for r in results[:3])  # the superseded ones answer empty
+        # an explicitly invoked request is not debounced
+        s.open("file:///tmp/debounce2.py", "import sys\n\n")
+        await s.inline("file:///tmp/debounce2.py", 1, 0, invoked=True)
+        assert (await s.command("deepshiva.stats"))["apiCalls"] == 2
+
+
+async def test_time_cap_reports_slow_and_closes_the_stream(api):
+    async with lsp_session(settings(api, **{**LONG, "requestTimeoutMs": 300})) as s:
+        await s.wait_status("ready")
+        await wait_until(lambda: api.metric(RUNNING) == 0, what="an idle API")
+        before = api.metric(CANCELLED)
+        uri = "file:///tmp/slow.py"
+        s.open(uri, "import os\n\n")
+        started = asyncio.get_running_loop().time()
+        await s.inline(uri, 1, 0)  # whole lines that arrived in time may be shown
+        assert asyncio.get_running_loop().time() - started < 3
+        status = await s.wait_status("slow")
+        assert "300 ms" in status["message"]
+        await wait_until(lambda: api.metric(CANCELLED) == before + 1, what="the API to see the close")
+        warnings = [m for m in s.messages if m.type == types.MessageType.Warning]
+        assert len(warnings) == 1
