@@ -42,6 +42,7 @@ class Completion:
     time_to_first_token_ms: float | None = None
     total_ms: float = 0.0
     reused_prompt_tokens: int = 0
+    decode_steps: int = 0
 
 
 class CompletionStream:
@@ -80,6 +81,19 @@ class CompletionStream:
             self._chunks.close()
         except Exception:  # noqa: BLE001 - never raise from a finalizer
             pass
+
+
+# Left truncation drops whole multiples of this many tokens, so the prompt's first tokens stay
+# the same while the user types at its end and the KV cache can be reused (see ModelRunner).
+TRUNCATION_STEP = 64
+
+
+def stable_cut(length: int, keep: int) -> int:
+    """Index to cut a ``length``-token prompt from the left to at most ``keep`` tokens, in steps."""
+    excess = length - keep
+    if excess <= 0:
+        return 0
+    return min(length, -(-excess // TRUNCATION_STEP) * TRUNCATION_STEP)
 
 
 def _release_freed_memory() -> None:
@@ -137,7 +151,12 @@ class OptimizedLLM:
         self._special_ids = set(tokenizer.all_special_ids) | {
             i for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items() if getattr(tok, "special", False)
         }
-        self._banned_in_plain = torch.tensor(sorted(self._special_ids - self._eos_ids), dtype=torch.long)
+        # Models often pad their vocabulary past the tokenizer's (stable-code: 50304 rows); ids the
+        # tokenizer cannot decode are never generated.
+        model_vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else 0
+        undecodable = set(range(len(tokenizer), model_vocab))
+        self._banned_always = torch.tensor(sorted(undecodable), dtype=torch.long)
+        self._banned_in_plain = torch.tensor(sorted((self._special_ids - self._eos_ids) | undecodable), dtype=torch.long)
         self._fim_stop_ids = stop_token_ids(self.fim_dialect, vocab) if self.fim_dialect else set()
         self._healer = TokenHealer(tokenizer, self._special_ids)
         self._adds_bos = self._tokenizer_adds_bos(tokenizer)
@@ -260,7 +279,7 @@ class OptimizedLLM:
             ids = tok.encode(request.prompt, add_special_tokens=False)
             truncated = len(ids) + len(bos) > budget
             if truncated:
-                ids = ids[len(ids) - (budget - len(bos)):]
+                ids = ids[stable_cut(len(ids), budget - len(bos)):]
             ids = bos + ids
             size = len(ids)
             healed, heal_text = self._healer.back_off(ids)
@@ -274,7 +293,8 @@ class OptimizedLLM:
         overhead = len(bos) + sum(1 for kind, _ in layout if kind == "token")
         keep_prefix, keep_suffix = split_budget(len(prefix_ids), len(suffix_ids), max(budget - overhead, 2))
         truncated = keep_prefix < len(prefix_ids) or keep_suffix < len(suffix_ids)
-        prefix_ids = prefix_ids[len(prefix_ids) - keep_prefix:]
+        if keep_prefix < len(prefix_ids):
+            prefix_ids = prefix_ids[stable_cut(len(prefix_ids), keep_prefix):]
         suffix_ids = suffix_ids[:keep_suffix]
         vocab = tok.get_vocab()
         ids = list(bos)
@@ -296,7 +316,7 @@ class OptimizedLLM:
                 log.info("prompt truncated to %d tokens to fit the context (%d)", len(ids), self.context_length)
             fim = request.suffix is not None
             stop_ids = self._eos_ids | (self._fim_stop_ids if fim else set())
-            banned = None if fim else self._banned_in_plain
+            banned = self._banned_always if fim else self._banned_in_plain
             params = SamplingParams(request.temperature, request.top_p, request.top_k, request.repetition_penalty)
             generator = torch.Generator().manual_seed(request.seed) if request.seed is not None else None
             decoder = IncrementalDecoder(self.tokenizer, context_ids=ids[-4:])
@@ -312,8 +332,11 @@ class OptimizedLLM:
                 return sample_next(logits, params, recent, generator, allowed=allowed, banned=banned)
 
             finish = "length"
+            if cancel.is_set():  # cancelled while it waited for the model: never run it
+                result.finish_reason = "cancelled"
+                return
             try:
-                reused_before = runner.reused_tokens
+                reused_before, steps_before = runner.reused_tokens, runner.decode_steps
                 logits = runner.prefill(ids)
                 result.reused_prompt_tokens = runner.reused_tokens - reused_before
                 for token in decode_n_tokens(runner, logits, max(budget, 0), pick):
@@ -358,5 +381,6 @@ class OptimizedLLM:
                 finish = "error"
                 raise
             finally:
+                result.decode_steps = runner.decode_steps - steps_before
                 result.finish_reason = finish
                 result.total_ms = (time.perf_counter() - started) * 1000

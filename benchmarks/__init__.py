@@ -1,0 +1,1 @@
+"""Performance benchmarks: engine speed, editing replay, and same-run baselines (ratios)."""

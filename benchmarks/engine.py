@@ -1,0 +1,84 @@
+"""Engine speed: time to first token and decode tokens/s at several prompt lengths.
+
+For each model: DeepShiva's engine (OptimizedLLM) against the plain-generate baseline on the
+same weights, plus the bandwidth the decode achieves (weight bytes x tokens/s) as a share of the
+machine's measured memory bandwidth and the prefill FLOP/s as a share of a measured matmul peak.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sysconfig
+from pathlib import Path
+
+import torch
+
+from core import OptimizedLLM
+
+from .baseline import PlainGenerate
+from .hardware import matmul_peak_gflops, memory_bandwidth_gbs
+from .shapes import model_dir
+
+
+def prompt_ids(tokenizer, n: int) -> list[int]:
+    """``n`` tokens of real Python source (the standard library's own code)."""
+    text = (Path(sysconfig.get_paths()["stdlib"]) / "argparse.py").read_text()
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    while len(ids) < n:
+        ids = ids + ids
+    return ids[:n]
+
+
+def measure_ours(llm: OptimizedLLM, ids: list[int], new: int, repeats: int) -> dict:
+    prompt = llm.tokenizer.decode(ids)
+    ttfts, rates = [], []
+    for _ in range(repeats):
+        llm._runner.reset()  # a cold prompt: no reuse from the previous run
+        result = llm.complete(prompt, max_length=new, temperature=0, repetition_penalty=1.0)
+        decode_ms = result.total_ms - result.time_to_first_token_ms
+        ttfts.append(result.time_to_first_token_ms)
+        rates.append((result.generated_tokens - 1) / (decode_ms / 1000) if decode_ms > 0 else float("nan"))
+    return {"ttft_ms": statistics.median(ttfts), "decode_tok_s": statistics.median(rates)}
+
+
+def measure_baseline(base: PlainGenerate, ids: list[int], new: int, repeats: int) -> dict:
+    ttfts, rates = [], []
+    for _ in range(repeats):
+        first = base.run(ids, max_new_tokens=1)
+        whole = base.run(ids, max_new_tokens=new, min_new_tokens=new)
+        ttfts.append(first["ms"])
+        rates.append((whole["tokens"] - 1) / ((whole["ms"] - first["ms"]) / 1000))
+    return {"ttft_ms": statistics.median(ttfts), "decode_tok_s": statistics.median(rates)}
+
+
+def run(models: list[str], prompt_lengths: list[int], new: int = 64, repeats: int = 3) -> dict:
+    bandwidth = memory_bandwidth_gbs()
+    rows = []
+    for name in models:
+        llm = OptimizedLLM(str(model_dir(name)))
+        peak = matmul_peak_gflops(llm.model.dtype)
+        weight_bytes = sum(p.numel() * p.element_size() for p in llm.model.parameters())
+        params = sum(p.numel() for p in llm.model.parameters())
+        base = PlainGenerate(llm.model, llm.tokenizer)
+        llm.warmup()
+        for n in prompt_lengths:
+            if n + new > llm.context_length:
+                continue
+            ids = prompt_ids(llm.tokenizer, n)
+            ours = measure_ours(llm, ids, new, repeats)
+            plain = measure_baseline(base, ids, new, repeats)
+            for label, m in (("deepshiva", ours), ("plain-generate", plain)):
+                achieved = weight_bytes * m["decode_tok_s"] / 1e9
+                prefill_gflops = 2 * params * n / (m["ttft_ms"] / 1000) / 1e9
+                rows.append({
+                    "model": name, "engine": label, "prompt_tokens": n, "new_tokens": new,
+                    "dtype": str(llm.model.dtype).replace("torch.", ""), "threads": torch.get_num_threads(),
+                    "ttft_ms": round(m["ttft_ms"], 1), "decode_tok_s": round(m["decode_tok_s"], 1),
+                    "ms_per_token": round(1000 / m["decode_tok_s"], 2),
+                    "bandwidth_share": round(achieved / bandwidth, 3),
+                    "prefill_flops_share": round(prefill_gflops / peak, 3),
+                })
+            rows[-2]["decode_speedup_vs_plain"] = round(ours["decode_tok_s"] / plain["decode_tok_s"], 2)
+            rows[-2]["ttft_speedup_vs_plain"] = round(plain["ttft_ms"] / ours["ttft_ms"], 2)
+        del llm, base
+    return {"memory_bandwidth_gbs": round(bandwidth, 1), "rows": rows}

@@ -1,0 +1,118 @@
+"""One command for every benchmark: prints tables and writes JSON.
+
+    .venv/bin/python -m benchmarks.run                      # shipped model: engine + replay
+    .venv/bin/python -m benchmarks.run --models shipped,llama-1b --prompts 256,1024,2048
+    .venv/bin/python -m benchmarks.run --http               # also the replay through the HTTP API
+
+Ratios compare against the plain-generate baseline measured in the same run, so a busy machine
+slows both sides alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+def start_server(model: str, port: int) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "deepshiva-server"), "--port", str(port), "--model", model],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/model_status", timeout=2).json().get("model_loaded"):
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    server.kill()
+    raise RuntimeError("deepshiva-server did not come up within 180 s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="shipped", help="comma list: shipped, llama-1b, stablelm-3b or a directory")
+    parser.add_argument("--prompts", default="256,1024,2048", help="prompt lengths in tokens")
+    parser.add_argument("--new", type=int, default=64, help="new tokens per engine measurement")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--replay-model", default="shipped")
+    parser.add_argument("--replay-file", default="tokenize.py", help="standard-library file to retype")
+    parser.add_argument("--replay-lines", type=int, default=25)
+    parser.add_argument("--replay-start", type=int, default=300)
+    parser.add_argument("--http", action="store_true", help="also replay through the HTTP API")
+    parser.add_argument("--skip-engine", action="store_true")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
+    args = parser.parse_args(argv)
+
+    from core import OptimizedLLM
+
+    from . import engine, replay
+    from .shapes import model_dir
+
+    report: dict = {
+        "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg": os.getloadavg()},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    if not args.skip_engine:
+        prompts = [int(p) for p in args.prompts.split(",")]
+        report["engine"] = engine.run(args.models.split(","), prompts, args.new, args.repeats)
+        print(f"\nEngine (memory bandwidth {report['engine']['memory_bandwidth_gbs']} GB/s)")
+        print_table(report["engine"]["rows"], [
+            "model", "engine", "prompt_tokens", "dtype", "threads", "ttft_ms", "decode_tok_s", "ms_per_token",
+            "bandwidth_share", "prefill_flops_share", "decode_speedup_vs_plain", "ttft_speedup_vs_plain",
+        ])
+
+    schedule = replay.build_schedule(args.replay_file, args.replay_start, args.replay_lines)
+    llm = OptimizedLLM(str(model_dir(args.replay_model)))
+    llm.warmup()
+    results = {}
+    results["plain-generate"] = replay.summary(replay.replay(replay.plain_generate_engine(llm), schedule))
+    results["deepshiva"] = replay.summary(replay.replay(replay.deepshiva_engine(llm), schedule))
+    if args.http:
+        port = 5077
+        server = start_server(str(model_dir(args.replay_model)), port)
+        try:
+            results["deepshiva-http"] = replay.summary(replay.replay(replay.http_engine(f"http://127.0.0.1:{port}"), schedule))
+        finally:
+            server.terminate()
+            server.wait(30)
+    base_p50 = results["plain-generate"]["p50_ms"]
+    rows = []
+    for name, summary in results.items():
+        summary = dict(summary, engine=name)
+        if base_p50 and summary["p50_ms"]:
+            summary["p50_speedup_vs_plain"] = round(base_p50 / summary["p50_ms"], 2)
+        rows.append(summary)
+    report["replay"] = {"file": args.replay_file, "lines": args.replay_lines, "keystrokes": len(schedule), "rows": rows}
+    print(f"\nEditing replay: {args.replay_lines} lines of {args.replay_file}, {len(schedule)} keystrokes")
+    print_table(rows, ["engine", "suggestions_timed", "p50_ms", "p95_ms", "p50_speedup_vs_plain", "requests",
+                       "superseded", "prefill_per_superseded", "decode_per_superseded", "cpu_s", "wall_s"])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwritten to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Random-weight models of real deployment shapes, built from config and saved once.
+
+Weights cannot be downloaded here, and speed does not depend on their values: a model with the
+shape of TinyLlama-1.1B or stable-code-3b, saved with save_pretrained and loaded back through
+OptimizedLLM, runs exactly the kernels the real one would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "benchmarks" / ".cache"
+SHIPPED = ROOT / "models" / "tiny-python"
+
+SHAPES = {
+    # TinyLlama-1.1B: 22 layers, hidden 2048, 4 KV heads (grouped-query attention).
+    "llama-1b": dict(
+        family="llama", vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
+        num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=4096,
+    ),
+    # stabilityai/stable-code-3b: StableLM architecture, partial rotary embeddings.
+    "stablelm-3b": dict(
+        family="stablelm", vocab_size=50304, hidden_size=2560, intermediate_size=6912, num_hidden_layers=32,
+        num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=16384, partial_rotary_factor=0.25,
+    ),
+}
+
+
+def model_dir(name: str) -> Path:
+    """Directory of the model called ``name`` ("shipped" or a key of SHAPES), built if needed."""
+    if name == "shipped":
+        return SHIPPED
+    if Path(name).is_dir():
+        return Path(name)
+    out = CACHE / name
+    if (out / "config.json").exists():
+        return out
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, StableLmConfig, StableLmForCausalLM
+
+    spec = dict(SHAPES[name])
+    family = spec.pop("family")
+    config_cls, model_cls = (LlamaConfig, LlamaForCausalLM) if family == "llama" else (StableLmConfig, StableLmForCausalLM)
+    # The shipped tokenizer stands in: token ids beyond its vocabulary are never produced by it,
+    # and the benchmark only needs a real tokenizer for the prompt.
+    tokenizer = AutoTokenizer.from_pretrained(SHIPPED)
+    config = config_cls(**spec, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    with torch.device("cpu"):
+        model = model_cls(config).to(torch.bfloat16)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
