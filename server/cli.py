@@ -14,9 +14,7 @@ import threading
 
 from pydantic import ValidationError
 
-from .app import create_app
 from .config import DEFAULT_MODEL, ServerConfig
-from .serve import make_server
 
 log = logging.getLogger("deepshiva.server")
 
@@ -60,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from .app import create_app  # the engine and torch load only once the options are valid
+    from .serve import make_server
+
     app = create_app(config)
     server = make_server(app, config)
     log.info("DeepShiva API on http://%s:%s (auth %s, queue %d)", config.host, server.effective_port,
