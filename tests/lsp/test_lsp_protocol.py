@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
+
 from conftest import free_port, lsp_session
 from lsprotocol import types
 
@@ -45,3 +49,51 @@ async def test_api_down_gives_one_status_and_one_message_and_empty_answers():
         assert [x["state"] for x in s.statuses].count("unreachable") == 1
         stats = await s.command("deepshiva.stats")
         assert stats["requests"] == 3 and stats["errors"] >= 1
+
+
+async def test_settings_from_workspace_configuration_and_did_change():
+    """Pulled configuration overrides initializationOptions; a pushed change applies too."""
+    init = {"apiUrl": f"http://127.0.0.1:{free_port()}", "enabledLanguages": ["python"]}
+    async with lsp_session(init, configuration={"enabledLanguages": ["rust"]}) as s:
+        await s.wait_status("unreachable")
+        uri = "file:///tmp/conf.py"
+        s.open(uri, "x = 1\n")
+        assert await s.inline(uri, 0, 5) is None  # python is off: no API call at all
+        assert (await s.command("deepshiva.stats"))["requests"] == 0
+        s.client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"deepshiva": {"enabledLanguages": ["*"]}})
+        )
+        await asyncio.sleep(0.3)
+        assert (await s.inline(uri, 0, 5)).items == ()
+        assert (await s.command("deepshiva.stats"))["requests"] == 1
+        s.client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"deepshiva": {"maxTokens": -1}})
+        )
+        await asyncio.sleep(0.3)
+        assert any("maxTokens" in m.message for m in s.messages)  # a bad value is reported
+
+
+async def test_tcp_mode():
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lsp", "--tcp", f"127.0.0.1:{port}", stderr=asyncio.subprocess.DEVNULL
+    )
+    try:
+        for _ in range(200):
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                           "params": {"processId": None, "rootUri": None, "capabilities": {}}})
+        writer.write(f"Content-Length: {len(body)}\r\n\r\n{body}".encode())
+        await writer.drain()
+        header = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+        length = int(header.split(b"Content-Length:")[1].split(b"\r\n")[0])
+        answer = json.loads(await reader.readexactly(length))
+        assert answer["id"] == 1 and "inlineCompletionProvider" in answer["result"]["capabilities"]
+        writer.close()
+    finally:
+        proc.terminate()
+        await proc.wait()
