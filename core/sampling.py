@@ -49,15 +49,16 @@ def sample_next(
     if params.temperature == 0:
         return int(torch.argmax(logits))
     logits = logits / params.temperature
+    # Narrow to the top-k candidates first: top-p then sorts 50 values, not the vocabulary.
     if 0 < params.top_k < logits.numel():
-        kth = torch.topk(logits, params.top_k).values[-1]
-        logits[logits < kth] = float("-inf")
+        values, candidates = torch.topk(logits, params.top_k)
+    elif params.top_p < 1.0:
+        values, candidates = torch.sort(logits, descending=True)
+    else:
+        values, candidates = logits, None
     if params.top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, descending=True)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-        drop = cumulative > params.top_p
-        drop[1:] = drop[:-1].clone()  # keep the token that crosses the threshold
-        drop[0] = False
-        logits[order[drop]] = float("-inf")
-    probs = torch.softmax(logits, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+        probs = torch.softmax(values, dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # mass of the better candidates
+        values = values.masked_fill(before >= params.top_p, float("-inf"))  # keeps the one crossing top_p
+    choice = int(torch.multinomial(torch.softmax(values, dim=-1), 1, generator=generator))
+    return choice if candidates is None else int(candidates[choice])
