@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import sys
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+import httpx
 from lsprotocol import types
 from pytest_lsp.client import LanguageClient, make_test_lsp_client
 
@@ -41,6 +43,13 @@ def client_capabilities(encodings: tuple[str, ...] = ("utf-16",)) -> types.Clien
             ),
         ),
     )
+
+
+def metric(url: str, name: str) -> float:
+    """A value from the API's GET /metrics (Prometheus text), 0 when absent."""
+    text = httpx.get(url + "/metrics", timeout=5).text
+    match = re.search(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.eE+-]+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
 
 
 def free_port() -> int:

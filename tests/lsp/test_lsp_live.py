@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from api_server import ApiServer
-from conftest import free_port, lsp_session
+from conftest import free_port, lsp_session, metric
+from live_server import LiveServer, start_live_server
 from lsprotocol import types
 from pygls.exceptions import JsonRpcRequestCancelled
 
@@ -23,15 +23,24 @@ CANCELLED = "deepshiva_cancelled_generations_total"
 RUNNING = "deepshiva_queue_running"
 
 
+class Api:
+    """The live API server of these tests, with its Prometheus metrics at hand."""
+
+    def __init__(self, server: LiveServer):
+        self.server, self.url = server, server.url
+
+    def metric(self, name: str) -> float:
+        return metric(self.url, name)
+
+
 @pytest.fixture(scope="session")
-def api(tiny_model_dir, tmp_path_factory):
-    server = ApiServer(free_port(), str(tiny_model_dir), tmp_path_factory.mktemp("api") / "api.log")
-    server.start()
-    yield server
+def api(tiny_model_dir):
+    server = start_live_server(tiny_model_dir, timeout=180)
+    yield Api(server)
     server.stop()
 
 
-def settings(api: ApiServer, **extra) -> dict:
+def settings(api: Api, **extra) -> dict:
     base = {
         "apiUrl": api.url,
         "temperature": 0.8,
@@ -183,7 +192,7 @@ async def test_selected_completion_info_is_extended_over_its_range(api):
         assert item.range == rng and item.insert_text.startswith("path") and len(item.insert_text) > 4
 
 
-async def test_down_then_no_model_then_bad_key_then_recovery(tiny_model_dir, tmp_path):
+async def test_down_then_no_model_then_bad_key_then_recovery(tiny_model_dir):
     """The whole story an editor sees when the API is not there yet: one status (and one
     message) per change, and it recovers by itself once the API is back."""
     port = free_port()
@@ -196,7 +205,8 @@ async def test_down_then_no_model_then_bad_key_then_recovery(tiny_model_dir, tmp
         s.open(uri, "total = + 1\n")
         assert not (await s.inline(uri, 0, 8)).items  # a clean empty answer, no JSON-RPC error
 
-        api = ApiServer(port, None, tmp_path / "api.log", api_key="secret").start(wait_ready=False)
+        # the API comes up on the port the language server already points at, without a model
+        api = start_live_server(None, api_key="secret", args=["--port", str(port)])
         try:
             await s.wait_status("no_model")  # found by the health poll, nobody typed
             with pytest.raises(Exception, match="API key"):
