@@ -175,6 +175,10 @@ class Completer:
                     raise
         except asyncio.TimeoutError:
             timed_out = True
+        except (ValueError, KeyError, TypeError) as exc:  # a malformed answer: no suggestion
+            self.stats.errors += 1
+            log.exception("unexpected answer from the API: %s", exc)
+            return ""
         except ApiError as exc:
             self.stats.errors += 1
             log.warning("API error: %s", exc.message)

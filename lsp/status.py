@@ -1,8 +1,8 @@
 """What the editor is told about the API's health, and when.
 
 A small state machine: every request outcome reports a state, and only a *change* of state
-produces a ``deepshiva/status`` notification and a ``window/showMessage``, so a dead API costs the
-user one message, not one per keystroke.
+produces a ``deepshiva/status`` notification and (for the states worth interrupting the user)
+a ``window/showMessage``, so a dead API costs the user one message, not one per keystroke.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ class StatusTracker:
     def __init__(self) -> None:
         self.state: State | None = None
         self.message = ""
+        self._slow_shown = False
 
     def update(self, state: State, message: str = "") -> Transition | None:
         """Record an outcome; return the transition to announce, or None if nothing changed."""
@@ -77,6 +78,12 @@ class StatusTracker:
             message = "DeepShiva is ready" if state == State.READY else state.value
         hint = HINT.get(state)
         self.message = f"{message}. {hint}" if hint and hint not in message else message
-        # "ready" is shown only as a recovery; the first ready needs no popup.
-        show = state != State.READY or (previous is not None and previous != State.READY)
+        # "ready" is shown only as a recovery from a real outage; "slow" once per session, since
+        # latencies near the threshold would otherwise flip it back and forth with popups.
+        if state == State.READY:
+            show = previous is not None and previous.is_down
+        elif state == State.SLOW:
+            show, self._slow_shown = not self._slow_shown, True
+        else:
+            show = True
         return Transition(state, self.message, show, SEVERITY[state])

@@ -18,6 +18,15 @@ def test_only_changes_are_announced():
     assert back.show and back.notification() == {"state": "ready", "message": "DeepShiva is ready"}
 
 
+def test_slow_pops_up_once_and_its_recovery_not_at_all():
+    t = StatusTracker()
+    t.update(State.READY)
+    assert t.update(State.SLOW).show
+    assert not t.update(State.READY).show
+    second = t.update(State.SLOW)
+    assert second is not None and not second.show  # still notified, no second popup
+
+
 @pytest.mark.parametrize(
     "state, down", [(State.READY, False), (State.SLOW, False), (State.LOADING, True),
                     (State.UNREACHABLE, True), (State.NO_MODEL, True), (State.UNAUTHORIZED, True)]
