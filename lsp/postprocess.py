@@ -316,4 +316,13 @@ def postprocess(
     text = text.rstrip()
     if not text.strip() or is_repetitive(text):
         return ""
+    return closers_on_own_line(text, ctx)
+
+
+def closers_on_own_line(text: str, ctx: CursorContext) -> str:
+    """When a multi-line suggestion is inserted before closing brackets (``{|}``), end it with a
+    line break at the cursor line's indentation so the closers land on their own line."""
+    rest = ctx.line_suffix.strip()
+    if "\n" in text and rest and all(ch in CLOSERS + ";:, \t" for ch in rest):
+        return text + "\n" + leading_ws(ctx.line_prefix)
     return text

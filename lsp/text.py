@@ -82,6 +82,17 @@ def offset_at(text: str, line: int, character: int, encoding: str = UTF16) -> in
     return start + char_to_index(text[start:end], character, encoding)
 
 
+def apply_change(
+    text: str, start: tuple[int, int], end: tuple[int, int], new_text: str, encoding: str = UTF16
+) -> str:
+    """``text`` with the LSP range ``start``..``end`` (``(line, character)`` each) replaced by
+    ``new_text``: the editor's incremental change. Lines end only at ``\\n``, ``\\r\\n`` or
+    ``\\r``; a position past the end of a line or of the document means that end."""
+    a = offset_at(text, start[0], start[1], encoding)
+    b = max(a, offset_at(text, end[0], end[1], encoding))
+    return text[:a] + new_text + text[b:]
+
+
 def position_at(text: str, offset: int, encoding: str = UTF16) -> tuple[int, int]:
     """LSP ``(line, character)`` of the Python index ``offset`` in ``text``."""
     offset = max(0, min(offset, len(text)))

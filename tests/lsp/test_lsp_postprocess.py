@@ -221,6 +221,20 @@ def test_is_repetitive(text, expected):
         ("def f():\n    █", "    return 1  \n", False, "return 1"),
         ("def f():\n    █\n    return 1\n", "return 1", False, ""),
         ("x = 1█", "\r\ny = 2\r\n", False, "\ny = 2"),
+        # realistic cases
+        (
+            "def fib(n):█",
+            "\n    if n < 2:\n        return n\n    return fib(n - 1) + fib(n - 2)\n\n\nprint(fib(10))",
+            False,
+            "\n    if n < 2:\n        return n\n    return fib(n - 1) + fib(n - 2)",
+        ),
+        ("foo(█)", "a, b)\nbar()", False, "a, b"),
+        ("x = [█]", "1, 2, 3]", False, "1, 2, 3"),
+        ("function f() {█}", "\n  return 1;\n}\n", False, "\n  return 1;\n"),
+        ("  call(█)", "\n    a,\n    b)", False, "\n    a,\n    b\n  "),
+        ("if x:█", "\n    return 1\nelse:\n    return 2", False, "\n    return 1"),
+        ("for i in range(10):\n    █\n", "print(i)\nprint('done')", False, "print(i)"),
+        ("name = '█'", "world'", True, "world"),
     ],
 )
 def test_postprocess_pipeline(doc, text, single, expected):
