@@ -93,6 +93,21 @@ def completion_model(request) -> Path:
 
 
 @pytest.fixture(scope="session")
+def model_settings(completion_model) -> dict:
+    """deepshiva-lsp settings (camelCase) that give visible suggestions with the model in use.
+
+    The shipped model is trained: greedy decoding. The tiny test model has random weights and
+    greedily predicts nothing, so it samples, with a seed for repeatable suggestions.
+    """
+    base = {"debounceMs": 0, "maxTokens": 24}
+    if completion_model.name == "tiny-python":
+        return {**base, "temperature": 0.0}
+    # Seeds with which the tiny model's sampled text survives deepshiva-lsp's garbage filters
+    # for tests' prompts; tests move to the next seed when a suggestion does not come.
+    return {**base, "temperature": 0.8, "seed": 9, "seeds": [9, 32, 16, 22, 31]}
+
+
+@pytest.fixture(scope="session")
 def api_server(completion_model, tmp_path_factory) -> Iterator[str]:
     """The real deepshiva-server on a free loopback port with the model loaded; yields its URL."""
     exe = VENV_BIN / "deepshiva-server"

@@ -2,6 +2,8 @@
 // (>= 10: LSP 3.18 textDocument/inlineCompletion built in) show its suggestions as ghost text.
 // This file adds what the protocol does not: settings and the API key (secret storage), a status
 // bar item fed by the server's `deepshiva/status` notification, and a few commands.
+// The client registers the server's own commands (deepshiva.loadModel, deepshiva.stats, ...) as
+// VS Code commands, so this extension's commands must use other ids.
 import * as fs from "fs";
 import * as path from "path";
 import * as vscode from "vscode";
@@ -76,6 +78,7 @@ function enabled(): boolean {
 async function serverSettings(secrets: vscode.SecretStorage): Promise<Record<string, unknown>> {
   const c = config();
   const settings: Record<string, unknown> = {
+    ...(c.get<Record<string, unknown>>("advanced") ?? {}),
     apiUrl: c.get<string>("apiUrl"),
     enabled: c.get<boolean>("enabled"),
     enabledLanguages: c.get<string[]>("enabledLanguages"),
@@ -210,7 +213,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
       }
       await pushSettings(context);
     }),
-    vscode.commands.registerCommand("deepshiva.loadModel", async (name?: string) => {
+    vscode.commands.registerCommand("deepshiva.pickModel", async (name?: string) => {
       if (!client || !client.isRunning()) {
         vscode.window.showErrorMessage("DeepShiva: the language server is not running.");
         return;
