@@ -209,6 +209,7 @@ class OptimizedLLM:
             "fim_dialect": self.fim_dialect.name if loaded and self.fim_dialect else None,
             "parameters": sum(p.numel() for p in self.model.parameters()) if loaded else None,
             "cpu_threads": getattr(self, "cpu_threads", None),
+            "backend": self._runner.backend_name if loaded else None,
         }
 
     def generate(
@@ -262,6 +263,8 @@ class OptimizedLLM:
     def clear_memory(self) -> None:
         """Release the model, tokenizer and caches; generation then raises ModelNotLoaded."""
         with self._lock:
+            if self._runner is not None:
+                self._runner.release()
             self._runner = None
             self.model = None
             self.tokenizer = None

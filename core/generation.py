@@ -3,15 +3,21 @@
 ``ModelRunner`` owns the forward passes and the KV cache of one loaded model. The cache outlives
 a request: the next prompt reuses the longest common token prefix (the cache is cropped to it),
 so a keystroke in an editor costs only the tokens that changed, not the whole context.
+
+Two backends compute a forward pass: ``LeanLlamaBackend`` (fused weights, static KV cache) for
+plain Llama models, and ``HFBackend`` (the transformers model itself) for everything else.
 """
 
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Iterator
 
 import torch
 from transformers import DynamicCache
+
+from . import lean_llama
 
 
 def input_device(model) -> torch.device:
@@ -25,8 +31,8 @@ def input_device(model) -> torch.device:
     return torch.device("cpu") if device.type == "meta" else device
 
 
-class ModelRunner:
-    """Forward passes over one model with a KV cache kept between requests."""
+class HFBackend:
+    """Forward passes through the transformers model with its DynamicCache."""
 
     def __init__(self, model):
         self.model = model
@@ -36,17 +42,20 @@ class ModelRunner:
         self._logits_to_keep = "logits_to_keep" in params
         self.device = input_device(model)
         self._cache: DynamicCache | None = None
-        self._cached_ids: list[int] = []
-        self.decode_steps = 0
-        self.prefill_tokens = 0
-        self.reused_tokens = 0
+        self.length = 0
 
     def reset(self) -> None:
-        """Forget the KV cache (after an error it may be inconsistent)."""
         self._cache = None
-        self._cached_ids = []
+        self.length = 0
 
-    def _forward(self, ids: list[int]) -> torch.Tensor:
+    release = reset
+
+    def crop(self, keep: int) -> None:
+        if self._cache is not None and keep < self.length:
+            self._cache.crop(-(self.length - keep))  # 5.x: a negative count of tokens to drop
+            self.length = keep
+
+    def forward(self, ids: list[int]) -> torch.Tensor:
         if self._cache is None:
             self._cache = DynamicCache(config=self.model.config)
         kwargs = {self._cache_kwarg: self._cache, "use_cache": True}
@@ -58,8 +67,47 @@ class ModelRunner:
         returned = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
         if returned is not None:
             self._cache = returned
-        self._cached_ids.extend(ids)
+        self.length += len(ids)
         return out.logits[0, -1]
+
+
+def choose_backend(model, lean: bool | None = None):
+    """The lean Llama path where it is exact (and not turned off by DEEPSHIVA_LEAN=0), else HF."""
+    if lean is None:
+        lean = os.environ.get("DEEPSHIVA_LEAN", "1") != "0"
+    if lean and lean_llama.supports(model):
+        return lean_llama.LeanLlamaBackend(model)
+    return HFBackend(model)
+
+
+class ModelRunner:
+    """Forward passes over one model with a KV cache kept between requests."""
+
+    def __init__(self, model, lean: bool | None = None):
+        self.backend = choose_backend(model, lean)
+        self._cached_ids: list[int] = []
+        self.decode_steps = 0
+        self.prefill_tokens = 0
+        self.reused_tokens = 0
+
+    @property
+    def backend_name(self) -> str:
+        return "lean-llama" if isinstance(self.backend, lean_llama.LeanLlamaBackend) else "transformers"
+
+    def reset(self) -> None:
+        """Forget the KV cache (after an error it may be inconsistent)."""
+        self.backend.reset()
+        self._cached_ids = []
+
+    def release(self) -> None:
+        """Free the KV cache's memory."""
+        self.backend.release()
+        self._cached_ids = []
+
+    def _forward(self, ids: list[int]) -> torch.Tensor:
+        logits = self.backend.forward(ids)
+        self._cached_ids.extend(ids)
+        return logits
 
     def reusable_prefix(self, ids: list[int]) -> int:
         """How many leading tokens of ``ids`` the cache already holds (always leaving one to run)."""
@@ -75,7 +123,7 @@ class ModelRunner:
         if keep == 0:
             self.reset()
         elif keep < len(self._cached_ids):
-            self._cache.crop(-(len(self._cached_ids) - keep))
+            self.backend.crop(keep)
             self._cached_ids = self._cached_ids[:keep]
         self.reused_tokens += keep
         self.prefill_tokens += len(ids) - keep

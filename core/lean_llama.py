@@ -1,0 +1,141 @@
+"""A lean forward pass for Llama-architecture models, for the decode loop's hot path.
+
+``generate()`` and even a bare call of the transformers model pay per token for dozens of module
+calls, a KV cache that grows by concatenation (copying the whole cache every step) and
+bookkeeping a single-sequence decoder does not need. This runs the same arithmetic over the
+model's own weights: q/k/v and gate/up projections fused into one matrix each, a preallocated
+KV cache written in place, and PyTorch's fused attention. It is used only where it is exact
+(plain Llama: default RoPE, no biases, SiLU, unquantized, on one device), which the tests check
+against transformers' logits; every other model runs through transformers (``HFBackend``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+MAX_STATIC_CONTEXT = 16384
+
+
+def supports(model) -> bool:
+    """True when ``model`` is a plain Llama this module computes exactly."""
+    config = model.config
+    rope = getattr(config, "rope_parameters", None) or {}
+    return (
+        config.model_type == "llama"
+        and rope.get("rope_type", "default") == "default"
+        and not getattr(config, "attention_bias", False)
+        and not getattr(config, "mlp_bias", False)
+        and getattr(config, "hidden_act", "silu") == "silu"
+        and getattr(model, "hf_device_map", None) is None
+        and getattr(model, "quantization_method", None) is None
+        and not getattr(model, "is_quantized", False)
+        and config.max_position_embeddings <= MAX_STATIC_CONTEXT
+    )
+
+
+class LeanLlamaBackend:
+    """Forward passes over a Llama's weights with a static KV cache; same logits as transformers."""
+
+    def __init__(self, model):
+        config = model.config
+        inner = model.model
+        self.heads = config.num_attention_heads
+        self.kv_heads = config.num_key_value_heads or self.heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.eps = config.rms_norm_eps
+        self.capacity = config.max_position_embeddings
+        weight = inner.embed_tokens.weight
+        self.dtype, self.device = weight.dtype, weight.device
+        self.embed = weight.detach()
+        self.layers = []
+        with torch.no_grad():
+            for layer in inner.layers:
+                attn, mlp = layer.self_attn, layer.mlp
+                self.layers.append((
+                    layer.input_layernorm.weight.detach(),
+                    torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).detach(),
+                    attn.o_proj.weight.detach(),
+                    layer.post_attention_layernorm.weight.detach(),
+                    torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach(),
+                    mlp.down_proj.weight.detach(),
+                ))
+        self.norm = inner.norm.weight.detach()
+        self.lm_head = model.get_output_embeddings().weight.detach()
+        rotary = inner.rotary_emb
+        self.inv_freq = rotary.inv_freq.detach().to(self.device, torch.float32)
+        self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
+        self.scale = getattr(model.model.layers[0].self_attn, "scaling", self.head_dim ** -0.5)
+        self.k_cache = self.v_cache = None
+        self.length = 0
+
+    def _allocate(self) -> None:
+        shape = (len(self.layers), 1, self.kv_heads, self.capacity, self.head_dim)
+        self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+
+    def reset(self) -> None:
+        self.length = 0
+
+    def crop(self, keep: int) -> None:
+        """Keep the first ``keep`` positions (the rest is overwritten by later writes)."""
+        self.length = min(self.length, keep)
+
+    def release(self) -> None:
+        self.k_cache = self.v_cache = None
+        self.length = 0
+
+    def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        x32 = x.to(torch.float32)
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return weight * x32.to(x.dtype)
+
+    def _rope(self, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = torch.arange(start, start + count, device=self.device, dtype=torch.float32)
+        freqs = positions[:, None] * self.inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return (emb.cos() * self.rope_scale).to(self.dtype), (emb.sin() * self.rope_scale).to(self.dtype)
+
+    @staticmethod
+    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-1] // 2
+        rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+        return x * cos + rotated * sin
+
+    @torch.inference_mode()
+    def forward(self, ids: list[int]) -> torch.Tensor:
+        """Run ``ids`` after the cached positions; return the last position's logits."""
+        if self.k_cache is None:
+            self._allocate()
+        count, start = len(ids), self.length
+        end = start + count
+        if end > self.capacity:
+            raise ValueError(f"sequence of {end} tokens exceeds the context of {self.capacity}")
+        x = F.embedding(torch.tensor(ids, device=self.device), self.embed)  # (T, hidden)
+        cos, sin = self._rope(start, count)
+        cos, sin = cos[None], sin[None]  # broadcast over heads
+        q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        mask = None
+        if count > 1 and start > 0:
+            positions = torch.arange(end, device=self.device)
+            mask = positions[None, :] <= (start + torch.arange(count, device=self.device))[:, None]
+        for i, (ln1, wqkv, wo, ln2, wgu, wdown) in enumerate(self.layers):
+            h = self._rms_norm(x, ln1)
+            qkv = F.linear(h, wqkv)
+            q = qkv[:, :q_size].view(count, self.heads, self.head_dim).transpose(0, 1)
+            k = qkv[:, q_size:q_size + kv_size].view(count, self.kv_heads, self.head_dim).transpose(0, 1)
+            v = qkv[:, q_size + kv_size:].view(count, self.kv_heads, self.head_dim).transpose(0, 1)
+            q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+            self.k_cache[i, 0, :, start:end] = k
+            self.v_cache[i, 0, :, start:end] = v
+            keys, values = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
+            attn = F.scaled_dot_product_attention(
+                q[None], keys, values, attn_mask=mask, is_causal=count > 1 and start == 0,
+                scale=self.scale, enable_gqa=self.kv_heads != self.heads,
+            )
+            x = x + F.linear(attn[0].transpose(0, 1).reshape(count, q_size), wo)
+            h = self._rms_norm(x, ln2)
+            gate, up = F.linear(h, wgu).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, wdown)
+        self.length = end
+        return F.linear(self._rms_norm(x[-1:], self.norm), self.lm_head)[0]

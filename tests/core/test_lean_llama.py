@@ -1,0 +1,57 @@
+"""The lean Llama forward pass must give transformers' own logits, step for step."""
+
+import pytest
+import torch
+
+from core import OptimizedLLM
+from core.generation import ModelRunner
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model_dir):
+    llm = OptimizedLLM(str(tiny_model_dir))
+    assert llm.info()["backend"] == "lean-llama"
+    return llm
+
+
+def run_both(model, steps):
+    lean, hf = ModelRunner(model.model, lean=True), ModelRunner(model.model, lean=False)
+    assert lean.backend_name == "lean-llama" and hf.backend_name == "transformers"
+    diffs = []
+    for kind, value in steps:
+        a, b = (lean.prefill(value), hf.prefill(value)) if kind == "prefill" else (
+            lean.decode_one_token(value), hf.decode_one_token(value))
+        diffs.append(float((a - b).abs().max()))
+    return diffs, lean, hf
+
+
+def test_prefill_decode_and_prefix_reuse_match_transformers(model):
+    ids = model.tokenizer.encode("def fibonacci(n):\n    if n < 2:\n        return n\n" * 3)
+    edited = ids[:20] + ids[25:40]
+    diffs, lean, hf = run_both(
+        model, [("prefill", ids), ("decode", 7), ("decode", 99), ("prefill", edited), ("decode", 3), ("prefill", ids)]
+    )
+    assert max(diffs) < 1e-4, diffs
+    assert lean.reused_tokens == hf.reused_tokens > 0
+
+
+def test_greedy_text_is_the_same_on_both_backends(model, monkeypatch):
+    prompt = "import os\n\ndef main():\n"
+    lean_text = model.generate(prompt, max_length=30, temperature=0)
+    model._runner = ModelRunner(model.model, lean=False)
+    try:
+        assert model.generate(prompt, max_length=30, temperature=0) == lean_text
+    finally:
+        model._runner = ModelRunner(model.model)
+
+
+def test_bf16_weights_match_too(tiny_model_dir):
+    llm = OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.bfloat16)
+    ids = llm.tokenizer.encode("class Stack:\n    def push(self, item):\n")
+    diffs, _, _ = run_both(llm, [("prefill", ids), ("decode", 11), ("decode", 12)])
+    assert max(diffs) < 0.1, diffs  # bf16 rounding differs only in the order of additions
+
+
+def test_other_architectures_and_offloaded_models_use_transformers(tiny_model_dir):
+    llm = OptimizedLLM(str(tiny_model_dir), max_memory={"cpu": "200KB"})
+    assert llm.info()["backend"] == "transformers"
