@@ -14,13 +14,14 @@ from typing import Any
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
+from pygls.workspace import TextDocument, Workspace
 
 from . import __version__
 from .api import ApiError
 from .completer import Completer
 from .options import SECTION, Options, merge
 from .status import Transition
-from .text import UTF16, CursorContext, cursor_context, offset_at
+from .text import UTF16, CursorContext, apply_change, cursor_context, offset_at
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,32 @@ class RequestFailed(JsonRpcException):
     """LSP's RequestFailed (-32803): the request was valid but the API refused or failed it."""
 
     CODE = -32803
+
+
+class EditorDocument(TextDocument):
+    """pygls's document with incremental changes applied by LSP's rules (``text.apply_change``).
+
+    pygls splits lines with ``str.splitlines()``, which also breaks at form feed, vertical tab,
+    U+2028 and more (editors do not), and moves a position past the end of a line onto the next
+    line: either way its copy of the document drifted from the editor's."""
+
+    def _apply_incremental_change(self, change: types.TextDocumentContentChangePartial) -> None:
+        encoding = self.position_codec.encoding
+        encoding = str(getattr(encoding, "value", encoding) or UTF16)
+        start, end = change.range.start, change.range.end
+        self._source = apply_change(
+            self.source, (start.line, start.character), (end.line, end.character), change.text, encoding
+        )
+
+
+class EditorWorkspace(Workspace):
+    """The workspace pygls builds, holding :class:`EditorDocument` documents."""
+
+    def _create_text_document(self, doc_uri, source=None, version=None, language_id=None):
+        return EditorDocument(
+            doc_uri, source=source, version=version, language_id=language_id,
+            sync_kind=self._sync_kind, position_codec=self.position_codec,
+        )
 
 
 class DeepShivaServer(LanguageServer):
@@ -123,7 +150,12 @@ class DeepShivaServer(LanguageServer):
         doc = self.workspace.get_text_document(uri)
         if not self.options.language_enabled(doc.language_id):
             return None
-        source, enc = doc.source, self.encoding
+        try:
+            source = doc.source  # read from disk when the editor never opened it
+        except (OSError, UnicodeDecodeError):
+            log.warning("no text for %s", uri)
+            return None
+        enc = self.encoding
         offset = offset_at(source, position.line, position.character, enc)
         if replace is not None:
             start = offset_at(source, replace.start.line, replace.start.character, enc)
@@ -147,6 +179,7 @@ def _accept_command(uri: str, kind: str, text: str) -> types.Command:
 
 @server.feature(types.INITIALIZE)
 def initialize(ls: DeepShivaServer, params: types.InitializeParams) -> None:
+    ls.workspace.__class__ = EditorWorkspace  # pygls creates the workspace just before this handler
     ls.init_options = params.initialization_options
     options, problems = merge(Options(), params.initialization_options)
     for problem in problems:
