@@ -1,0 +1,130 @@
+"""Settings (flags and DEEPSHIVA_* variables), the loopback rule, auth on and off, metrics, the queue."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from pydantic import ValidationError
+from server_helpers import make_config
+
+from server import ServerConfig, create_app
+from server.admission import AdmissionQueue, ClientGone, QueueFull
+from server.cli import load_config
+
+
+def test_defaults_are_safe():
+    config = ServerConfig()
+    assert (config.host, config.port, config.model) == ("127.0.0.1", 5005, "deepshiva/tiny-python")
+    assert config.api_key is None and not config.allow_remote and not config.trust_remote_code
+    assert config.worker_threads > config.queue_size
+
+
+def test_environment_variables_and_flags(monkeypatch, tmp_path):
+    monkeypatch.setenv("DEEPSHIVA_PORT", "7000")
+    monkeypatch.setenv("DEEPSHIVA_API_KEY", "from-env")
+    monkeypatch.setenv("DEEPSHIVA_ALLOWED_MODELS", f"a/b, {tmp_path}")
+    monkeypatch.setenv("DEEPSHIVA_QUEUE_SIZE", "2")
+    config = load_config([])
+    assert config.port == 7000 and config.api_key.get_secret_value() == "from-env"
+    assert config.allowed_models == ["a/b", str(tmp_path)] and config.queue_size == 2
+    flagged = load_config(["--port", "6001", "--api-key", "flag", "--model", "none", "--queue-size", "5"])
+    assert flagged.port == 6001 and flagged.api_key.get_secret_value() == "flag"
+    assert flagged.model is None and flagged.queue_size == 5
+    assert "from-env" not in repr(config)  # the key never shows in logs or reprs
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.5", "localhost", "::1"])
+def test_loopback_hosts_need_no_flag(host):
+    assert ServerConfig(host=host).host == host
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.10", "example.com"])
+def test_other_hosts_need_allow_remote(host):
+    with pytest.raises(ValidationError, match="--allow-remote"):
+        ServerConfig(host=host)
+    assert ServerConfig(host=host, allow_remote=True).host == host
+
+
+def test_allow_list_matches_names_and_directories(tmp_path):
+    inside = tmp_path / "models" / "one"
+    inside.mkdir(parents=True)
+    config = ServerConfig(allowed_models=["org/model", str(tmp_path / "models")], model="shipped/model")
+    assert config.model_allowed("org/model") and config.model_allowed(str(inside))
+    assert config.model_allowed("shipped/model")  # the preloaded model is always allowed
+    assert not config.model_allowed("org/other") and not config.model_allowed(str(tmp_path))
+    assert not config.model_allowed(str(inside / ".." / ".." / ".."))
+    assert ServerConfig().model_allowed("anything")  # no list: any
+
+
+def test_auth_on(engine):
+    client = create_app(make_config(api_key="k3y"), engine=engine).test_client()
+    assert client.get("/health").status_code == 200
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Bearer "}, {"Authorization": "k3y"}):
+        response = client.get("/model_status", headers=headers)
+        assert response.status_code == 401 and response.get_json()["status"] == "error"
+    for scheme in ("Bearer", "bearer"):
+        assert client.get("/model_status", headers={"Authorization": f"{scheme} k3y"}).status_code == 200
+    ok = client.post("/generate", headers={"Authorization": "Bearer k3y"}, json={"prompt": "x", "max_length": 2})
+    assert ok.status_code == 200
+    assert client.get("/nowhere").status_code == 401  # unknown paths reveal nothing without the key
+
+
+def test_auth_off(client):
+    for path in ("/model_status", "/health", "/openapi.json", "/metrics"):
+        assert client.get(path).status_code == 200
+
+
+def test_metrics_count_requests_and_tokens(client):
+    # The werkzeug test client finishes (closes) a response only when told to, as waitress does.
+    client.post("/generate", json={"prompt": "x", "max_length": 3, "seed": 1}).close()
+    client.post("/generate", json={"prompt": 1}).close()
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'deepshiva_requests_total{method="POST",path="/generate",status="200"} 1.0' in text
+    assert 'deepshiva_requests_total{method="POST",path="/generate",status="400"} 1.0' in text
+    assert "deepshiva_generated_tokens_total" in text and "deepshiva_model_loaded 1.0" in text
+    assert "deepshiva_queue_waiting 0.0" in text
+
+
+def test_access_log_line(client, caplog):
+    caplog.set_level("INFO", logger="deepshiva.access")
+    client.post("/generate", json={"prompt": "x", "max_length": 2}).close()
+    streamed = client.post("/stream", json={"prompt": "x", "max_length": 2})
+    streamed.get_data()
+    streamed.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "deepshiva.access"]
+    assert len(lines) == 2
+    assert lines[0].startswith("POST /generate 200 ") and "ms tokens=" in lines[0]
+    assert lines[1].startswith("POST /stream 200 ") and not lines[1].endswith("tokens=-")
+
+
+# ---- the admission queue on its own ----
+
+def test_queue_is_fifo_bounded_and_drops_vanished_clients():
+    queue = AdmissionQueue(capacity=2, poll_s=0.01)
+    first = queue.acquire()
+    order, gone = [], threading.Event()
+
+    def wait(name, client_gone=lambda: False):
+        try:
+            with queue.acquire(client_gone):
+                order.append(name)
+        except ClientGone:
+            order.append(f"{name} gone")
+
+    a = threading.Thread(target=wait, args=("a", gone.is_set))
+    a.start()
+    time.sleep(0.05)
+    b = threading.Thread(target=wait, args=("b",))
+    b.start()
+    time.sleep(0.05)
+    with pytest.raises(QueueFull):
+        queue.acquire()
+    assert queue.snapshot() == {"running": 1, "waiting": 2, "capacity": 2}
+    gone.set()  # a's client hangs up while waiting
+    a.join(2)
+    first.release()
+    b.join(2)
+    assert order == ["a gone", "b"] and queue.abandoned == 1 and queue.rejected == 1
+    assert queue.snapshot() == {"running": 0, "waiting": 0, "capacity": 2}
