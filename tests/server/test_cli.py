@@ -1,4 +1,8 @@
-"""The real ``deepshiva-server`` process (through tests/live_server.py): startup, auth, logs, shutdown."""
+"""The real ``deepshiva-server`` process (through tests/live_server.py): startup, auth, logs, shutdown.
+
+One subprocess for the module: starting one costs seconds (torch import). Auth off, and the
+no-model 503, are covered in-process (test_config_auth.py, test_errors.py).
+"""
 
 from __future__ import annotations
 
@@ -40,6 +44,9 @@ def test_generate_and_stream_with_the_key(keyed_server, tiny_model_dir):
         assert r.headers["content-type"].startswith("text/event-stream")
         text = r.read().decode()
     assert "\nevent: done\ndata: " in "\n" + text
+    assert httpx.get(url + "/openapi.json", headers=headers).json()["openapi"].startswith("3.")
+    reload = httpx.post(url + "/load_model", headers=headers, json={"model_name": str(tiny_model_dir)}, timeout=60)
+    assert reload.status_code == 200
 
 
 def test_one_log_line_per_request(keyed_server):
@@ -51,20 +58,6 @@ def test_one_log_line_per_request(keyed_server):
     assert generate, keyed_server.output
     assert any(re.search(r"GET /nowhere 404 \d+\.\dms tokens=-$", line) for line in lines)
     assert any(re.search(r"GET /model_status 401 ", line) for line in lines)
-
-
-def test_server_without_key_or_model(tiny_model_dir):
-    """No --api-key: every path is open. --model none: 503 until a model is loaded over HTTP."""
-    server = start_live_server(None)
-    try:
-        url = server.url
-        assert httpx.get(url + "/model_status").json()["state"] == "not_loaded"
-        assert httpx.post(url + "/generate", json={"prompt": "a"}).status_code == 503
-        assert httpx.post(url + "/load_model", json={"model_name": str(tiny_model_dir)}, timeout=60).status_code == 200
-        assert httpx.post(url + "/generate", json={"prompt": "a", "max_length": 2}).status_code == 200
-        assert httpx.get(url + "/openapi.json").json()["openapi"].startswith("3.")
-    finally:
-        assert server.stop() == 0
 
 
 def test_listening_beyond_loopback_needs_the_flag():
