@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import torch
 from .devices import choose_cpu_threads, mps_available, select_device, select_dtype
 from .errors import FIMNotSupported, InvalidParameter, ModelNotLoaded, OutOfMemory
 from .fim import detect_dialect, split_budget, stop_token_ids
-from .generation import ModelRunner, decode_n_tokens
+from .generation import ModelRunner, PromptLookup, decode_n_tokens
 from .healing import TokenHealer
 from .loading import DEFAULT_MODEL, is_out_of_memory, load_model, resolve_model_source
 from .request import GenerationRequest
@@ -127,6 +128,8 @@ class OptimizedLLM:
         self.device = select_device(device)
         self.dtype = select_dtype(self.device, torch_dtype)
         self.model_name = model_name
+        # Prompt-lookup decoding for greedy requests (DEEPSHIVA_PROMPT_LOOKUP=0 turns it off).
+        self.prompt_lookup = os.environ.get("DEEPSHIVA_PROMPT_LOOKUP", "1") != "0"
         self.trust_remote_code = bool(trust_remote_code)
         self.model = None
         self.tokenizer = None
@@ -342,7 +345,9 @@ class OptimizedLLM:
                 reused_before, steps_before = runner.reused_tokens, runner.decode_steps
                 logits = runner.prefill(ids)
                 result.reused_prompt_tokens = runner.reused_tokens - reused_before
-                for token in decode_n_tokens(runner, logits, max(budget, 0), pick):
+                # Guessing ahead from the context is exact only when decoding is greedy.
+                lookup = PromptLookup(ids) if self.prompt_lookup and request.temperature == 0 else None
+                for token in decode_n_tokens(runner, logits, max(budget, 0), pick, lookup):
                     if token in stop_ids:
                         finish = "stop"
                         break

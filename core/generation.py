@@ -55,12 +55,12 @@ class HFBackend:
             self._cache.crop(-(self.length - keep))  # 5.x: a negative count of tokens to drop
             self.length = keep
 
-    def forward(self, ids: list[int]) -> torch.Tensor:
+    def forward(self, ids: list[int], all_logits: bool = False) -> torch.Tensor:
         if self._cache is None:
             self._cache = DynamicCache(config=self.model.config)
         kwargs = {self._cache_kwarg: self._cache, "use_cache": True}
         if self._logits_to_keep:
-            kwargs["logits_to_keep"] = 1
+            kwargs["logits_to_keep"] = 0 if all_logits else 1
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
         with torch.inference_mode():
             out = self.model(input_ids=input_ids, **kwargs)
@@ -68,7 +68,7 @@ class HFBackend:
         if returned is not None:
             self._cache = returned
         self.length += len(ids)
-        return out.logits[0, -1]
+        return out.logits[0] if all_logits else out.logits[0, -1]
 
 
 def choose_backend(model, lean: bool | None = None):
@@ -89,6 +89,8 @@ class ModelRunner:
         self.decode_steps = 0
         self.prefill_tokens = 0
         self.reused_tokens = 0
+        self.drafted_tokens = 0
+        self.accepted_tokens = 0
 
     @property
     def backend_name(self) -> str:
@@ -134,13 +136,87 @@ class ModelRunner:
         self.decode_steps += 1
         return self._forward([token_id])
 
+    def verify_draft(self, token_id: int, draft: list[int]) -> torch.Tensor:
+        """Feed a token and a guessed continuation in one pass; return logits after each of them."""
+        self.decode_steps += 1
+        self.drafted_tokens += len(draft)
+        logits = self.backend.forward([token_id, *draft], all_logits=True)
+        self._cached_ids.extend([token_id, *draft])
+        return logits
+
+    def drop_last(self, count: int) -> None:
+        """Forget the last ``count`` cached tokens (a rejected draft)."""
+        if count > 0:
+            keep = len(self._cached_ids) - count
+            self.backend.crop(keep)
+            self._cached_ids = self._cached_ids[:keep]
+
+
+class PromptLookup:
+    """Guess the next tokens by finding the latest n-gram in the context and copying what followed.
+
+    Code repeats its own context (names, call patterns, whole lines), so a greedy decoder can
+    check several guessed tokens in one forward pass and keep those the model agrees with.
+    """
+
+    def __init__(self, context: list[int], ngram: int = 3, max_draft: int = 6):
+        self.ngram, self.max_draft = ngram, max_draft
+        self.tokens: list[int] = []
+        self.index: dict[tuple[int, ...], int] = {}
+        for token in context:
+            self.add(token)
+
+    def add(self, token: int) -> None:
+        self.tokens.append(token)
+        if len(self.tokens) > self.ngram:
+            # the n-gram ending just before this token is followed by it
+            key = tuple(self.tokens[-self.ngram - 1:-1])
+            self.index[key] = len(self.tokens) - 1
+
+    def propose(self) -> list[int]:
+        if len(self.tokens) < self.ngram:
+            return []
+        start = self.index.get(tuple(self.tokens[-self.ngram:]))
+        if start is None:
+            return []
+        return self.tokens[start:start + self.max_draft]
+
 
 def decode_n_tokens(
-    runner: ModelRunner, logits: torch.Tensor, n: int, pick: Callable[[torch.Tensor], int]
+    runner: ModelRunner,
+    logits: torch.Tensor,
+    n: int,
+    pick: Callable[[torch.Tensor], int],
+    lookup: PromptLookup | None = None,
 ) -> Iterator[int]:
-    """Yield up to ``n`` tokens. Lazy: a consumer that stops iterating costs no further decode step."""
-    for step in range(n):
+    """Yield up to ``n`` tokens. Lazy: a consumer that stops iterating costs no further decode step.
+
+    With ``lookup`` (greedy decoding only: ``pick`` must be deterministic), guessed tokens are
+    checked in one forward pass and every one the model would have chosen itself is kept, so the
+    output is exactly what one-token-at-a-time decoding gives.
+    """
+    produced = 0
+    while produced < n:
         token = pick(logits)
         yield token
-        if step + 1 < n:
+        produced += 1
+        if produced >= n:
+            return
+        if lookup is not None:
+            lookup.add(token)
+        draft = lookup.propose()[: n - produced - 1] if lookup is not None else []
+        if not draft:
             logits = runner.decode_one_token(token)
+            continue
+        all_logits = runner.verify_draft(token, draft)
+        accepted = 0
+        for guess, guess_logits in zip(draft, all_logits):
+            if pick(guess_logits) != guess:
+                break
+            accepted += 1
+            runner.accepted_tokens += 1
+            lookup.add(guess)
+            yield guess
+            produced += 1
+        runner.drop_last(len(draft) - accepted)
+        logits = all_logits[accepted]

@@ -103,8 +103,8 @@ class LeanLlamaBackend:
         return x * cos + rotated * sin
 
     @torch.inference_mode()
-    def forward(self, ids: list[int]) -> torch.Tensor:
-        """Run ``ids`` after the cached positions; return the last position's logits."""
+    def forward(self, ids: list[int], all_logits: bool = False) -> torch.Tensor:
+        """Run ``ids`` after the cached positions; return the last position's logits (or every one's)."""
         if self.k_cache is None:
             self._allocate()
         count, start = len(ids), self.length
@@ -138,4 +138,6 @@ class LeanLlamaBackend:
             gate, up = F.linear(h, wgu).chunk(2, dim=-1)
             x = x + F.linear(F.silu(gate) * up, wdown)
         self.length = end
+        if all_logits:
+            return F.linear(self._rms_norm(x, self.norm), self.lm_head)
         return F.linear(self._rms_norm(x[-1:], self.norm), self.lm_head)[0]

@@ -55,3 +55,25 @@ def test_bf16_weights_match_too(tiny_model_dir):
 def test_other_architectures_and_offloaded_models_use_transformers(tiny_model_dir):
     llm = OptimizedLLM(str(tiny_model_dir), max_memory={"cpu": "200KB"})
     assert llm.info()["backend"] == "transformers"
+
+
+def test_prompt_lookup_gives_exactly_the_greedy_text_in_fewer_steps(model):
+    prompt = "def add(a, b):\n    return a + b\n\n\ndef add(a, b):\n    return a + b\n\n\ndef add("
+    outputs, steps = {}, {}
+    for lookup in (False, True):
+        model.prompt_lookup = lookup
+        model._runner.reset()
+        result = model.complete(prompt, max_length=40, temperature=0, repetition_penalty=1.0)
+        outputs[lookup], steps[lookup] = result.text, result.decode_steps
+    model.prompt_lookup = True
+    assert outputs[True] == outputs[False]
+    assert steps[True] <= steps[False]
+
+
+def test_prompt_lookup_proposes_what_followed_the_last_ngram():
+    from core.generation import PromptLookup
+
+    lookup = PromptLookup([1, 2, 3, 4, 5, 9, 1, 2], ngram=2, max_draft=3)
+    assert lookup.propose() == [3, 4, 5]
+    lookup.add(7)
+    assert lookup.propose() == []
