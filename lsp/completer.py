@@ -261,6 +261,7 @@ class Completer:
             self._loads -= 1
             request.cancel()
         self.cache.clear()
+        self._fim = True  # the new model may fill in the middle
         self.report(State.READY, result.get("message") or "Model loaded")
         return result
 

@@ -152,7 +152,7 @@ class DeepShivaServer(LanguageServer):
             return None
         try:
             source = doc.source  # read from disk when the editor never opened it
-        except (OSError, UnicodeDecodeError):
+        except (OSError, UnicodeDecodeError, ValueError):  # ValueError: a NUL in the URI's path
             log.warning("no text for %s", uri)
             return None
         enc = self.encoding

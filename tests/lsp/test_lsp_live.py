@@ -192,9 +192,11 @@ async def test_selected_completion_info_is_extended_over_its_range(api):
         assert item.range == rng and item.insert_text.startswith("path") and len(item.insert_text) > 4
 
 
-async def test_down_then_no_model_then_bad_key_then_recovery(tiny_model_dir):
+async def test_down_then_no_model_then_bad_key_then_recovery(tiny_model_dir_no_fim):
     """The whole story an editor sees when the API is not there yet: one status (and one
-    message) per change, and it recovers by itself once the API is back."""
+    message) per change, and it recovers by itself once the API is back. The model loaded at
+    the end cannot fill in the middle: suggestions must still come (from the prefix alone)."""
+    tiny_model_dir = tiny_model_dir_no_fim
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     lsp_settings = {"apiUrl": url, "apiKey": "wrong", "healthPollMs": 200, "debounceMs": 0,
@@ -239,6 +241,8 @@ async def test_down_then_no_model_then_bad_key_then_recovery(tiny_model_dir):
                 if result.items:
                     break
             assert result.items, "no suggestion after recovery"
+            stats = await s.command("deepshiva.stats")
+            assert stats["errors"] == 1  # the one unreachable request; the FIM refusal is retried
         finally:
             api.stop()
 
