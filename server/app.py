@@ -12,7 +12,7 @@ from .config import ServerConfig
 from .errors import register_error_handlers
 from .model_manager import ModelManager
 from .observability import AccessLog, Metrics
-from .routes import generation, meta, models
+from . import api_generation, api_meta, api_models
 from .state import AppState
 
 
@@ -45,7 +45,7 @@ def create_app(config: Optional[ServerConfig] = None, engine: Any = None, *,
     key = config.api_key.get_secret_value() if config.api_key else None
     install_auth(app, key)
     register_error_handlers(app)
-    for blueprint in (generation.bp, models.bp, meta.bp):
+    for blueprint in (api_generation.bp, api_models.bp, api_meta.bp):
         app.register_blueprint(blueprint)
     app.wsgi_app = AccessLog(app.wsgi_app, app_state.metrics)
     return app

@@ -6,10 +6,10 @@ import logging
 
 from flask import Blueprint, jsonify
 
-from ..config import DEFAULT_MODEL
-from ..errors import ApiError, from_engine
-from ..schemas import LoadModelRequest, parse
-from ..state import json_body, state
+from .config import DEFAULT_MODEL
+from .errors import ApiError, from_engine
+from .schemas import LoadModelRequest, parse
+from .state import json_body, state
 
 bp = Blueprint("models", __name__)
 log = logging.getLogger("deepshiva.server")

@@ -14,13 +14,13 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from .. import sse
-from ..admission import ClientGone, QueueFull, Slot
-from ..disconnect import CancelOnDisconnect
-from ..errors import ApiError, error_body, error_response, from_engine
-from ..observability import TOKENS_KEY
-from ..schemas import GenerateRequest, parse
-from ..state import AppState, client_gone, json_body, state
+from . import sse
+from .admission import ClientGone, QueueFull, Slot
+from .disconnect import CancelOnDisconnect
+from .errors import ApiError, error_body, error_response, from_engine
+from .observability import TOKENS_KEY
+from .schemas import GenerateRequest, parse
+from .state import AppState, client_gone, json_body, state
 
 bp = Blueprint("generation", __name__)
 log = logging.getLogger("deepshiva.server")

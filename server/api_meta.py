@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..openapi import openapi_document
-from ..state import state
+from .openapi import openapi_document
+from .state import state
 
 bp = Blueprint("meta", __name__)
 
