@@ -56,6 +56,9 @@ def run(models: list[str], prompt_lengths: list[int], new: int = 64, repeats: in
     rows = []
     for name in models:
         llm = OptimizedLLM(str(model_dir(name)))
+        # Random weights repeat themselves, which would flatter prompt-lookup decoding: measure
+        # the plain decode loop here; the replay on real code measures lookup.
+        llm.prompt_lookup = False
         peak = matmul_peak_gflops(llm.model.dtype)
         weight_bytes = sum(p.numel() * p.element_size() for p in llm.model.parameters())
         params = sum(p.numel() for p in llm.model.parameters())

@@ -87,7 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     llm.warmup()
     results = {}
     results["plain-generate"] = replay.summary(replay.replay(replay.plain_generate_engine(llm), schedule))
+    llm.prompt_lookup = False
+    results["deepshiva-no-lookup"] = replay.summary(replay.replay(replay.deepshiva_engine(llm), schedule))
+    llm.prompt_lookup = True
+    drafted, accepted = llm._runner.drafted_tokens, llm._runner.accepted_tokens
     results["deepshiva"] = replay.summary(replay.replay(replay.deepshiva_engine(llm), schedule))
+    drafted, accepted = llm._runner.drafted_tokens - drafted, llm._runner.accepted_tokens - accepted
+    results["deepshiva"]["lookup_acceptance"] = round(accepted / drafted, 3) if drafted else None
     if args.http:
         port = 5077
         server = start_server(str(model_dir(args.replay_model)), port)
@@ -106,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     report["replay"] = {"file": args.replay_file, "lines": args.replay_lines, "keystrokes": len(schedule), "rows": rows}
     print(f"\nEditing replay: {args.replay_lines} lines of {args.replay_file}, {len(schedule)} keystrokes")
     print_table(rows, ["engine", "suggestions_timed", "p50_ms", "p95_ms", "p50_speedup_vs_plain", "requests",
-                       "superseded", "prefill_per_superseded", "decode_per_superseded", "cpu_s", "wall_s"])
+                       "superseded", "prefill_per_superseded", "decode_per_superseded", "lookup_acceptance", "cpu_s", "wall_s"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
