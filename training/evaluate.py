@@ -1,0 +1,224 @@
+"""Measure a trained model on the held-out stdlib files: loss, single-line infilling, speed.
+
+- Validation loss and perplexity, plain (all tokens) and FIM (middle + EOS tokens), over the
+  whole held-out set (``training/heldout.txt``), chunked exactly as in training.
+- Single-line infilling: one non-empty line is blanked at a time (fixed seed, ``--samples``),
+  greedy completion from prefix + suffix in the StarCoder PSM layout, stopped at a newline, EOS
+  or any FIM token. Reports exact match (trailing whitespace ignored), the share of filled files
+  that still ``ast.parse``, and the share of fills that are empty.
+- Greedy plain completions of a few fixed prompts, checked for looping (for the model card).
+- Decoding speed on this CPU: ms per generated token and time to first token at 512 and 1500
+  prompt tokens.
+
+    python -m training.evaluate models/tiny-python training/runs/sweep-A/model \\
+        --labels shipped short --out models/tiny-python/eval.json
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import math
+import random
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from transformers import (AutoModelForCausalLM, AutoTokenizer, StoppingCriteria,
+                          StoppingCriteriaList)
+
+from training import data, tokenizer as tk
+from training.train import evaluate as val_loss, val_sets
+
+PREFIX_TOKENS = 400  # kept small so 300 fills run in minutes on a shared 2-core CPU
+SUFFIX_TOKENS = 150
+VAL_WINDOWS = 24  # plain windows; FIM gets twice as many (its loss counts only the middle)
+SAMPLE_PROMPTS = [
+    "import os\n\n\ndef list_python_files(root):\n",
+    "class Stack:\n    \"\"\"A simple LIFO stack.\"\"\"\n\n    def __init__(self):\n",
+    "def parse_args(argv=None):\n    parser = argparse.ArgumentParser(",
+    "    def __repr__(self):\n",
+    "try:\n    import json\nexcept ImportError:\n",
+]
+
+
+def load(path: str, dtype=torch.float32):
+    """Model and tokenizer from a local directory, offline."""
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+    return model, tok
+
+
+class StopOnIds(StoppingCriteria):
+    """Stop a batch-1 generation when the last token is in a given id set."""
+
+    def __init__(self, ids: set[int]):
+        self.ids = ids
+
+    def __call__(self, input_ids, scores, **kwargs) -> bool:
+        return int(input_ids[0, -1]) in self.ids
+
+
+def newline_ids(tok) -> set[int]:
+    """Ids of tokens whose text contains a newline (byte-level 'Ċ')."""
+    return {i for i, t in enumerate(tok.convert_ids_to_tokens(list(range(len(tok)))))
+            if t and "Ċ" in t}
+
+
+def special_ids(tok) -> list[int]:
+    return [tok.convert_tokens_to_ids(t) for t in tk.SPECIAL_TOKENS]
+
+
+@torch.no_grad()
+def greedy(model, tok, ids: list[int], max_new: int, stop: set[int]) -> list[int]:
+    """Greedy continuation of ids (ends at an EOS/FIM token or a token in stop)."""
+    x = torch.tensor([ids])
+    out = model.generate(x, attention_mask=torch.ones_like(x), do_sample=False,
+                         max_new_tokens=max_new, eos_token_id=special_ids(tok),
+                         pad_token_id=tok.pad_token_id,
+                         stopping_criteria=StoppingCriteriaList([StopOnIds(stop)]))
+    return out[0, len(ids):].tolist()
+
+
+def fim_ids(tok, prefix: str, suffix: str) -> list[int]:
+    """PSM prompt ids with the prefix kept at its end and the suffix at its start."""
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    c = tok.convert_tokens_to_ids
+    return ([c(tk.FIM_PREFIX)] + enc(prefix)[-PREFIX_TOKENS:] + [c(tk.FIM_SUFFIX)]
+            + enc(suffix)[:SUFFIX_TOKENS] + [c(tk.FIM_MIDDLE)])
+
+
+def infill_cases(files: list[data.SourceFile], n: int, seed: int):
+    """n (file, line index) pairs of non-empty lines, from files that parse, fixed seed."""
+    cands = []
+    for f in files:
+        try:
+            ast.parse(f.text)
+        except SyntaxError:
+            continue
+        lines = f.text.splitlines(keepends=True)
+        cands += [(f, i) for i, ln in enumerate(lines) if ln.strip()]
+    return random.Random(seed).sample(cands, min(n, len(cands)))
+
+
+def single_line_infill(model, tok, cases, max_new: int = 48) -> dict:
+    """Exact match and parse rate of greedy single-line fills."""
+    nl = newline_ids(tok)
+    specials = set(special_ids(tok))
+    exact = parsed = empty = 0
+    examples = []
+    for f, i in cases:
+        lines = f.text.splitlines(keepends=True)
+        target = lines[i].rstrip("\r\n")
+        prefix, suffix = "".join(lines[:i]), "\n" + "".join(lines[i + 1:])
+        new = greedy(model, tok, fim_ids(tok, prefix, suffix), max_new, nl)
+        text = tok.decode([t for t in new if t not in specials]).split("\n")[0]
+        exact += text.rstrip() == target.rstrip()
+        empty += not text.strip()
+        try:
+            ast.parse(prefix + text + suffix)
+            parsed += 1
+        except (SyntaxError, ValueError):
+            pass
+        if len(examples) < 12:
+            examples.append({"file": f.rel, "line": i + 1, "target": target, "fill": text})
+    n = len(cases)
+    return {"samples": n, "exact_match": exact / n, "parse_rate": parsed / n,
+            "empty_fill_rate": empty / n, "examples": examples}
+
+
+def loops(text: str) -> bool:
+    """True when a non-blank line repeats 3+ times, or a 20-char span repeats 4+ times."""
+    lines = [ln.strip() for ln in text.splitlines() if len(ln.strip()) > 3]
+    if any(lines.count(ln) >= 3 for ln in set(lines)):
+        return True
+    return any(text.count(text[j:j + 20]) >= 4 for j in range(0, max(0, len(text) - 20), 5))
+
+
+def samples(model, tok, max_new: int = 96) -> list[dict]:
+    """Greedy plain completions of the fixed prompts, each flagged for looping."""
+    out = []
+    for p in SAMPLE_PROMPTS:
+        ids = tok(p, add_special_tokens=False)["input_ids"]
+        text = tok.decode(greedy(model, tok, ids, max_new, set()), skip_special_tokens=True)
+        out.append({"prompt": p, "completion": text, "loops": loops(text)})
+    return out
+
+
+@torch.no_grad()
+def speed(model, tok, files: list[data.SourceFile]) -> dict:
+    """ms/token of greedy decode and time to first token at 512 and 1500 prompt tokens."""
+    ids = tok("".join(f.text for f in files), add_special_tokens=False)["input_ids"]
+    res = {}
+    for n in (512, 1500):
+        x = torch.tensor([ids[:n]])
+        best = math.inf
+        for _ in range(2):
+            t = time.perf_counter()
+            model(input_ids=x, use_cache=True)
+            best = min(best, time.perf_counter() - t)
+        res[f"ttft_ms_{n}"] = round(best * 1000, 1)
+    x = torch.tensor([ids[:512]])
+    kw = dict(attention_mask=torch.ones_like(x), do_sample=False, pad_token_id=0,
+              eos_token_id=None)
+    model.generate(x, max_new_tokens=4, min_new_tokens=4, **kw)  # warm-up
+    t = time.perf_counter()
+    model.generate(x, max_new_tokens=1, min_new_tokens=1, **kw)
+    one = time.perf_counter() - t
+    t = time.perf_counter()
+    model.generate(x, max_new_tokens=33, min_new_tokens=33, **kw)
+    res["ms_per_token"] = round((time.perf_counter() - t - one) / 32 * 1000, 2)
+    return res
+
+
+def run(path: str, cases, val_files, do_speed: bool) -> dict:
+    model, tok = load(path)
+    args = SimpleNamespace(seq_len=1024, val_windows=VAL_WINDOWS)
+    losses = val_loss(model, val_sets(tok, val_files, args), autocast=False)
+    res = {"model": path, "parameters": sum(p.numel() for p in model.parameters()),
+           "val_loss_plain": losses["plain"], "val_ppl_plain": math.exp(losses["plain"]),
+           "val_loss_fim": losses["fim"], "val_ppl_fim": math.exp(losses["fim"])}
+    res["infill"] = single_line_infill(model, tok, cases)
+    res["samples"] = samples(model, tok)
+    if do_speed:
+        res["speed_fp32"] = speed(model, tok, val_files)
+        model_bf16, _ = load(path, torch.bfloat16)
+        res["speed_bf16"] = speed(model_bf16, tok, val_files)
+    return res
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Evaluate models on the held-out stdlib files.")
+    ap.add_argument("models", nargs="+", help="model directories")
+    ap.add_argument("--labels", nargs="*", default=None)
+    ap.add_argument("--samples", type=int, default=300)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--speed", action="store_true", help="also measure decode speed (1st model)")
+    ap.add_argument("--out", type=Path, default=None, help="results JSON")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(2)
+    labels = args.labels or args.models
+    _, val_files = data.split()
+    cases = infill_cases(val_files, args.samples, args.seed)
+    results = {}
+    for i, (label, path) in enumerate(zip(labels, args.models)):
+        results[label] = run(path, cases, val_files, args.speed and i == 0)
+        print(f"done {label}", flush=True)
+    print(f"\n{'model':<10}{'params':>9}{'loss':>7}{'ppl':>7}{'fim loss':>9}{'fim ppl':>8}"
+          f"{'exact':>8}{'parse':>8}{'empty':>8}{'loops':>7}")
+    for label, r in results.items():
+        inf = r["infill"]
+        print(f"{label:<10}{r['parameters'] / 1e6:>8.2f}M{r['val_loss_plain']:>7.3f}"
+              f"{r['val_ppl_plain']:>7.1f}{r['val_loss_fim']:>9.3f}{r['val_ppl_fim']:>8.1f}"
+              f"{inf['exact_match']:>8.1%}{inf['parse_rate']:>8.1%}{inf['empty_fill_rate']:>8.1%}"
+              f"{sum(s['loops'] for s in r['samples']):>5}/{len(r['samples'])}")
+        for k in ("speed_fp32", "speed_bf16"):
+            if k in r:
+                print(f"  {k}: {r[k]}")
+    if args.out:
+        args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
