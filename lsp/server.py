@@ -178,14 +178,14 @@ def _accept_command(uri: str, kind: str, text: str) -> types.Command:
 
 
 @server.feature(types.INITIALIZE)
-def initialize(ls: DeepShivaServer, params: types.InitializeParams) -> None:
+async def initialize(ls: DeepShivaServer, params: types.InitializeParams) -> None:
     ls.workspace.__class__ = EditorWorkspace  # pygls creates the workspace just before this handler
     ls.init_options = params.initialization_options
     options, problems = merge(Options(), params.initialization_options)
-    for problem in problems:
+    for problem in problems:  # no messages before initialize has answered: log only
         log.warning(problem)
     ls.options = options
-    ls.completer = Completer(options, ls.announce)
+    await ls.completer.reconfigure(options)
 
 
 @server.feature(types.INITIALIZED)
