@@ -109,7 +109,8 @@ def final_cut(
     ``eof`` says the model has stopped, so the last line is complete. Rules: a single line stops
     at the first line break; a multi-line suggestion stops before a line that leaves the block
     (by indentation), before a line that repeats the next line of the document, after the first
-    of three identical lines (a looping model), and after ``max_lines`` lines.
+    of three identical lines (a looping model), after ``max_lines`` lines, and, unless the
+    cursor's line opens a block, at the first blank line after some text (one paragraph).
     """
     if single:
         for i, ch in enumerate(text):
@@ -133,6 +134,7 @@ def final_cut(
         opens = _opens_block(head)
 
     previous, repeats, run_start = None, 0, 0
+    seen_content = bool(lines[0].strip())
     for i in range(1, len(lines)):
         line = lines[i]
         complete = i < len(lines) - 1 or eof
@@ -140,7 +142,10 @@ def final_cut(
         if i >= max_lines:
             return starts[i] - 1
         if not stripped:
+            if complete and seen_content and not opens and i < len(lines) - 1:
+                return starts[i] - 1  # outside a new block, a suggestion ends with its paragraph
             continue
+        seen_content = True
         width = indent_width(line)
         if complete and below is not None and stripped == below:
             return starts[i] - 1

@@ -99,6 +99,13 @@ FINAL = [
     ("def f():\n    █\n    return 1\n", "return 1\n", False, False, ""),
     # a looping model: keep the first of three identical lines
     ("█", "a = 1\nb()\nb()\nb()\n", False, False, "a = 1\nb()"),
+    # outside a new block: one paragraph
+    ("x = compute()█", "\ny = x + 1\nz = y\n\nprint(z)\n", False, False, "\ny = x + 1\nz = y"),
+    ("x = compute()█", "\ny = x + 1\n\n", False, False, "\ny = x + 1"),
+    ("x = compute()█", "\ny = x + 1\n", False, False, None),  # a blank line may still come
+    ("█", "\n\ndef g():\n    pass\n", False, False, None),  # blank lines before any text
+    # a new block may contain blank lines
+    ("def f():█", "\n    a = 1\n\n    return a\n", False, False, None),
     # max_lines
     ("█", "a\nb\nc\nd\ne\n", False, False, "a\nb\nc"),
     # a partial last line is judged by its indentation once it has text
