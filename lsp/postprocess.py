@@ -7,6 +7,8 @@ soon as the suggestion cannot change any more) and by :func:`postprocess` (for `
 
 from __future__ import annotations
 
+import re
+
 from .text import CursorContext, indent_width, leading_ws
 
 OPENERS = "([{"
@@ -97,8 +99,12 @@ def _opens_block(head: str) -> bool:
     return head.rstrip().endswith((":", "{", "(", "[", "=>", " do", " then"))
 
 
+_KEYWORD_CLOSER = re.compile(r"(end|fi|done|esac)\b")
+
+
 def _is_closer_line(stripped: str) -> bool:
-    return bool(stripped) and stripped[0] in CLOSERS or stripped.startswith(("end", "fi", "done"))
+    """A line that closes a block: a closing bracket, or Ruby/Lua/shell's end words."""
+    return (bool(stripped) and stripped[0] in CLOSERS) or bool(_KEYWORD_CLOSER.match(stripped))
 
 
 def final_cut(

@@ -93,6 +93,9 @@ FINAL = [
     ("def f(x):\n    █", "y = x\n    return y\nprint(1)\n", False, False, "y = x\n    return y"),
     # brace block: the closing line at the block's indentation belongs to it
     ("if (x) {█", "\n  a();\n}\nb();\n", False, False, "\n  a();\n}"),
+    # keyword-closed blocks (Ruby, Lua, shell); "endpoint" is no closer
+    ("if x then█", "\n  y()\nend\nprint(1)\n", False, False, "\n  y()\nend"),
+    ("if x then█", "\n  y()\nendpoint = 1\n", False, False, "\n  y()"),
     # a line equal to the next line of the document ends the suggestion
     ("def f():\n    █\n    return 1\n", "x = 1\n    return 1\n", False, False, "x = 1"),
     # the suggested cursor line repeats the line below
