@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from editor_helpers import ARTIFACTS, free_port
+from readme_blocks import blocks, localise
 
 pytestmark = pytest.mark.editor
 
@@ -157,15 +158,16 @@ def test_vscode_ghost_text_with_fake_server(tmp_path, code_server, vsix, playwri
 @pytest.mark.timeout(400)
 def test_vscode_ghost_text_real_servers(tmp_path, code_server, vsix, playwright_core, chromium,
                                         lsp_command, api_server, model_settings, artifacts):
-    """Real API server with the model, real deepshiva-lsp, the packaged extension in code-server."""
-    settings = {
-        "deepshiva.serverPath": lsp_command[0],
-        "deepshiva.apiUrl": api_server,
+    """Real API server with the model, real deepshiva-lsp, the packaged extension in code-server,
+    set up with the settings block of editors/README.md as written."""
+    settings = json.loads(localise(blocks("VS Code", "json")[0], api_server))
+    assert settings["deepshiva.apiUrl"] == api_server
+    settings.update({
         "deepshiva.debounceMs": model_settings["debounceMs"],
         "deepshiva.maxTokens": model_settings["maxTokens"],
         "deepshiva.temperature": model_settings["temperature"],
         "deepshiva.advanced": {k: v for k, v in model_settings.items() if k == "seed"},
-    }
+    })
     result, cs = run_vscode(tmp_path, code_server, vsix, playwright_core, chromium, settings,
                             "vscode.png", "import os\n\n\ndef add(a, b):\n    return a + b\n\n\n",
                             "def mul(a, b):\n    ")
@@ -173,7 +175,9 @@ def test_vscode_ghost_text_real_servers(tmp_path, code_server, vsix, playwright_
     assert result["ghost"].strip(), result
     # Tab inserted the suggestion at the cursor (its first line at least: the rest is below).
     first = result["ghost"].split("\n")[0]
-    assert "    " + first in result["after"].split("\n"), result
+    after = result["after"].split("\n")
+    row = after.index("def mul(a, b):") + 1
+    assert after[row].startswith("    " + first) and after[row].strip(), result
     assert len(result["after"]) > len(result["beforeAccept"]), result
     assert result["statusText"] and "DeepShiva: ready" in result["statusText"], result
     assert (ARTIFACTS / "vscode.png").stat().st_size > 10_000
