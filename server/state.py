@@ -45,6 +45,8 @@ def json_body() -> dict:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"Invalid JSON in the request body: {exc}.") from None
+    except RecursionError:  # nesting deeper than the parser's stack: not a request we serve
+        raise ApiError(400, "Invalid JSON in the request body: nested too deeply.") from None
     if not isinstance(body, dict):
         raise ApiError(400, "Invalid request: the body must be a JSON object.")
     return body
