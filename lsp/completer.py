@@ -124,6 +124,13 @@ class Completer:
 
     # -- suggestions ---------------------------------------------------------------------------
 
+    def forget(self, uri: str) -> None:
+        """The document was closed: stop whatever is still generating for it."""
+        for key in [k for k in self._inflight if k[0] == uri]:
+            ticket = self._inflight.pop(key)
+            ticket.superseded = True
+            ticket.task.cancel()
+
     async def suggest(self, key: tuple[str, str], ctx: CursorContext, *, invoked: bool) -> str | None:
         """The suggestion for ``ctx`` ("" or None: nothing to show). ``key`` names the document
         and kind of request; a newer call with the same key makes this one return None."""

@@ -205,6 +205,11 @@ async def did_change_configuration(
         await ls.pull_settings()
 
 
+@server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+def did_close(ls: DeepShivaServer, params: types.DidCloseTextDocumentParams) -> None:
+    ls.completer.forget(params.text_document.uri)
+
+
 @server.feature(types.SHUTDOWN)
 async def shutdown(ls: DeepShivaServer, *args) -> None:
     await ls.completer.aclose()

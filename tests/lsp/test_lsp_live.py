@@ -134,6 +134,15 @@ async def test_cancel_request_stops_the_generation(api):
         stats = await s.command("deepshiva.stats")
         assert stats["cancelled"] == 1
 
+        # closing the document stops its generation too
+        pending = asyncio.ensure_future(s.inline(uri, 1, 0))
+        await wait_until(lambda: api.metric(RUNNING) == 1, what="the stream to run")
+        s.client.text_document_did_close(
+            types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        )
+        assert not (await asyncio.wait_for(pending, 10)).items
+        await wait_until(lambda: api.metric(CANCELLED) == before + 2, what="the API to see the close")
+
 
 async def _first_suggestion(s, docs):
     """Open documents until the model suggests at least two characters; (uri, line, char, text)."""
