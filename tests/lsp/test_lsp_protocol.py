@@ -10,13 +10,13 @@ from conftest import free_port, lsp_session
 from lsprotocol import types
 
 
-async def test_capabilities_are_advertised():
-    async with lsp_session({"apiUrl": f"http://127.0.0.1:{free_port()}"}) as s:
+async def test_capabilities_then_api_down_gives_one_status_one_message_and_empty_answers():
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    async with lsp_session({"apiUrl": url, "healthPollMs": 200}) as s:
         caps = s.initialize_result.capabilities
         assert caps.inline_completion_provider is not None  # or editors never ask
         assert caps.completion_provider is not None
-        sync = caps.text_document_sync
-        assert sync.change == types.TextDocumentSyncKind.Incremental
+        assert caps.text_document_sync.change == types.TextDocumentSyncKind.Incremental
         assert caps.position_encoding == types.PositionEncodingKind.Utf16
         assert set(caps.execute_command_provider.commands) >= {
             "deepshiva.loadModel",
@@ -26,17 +26,6 @@ async def test_capabilities_are_advertised():
         }
         assert s.initialize_result.server_info.name == "deepshiva-lsp"
 
-
-async def test_position_encoding_negotiation():
-    async with lsp_session({}, encodings=("utf-8", "utf-16")) as s:
-        assert s.initialize_result.capabilities.position_encoding == "utf-8"
-    async with lsp_session({}, encodings=("utf-32",)) as s:
-        assert s.initialize_result.capabilities.position_encoding == "utf-32"
-
-
-async def test_api_down_gives_one_status_and_one_message_and_empty_answers():
-    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    async with lsp_session({"apiUrl": url, "healthPollMs": 200}) as s:
         status = await s.wait_status("unreachable")
         assert url in status["message"]
         uri = "file:///tmp/down.py"
@@ -52,9 +41,12 @@ async def test_api_down_gives_one_status_and_one_message_and_empty_answers():
 
 
 async def test_settings_from_workspace_configuration_and_did_change():
-    """Pulled configuration overrides initializationOptions; a pushed change applies too."""
+    """Pulled configuration overrides initializationOptions; a pushed change applies too.
+    (This client prefers UTF-32 positions, which the server also accepts.)"""
     init = {"apiUrl": f"http://127.0.0.1:{free_port()}", "enabledLanguages": ["python"]}
-    async with lsp_session(init, configuration={"enabledLanguages": ["rust"]}) as s:
+    conf = {"enabledLanguages": ["rust"]}
+    async with lsp_session(init, configuration=conf, encodings=("utf-32", "utf-16")) as s:
+        assert s.initialize_result.capabilities.position_encoding == "utf-32"
         await s.wait_status("unreachable")
         uri = "file:///tmp/conf.py"
         s.open(uri, "x = 1\n")
