@@ -114,44 +114,58 @@ class ApiClient:
             "POST", "/load_model", json=body, timeout=self.options.load_timeout_ms / 1000
         )
 
-    async def generate(self, body: dict[str, Any]) -> str:
-        """POST /generate: the whole completion at once."""
+    async def generate(self, body: dict[str, Any]) -> tuple[str, str | None]:
+        """POST /generate: the whole completion at once, and its finish_reason."""
         data = await self._json("POST", "/generate", json=body)
-        return str(data.get("response") or "")
+        return str(data.get("response") or ""), data.get("finish_reason")
 
     @asynccontextmanager
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[AsyncIterator[str]]:
-        """POST /stream; yields an async iterator of text chunks. Leaving the block closes the
-        connection, which is how an unfinished generation is stopped."""
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator["Stream"]:
+        """POST /stream; yields a :class:`Stream`. Leaving the block closes the connection,
+        which is how an unfinished generation is stopped."""
         try:
             async with aconnect_sse(self._http, "POST", "/stream", json=body) as source:
                 response = source.response
                 if response.status_code >= 400:
                     _raise_for_response(response.status_code, await response.aread())
-                yield _chunks(source)
+                yield Stream(source)
         except httpx.TransportError as exc:
             raise _transport_error(exc, self.options.api_url) from exc
 
 
-async def _chunks(source) -> AsyncIterator[str]:
+class Stream:
+    """The text chunks of one /stream answer; ``finish_reason`` is known after the last one
+    ("stop": the model ended, "length": max_length was reached)."""
+
+    def __init__(self, source) -> None:
+        self._source = source
+        self.finish_reason: str | None = None
+
+    async def chunks(self) -> AsyncIterator[str]:
+        try:
+            async for event in self._source.aiter_sse():
+                data = _json_or_none(event.data)
+                if event.event == "error":
+                    message = _event_message(event.data)
+                    code = data.get("code") if isinstance(data, dict) else None
+                    state = _state_for(code, message) if isinstance(code, int) else None
+                    raise ApiError(message, state, code if isinstance(code, int) else None)
+                if event.event == "done":
+                    if isinstance(data, dict):
+                        self.finish_reason = data.get("finish_reason")
+                    return
+                text = data.get("text") if isinstance(data, dict) else None
+                if text:
+                    yield str(text)
+        except SSEError as exc:
+            raise ApiError(f"/stream is not an event stream: {exc}", State.UNREACHABLE) from exc
+
+
+def _json_or_none(data: str) -> Any:
     try:
-        async for event in source.aiter_sse():
-            if event.event == "error":
-                message = _event_message(event.data)
-                raise ApiError(message, _state_for(503, message) if "model" in message.lower() else None)
-            if event.event == "done":
-                return
-            if not event.data:
-                continue
-            try:
-                data = json.loads(event.data)
-            except ValueError:
-                continue
-            text = data.get("text") if isinstance(data, dict) else None
-            if text:
-                yield str(text)
-    except SSEError as exc:
-        raise ApiError(f"/stream is not an event stream: {exc}", State.UNREACHABLE) from exc
+        return json.loads(data) if data else None
+    except ValueError:
+        return None
 
 
 def _event_message(data: str) -> str:

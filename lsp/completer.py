@@ -31,13 +31,14 @@ class _Ticket:
     superseded: bool = False
 
 
-class _Reader:
+class SuggestionReader:
     """Accumulates streamed text and says when the suggestion is final."""
 
     def __init__(self, ctx: CursorContext, single: bool, max_lines: int):
         self.ctx, self.single, self.max_lines = ctx, single, max_lines
         self.text = ""
-        self.final = False
+        self.final = False  # the suggestion ended by our rules (the stream was closed)
+        self.finish_reason: str | None = None  # the API's, when the model ran to its end
 
     def feed(self, chunk: str) -> bool:
         self.text += chunk
@@ -45,6 +46,19 @@ class _Reader:
         if cut is not None:
             self.text, self.final = self.text[:cut], True
         return self.final
+
+
+def usable_text(reader: SuggestionReader, *, single: bool, timed_out: bool) -> str:
+    """The part of the model's text worth post-processing. A suggestion our rules ended, or
+    that the model ended by itself, is whole. One cut short (time cap, or out of tokens) keeps
+    its complete lines only: a half line is worse than none (a single line cut by the time cap
+    is dropped; one cut by max_length is kept, it is the user's own limit)."""
+    text = reader.text
+    if reader.final or (not timed_out and reader.finish_reason != "length"):
+        return text
+    if single:
+        return "" if timed_out else text
+    return text[: text.rfind("\n") + 1]
 
 
 class Completer:
@@ -165,7 +179,7 @@ class Completer:
         if not invoked and options.debounce_ms:
             await asyncio.sleep(options.debounce_ms / 1000)
         single = postprocess.single_line(ctx, options.multiline.value)
-        reader = _Reader(ctx, single, options.max_lines)
+        reader = SuggestionReader(ctx, single, options.max_lines)
         body = self._body(ctx, single)
         self.stats.api_calls += 1
         started = time.monotonic()
@@ -197,22 +211,15 @@ class Completer:
         elapsed_ms = (time.monotonic() - started) * 1000
         self.stats.latencies_ms.append(elapsed_ms)
 
+        text = usable_text(reader, single=single, timed_out=timed_out)
+        suggestion = postprocess.postprocess(text, ctx, single=single, max_lines=options.max_lines)
         if timed_out:
             self.report(State.SLOW, f"DeepShiva took over {options.request_timeout_ms} ms")
-            text = reader.text
-            if not reader.final:  # keep whole lines only of an unfinished suggestion
-                text = "" if single else text[: text.rfind("\n") + 1]
-            suggestion = postprocess.postprocess(
-                text, ctx, single=single, max_lines=options.max_lines
-            )
             return suggestion  # not cached: a later request may get the whole of it
         if elapsed_ms > options.slow_threshold_ms:
             self.report(State.SLOW, f"DeepShiva answered in {elapsed_ms:.0f} ms")
         else:
             self.report(State.READY)
-        suggestion = postprocess.postprocess(
-            reader.text, ctx, single=single, max_lines=options.max_lines
-        )
         log.debug("model %r -> suggestion %r (%.0f ms)", reader.text, suggestion, elapsed_ms)
         self.cache.put(ctx.prefix, ctx.suffix, suggestion)
         return suggestion
@@ -236,15 +243,18 @@ class Completer:
             body["seed"] = options.seed
         return body
 
-    async def _read(self, body: dict, reader: _Reader) -> None:
+    async def _read(self, body: dict, reader: SuggestionReader) -> None:
         if not self.options.stream:
-            reader.feed(await self.api.generate(body))
+            text, reader.finish_reason = await self.api.generate(body)
+            reader.feed(text)
             return
-        async with self.api.stream(body) as chunks:
+        async with self.api.stream(body) as stream:
+            chunks = stream.chunks()
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
                     if reader.feed(chunk):
                         return  # leaving the blocks closes the stream: the model stops
+            reader.finish_reason = stream.finish_reason
 
     # -- commands ------------------------------------------------------------------------------
 
