@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-file", default="tokenize.py", help="standard-library file to retype")
     parser.add_argument("--replay-lines", type=int, default=25)
     parser.add_argument("--replay-start", type=int, default=300)
-    parser.add_argument("--http", action="store_true", help="also replay through the HTTP API")
+    parser.add_argument("--http", action="store_true", help="also replay through the HTTP API and the language server")
     parser.add_argument("--skip-engine", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     args = parser.parse_args(argv)
@@ -98,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
         port = 5077
         server = start_server(str(model_dir(args.replay_model)), port)
         try:
-            results["deepshiva-http"] = replay.summary(replay.replay(replay.http_engine(f"http://127.0.0.1:{port}"), schedule))
+            url = f"http://127.0.0.1:{port}"
+            results["deepshiva-http"] = replay.summary(replay.replay(replay.http_engine(url), schedule))
+            from .lsp_replay import replay_through_lsp
+
+            results["deepshiva-lsp"] = replay_through_lsp(url, args.replay_file, args.replay_start, args.replay_lines)
         finally:
             server.terminate()
             server.wait(30)
@@ -112,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     report["replay"] = {"file": args.replay_file, "lines": args.replay_lines, "keystrokes": len(schedule), "rows": rows}
     print(f"\nEditing replay: {args.replay_lines} lines of {args.replay_file}, {len(schedule)} keystrokes")
     print_table(rows, ["engine", "suggestions_timed", "p50_ms", "p95_ms", "p50_speedup_vs_plain", "requests",
-                       "superseded", "prefill_per_superseded", "decode_per_superseded", "lookup_acceptance", "cpu_s", "wall_s"])
+                       "superseded", "prefill_per_superseded", "decode_per_superseded", "lookup_acceptance", "api_calls", "cpu_s", "wall_s"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
