@@ -112,10 +112,11 @@ class CodeServer:
 
 
 def drive(cs_url: str, file: str, text: str, shot: Path, playwright_core: Path, chromium: Path,
-          timeout_ms: int = 60000) -> dict:
+          timeout_ms: int = 60000, **extra) -> dict:
     cfg = {
         "url": cs_url, "file": file, "type": text, "screenshot": str(shot),
         "timeoutMs": timeout_ms, "playwright": str(playwright_core), "chromium": str(chromium),
+        **extra,
     }
     out = subprocess.run(["node", str(DRIVER), json.dumps(cfg)], capture_output=True, text=True,
                          timeout=timeout_ms / 1000 * 3 + 60)
@@ -125,13 +126,14 @@ def drive(cs_url: str, file: str, text: str, shot: Path, playwright_core: Path, 
 
 
 def run_vscode(tmp_path, code_server, vsix, playwright_core, chromium, settings, shot_name,
-               source: str, typed: str) -> tuple[dict, CodeServer]:
+               source: str, typed: str, **extra) -> tuple[dict, CodeServer]:
     cs = CodeServer(code_server, vsix, tmp_path, settings)
     (cs.project / "main.py").write_text(source)
     cs.install_extension()
     url = cs.start()
     try:
-        result = drive(url, "main.py", typed, ARTIFACTS / shot_name, playwright_core, chromium)
+        result = drive(url, "main.py", typed, ARTIFACTS / shot_name, playwright_core, chromium,
+                       **extra)
     finally:
         cs.stop()
     return result, cs
@@ -148,11 +150,16 @@ def test_vscode_ghost_text_with_fake_server(tmp_path, code_server, vsix, playwri
     wrapper.chmod(0o755)
     settings["deepshiva.serverPath"] = str(wrapper)
     result, cs = run_vscode(tmp_path, code_server, vsix, playwright_core, chromium, settings,
-                            "vscode-fake.png", "def f(alpha, beta):\n    ", "tot")
+                            "vscode-fake.png", "def f(alpha, beta):\n    ", "tot",
+                            acceptWordFirst=True, toggle=True)
     assert result["ok"], f"{result.get('error')}\nsteps: {result['steps']}\n{cs.log.read_text()[-2000:]}"
-    assert "al = alpha + beta" in result["ghost"], result
-    assert "total = alpha + beta" in result["after"], result
+    assert result["ghost"].startswith("al = alpha + beta"), result
+    # Ctrl+Right (VS Code's own partial accept) inserts the start of the suggestion.
+    word_line = result["afterWord"].split("\n")[1]
+    assert word_line.startswith("    total") and "    total = alpha + beta".startswith(word_line), result
+    assert result["after"].split("\n")[1:3] == ["    total = alpha + beta", "return total"], result
     assert result["statusText"] and "DeepShiva: ready" in result["statusText"], result
+    assert result["statusAfterToggle"] == "DeepShiva: off", result
 
 
 @pytest.mark.timeout(400)

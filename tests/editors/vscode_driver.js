@@ -15,11 +15,15 @@ const step = (name) => result.steps.push(`${((Date.now() - t0) / 1000).toFixed(1
 const t0 = Date.now();
 
 async function editorText(page) {
-  // The model, not the DOM: view lines are virtualised and use non-breaking spaces.
+  // The text of the visible lines, without ghost text (which is rendered inside the lines).
   return page.evaluate(() => {
     const lines = [...document.querySelectorAll('.monaco-editor .view-lines .view-line')];
     const sorted = lines
-      .map((el) => ({ top: parseFloat(el.style.top || '0'), text: el.textContent }))
+      .map((el) => {
+        const copy = el.cloneNode(true);
+        copy.querySelectorAll('[class*="ghost-text"]').forEach((g) => g.remove());
+        return { top: parseFloat(el.style.top || '0'), text: copy.textContent };
+      })
       .sort((a, b) => a.top - b.top);
     return sorted.map((l) => l.text.replace(/\u00a0/g, ' ')).join('\n');
   });
@@ -87,6 +91,14 @@ async function statusText(page) {
       [...document.querySelectorAll('.ghost-text-decoration, .ghost-text')].map((el) => el.outerHTML).join('\n').slice(0, 4000));
     step(`ghost: ${JSON.stringify(result.ghost)}`);
     await page.screenshot({ path: cfg.screenshot });
+    if (cfg.acceptWordFirst) {
+      // VS Code's own "accept next word" (Ctrl+Right while a suggestion shows).
+      await page.keyboard.press('Control+ArrowRight');
+      await page.waitForTimeout(500);
+      result.afterWord = await editorText(page);
+      step('accepted a word');
+      await page.waitForSelector('.ghost-text-decoration', { state: 'attached', timeout: cfg.timeoutMs });
+    }
     const beforeAccept = await editorText(page);
     result.beforeAccept = beforeAccept;
     await page.keyboard.press('Tab');
@@ -100,6 +112,17 @@ async function statusText(page) {
     step('accepted');
     result.statusText = await statusText(page);
     await page.screenshot({ path: cfg.screenshot.replace(/\.png$/, '-accepted.png') });
+    if (cfg.toggle) {
+      // A click on the status bar item turns suggestions off (and says so).
+      await page.locator('.statusbar-item', { hasText: 'DeepShiva' }).first().click();
+      await page.waitForFunction(
+        () => [...document.querySelectorAll('.statusbar-item')].some((el) => /DeepShiva: off/.test(el.textContent || '')),
+        null,
+        { timeout: 10000 },
+      );
+      result.statusAfterToggle = await statusText(page);
+      step('toggled off');
+    }
     result.ok = true;
   } catch (err) {
     result.error = String(err && err.stack ? err.stack : err);
