@@ -1,7 +1,7 @@
 """The real ``deepshiva-server`` process (through tests/live_server.py): startup, auth, logs, shutdown.
 
 One subprocess for the module: starting one costs seconds (torch import). Auth off, and the
-no-model 503, are covered in-process (test_config_auth.py, test_errors.py).
+no-model 503, are covered in-process (test_server_config_auth.py, test_server_errors.py).
 """
 
 from __future__ import annotations
