@@ -46,9 +46,12 @@ def sample_next(
         mask[allowed] = 0.0
         logits = logits + mask
     logits = apply_repetition_penalty(logits, recent_ids, params.repetition_penalty)
-    if params.temperature == 0:
+    # A temperature below float32's smallest normal number would divide by zero (NaN probabilities).
+    if params.temperature < torch.finfo(torch.float32).tiny:
         return int(torch.argmax(logits))
-    logits = logits / params.temperature
+    # Shift so the best logit is 0 before dividing: a tiny temperature (1e-30) then sends the
+    # others to -inf (greedy) instead of overflowing to inf and NaN probabilities.
+    logits = (logits - logits.max()) / params.temperature
     # Narrow to the top-k candidates first: top-p then sorts 50 values, not the vocabulary.
     if 0 < params.top_k < logits.numel():
         values, candidates = torch.topk(logits, params.top_k)
