@@ -27,8 +27,12 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Ticket:
+    """One generation in flight, and the requests waiting for it."""
+
     task: asyncio.Task
+    ident: tuple[str, str]  # (prefix, suffix) it was started for
     superseded: bool = False
+    waiters: int = 0
 
 
 class SuggestionReader:
@@ -145,34 +149,49 @@ class Completer:
             ticket.superseded = True
             ticket.task.cancel()
 
-    async def suggest(self, key: tuple[str, str], ctx: CursorContext, *, invoked: bool) -> str | None:
+    async def suggest(
+        self, key: tuple[str, str], ctx: CursorContext, *, invoked: bool, prefetch: bool = False
+    ) -> str | None:
         """The suggestion for ``ctx`` ("" or None: nothing to show). ``key`` names the document
-        and kind of request; a newer call with the same key makes this one return None."""
-        self.stats.requests += 1
-        previous = self._inflight.pop(key, None)
-        if previous is not None and not previous.task.done():
-            previous.superseded = True
-            previous.task.cancel()
-
-        cached = self.cache.get(ctx.prefix, ctx.suffix)
-        if cached is not None:
-            self.stats.cache_hits += 1
-            return cached
-
-        task = asyncio.get_running_loop().create_task(self._fetch(ctx, invoked=invoked))
-        ticket = _Ticket(task)
-        self._inflight[key] = ticket
+        and kind of request: a newer call with the same key and another context makes this one
+        return None; one with the same context (a repeated request, or the editor asking where
+        a prefetch is already running) waits for the same generation instead."""
+        if prefetch:
+            self.stats.prefetches += 1
+        else:
+            self.stats.requests += 1
+        ident = (ctx.prefix, ctx.suffix)
+        ticket = self._inflight.get(key)
+        if ticket is not None and (ticket.task.done() or ticket.ident != ident):
+            if not ticket.task.done():
+                ticket.superseded = True
+                ticket.task.cancel()
+            del self._inflight[key]
+            ticket = None
+        if ticket is None:
+            cached = self.cache.get(*ident)
+            if cached is not None:
+                self.stats.cache_hits += 1
+                return cached
+            task = asyncio.get_running_loop().create_task(self._fetch(ctx, invoked=invoked))
+            ticket = self._inflight[key] = _Ticket(task, ident)
+        else:
+            self.stats.joined += 1
+        ticket.waiters += 1
         try:
-            return await task
+            # shield: one waiter's $/cancelRequest must not cancel the others' generation
+            return await asyncio.shield(ticket.task)
         except asyncio.CancelledError:
             self.stats.cancelled += 1
-            if ticket.superseded and not _being_cancelled():
+            if ticket.task.cancelled() and ticket.superseded and not _being_cancelled():
                 return None  # a newer request for this document took over
-            task.cancel()
+            if ticket.waiters == 1:
+                ticket.task.cancel()  # nobody else wants it: close the stream
             raise  # $/cancelRequest: pygls answers RequestCancelled
         finally:
-            if self._inflight.get(key) is ticket:
-                del self._inflight[key]
+            ticket.waiters -= 1
+            if not ticket.waiters and self._inflight.get(key) is ticket:
+                del self._inflight[key]  # finished, or cancelled with its last waiter
 
     async def _fetch(self, ctx: CursorContext, *, invoked: bool) -> str:
         options = self.options

@@ -67,6 +67,7 @@ class Options(_Model):
     health_poll_ms: int = Field(3000, ge=100, le=600_000)  # retry interval while the API is down
     load_timeout_ms: int = Field(600_000, ge=1000)  # deepshiva.loadModel may take minutes
     cache_size: int = Field(100, ge=0, le=10_000)
+    prefetch_on_accept: bool = True  # compute the next suggestion as soon as one is accepted
     show_messages: bool = True  # one window/showMessage per change of status
 
     def language_enabled(self, language_id: str | None) -> bool:

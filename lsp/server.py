@@ -74,6 +74,7 @@ class DeepShivaServer(LanguageServer):
         self.options = Options()
         self.init_options: Any = None
         self.completer = Completer(self.options, self.announce)
+        self._background: set[asyncio.Task] = set()
 
     # -- helpers used by the handlers ----------------------------------------------------------
 
@@ -142,6 +143,37 @@ class DeepShivaServer(LanguageServer):
         if result and isinstance(result[0], dict):
             await self.apply_settings(result[0])
 
+    def background(self, coro) -> None:
+        """Run ``coro`` without awaiting it (a reference is kept so it is not collected)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def prefetch_after_accept(self, info: dict) -> None:
+        """Compute the suggestion at the end of an accepted one before the editor asks, so it
+        appears at once (the editor's request joins it, or finds it cached). Waits for the
+        editor's didChange that inserts the text, and gives up if it never comes."""
+        uri, text = info.get("uri"), info.get("text")
+        line, character = info.get("line"), info.get("character")
+        if not (isinstance(uri, str) and isinstance(text, str) and text):
+            return
+        if not (isinstance(line, int) and isinstance(character, int)):
+            return
+        for _ in range(40):
+            doc = self.workspace.text_documents.get(uri)
+            if doc is None or not self.options.language_enabled(doc.language_id):
+                return
+            source = doc.source
+            start = offset_at(source, line, character, self.encoding)
+            if source[start : start + len(text)] == text:
+                window = self.options.context_chars
+                ctx = cursor_context(
+                    source, start + len(text), window.before, window.after, doc.language_id or ""
+                )
+                await self.completer.suggest((uri, "inline"), ctx, invoked=True, prefetch=True)
+                return
+            await asyncio.sleep(0.05)
+
     def context_at(
         self, uri: str, position: types.Position, replace: types.Range | None = None, text: str = ""
     ) -> tuple[CursorContext, str] | None:
@@ -169,11 +201,16 @@ class DeepShivaServer(LanguageServer):
 server = DeepShivaServer()
 
 
-def _accept_command(uri: str, kind: str, text: str) -> types.Command:
+def _accept_command(uri: str, kind: str, text: str, start: types.Position) -> types.Command:
+    """``item.command``: the editor runs it on accept; the arguments say what was inserted
+    where, so the next suggestion can be computed ahead."""
     return types.Command(
         title="DeepShiva: suggestion accepted",
         command=CMD_ACCEPTED,
-        arguments=[{"uri": uri, "kind": kind, "length": len(text)}],
+        arguments=[
+            {"uri": uri, "kind": kind, "length": len(text), "text": text,
+             "line": start.line, "character": start.character}
+        ],
     )
 
 
@@ -239,7 +276,7 @@ async def inline_completion(
     rng = replace or types.Range(start=position, end=position)
     insert = prefix_text + text
     item = types.InlineCompletionItem(
-        insert_text=insert, range=rng, command=_accept_command(uri, "inline", insert)
+        insert_text=insert, range=rng, command=_accept_command(uri, "inline", insert, rng.start)
     )
     return types.InlineCompletionList(items=[item])
 
@@ -268,7 +305,7 @@ async def completion(ls: DeepShivaServer, params: types.CompletionParams) -> typ
         filter_text=text,
         insert_text_format=types.InsertTextFormat.PlainText,
         text_edit=types.TextEdit(range=types.Range(start=position, end=position), new_text=text),
-        command=_accept_command(uri, "completion", text),
+        command=_accept_command(uri, "completion", text, position),
     )
     return types.CompletionList(is_incomplete=True, items=[item])
 
@@ -276,6 +313,9 @@ async def completion(ls: DeepShivaServer, params: types.CompletionParams) -> typ
 @server.command(CMD_ACCEPTED)
 def accepted(ls: DeepShivaServer, *args: Any) -> None:
     ls.completer.stats.accepted += 1
+    info = next((a for a in args if isinstance(a, dict)), None)
+    if info and ls.options.enabled and ls.options.prefetch_on_accept:
+        ls.background(ls.prefetch_after_accept(info))
 
 
 @server.command(CMD_STATS)

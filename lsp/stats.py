@@ -23,6 +23,8 @@ class Stats:
     requests: int = 0  # inline/completion requests received
     api_calls: int = 0  # of which went to the API
     cache_hits: int = 0
+    joined: int = 0  # waited for a generation already running for the same context
+    prefetches: int = 0  # suggestions computed ahead, after an accept
     cancelled: int = 0  # superseded by a newer request or $/cancelRequest
     errors: int = 0
     shown: int = 0  # non-empty suggestions returned
@@ -35,6 +37,8 @@ class Stats:
             "requests": self.requests,
             "apiCalls": self.api_calls,
             "cacheHits": self.cache_hits,
+            "joined": self.joined,
+            "prefetches": self.prefetches,
             "cancelled": self.cancelled,
             "errors": self.errors,
             "shown": self.shown,

@@ -261,15 +261,25 @@ async def test_debounce_sends_only_the_last_of_quick_automatic_triggers(api):
         await s.wait_status("ready")
         uri = "file:///tmp/debounce.py"
         s.open(uri, "import os\n\n")
-        typing = [asyncio.ensure_future(s.inline(uri, 1, 0, invoked=False)) for _ in range(4)]
+        typing = []
+        for column in range(4):  # four quick keystrokes, each followed by a request
+            s.insert(uri, 1, column, "x")
+            typing.append(asyncio.ensure_future(s.inline(uri, 1, column + 1, invoked=False)))
         results = await asyncio.gather(*typing)
         stats = await s.command("deepshiva.stats")
         assert stats["requests"] == 4 and stats["apiCalls"] == 1 and stats["cancelled"] == 3
         assert all(not r.items for r in results[:3])  # the superseded ones answer empty
+        # the same request twice (editors repeat themselves) shares one generation
+        s.insert(uri, 1, 4, "y")
+        twice = [asyncio.ensure_future(s.inline(uri, 1, 5, invoked=False)) for _ in range(2)]
+        first, second = await asyncio.gather(*twice)
+        assert first == second
+        stats = await s.command("deepshiva.stats")
+        assert stats["apiCalls"] == 2 and stats["joined"] == 1
         # an explicitly invoked request is not debounced
         s.open("file:///tmp/debounce2.py", "import sys\n\n")
         await s.inline("file:///tmp/debounce2.py", 1, 0, invoked=True)
-        assert (await s.command("deepshiva.stats"))["apiCalls"] == 2
+        assert (await s.command("deepshiva.stats"))["apiCalls"] == 3
 
 
 async def test_time_cap_reports_slow_and_closes_the_stream(api):
@@ -287,3 +297,19 @@ async def test_time_cap_reports_slow_and_closes_the_stream(api):
         await wait_until(lambda: api.metric(CANCELLED) == before + 1, what="the API to see the close")
         warnings = [m for m in s.messages if m.type == types.MessageType.Warning]
         assert len(warnings) == 1
+
+
+async def test_after_an_accept_the_next_suggestion_is_ready_before_the_editor_asks(api):
+    async with lsp_session(settings(api)) as s:
+        docs = [(f"{name} = + 1\n", 0, len(name) + 3) for name in ("value", "a", "b", "c", "d")]
+        uri, line, char, item = await _first_suggestion(s, docs)
+        text = item.insert_text
+        calls = (await s.command("deepshiva.stats"))["apiCalls"]
+        # the editor inserts the suggestion, then runs the item's command
+        s.insert(uri, line, char, text)
+        await s.command(item.command.command, *item.command.arguments)
+        # ... and asks again at the end of what it inserted
+        await s.inline(uri, line, char + width(text, UTF16), invoked=False)
+        stats = await s.command("deepshiva.stats")
+        assert stats["prefetches"] == 1 and stats["apiCalls"] == calls + 1  # one generation
+        assert stats["joined"] + stats["cacheHits"] == 1  # the editor's request used it
