@@ -15,6 +15,7 @@ import torch
 
 from core import OptimizedLLM
 
+from . import llamacpp
 from .baseline import PlainGenerate
 from .hardware import matmul_peak_gflops, memory_bandwidth_gbs
 from .shapes import model_dir
@@ -51,7 +52,8 @@ def measure_baseline(base: PlainGenerate, ids: list[int], new: int, repeats: int
     return {"ttft_ms": statistics.median(ttfts), "decode_tok_s": statistics.median(rates)}
 
 
-def run(models: list[str], prompt_lengths: list[int], new: int = 64, repeats: int = 3) -> dict:
+def run(models: list[str], prompt_lengths: list[int], new: int = 64, repeats: int = 3,
+        with_llamacpp: bool = True) -> dict:
     bandwidth = memory_bandwidth_gbs()
     rows = []
     for name in models:
@@ -63,6 +65,9 @@ def run(models: list[str], prompt_lengths: list[int], new: int = 64, repeats: in
         weight_bytes = sum(p.numel() * p.element_size() for p in llm.model.parameters())
         params = sum(p.numel() for p in llm.model.parameters())
         base = PlainGenerate(llm.model, llm.tokenizer)
+        cpp = None
+        if with_llamacpp and llamacpp.available() and llm.model.dtype == torch.float32:
+            cpp = llamacpp.load(llamacpp.gguf_for(model_dir(name)), llm.context_length, torch.get_num_threads())
         llm.warmup()
         for n in prompt_lengths:
             if n + new > llm.context_length:
@@ -70,7 +75,10 @@ def run(models: list[str], prompt_lengths: list[int], new: int = 64, repeats: in
             ids = prompt_ids(llm.tokenizer, n)
             ours = measure_ours(llm, ids, new, repeats)
             plain = measure_baseline(base, ids, new, repeats)
-            for label, m in (("deepshiva", ours), ("plain-generate", plain)):
+            measured = [("deepshiva", ours), ("plain-generate", plain)]
+            if cpp is not None:
+                measured.append(("llama.cpp", llamacpp.measure(cpp, ids, new, repeats)))
+            for label, m in measured:
                 achieved = weight_bytes * m["decode_tok_s"] / 1e9
                 prefill_gflops = 2 * params * n / (m["ttft_ms"] / 1000) / 1e9
                 rows.append({
@@ -81,7 +89,12 @@ def run(models: list[str], prompt_lengths: list[int], new: int = 64, repeats: in
                     "bandwidth_share": round(achieved / bandwidth, 3),
                     "prefill_flops_share": round(prefill_gflops / peak, 3),
                 })
-            rows[-2]["decode_speedup_vs_plain"] = round(ours["decode_tok_s"] / plain["decode_tok_s"], 2)
-            rows[-2]["ttft_speedup_vs_plain"] = round(plain["ttft_ms"] / ours["ttft_ms"], 2)
-        del llm, base
+            ours_row = rows[-len(measured)]
+            ours_row["decode_speedup_vs_plain"] = round(ours["decode_tok_s"] / plain["decode_tok_s"], 2)
+            ours_row["ttft_speedup_vs_plain"] = round(plain["ttft_ms"] / ours["ttft_ms"], 2)
+            if cpp is not None:
+                cpp_m = measured[-1][1]
+                ours_row["decode_vs_llamacpp"] = round(ours["decode_tok_s"] / cpp_m["decode_tok_s"], 2)
+                ours_row["ttft_vs_llamacpp"] = round(cpp_m["ttft_ms"] / ours["ttft_ms"], 2)
+        del llm, base, cpp
     return {"memory_bandwidth_gbs": round(bandwidth, 1), "rows": rows}

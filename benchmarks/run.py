@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import httpx
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print_table(report["engine"]["rows"], [
             "model", "engine", "prompt_tokens", "dtype", "threads", "ttft_ms", "decode_tok_s", "ms_per_token",
             "bandwidth_share", "prefill_flops_share", "decode_speedup_vs_plain", "ttft_speedup_vs_plain",
+            "decode_vs_llamacpp", "ttft_vs_llamacpp",
         ])
 
     schedule = replay.build_schedule(args.replay_file, args.replay_start, args.replay_lines)
@@ -94,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     results["deepshiva"] = replay.summary(replay.replay(replay.deepshiva_engine(llm), schedule))
     drafted, accepted = llm._runner.drafted_tokens - drafted, llm._runner.accepted_tokens - accepted
     results["deepshiva"]["lookup_acceptance"] = round(accepted / drafted, 3) if drafted else None
+    from . import llamacpp
+
+    if llamacpp.available():
+        cpp = llamacpp.load(llamacpp.gguf_for(model_dir(args.replay_model)), llm.context_length, torch.get_num_threads())
+        results["llama.cpp"] = replay.summary(replay.replay(llamacpp.replay_engine(cpp, llm), schedule))
+        del cpp
     if args.http:
         port = 5077
         server = start_server(str(model_dir(args.replay_model)), port)
@@ -112,10 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         summary = dict(summary, engine=name)
         if base_p50 and summary["p50_ms"]:
             summary["p50_speedup_vs_plain"] = round(base_p50 / summary["p50_ms"], 2)
+        cpp_p50 = results.get("llama.cpp", {}).get("p50_ms")
+        if cpp_p50 and summary["p50_ms"]:
+            summary["p50_vs_llamacpp"] = round(cpp_p50 / summary["p50_ms"], 2)
         rows.append(summary)
     report["replay"] = {"file": args.replay_file, "lines": args.replay_lines, "keystrokes": len(schedule), "rows": rows}
     print(f"\nEditing replay: {args.replay_lines} lines of {args.replay_file}, {len(schedule)} keystrokes")
-    print_table(rows, ["engine", "suggestions_timed", "p50_ms", "p95_ms", "p50_speedup_vs_plain", "requests",
+    print_table(rows, ["engine", "suggestions_timed", "p50_ms", "p95_ms", "p50_speedup_vs_plain", "p50_vs_llamacpp", "requests",
                        "superseded", "prefill_per_superseded", "decode_per_superseded", "lookup_acceptance", "api_calls", "cpu_s", "wall_s"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

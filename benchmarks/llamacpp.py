@@ -1,0 +1,88 @@
+"""llama.cpp (through llama-cpp-python) as a same-run baseline, on the same model in GGUF.
+
+llama-cpp-python builds llama.cpp from source (about 15 minutes on 2 cores); it is optional:
+``pip install llama-cpp-python==0.3.36 sentencepiece`` (see benchmarks/RESULTS.md). The prompt
+token ids are DeepShiva's own (the GGUF carries the same vocabulary), so both engines see the
+identical sequence. llama-cpp-python reuses the KV cache for a shared prompt prefix by itself.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from pathlib import Path
+
+from .shapes import CACHE
+
+SDIST = CACHE / "sdist" / "llama_cpp_python-0.3.36" / "vendor" / "llama.cpp"
+
+
+def available() -> bool:
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return False
+    return SDIST.is_dir()
+
+
+def gguf_for(model_dir: Path, out_type: str = "f32") -> Path:
+    """Convert ``model_dir`` once (cached) and return the GGUF file."""
+    import subprocess
+    import sys
+
+    out = CACHE / "gguf" / f"{model_dir.name}-{out_type}.gguf"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "benchmarks.gguf_convert", str(SDIST), str(model_dir), str(out), out_type],
+                       check=True, capture_output=True)
+    return out
+
+
+def load(gguf: Path, context: int, threads: int):
+    from llama_cpp import Llama
+
+    return Llama(model_path=str(gguf), n_ctx=context, n_threads=threads, n_threads_batch=threads,
+                 n_batch=512, verbose=False)
+
+
+def measure(llm, ids: list[int], new: int, repeats: int) -> dict:
+    """Cold time to first token and decode tokens/s, like benchmarks.engine measures DeepShiva."""
+    ttfts, rates = [], []
+    for _ in range(repeats):
+        llm.reset()
+        started = time.perf_counter()
+        first = None
+        count = 0
+        for _chunk in llm.create_completion(prompt=ids, max_tokens=new, temperature=0, stream=True):
+            count += 1
+            if first is None:
+                first = time.perf_counter()
+        end = time.perf_counter()
+        ttfts.append((first - started) * 1000)
+        rates.append((count - 1) / (end - first) if end > first else float("nan"))
+    return {"ttft_ms": statistics.median(ttfts), "decode_tok_s": statistics.median(rates)}
+
+
+def replay_engine(llm, deepshiva_llm, max_tokens: int = 48):
+    """The replay's ``complete`` for llama.cpp: one slot, streamed, abandoned when superseded."""
+    from core.request import GenerationRequest
+
+    lock = threading.Lock()
+
+    def complete(prefix: str, suffix: str, cancel: threading.Event) -> tuple[int, int]:
+        request = GenerationRequest.checked(prefix, suffix=suffix, max_length=max_tokens,
+                                            context_length=deepshiva_llm.context_length)
+        ids = deepshiva_llm._encode(request)[0]
+        steps = 0
+        with lock:
+            if cancel.is_set():
+                return 0, 0
+            for _chunk in llm.create_completion(prompt=ids, max_tokens=max_tokens, temperature=0,
+                                                stop=["\n"], stream=True):
+                steps += 1
+                if cancel.is_set():
+                    break
+        return len(ids), max(steps - 1, 0)
+
+    return complete
