@@ -21,8 +21,11 @@ def install_auth(app: Flask, api_key: str | None) -> None:
         if request.path in OPEN_PATHS:
             return None
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        # compare_digest takes the same time wherever the strings differ: no timing oracle.
-        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode("utf-8"), expected):
+        # WSGI hands header values over decoded as latin-1: encoding back gives the bytes the
+        # client sent, so a UTF-8 key matches. compare_digest takes the same time wherever the
+        # strings differ: no timing oracle.
+        sent = token.strip().encode("latin-1", "replace")
+        if scheme.lower() == "bearer" and hmac.compare_digest(sent, expected):
             return None
         return error_response(401, "Missing or invalid API key: send 'Authorization: Bearer <key>'.",
                               {"WWW-Authenticate": 'Bearer realm="deepshiva"'})

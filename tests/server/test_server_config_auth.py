@@ -71,6 +71,22 @@ def test_auth_on(engine):
     assert client.get("/nowhere").status_code == 401  # unknown paths reveal nothing without the key
 
 
+def test_non_ascii_key_over_a_real_socket(engine):
+    """Clients send a non-ASCII key as UTF-8 bytes; WSGI decodes header values as latin-1."""
+    import httpx
+    from server_helpers import running
+
+    key = "schlüssel-✓"
+    app = create_app(make_config(api_key=key), engine=engine)
+    with running(app) as url:
+        def status(value: str) -> int:
+            headers = {"Authorization": ("Bearer " + value).encode("utf-8")}
+            return httpx.get(url + "/model_status", headers=headers, timeout=5).status_code
+
+        assert status(key) == 200
+        assert status(key[:-1]) == 401 and status(key.upper()) == 401 and status("schlussel-?") == 401
+
+
 def test_auth_off(client):
     for path in ("/model_status", "/health", "/openapi.json", "/metrics"):
         assert client.get(path).status_code == 200
