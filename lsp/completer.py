@@ -55,12 +55,12 @@ class SuggestionReader:
 def usable_text(reader: SuggestionReader, *, single: bool, timed_out: bool) -> str:
     """The part of the model's text worth post-processing. A suggestion our rules ended, or
     that the model ended by itself, is whole. One cut short (time cap, or out of tokens) keeps
-    its complete lines only: a half line is worse than none (a single line cut by the time cap
-    is dropped; one cut by max_length is kept, it is the user's own limit)."""
+    its complete lines only, a half line being worse than none; a first line that is still
+    unfinished is dropped at the time cap, but kept when max_length cut it (the user's limit)."""
     text = reader.text
     if reader.final or (not timed_out and reader.finish_reason != "length"):
         return text
-    if single:
+    if "\n" not in text:
         return "" if timed_out else text
     return text[: text.rfind("\n") + 1]
 

@@ -187,13 +187,18 @@ async def test_positions_with_non_ascii_emoji_and_tabs(api, encoding):
 
 
 async def test_selected_completion_info_is_extended_over_its_range(api):
+    """The editor's completion menu has "path" selected for "os.pa": the suggestion must
+    start with "path" and replace the same range, or editors do not show it."""
     async with lsp_session(settings(api)) as s:
-        uri = "file:///tmp/selected.py"
-        s.open(uri, "import os\nos.pa\n")
-        rng = types.Range(start=types.Position(line=1, character=3), end=types.Position(line=1, character=5))
-        selected = types.SelectedCompletionInfo(range=rng, text="path")
-        for _ in range(3):
-            result = await s.inline(uri, 1, 5, selected=selected)
+        for i, line in enumerate(("os.pa", "p = os.pa", "print(os.pa", "x = os.pa")):
+            uri = f"file:///tmp/selected{i}.py"
+            s.open(uri, f"import os\n{line}\n")
+            end = len(line)
+            rng = types.Range(
+                start=types.Position(line=1, character=end - 2), end=types.Position(line=1, character=end)
+            )
+            selected = types.SelectedCompletionInfo(range=rng, text="path")
+            result = await s.inline(uri, 1, end, selected=selected)
             if result.items:
                 break
         assert result.items, "no suggestion after the selected item"

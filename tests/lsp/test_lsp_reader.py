@@ -41,6 +41,8 @@ def test_not_final_while_the_block_goes_on():
         ("foo(a", False, None, True, True, ""),  # a single line cut by the time cap: nothing
         ("foo(a", False, "length", True, False, "foo(a"),  # cut by max_length: the user's limit
         ("foo(a)", True, None, True, True, "foo(a)"),  # already final when the cap hit
+        ("foo(a", False, "length", False, False, "foo(a"),  # multi-line mode, still line one
+        ("foo(a", False, None, False, True, ""),
     ],
 )
 def test_usable_text(text, final, finish, single, timed_out, expected):
