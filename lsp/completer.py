@@ -88,6 +88,10 @@ class Completer:
         self.cache = SuggestionCache(options.cache_size)
         endpoint = ("api_url", "api_key", "connect_timeout_ms", "request_timeout_ms", "load_timeout_ms")
         if any(getattr(old, name) != getattr(options, name) for name in endpoint):
+            for key in list(self._inflight):  # they use the old client, and old settings
+                ticket = self._inflight.pop(key)
+                ticket.superseded = True
+                ticket.task.cancel()
             previous, self.api = self.api, ApiClient(options)
             self._fim = True
             await previous.aclose()
