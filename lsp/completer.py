@@ -88,10 +88,7 @@ class Completer:
         self.cache = SuggestionCache(options.cache_size)
         endpoint = ("api_url", "api_key", "connect_timeout_ms", "request_timeout_ms", "load_timeout_ms")
         if any(getattr(old, name) != getattr(options, name) for name in endpoint):
-            for key in list(self._inflight):  # they use the old client, and old settings
-                ticket = self._inflight.pop(key)
-                ticket.superseded = True
-                ticket.task.cancel()
+            self._drop(list(self._inflight))  # they use the old client, and old settings
             previous, self.api = self.api, ApiClient(options)
             self._fim = True
             await previous.aclose()
@@ -148,7 +145,11 @@ class Completer:
 
     def forget(self, uri: str) -> None:
         """The document was closed: stop whatever is still generating for it."""
-        for key in [k for k in self._inflight if k[0] == uri]:
+        self._drop([key for key in self._inflight if key[0] == uri])
+
+    def _drop(self, keys: list[tuple[str, str]]) -> None:
+        """Cancel these generations; their waiters answer "nothing to show"."""
+        for key in keys:
             ticket = self._inflight.pop(key)
             ticket.superseded = True
             ticket.task.cancel()
