@@ -20,7 +20,9 @@ from typing import Iterator
 import httpx
 import pytest
 
-from editor_helpers import ARTIFACTS, IN_CI, ROOT, TOOLS, VENV_BIN, free_port, missing, tool  # noqa: E402,F401
+from editor_helpers import (  # noqa: F401
+    ARTIFACTS, IN_CI, ROOT, TOOLS, VENV_BIN, free_port, lsp_probe, missing, tool,
+)
 
 
 @pytest.fixture(scope="session")
@@ -102,9 +104,28 @@ def model_settings(completion_model) -> dict:
     base = {"debounceMs": 0, "maxTokens": 24}
     if completion_model.name == "tiny-python":
         return {**base, "temperature": 0.0}
-    # Seeds with which the tiny model's sampled text survives deepshiva-lsp's garbage filters
-    # for tests' prompts; tests move to the next seed when a suggestion does not come.
-    return {**base, "temperature": 0.8, "seed": 9, "seeds": [9, 32, 16, 22, 31]}
+    return {**base, "temperature": 0.8}
+
+
+@pytest.fixture(scope="session")
+def tuned_settings(completion_model, model_settings, lsp_command, api_server):
+    """settings_for(text, line, character): the settings for a test that types `text` and waits
+    for a suggestion at (line, character). With the tiny test model (random weights) the seed is
+    chosen by asking deepshiva-lsp directly, so that the suggestion is not one its filters drop."""
+    found: dict = {}
+
+    def settings_for(text: str, line: int, character: int) -> dict:
+        settings = {**model_settings, "apiUrl": api_server}
+        if completion_model.name == "tiny-python":
+            return settings
+        key = (text, line, character)
+        if key not in found:
+            found[key] = lsp_probe(lsp_command, settings, text, line, character, list(range(1, 80)))
+            if found[key] is None:
+                pytest.fail("the tiny model gave no usable suggestion with any seed")
+        return {**settings, "seed": found[key]}
+
+    return settings_for
 
 
 @pytest.fixture(scope="session")

@@ -164,20 +164,22 @@ def test_vscode_ghost_text_with_fake_server(tmp_path, code_server, vsix, playwri
 
 @pytest.mark.timeout(400)
 def test_vscode_ghost_text_real_servers(tmp_path, code_server, vsix, playwright_core, chromium,
-                                        lsp_command, api_server, model_settings, artifacts):
+                                        lsp_command, api_server, tuned_settings, artifacts):
     """Real API server with the model, real deepshiva-lsp, the packaged extension in code-server,
     set up with the settings block of editors/README.md as written."""
     settings = json.loads(localise(blocks("VS Code", "json")[0], api_server))
     assert settings["deepshiva.apiUrl"] == api_server
+    source = "import os\n\n\ndef add(a, b):\n    return a + b\n\n\n"
+    typed = "def mul(a, b):\n    "
+    tuned = tuned_settings(source + typed, 8, 4)
     settings.update({
-        "deepshiva.debounceMs": model_settings["debounceMs"],
-        "deepshiva.maxTokens": model_settings["maxTokens"],
-        "deepshiva.temperature": model_settings["temperature"],
-        "deepshiva.advanced": {k: v for k, v in model_settings.items() if k == "seed"},
+        "deepshiva.debounceMs": tuned["debounceMs"],
+        "deepshiva.maxTokens": tuned["maxTokens"],
+        "deepshiva.temperature": tuned["temperature"],
+        "deepshiva.advanced": {k: v for k, v in tuned.items() if k == "seed"},
     })
     result, cs = run_vscode(tmp_path, code_server, vsix, playwright_core, chromium, settings,
-                            "vscode.png", "import os\n\n\ndef add(a, b):\n    return a + b\n\n\n",
-                            "def mul(a, b):\n    ")
+                            "vscode.png", source, typed)
     assert result["ok"], f"{result.get('error')}\nsteps: {result['steps']}\n{cs.log.read_text()[-2000:]}"
     assert result["ghost"].strip(), result
     # Tab inserted the suggestion at the cursor (its first line at least: the rest is below).

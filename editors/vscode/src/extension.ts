@@ -155,6 +155,11 @@ async function startClient(context: vscode.ExtensionContext): Promise<void> {
     }
   });
   setState({ state: "starting", message: "Starting the DeepShiva language server" });
+  let reported = false;
+  client.onNotification("deepshiva/status", (params: StatusParams) => {
+    reported = true;
+    setState(params);
+  });
   try {
     await client.start();
   } catch (err) {
@@ -162,7 +167,20 @@ async function startClient(context: vscode.ExtensionContext): Promise<void> {
     setState({ state: "stopped", message: `Could not start ${command}: ${err}` });
     return;
   }
-  client.onNotification("deepshiva/status", (params: StatusParams) => setState(params));
+  if (!reported) {
+    // The server announces changes only: ask for the state it is in now.
+    try {
+      const now = (await client.sendRequest("workspace/executeCommand", {
+        command: "deepshiva.status",
+        arguments: [],
+      })) as StatusParams | null;
+      if (now && now.state && !reported) {
+        setState(now);
+      }
+    } catch (err) {
+      output.appendLine(`deepshiva.status: ${err}`);
+    }
+  }
 }
 
 async function restartClient(context: vscode.ExtensionContext): Promise<void> {

@@ -320,6 +320,16 @@ local function set_keymaps(keymaps)
 end
 
 local function on_attach(buf, client)
+  -- A status sent before this handler existed is not lost: ask for the current one.
+  local status = require('deepshiva.status')
+  if not status.by_client[client.id] then
+    util.request(client, 'workspace/executeCommand', { command = 'deepshiva.status', arguments = {} },
+      function(err, result)
+        if not err and type(result) == 'table' and result.state and not status.by_client[client.id] then
+          status.handler(nil, result, { client_id = client.id })
+        end
+      end, buf)
+  end
   if M.native() then
     return -- vim.lsp.inline_completion.enable() covers every buffer
   end
@@ -381,6 +391,13 @@ function M.setup(opts)
   end
   if M.options.filetypes then
     cfg.filetypes = M.options.filetypes
+  end
+  if not M.native() then
+    -- The plugin asks for inline completions itself: say so, so that the server treats this
+    -- client as one with inline completion (and not as one needing the completion fallback).
+    cfg.capabilities = vim.tbl_deep_extend('force', vim.lsp.protocol.make_client_capabilities(), {
+      textDocument = { inlineCompletion = { dynamicRegistration = false } },
+    })
   end
 
   local group = api.nvim_create_augroup('deepshiva', { clear = true })
