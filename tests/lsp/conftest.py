@@ -66,7 +66,7 @@ class Session:
         self.client = client
         self.statuses: list[dict] = []
         self._status_event = asyncio.Event()
-        self._version = 0
+        self._versions: dict[str, int] = {}
 
     def on_status(self, params: Any) -> None:
         self.statuses.append(_plain(params))
@@ -90,7 +90,7 @@ class Session:
         return await asyncio.wait_for(_wait(), timeout)
 
     def open(self, uri: str, text: str, language: str = "python") -> None:
-        self._version = 1
+        self._versions[uri] = 1
         self.client.text_document_did_open(
             types.DidOpenTextDocumentParams(
                 text_document=types.TextDocumentItem(uri=uri, language_id=language, version=1, text=text)
@@ -99,11 +99,13 @@ class Session:
 
     def insert(self, uri: str, line: int, character: int, text: str) -> None:
         """An incremental change: insert ``text`` at (line, character)."""
-        self._version += 1
+        self._versions[uri] += 1
         pos = types.Position(line=line, character=character)
         self.client.text_document_did_change(
             types.DidChangeTextDocumentParams(
-                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=self._version),
+                text_document=types.VersionedTextDocumentIdentifier(
+                    uri=uri, version=self._versions[uri]
+                ),
                 content_changes=[
                     types.TextDocumentContentChangePartial(
                         range=types.Range(start=pos, end=pos), text=text
