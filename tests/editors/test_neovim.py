@@ -210,7 +210,7 @@ SOURCE = "import os\n\n\ndef add(a, b):\n    return a + b\n\n\n"
 TYPED_DOC = SOURCE + "def mul(a, b):\n    \n"
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(400)  # includes starting the API server for the first test
 @pytest.mark.parametrize("op", ["accept", "accept_word"])
 @pytest.mark.parametrize("fixture,ns", VERSIONS)
 def test_real_servers(editor, fixture, ns, op, lsp_command, tuned_settings, tmp_path):

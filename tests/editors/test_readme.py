@@ -22,7 +22,8 @@ def start_nvim(pynvim, exe, init_text: str, tmp_path):
         "child", argv=[str(exe), "--embed", "--headless", "--clean", "-n", "-u", str(init)])
 
 
-@pytest.mark.timeout(120)
+# Bounds include starting the API server (a session fixture) for the first test that needs it.
+@pytest.mark.timeout(400)
 @pytest.mark.parametrize("fixture", ["nvim_012", "nvim_011"])
 def test_readme_neovim_setup(request, fixture, pynvim_mod, api_server, tmp_path):
     exe = request.getfixturevalue(fixture)
@@ -44,7 +45,7 @@ def test_readme_neovim_setup(request, fixture, pynvim_mod, api_server, tmp_path)
         n.close()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(400)
 def test_readme_neovim_lsp_config(nvim_012, pynvim_mod, api_server, tmp_path):
     block = blocks("Neovim", "lua")[1]
     assert "vim.lsp.enable('deepshiva')" in block

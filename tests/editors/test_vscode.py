@@ -162,7 +162,7 @@ def test_vscode_ghost_text_with_fake_server(tmp_path, code_server, vsix, playwri
     assert result["statusAfterToggle"] == "DeepShiva: off", result
 
 
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(600)  # includes starting the API server when it is the first to need it
 def test_vscode_ghost_text_real_servers(tmp_path, code_server, vsix, playwright_core, chromium,
                                         lsp_command, api_server, tuned_settings, artifacts):
     """Real API server with the model, real deepshiva-lsp, the packaged extension in code-server,
