@@ -7,7 +7,8 @@
 
 The server listens on a free loopback port (it is started with ``--port 0`` and reports the port
 it got), the helper waits until /health answers and the model is loaded, and on exit stops the
-process with SIGTERM (SIGKILL if it does not stop within 10 s). ``start_live_server`` returns a
+process with SIGTERM (SIGKILL if it does not stop within 30 s: a busy 2-core machine can take
+that long to finalize torch). ``start_live_server`` returns a
 ``LiveServer`` with the process and its captured output, for tests that need more.
 """
 
@@ -89,7 +90,7 @@ class LiveServer:
             time.sleep(0.05)
         raise RuntimeError(f"deepshiva-server not ready after {timeout} s:\n{self.output}")
 
-    def stop(self, timeout: float = 10.0) -> int:
+    def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, then SIGKILL if needed; returns the exit code."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
