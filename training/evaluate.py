@@ -71,10 +71,12 @@ def special_ids(tok) -> list[int]:
 
 
 @torch.no_grad()
-def greedy(model, tok, ids: list[int], max_new: int, stop: set[int]) -> list[int]:
+def greedy(model, tok, ids: list[int], max_new: int, stop: set[int],
+           repetition_penalty: float = 1.0) -> list[int]:
     """Greedy continuation of ids (ends at an EOS/FIM token or a token in stop)."""
     x = torch.tensor([ids])
     out = model.generate(x, attention_mask=torch.ones_like(x), do_sample=False,
+                         repetition_penalty=repetition_penalty,
                          max_new_tokens=max_new, eos_token_id=special_ids(tok),
                          pad_token_id=tok.pad_token_id,
                          stopping_criteria=StoppingCriteriaList([StopOnIds(stop)]))
@@ -136,12 +138,15 @@ def loops(text: str) -> bool:
     return any(text.count(text[j:j + 20]) >= 4 for j in range(0, max(0, len(text) - 20), 5))
 
 
-def samples(model, tok, max_new: int = 96) -> list[dict]:
-    """Greedy plain completions of the fixed prompts, each flagged for looping."""
+def samples(model, tok, max_new: int = 96, repetition_penalty: float = 1.0) -> list[dict]:
+    """Greedy plain completions of the fixed prompts, each flagged for looping.
+
+    Run with no penalty (pure greedy) and with the core's default repetition_penalty 1.1."""
     out = []
     for p in SAMPLE_PROMPTS:
         ids = tok(p, add_special_tokens=False)["input_ids"]
-        text = tok.decode(greedy(model, tok, ids, max_new, set()), skip_special_tokens=True)
+        new = greedy(model, tok, ids, max_new, set(), repetition_penalty)
+        text = tok.decode(new, skip_special_tokens=True)
         out.append({"prompt": p, "completion": text, "loops": loops(text)})
     return out
 
@@ -181,6 +186,7 @@ def run(path: str, cases, val_files, do_speed: bool) -> dict:
            "val_loss_fim": losses["fim"], "val_ppl_fim": math.exp(losses["fim"])}
     res["infill"] = single_line_infill(model, tok, cases)
     res["samples"] = samples(model, tok)
+    res["samples_rep1.1"] = samples(model, tok, repetition_penalty=1.1)
     if do_speed:
         res["speed_fp32"] = speed(model, tok, val_files)
         model_bf16, _ = load(path, torch.bfloat16)
@@ -196,8 +202,9 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--speed", action="store_true", help="also measure decode speed (1st model)")
     ap.add_argument("--out", type=Path, default=None, help="results JSON")
+    ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     labels = args.labels or args.models
     _, val_files = data.split()
     cases = infill_cases(val_files, args.samples, args.seed)
@@ -206,13 +213,14 @@ def main(argv=None) -> None:
         results[label] = run(path, cases, val_files, args.speed and i == 0)
         print(f"done {label}", flush=True)
     print(f"\n{'model':<10}{'params':>9}{'loss':>7}{'ppl':>7}{'fim loss':>9}{'fim ppl':>8}"
-          f"{'exact':>8}{'parse':>8}{'empty':>8}{'loops':>7}")
+          f"{'exact':>8}{'parse':>8}{'empty':>8}{'loops':>7}{'loops@1.1':>10}")
     for label, r in results.items():
         inf = r["infill"]
         print(f"{label:<10}{r['parameters'] / 1e6:>8.2f}M{r['val_loss_plain']:>7.3f}"
               f"{r['val_ppl_plain']:>7.1f}{r['val_loss_fim']:>9.3f}{r['val_ppl_fim']:>8.1f}"
               f"{inf['exact_match']:>8.1%}{inf['parse_rate']:>8.1%}{inf['empty_fill_rate']:>8.1%}"
-              f"{sum(s['loops'] for s in r['samples']):>5}/{len(r['samples'])}")
+              f"{sum(s['loops'] for s in r['samples']):>5}/{len(r['samples'])}"
+              f"{sum(s['loops'] for s in r['samples_rep1.1']):>8}/{len(r['samples'])}")
         for k in ("speed_fp32", "speed_bf16"):
             if k in r:
                 print(f"  {k}: {r[k]}")
