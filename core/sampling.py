@@ -25,7 +25,12 @@ def apply_repetition_penalty(logits: torch.Tensor, recent_ids: list[int], penalt
         return logits
     ids = torch.tensor(sorted(set(recent_ids[-REPETITION_WINDOW:])), dtype=torch.long)
     scores = logits[ids]
-    logits[ids] = torch.where(scores > 0, scores / penalty, scores * penalty)
+    # A tiny penalty (1e-43, valid: > 0) rounds to 0 in float32 (-inf * 0 is NaN) or overflows
+    # the division to inf: both gave NaN probabilities. Keep it normal and the results finite.
+    penalty = max(penalty, torch.finfo(logits.dtype).tiny)
+    big = torch.finfo(logits.dtype).max
+    penalized = torch.where(scores > 0, scores / penalty, scores * penalty)
+    logits[ids] = penalized.clamp(max=big)  # -inf (a banned token) stays banned
     return logits
 
 
