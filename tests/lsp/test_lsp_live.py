@@ -95,6 +95,17 @@ async def test_a_completion_arrives_and_accepts_are_counted(api):
         assert edit.new_text == item.insert_text  # same context: served from the cache
         assert edit.range.start == edit.range.end == params.position
 
+        # stream off: the same through POST /generate
+        s.client.workspace_did_change_configuration(
+            types.DidChangeConfigurationParams(settings={"deepshiva": {"stream": False}})
+        )
+        await asyncio.sleep(0.2)
+        calls = (await s.command("deepshiva.stats"))["apiCalls"]
+        s.open(uri, "def other(a, b):\n    \n")
+        result = await s.inline(uri, 1, 4)
+        assert (await s.command("deepshiva.stats"))["apiCalls"] == calls + 1
+        assert result.items and result.items[0].insert_text.strip()
+
 
 async def test_latest_request_wins_and_the_older_stream_is_closed(api):
     async with lsp_session(settings(api, **LONG)) as s:
