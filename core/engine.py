@@ -53,12 +53,17 @@ class CompletionStream:
         self._chunks = chunks
         self.result = result
         self._cancel = cancel_event
+        self._finished = False
 
     def __iter__(self) -> CompletionStream:
         return self
 
     def __next__(self) -> str:
-        return next(self._chunks)
+        try:
+            return next(self._chunks)
+        except BaseException:
+            self._finished = True
+            raise
 
     def cancel(self) -> None:
         """Ask the generation to stop at its next decode step (safe from any thread)."""
@@ -66,9 +71,12 @@ class CompletionStream:
 
     def close(self) -> None:
         """Stop generating now and release the model."""
+        if self._finished:
+            return  # already ended: its finish reason stands
         self._cancel.set()
         self._chunks.close()
-        if self.result.finish_reason not in ("stop", "cancelled"):
+        self._finished = True
+        if self.result.finish_reason not in ("stop", "cancelled", "error"):
             self.result.finish_reason = "cancelled"
 
     def __enter__(self) -> CompletionStream:

@@ -141,6 +141,8 @@ def load_model(
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except OSError as exc:
+        if Path(source).is_dir():  # the files are there but unreadable (bad config.json, ...)
+            raise ModelLoadFailed(f"model {source!r} could not be loaded: {exc}") from exc
         raise ModelNotFound(f"model {source!r} could not be loaded: {exc}") from exc
     except Exception as exc:
         if is_out_of_memory(exc):

@@ -22,8 +22,11 @@ def default_factory(config: ServerConfig) -> Callable[[str], Any]:
     def build(name: str):
         from core import OptimizedLLM  # imported on first load: torch is slow to import
 
-        return OptimizedLLM(name, device=config.device, torch_dtype=config.torch_dtype,
-                            load_in_8bit=config.load_in_8bit, trust_remote_code=config.trust_remote_code)
+        engine = OptimizedLLM(name, device=config.device, torch_dtype=config.torch_dtype,
+                              load_in_8bit=config.load_in_8bit, trust_remote_code=config.trust_remote_code)
+        # Pay for lazy set-up (token tables, first allocations) now, not in the first user's request.
+        engine.warmup()
+        return engine
 
     return build
 

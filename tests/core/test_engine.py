@@ -311,3 +311,23 @@ def test_dtype_strings_are_accepted(tiny_model_dir):
     llm = OptimizedLLM(str(tiny_model_dir), torch_dtype="bfloat16")
     assert llm.model.dtype == torch.bfloat16
     assert llm.info()["dtype"] == "bfloat16"
+
+
+def test_closing_a_finished_stream_keeps_its_finish_reason(llm):
+    stream = llm.generate(PROMPT, max_length=3, temperature=0, repetition_penalty=1.0, stream=True)
+    list(stream)
+    reason = stream.result.finish_reason
+    stream.close()
+    assert stream.result.finish_reason == reason
+
+
+def test_unreadable_model_files_are_a_load_failure_not_not_found(tiny_model_dir, tmp_path):
+    import shutil
+
+    from core import ModelLoadFailed
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "config.json").write_text("{ not json")
+    with pytest.raises(ModelLoadFailed, match="could not be loaded"):
+        OptimizedLLM(str(broken))

@@ -7,6 +7,7 @@ no-model 503, are covered in-process (test_server_config_auth.py, test_server_er
 from __future__ import annotations
 
 import re
+import time
 import subprocess
 
 import httpx
@@ -53,6 +54,10 @@ def test_one_log_line_per_request(keyed_server):
     url, headers = keyed_server.url, keyed_server.headers
     httpx.post(url + "/generate", headers=headers, json={"prompt": "log_me = ", "max_length": 3, "seed": 4})
     httpx.get(url + "/nowhere", headers=headers)
+    # The server's output is read by a thread: give the last lines a moment to arrive.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any("GET /nowhere 404" in line for line in keyed_server.lines):
+        time.sleep(0.1)
     lines = keyed_server.lines
     generate = [line for line in lines if re.search(r"POST /generate 200 \d+\.\dms tokens=\d+$", line)]
     assert generate, keyed_server.output
