@@ -20,6 +20,7 @@ import ast
 import json
 import math
 import random
+import re
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -152,9 +153,12 @@ def single_line_infill(model, tok, cases, max_new: int = 48, heal: bool = False)
 
 
 def loops(text: str) -> bool:
-    """True when a non-blank line repeats 3+ times, or a 20-char span repeats 4+ times."""
+    """True when a non-blank line repeats 3+ times, a 20-char span 4+ times, or a short unit
+    (3-20 chars, e.g. ``'w', ``) 4+ times in a row."""
     lines = [ln.strip() for ln in text.splitlines() if len(ln.strip()) > 3]
     if any(lines.count(ln) >= 3 for ln in set(lines)):
+        return True
+    if re.search(r"(.{3,20}?)\1{3,}", text, re.S):
         return True
     return any(text.count(text[j:j + 20]) >= 4 for j in range(0, max(0, len(text) - 20), 5))
 
