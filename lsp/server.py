@@ -267,9 +267,10 @@ async def inline_completion(
         return None
     ctx, _ = found
     invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
+    version = ls.workspace.get_text_document(uri).version
     text = await ls.completer.suggest((uri, "inline"), ctx, invoked=invoked)
-    if not text:
-        return types.InlineCompletionList(items=[])
+    if not text or ls.workspace.get_text_document(uri).version != version:
+        return types.InlineCompletionList(items=[])  # nothing, or made for text that has changed
     ls.completer.stats.shown += 1
     # Without a selected item: insert at the cursor (an explicit empty range, or VS Code would
     # replace the word at the cursor). With one: extend its text over its range, as the spec says.
@@ -290,9 +291,10 @@ async def completion(ls: DeepShivaServer, params: types.CompletionParams) -> typ
     if found is None:
         return None
     ctx, _ = found
+    version = ls.workspace.get_text_document(uri).version
     text = await ls.completer.suggest((uri, "completion"), ctx, invoked=False)
-    if not text:
-        return types.CompletionList(is_incomplete=True, items=[])
+    if not text or ls.workspace.get_text_document(uri).version != version:
+        return types.CompletionList(is_incomplete=True, items=[])  # nothing, or made for old text
     ls.completer.stats.shown += 1
     first = text.strip().split("\n")[0]
     label = (first[:60] + "…") if len(first) > 60 or "\n" in text.strip() else first
