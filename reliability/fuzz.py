@@ -104,7 +104,7 @@ def run(url: str, api_key: Optional[str], examples: int, seed: int = 0,
                     failures.append({"operation": label, "kind": f"transport: {type(exc).__name__}",
                                      "curl": case.as_curl_command()})
                     return
-                except Exception as exc:  # schemathesis may run its checks inside call()
+                except (Exception, BaseExceptionGroup) as exc:  # schemathesis may check inside call()
                     for failure in getattr(exc, "exceptions", [exc]):
                         kind = getattr(failure, "title", type(failure).__name__)
                         kinds[kind] += 1
@@ -122,7 +122,7 @@ def run(url: str, api_key: Optional[str], examples: int, seed: int = 0,
                     problems.append(("error_shape", shape))
                 try:
                     case.validate_response(response, checks=checks, headers=headers)
-                except Exception as exc:  # schemathesis' FailureGroup: one or more checks failed
+                except (Exception, BaseExceptionGroup) as exc:  # FailureGroup: checks failed
                     for failure in getattr(exc, "exceptions", [exc]):
                         problems.append((getattr(failure, "title", type(failure).__name__),
                                          str(getattr(failure, "message", failure))[:300]))
@@ -142,7 +142,7 @@ def run(url: str, api_key: Optional[str], examples: int, seed: int = 0,
                 hseed(seed)(test)()
             except Unsatisfiable:  # e.g. no invalid input exists for a GET without parameters
                 pass
-            except Exception as exc:  # schemathesis re-raises at the end what its checks saw
+            except (Exception, BaseExceptionGroup) as exc:  # schemathesis re-raises what it saw
                 if not any(f["operation"] == label for f in failures):
                     kinds[type(exc).__name__] += 1
                     failures.append({"operation": label, "kind": type(exc).__name__, "message": str(exc)[:500]})
