@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from . import postprocess
 from .api import ApiClient, ApiError
 from .cache import SuggestionCache
-from .options import Options
+from .options import Multiline, Options
 from .stats import Stats
 from .status import State, StatusTracker, Transition
 from .text import CursorContext
@@ -38,15 +38,17 @@ class _Ticket:
 class SuggestionReader:
     """Accumulates streamed text and says when the suggestion is final."""
 
-    def __init__(self, ctx: CursorContext, single: bool, max_lines: int):
-        self.ctx, self.single, self.max_lines = ctx, single, max_lines
+    def __init__(self, ctx: CursorContext, single: bool, max_lines: int, paragraph: bool = True):
+        self.ctx, self.single, self.max_lines, self.paragraph = ctx, single, max_lines, paragraph
         self.text = ""
         self.final = False  # the suggestion ended by our rules (the stream was closed)
         self.finish_reason: str | None = None  # the API's, when the model ran to its end
 
     def feed(self, chunk: str) -> bool:
         self.text += chunk
-        cut = postprocess.final_cut(self.text, self.ctx, single=self.single, max_lines=self.max_lines)
+        cut = postprocess.final_cut(
+            self.text, self.ctx, single=self.single, max_lines=self.max_lines, paragraph=self.paragraph
+        )
         if cut is not None:
             self.text, self.final = self.text[:cut], True
         return self.final
@@ -203,7 +205,8 @@ class Completer:
         if not invoked and options.debounce_ms:
             await asyncio.sleep(options.debounce_ms / 1000)
         single = postprocess.single_line(ctx, options.multiline.value)
-        reader = SuggestionReader(ctx, single, options.max_lines)
+        paragraph = options.multiline is Multiline.AUTO  # "always": whole blocks
+        reader = SuggestionReader(ctx, single, options.max_lines, paragraph)
         body = self._body(ctx, single)
         self.stats.api_calls += 1
         started = time.monotonic()
@@ -236,7 +239,9 @@ class Completer:
         self.stats.latencies_ms.append(elapsed_ms)
 
         text = usable_text(reader, single=single, timed_out=timed_out)
-        suggestion = postprocess.postprocess(text, ctx, single=single, max_lines=options.max_lines)
+        suggestion = postprocess.postprocess(
+            text, ctx, single=single, max_lines=options.max_lines, paragraph=paragraph
+        )
         if timed_out:
             self.report(State.SLOW, f"DeepShiva took over {options.request_timeout_ms} ms")
             return suggestion  # not cached: a later request may get the whole of it

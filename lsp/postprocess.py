@@ -108,7 +108,13 @@ def _is_closer_line(stripped: str) -> bool:
 
 
 def final_cut(
-    text: str, ctx: CursorContext, *, single: bool, max_lines: int, eof: bool = False
+    text: str,
+    ctx: CursorContext,
+    *,
+    single: bool,
+    max_lines: int,
+    eof: bool = False,
+    paragraph: bool = True,
 ) -> int | None:
     """Index at which ``text`` should end if the suggestion is already final, else None.
 
@@ -116,7 +122,8 @@ def final_cut(
     at the first line break; a multi-line suggestion stops before a line that leaves the block
     (by indentation), before a line that repeats the next line of the document, after the first
     of three identical lines (a looping model), after ``max_lines`` lines, and, unless the
-    cursor's line opens a block, at the first blank line after some text (one paragraph).
+    cursor's line opens a block, at the first blank line after some text (one paragraph; off
+    with ``paragraph=False``, for the "always" multiline policy).
     """
     if single:
         for i, ch in enumerate(text):
@@ -148,7 +155,7 @@ def final_cut(
         if i >= max_lines:
             return starts[i] - 1
         if not stripped:
-            if complete and seen_content and not opens and i < len(lines) - 1:
+            if paragraph and complete and seen_content and not opens and i < len(lines) - 1:
                 return starts[i] - 1  # outside a new block, a suggestion ends with its paragraph
             continue
         seen_content = True
@@ -314,10 +321,11 @@ def postprocess(
     single: bool,
     max_lines: int = 12,
     tab_size: int = 4,
+    paragraph: bool = True,
 ) -> str:
     """The suggestion to show for the model's ``text`` ("" when there is none)."""
     text = cut_garbage(text.replace("\r\n", "\n").replace("\r", "\n"))
-    cut = final_cut(text, ctx, single=single, max_lines=max_lines, eof=True)
+    cut = final_cut(text, ctx, single=single, max_lines=max_lines, eof=True, paragraph=paragraph)
     if cut is not None:
         text = text[:cut]
     text = fix_indentation(text, ctx, tab_size)

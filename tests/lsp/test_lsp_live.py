@@ -299,18 +299,20 @@ async def test_debounce_sends_only_the_last_of_quick_automatic_triggers(api):
 
 
 async def test_time_cap_reports_slow_and_closes_the_stream(api):
-    async with lsp_session(settings(api, **{**LONG, "requestTimeoutMs": 300})) as s:
+    """A 50 ms cap is hit whatever the machine's speed (the model needs longer for its
+    tokens). Whether the API counts a cancelled generation depends on whether it had started
+    when the stream closed, so this test checks the API is left idle; latest-wins and
+    $/cancelRequest check the counter on the same closing path."""
+    async with lsp_session(settings(api, **{**LONG, "requestTimeoutMs": 50})) as s:
         await s.wait_status("ready")
-        await wait_until(lambda: api.metric(RUNNING) == 0, what="an idle API")
-        before = api.metric(CANCELLED)
         uri = "file:///tmp/slow.py"
         s.open(uri, "import os\n\n")
         started = asyncio.get_running_loop().time()
         await s.inline(uri, 1, 0)  # whole lines that arrived in time may be shown
-        assert asyncio.get_running_loop().time() - started < 3
+        assert asyncio.get_running_loop().time() - started < 5
         status = await s.wait_status("slow")
-        assert "300 ms" in status["message"]
-        await wait_until(lambda: api.metric(CANCELLED) == before + 1, what="the API to see the close")
+        assert "50 ms" in status["message"]
+        await wait_until(lambda: api.metric(RUNNING) == 0, what="the API to stop generating")
         warnings = [m for m in s.messages if m.type == types.MessageType.Warning]
         assert len(warnings) == 1
 

@@ -117,6 +117,13 @@ FINAL = [
 ]
 
 
+def test_the_paragraph_rule_can_be_switched_off():
+    ctx = at("x = compute()█")
+    text = "\ny = x + 1\n\nprint(y)\n"
+    assert final_cut(text, ctx, single=False, max_lines=12) == len("\ny = x + 1")
+    assert final_cut(text, ctx, single=False, max_lines=12, paragraph=False) is None
+
+
 @pytest.mark.parametrize("doc, text, single, eof, expected", FINAL)
 def test_final_cut(doc, text, single, eof, expected):
     cut = final_cut(text, at(doc), single=single, max_lines=3 if "e\n" in text else 12, eof=eof)
