@@ -23,6 +23,20 @@ class StreamError(BaseModel):
     code: int = Field(description="The HTTP status this failure would have had before the stream began.")
 
 
+# The schema of each event of a text/event-stream body (how schemathesis and OpenAPI 3.2's
+# itemSchema read it): the stream as a whole is not one string to validate.
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["message", "done", "error"]},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "description": "One line of JSON: StreamChunk, GenerateResponse (done) or StreamError (error)."},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+    "required": ["data"],
+}
+
 REQUEST_MODELS = [schemas.GenerateRequest, schemas.LoadModelRequest]
 RESPONSE_MODELS = [schemas.GenerateResponse, schemas.StreamChunk, StreamError, schemas.ErrorResponse,
                    schemas.LoadModelResponse, schemas.ModelStatus, schemas.Health]
@@ -85,7 +99,7 @@ def openapi_document() -> dict:
             "summary": "Generate a completion as Server-Sent Events.",
             "requestBody": generate_body,
             "responses": {"200": {"description": sse_description,
-                                  "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                                  "content": {"text/event-stream": {"schema": SSE_EVENT}},
                                   "x-sse-events": {"message": _ref("StreamChunk"),
                                                    "done": _ref("GenerateResponse"),
                                                    "error": _ref("StreamError")}},
