@@ -33,6 +33,7 @@ def _listening_addresses(pid: int) -> set[str]:
     return {c.laddr.ip for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
 
 
+@pytest.mark.slow  # starts its own server process
 def test_default_listens_on_loopback_only():
     """No --host at all: the server binds 127.0.0.1 and nothing else."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSHIVA_")}
@@ -116,6 +117,7 @@ def test_no_path_or_method_trick_gets_past_the_key(keyed):
     assert answer.status_code == 200
 
 
+@pytest.mark.slow  # starts its own server process
 def test_a_non_ascii_key_works_over_a_real_socket():
     """A key with non-ASCII characters: clients send it as UTF-8 bytes; the server must match it
     (WSGI decodes header values as latin-1) and still refuse near misses."""
@@ -206,6 +208,7 @@ def remote_code_model(tiny_model_dir, tmp_path):
     return path
 
 
+@pytest.mark.slow  # starts its own server process
 def test_remote_code_never_runs_unless_allowed_at_start(tiny_model_dir, remote_code_model):
     """A server started without --trust-remote-code loads (or refuses) a model whose files ask for
     custom code, without importing that code; clients have no way to switch it on per request."""
