@@ -162,6 +162,9 @@ class CursorContext:
         return _LINE_BREAK.split(self.prefix)[:-1]
 
 
+WINDOW_STEP = 512
+
+
 def cursor_context(
     text: str, offset: int, before: int, after: int, language_id: str = ""
 ) -> CursorContext:
@@ -169,6 +172,11 @@ def cursor_context(
     offset = max(0, min(offset, len(text)))
     start = max(0, offset - before)
     if start > 0:
+        # Move the window's start in steps, not with every keystroke: the prompt's first tokens
+        # then stay the same while the user types and the API reuses its KV cache for them.
+        step = min(WINDOW_STEP, before // 8)
+        if step > 1:
+            start = min(offset, -(-start // step) * step)
         line_start = _line_start(text, offset)
         if start < line_start:  # drop the partial line at the window's edge
             nl = text.find("\n", start, line_start)

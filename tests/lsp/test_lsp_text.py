@@ -128,3 +128,13 @@ def test_cursor_context_cuts_windows_at_line_boundaries():
     assert ctx.lines_above == ["line1", "line2"]
     ctx = cursor_context(text, offset, before=1, after=1)
     assert ctx.prefix == "b" and ctx.suffix == "c"  # the cursor's own line may be cut
+
+
+def test_cursor_context_window_start_stays_put_while_typing():
+    body = "".join(f"value_{i} = {i}\n" for i in range(400))
+    starts = set()
+    for typed in range(1, 40):
+        text = body + "x" * typed
+        ctx = cursor_context(text, len(text), before=3000, after=100)
+        starts.add(len(text) - len(ctx.prefix))
+    assert len(starts) == 1  # the same first tokens for every keystroke: the KV cache is reused
