@@ -67,6 +67,8 @@ def sample_next(
     if params.top_p < 1.0:
         probs = torch.softmax(values, dim=-1)
         before = probs.cumsum(dim=-1) - probs  # mass of the better candidates
-        values = values.masked_fill(before >= params.top_p, float("-inf"))  # keeps the one crossing top_p
+        drop = before >= params.top_p  # keeps the one crossing top_p
+        drop[0] = False  # and always the best: a top_p of 5e-324 is 0 in float32 and dropped them all
+        values = values.masked_fill(drop, float("-inf"))
     choice = int(torch.multinomial(torch.softmax(values, dim=-1), 1, generator=generator))
     return choice if candidates is None else int(candidates[choice])
