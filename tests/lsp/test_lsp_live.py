@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
+
 import pytest
 from conftest import free_port, lsp_session, metric
 from live_server import LiveServer, start_live_server
@@ -299,10 +301,14 @@ async def test_debounce_sends_only_the_last_of_quick_automatic_triggers(api):
 
 
 async def test_time_cap_reports_slow_and_closes_the_stream(api):
-    """A 50 ms cap is hit whatever the machine's speed (the model needs longer for its
-    tokens). Whether the API counts a cancelled generation depends on whether it had started
+    """A 50 ms cap is hit whatever the machine's speed: another client keeps the API's one
+    model busy, so the suggestion waits in its queue (alone, the tiny model could end its text
+    within 50 ms). Whether the API counts a cancelled generation depends on whether it had started
     when the stream closed, so this test checks the API is left idle; latest-wins and
     $/cancelRequest check the counter on the same closing path."""
+    busy = asyncio.get_running_loop().run_in_executor(None, lambda: httpx.post(
+        api.url + "/generate", json={"prompt": "x = [", "max_length": 200, "temperature": 1.0, "seed": 1}, timeout=120))
+    await wait_until(lambda: api.metric(RUNNING) == 1, what="the other client's generation to start")
     async with lsp_session(settings(api, **{**LONG, "requestTimeoutMs": 50})) as s:
         await s.wait_status("ready")
         uri = "file:///tmp/slow.py"
@@ -312,6 +318,7 @@ async def test_time_cap_reports_slow_and_closes_the_stream(api):
         assert asyncio.get_running_loop().time() - started < 5
         status = await s.wait_status("slow")
         assert "50 ms" in status["message"]
+        await busy
         await wait_until(lambda: api.metric(RUNNING) == 0, what="the API to stop generating")
         warnings = [m for m in s.messages if m.type == types.MessageType.Warning]
         assert len(warnings) == 1
