@@ -181,3 +181,19 @@ def test_wrong_methods_paths_and_content_types(api):
     form = httpx.post(url + "/generate", data={"prompt": "x"}, headers=headers, timeout=10)
     assert_4xx(form, 400)
     assert_serving(url)
+
+
+def test_extreme_but_valid_sampling_numbers_are_served(api):
+    """Values inside the documented ranges that float32 cannot hold (they round to 0 or overflow)
+    once made the sampler divide by zero: NaN probabilities and a 500. Found by the fuzz run."""
+    cases = [{"temperature": 5e-324}, {"temperature": 3.28e-279}, {"temperature": 1e-30},
+             {"top_p": 5e-324}, {"top_p": 1e-10, "top_k": 0}, {"repetition_penalty": 2.03e-43},
+             {"repetition_penalty": 1e-300, "temperature": 0}, {"repetition_penalty": 5e-324, "top_p": 5e-324},
+             {"temperature": 2.0, "top_p": 1.0, "top_k": 10**40, "repetition_penalty": 10.0}]
+    for path in ("/generate", "/stream"):
+        for extra in cases:
+            body = {"prompt": "x x x x", "max_length": 6, "seed": 1, **extra}
+            response = httpx.post(api.url + path, json=body, headers=api.headers, timeout=30)
+            assert response.status_code == 200, (extra, response.text[:300])
+            if path == "/stream":
+                assert "event: done" in response.text, (extra, response.text[-300:])
