@@ -382,6 +382,9 @@ class OptimizedLLM:
                     if cancel.is_set():
                         finish = "cancelled"
                         break
+                # The token that regrows a healed prompt token is counted in prompt_tokens already.
+                if heal_text and result.generated_tokens:
+                    result.generated_tokens -= 1
                 tail = matcher.flush()
                 if tail:
                     result.text += tail
