@@ -17,7 +17,7 @@ from flask import Blueprint, Response, jsonify, request
 from . import sse
 from .admission import ClientGone, QueueFull, Slot
 from .disconnect import CancelOnDisconnect
-from .errors import ApiError, error_body, error_response, from_engine
+from .errors import ApiError, error_body, from_engine
 from .observability import TOKENS_KEY
 from .schemas import GenerateRequest, parse
 from .state import AppState, client_gone, json_body, state
@@ -49,11 +49,14 @@ def _parse_request() -> GenerateRequest:
 
 
 def _admit(app_state: AppState, gone) -> Slot:
+    """Wait for the model; 429 when the queue is full, 499 (logged) when the client left meanwhile."""
     try:
         return app_state.queue.acquire(gone)
     except QueueFull as exc:
         raise ApiError(429, f"Server busy: {exc} (limit {app_state.queue.capacity}). Retry shortly.",
                        {"Retry-After": "1"}) from None
+    except ClientGone:
+        raise ApiError(CLIENT_CLOSED, "Client closed the connection while queued.") from None
 
 
 def _result_body(req: GenerateRequest, completion: Any, text: str, model_name: str, waited_ms: float) -> dict:
@@ -78,10 +81,7 @@ def generate():
     app_state = state()
     req = _parse_request()
     gone = client_gone()
-    try:
-        slot = _admit(app_state, gone)
-    except ClientGone:
-        return error_response(CLIENT_CLOSED, "Client closed the connection while queued.")
+    slot = _admit(app_state, gone)
     with slot:
         engine = app_state.manager.engine()  # a load may have swapped models while we waited
         cancel = CancelOnDisconnect(gone)
@@ -98,10 +98,7 @@ def stream():
     app_state = state()
     req = _parse_request()
     gone = client_gone()
-    try:
-        slot = _admit(app_state, gone)
-    except ClientGone:
-        return error_response(CLIENT_CLOSED, "Client closed the connection while queued.")
+    slot = _admit(app_state, gone)
     run = _StreamRun(app_state, req, slot, gone, request.environ)
     try:
         engine = app_state.manager.engine()
