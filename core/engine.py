@@ -158,6 +158,8 @@ class OptimizedLLM:
         self._runner = ModelRunner(model)
         vocab = tokenizer.get_vocab()
         self.fim_dialect = detect_dialect(vocab)
+        # Marker ids looked up once: get_vocab() builds a fresh dict of the whole vocabulary.
+        self._fim_marker_ids = {m: vocab[m] for m in self.fim_dialect.markers} if self.fim_dialect else {}
         self._eos_ids = self._collect_eos_ids(model, tokenizer)
         self._special_ids = set(tokenizer.all_special_ids) | {
             i for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items() if getattr(tok, "special", False)
@@ -310,11 +312,10 @@ class OptimizedLLM:
         if keep_prefix < len(prefix_ids):
             prefix_ids = prefix_ids[stable_cut(len(prefix_ids), keep_prefix):]
         suffix_ids = suffix_ids[:keep_suffix]
-        vocab = tok.get_vocab()
         ids = list(bos)
         for kind, value in layout:
             if kind == "token":
-                ids.append(vocab[value])
+                ids.append(self._fim_marker_ids[value])
             else:
                 ids.extend(prefix_ids if kind == "prefix" else suffix_ids)
         return ids, "", truncated, len(ids)
