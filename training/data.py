@@ -7,10 +7,18 @@ idlelib, lib2to3 (deprecated, fixture-heavy), site-packages and generated tables
 
 The held-out files for validation and evaluation are fixed and listed in ``heldout.txt``
 (paths relative to the stdlib directory), so anyone can reproduce the split.
+
+The stdlib without its tests is only about 2.4M tokens, so training also reads the sources of
+a fixed list of permissively licensed packages that the project's own install puts in the
+virtual environment (``EXTRA_PACKAGES``; their tests and vendored code left out).
+``package_manifest`` records each one's distribution, version and license for the model card.
+Evaluation stays on the held-out stdlib files.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
+import importlib.util
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +37,15 @@ _EXCLUDED_FILES = {
     "_opcode_metadata.py", "_pydatetime.py",
 }
 MAX_FILE_BYTES = 400_000
+
+# Import names of permissively licensed packages (BSD, MIT, Apache-2.0) that DeepShiva's own
+# install (runtime and dev extras) brings into the venv: real-world library code.
+EXTRA_PACKAGES = (
+    "flask", "werkzeug", "jinja2", "click", "markupsafe", "httpx", "httpcore", "anyio",
+    "pydantic", "pygls", "lsprotocol", "attr", "cattrs", "accelerate", "huggingface_hub",
+    "packaging", "numpy", "networkx", "fsspec", "filelock", "_pytest", "rich",
+)
+_PACKAGE_EXCLUDED_DIRS = _EXCLUDED_DIRS | {"testing", "_vendor", "vendored", "vendor"}
 
 
 @dataclass(frozen=True)
@@ -79,6 +96,54 @@ def collect(root: Path | None = None) -> list[SourceFile]:
     return files
 
 
+def _package_root(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def collect_package(name: str) -> list[SourceFile]:
+    """The usable .py files of one installed package, sorted; rel is ``<name>/<path>``."""
+    root = _package_root(name)
+    if root is None:
+        return []
+    files = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if any(part in _PACKAGE_EXCLUDED_DIRS for part in rel.parts[:-1]) or _is_test(rel):
+            continue
+        raw = path.read_bytes()
+        if len(raw) > MAX_FILE_BYTES or not raw.strip():
+            continue
+        try:
+            files.append(SourceFile(f"{name}/{rel.as_posix()}", raw.decode("utf-8")))
+        except UnicodeDecodeError:
+            continue
+    return files
+
+
+def package_manifest(names=EXTRA_PACKAGES) -> list[dict]:
+    """Distribution, version, license, file count and bytes of each extra package used."""
+    dists = importlib.metadata.packages_distributions()
+    rows = []
+    for name in names:
+        files = collect_package(name)
+        if not files:
+            continue
+        dist = dists.get(name, [name])[0]
+        meta = importlib.metadata.metadata(dist)
+        license_ = meta.get("License-Expression") or ""
+        if not license_:
+            classifiers = [c.split(" :: ")[-1] for c in meta.get_all("Classifier") or []
+                           if c.startswith("License ::")]
+            license_ = ", ".join(classifiers) or (meta.get("License") or "").split("\n")[0]
+        rows.append({"package": name, "distribution": dist,
+                     "version": importlib.metadata.version(dist), "license": license_,
+                     "files": len(files), "bytes": sum(len(f.text.encode()) for f in files)})
+    return rows
+
+
 def _bucket(rel: str) -> int:
     """A stable 0-99 hash bucket of a path, independent of Python's hash seed."""
     return int(hashlib.sha256(rel.encode()).hexdigest(), 16) % 100
@@ -121,3 +186,6 @@ if __name__ == "__main__":
     print(f"stdlib: {stdlib_dir()}")
     print(f"train: {len(tr)} files, {size(tr) / 1e6:.2f} MB; heldout: {len(va)} files, "
           f"{size(va) / 1e6:.2f} MB")
+    for row in package_manifest():
+        print(f"{row['package']:<16}{row['distribution']:<18}{row['version']:<11}"
+              f"{row['files']:>5} files {row['bytes'] / 1e6:>6.2f} MB  {row['license']}")

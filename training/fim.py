@@ -2,14 +2,29 @@
 
 A file is cut at line boundaries into chunks that fit the context, and about half of the
 chunks are rearranged as ``<fim_prefix>{prefix}<fim_suffix>{suffix}<fim_middle>{middle}``
-with the two split points drawn uniformly at character level. Doing FIM per chunk rather than
-per file keeps the prefix, suffix and middle inside one training window, as at inference.
+with both split points at character positions. Doing FIM per chunk rather than per file keeps
+the prefix, suffix and middle inside one training window, as at inference.
+
+Two details matter for an editor model:
+- Plain chunks carry ``<|endoftext|>`` only where the *file* ends, and a file's plain chunks
+  stay together in order. Ending every chunk with it (and shuffling chunks) taught the first
+  shipped model that a line break is often the end of the text, so plain prompts ending in a
+  newline stopped at once.
+- Half of the FIM samples draw both split points uniformly (middles average a third of the
+  chunk); the other half start the middle at a uniform character and give it a log-uniform
+  length of 1 to ``SHORT_MIDDLE_MAX`` characters, because an editor mostly asks for the rest
+  of a line or a few lines, and uniform splits almost never practise short middles that must
+  stop where the suffix begins.
 """
 from __future__ import annotations
 
+import math
 import random
 
 from training.tokenizer import EOS, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+
+SHORT_MIDDLE_MAX = 256  # characters: up to a few lines
+SHORT_MIDDLE_SHARE = 0.5  # of FIM samples
 
 
 def chunk_text(text: str, max_chars: int) -> list[str]:
@@ -35,6 +50,16 @@ def fim_split(text: str, rng: random.Random) -> tuple[str, str, str]:
     return text[:a], text[a:b], text[b:]
 
 
+def short_fim_split(text: str, rng: random.Random,
+                    max_middle: int = SHORT_MIDDLE_MAX) -> tuple[str, str, str]:
+    """(prefix, middle, suffix): the middle starts at a uniform character and its length is
+    log-uniform in [1, max_middle] characters (clipped at the end of the text)."""
+    a = rng.randint(0, len(text))
+    length = int(math.exp(rng.uniform(0.0, math.log(max_middle))))
+    b = min(len(text), a + length)
+    return text[:a], text[a:b], text[b:]
+
+
 def psm(prefix: str, middle: str, suffix: str) -> list[str]:
     """The PSM-ordered pieces; special tokens are separate pieces so they stay atomic."""
     return [FIM_PREFIX, prefix, FIM_SUFFIX, suffix, FIM_MIDDLE, middle, EOS]
@@ -42,12 +67,21 @@ def psm(prefix: str, middle: str, suffix: str) -> list[str]:
 
 def make_samples(texts: list[str], rng: random.Random, fim_rate: float,
                  max_chars: int) -> list[tuple[list[str], bool]]:
-    """Chunk texts and turn each chunk into (pieces, is_fim); plain chunks end with EOS."""
+    """Chunk texts and turn each chunk into (pieces, is_fim), file by file, in order.
+
+    For each file its FIM samples come first (each ends with EOS, the end of its middle), then
+    its plain chunks in file order, with EOS after the last one only: the plain text of a file
+    reads as one continuous document. Shuffle ``texts``, not the result."""
     out = []
     for text in texts:
+        plain = []
         for chunk in chunk_text(text, max_chars):
             if rng.random() < fim_rate:
-                out.append((psm(*fim_split(chunk, rng)), True))
+                split = short_fim_split if rng.random() < SHORT_MIDDLE_SHARE else fim_split
+                out.append((psm(*split(chunk, rng)), True))
             else:
-                out.append(([chunk, EOS], False))
+                plain.append(chunk)
+        out += [([chunk], False) for chunk in plain[:-1]]
+        if plain:
+            out.append(([plain[-1], EOS], False))
     return out

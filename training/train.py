@@ -42,6 +42,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--warmup-steps", type=int, default=50)
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--fim-rate", type=float, default=0.5)
+    ap.add_argument("--extra-packages", nargs="*", default=list(data.EXTRA_PACKAGES),
+                    help="installed packages whose sources join the stdlib (none: stdlib only)")
+    ap.add_argument("--stdlib-weight", type=int, default=2,
+                    help="times the stdlib (the evaluation's domain) is seen per epoch")
     ap.add_argument("--eval-every", type=float, default=5.0, help="minutes between val evals")
     ap.add_argument("--val-windows", type=int, default=32, help="val windows per kind")
     ap.add_argument("--snapshot-at", type=float, nargs="*", default=[],
@@ -191,12 +195,19 @@ def main(argv=None) -> None:
     log(f"args: {vars(args)} autocast_bf16={autocast}")
 
     train_files, val_files = data.split()
-    texts = [f.text for f in train_files]
+    stdlib_texts = [f.text for f in train_files]
     if args.tokenizer:
         tok = PreTrainedTokenizerFast.from_pretrained(args.tokenizer)
     else:
-        tok = tk.build(args.out / "tokenizer", texts, args.vocab_size)
-    log(f"data: {len(train_files)} train files, {len(val_files)} held-out; vocab {len(tok)}")
+        tok = tk.build(args.out / "tokenizer", stdlib_texts, args.vocab_size)
+    extra = [f.text for name in args.extra_packages for f in data.collect_package(name)]
+    texts = stdlib_texts * args.stdlib_weight + extra
+    manifest = {"stdlib_files": len(train_files), "stdlib_weight": args.stdlib_weight,
+                "stdlib_bytes": sum(len(t.encode()) for t in stdlib_texts),
+                "packages": data.package_manifest(args.extra_packages)}
+    (args.out / "data.json").write_text(json.dumps(manifest, indent=2))
+    log(f"data: {len(train_files)} stdlib train files (x{args.stdlib_weight}), {len(extra)} "
+        f"package files, {len(val_files)} held-out; vocab {len(tok)}")
 
     sets = val_sets(tok, val_files, args)
     model = build_model(args, tok)
@@ -226,8 +237,8 @@ def main(argv=None) -> None:
             order = texts[:]
             rng.shuffle(order)
             samples = fim.make_samples(order, rng, args.fim_rate, CHARS_PER_CHUNK)
-            rng.shuffle(samples)
             windows, pos = pack(encode_samples(tok, samples), args.seq_len), 0
+            windows = windows[torch.randperm(len(windows))]
             epoch += 1
             log(f"epoch {epoch}: {len(windows)} windows of {args.seq_len} tokens")
         t0 = time.time()

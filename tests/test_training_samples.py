@@ -1,0 +1,68 @@
+"""Training-sample construction (training/fim.py, training/data.py): what the model learns from.
+
+These guard the two data bugs that made the first shipped model weak in an editor: plain text
+that ended (EOS) at every chunk, and FIM samples whose middles were almost never short."""
+
+from __future__ import annotations
+
+import random
+
+from training import data, fim
+from training.tokenizer import EOS, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+
+FILE = "".join(f"def f{i}(x):\n    return x + {i}\n\n\n" for i in range(200))
+
+
+def _unpsm(pieces):
+    assert pieces[0] == FIM_PREFIX and pieces[2] == FIM_SUFFIX and pieces[4] == FIM_MIDDLE
+    assert pieces[-1] == EOS
+    prefix, suffix, middle = pieces[1], pieces[3], pieces[5]
+    return prefix + middle + suffix, middle
+
+
+def test_plain_text_of_a_file_ends_once_and_reads_in_order():
+    samples = fim.make_samples([FILE, "x = 1\n"], random.Random(0), 0.0, 500)
+    eos_count = sum(p.count(EOS) for pieces, _ in samples for p in pieces)
+    assert eos_count == 2  # one per file, not one per chunk
+    text = "".join(p for pieces, _ in samples for p in pieces)
+    assert text == FILE + EOS + "x = 1\n" + EOS
+
+
+def test_fim_samples_rebuild_their_chunk_and_include_short_middles():
+    rng = random.Random(1)
+    samples = fim.make_samples([FILE] * 10, rng, 1.0, 500)
+    chunks = fim.chunk_text(FILE, 500)
+    middles = []
+    for pieces, is_fim in samples:
+        assert is_fim
+        whole, middle = _unpsm(pieces)
+        assert whole in chunks
+        middles.append(len(middle))
+    short = sum(n <= fim.SHORT_MIDDLE_MAX for n in middles) / len(middles)
+    assert short > 0.5  # half are short by construction, and some uniform ones are short too
+    assert max(middles) > fim.SHORT_MIDDLE_MAX  # uniform splits still give long middles
+
+
+def test_fim_rate_is_about_half_and_each_file_keeps_its_plain_end():
+    samples = fim.make_samples([FILE] * 20, random.Random(2), 0.5, 300)
+    share = sum(is_fim for _, is_fim in samples) / len(samples)
+    assert 0.4 < share < 0.6
+    plain_ends = sum(pieces[-1] == EOS for pieces, is_fim in samples if not is_fim)
+    assert plain_ends == 20
+
+
+def test_extra_packages_are_permissive_and_leave_tests_out():
+    rows = data.package_manifest(("flask", "_pytest"))
+    assert {r["package"] for r in rows} == {"flask", "_pytest"}
+    for row in rows:
+        assert any(k in row["license"] for k in ("BSD", "MIT", "Apache")), row
+        assert row["files"] > 0 and row["bytes"] > 0
+    rels = [f.rel for f in data.collect_package("flask")]
+    assert rels and all(r.startswith("flask/") for r in rels)
+    assert not any("/tests/" in r or r.split("/")[-1].startswith("test_") for r in rels)
+
+
+def test_heldout_files_are_never_training_files():
+    train, held = data.split()
+    assert held and train
+    assert not {f.rel for f in train} & {f.rel for f in held}
