@@ -47,7 +47,7 @@ class Options(_Model):
     api_key: str | None = None
     model: str | None = None  # model loaded by `deepshiva.loadModel` when no name is given
     max_tokens: int = Field(64, ge=1, le=4096)
-    temperature: float = Field(0.2, ge=0.0, le=2.0)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)  # greedy: stable ghost text, cache hits, prompt lookup
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
