@@ -312,13 +312,20 @@ class OptimizedLLM:
         if keep_prefix < len(prefix_ids):
             prefix_ids = prefix_ids[stable_cut(len(prefix_ids), keep_prefix):]
         suffix_ids = suffix_ids[:keep_suffix]
+        # Heal the prefix's last token too: an editor's cursor sits mid-word or at a line start
+        # (a bare newline, which in code almost always merges with the next indentation).
+        healed, heal_text = self._healer.back_off(prefix_ids)
+        if heal_text and self._healer.allowed(heal_text) is not None:
+            prefix_ids = healed
+        else:
+            heal_text = ""
         ids = list(bos)
         for kind, value in layout:
             if kind == "token":
                 ids.append(self._fim_marker_ids[value])
             else:
                 ids.extend(prefix_ids if kind == "prefix" else suffix_ids)
-        return ids, "", truncated, len(ids)
+        return ids, heal_text, truncated, len(ids) + (1 if heal_text else 0)
 
     def _run(self, request: GenerationRequest, cancel: threading.Event, result: Completion) -> Iterator[str]:
         started = time.perf_counter()

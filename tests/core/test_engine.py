@@ -212,6 +212,23 @@ def test_token_healing_backs_off_a_partial_last_token(llm):
     assert not text.startswith(heal) or heal == ""
 
 
+def test_fim_prompts_are_token_healed_and_the_fill_does_not_repeat_the_prefix(llm):
+    from core.request import GenerationRequest
+
+    prefix, suffix = "def fibonacci(n):\n    ret", "\n\nprint(fibonacci(3))\n"
+    request = GenerationRequest.checked(prefix, suffix=suffix, context_length=llm.context_length)
+    ids, heal, _, size = llm._encode(request)
+    assert heal and prefix.endswith(heal)
+    assert len(ids) == size - 1
+    assert llm.tokenizer.decode(ids).count("ret") == 0  # the partial word is regrown, not sent
+    for seed in range(3):
+        result = llm.complete(prefix, suffix=suffix, max_length=8, temperature=1.0, seed=seed)
+        # Usage counts the healed token as prompt, and only new tokens as generated.
+        assert result.prompt_tokens == size
+        assert result.generated_tokens <= 8
+        assert "<fim_" not in result.text and "<|endoftext|>" not in result.text
+
+
 def test_concurrent_calls_do_not_corrupt_each_other(llm):
     prompts = [f"def f{i}(x):\n    return x * {i}\n" for i in range(4)]
     expected = {p: llm.generate(p, max_length=10, temperature=0) for p in prompts}
