@@ -129,6 +129,7 @@ class OptimizedLLM:
         load_in_8bit: bool = False,
         torch_dtype: object = None,
         trust_remote_code: bool = False,
+        int8_decode: bool | None = None,
     ):
         if max_memory is not None and not isinstance(max_memory, dict):
             raise InvalidParameter("max_memory", "max_memory must be a dict such as {0: '10GiB', 'cpu': '30GiB'}")
@@ -139,6 +140,10 @@ class OptimizedLLM:
         # Prompt-lookup decoding for greedy requests (DEEPSHIVA_PROMPT_LOOKUP=0 turns it off).
         self.prompt_lookup = os.environ.get("DEEPSHIVA_PROMPT_LOOKUP", "1") != "0"
         self.trust_remote_code = bool(trust_remote_code)
+        # Decode through int8 copies of the weights (CPU, plain Llama; DEEPSHIVA_INT8_DECODE=1).
+        if int8_decode is None:
+            int8_decode = os.environ.get("DEEPSHIVA_INT8_DECODE", "0") == "1"
+        self.int8_decode = bool(int8_decode)
         self.model = None
         self.tokenizer = None
         self._runner: ModelRunner | None = None
@@ -155,7 +160,10 @@ class OptimizedLLM:
     def _install(self, model, tokenizer) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        self._runner = ModelRunner(model)
+        try:
+            self._runner = ModelRunner(model, int8_decode=self.int8_decode)
+        except ValueError as exc:
+            raise InvalidParameter("int8_decode", str(exc)) from None
         vocab = tokenizer.get_vocab()
         self.fim_dialect = detect_dialect(vocab)
         # Marker ids looked up once: get_vocab() builds a fresh dict of the whole vocabulary.
@@ -223,6 +231,7 @@ class OptimizedLLM:
             "parameters": sum(p.numel() for p in self.model.parameters()) if loaded else None,
             "cpu_threads": getattr(self, "cpu_threads", None),
             "backend": self._runner.backend_name if loaded else None,
+            "int8_decode": self.int8_decode,
         }
 
     def generate(

@@ -71,20 +71,27 @@ class HFBackend:
         return out.logits[0] if all_logits else out.logits[0, -1]
 
 
-def choose_backend(model, lean: bool | None = None):
-    """The lean Llama path where it is exact (and not turned off by DEEPSHIVA_LEAN=0), else HF."""
+def choose_backend(model, lean: bool | None = None, int8_decode: bool = False):
+    """The lean Llama path where it is exact (and not turned off by DEEPSHIVA_LEAN=0), else HF.
+
+    ``int8_decode`` needs the lean path on the CPU; asking for it elsewhere is a ValueError."""
     if lean is None:
         lean = os.environ.get("DEEPSHIVA_LEAN", "1") != "0"
     if lean and lean_llama.supports(model):
-        return lean_llama.LeanLlamaBackend(model)
+        return lean_llama.LeanLlamaBackend(model, int8_decode=int8_decode)
+    if int8_decode:
+        raise ValueError(
+            f"int8 decode needs a plain Llama-architecture model on the CPU "
+            f"({model.config.model_type} is served through transformers; use load_in_8bit instead)"
+        )
     return HFBackend(model)
 
 
 class ModelRunner:
     """Forward passes over one model with a KV cache kept between requests."""
 
-    def __init__(self, model, lean: bool | None = None):
-        self.backend = choose_backend(model, lean)
+    def __init__(self, model, lean: bool | None = None, int8_decode: bool = False):
+        self.backend = choose_backend(model, lean, int8_decode)
         self._cached_ids: list[int] = []
         self.decode_steps = 0
         self.prefill_tokens = 0

@@ -23,7 +23,8 @@ def default_factory(config: ServerConfig) -> Callable[[str], Any]:
         from core import OptimizedLLM  # imported on first load: torch is slow to import
 
         engine = OptimizedLLM(name, device=config.device, torch_dtype=config.torch_dtype,
-                              load_in_8bit=config.load_in_8bit, trust_remote_code=config.trust_remote_code)
+                              load_in_8bit=config.load_in_8bit, trust_remote_code=config.trust_remote_code,
+                              int8_decode=config.int8_decode)
         # Pay for lazy set-up (token tables, first allocations) now, not in the first user's request.
         engine.warmup()
         return engine

@@ -39,6 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--device", help="auto, cpu, cuda or mps (default auto)")
     add("--dtype", dest="torch_dtype", help="bfloat16, float16, float32 or auto")
     add("--load-in-8bit", action="store_true", default=None, help="int8 weights (needs bitsandbytes)")
+    add("--int8-decode", action="store_true", default=None,
+        help="CPU: decode through int8 copies of the weights (faster, approximate; Llama models)")
     add("--threads", type=int, help="WSGI worker threads (default queue size + 4)")
     add("--log-level", help="DEBUG, INFO, WARNING... (default INFO)")
     return p

@@ -47,6 +47,7 @@ class ServerConfig(BaseSettings):
     device: str = "auto"
     torch_dtype: Optional[str] = None
     load_in_8bit: bool = False
+    int8_decode: bool = False  # CPU: decode through int8 weight copies (core.lean_llama)
     threads: int = Field(0, ge=0, description="WSGI worker threads; 0 = queue_size + 4")
     log_level: str = "INFO"
 

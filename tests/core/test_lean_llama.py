@@ -77,3 +77,39 @@ def test_prompt_lookup_proposes_what_followed_the_last_ngram():
     assert lookup.propose() == [3, 4, 5]
     lookup.add(7)
     assert lookup.propose() == []
+
+
+def test_int8_decode_keeps_prefill_exact_and_decode_close(model):
+    ids = model.tokenizer.encode("def fibonacci(n):\n    if n < 2:\n        return n\n" * 2)
+    exact = ModelRunner(model.model, lean=True)
+    int8 = ModelRunner(model.model, lean=True, int8_decode=True)
+    assert {w.q.dtype for w in int8.backend.int8.values()} == {torch.int8}
+    # A long pass (prefill) uses the full-precision weights: the same KV cache; only the one row
+    # of logits at its end goes through the int8 output matrix.
+    a, b = exact.prefill(ids), int8.prefill(ids)
+    n = len(ids)
+    for cache in ("k_cache", "v_cache"):
+        diff = getattr(exact.backend, cache)[..., :n, :] - getattr(int8.backend, cache)[..., :n, :]
+        assert float(diff.abs().max()) < 1e-5
+    assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) > 0.99
+    # A one-token pass goes through the int8 weights: close, but not the same numbers.
+    for token in (7, 99):
+        a, b = exact.decode_one_token(token), int8.decode_one_token(token)
+        assert 0 < float((a - b).abs().max())
+        assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) > 0.99
+
+
+def test_int8_decode_generates_and_is_reported(tiny_model_dir):
+    llm = OptimizedLLM(str(tiny_model_dir), int8_decode=True)
+    assert llm.info()["int8_decode"] is True and llm.info()["backend"] == "lean-llama"
+    result = llm.complete("import os\n\ndef main():\n", max_length=12, temperature=0)
+    assert result.generated_tokens > 0
+
+
+def test_int8_decode_is_refused_clearly_where_it_cannot_run(tiny_model_dir):
+    from core.errors import InvalidParameter
+
+    # Offloaded (sharded) models run through transformers, where there is no int8 decode path.
+    with pytest.raises(InvalidParameter, match="int8 decode needs a plain Llama") as err:
+        OptimizedLLM(str(tiny_model_dir), max_memory={"cpu": "200KB"}, int8_decode=True)
+    assert err.value.param == "int8_decode"

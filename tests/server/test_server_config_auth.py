@@ -144,3 +144,12 @@ def test_queue_is_fifo_bounded_and_drops_vanished_clients():
     b.join(2)
     assert order == ["a gone", "b"] and queue.abandoned == 1 and queue.rejected == 1
     assert queue.snapshot() == {"running": 0, "waiting": 0, "capacity": 2}
+
+
+def test_int8_decode_flag_reaches_the_engine(tiny_model_dir):
+    from server.app import default_factory
+
+    config = load_config(["--int8-decode", "--model", "none"])
+    assert config.int8_decode and not load_config([]).int8_decode
+    engine = default_factory(config)(str(tiny_model_dir))
+    assert engine.info()["int8_decode"] is True
