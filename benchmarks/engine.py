@@ -16,6 +16,8 @@ import torch
 from core import OptimizedLLM
 
 from . import llamacpp
+from core.generation import ModelRunner
+
 from .baseline import PlainGenerate
 from .hardware import matmul_peak_gflops, memory_bandwidth_gbs
 from .shapes import model_dir
@@ -52,6 +54,20 @@ def measure_baseline(base: PlainGenerate, ids: list[int], new: int, repeats: int
     return {"ttft_ms": statistics.median(ttfts), "decode_tok_s": statistics.median(rates)}
 
 
+def measure_int8(llm: OptimizedLLM, ids: list[int], new: int, repeats: int) -> tuple[dict, int] | None:
+    """The same engine decoding through int8 weight copies (``int8_decode``), on the same model."""
+    exact = llm._runner
+    try:
+        llm._runner = ModelRunner(llm.model, int8_decode=True)
+    except ValueError:
+        return None
+    try:
+        int8_bytes = sum(w.q.numel() + 2 * w.scales.numel() for w in llm._runner.backend.int8.values())
+        return measure_ours(llm, ids, new, repeats), int8_bytes
+    finally:
+        llm._runner = exact
+
+
 def run(models: list[str], prompt_lengths: list[int], new: int = 64, repeats: int = 3,
         with_llamacpp: bool = True) -> dict:
     bandwidth = memory_bandwidth_gbs()
@@ -65,9 +81,11 @@ def run(models: list[str], prompt_lengths: list[int], new: int = 64, repeats: in
         weight_bytes = sum(p.numel() * p.element_size() for p in llm.model.parameters())
         params = sum(p.numel() for p in llm.model.parameters())
         base = PlainGenerate(llm.model, llm.tokenizer)
-        cpp = None
+        cpp = cpp_q8 = None
         if with_llamacpp and llamacpp.available() and llm.model.dtype == torch.float32:
-            cpp = llamacpp.load(llamacpp.gguf_for(model_dir(name)), llm.context_length, torch.get_num_threads())
+            threads = torch.get_num_threads()
+            cpp = llamacpp.load(llamacpp.gguf_for(model_dir(name)), llm.context_length, threads)
+            cpp_q8 = llamacpp.load(llamacpp.gguf_for(model_dir(name), "q8_0"), llm.context_length, threads)
         llm.warmup()
         for n in prompt_lengths:
             if n + new > llm.context_length:
@@ -78,6 +96,12 @@ def run(models: list[str], prompt_lengths: list[int], new: int = 64, repeats: in
             measured = [("deepshiva", ours), ("plain-generate", plain)]
             if cpp is not None:
                 measured.append(("llama.cpp", llamacpp.measure(cpp, ids, new, repeats)))
+            int8 = measure_int8(llm, ids, new, repeats)
+            extra = []
+            if int8 is not None:
+                extra.append(("deepshiva-int8-decode", int8[0], int8[1], "int8 (decode)"))
+            if cpp_q8 is not None:
+                extra.append(("llama.cpp-q8_0", llamacpp.measure(cpp_q8, ids, new, repeats), params * 34 // 32, "q8_0"))
             for label, m in measured:
                 achieved = weight_bytes * m["decode_tok_s"] / 1e9
                 prefill_gflops = 2 * params * n / (m["ttft_ms"] / 1000) / 1e9
@@ -96,5 +120,16 @@ def run(models: list[str], prompt_lengths: list[int], new: int = 64, repeats: in
                 cpp_m = measured[-1][1]
                 ours_row["decode_vs_llamacpp"] = round(ours["decode_tok_s"] / cpp_m["decode_tok_s"], 2)
                 ours_row["ttft_vs_llamacpp"] = round(cpp_m["ttft_ms"] / ours["ttft_ms"], 2)
-        del llm, base, cpp
+            for label, m, nbytes, dtype in extra:
+                rows.append({
+                    "model": name, "engine": label, "prompt_tokens": n, "new_tokens": new, "dtype": dtype,
+                    "threads": torch.get_num_threads(), "ttft_ms": round(m["ttft_ms"], 1),
+                    "decode_tok_s": round(m["decode_tok_s"], 1), "ms_per_token": round(1000 / m["decode_tok_s"], 2),
+                    "bandwidth_share": round(nbytes * m["decode_tok_s"] / 1e9 / bandwidth, 3),
+                    "decode_speedup_vs_plain": round(m["decode_tok_s"] / plain["decode_tok_s"], 2),
+                    "decode_vs_deepshiva_fp": round(m["decode_tok_s"] / ours["decode_tok_s"], 2),
+                })
+            if int8 is not None and cpp_q8 is not None:
+                rows[-2]["decode_vs_llamacpp"] = round(int8[0]["decode_tok_s"] / extra[1][1]["decode_tok_s"], 2)
+        del llm, base, cpp, cpp_q8
     return {"memory_bandwidth_gbs": round(bandwidth, 1), "rows": rows}

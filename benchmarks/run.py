@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         print_table(report["engine"]["rows"], [
             "model", "engine", "prompt_tokens", "dtype", "threads", "ttft_ms", "decode_tok_s", "ms_per_token",
             "bandwidth_share", "prefill_flops_share", "decode_speedup_vs_plain", "ttft_speedup_vs_plain",
-            "decode_vs_llamacpp", "ttft_vs_llamacpp",
+            "decode_vs_llamacpp", "ttft_vs_llamacpp", "decode_vs_deepshiva_fp",
         ])
 
     schedule = replay.build_schedule(args.replay_file, args.replay_start, args.replay_lines)
