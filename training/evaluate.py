@@ -202,6 +202,37 @@ def speed(model, tok, files: list[data.SourceFile]) -> dict:
     return res
 
 
+def engine_speed(path: str, files: list[data.SourceFile]) -> dict:
+    """The same measurements through DeepShiva's engine (what the server uses): cold time to
+    first token at 512 and 1500 prompt tokens (the engine keeps the 1500-token prompt's last
+    part that fits the context) and ms per decoded token, greedy, no prompt lookup."""
+    from core import OptimizedLLM
+
+    threads = torch.get_num_threads()
+    llm = OptimizedLLM(path)  # picks its own CPU thread count; restored below
+    llm.prompt_lookup = False
+    llm.warmup()
+    ids = llm.tokenizer.encode("".join(f.text for f in files), add_special_tokens=False)
+    res = {"threads": torch.get_num_threads(), "backend": llm.info()["backend"]}
+    for n in (512, 1500):
+        prompt = llm.tokenizer.decode(ids[:n])
+        best = math.inf
+        for _ in range(3):
+            llm._runner.reset()
+            best = min(best, llm.complete(prompt, max_length=1, temperature=0).total_ms)
+        res[f"ttft_ms_{n}"] = round(best, 1)
+    prompt = llm.tokenizer.decode(ids[:512])
+    rates = []
+    for _ in range(3):
+        llm._runner.reset()
+        r = llm.complete(prompt, max_length=65, temperature=0, repetition_penalty=1.0, stop_sequences=[])
+        if r.generated_tokens > 1:
+            rates.append((r.total_ms - r.time_to_first_token_ms) / (r.generated_tokens - 1))
+    res["ms_per_token"] = round(min(rates), 2) if rates else None
+    torch.set_num_threads(threads)
+    return res
+
+
 def run(path: str, cases, val_files, do_speed: bool) -> dict:
     model, tok = load(path)
     args = SimpleNamespace(seq_len=1024, val_windows=VAL_WINDOWS)
@@ -217,6 +248,7 @@ def run(path: str, cases, val_files, do_speed: bool) -> dict:
         res["speed_fp32"] = speed(model, tok, val_files)
         model_bf16, _ = load(path, torch.bfloat16)
         res["speed_bf16"] = speed(model_bf16, tok, val_files)
+        res["speed_engine"] = engine_speed(path, val_files)
     return res
 
 
@@ -249,7 +281,7 @@ def main(argv=None) -> None:
               f"{r['infill_healed']['exact_match']:>13.1%}{r['infill_healed']['parse_rate']:>13.1%}"
               f"{sum(s['loops'] for s in r['samples']):>5}/{len(r['samples'])}"
               f"{sum(s['loops'] for s in r['samples_rep1.1']):>8}/{len(r['samples'])}")
-        for k in ("speed_fp32", "speed_bf16"):
+        for k in ("speed_fp32", "speed_bf16", "speed_engine"):
             if k in r:
                 print(f"  {k}: {r[k]}")
     if args.out:
