@@ -1,7 +1,7 @@
 """llama.cpp (through llama-cpp-python) as a same-run baseline, on the same model in GGUF.
 
 llama-cpp-python builds llama.cpp from source (about 15 minutes on 2 cores); it is optional:
-``pip install llama-cpp-python==0.3.36 sentencepiece`` (see benchmarks/RESULTS.md). The prompt
+``scripts/install-llamacpp`` (see benchmarks/RESULTS.md). The prompt
 token ids are DeepShiva's own (the GGUF carries the same vocabulary), so both engines see the
 identical sequence. llama-cpp-python reuses the KV cache for a shared prompt prefix by itself.
 """
@@ -32,7 +32,8 @@ def gguf_for(model_dir: Path, out_type: str = "f32") -> Path:
     import sys
 
     out = CACHE / "gguf" / f"{model_dir.name}-{out_type}.gguf"
-    if not out.exists():
+    weights = max((p.stat().st_mtime for p in model_dir.glob("*.safetensors")), default=0.0)
+    if not out.exists() or out.stat().st_mtime < weights:  # reconvert a retrained model
         out.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([sys.executable, "-m", "benchmarks.gguf_convert", str(SDIST), str(model_dir), str(out), out_type],
                        check=True, capture_output=True)
