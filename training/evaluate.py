@@ -176,6 +176,22 @@ def samples(model, tok, max_new: int = 96, repetition_penalty: float = 1.0) -> l
     return out
 
 
+def engine_samples(path: str, max_new: int = 96) -> list[dict]:
+    """The same prompts through DeepShiva's engine, greedy: what a user of the server gets
+    (the engine heals a prompt's last token, so prompts ending in a newline are not read as
+    the end of a document)."""
+    from core import OptimizedLLM
+
+    threads = torch.get_num_threads()
+    llm = OptimizedLLM(path)
+    out = []
+    for p in SAMPLE_PROMPTS:
+        text = llm.generate(p, max_length=max_new, temperature=0, repetition_penalty=1.0)
+        out.append({"prompt": p, "completion": text, "loops": loops(text)})
+    torch.set_num_threads(threads)
+    return out
+
+
 @torch.no_grad()
 def speed(model, tok, files: list[data.SourceFile]) -> dict:
     """ms/token of greedy decode and time to first token at 512 and 1500 prompt tokens."""
@@ -244,6 +260,7 @@ def run(path: str, cases, val_files, do_speed: bool) -> dict:
     res["infill_healed"] = single_line_infill(model, tok, cases, heal=True)
     res["samples"] = samples(model, tok)
     res["samples_rep1.1"] = samples(model, tok, repetition_penalty=1.1)
+    res["samples_engine"] = engine_samples(path)
     if do_speed:
         res["speed_fp32"] = speed(model, tok, val_files)
         model_bf16, _ = load(path, torch.bfloat16)
@@ -272,7 +289,7 @@ def main(argv=None) -> None:
         print(f"done {label}", flush=True)
     print(f"\n{'model':<10}{'params':>9}{'loss':>7}{'ppl':>7}{'fim loss':>9}{'fim ppl':>8}"
           f"{'exact':>8}{'parse':>8}{'empty':>8}{'healed exact':>13}{'healed parse':>13}"
-          f"{'loops':>7}{'loops@1.1':>10}")
+          f"{'loops':>7}{'loops@1.1':>10}{'engine loops':>13}")
     for label, r in results.items():
         inf = r["infill"]
         print(f"{label:<10}{r['parameters'] / 1e6:>8.2f}M{r['val_loss_plain']:>7.3f}"
@@ -280,7 +297,8 @@ def main(argv=None) -> None:
               f"{inf['exact_match']:>8.1%}{inf['parse_rate']:>8.1%}{inf['empty_fill_rate']:>8.1%}"
               f"{r['infill_healed']['exact_match']:>13.1%}{r['infill_healed']['parse_rate']:>13.1%}"
               f"{sum(s['loops'] for s in r['samples']):>5}/{len(r['samples'])}"
-              f"{sum(s['loops'] for s in r['samples_rep1.1']):>8}/{len(r['samples'])}")
+              f"{sum(s['loops'] for s in r['samples_rep1.1']):>8}/{len(r['samples'])}"
+              f"{sum(s['loops'] for s in r['samples_engine']):>11}/{len(r['samples'])}")
         for k in ("speed_fp32", "speed_bf16", "speed_engine"):
             if k in r:
                 print(f"  {k}: {r[k]}")
