@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-start", type=int, default=300)
     parser.add_argument("--http", action="store_true", help="also replay through the HTTP API and the language server")
     parser.add_argument("--skip-engine", action="store_true")
+    parser.add_argument("--skip-replay", action="store_true", help="engine table only")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     args = parser.parse_args(argv)
 
@@ -84,6 +85,12 @@ def main(argv: list[str] | None = None) -> int:
             "decode_vs_llamacpp", "ttft_vs_llamacpp", "decode_vs_deepshiva_fp",
         ])
 
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.skip_replay:
+        out.write_text(json.dumps(report, indent=2))
+        print(f"\nwritten to {out}")
+        return 0
     schedule = replay.build_schedule(args.replay_file, args.replay_start, args.replay_lines)
     llm = OptimizedLLM(str(model_dir(args.replay_model)))
     llm.warmup()
@@ -128,8 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nEditing replay: {args.replay_lines} lines of {args.replay_file}, {len(schedule)} keystrokes")
     print_table(rows, ["engine", "suggestions_timed", "p50_ms", "p95_ms", "p50_speedup_vs_plain", "p50_vs_llamacpp", "requests",
                        "superseded", "prefill_per_superseded", "decode_per_superseded", "lookup_acceptance", "api_calls", "cpu_s", "wall_s"])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(f"\nwritten to {out}")
     return 0

@@ -52,5 +52,7 @@ def model_dir(name: str) -> Path:
         model = model_cls(config).to(torch.bfloat16)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
+    # The stand-in tokenizer must not cap the context at the shipped model's 1024 tokens.
+    tokenizer.model_max_length = config.max_position_embeddings
     tokenizer.save_pretrained(out)
     return out
