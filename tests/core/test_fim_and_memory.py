@@ -30,8 +30,9 @@ def test_fim_prompt_is_laid_out_in_the_models_own_dialect(family, tmp_path):
     assert llm.info()["fim_dialect"] == family
     prefix, suffix = "def add(a, b):\n    ", "\n\nprint(add(1, 2))\n"
     request = GenerationRequest.checked(prefix, suffix=suffix, max_length=8, context_length=llm.context_length)
-    ids, _, truncated, _ = llm._encode(request)
+    ids, heal, truncated, _ = llm._encode(request)
     assert not truncated
+    assert prefix.endswith(heal)  # the prefix's last token is healed: regrown by the model
     tok = llm.tokenizer
     pieces = []
     for token in tok.convert_ids_to_tokens(ids):
@@ -44,7 +45,7 @@ def test_fim_prompt_is_laid_out_in_the_models_own_dialect(family, tmp_path):
     assert [p for p in pieces if p != tok.eos_token] == expected
     decoded = tok.decode(ids)
     for slot in text_slots:
-        assert (prefix if slot == "P" else suffix) in decoded
+        assert (prefix[: len(prefix) - len(heal)] if slot == "P" else suffix) in decoded
     # The markers end a FIM completion, so none of them can show up in its text.
     text = llm.generate(prefix, suffix=suffix, max_length=20, temperature=1.5, seed=3)
     assert not any(marker in text for marker in EXPECTED_ORDER[family] if marker not in ("P", "S"))
