@@ -294,6 +294,13 @@ class OptimizedLLM:
         _release_freed_memory()
 
     # -- generation -----------------------------------------------------------------------
+    def _heal(self, ids: list[int]) -> tuple[list[int], str]:
+        """``ids`` without its last token and the text the model must regrow, when healing applies."""
+        healed, heal_text = self._healer.back_off(ids)
+        if heal_text and self._healer.allowed(heal_text) is not None:
+            return healed, heal_text
+        return ids, ""
+
     def _encode(self, request: GenerationRequest) -> tuple[list[int], str, bool, int]:
         """Token ids of the prompt, the healing text, whether it was truncated, prompt size."""
         reserve = min(request.max_length, self.context_length // 2)
@@ -307,10 +314,8 @@ class OptimizedLLM:
                 ids = ids[stable_cut(len(ids), budget - len(bos)):]
             ids = bos + ids
             size = len(ids)
-            healed, heal_text = self._healer.back_off(ids)
-            if heal_text and self._healer.allowed(heal_text) is not None:
-                return healed, heal_text, truncated, size
-            return ids, "", truncated, size
+            ids, heal_text = self._heal(ids)
+            return ids, heal_text, truncated, size
         dialect = self.fim_dialect
         prefix_ids = tok.encode(request.prompt, add_special_tokens=False) if request.prompt else []
         suffix_ids = tok.encode(request.suffix, add_special_tokens=False) if request.suffix else []
@@ -323,11 +328,7 @@ class OptimizedLLM:
         suffix_ids = suffix_ids[:keep_suffix]
         # Heal the prefix's last token too: an editor's cursor sits mid-word or at a line start
         # (a bare newline, which in code almost always merges with the next indentation).
-        healed, heal_text = self._healer.back_off(prefix_ids)
-        if heal_text and self._healer.allowed(heal_text) is not None:
-            prefix_ids = healed
-        else:
-            heal_text = ""
+        prefix_ids, heal_text = self._heal(prefix_ids)
         ids = list(bos)
         for kind, value in layout:
             if kind == "token":

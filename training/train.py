@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from core.devices import cpu_has_native_bf16
 from training import data, fim, tokenizer as tk
 
 CHARS_PER_CHUNK = 3400  # ~1000 tokens at ~3.8 bytes/token: one FIM sample fits one window
@@ -57,15 +58,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
     return ap.parse_args(argv)
-
-
-def cpu_has_native_bf16() -> bool:
-    """bf16 autocast is only faster than fp32 on CPUs with AVX512-BF16 or AMX."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class Log:
