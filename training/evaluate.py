@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
 import math
 import random
@@ -176,19 +177,27 @@ def samples(model, tok, max_new: int = 96, repetition_penalty: float = 1.0) -> l
     return out
 
 
+@contextlib.contextmanager
+def engine(path: str):
+    """DeepShiva's engine on ``path``; it picks its own CPU thread count, restored afterwards."""
+    from core import OptimizedLLM
+
+    threads = torch.get_num_threads()
+    try:
+        yield OptimizedLLM(path)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def engine_samples(path: str, max_new: int = 96) -> list[dict]:
     """The same prompts through DeepShiva's engine, greedy: what a user of the server gets
     (the engine heals a prompt's last token, so prompts ending in a newline are not read as
     the end of a document)."""
-    from core import OptimizedLLM
-
-    threads = torch.get_num_threads()
-    llm = OptimizedLLM(path)
     out = []
-    for p in SAMPLE_PROMPTS:
-        text = llm.generate(p, max_length=max_new, temperature=0, repetition_penalty=1.0)
-        out.append({"prompt": p, "completion": text, "loops": loops(text)})
-    torch.set_num_threads(threads)
+    with engine(path) as llm:
+        for p in SAMPLE_PROMPTS:
+            text = llm.generate(p, max_length=max_new, temperature=0, repetition_penalty=1.0)
+            out.append({"prompt": p, "completion": text, "loops": loops(text)})
     return out
 
 
@@ -222,10 +231,11 @@ def engine_speed(path: str, files: list[data.SourceFile]) -> dict:
     """The same measurements through DeepShiva's engine (what the server uses): cold time to
     first token at 512 and 1500 prompt tokens (the engine keeps the 1500-token prompt's last
     part that fits the context) and ms per decoded token, greedy, no prompt lookup."""
-    from core import OptimizedLLM
+    with engine(path) as llm:
+        return _time_engine(llm, files)
 
-    threads = torch.get_num_threads()
-    llm = OptimizedLLM(path)  # picks its own CPU thread count; restored below
+
+def _time_engine(llm, files: list[data.SourceFile]) -> dict:
     llm.prompt_lookup = False
     llm.warmup()
     ids = llm.tokenizer.encode("".join(f.text for f in files), add_special_tokens=False)
@@ -245,7 +255,6 @@ def engine_speed(path: str, files: list[data.SourceFile]) -> dict:
         if r.generated_tokens > 1:
             rates.append((r.total_ms - r.time_to_first_token_ms) / (r.generated_tokens - 1))
     res["ms_per_token"] = round(min(rates), 2) if rates else None
-    torch.set_num_threads(threads)
     return res
 
 
