@@ -102,12 +102,15 @@ class LeanLlamaBackend:
         self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
         self.scale = getattr(model.model.layers[0].self_attn, "scaling", self.head_dim ** -0.5)
         self.k_cache = self.v_cache = None
+        self.cos = self.sin = None
         self.length = 0
 
     def _allocate(self) -> None:
         shape = (len(self.layers), 1, self.kv_heads, self.capacity, self.head_dim)
         self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
         self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        if self.cos is None:
+            self.cos, self.sin = self._rope_table()
 
     def reset(self) -> None:
         self.length = 0
@@ -117,19 +120,26 @@ class LeanLlamaBackend:
         self.length = min(self.length, keep)
 
     def release(self) -> None:
-        self.k_cache = self.v_cache = None
+        self.k_cache = self.v_cache = self.cos = self.sin = None
         self.length = 0
 
     def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Llama's RMSNorm: one fused op in fp32; in 16-bit, normalized in fp32 and rounded
+        before the weight, as transformers does."""
+        if x.dtype == torch.float32:
+            return F.rms_norm(x, weight.shape, weight, self.eps)
         x32 = x.to(torch.float32)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return weight * x32.to(x.dtype)
 
-    def _rope(self, start: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        positions = torch.arange(start, start + count, device=self.device, dtype=torch.float32)
+    def _rope_table(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin of every position up to the context, (capacity, 1, head_dim): computed
+        once, so a decode step only slices them."""
+        positions = torch.arange(self.capacity, device=self.device, dtype=torch.float32)
         freqs = positions[:, None] * self.inv_freq[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)
-        return (emb.cos() * self.rope_scale).to(self.dtype), (emb.sin() * self.rope_scale).to(self.dtype)
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]
+        return ((emb.cos() * self.rope_scale).to(self.dtype),
+                (emb.sin() * self.rope_scale).to(self.dtype))
 
     def _linear(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """``F.linear``, through the int8 copy of ``weight`` for short passes when there is one."""
@@ -153,9 +163,9 @@ class LeanLlamaBackend:
         if end > self.capacity:
             raise ValueError(f"sequence of {end} tokens exceeds the context of {self.capacity}")
         x = F.embedding(torch.tensor(ids, device=self.device), self.embed)  # (T, hidden)
-        cos, sin = self._rope(start, count)
-        cos, sin = cos[None], sin[None]  # broadcast over heads
+        cos, sin = self.cos[start:end], self.sin[start:end]  # (T, 1, head_dim): broadcast over heads
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        qk_heads = self.heads + self.kv_heads
         mask = None
         if count > 1 and start > 0:
             positions = torch.arange(end, device=self.device)
@@ -163,10 +173,11 @@ class LeanLlamaBackend:
         for i, (ln1, wqkv, wo, ln2, wgu, wdown) in enumerate(self.layers):
             h = self._rms_norm(x, ln1)
             qkv = self._linear(h, wqkv)
-            q = qkv[:, :q_size].view(count, self.heads, self.head_dim).transpose(0, 1)
-            k = qkv[:, q_size:q_size + kv_size].view(count, self.kv_heads, self.head_dim).transpose(0, 1)
+            # q and k rotate together: one set of RoPE ops per layer, not two.
+            qk = self._rotate(qkv[:, :q_size + kv_size].view(count, qk_heads, self.head_dim), cos, sin)
+            qk = qk.transpose(0, 1)  # (heads + kv_heads, T, head_dim)
+            q, k = qk[:self.heads], qk[self.heads:]
             v = qkv[:, q_size + kv_size:].view(count, self.kv_heads, self.head_dim).transpose(0, 1)
-            q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
             self.k_cache[i, 0, :, start:end] = k
             self.v_cache[i, 0, :, start:end] = v
             keys, values = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
