@@ -62,7 +62,7 @@ def measure_int8(llm: OptimizedLLM, ids: list[int], new: int, repeats: int) -> t
     except ValueError:
         return None
     try:
-        int8_bytes = sum(w.q.numel() + 2 * w.scales.numel() for w in llm._runner.backend.int8.values())
+        int8_bytes = sum(w.q.numel() + 2 * w.scales.numel() for w in llm._runner.backend.int8_weights())
         return measure_ours(llm, ids, new, repeats), int8_bytes
     finally:
         llm._runner = exact

@@ -83,7 +83,7 @@ def test_int8_decode_keeps_prefill_exact_and_decode_close(model):
     ids = model.tokenizer.encode("def fibonacci(n):\n    if n < 2:\n        return n\n" * 2)
     exact = ModelRunner(model.model, lean=True)
     int8 = ModelRunner(model.model, lean=True, int8_decode=True)
-    assert {w.q.dtype for w in int8.backend.int8.values()} == {torch.int8}
+    assert {w.q.dtype for w in int8.backend.int8_weights()} == {torch.int8}
     # A long pass (prefill) uses the full-precision weights: the same KV cache; only the one row
     # of logits at its end goes through the int8 output matrix.
     a, b = exact.prefill(ids), int8.prefill(ids)
