@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-start", type=int, default=300)
     parser.add_argument("--http", action="store_true", help="also replay through the HTTP API and the language server")
     parser.add_argument("--skip-engine", action="store_true")
+    parser.add_argument("--no-llamacpp", action="store_true",
+                        help="engine table without llama.cpp (a 3B fp32 model and its f32 GGUF do not "
+                             "both fit in 24 GiB)")
     parser.add_argument("--skip-replay", action="store_true", help="engine table only")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     args = parser.parse_args(argv)
@@ -77,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.skip_engine:
         prompts = [int(p) for p in args.prompts.split(",")]
-        report["engine"] = engine.run(args.models.split(","), prompts, args.new, args.repeats)
+        report["engine"] = engine.run(args.models.split(","), prompts, args.new, args.repeats,
+                                      with_llamacpp=not args.no_llamacpp)
         print(f"\nEngine (memory bandwidth {report['engine']['memory_bandwidth_gbs']} GB/s)")
         print_table(report["engine"]["rows"], [
             "model", "engine", "prompt_tokens", "dtype", "threads", "ttft_ms", "decode_tok_s", "ms_per_token",

@@ -8,6 +8,9 @@ Validation loss (plain and FIM) on the held-out files is logged to ``<out>/train
 together with the tokenizer and a generation config.
 
     python -m training.train --out training/runs/main --minutes 75
+
+``--init-from`` continues a saved model with a fresh warmup and cosine: more compute for a model
+that is already shipped, without redoing the first run.
 """
 from __future__ import annotations
 
@@ -53,6 +56,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="also save the model after these many minutes (<out>/snapshot-<m>min)")
     ap.add_argument("--tokenizer", type=Path, default=None,
                     help="existing tokenizer dir; default: train one into <out>/tokenizer")
+    ap.add_argument("--init-from", type=Path, default=None,
+                    help="continue from a saved model dir (its weights, config and tokenizer; "
+                         "--layers/--hidden/--tokenizer are then ignored)")
     ap.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto",
                     help="autocast dtype; auto uses bf16 only where the CPU has native bf16")
     ap.add_argument("--threads", type=int, default=2)
@@ -188,8 +194,8 @@ def main(argv=None) -> None:
 
     train_files, val_files = data.split()
     stdlib_texts = [f.text for f in train_files]
-    if args.tokenizer:
-        tok = PreTrainedTokenizerFast.from_pretrained(args.tokenizer)
+    if args.init_from or args.tokenizer:
+        tok = PreTrainedTokenizerFast.from_pretrained(args.init_from or args.tokenizer)
     else:
         tok = tk.build(args.out / "tokenizer", stdlib_texts, args.vocab_size)
     extra = [f.text for name in args.extra_packages for f in data.collect_package(name)]
@@ -202,7 +208,10 @@ def main(argv=None) -> None:
         f"package files, {len(val_files)} held-out; vocab {len(tok)}")
 
     sets = val_sets(tok, val_files, args)
-    model = build_model(args, tok)
+    if args.init_from:
+        model = LlamaForCausalLM.from_pretrained(args.init_from, dtype=torch.float32)
+    else:
+        model = build_model(args, tok)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {args.layers}x{args.hidden}, {n_params / 1e6:.2f}M parameters")
 
