@@ -308,13 +308,16 @@ async def test_time_cap_reports_slow_and_closes_the_stream(api):
     within 50 ms). Whether the API counts a cancelled generation depends on whether it had started
     when the stream closed, so this test checks the API is left idle; latest-wins and
     $/cancelRequest check the counter on the same closing path."""
-    busy = asyncio.get_running_loop().run_in_executor(None, lambda: httpx.post(
-        api.url + "/generate", json={"prompt": "x = [", "max_length": 200, "temperature": 1.0, "seed": 1}, timeout=120))
-    await wait_until(lambda: api.metric(RUNNING) == 1, what="the other client's generation to start")
     async with lsp_session(settings(api, **{**LONG, "requestTimeoutMs": 50})) as s:
         await s.wait_status("ready")
         uri = "file:///tmp/slow.py"
         s.open(uri, "import os\n\n")
+        # Only now, with the session ready, the other client's ~1000-token generation (about a
+        # second even on a fast machine) starts: the suggestion is sure to queue behind it.
+        busy = asyncio.get_running_loop().run_in_executor(None, lambda: httpx.post(
+            api.url + "/generate", json={"prompt": "x = [", "max_length": 1000, "temperature": 1.0, "seed": 1},
+            timeout=120))
+        await wait_until(lambda: api.metric(RUNNING) == 1, what="the other client's generation to start")
         started = asyncio.get_running_loop().time()
         await s.inline(uri, 1, 0)  # whole lines that arrived in time may be shown
         assert asyncio.get_running_loop().time() - started < 5
