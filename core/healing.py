@@ -13,13 +13,6 @@ import torch
 REPLACEMENT_CHAR = "\ufffd"
 
 
-def extends_whitespace(typed: str, token_text: str) -> bool:
-    """True when ``typed`` ends in a space or tab and ``token_text`` spells it out and then
-    continues with more whitespace."""
-    return (typed[-1:] in (" ", "\t") and len(token_text) > len(typed)
-            and token_text.startswith(typed) and token_text[len(typed)] in " \t")
-
-
 class TokenHealer:
     """Per-tokenizer tables for healing; built lazily since most of it is one pass over the vocab."""
 
@@ -55,16 +48,11 @@ class TokenHealer:
         return ids[:-1], text
 
     def allowed(self, remaining: str) -> torch.Tensor | None:
-        """Ids of tokens that agree with ``remaining``: they start with it, or it starts with them.
-
-        Whitespace the user typed last (an editor's auto-indent) is kept as typed: a token that
-        would carry it on with more whitespace is not allowed, so a suggestion after
-        ``"\n    "`` starts its statement at that column rather than indenting further."""
+        """Ids of tokens that agree with ``remaining``: they start with it, or it starts with them."""
         if remaining not in self._allowed_cache:
             ids = [
                 i for i, text in enumerate(self.token_texts())
                 if text and (text.startswith(remaining) or remaining.startswith(text))
-                and not extends_whitespace(remaining, text)
             ]
             self._allowed_cache[remaining] = torch.tensor(ids, dtype=torch.long) if ids else None
             if len(self._allowed_cache) > 4096:

@@ -31,7 +31,6 @@ import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, StoppingCriteria,
                           StoppingCriteriaList)
 
-from core.healing import extends_whitespace
 from training import data, tokenizer as tk
 from training.train import evaluate as val_loss, val_sets
 
@@ -107,8 +106,7 @@ def fim_ids(tok, prefix: str, suffix: str, heal: bool = False):
         pieces = tok.convert_ids_to_tokens(list(range(len(tok))))
         last, heal_text = pieces[p[-1]], tok.decode(p[-1:])
         specials = set(special_ids(tok))
-        allowed = [i for i, t in enumerate(pieces) if t.startswith(last) and i not in specials
-                   and not extends_whitespace(heal_text, tok.decode([i]))]
+        allowed = [i for i, t in enumerate(pieces) if t.startswith(last) and i not in specials]
         p = p[:-1]
     ids = ([c(tk.FIM_PREFIX)] + p + [c(tk.FIM_SUFFIX)] + enc(suffix)[:SUFFIX_TOKENS]
            + [c(tk.FIM_MIDDLE)])

@@ -229,23 +229,6 @@ def test_fim_prompts_are_token_healed_and_the_fill_does_not_repeat_the_prefix(ll
         assert "<fim_" not in result.text and "<|endoftext|>" not in result.text
 
 
-def test_healing_keeps_indentation_the_user_typed(llm):
-    """After an editor's auto-indent the suggestion starts at that column: the healed first
-    token may spell out the typed whitespace, never extend it with more."""
-    from core.request import GenerationRequest
-
-    prefix = "class Stack:\n    def push(self, item):\n        "
-    request = GenerationRequest.checked(prefix, suffix="\n", context_length=llm.context_length)
-    _, heal, _, _ = llm._encode(request)
-    assert heal.endswith(" ") and prefix.endswith(heal)
-    texts = llm._healer.token_texts()
-    deeper = [t for t in texts if t and t.startswith(heal + " ")]
-    assert deeper, "the vocabulary has deeper-indentation tokens this rule must exclude"
-    allowed = [texts[i] for i in llm._healer.allowed(heal).tolist()]
-    assert allowed and not any(t.startswith(heal + " ") or t.startswith(heal + "\t") for t in allowed)
-    assert heal in allowed  # the typed indentation itself can always be regrown
-
-
 def test_concurrent_calls_do_not_corrupt_each_other(llm):
     prompts = [f"def f{i}(x):\n    return x * {i}\n" for i in range(4)]
     expected = {p: llm.generate(p, max_length=10, temperature=0) for p in prompts}
