@@ -32,6 +32,14 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
         print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
 
 
+def write_report(report: dict, path: str) -> int:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\nwritten to {out}")
+    return 0
+
+
 def start_server(model: str, port: int) -> subprocess.Popen:
     server = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "deepshiva-server"), "--port", str(port), "--model", model],
@@ -89,12 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             "decode_vs_llamacpp", "ttft_vs_llamacpp", "decode_vs_deepshiva_fp",
         ])
 
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     if args.skip_replay:
-        out.write_text(json.dumps(report, indent=2))
-        print(f"\nwritten to {out}")
-        return 0
+        return write_report(report, args.out)
     schedule = replay.build_schedule(args.replay_file, args.replay_start, args.replay_lines)
     llm = OptimizedLLM(str(model_dir(args.replay_model)))
     llm.warmup()
@@ -139,9 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nEditing replay: {args.replay_lines} lines of {args.replay_file}, {len(schedule)} keystrokes")
     print_table(rows, ["engine", "suggestions_timed", "p50_ms", "p95_ms", "p50_speedup_vs_plain", "p50_vs_llamacpp", "requests",
                        "superseded", "prefill_per_superseded", "decode_per_superseded", "lookup_acceptance", "api_calls", "cpu_s", "wall_s"])
-    out.write_text(json.dumps(report, indent=2))
-    print(f"\nwritten to {out}")
-    return 0
+    return write_report(report, args.out)
 
 
 if __name__ == "__main__":

@@ -112,6 +112,8 @@ class LeanLlamaBackend:
                     Projection(mlp.down_proj.weight.detach(), int8=int8_decode),
                 ))
             self.lm_head = Projection(model.get_output_embeddings().weight.detach(), int8=int8_decode)
+        self.projections = [p for layer in self.layers for p in layer if isinstance(p, Projection)]
+        self.projections.append(self.lm_head)
         self.norm = inner.norm.weight.detach()
         rotary = inner.rotary_emb
         self.inv_freq = rotary.inv_freq.detach().to(self.device, torch.float32)
@@ -159,8 +161,7 @@ class LeanLlamaBackend:
 
     def int8_weights(self) -> list[Int8Weight]:
         """The int8 copies used for decode (empty unless ``int8_decode``)."""
-        projections = [p for layer in self.layers for p in (layer[1], layer[2], layer[4], layer[5])]
-        return [p.int8 for p in projections + [self.lm_head] if p.int8 is not None]
+        return [p.int8 for p in self.projections if p.int8 is not None]
 
     @staticmethod
     def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -213,7 +213,7 @@ def main(argv=None) -> None:
     else:
         model = build_model(args, tok)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"model: {args.layers}x{args.hidden}, {n_params / 1e6:.2f}M parameters")
+    log(f"model: {model.config.num_hidden_layers}x{model.config.hidden_size}, {n_params / 1e6:.2f}M parameters")
 
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
