@@ -66,3 +66,27 @@ def test_heldout_files_are_never_training_files():
     train, held = data.split()
     assert held and train
     assert not {f.rel for f in train} & {f.rel for f in held}
+
+
+def test_line_ended_middles_stop_exactly_at_a_line_end():
+    rng = random.Random(3)
+    chunk = fim.chunk_text(FILE, 500)[0]
+    for _ in range(200):
+        prefix, middle, suffix = fim.line_fim_split(chunk, rng)
+        assert prefix + middle + suffix == chunk
+        assert middle.strip() and "\n" not in middle[-1:]
+        assert suffix == "" or suffix.startswith("\n")  # the fill stops where the line ends
+
+
+def test_training_mix_ends_a_share_of_middles_at_line_ends_and_validation_does_not():
+    def line_ended_share(line_share):
+        samples = fim.make_samples([FILE] * 40, random.Random(4), 1.0, 500, line_share)
+        ends = 0
+        for pieces, _ in samples:
+            whole, middle = _unpsm(pieces)
+            suffix = pieces[3]
+            ends += suffix.startswith("\n") and not middle.endswith("\n")
+        return ends / len(samples)
+
+    assert line_ended_share(0.4) > 0.35
+    assert line_ended_share(0.0) < 0.15  # random ends land just before a newline rarely
