@@ -13,11 +13,16 @@ from training.tokenizer import EOS, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 FILE = "".join(f"def f{i}(x):\n    return x + {i}\n\n\n" for i in range(200))
 
 
-def _unpsm(pieces):
-    assert pieces[0] == FIM_PREFIX and pieces[2] == FIM_SUFFIX and pieces[4] == FIM_MIDDLE
-    assert pieces[-1] == EOS
-    prefix, suffix, middle = pieces[1], pieces[3], pieces[5]
-    return prefix + middle + suffix, middle
+def _unfim(pieces):
+    """(whole chunk, middle, suffix, order) of a PSM or SPM sample."""
+    assert pieces[0] == FIM_PREFIX and pieces[-1] == EOS
+    if pieces[1] == FIM_SUFFIX:  # SPM: <pre><suf>suffix<mid>prefix middle
+        assert pieces[3] == FIM_MIDDLE
+        suffix, prefix, middle, order = pieces[2], pieces[4], pieces[5], "spm"
+    else:
+        assert pieces[2] == FIM_SUFFIX and pieces[4] == FIM_MIDDLE
+        prefix, suffix, middle, order = pieces[1], pieces[3], pieces[5], "psm"
+    return prefix + middle + suffix, middle, suffix, order
 
 
 def test_plain_text_of_a_file_ends_once_and_reads_in_order():
@@ -35,7 +40,7 @@ def test_fim_samples_rebuild_their_chunk_and_include_short_middles():
     middles = []
     for pieces, is_fim in samples:
         assert is_fim
-        whole, middle = _unpsm(pieces)
+        whole, middle, _, _ = _unfim(pieces)
         assert whole in chunks
         middles.append(len(middle))
     short = sum(n <= fim.SHORT_MIDDLE_MAX for n in middles) / len(middles)
@@ -83,10 +88,19 @@ def test_training_mix_ends_a_share_of_middles_at_line_ends_and_validation_does_n
         samples = fim.make_samples([FILE] * 40, random.Random(4), 1.0, 500, line_share)
         ends = 0
         for pieces, _ in samples:
-            whole, middle = _unpsm(pieces)
-            suffix = pieces[3]
+            _, middle, suffix, _ = _unfim(pieces)
             ends += suffix.startswith("\n") and not middle.endswith("\n")
         return ends / len(samples)
 
     assert line_ended_share(0.4) > 0.35
     assert line_ended_share(0.0) < 0.15  # random ends land just before a newline rarely
+
+
+def test_half_the_training_fim_samples_are_spm_and_validation_is_psm_only():
+    def orders(spm_share):
+        samples = fim.make_samples([FILE] * 40, random.Random(5), 1.0, 500, spm_share=spm_share)
+        return [_unfim(pieces)[3] for pieces, _ in samples]
+
+    train = orders(fim.SPM_SHARE)
+    assert 0.4 < train.count("spm") / len(train) < 0.6
+    assert set(orders(0.0)) == {"psm"}

@@ -48,6 +48,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--fim-rate", type=float, default=0.5)
     ap.add_argument("--line-share", type=float, default=fim.LINE_MIDDLE_SHARE,
                     help="share of FIM samples whose middle ends at a line end (0: v1-v3 mix)")
+    ap.add_argument("--spm-share", type=float, default=fim.SPM_SHARE,
+                    help="share of FIM samples in SPM order (0: PSM only, as v1-v3)")
     ap.add_argument("--extra-packages", nargs="*", default=list(data.EXTRA_PACKAGES),
                     help="installed packages whose sources join the stdlib (none: stdlib only)")
     ap.add_argument("--stdlib-weight", type=int, default=2,
@@ -110,7 +112,8 @@ def val_sets(tok, val_files, args) -> dict[str, tuple[torch.Tensor, torch.Tensor
     texts = [f.text for f in val_files]
     plain = pack(encode_samples(tok, fim.make_samples(texts, rng, 0.0, CHARS_PER_CHUNK)),
                  args.seq_len)[: args.val_windows]
-    fim_samples = fim.make_samples(texts, rng, 1.0, CHARS_PER_CHUNK, line_share=0.0)
+    fim_samples = fim.make_samples(texts, rng, 1.0, CHARS_PER_CHUNK, line_share=0.0,
+                                   spm_share=0.0)
     mid_id = tok.convert_tokens_to_ids(tk.FIM_MIDDLE)
     rows, masks = [], []
     for ids in encode_samples(tok, fim_samples):
@@ -240,7 +243,7 @@ def main(argv=None) -> None:
             order = texts[:]
             rng.shuffle(order)
             samples = fim.make_samples(order, rng, args.fim_rate, CHARS_PER_CHUNK,
-                                       args.line_share)
+                                       args.line_share, args.spm_share)
             windows, pos = pack(encode_samples(tok, samples), args.seq_len), 0
             windows = windows[torch.randperm(len(windows))]
             epoch += 1
