@@ -20,7 +20,7 @@ import torch
 
 from .devices import choose_cpu_threads, mps_available, select_device, select_dtype
 from .errors import FIMNotSupported, InvalidParameter, ModelNotLoaded, OutOfMemory
-from .fim import detect_dialect, split_budget, stop_token_ids
+from .fim import FIM_ORDERS, choose_order, detect_dialect, split_budget, stop_token_ids
 from .generation import ModelRunner, PromptLookup, decode_n_tokens
 from .healing import TokenHealer
 from .loading import DEFAULT_MODEL, is_out_of_memory, load_model, resolve_model_source
@@ -130,6 +130,7 @@ class OptimizedLLM:
         torch_dtype: object = None,
         trust_remote_code: bool = False,
         int8_decode: bool | None = None,
+        fim_order: str | None = None,
     ):
         if max_memory is not None and not isinstance(max_memory, dict):
             raise InvalidParameter("max_memory", "max_memory must be a dict such as {0: '10GiB', 'cpu': '30GiB'}")
@@ -144,6 +145,12 @@ class OptimizedLLM:
         if int8_decode is None:
             int8_decode = os.environ.get("DEEPSHIVA_INT8_DECODE", "0") == "1"
         self.int8_decode = bool(int8_decode)
+        # FIM prompt order: auto (the model's own), psm or spm (DEEPSHIVA_FIM_ORDER).
+        self.fim_order_requested = fim_order or os.environ.get("DEEPSHIVA_FIM_ORDER", "auto")
+        if self.fim_order_requested not in FIM_ORDERS:
+            raise InvalidParameter(
+                "fim_order", f"fim_order must be one of {', '.join(FIM_ORDERS)}, not {self.fim_order_requested!r}"
+            )
         self.model = None
         self.tokenizer = None
         self._runner: ModelRunner | None = None
@@ -166,6 +173,7 @@ class OptimizedLLM:
             raise InvalidParameter("int8_decode", str(exc)) from None
         vocab = tokenizer.get_vocab()
         self.fim_dialect = detect_dialect(vocab)
+        self.fim_order = choose_order(self.fim_order_requested, self.fim_dialect, getattr(model, "config", None))
         # Marker ids looked up once: get_vocab() builds a fresh dict of the whole vocabulary.
         self._fim_marker_ids = {m: vocab[m] for m in self.fim_dialect.markers} if self.fim_dialect else {}
         self._eos_ids = self._collect_eos_ids(model, tokenizer)
@@ -228,6 +236,7 @@ class OptimizedLLM:
             "quantization": getattr(self, "quantization", None),
             "context_length": self.context_length if loaded else None,
             "fim_dialect": self.fim_dialect.name if loaded and self.fim_dialect else None,
+            "fim_order": self.fim_order if loaded and self.fim_dialect else None,
             "parameters": sum(p.numel() for p in self.model.parameters()) if loaded else None,
             "cpu_threads": getattr(self, "cpu_threads", None),
             "backend": self._runner.backend_name if loaded else None,
@@ -319,9 +328,13 @@ class OptimizedLLM:
         dialect = self.fim_dialect
         prefix_ids = tok.encode(request.prompt, add_special_tokens=False) if request.prompt else []
         suffix_ids = tok.encode(request.suffix, add_special_tokens=False) if request.suffix else []
-        layout = dialect.layout()
+        layout = dialect.layout(self.fim_order)
         overhead = len(bos) + sum(1 for kind, _ in layout if kind == "token")
         keep_prefix, keep_suffix = split_budget(len(prefix_ids), len(suffix_ids), max(budget - overhead, 2))
+        if self.fim_order == "spm" and keep_suffix < len(suffix_ids) and keep_suffix >= TRUNCATION_STEP:
+            # The suffix leads an SPM prompt: cut it in steps, so a prefix growing by a token per
+            # keystroke does not change the suffix (and with it the whole cached prompt) each time.
+            keep_suffix -= keep_suffix % TRUNCATION_STEP
         truncated = keep_prefix < len(prefix_ids) or keep_suffix < len(suffix_ids)
         if keep_prefix < len(prefix_ids):
             prefix_ids = prefix_ids[stable_cut(len(prefix_ids), keep_prefix):]

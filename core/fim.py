@@ -3,6 +3,12 @@
 Each code-model family spells FIM with its own special tokens and order (see FIELD_NOTES 3).
 A prompt is laid out as a list of parts (marker tokens, prefix ids, suffix ids) and assembled
 from token ids, so a marker is never at the mercy of how the tokenizer splits text.
+
+Families with a middle marker also have an SPM order (StarCoder's and Code Llama's training
+used both): ``<prefix-marker><suffix-marker>{suffix}<middle-marker>{prefix}``. With the suffix
+first, text typed at the cursor only appends to the prompt, so a cached prompt is reused up
+to the new characters. It is used where the model says it was trained on it (``fim_order``
+in its config, as DeepShiva's own model does) or where the operator asks for it.
 """
 
 from __future__ import annotations
@@ -21,8 +27,16 @@ class FIMDialect:
     suffix_first: bool
     stop_tokens: tuple[str, ...]
 
-    def layout(self) -> list[tuple[str, str]]:
+    @property
+    def has_spm(self) -> bool:
+        """Whether an SPM order exists: it needs a middle marker to sit between suffix and prefix."""
+        return self.middle_token is not None and not self.suffix_first
+
+    def layout(self, order: str = "psm") -> list[tuple[str, str]]:
         """Parts of the prompt in order: ("token", marker), ("prefix", ""), ("suffix", "")."""
+        if order == "spm" and self.has_spm:
+            return [("token", self.prefix_token), ("token", self.suffix_token), ("suffix", ""),
+                    ("token", self.middle_token), ("prefix", "")]
         before = [("token", self.prefix_token), ("prefix", "")]
         after = [("token", self.suffix_token), ("suffix", "")]
         parts = after + before if self.suffix_first else before + after
@@ -52,6 +66,23 @@ DIALECTS: tuple[FIMDialect, ...] = (
     FIMDialect("codellama", "<PRE>", "<SUF>", "<MID>", False, ("<EOT>",)),
     FIMDialect("codestral", "[PREFIX]", "[SUFFIX]", None, True, ("</s>",)),
 )
+
+
+FIM_ORDERS = ("auto", "psm", "spm")
+
+
+def choose_order(requested: str, dialect: FIMDialect | None, model_config) -> str:
+    """The FIM order to lay prompts out in: "psm" or "spm".
+
+    "auto" takes the model's own ``fim_order`` (a config key DeepShiva's trainer writes), else
+    PSM, the order every family documents. A dialect with one order only keeps it (Codestral's
+    is suffix-first, so it reads "spm")."""
+    if requested not in FIM_ORDERS:
+        raise ValueError(f"fim_order must be one of {', '.join(FIM_ORDERS)}, not {requested!r}")
+    if dialect is not None and dialect.suffix_first:
+        return "spm"
+    order = getattr(model_config, "fim_order", "psm") if requested == "auto" else requested
+    return "spm" if order == "spm" and dialect is not None and dialect.has_spm else "psm"
 
 
 def detect_dialect(vocab: dict[str, int]) -> FIMDialect | None:

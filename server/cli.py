@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--load-in-8bit", action="store_true", default=None, help="int8 weights (needs bitsandbytes)")
     add("--int8-decode", action="store_true", default=None,
         help="CPU: decode through int8 copies of the weights (faster, approximate; Llama models)")
+    add("--fim-order", choices=["auto", "psm", "spm"], default=None,
+        help="FIM prompt order: auto = the model's own (SPM lets a keystroke reuse the whole cache)")
     add("--threads", type=int, help="WSGI worker threads (default queue size + 4)")
     add("--log-level", help="DEBUG, INFO, WARNING... (default INFO)")
     return p

@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -48,6 +48,7 @@ class ServerConfig(BaseSettings):
     torch_dtype: Optional[str] = None
     load_in_8bit: bool = False
     int8_decode: bool = False  # CPU: decode through int8 weight copies (core.lean_llama)
+    fim_order: Literal["auto", "psm", "spm"] = "auto"  # FIM prompt order; auto = the model's own
     threads: int = Field(0, ge=0, description="WSGI worker threads; 0 = queue_size + 4")
     log_level: str = "INFO"
 

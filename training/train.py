@@ -217,6 +217,8 @@ def main(argv=None) -> None:
         model = LlamaForCausalLM.from_pretrained(args.init_from, dtype=torch.float32)
     else:
         model = build_model(args, tok)
+    if args.fim_rate > 0 and args.spm_share > 0:
+        model.config.fim_order = "spm"  # the engine's fim_order=auto then lays prompts out SPM
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model: {model.config.num_hidden_layers}x{model.config.hidden_size}, {n_params / 1e6:.2f}M parameters")
 

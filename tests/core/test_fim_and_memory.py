@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from core import OptimizedLLM
+from core.errors import InvalidParameter
 from core.fim import split_budget
 from core.request import GenerationRequest
 
@@ -49,6 +50,69 @@ def test_fim_prompt_is_laid_out_in_the_models_own_dialect(family, tmp_path):
     # The markers end a FIM completion, so none of them can show up in its text.
     text = llm.generate(prefix, suffix=suffix, max_length=20, temperature=1.5, seed=3)
     assert not any(marker in text for marker in EXPECTED_ORDER[family] if marker not in ("P", "S"))
+
+
+def _marker_order(llm, ids, markers):
+    """The prompt's layout as markers and "text" runs, e.g. [<fim_prefix>, text, ...]."""
+    out = []
+    for token in llm.tokenizer.convert_ids_to_tokens(ids):
+        if token in markers:
+            out.append(token)
+        elif not out or out[-1] in markers:
+            out.append("text")
+    return out
+
+
+def _with_config(src: Path, dst: Path, **keys) -> Path:
+    """A copy of a saved model whose config.json carries extra keys."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    config = json.loads((dst / "config.json").read_text())
+    (dst / "config.json").write_text(json.dumps({**config, **keys}))
+    return dst
+
+
+def test_spm_order_puts_the_suffix_first_so_typing_reuses_the_whole_prompt(tiny_model_dir):
+    markers = ["<fim_prefix>", "<fim_suffix>", "<fim_middle>"]
+    suffix = "\n\nprint(add(1, 2))\n" * 20
+    prefix = "import os\n\n\ndef add(a, b):\n    "
+    costs = {}
+    for order in ("psm", "spm"):
+        llm = OptimizedLLM(str(tiny_model_dir), fim_order=order)
+        assert llm.info()["fim_order"] == order
+        request = GenerationRequest.checked(prefix, suffix=suffix, max_length=4,
+                                            context_length=llm.context_length)
+        ids = llm._encode(request)[0]
+        expected = (["<fim_prefix>", "text", "<fim_suffix>", "text", "<fim_middle>"] if order == "psm"
+                    else ["<fim_prefix>", "<fim_suffix>", "text", "<fim_middle>", "text"])
+        assert _marker_order(llm, ids, markers) == expected
+        llm.complete(prefix, suffix=suffix, max_length=2, temperature=0)
+        typed = llm.complete(prefix + "retu", suffix=suffix, max_length=2, temperature=0)
+        costs[order] = typed.prompt_tokens - typed.reused_prompt_tokens
+        llm.clear_memory()
+    # A keystroke recomputes the whole suffix in PSM, only the typed text in SPM.
+    assert costs["spm"] <= 4 < costs["psm"]
+
+
+def test_fim_order_auto_follows_the_models_config_and_bad_values_are_refused(tiny_model_dir, tmp_path):
+    assert OptimizedLLM(str(tiny_model_dir)).info()["fim_order"] == "psm"
+    spm_model = _with_config(tiny_model_dir, tmp_path / "spm", fim_order="spm")
+    assert OptimizedLLM(str(spm_model)).info()["fim_order"] == "spm"
+    assert OptimizedLLM(str(spm_model), fim_order="psm").info()["fim_order"] == "psm"
+    with pytest.raises(InvalidParameter, match="fim_order"):
+        OptimizedLLM(str(tiny_model_dir), fim_order="middle-first")
+
+
+def test_a_dialect_with_one_order_keeps_it(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tiny_model import build_tiny_model
+
+    llm = OptimizedLLM(str(build_tiny_model(tmp_path, family="codestral", vocab_size=400)), fim_order="psm")
+    assert llm.info()["fim_order"] == "spm"  # Codestral's only order is suffix-first
+    request = GenerationRequest.checked("P = 1\n", suffix="S = 2\n", max_length=4, context_length=llm.context_length)
+    ids = llm._encode(request)[0]
+    assert _marker_order(llm, ids, ["[SUFFIX]", "[PREFIX]"]) == ["[SUFFIX]", "text", "[PREFIX]", "text"]
 
 
 @pytest.mark.parametrize(

@@ -153,3 +153,13 @@ def test_int8_decode_flag_reaches_the_engine(tiny_model_dir):
     assert config.int8_decode and not load_config([]).int8_decode
     engine = default_factory(config)(str(tiny_model_dir))
     assert engine.info()["int8_decode"] is True
+
+
+def test_fim_order_setting_reaches_the_engine_and_bad_values_are_named(tiny_model_dir, monkeypatch):
+    from server.app import default_factory
+
+    engine = default_factory(load_config(["--fim-order", "spm", "--model", "none"]))(str(tiny_model_dir))
+    assert engine.info()["fim_order"] == "spm"
+    monkeypatch.setenv("DEEPSHIVA_FIM_ORDER", "sideways")
+    with pytest.raises(ValidationError, match="fim_order"):
+        load_config(["--model", "none"])
