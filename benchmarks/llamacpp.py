@@ -79,11 +79,15 @@ def replay_engine(llm, deepshiva_llm, max_tokens: int = 48):
         with lock:
             if cancel.is_set():
                 return 0, 0
+            # llama-cpp-python keeps its cache and evaluates only what follows the longest
+            # common prefix with the tokens it holds (at least one token, to refresh logits).
+            reused = llm.longest_token_prefix(llm._input_ids.tolist(), ids)
+            computed = max(len(ids) - reused, 1)
             for _chunk in llm.create_completion(prompt=ids, max_tokens=max_tokens, temperature=0,
                                                 stop=["\n"], stream=True):
                 steps += 1
                 if cancel.is_set():
                     break
-        return len(ids), max(steps - 1, 0)
+        return computed, max(steps - 1, 0)
 
     return complete

@@ -6,13 +6,18 @@
   greedy completion from prefix + suffix in the StarCoder PSM layout, stopped at a newline, EOS
   or any FIM token. Reports exact match (trailing whitespace ignored), the share of filled files
   that still ``ast.parse``, and the share of fills that are empty; raw, token-healed, and
-  token-healed with the line's indentation already typed (an editor's auto-indent).
+  token-healed with the line's indentation already typed (an editor's auto-indent). For a
+  model trained on SPM (``fim_order`` in its config) also healed in SPM order; and through
+  DeepShiva's engine (its own order, healing and budget), which is what an editor gets.
 - Greedy plain completions of a few fixed prompts, checked for looping (for the model card).
 - Decoding speed on this CPU: ms per generated token and time to first token at 512 and 1500
   prompt tokens.
 
     python -m training.evaluate models/tiny-python training/runs/sweep-A/model \\
         --labels shipped short --out models/tiny-python/eval.json
+
+``--carry LABEL ...`` keeps those labels' results from the existing ``--out`` file, so models
+measured before need not be run again.
 """
 from __future__ import annotations
 
@@ -92,8 +97,9 @@ def greedy(model, tok, ids: list[int], max_new: int, stop: set[int],
     return out[0, len(ids):].tolist()
 
 
-def fim_ids(tok, prefix: str, suffix: str, heal: bool = False):
-    """PSM prompt ids with the prefix kept at its end and the suffix at its start.
+def fim_ids(tok, prefix: str, suffix: str, heal: bool = False, order: str = "psm"):
+    """FIM prompt ids (PSM, or StarCoder's SPM) with the prefix kept at its end and the suffix
+    at its start.
 
     With heal, the prefix's last token is backed off and returned as (text, allowed first
     ids): a prefix ending in a bare newline is a token boundary the model rarely saw in
@@ -108,9 +114,17 @@ def fim_ids(tok, prefix: str, suffix: str, heal: bool = False):
         specials = set(special_ids(tok))
         allowed = [i for i, t in enumerate(pieces) if t.startswith(last) and i not in specials]
         p = p[:-1]
-    ids = ([c(tk.FIM_PREFIX)] + p + [c(tk.FIM_SUFFIX)] + enc(suffix)[:SUFFIX_TOKENS]
-           + [c(tk.FIM_MIDDLE)])
+    s = enc(suffix)[:SUFFIX_TOKENS]
+    if order == "spm":
+        ids = [c(tk.FIM_PREFIX), c(tk.FIM_SUFFIX)] + s + [c(tk.FIM_MIDDLE)] + p
+    else:
+        ids = [c(tk.FIM_PREFIX)] + p + [c(tk.FIM_SUFFIX)] + s + [c(tk.FIM_MIDDLE)]
     return ids, heal_text, allowed
+
+
+def fim_order(model) -> str:
+    """The FIM order a model was trained for (its config's ``fim_order``, else PSM)."""
+    return getattr(model.config, "fim_order", "psm")
 
 
 def infill_cases(files: list[data.SourceFile], n: int, seed: int):
@@ -127,7 +141,7 @@ def infill_cases(files: list[data.SourceFile], n: int, seed: int):
 
 
 def single_line_infill(model, tok, cases, max_new: int = 48, heal: bool = False,
-                       indented: bool = False) -> dict:
+                       indented: bool = False, order: str = "psm") -> dict:
     """Exact match and parse rate of greedy single-line fills (optionally token-healed).
 
     ``indented`` puts the line's own indentation at the end of the prefix, as an editor's
@@ -135,6 +149,18 @@ def single_line_infill(model, tok, cases, max_new: int = 48, heal: bool = False,
     separates "wrong depth" from "wrong code" in the parse rate."""
     nl = newline_ids(tok)
     specials = set(special_ids(tok))
+
+    def fill(prefix: str, suffix: str, indent: str) -> str:
+        ids, heal_text, allowed = fim_ids(tok, prefix + indent, suffix, heal, order)
+        new = greedy(model, tok, ids, max_new + 1, nl, first_allowed=allowed)
+        return tok.decode([t for t in new if t not in specials])[len(heal_text):]
+
+    return score_fills(cases, fill, indented)
+
+
+def score_fills(cases, fill, indented: bool = False) -> dict:
+    """Exact match, parse rate and empty share of ``fill(prefix, suffix, indent) -> text`` over
+    the blanked lines (the fill's first line is kept, after the typed indentation)."""
     exact = parsed = empty = 0
     examples = []
     for f, i in cases:
@@ -142,10 +168,7 @@ def single_line_infill(model, tok, cases, max_new: int = 48, heal: bool = False,
         target = lines[i].rstrip("\r\n")
         prefix, suffix = "".join(lines[:i]), "\n" + "".join(lines[i + 1:])
         indent = target[:len(target) - len(target.lstrip())] if indented else ""
-        ids, heal_text, allowed = fim_ids(tok, prefix + indent, suffix, heal)
-        new = greedy(model, tok, ids, max_new + 1, nl, first_allowed=allowed)
-        text = tok.decode([t for t in new if t not in specials])[len(heal_text):]
-        text = indent + text.split("\n")[0]
+        text = indent + fill(prefix, suffix, indent).split("\n")[0]
         exact += text.rstrip() == target.rstrip()
         empty += not text.strip()
         try:
@@ -158,6 +181,19 @@ def single_line_infill(model, tok, cases, max_new: int = 48, heal: bool = False,
     n = len(cases)
     return {"samples": n, "exact_match": exact / n, "parse_rate": parsed / n,
             "empty_fill_rate": empty / n, "examples": examples}
+
+
+def engine_infill(path: str, cases, max_new: int = 48) -> dict:
+    """The same fills through DeepShiva's engine, greedy and stopped at the line end: what an
+    editor gets from the server (its own FIM order, healing and prompt budget)."""
+    with engine(path) as llm:
+        def fill(prefix: str, suffix: str, indent: str) -> str:
+            return llm.generate(prefix + indent, suffix=suffix, max_length=max_new, temperature=0,
+                                repetition_penalty=1.0, stop_sequences=["\n"])
+
+        result = score_fills(cases, fill)
+        result["fim_order"] = llm.info()["fim_order"]
+    return result
 
 
 def loops(text: str) -> bool:
@@ -275,6 +311,9 @@ def run(path: str, cases, val_files, do_speed: bool) -> dict:
     res["infill"] = single_line_infill(model, tok, cases)
     res["infill_healed"] = single_line_infill(model, tok, cases, heal=True)
     res["infill_indented"] = single_line_infill(model, tok, cases, heal=True, indented=True)
+    if fim_order(model) == "spm":  # the same fills in the order the engine uses for this model
+        res["infill_spm_healed"] = single_line_infill(model, tok, cases, heal=True, order="spm")
+    res["infill_engine"] = engine_infill(path, cases)
     res["samples"] = samples(model, tok)
     res["samples_rep1.1"] = samples(model, tok, repetition_penalty=1.1)
     res["samples_engine"] = engine_samples(path)
@@ -295,24 +334,33 @@ def main(argv=None) -> None:
     ap.add_argument("--speed", action="store_true", help="also measure decode speed (1st model)")
     ap.add_argument("--out", type=Path, default=None, help="results JSON")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--carry", nargs="*", default=[], metavar="LABEL",
+                    help="copy these labels' results unchanged from the existing --out file "
+                         "(models measured before, with the same cases)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     labels = args.labels or args.models
     _, val_files = data.split()
     cases = infill_cases(val_files, args.samples, args.seed)
+    earlier = json.loads(args.out.read_text()) if args.carry and args.out and args.out.exists() else {}
+    missing = [label for label in args.carry if label not in earlier]
+    if missing:
+        ap.error(f"--carry: {', '.join(missing)} not in {args.out}")
     results = {}
     for i, (label, path) in enumerate(zip(labels, args.models)):
         results[label] = run(path, cases, val_files, args.speed and i == 0)
         print(f"done {label}", flush=True)
+    results.update({label: earlier[label] for label in args.carry})
     print(f"\n{'model':<10}{'params':>9}{'loss':>7}{'ppl':>7}{'fim loss':>9}{'fim ppl':>8}"
           f"{'exact':>8}{'parse':>8}{'empty':>8}{'healed exact':>13}{'healed parse':>13}"
-          f"{'loops':>7}{'loops@1.1':>10}{'engine loops':>13}")
+          f"{'engine parse':>13}{'loops':>7}{'loops@1.1':>10}{'engine loops':>13}")
     for label, r in results.items():
         inf = r["infill"]
         print(f"{label:<10}{r['parameters'] / 1e6:>8.2f}M{r['val_loss_plain']:>7.3f}"
               f"{r['val_ppl_plain']:>7.1f}{r['val_loss_fim']:>9.3f}{r['val_ppl_fim']:>8.1f}"
               f"{inf['exact_match']:>8.1%}{inf['parse_rate']:>8.1%}{inf['empty_fill_rate']:>8.1%}"
               f"{r['infill_healed']['exact_match']:>13.1%}{r['infill_healed']['parse_rate']:>13.1%}"
+              f"{r.get('infill_engine', {}).get('parse_rate', float('nan')):>13.1%}"
               f"{sum(s['loops'] for s in r['samples']):>5}/{len(r['samples'])}"
               f"{sum(s['loops'] for s in r['samples_rep1.1']):>8}/{len(r['samples'])}"
               f"{sum(s['loops'] for s in r['samples_engine']):>11}/{len(r['samples'])}")
