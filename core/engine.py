@@ -24,6 +24,7 @@ from .fim import FIM_ORDERS, choose_order, detect_dialect, split_budget, stop_to
 from .generation import ModelRunner, PromptLookup, decode_n_tokens
 from .healing import TokenHealer
 from .loading import DEFAULT_MODEL, is_out_of_memory, load_model, resolve_model_source
+from .loop_guard import LoopGuard
 from .request import GenerationRequest
 from .sampling import REPETITION_WINDOW, SamplingParams, sample_next
 from .text_stream import IncrementalDecoder, StopMatcher
@@ -140,6 +141,8 @@ class OptimizedLLM:
         self.model_name = model_name
         # Prompt-lookup decoding for greedy requests (DEEPSHIVA_PROMPT_LOOKUP=0 turns it off).
         self.prompt_lookup = os.environ.get("DEEPSHIVA_PROMPT_LOOKUP", "1") != "0"
+        # End completions that repeat themselves (core/loop_guard.py; DEEPSHIVA_LOOP_GUARD=0 turns it off).
+        self.loop_guard = os.environ.get("DEEPSHIVA_LOOP_GUARD", "1") != "0"
         self.trust_remote_code = bool(trust_remote_code)
         # Decode through int8 copies of the weights (CPU, plain Llama; DEEPSHIVA_INT8_DECODE=1).
         if int8_decode is None:
@@ -241,6 +244,7 @@ class OptimizedLLM:
             "cpu_threads": getattr(self, "cpu_threads", None),
             "backend": self._runner.backend_name if loaded else None,
             "int8_decode": self.int8_decode,
+            "loop_guard": self.loop_guard,
         }
 
     def generate(
@@ -366,6 +370,7 @@ class OptimizedLLM:
             generator = torch.Generator().manual_seed(request.seed) if request.seed is not None else None
             decoder = IncrementalDecoder(self.tokenizer, context_ids=ids[-4:])
             matcher = StopMatcher(list(request.stop_sequences))
+            guard = LoopGuard() if self.loop_guard else None
             healer = self._healer
             recent = ids[-REPETITION_WINDOW:]
             state = {"heal": heal_text}
@@ -402,12 +407,14 @@ class OptimizedLLM:
                         else:
                             to_strip = ""
                     out = matcher.feed(text)
+                    if guard is not None:
+                        out = guard.feed(out)
                     if out:
                         if result.time_to_first_token_ms is None:
                             result.time_to_first_token_ms = (time.perf_counter() - started) * 1000
                         result.text += out
                         yield out
-                    if matcher.stopped:
+                    if matcher.stopped or (guard is not None and guard.looping):
                         finish = "stop"
                         break
                     if cancel.is_set():
@@ -417,6 +424,8 @@ class OptimizedLLM:
                 if heal_text and result.generated_tokens:
                     result.generated_tokens -= 1
                 tail = matcher.flush()
+                if guard is not None:
+                    tail = guard.feed(tail) + guard.flush()
                 if tail:
                     result.text += tail
                     yield tail

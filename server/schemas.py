@@ -110,7 +110,7 @@ class GenerateResponse(BaseModel):
     status: Literal["success"]
     response: str = Field(description="The generated completion (prompt prepended when echo=true).")
     usage: Usage
-    finish_reason: FinishReason = Field(description="stop: end token or stop string; length: max_length; cancelled.")
+    finish_reason: FinishReason = Field(description="stop: end token, stop string or a repeating completion ended; length: max_length; cancelled.")
     truncated: bool = Field(description="Whether the prompt was cut (from the left) to fit the context.")
     model_name: str
 

@@ -1,0 +1,102 @@
+"""End a completion once it repeats itself, before the repeat reaches the user.
+
+Greedy decoding of a small code model falls into loops it never leaves: the same line over
+and over (``self.name = name``), or one phrase repeated along a line
+(``self.__class__, self.__class__, ...``). Every further token is wasted compute and ghost
+text nobody wants. ``LoopGuard`` sits after the stop-sequence matcher and ends the
+completion when
+
+- a line (at least ``MIN_LINE_CHARS`` characters, stripped, not a bare block keyword such as
+  ``pass`` or ``return None``) would appear for the third time:
+  text that could still become such a line is held back until it is known, so the third
+  copy is never released;
+- a phrase of ``MIN_UNIT_CHARS`` to ``MAX_UNIT_CHARS`` characters with a letter in it has just
+  appeared three times in a row (released, then the completion ends).
+
+Short or symbol-only repeats (``0, 0, 0``, ``-----``, ``else:``, ``pass``) are left alone:
+code has those legitimately.
+"""
+
+from __future__ import annotations
+
+import re
+
+MIN_LINE_CHARS = 4
+LINE_LIMIT = 2  # copies of a line allowed in one completion
+MIN_UNIT_CHARS = 8
+MAX_UNIT_CHARS = 40
+
+
+# Lines that code repeats legitimately: block keywords and symbol-only lines.
+_COMMON_LINE = re.compile(
+    r"(pass|break;?|continue;?|return( None| True| False| null| nil)?;?|else:?|else \{|\} else \{"
+    r"|end|try:|finally:|[\W_]+)"
+)
+
+
+def counts(line: str) -> bool:
+    """Whether a repeat of this (stripped) line is a sign of a loop."""
+    return len(line) >= MIN_LINE_CHARS and not _COMMON_LINE.fullmatch(line)
+
+
+def ends_in_repeated_phrase(text: str) -> bool:
+    """True when ``text`` ends with three copies in a row of a phrase of MIN_UNIT_CHARS to
+    MAX_UNIT_CHARS characters, on one line, with a letter in it."""
+    for size in range(MIN_UNIT_CHARS, min(MAX_UNIT_CHARS, len(text) // 3) + 1):
+        unit = text[-size:]
+        if (text[-2 * size:-size] == unit and text[-3 * size:-2 * size] == unit
+                and "\n" not in unit and any(c.isalpha() for c in unit)):
+            return True
+    return False
+
+
+class LoopGuard:
+    """Filter streamed text; ``looping`` turns true when the completion should end."""
+
+    def __init__(self) -> None:
+        self.looping = False
+        self._seen: dict[str, int] = {}
+        self._line = ""  # the current, unfinished line (released or not)
+        self._held = ""  # the part of it not yet released
+        self._text_tail = ""  # recent released text, for the phrase rule
+
+    def feed(self, text: str) -> str:
+        """Add text; return what may be shown now."""
+        out = []
+        for piece in re.split(r"(?<=\n)", text):
+            if self.looping or not piece:
+                continue
+            out.append(self._feed_piece(piece))
+        return "".join(out)
+
+    def flush(self) -> str:
+        """At the end of generation: release a held line unless it was a repeat."""
+        if self.looping:
+            return ""
+        out, self._held = self._held, ""
+        return out
+
+    def _feed_piece(self, piece: str) -> str:
+        """Text without a newline inside (possibly ending with one)."""
+        self._line += piece
+        self._held += piece
+        content = self._line.strip()
+        if piece.endswith("\n"):
+            if counts(content) and self._seen.get(content, 0) >= LINE_LIMIT:
+                self.looping = True
+                return ""
+            if counts(content):
+                self._seen[content] = self._seen.get(content, 0) + 1
+            self._line = ""
+            return self._release()
+        limit_reached = [line for line, n in self._seen.items() if n >= LINE_LIMIT]
+        if limit_reached and any(line.startswith(content) for line in limit_reached):
+            return ""  # might become a third copy (its indentation included): wait for the line
+        return self._release()
+
+    def _release(self) -> str:
+        out, self._held = self._held, ""
+        self._text_tail = (self._text_tail + out)[-(MAX_UNIT_CHARS * 3 + 1):]
+        if out and ends_in_repeated_phrase(self._text_tail):
+            self.looping = True
+        return out
