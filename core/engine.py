@@ -20,7 +20,7 @@ import torch
 
 from .devices import choose_cpu_threads, mps_available, select_device, select_dtype
 from .errors import FIMNotSupported, InvalidParameter, ModelNotLoaded, OutOfMemory
-from .fim import FIM_ORDERS, choose_order, detect_dialect, split_budget, stop_token_ids
+from .fim import FIM_ORDERS, PREFIX_SHARE, choose_order, detect_dialect, split_budget, stop_token_ids
 from .generation import ModelRunner, PromptLookup, decode_n_tokens
 from .healing import TokenHealer
 from .loading import DEFAULT_MODEL, is_out_of_memory, load_model, resolve_model_source
@@ -334,11 +334,14 @@ class OptimizedLLM:
         suffix_ids = tok.encode(request.suffix, add_special_tokens=False) if request.suffix else []
         layout = dialect.layout(self.fim_order)
         overhead = len(bos) + sum(1 for kind, _ in layout if kind == "token")
-        keep_prefix, keep_suffix = split_budget(len(prefix_ids), len(suffix_ids), max(budget - overhead, 2))
-        if self.fim_order == "spm" and keep_suffix < len(suffix_ids) and keep_suffix >= TRUNCATION_STEP:
-            # The suffix leads an SPM prompt: cut it in steps, so a prefix growing by a token per
-            # keystroke does not change the suffix (and with it the whole cached prompt) each time.
-            keep_suffix -= keep_suffix % TRUNCATION_STEP
+        fim_budget = max(budget - overhead, 2)
+        keep_prefix, keep_suffix = split_budget(len(prefix_ids), len(suffix_ids), fim_budget)
+        own_share = fim_budget - int(fim_budget * PREFIX_SHARE)
+        if self.fim_order == "spm" and own_share < keep_suffix < len(suffix_ids):
+            # The suffix leads an SPM prompt and is borrowing what a short prefix leaves: that
+            # shrinks by a token per keystroke, so cut it in steps, or every keystroke would
+            # change the suffix and with it the whole cached prompt.
+            keep_suffix = max(own_share, keep_suffix - keep_suffix % TRUNCATION_STEP)
         truncated = keep_prefix < len(prefix_ids) or keep_suffix < len(suffix_ids)
         if keep_prefix < len(prefix_ids):
             prefix_ids = prefix_ids[stable_cut(len(prefix_ids), keep_prefix):]

@@ -99,7 +99,11 @@ def stop_token_ids(dialect: FIMDialect, vocab: dict[str, int]) -> set[int]:
     return {vocab[name] for name in names if name in vocab}
 
 
-def split_budget(prefix_len: int, suffix_len: int, budget: int, prefix_share: float = 0.75) -> tuple[int, int]:
+PREFIX_SHARE = 0.75  # of a FIM prompt's token budget, when both sides are long
+
+
+def split_budget(prefix_len: int, suffix_len: int, budget: int,
+                 prefix_share: float = PREFIX_SHARE) -> tuple[int, int]:
     """How many prefix and suffix tokens to keep within ``budget``.
 
     The prefix (nearest the cursor on the left) gets ``prefix_share`` of the budget and the suffix

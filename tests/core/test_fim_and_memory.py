@@ -95,6 +95,19 @@ def test_spm_order_puts_the_suffix_first_so_typing_reuses_the_whole_prompt(tiny_
     assert costs["spm"] <= 4 < costs["psm"]
 
 
+def test_spm_keeps_a_cut_suffix_still_while_a_short_prefix_grows(tiny_model_dir):
+    llm = OptimizedLLM(str(tiny_model_dir), fim_order="spm")
+    suffix = "".join(f"\nvalue_{i} = compute({i}, {i * 7})" for i in range(400))  # far past the context
+    prefix = "import os\n\n\ndef add(a, b):\n    "
+    first = llm.complete(prefix, suffix=suffix, max_length=2, temperature=0)
+    assert first.truncated
+    for typed in ("r", "re", "ret", "retu", "retur", "return a"):
+        result = llm.complete(prefix + typed, suffix=suffix, max_length=2, temperature=0)
+        # The suffix takes what the short prefix leaves, cut in steps: as the prefix grows
+        # the suffix stays the same, so only the typed tokens are computed.
+        assert result.prompt_tokens - result.reused_prompt_tokens <= 4, typed
+
+
 def test_fim_order_auto_follows_the_models_config_and_bad_values_are_refused(tiny_model_dir, tmp_path):
     assert OptimizedLLM(str(tiny_model_dir)).info()["fim_order"] == "psm"
     spm_model = _with_config(tiny_model_dir, tmp_path / "spm", fim_order="spm")
