@@ -9,7 +9,8 @@
   token-healed with the line's indentation already typed (an editor's auto-indent). For a
   model trained on SPM (``fim_order`` in its config) also healed in SPM order; and through
   DeepShiva's engine (its own order, healing and budget), which is what an editor gets.
-- Greedy plain completions of a few fixed prompts, checked for looping (for the model card).
+- Greedy plain completions of a few fixed prompts, checked for looping (for the model card):
+  through the model alone, and through the engine with and without its loop guard.
 - Decoding speed on this CPU: ms per generated token and time to first token at 512 and 1500
   prompt tokens.
 
@@ -232,12 +233,14 @@ def engine(path: str):
         torch.set_num_threads(threads)
 
 
-def engine_samples(path: str, max_new: int = 96) -> list[dict]:
+def engine_samples(path: str, max_new: int = 96, loop_guard: bool = True) -> list[dict]:
     """The same prompts through DeepShiva's engine, greedy: what a user of the server gets
     (the engine heals a prompt's last token, so prompts ending in a newline are not read as
-    the end of a document)."""
+    the end of a document). With ``loop_guard=False`` the engine's loop guard is off: the
+    model's own greedy behaviour."""
     out = []
     with engine(path) as llm:
+        llm.loop_guard = loop_guard
         for p in SAMPLE_PROMPTS:
             text = llm.generate(p, max_length=max_new, temperature=0, repetition_penalty=1.0)
             out.append({"prompt": p, "completion": text, "loops": loops(text)})
@@ -317,6 +320,7 @@ def run(path: str, cases, val_files, do_speed: bool) -> dict:
     res["samples"] = samples(model, tok)
     res["samples_rep1.1"] = samples(model, tok, repetition_penalty=1.1)
     res["samples_engine"] = engine_samples(path)
+    res["samples_engine_unguarded"] = engine_samples(path, loop_guard=False)
     if do_speed:
         res["speed_fp32"] = speed(model, tok, val_files)
         model_bf16, _ = load(path, torch.bfloat16)
