@@ -85,5 +85,10 @@ def test_loads_by_name_through_core_and_fills_the_middle():
         text = llm.generate(PREFIX, suffix=SUFFIX, max_length=24, temperature=0)
         assert isinstance(text, str)
         assert not any(tok in text for tok in FIM_TOKENS)
+        # Trained on SPM too and saying so, it runs suffix-first: typing at the cursor only
+        # computes the new characters' tokens.
+        assert llm.info()["fim_order"] == "spm"
+        typed = llm.complete(PREFIX + "        ret", suffix=SUFFIX, max_length=4, temperature=0)
+        assert typed.prompt_tokens - typed.reused_prompt_tokens <= 4
     finally:
         llm.clear_memory()
