@@ -77,6 +77,8 @@ def run(models: list[str], prompt_lengths: list[int], new: int = 64, repeats: in
         # Random weights repeat themselves, which would flatter prompt-lookup decoding: measure
         # the plain decode loop here; the replay on real code measures lookup.
         llm.prompt_lookup = False
+        # Every engine here decodes the same fixed number of tokens: no early end at a loop.
+        llm.loop_guard = False
         peak = matmul_peak_gflops(llm.model.dtype)
         weight_bytes = sum(p.numel() * p.element_size() for p in llm.model.parameters())
         params = sum(p.numel() for p in llm.model.parameters())
