@@ -13,8 +13,8 @@ completion when
 - a phrase of ``MIN_UNIT_CHARS`` to ``MAX_UNIT_CHARS`` characters with a letter in it has just
   appeared three times in a row (released, then the completion ends).
 
-Short or symbol-only repeats (``0, 0, 0``, ``-----``, ``else:``, ``pass``) are left alone:
-code has those legitimately.
+Short or symbol-only repeats (``0, 0, 0``, ``-----``, ``else:``, ``pass``) are left alone
+unless they come three times in a row (``#`` on line after line): code has them legitimately.
 """
 
 from __future__ import annotations
@@ -59,6 +59,7 @@ class LoopGuard:
         self._line = ""  # the current, unfinished line (released or not)
         self._held = ""  # the part of it not yet released
         self._text_tail = ""  # recent released text, for the phrase rule
+        self._last, self._run = "", 0  # the last non-blank line and how often it came in a row
 
     def feed(self, text: str) -> str:
         """Add text; return what may be shown now."""
@@ -82,17 +83,29 @@ class LoopGuard:
         self._held += piece
         content = self._line.strip()
         if piece.endswith("\n"):
-            if counts(content) and self._seen.get(content, 0) >= LINE_LIMIT:
+            if self._would_loop(content):
                 self.looping = True
                 return ""
             if counts(content):
                 self._seen[content] = self._seen.get(content, 0) + 1
+            if content:
+                self._run = self._run + 1 if content == self._last else 1
+                self._last = content
             self._line = ""
             return self._release()
         limit_reached = [line for line, n in self._seen.items() if n >= LINE_LIMIT]
+        if self._run >= LINE_LIMIT:
+            limit_reached.append(self._last)
         if limit_reached and any(line.startswith(content) for line in limit_reached):
             return ""  # might become a third copy (its indentation included): wait for the line
         return self._release()
+
+    def _would_loop(self, content: str) -> bool:
+        """Whether finishing a line with this content makes the completion a loop: a third
+        copy of a line that counts, or of any non-blank line in a row (``#``, ``pass``)."""
+        if counts(content):
+            return self._seen.get(content, 0) >= LINE_LIMIT
+        return bool(content) and content == self._last and self._run >= LINE_LIMIT
 
     def _release(self) -> str:
         out, self._held = self._held, ""

@@ -45,10 +45,15 @@ def test_ordinary_code_and_short_or_symbol_repeats_pass_untouched():
         "    # ------------------------------------------\n"
         "    x = [0, 0, 0, 0, 0, 0, 0, 0]\n"
         "    else:\n"
-        "    pass\n    pass\n    pass\n"
+        "    pass\n    pass\n    x = 1\n    pass\n"
     )
     out, looping = guarded(tokens(code, 2))
     assert not looping and out == code
+
+
+def test_a_keyword_or_symbol_line_may_recur_but_not_three_times_in_a_row():
+    out, looping = guarded(tokens("    pass\n\n#\n#\n#\n#\n#\n", 1))
+    assert looping and out == "    pass\n\n#\n#\n"
 
 
 def test_a_line_that_only_starts_like_a_repeated_one_is_released_whole():
