@@ -56,6 +56,7 @@ class LoopGuard:
     def __init__(self) -> None:
         self.looping = False
         self._seen: dict[str, int] = {}
+        self._at_limit: set[str] = set()  # lines whose next copy would be one too many
         self._line = ""  # the current, unfinished line (released or not)
         self._held = ""  # the part of it not yet released
         self._text_tail = ""  # recent released text, for the phrase rule
@@ -88,23 +89,28 @@ class LoopGuard:
                 return ""
             if counts(content):
                 self._seen[content] = self._seen.get(content, 0) + 1
+                if self._seen[content] >= LINE_LIMIT:
+                    self._at_limit.add(content)
             if content:
                 self._run = self._run + 1 if content == self._last else 1
                 self._last = content
             self._line = ""
             return self._release()
-        limit_reached = [line for line, n in self._seen.items() if n >= LINE_LIMIT]
-        if self._run >= LINE_LIMIT:
-            limit_reached.append(self._last)
-        if limit_reached and any(line.startswith(content) for line in limit_reached):
+        if self._could_become_loop(content):
             return ""  # might become a third copy (its indentation included): wait for the line
         return self._release()
+
+    def _could_become_loop(self, partial: str) -> bool:
+        """Whether an unfinished line could still turn out to be a copy one too many."""
+        if self._run >= LINE_LIMIT and self._last.startswith(partial):
+            return True
+        return any(line.startswith(partial) for line in self._at_limit)
 
     def _would_loop(self, content: str) -> bool:
         """Whether finishing a line with this content makes the completion a loop: a third
         copy of a line that counts, or of any non-blank line in a row (``#``, ``pass``)."""
         if counts(content):
-            return self._seen.get(content, 0) >= LINE_LIMIT
+            return content in self._at_limit
         return bool(content) and content == self._last and self._run >= LINE_LIMIT
 
     def _release(self) -> str:
