@@ -20,7 +20,7 @@ import torch
 
 from .devices import choose_cpu_threads, mps_available, select_device, select_dtype
 from .errors import FIMNotSupported, InvalidParameter, ModelNotLoaded, OutOfMemory
-from .fim import FIM_ORDERS, PREFIX_SHARE, choose_order, detect_dialect, split_budget, stop_token_ids
+from .fim import PREFIX_SHARE, check_order, choose_order, detect_dialect, split_budget, stop_token_ids
 from .generation import ModelRunner, PromptLookup, decode_n_tokens
 from .healing import TokenHealer
 from .loading import DEFAULT_MODEL, is_out_of_memory, load_model, resolve_model_source
@@ -149,11 +149,10 @@ class OptimizedLLM:
             int8_decode = os.environ.get("DEEPSHIVA_INT8_DECODE", "0") == "1"
         self.int8_decode = bool(int8_decode)
         # FIM prompt order: auto (the model's own), psm or spm (DEEPSHIVA_FIM_ORDER).
-        self.fim_order_requested = fim_order or os.environ.get("DEEPSHIVA_FIM_ORDER", "auto")
-        if self.fim_order_requested not in FIM_ORDERS:
-            raise InvalidParameter(
-                "fim_order", f"fim_order must be one of {', '.join(FIM_ORDERS)}, not {self.fim_order_requested!r}"
-            )
+        try:
+            self.fim_order_requested = check_order(fim_order or os.environ.get("DEEPSHIVA_FIM_ORDER", "auto"))
+        except ValueError as exc:
+            raise InvalidParameter("fim_order", str(exc)) from None
         self.model = None
         self.tokenizer = None
         self._runner: ModelRunner | None = None

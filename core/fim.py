@@ -71,14 +71,20 @@ DIALECTS: tuple[FIMDialect, ...] = (
 FIM_ORDERS = ("auto", "psm", "spm")
 
 
+def check_order(requested: str) -> str:
+    """``requested`` if it names a FIM order, else a ValueError that lists the choices."""
+    if requested not in FIM_ORDERS:
+        raise ValueError(f"fim_order must be one of {', '.join(FIM_ORDERS)}, not {requested!r}")
+    return requested
+
+
 def choose_order(requested: str, dialect: FIMDialect | None, model_config) -> str:
     """The FIM order to lay prompts out in: "psm" or "spm".
 
     "auto" takes the model's own ``fim_order`` (a config key DeepShiva's trainer writes), else
     PSM, the order every family documents. A dialect with one order only keeps it (Codestral's
     is suffix-first, so it reads "spm")."""
-    if requested not in FIM_ORDERS:
-        raise ValueError(f"fim_order must be one of {', '.join(FIM_ORDERS)}, not {requested!r}")
+    check_order(requested)
     if dialect is not None and dialect.suffix_first:
         return "spm"
     order = getattr(model_config, "fim_order", "psm") if requested == "auto" else requested

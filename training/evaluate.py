@@ -37,9 +37,11 @@ import torch
 from transformers import (AutoModelForCausalLM, AutoTokenizer, StoppingCriteria,
                           StoppingCriteriaList)
 
+from core.fim import DIALECTS, choose_order
 from training import data, tokenizer as tk
 from training.train import evaluate as val_loss, val_sets
 
+STARCODER = next(d for d in DIALECTS if d.name == "starcoder")  # the shipped model's FIM tokens
 PREFIX_TOKENS = 400  # kept small so 300 fills run in minutes on a shared 2-core CPU
 SUFFIX_TOKENS = 150
 VAL_WINDOWS = 24  # plain windows; FIM gets twice as many (its loss counts only the middle)
@@ -115,17 +117,16 @@ def fim_ids(tok, prefix: str, suffix: str, heal: bool = False, order: str = "psm
         specials = set(special_ids(tok))
         allowed = [i for i, t in enumerate(pieces) if t.startswith(last) and i not in specials]
         p = p[:-1]
-    s = enc(suffix)[:SUFFIX_TOKENS]
-    if order == "spm":
-        ids = [c(tk.FIM_PREFIX), c(tk.FIM_SUFFIX)] + s + [c(tk.FIM_MIDDLE)] + p
-    else:
-        ids = [c(tk.FIM_PREFIX)] + p + [c(tk.FIM_SUFFIX)] + s + [c(tk.FIM_MIDDLE)]
+    text_ids = {"prefix": p, "suffix": enc(suffix)[:SUFFIX_TOKENS]}
+    ids = []
+    for kind, marker in STARCODER.layout(order):  # the core's layout, so both agree
+        ids.extend([c(marker)] if kind == "token" else text_ids[kind])
     return ids, heal_text, allowed
 
 
 def fim_order(model) -> str:
-    """The FIM order a model was trained for (its config's ``fim_order``, else PSM)."""
-    return getattr(model.config, "fim_order", "psm")
+    """The FIM order the engine picks for a model by default (its config's, else PSM)."""
+    return choose_order("auto", STARCODER, model.config)
 
 
 def infill_cases(files: list[data.SourceFile], n: int, seed: int):
