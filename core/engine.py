@@ -25,9 +25,12 @@ from .generation import ModelRunner, PromptLookup, decode_n_tokens
 from .healing import TokenHealer
 from .loading import DEFAULT_MODEL, is_out_of_memory, load_model, resolve_model_source
 from .loop_guard import LoopGuard
+from .python_rules import PythonLineRules
 from .request import GenerationRequest
 from .sampling import REPETITION_WINDOW, SamplingParams, sample_next
 from .text_stream import IncrementalDecoder, StopMatcher
+
+RULE_TRIES = 8  # candidates tried, best first, for a token that keeps Python's layout rules
 
 log = logging.getLogger("deepshiva.core")
 
@@ -190,6 +193,7 @@ class OptimizedLLM:
         self._banned_in_plain = torch.tensor(sorted((self._special_ids - self._eos_ids) | undecodable), dtype=torch.long)
         self._fim_stop_ids = stop_token_ids(self.fim_dialect, vocab) if self.fim_dialect else set()
         self._healer = TokenHealer(tokenizer, self._special_ids)
+        self._token_texts: dict[int, str] = {}
         self._adds_bos = self._tokenizer_adds_bos(tokenizer)
         self.context_length = self._context_length(model, tokenizer)
 
@@ -258,11 +262,16 @@ class OptimizedLLM:
         stream: bool = False,
         suffix: str | None = None,
         seed: int | None = None,
+        language: str | None = None,
     ):
-        """The completion text (prompt excluded), or with ``stream=True`` a CompletionStream."""
+        """The completion text (prompt excluded), or with ``stream=True`` a CompletionStream.
+
+        ``language="python"`` keeps the first line within Python's layout rules (see
+        ``core/python_rules.py``)."""
         kwargs = dict(
             max_length=max_length, temperature=temperature, top_p=top_p, top_k=top_k,
             repetition_penalty=repetition_penalty, stop_sequences=stop_sequences, suffix=suffix, seed=seed,
+            language=language,
         )
         if stream:
             return self.stream(prompt, **kwargs)
@@ -356,6 +365,44 @@ class OptimizedLLM:
                 ids.extend(prefix_ids if kind == "prefix" else suffix_ids)
         return ids, heal_text, truncated, len(ids) + (1 if heal_text else 0)
 
+    def _token_text(self, token: int) -> str:
+        text = self._token_texts.get(token)
+        if text is None:
+            text = self._token_texts[token] = self.tokenizer.decode([token])
+        return text
+
+    def _pick_within_rules(self, rules: PythonLineRules, stop_ids: set[int], heal: str, logits, params,
+                           recent, generator, allowed, banned) -> int:
+        """The token ``sample_next`` picks among those that keep Python's layout rules: the
+        model's choice, else its next best (up to ``RULE_TRIES``), else its first choice."""
+        rejected: list[int] = []
+        for _ in range(RULE_TRIES):
+            excluded = torch.cat([banned, torch.tensor(rejected, dtype=torch.long)]) if rejected else banned
+            token = sample_next(logits, params, recent, generator, allowed=allowed, banned=excluded)
+            piece = ""
+            if token in stop_ids:
+                if rules.allows("", ends=True):
+                    return token
+            else:
+                piece = self._token_text(token)
+                if heal:  # the part that regrows the healed prompt text is not new text
+                    piece = piece[len(heal):] if piece.startswith(heal) else ""
+                if rules.allows(piece):
+                    return token
+            if not rejected and (token in stop_ids or "\n" in piece):
+                closer = self._single_token(rules.closer())
+                if closer is not None:  # it wants to end the line: close what it left open first
+                    return closer
+            rejected.append(token)
+        return rejected[0]
+
+    def _single_token(self, text: str) -> int | None:
+        """The id of the one token that spells ``text``, if there is one."""
+        if not text:
+            return None
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        return ids[0] if len(ids) == 1 else None
+
     def _run(self, request: GenerationRequest, cancel: threading.Event, result: Completion) -> Iterator[str]:
         started = time.perf_counter()
         with self._lock:
@@ -379,9 +426,15 @@ class OptimizedLLM:
             to_strip = heal_text
             budget = min(request.max_length + (1 if heal_text else 0), self.context_length - len(ids))
 
+            rules = PythonLineRules.for_request(request.language, request.prompt, request.suffix,
+                                                request.stop_sequences)
+
             def pick(logits: torch.Tensor) -> int:
                 allowed = healer.allowed(state["heal"]) if state["heal"] else None
-                return sample_next(logits, params, recent, generator, allowed=allowed, banned=banned)
+                if rules is None or rules.done:
+                    return sample_next(logits, params, recent, generator, allowed=allowed, banned=banned)
+                return self._pick_within_rules(rules, stop_ids, state["heal"], logits, params, recent,
+                                               generator, allowed, banned)
 
             finish = "length"
             if cancel.is_set():  # cancelled while it waited for the model: never run it
@@ -408,6 +461,8 @@ class OptimizedLLM:
                             text, to_strip = text[common:], to_strip[common:]
                         else:
                             to_strip = ""
+                    if rules is not None:
+                        rules.accept(text)
                     out = matcher.feed(text)
                     if guard is not None:
                         out = guard.feed(out)

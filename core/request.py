@@ -9,6 +9,7 @@ from .errors import InvalidParameter
 
 MAX_STOP_SEQUENCES = 16
 MAX_STOP_LENGTH = 256
+MAX_LANGUAGE_LENGTH = 64
 
 
 def _is_int(value: object) -> bool:
@@ -30,6 +31,7 @@ class GenerationRequest:
     stop_sequences: tuple[str, ...] = ()
     suffix: str | None = None
     seed: int | None = None
+    language: str | None = None  # the document's language id (e.g. "python"): enables its layout rules
 
     @classmethod
     def checked(
@@ -43,6 +45,7 @@ class GenerationRequest:
         stop_sequences: object = None,
         suffix: object = None,
         seed: object = None,
+        language: object = None,
         context_length: int | None = None,
     ) -> GenerationRequest:
         """Build a request, raising InvalidParameter (naming the field and its range) on bad input."""
@@ -69,6 +72,10 @@ class GenerationRequest:
         stops = _checked_stops(stop_sequences)
         if seed is not None and (not _is_int(seed) or not 0 <= seed < 2**63):
             raise InvalidParameter("seed", f"seed must be an integer in [0, 2^63) (got {seed!r})")
+        if language is not None and (not isinstance(language, str) or not 0 < len(language) <= MAX_LANGUAGE_LENGTH):
+            raise InvalidParameter(
+                "language", f"language must be a language id of 1 to {MAX_LANGUAGE_LENGTH} characters, or null (got {language!r})"
+            )
         return cls(
             prompt=prompt,
             max_length=max_length,
@@ -79,6 +86,7 @@ class GenerationRequest:
             stop_sequences=stops,
             suffix=suffix,
             seed=seed,
+            language=language,
         )
 
 

@@ -270,6 +270,8 @@ class Completer:
             body["suffix"] = ctx.suffix
         if options.seed is not None:
             body["seed"] = options.seed
+        if ctx.language_id:
+            body["language"] = ctx.language_id  # the server keeps Python's layout rules with it
         return body
 
     async def _read(self, body: dict, reader: SuggestionReader) -> None:

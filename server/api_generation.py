@@ -38,6 +38,7 @@ def _engine_kwargs(req: GenerateRequest) -> dict:
         "stop_sequences": req.stop,
         "suffix": req.suffix,
         "seed": req.seed,
+        "language": req.language,
     }
 
 

@@ -35,6 +35,12 @@ class GenerateRequest(_Request):
     )
     suffix: Optional[str] = Field(None, description="Code after the cursor: enables fill-in-the-middle.")
     seed: Optional[int] = Field(None, ge=0, le=2**63 - 1, description="Seed for reproducible sampling.")
+    language: Optional[str] = Field(
+        None, min_length=1, max_length=64,
+        description='Language id of the document (an LSP languageId such as "python"). With "python" and a '
+        "cursor at a statement's start, the completion's first line keeps the file's indentation and block "
+        "layout (see core/python_rules.py).",
+    )
     echo: bool = Field(False, description="Prepend the prompt to `response` (the completion alone by default).")
 
     @field_validator("stop")
@@ -67,6 +73,7 @@ ALLOWED = {
     "stop": f"a string or a list of at most {MAX_STOP_SEQUENCES} non-empty strings",
     "suffix": "a string or null",
     "seed": "an integer from 0 to 2^63-1, or null",
+    "language": "a language id of 1 to 64 characters (such as \"python\"), or null",
     "echo": "a boolean",
     "model_name": "a non-empty string (model name or local directory) or null",
 }

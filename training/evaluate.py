@@ -185,13 +185,15 @@ def score_fills(cases, fill, indented: bool = False) -> dict:
             "empty_fill_rate": empty / n, "examples": examples}
 
 
-def engine_infill(path: str, cases, max_new: int = 48) -> dict:
+def engine_infill(path: str, cases, max_new: int = 48, language: str | None = None) -> dict:
     """The same fills through DeepShiva's engine, greedy and stopped at the line end: what an
-    editor gets from the server (its own FIM order, healing and prompt budget)."""
+    editor gets from the server (its own FIM order, healing and prompt budget). With
+    ``language="python"`` (what the language server sends for a Python file) the engine keeps
+    each fill within Python's layout rules (core/python_rules.py)."""
     with engine(path) as llm:
         def fill(prefix: str, suffix: str, indent: str) -> str:
             return llm.generate(prefix + indent, suffix=suffix, max_length=max_new, temperature=0,
-                                repetition_penalty=1.0, stop_sequences=["\n"])
+                                repetition_penalty=1.0, stop_sequences=["\n"], language=language)
 
         result = score_fills(cases, fill)
         result["fim_order"] = llm.info()["fim_order"]
@@ -318,6 +320,7 @@ def run(path: str, cases, val_files, do_speed: bool) -> dict:
     if fim_order(model) == "spm":  # the same fills in the order the engine uses for this model
         res["infill_spm_healed"] = single_line_infill(model, tok, cases, heal=True, order="spm")
     res["infill_engine"] = engine_infill(path, cases)
+    res["infill_engine_python"] = engine_infill(path, cases, language="python")
     res["samples"] = samples(model, tok)
     res["samples_rep1.1"] = samples(model, tok, repetition_penalty=1.1)
     res["samples_engine"] = engine_samples(path)
@@ -358,7 +361,7 @@ def main(argv=None) -> None:
     results.update({label: earlier[label] for label in args.carry})
     print(f"\n{'model':<10}{'params':>9}{'loss':>7}{'ppl':>7}{'fim loss':>9}{'fim ppl':>8}"
           f"{'exact':>8}{'parse':>8}{'empty':>8}{'healed exact':>13}{'healed parse':>13}"
-          f"{'engine parse':>13}{'loops':>7}{'loops@1.1':>10}{'engine loops':>13}")
+          f"{'engine parse':>13}{'py parse':>9}{'py exact':>9}{'loops':>7}{'loops@1.1':>10}{'engine loops':>13}")
     for label, r in results.items():
         inf = r["infill"]
         print(f"{label:<10}{r['parameters'] / 1e6:>8.2f}M{r['val_loss_plain']:>7.3f}"
@@ -366,6 +369,8 @@ def main(argv=None) -> None:
               f"{inf['exact_match']:>8.1%}{inf['parse_rate']:>8.1%}{inf['empty_fill_rate']:>8.1%}"
               f"{r['infill_healed']['exact_match']:>13.1%}{r['infill_healed']['parse_rate']:>13.1%}"
               f"{r.get('infill_engine', {}).get('parse_rate', float('nan')):>13.1%}"
+              f"{r.get('infill_engine_python', {}).get('parse_rate', float('nan')):>9.1%}"
+              f"{r.get('infill_engine_python', {}).get('exact_match', float('nan')):>9.1%}"
               f"{sum(s['loops'] for s in r['samples']):>5}/{len(r['samples'])}"
               f"{sum(s['loops'] for s in r['samples_rep1.1']):>8}/{len(r['samples'])}"
               f"{sum(s['loops'] for s in r['samples_engine']):>11}/{len(r['samples'])}")

@@ -40,6 +40,8 @@ def assert_error(response, status: int, *words: str) -> None:
         ("seed", -1, ["seed"]),
         ("seed", "x", ["seed"]),
         ("echo", "yes", ["echo", "boolean"]),
+        ("language", 3, ["language", "python"]),
+        ("language", "", ["language"]),
     ],
 )
 @pytest.mark.parametrize("path", ["/generate", "/stream"])

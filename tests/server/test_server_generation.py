@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import time
 
@@ -69,6 +71,15 @@ def test_stop_sequence_is_cut_from_output(client):
 def test_fill_in_the_middle_with_suffix(client):
     body = client.post("/generate", json={"prompt": "x = ", "suffix": "\nprint(x)\n", "max_length": 4}).get_json()
     assert body["status"] == "success" and body["usage"]["prompt_tokens"] > 4
+
+
+def test_language_python_keeps_the_line_at_a_valid_indentation(client):
+    body = {"prompt": "x = 1\n", "suffix": "\ny = 2\n", "max_length": 8, "temperature": 0,
+            "stop": ["\n"], "language": "python"}
+    text = client.post("/generate", json=body).get_json()["response"]
+    assert not text[:1].isspace(), text  # top level, nothing opened: the line cannot be indented
+    streamed = client.post("/stream", json=body)
+    assert streamed.status_code == 200 and '"error"' not in streamed.get_data(as_text=True)
 
 
 def test_long_prompt_is_truncated_and_says_so(client, engine):
