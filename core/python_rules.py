@@ -10,8 +10,10 @@ line below says whether this line must open a block.
 :class:`PythonLineRules` reads that from the prompt and the suffix once per request; the engine
 then asks :meth:`~PythonLineRules.allows` about the model's candidate tokens, best first, and
 keeps the best one that breaks no rule (decoding stays greedy among the lines that can parse).
-Only the completion's first line is checked, only where the cursor stands at the start of a
-statement at a line's end; anywhere else (inside a string or brackets, mid-line) no rule applies.
+Only the completion's first line is checked, only where the cursor stands at a line's end: at
+the start of a statement, or (for a one-line completion) on a continuation line inside brackets
+opened above, which must leave open just the brackets the document below closes. Inside a
+string or mid-line no rule applies.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ CONTINUATIONS = {
     "except": {"try", "except"},
     "finally": {"try", "except", "else"},
 }
+SUFFIX_SCAN_CHARS = 4000  # how far below the cursor to look for the brackets' closers
 OPENERS = {")": "(", "]": "[", "}": "{"}
 _SIGNIFICANT = re.compile(r"[\"'#()\[\]{}\\\n]")
 _WORD = re.compile(r"[A-Za-z_]\w*")
@@ -51,8 +54,10 @@ class LexState:
     comment: bool = False
     continued: bool = False
     broken: bool = False
+    low: int | None = None  # the fewest brackets open at any point of the scan
 
     def copy(self) -> LexState:
+        """The same place, with ``low`` starting afresh from here."""
         return LexState(self.brackets, self.quote, self.comment, self.continued, self.broken)
 
     @property
@@ -67,6 +72,8 @@ def scan(text: str, state: LexState, on_line_end=None) -> LexState:
     ``on_line_end(pos)`` is called at each newline that ends a logical line (outside strings
     and brackets, not after a backslash)."""
     pos, n = 0, len(text)
+    if state.low is None:
+        state.low = len(state.brackets)
     while pos < n:
         if state.quote:
             q = state.quote
@@ -107,8 +114,10 @@ def scan(text: str, state: LexState, on_line_end=None) -> LexState:
         elif ch in ")]}":
             if state.brackets and state.brackets[-1] == OPENERS[ch]:
                 state.brackets = state.brackets[:-1]
+                state.low = min(state.low, len(state.brackets))
             else:
                 state.broken = True
+                state.low = -1
             state.continued = False
         elif ch == "\\":
             if text.startswith("\n", at + 1) or at + 1 == n:
@@ -240,10 +249,18 @@ class PythonLineRules:
         self.line_prefix = prefix[prefix.rfind("\n") + 1:]
         layout, state = read_layout(prefix)
         rest_of_line = (suffix or "").split("\n", 1)[0]
-        self.active = (
-            state.at_code and not state.comment and not self.line_prefix.strip() and not rest_of_line.strip()
-        )
-        self.state = state
+        at_line_end = not self.line_prefix.strip() and not rest_of_line.strip() and not state.comment
+        self.active = at_line_end and state.at_code
+        # Inside brackets opened above (a call or a literal over several lines), a one-line fill
+        # must leave open exactly the brackets the document below closes.
+        self.keep_open = 0
+        if at_line_end and single_line and state.brackets and not state.quote and suffix is not None:
+            below = scan(suffix[:SUFFIX_SCAN_CHARS], LexState(state.brackets))
+            if not below.broken:
+                self.active, self.keep_open = True, len(state.brackets) - below.low
+        self.in_brackets = bool(state.brackets)
+        self.opened_above = len(state.brackets)
+        self.state = state.copy()  # from here on, ``low`` counts within the completion
         self.text = ""  # the completion's accepted text on its first line
         self.done = False
         self.next_indent = next_code_indent(suffix) if suffix is not None else None
@@ -290,6 +307,8 @@ class PythonLineRules:
         state = scan(piece, self.state.copy())
         if state.broken:
             return False
+        if self.in_brackets:
+            return self._allows_in_brackets(state, ends)
         line = self.line_prefix + self.text + piece
         code = line.lstrip(" \t")
         width = indent_width(line)
@@ -332,6 +351,18 @@ class PythonLineRules:
             return not self._deeper_next(self.prev_indent)
         return self._deeper_next(width) == _opens_block(line, _code_of(line))
 
+    def _allows_in_brackets(self, state: LexState, ends: bool) -> bool:
+        """A line inside brackets opened above: it may not close those the document below
+        closes, and at its end it must have closed the others and its own."""
+        accepted_low = self.state.low if self.state.low is not None else self.opened_above
+        if self.opened_above - min(state.low, accepted_low) > self.opened_above - self.keep_open:
+            return False  # closed a bracket the document below closes itself
+        if not ends:
+            return True
+        if state.quote and (len(state.quote) == 1 or self.suffix_triples[state.quote] % 2 == 0):
+            return False
+        return len(state.brackets) == self.keep_open
+
     def closer(self) -> str:
         """What would close the line's open one-quote string or innermost bracket ("" if none):
         the repair when the model wants to end the line and may not yet."""
@@ -339,7 +370,7 @@ class PythonLineRules:
             return ""
         if self.state.quote and (len(self.state.quote) == 1 or self.suffix_triples[self.state.quote] % 2 == 0):
             return self.state.quote
-        if self.state.brackets:
+        if len(self.state.brackets) > self.keep_open:
             return {v: k for k, v in OPENERS.items()}[self.state.brackets[-1]]
         return ""
 

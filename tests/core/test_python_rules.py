@@ -81,6 +81,25 @@ def test_multi_line_completions_may_end_their_first_line_anywhere():
     assert not r.allows("  y = 2\n")    # the first line's indentation is still checked
 
 
+@pytest.mark.parametrize("line, ok", [
+    ("        b,\n", True),
+    ("        b)\n", False),       # the document below closes the call itself
+    ("        g(b,\n", False),     # its own bracket left open
+    ("        g(b),\n", True),
+    ("        'x\n", False),
+])
+def test_continuation_line_inside_a_call_the_document_closes_below(line, ok):
+    r = PythonLineRules.for_request("python", "x = foo(a,\n", "\n        c)\ny = 1\n", ("\n",))
+    assert r.allows(line) is ok
+
+
+def test_continuation_line_must_close_the_call_when_nothing_below_does():
+    r = PythonLineRules.for_request("python", "x = foo(a,\n", "\ny = 1\n", ("\n",))
+    assert r.allows("        b)\n") and not r.allows("        b,\n") and not r.allows("        b))\n")
+    r.accept("        g(b")
+    assert r.closer() == ")"
+
+
 def test_no_rule_applies_mid_line_in_a_string_or_in_brackets():
     assert PythonLineRules.for_request("python", "x = foo(", "\n)\n", ("\n",)) is None
     assert PythonLineRules.for_request("python", 'x = """\n', '\n"""\n', ("\n",)) is None
