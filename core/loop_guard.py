@@ -13,6 +13,12 @@ completion when
 - a phrase of ``MIN_UNIT_CHARS`` to ``MAX_UNIT_CHARS`` characters with a letter in it has just
   appeared three times in a row (released, then the completion ends).
 
+- a run of prose (``PROSE_CHARS`` characters of words, spaces and punctuation, as in a docstring
+  or comment that keeps circling: "the filesystem is a directory, and the filesystem is a
+  ...") would appear for the ``PROSE_LIMIT``-th time anywhere in the completion: released up
+  to just before that copy ends. Code repeats its own phrases legitimately (``self.assert``,
+  ``parser.add_argument(``), and those contain symbols, so this rule ignores them.
+
 Short or symbol-only repeats (``0, 0, 0``, ``-----``, ``else:``, ``pass``) are left alone
 unless they come three times in a row (``#`` on line after line): code has them legitimately.
 """
@@ -25,6 +31,10 @@ MIN_LINE_CHARS = 4
 LINE_LIMIT = 2  # copies of a line allowed in one completion
 MIN_UNIT_CHARS = 8
 MAX_UNIT_CHARS = 40
+PROSE_CHARS = 20
+PROSE_LIMIT = 4  # the copy of a prose run that ends the completion
+_ATTRIBUTE = re.compile(r"\.\w")
+_PROSE = re.compile(r"[A-Za-z ,.;:'-]*[A-Za-z][A-Za-z ,.;:'-]*")  # words, at least one letter
 
 
 # Lines that code repeats legitimately: block keywords and symbol-only lines.
@@ -50,6 +60,12 @@ def ends_in_repeated_phrase(text: str) -> bool:
     return False
 
 
+def is_prose(text: str) -> bool:
+    """Words, spaces and punctuation, as in a sentence: not indentation (two spaces) and not an
+    attribute access (``self.assertEqual`` is code)."""
+    return bool(_PROSE.fullmatch(text)) and "  " not in text and not _ATTRIBUTE.search(text)
+
+
 class LoopGuard:
     """Filter streamed text; ``looping`` turns true when the completion should end."""
 
@@ -61,6 +77,8 @@ class LoopGuard:
         self._held = ""  # the part of it not yet released
         self._text_tail = ""  # recent released text, for the phrase rule
         self._last, self._run = "", 0  # the last non-blank line and how often it came in a row
+        self._window = ""  # the last PROSE_CHARS released characters
+        self._prose_seen: dict[str, int] = {}
 
     def feed(self, text: str) -> str:
         """Add text; return what may be shown now."""
@@ -115,7 +133,20 @@ class LoopGuard:
 
     def _release(self) -> str:
         out, self._held = self._held, ""
+        out = self._cut_prose_loop(out)
         self._text_tail = (self._text_tail + out)[-(MAX_UNIT_CHARS * 3 + 1):]
         if out and ends_in_repeated_phrase(self._text_tail):
             self.looping = True
+        return out
+
+    def _cut_prose_loop(self, out: str) -> str:
+        """``out`` up to the character that would complete a run of prose seen too often."""
+        for i, ch in enumerate(out):
+            self._window = (self._window + ch)[-PROSE_CHARS:]
+            if len(self._window) == PROSE_CHARS and is_prose(self._window):
+                count = self._prose_seen.get(self._window, 0) + 1
+                self._prose_seen[self._window] = count
+                if count >= PROSE_LIMIT:
+                    self.looping = True
+                    return out[:i]
         return out
