@@ -405,6 +405,9 @@ class OptimizedLLM:
 
     def _run(self, request: GenerationRequest, cancel: threading.Event, result: Completion) -> Iterator[str]:
         started = time.perf_counter()
+        # Reading the document's layout needs no model: done before waiting for it.
+        rules = PythonLineRules.for_request(request.language, request.prompt, request.suffix,
+                                            request.stop_sequences)
         with self._lock:
             runner = self._runner
             if runner is None:
@@ -425,9 +428,6 @@ class OptimizedLLM:
             state = {"heal": heal_text}
             to_strip = heal_text
             budget = min(request.max_length + (1 if heal_text else 0), self.context_length - len(ids))
-
-            rules = PythonLineRules.for_request(request.language, request.prompt, request.suffix,
-                                                request.stop_sequences)
 
             def pick(logits: torch.Tensor) -> int:
                 allowed = healer.allowed(state["heal"]) if state["heal"] else None

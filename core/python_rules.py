@@ -33,6 +33,7 @@ CONTINUATIONS = {
 }
 SUFFIX_SCAN_CHARS = 4000  # how far below the cursor to look for the brackets' closers
 OPENERS = {")": "(", "]": "[", "}": "{"}
+CLOSERS = {opener: closer for closer, opener in OPENERS.items()}
 _SIGNIFICANT = re.compile(r"[\"'#()\[\]{}\\\n]")
 _WORD = re.compile(r"[A-Za-z_]\w*")
 
@@ -337,8 +338,8 @@ class PythonLineRules:
         if not ends:
             return True
         # The completion ends with this line: the document's next line must be able to follow.
-        if state.quote and (len(state.quote) == 1 or self.suffix_triples[state.quote] % 2 == 0):
-            return False  # a string left open (a triple-quoted one the document below does not close)
+        if self._string_left_open(state):
+            return False
         if state.brackets:  # (the line began outside brackets: it opened these itself)
             return self._deeper_next(width)  # left open: only a deeper continuation line can follow
         if state.continued:
@@ -359,7 +360,7 @@ class PythonLineRules:
             return False  # closed a bracket the document below closes itself
         if not ends:
             return True
-        if state.quote and (len(state.quote) == 1 or self.suffix_triples[state.quote] % 2 == 0):
+        if self._string_left_open(state):
             return False
         return len(state.brackets) == self.keep_open
 
@@ -368,16 +369,21 @@ class PythonLineRules:
         the repair when the model wants to end the line and may not yet."""
         if self.done:
             return ""
-        if self.state.quote and (len(self.state.quote) == 1 or self.suffix_triples[self.state.quote] % 2 == 0):
+        if self._string_left_open(self.state):
             return self.state.quote
         if len(self.state.brackets) > self.keep_open:
-            return {v: k for k, v in OPENERS.items()}[self.state.brackets[-1]]
+            return CLOSERS[self.state.brackets[-1]]
         return ""
 
     def _body_next(self, width: int) -> bool:
         """The next code line is exactly one indentation step deeper than ``width``: a block's
         body (a continuation line of a bracket usually sits deeper, under the bracket)."""
         return self.next_indent is not None and 0 < self.next_indent - width <= self.unit
+
+    def _string_left_open(self, state: LexState) -> bool:
+        """A string the line would leave open: a one-quote string, or a triple-quoted one the
+        document below does not close."""
+        return bool(state.quote) and (len(state.quote) == 1 or self.suffix_triples[state.quote] % 2 == 0)
 
     def _deeper_next(self, width: int) -> bool:
         return self.next_indent is not None and self.next_indent > width
