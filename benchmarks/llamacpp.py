@@ -66,16 +66,40 @@ def measure(llm, ids: list[int], new: int, repeats: int) -> dict:
 
 
 def replay_engine(llm, deepshiva_llm, max_tokens: int = 48):
-    """The replay's ``complete`` for llama.cpp: one slot, streamed, abandoned when superseded."""
+    """The replay's ``complete`` for llama.cpp: one slot, streamed, abandoned when superseded.
+
+    It gets the same work as DeepShiva: the same healed prompt ids, the first tokens held to
+    regrow the healed text (a logits processor, the one thing llama.cpp does not do itself), and
+    a stop at the first newline after that text. Without the healing constraint the model, cut
+    before its newline token, mostly answered with a newline and stopped: an empty suggestion.
+    """
+    import numpy as np
+    from llama_cpp import LogitsProcessorList
+
     from core.request import GenerationRequest
 
     lock = threading.Lock()
+    healer = deepshiva_llm._healer
 
     def complete(prefix: str, suffix: str, cancel: threading.Event) -> tuple[int, int]:
         request = GenerationRequest.checked(prefix, suffix=suffix, max_length=max_tokens,
                                             context_length=deepshiva_llm.context_length)
-        ids = deepshiva_llm._encode(request)[0]
+        ids, heal, _, _ = deepshiva_llm._encode(request)
+        state = {"heal": heal, "seen": len(ids)}
+
+        def regrow_healed_text(input_ids, scores):
+            for token in input_ids[state["seen"]:]:  # tokens generated since the last call
+                state["heal"] = healer.advance(state["heal"], int(token)) if state["heal"] else ""
+            state["seen"] = len(input_ids)
+            if not state["heal"]:
+                return scores
+            masked = np.full_like(scores, -np.inf)
+            allowed = healer.allowed(state["heal"]).numpy()
+            masked[allowed] = scores[allowed]
+            return masked
+
         steps = 0
+        text = ""
         with lock:
             if cancel.is_set():
                 return 0, 0
@@ -83,10 +107,12 @@ def replay_engine(llm, deepshiva_llm, max_tokens: int = 48):
             # common prefix with the tokens it holds (at least one token, to refresh logits).
             reused = llm.longest_token_prefix(llm._input_ids.tolist(), ids)
             computed = max(len(ids) - reused, 1)
-            for _chunk in llm.create_completion(prompt=ids, max_tokens=max_tokens, temperature=0,
-                                                stop=["\n"], stream=True):
+            for chunk in llm.create_completion(prompt=ids, max_tokens=max_tokens + (1 if heal else 0),
+                                                temperature=0, stream=True,
+                                                logits_processor=LogitsProcessorList([regrow_healed_text])):
                 steps += 1
-                if cancel.is_set():
+                text += chunk["choices"][0]["text"]
+                if cancel.is_set() or "\n" in text[len(heal):]:
                     break
         return computed, max(steps - 1, 0)
 
