@@ -25,6 +25,7 @@ from .generation import ModelRunner, PromptLookup, decode_n_tokens
 from .healing import TokenHealer
 from .loading import DEFAULT_MODEL, is_out_of_memory, load_model, resolve_model_source
 from .loop_guard import LoopGuard
+from .prompt_encoding import PromptEncoder
 from .python_rules import PythonLineRules
 from .request import GenerationRequest
 from .sampling import REPETITION_WINDOW, SamplingParams, sample_next
@@ -193,6 +194,7 @@ class OptimizedLLM:
         self._banned_in_plain = torch.tensor(sorted((self._special_ids - self._eos_ids) | undecodable), dtype=torch.long)
         self._fim_stop_ids = stop_token_ids(self.fim_dialect, vocab) if self.fim_dialect else set()
         self._healer = TokenHealer(tokenizer, self._special_ids)
+        self._prompt_encoder = PromptEncoder(tokenizer)
         self._token_texts: dict[int, str] = {}
         self._adds_bos = self._tokenizer_adds_bos(tokenizer)
         self.context_length = self._context_length(model, tokenizer)
@@ -329,7 +331,7 @@ class OptimizedLLM:
         tok = self.tokenizer
         bos = [tok.bos_token_id] if self._adds_bos else []
         if request.suffix is None:
-            ids = tok.encode(request.prompt, add_special_tokens=False)
+            ids = self._prompt_encoder.encode(request.prompt)
             truncated = len(ids) + len(bos) > budget
             if truncated:
                 ids = ids[stable_cut(len(ids), budget - len(bos)):]
@@ -338,8 +340,8 @@ class OptimizedLLM:
             ids, heal_text = self._heal(ids)
             return ids, heal_text, truncated, size
         dialect = self.fim_dialect
-        prefix_ids = tok.encode(request.prompt, add_special_tokens=False) if request.prompt else []
-        suffix_ids = tok.encode(request.suffix, add_special_tokens=False) if request.suffix else []
+        prefix_ids = self._prompt_encoder.encode(request.prompt)
+        suffix_ids = self._prompt_encoder.encode(request.suffix or "")
         layout = dialect.layout(self.fim_order)
         overhead = len(bos) + sum(1 for kind, _ in layout if kind == "token")
         fim_budget = max(budget - overhead, 2)

@@ -168,10 +168,12 @@ class PromptLookup:
 
     def __init__(self, context: list[int], ngram: int = 3, max_draft: int = 6):
         self.ngram, self.max_draft = ngram, max_draft
-        self.tokens: list[int] = []
-        self.index: dict[tuple[int, ...], int] = {}
-        for token in context:
-            self.add(token)
+        self.tokens: list[int] = list(context)
+        # Each n-gram maps to the position after its latest occurrence (later ones overwrite):
+        # what ``add`` would build token by token, in one pass over a 1000-token prompt.
+        self.index: dict[tuple[int, ...], int] = {
+            tuple(self.tokens[i:i + ngram]): i + ngram for i in range(len(self.tokens) - ngram)
+        }
 
     def add(self, token: int) -> None:
         self.tokens.append(token)

@@ -1,10 +1,12 @@
 """The lean Llama forward pass must give transformers' own logits, step for step."""
 
+import random
+
 import pytest
 import torch
 
 from core import OptimizedLLM
-from core.generation import ModelRunner
+from core.generation import ModelRunner, PromptLookup
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +115,15 @@ def test_int8_decode_is_refused_clearly_where_it_cannot_run(tiny_model_dir):
     with pytest.raises(InvalidParameter, match="int8 decode needs a plain Llama") as err:
         OptimizedLLM(str(tiny_model_dir), max_memory={"cpu": "200KB"}, int8_decode=True)
     assert err.value.param == "int8_decode"
+
+
+def test_prompt_lookup_built_from_a_context_proposes_as_if_fed_token_by_token():
+    rng = random.Random(0)
+    for _ in range(200):
+        context = [rng.randrange(6) for _ in range(rng.randrange(0, 50))]
+        built, fed = PromptLookup(context), PromptLookup([])
+        for token in context:
+            fed.add(token)
+        for token in [rng.randrange(6) for _ in range(8)]:
+            assert built.propose() == fed.propose()
+            built.add(token), fed.add(token)
