@@ -81,7 +81,7 @@ def replay_engine(llm, deepshiva_llm, max_tokens: int = 48):
     lock = threading.Lock()
     healer = deepshiva_llm._healer
 
-    def complete(prefix: str, suffix: str, cancel: threading.Event) -> tuple[int, int]:
+    def complete(prefix: str, suffix: str, cancel: threading.Event) -> tuple[int, int, str]:
         request = GenerationRequest.checked(prefix, suffix=suffix, max_length=max_tokens,
                                             context_length=deepshiva_llm.context_length)
         ids, heal, _, _ = deepshiva_llm._encode(request)
@@ -102,7 +102,7 @@ def replay_engine(llm, deepshiva_llm, max_tokens: int = 48):
         text = ""
         with lock:
             if cancel.is_set():
-                return 0, 0
+                return 0, 0, ""
             # llama-cpp-python keeps its cache and evaluates only what follows the longest
             # common prefix with the tokens it holds (at least one token, to refresh logits).
             reused = llm.longest_token_prefix(llm._input_ids.tolist(), ids)
@@ -114,6 +114,6 @@ def replay_engine(llm, deepshiva_llm, max_tokens: int = 48):
                 text += chunk["choices"][0]["text"]
                 if cancel.is_set() or "\n" in text[len(heal):]:
                     break
-        return computed, max(steps - 1, 0)
+        return computed, max(steps - 1, 0), text[len(heal):].split("\n", 1)[0]
 
     return complete

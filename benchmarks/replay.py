@@ -4,7 +4,8 @@ A region of a standard-library file (code nobody here wrote) is removed and type
 by key, with a seeded human rhythm: ~110 ms between keys, short pauses between some words and
 a longer one at each line end, where the typist waits for the suggestion. After a debounce the
 editor asks for a single-line fill-in-the-middle completion at the cursor; a keystroke that comes
-while a request runs supersedes it.
+while a request runs supersedes it. The debounce is the client's choice (150 ms by default, as an
+editor would wait); with 0 the client asks at every keystroke and leans on cancellation alone.
 
 Reported per engine: p50/p95 time from pause (last keystroke) to suggestion at line ends, how
 many requests were superseded and the tokens computed for them, and the process CPU time.
@@ -12,6 +13,7 @@ many requests were superseded and the tokens computed for them, and the process 
 
 from __future__ import annotations
 
+import json
 import random
 import statistics
 import sysconfig
@@ -70,6 +72,7 @@ def stable_window(text: str, max_chars: int, chunk: int = 512) -> str:
 @dataclass
 class Outcome:
     latencies_ms: list[float] = field(default_factory=list)
+    shown: int = 0  # line-end suggestions that were not empty
     requests: int = 0
     superseded: int = 0
     superseded_prefill: int = 0  # prompt tokens computed for requests that were superseded
@@ -87,18 +90,19 @@ class Request(threading.Thread):
         self.cancel = threading.Event()
         self.done = threading.Event()
         self.cost = (0, 0)
+        self.text = ""
         self.finished_at = 0.0
 
     def run(self) -> None:
         try:
-            self.cost = self.complete(self.key.prefix, self.key.suffix, self.cancel)
+            *self.cost, self.text = self.complete(self.key.prefix, self.key.suffix, self.cancel)
         finally:
             self.finished_at = time.perf_counter()
             self.done.set()
 
 
-def replay(complete, schedule: list[Keystroke]) -> Outcome:
-    """Drive ``complete(prefix, suffix, cancel) -> (prompt tokens computed, decode steps)``."""
+def replay(complete, schedule: list[Keystroke], debounce_s: float = DEBOUNCE_S) -> Outcome:
+    """Drive ``complete(prefix, suffix, cancel) -> (prompt tokens computed, decode steps, text)``."""
     outcome = Outcome()
     started_wall, started_cpu = time.perf_counter(), time.process_time()
     inflight: list[Request] = []
@@ -108,10 +112,10 @@ def replay(complete, schedule: list[Keystroke]) -> Outcome:
             if not request.done.is_set():
                 request.cancel.set()
                 request.superseded = True
-        if key.gap_s <= DEBOUNCE_S and not key.line_end:
+        if key.gap_s <= debounce_s and not key.line_end:
             time.sleep(key.gap_s)
             continue
-        time.sleep(DEBOUNCE_S)
+        time.sleep(debounce_s)
         request = Request(complete, key)
         request.superseded = False
         request.start()
@@ -121,10 +125,11 @@ def replay(complete, schedule: list[Keystroke]) -> Outcome:
             request.done.wait(WAIT_CAP_S)
             if request.done.is_set():
                 outcome.latencies_ms.append((request.finished_at - pressed) * 1000)
+                outcome.shown += bool(request.text.strip())
             remaining = key.gap_s - (time.perf_counter() - pressed)
             time.sleep(max(remaining, 0.05))
         else:
-            time.sleep(key.gap_s - DEBOUNCE_S)
+            time.sleep(max(key.gap_s - debounce_s, 0))
     for request in inflight:
         request.cancel.set()
         request.join(60)
@@ -142,6 +147,7 @@ def summary(outcome: Outcome) -> dict:
     p95 = lat[min(len(lat) - 1, int(0.95 * len(lat)))] if lat else None
     return {
         "suggestions_timed": len(lat),
+        "suggestions_shown": outcome.shown,
         "p50_ms": round(statistics.median(lat), 1) if lat else None,
         "p95_ms": round(p95, 1) if p95 else None,
         "requests": outcome.requests,
@@ -158,30 +164,37 @@ def summary(outcome: Outcome) -> dict:
 def deepshiva_engine(llm, max_tokens: int = 48):
     """DeepShiva in-process: prefix KV reuse, cancellation, stop at the line end."""
 
-    def complete(prefix: str, suffix: str, cancel: threading.Event) -> tuple[int, int]:
+    def complete(prefix: str, suffix: str, cancel: threading.Event) -> tuple[int, int, str]:
         result = llm.complete(prefix, suffix=suffix, max_length=max_tokens, temperature=0,
                               stop_sequences=["\n"], cancel_event=cancel)
         computed = result.prompt_tokens - result.reused_prompt_tokens if result.total_ms else 0
-        return computed, result.decode_steps
+        return computed, result.decode_steps, result.text
 
     return complete
 
 
-def plain_generate_engine(llm, max_tokens: int = 48):
-    """The baseline: plain model.generate per request, serialized on one model, no cancellation."""
+def plain_generate_engine(llm, max_tokens: int = 48, drop_queued: bool = False):
+    """The baseline: plain model.generate per request, serialized on one model, no cancellation.
+
+    Like the original server, it runs every request it got. ``drop_queued`` skips a request
+    superseded while it waited for the model: a kinder baseline, needed when the client asks at
+    every keystroke (running them all would take ten times the replay's length).
+    """
     from .baseline import PlainGenerate
     from core.request import GenerationRequest
 
     base = PlainGenerate(llm.model, llm.tokenizer)
     lock = threading.Lock()
 
-    def complete(prefix: str, suffix: str, cancel: threading.Event) -> tuple[int, int]:
+    def complete(prefix: str, suffix: str, cancel: threading.Event) -> tuple[int, int, str]:
         request = GenerationRequest.checked(prefix, suffix=suffix, max_length=max_tokens,
                                             context_length=llm.context_length)
         ids = llm._encode(request)[0]
         with lock:
+            if drop_queued and cancel.is_set():
+                return 0, 0, ""
             out = base.run(ids, max_new_tokens=max_tokens)
-        return len(ids), max(out["tokens"] - 1, 0)
+        return len(ids), max(out["tokens"] - 1, 0), out["text"].split("\n", 1)[0]
 
     return complete
 
@@ -192,18 +205,20 @@ def http_engine(base_url: str, max_tokens: int = 48):
 
     client = httpx.Client(base_url=base_url, timeout=60)
 
-    def complete(prefix: str, suffix: str, cancel: threading.Event) -> tuple[int, int]:
+    def complete(prefix: str, suffix: str, cancel: threading.Event) -> tuple[int, int, str]:
         body = {"prompt": prefix, "suffix": suffix, "max_length": max_tokens, "temperature": 0, "stop": ["\n"]}
-        tokens = (0, 0)
+        tokens, text = (0, 0), ""
         with client.stream("POST", "/stream", json=body) as response:
             for line in response.iter_lines():
                 if cancel.is_set():
                     break  # closing the response stops the generation on the server
-                if line.startswith("data:") and '"usage"' in line:
-                    import json
-
-                    usage = json.loads(line[5:]).get("usage", {})
-                    tokens = (usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
-        return tokens
+                if line.startswith("data:"):
+                    data = json.loads(line[5:])
+                    if "usage" in data:
+                        usage = data["usage"]
+                        tokens = (usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0))
+                    else:
+                        text += data.get("text", "")
+        return *tokens, text
 
     return complete

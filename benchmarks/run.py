@@ -57,6 +57,21 @@ def start_server(model: str, port: int) -> subprocess.Popen:
     raise RuntimeError("deepshiva-server did not come up within 180 s")
 
 
+def ratio_rows(results: dict[str, dict], plain: str, llamacpp: str) -> list[dict]:
+    """Summaries as rows, with p50 ratios against the plain baseline and llama.cpp of the same run."""
+    base_p50 = results.get(plain, {}).get("p50_ms")
+    cpp_p50 = results.get(llamacpp, {}).get("p50_ms")
+    rows = []
+    for name, summary in results.items():
+        summary = dict(summary, engine=name)
+        if base_p50 and summary["p50_ms"]:
+            summary["p50_speedup_vs_plain"] = round(base_p50 / summary["p50_ms"], 2)
+        if cpp_p50 and summary["p50_ms"]:
+            summary["p50_vs_llamacpp"] = round(cpp_p50 / summary["p50_ms"], 2)
+        rows.append(summary)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="shipped", help="comma list: shipped, llama-1b, stablelm-3b or a directory")
@@ -68,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replay-lines", type=int, default=25)
     parser.add_argument("--replay-start", type=int, default=300)
     parser.add_argument("--http", action="store_true", help="also replay through the HTTP API and the language server")
+    parser.add_argument("--burst", action="store_true",
+                        help="also replay with no debounce (a request at every keystroke, superseded in bursts)")
     parser.add_argument("--skip-engine", action="store_true")
     parser.add_argument("--no-llamacpp", action="store_true",
                         help="engine table without llama.cpp (a 3B fp32 model and its f32 GGUF do not "
@@ -129,20 +146,27 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             server.terminate()
             server.wait(30)
-    base_p50 = results["plain-generate"]["p50_ms"]
-    rows = []
-    for name, summary in results.items():
-        summary = dict(summary, engine=name)
-        if base_p50 and summary["p50_ms"]:
-            summary["p50_speedup_vs_plain"] = round(base_p50 / summary["p50_ms"], 2)
-        cpp_p50 = results.get("llama.cpp", {}).get("p50_ms")
-        if cpp_p50 and summary["p50_ms"]:
-            summary["p50_vs_llamacpp"] = round(cpp_p50 / summary["p50_ms"], 2)
-        rows.append(summary)
+    rows = ratio_rows(results, "plain-generate", "llama.cpp")
+    if args.burst:
+        burst = {}
+        llm.prompt_lookup = True
+        burst["plain-generate"] = replay.summary(replay.replay(
+            replay.plain_generate_engine(llm, drop_queued=True), schedule, debounce_s=0))
+        burst["deepshiva"] = replay.summary(replay.replay(replay.deepshiva_engine(llm), schedule, debounce_s=0))
+        if llamacpp.available():
+            cpp = llamacpp.load(llamacpp.gguf_for(model_dir(args.replay_model)), llm.context_length,
+                                torch.get_num_threads())
+            burst["llama.cpp"] = replay.summary(replay.replay(llamacpp.replay_engine(cpp, llm), schedule, debounce_s=0))
+            del cpp
+        report["replay_no_debounce"] = {"rows": ratio_rows(burst, "plain-generate", "llama.cpp")}
     report["replay"] = {"file": args.replay_file, "lines": args.replay_lines, "keystrokes": len(schedule), "rows": rows}
     print(f"\nEditing replay: {args.replay_lines} lines of {args.replay_file}, {len(schedule)} keystrokes")
-    print_table(rows, ["engine", "suggestions_timed", "p50_ms", "p95_ms", "p50_speedup_vs_plain", "p50_vs_llamacpp", "requests",
-                       "superseded", "prefill_per_superseded", "decode_per_superseded", "lookup_acceptance", "api_calls", "cpu_s", "wall_s"])
+    columns = ["engine", "suggestions_timed", "suggestions_shown", "p50_ms", "p95_ms", "p50_speedup_vs_plain", "p50_vs_llamacpp", "requests",
+                       "superseded", "prefill_per_superseded", "decode_per_superseded", "lookup_acceptance", "api_calls", "cpu_s", "wall_s"]
+    print_table(rows, columns)
+    if args.burst:
+        print("\nThe same replay with no debounce: a request at every keystroke")
+        print_table(report["replay_no_debounce"]["rows"], columns)
     return write_report(report, args.out)
 
 
