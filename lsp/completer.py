@@ -156,6 +156,17 @@ class Completer:
             ticket.superseded = True
             ticket.task.cancel()
 
+    def debounce_ms(self) -> float:
+        """How long an automatic request waits for quiet typing before calling the API.
+
+        ``debounceMs`` at most; with ``adaptiveDebounce``, no longer than the API's recent answers
+        took. A request then starts only after a pause as long as its own cost: a fast model
+        answers sooner (superseded calls are closed within a decode step), a slow one still waits.
+        """
+        configured = self.options.debounce_ms
+        recent = self.stats.recent_latency_ms() if self.options.adaptive_debounce else None
+        return configured if recent is None else min(configured, recent)
+
     async def suggest(
         self, key: tuple[str, str], ctx: CursorContext, *, invoked: bool, prefetch: bool = False
     ) -> str | None:
@@ -202,8 +213,9 @@ class Completer:
 
     async def _fetch(self, ctx: CursorContext, *, invoked: bool) -> str:
         options = self.options
-        if not invoked and options.debounce_ms:
-            await asyncio.sleep(options.debounce_ms / 1000)
+        debounce_ms = self.debounce_ms()
+        if not invoked and debounce_ms:
+            await asyncio.sleep(debounce_ms / 1000)
         single = postprocess.single_line(ctx, options.multiline.value)
         paragraph = options.multiline is Multiline.AUTO  # "always": whole blocks
         reader = SuggestionReader(ctx, single, options.max_lines, paragraph)

@@ -322,7 +322,7 @@ def accepted(ls: DeepShivaServer, *args: Any) -> None:
 
 @server.command(CMD_STATS)
 def stats(ls: DeepShivaServer, *args: Any) -> dict:
-    return ls.completer.stats.as_dict()
+    return {**ls.completer.stats.as_dict(), "debounceMs": round(ls.completer.debounce_ms(), 1)}
 
 
 @server.command(CMD_STATUS)

@@ -31,6 +31,11 @@ class Stats:
     accepted: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
 
+    def recent_latency_ms(self, count: int = 8) -> float | None:
+        """Median time of the last ``count`` answered API calls (None before three)."""
+        recent = list(self.latencies_ms)[-count:]
+        return percentile(recent, 50) if len(recent) >= 3 else None
+
     def as_dict(self) -> dict:
         lat = list(self.latencies_ms)
         return {

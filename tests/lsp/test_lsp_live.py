@@ -305,6 +305,30 @@ async def test_debounce_sends_only_the_last_of_quick_automatic_triggers(api):
         assert (await s.command("deepshiva.stats"))["apiCalls"] == 3
 
 
+@pytest.mark.parametrize("adaptive", [True, False])
+async def test_automatic_requests_wait_no_longer_than_the_api_takes_to_answer(api, adaptive):
+    configured = 8000
+    async with lsp_session(settings(api, debounceMs=configured, adaptiveDebounce=adaptive)) as s:
+        await s.wait_status("ready")
+        uri = f"file:///tmp/adaptive-{adaptive}.py"
+        s.open(uri, "import os\n\n")
+        assert (await s.command("deepshiva.stats"))["debounceMs"] == configured  # nothing answered yet
+        for column in range(3):  # explicitly invoked: never debounced, but their answers are timed
+            s.insert(uri, 1, column, "x")
+            await s.inline(uri, 1, column + 1, invoked=True)
+        stats = await s.command("deepshiva.stats")
+        if not adaptive:
+            assert stats["debounceMs"] == configured
+            return
+        # the wait is now the median answer time: the tiny model answers far under 8 s
+        assert stats["debounceMs"] == stats["latencyP50Ms"] < configured
+        s.insert(uri, 1, 3, "y")
+        started = asyncio.get_running_loop().time()
+        await s.inline(uri, 1, 4, invoked=False)
+        assert asyncio.get_running_loop().time() - started < configured / 1000
+        assert (await s.command("deepshiva.stats"))["apiCalls"] == 4
+
+
 async def test_time_cap_reports_slow_and_closes_the_stream(api):
     """A 50 ms cap is hit whatever the machine's speed: another client keeps the API's one
     model busy, so the suggestion waits in its queue (alone, the tiny model could end its text
