@@ -8,10 +8,13 @@ closes superseded HTTP streams. At each line end the typist waits for the sugges
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from lsprotocol import types
 from pytest_lsp.client import make_test_lsp_client
@@ -32,13 +35,14 @@ def _position(text: str) -> types.Position:
     return types.Position(line=line, character=len(text[len(text) - column:].encode("utf-16-le")) // 2)
 
 
-async def _replay(api_url: str, file_name: str, first_line: int, lines: int, debounce_ms: int) -> dict:
+async def _replay(api_url: str, file_name: str, first_line: int, lines: int, debounce_ms: int,
+                  adaptive: bool) -> dict:
     schedule = build_schedule(file_name, first_line, lines, context_chars=10**9)
     before = schedule[0].prefix[:-1]
     after = schedule[0].suffix
     client = make_test_lsp_client()
     await client.start_io(sys.executable, "-m", "lsp", "--log-level", "WARNING")
-    settings = {"apiUrl": api_url, "debounceMs": debounce_ms, "temperature": 0, "maxTokens": 48,
+    settings = {"apiUrl": api_url, "debounceMs": debounce_ms, "adaptiveDebounce": adaptive, "temperature": 0, "maxTokens": 48,
                 "multiline": "never", "requestTimeoutMs": 15000, "slowThresholdMs": 15000}
     await client.initialize_session(types.InitializeParams(capabilities=CAPABILITIES,
                                                            initialization_options=settings))
@@ -98,6 +102,58 @@ async def _replay(api_url: str, file_name: str, first_line: int, lines: int, deb
     }
 
 
-def replay_through_lsp(api_url: str, file_name: str, first_line: int, lines: int, debounce_ms: int = 150) -> dict:
-    """Run the replay against deepshiva-lsp talking to the API at ``api_url``."""
-    return asyncio.run(_replay(api_url, file_name, first_line, lines, debounce_ms))
+def replay_through_lsp(api_url: str, file_name: str, first_line: int, lines: int, debounce_ms: int = 150,
+                       adaptive: bool = True) -> dict:
+    """Run the replay against deepshiva-lsp talking to the API at ``api_url`` (``debounceMs``
+    the most it waits; with ``adaptive``, the language server's default, less for a fast API)."""
+    return asyncio.run(_replay(api_url, file_name, first_line, lines, debounce_ms, adaptive))
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far; None where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The LSP replay at several debounce settings against one API server: latency against work."""
+    from .run import print_table, start_server, write_report
+    from .shapes import model_dir
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--debounce-ms", default="150,50,0",
+                        help="comma list of fixed debounceMs (adaptiveDebounce off); 'adaptive' for the default")
+    parser.add_argument("--model", default="shipped")
+    parser.add_argument("--replay-file", default="tokenize.py")
+    parser.add_argument("--replay-start", type=int, default=300)
+    parser.add_argument("--replay-lines", type=int, default=25)
+    parser.add_argument("--port", type=int, default=5078)
+    parser.add_argument("--out", default="benchmarks/results/lsp-debounce.json")
+    args = parser.parse_args(argv)
+    server = start_server(str(model_dir(args.model)), args.port)
+    rows = []
+    try:
+        for setting in args.debounce_ms.split(","):
+            adaptive = setting == "adaptive"
+            debounce = 150 if adaptive else int(setting)
+            before = process_cpu_s(server.pid)
+            row = replay_through_lsp(f"http://127.0.0.1:{args.port}", args.replay_file, args.replay_start,
+                                     args.replay_lines, debounce_ms=debounce, adaptive=adaptive)
+            after = process_cpu_s(server.pid)
+            row.update(debounce_ms="adaptive, at most 150" if adaptive else debounce,
+                       server_cpu_s=round(after - before, 1) if before is not None and after is not None else None)
+            rows.append(row)
+    finally:
+        server.terminate()
+        server.wait(30)
+    print_table(rows, ["debounce_ms", "suggestions_timed", "suggestions_shown", "p50_ms", "p95_ms", "api_calls",
+                       "lsp_cancelled", "server_cpu_s", "client_cpu_s", "wall_s"])
+    return write_report({"command": "python -m benchmarks.lsp_replay " + " ".join(argv if argv is not None else sys.argv[1:]),
+                         "started": time.strftime("%Y-%m-%d %H:%M:%S"), "rows": rows}, args.out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -176,7 +176,10 @@ def deepshiva_engine(llm, max_tokens: int = 48):
 def plain_generate_engine(llm, max_tokens: int = 48, drop_queued: bool = False):
     """The baseline: plain model.generate per request, serialized on one model, no cancellation.
 
-    Like the original server, it runs every request it got. ``drop_queued`` skips a request
+    Like the original server, it runs every request it got, on the whole prompt as tokenized:
+    no token healing. (Given the healed prompt, whose last newline token is backed off, without
+    the constraint that regrows it, the model mostly answered with an empty line.)
+    ``drop_queued`` skips a request
     superseded while it waited for the model: a kinder baseline, needed when the client asks at
     every keystroke (running them all would take ten times the replay's length).
     """
@@ -189,7 +192,7 @@ def plain_generate_engine(llm, max_tokens: int = 48, drop_queued: bool = False):
     def complete(prefix: str, suffix: str, cancel: threading.Event) -> tuple[int, int, str]:
         request = GenerationRequest.checked(prefix, suffix=suffix, max_length=max_tokens,
                                             context_length=llm.context_length)
-        ids = llm._encode(request)[0]
+        ids = llm._encode(request, heal=False)[0]
         with lock:
             if drop_queued and cancel.is_set():
                 return 0, 0, ""

@@ -139,10 +139,15 @@ def main(argv: list[str] | None = None) -> int:
         server = start_server(str(model_dir(args.replay_model)), port)
         try:
             url = f"http://127.0.0.1:{port}"
-            results["deepshiva-http"] = replay.summary(replay.replay(replay.http_engine(url), schedule))
-            from .lsp_replay import replay_through_lsp
+            from .lsp_replay import process_cpu_s, replay_through_lsp
 
+            cpu = process_cpu_s(server.pid)
+            results["deepshiva-http"] = replay.summary(replay.replay(replay.http_engine(url), schedule))
+            cpu_after = process_cpu_s(server.pid)
             results["deepshiva-lsp"] = replay_through_lsp(url, args.replay_file, args.replay_start, args.replay_lines)
+            if cpu is not None:
+                results["deepshiva-http"]["server_cpu_s"] = round(cpu_after - cpu, 1)
+                results["deepshiva-lsp"]["server_cpu_s"] = round(process_cpu_s(server.pid) - cpu_after, 1)
         finally:
             server.terminate()
             server.wait(30)
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     report["replay"] = {"file": args.replay_file, "lines": args.replay_lines, "keystrokes": len(schedule), "rows": rows}
     print(f"\nEditing replay: {args.replay_lines} lines of {args.replay_file}, {len(schedule)} keystrokes")
     columns = ["engine", "suggestions_timed", "suggestions_shown", "p50_ms", "p95_ms", "p50_speedup_vs_plain", "p50_vs_llamacpp", "requests",
-                       "superseded", "prefill_per_superseded", "decode_per_superseded", "lookup_acceptance", "api_calls", "cpu_s", "wall_s"]
+                       "superseded", "prefill_per_superseded", "decode_per_superseded", "lookup_acceptance", "api_calls", "cpu_s", "server_cpu_s", "wall_s"]
     print_table(rows, columns)
     if args.burst:
         print("\nThe same replay with no debounce: a request at every keystroke")

@@ -324,8 +324,11 @@ class OptimizedLLM:
             return healed, heal_text
         return ids, ""
 
-    def _encode(self, request: GenerationRequest) -> tuple[list[int], str, bool, int]:
-        """Token ids of the prompt, the healing text, whether it was truncated, prompt size."""
+    def _encode(self, request: GenerationRequest, heal: bool = True) -> tuple[list[int], str, bool, int]:
+        """Token ids of the prompt, the healing text, whether it was truncated, prompt size.
+
+        ``heal=False`` keeps the prompt's last token (benchmarks: what a plain pipeline sees).
+        """
         reserve = min(request.max_length, self.context_length // 2)
         budget = self.context_length - reserve
         tok = self.tokenizer
@@ -337,7 +340,7 @@ class OptimizedLLM:
                 ids = ids[stable_cut(len(ids), budget - len(bos)):]
             ids = bos + ids
             size = len(ids)
-            ids, heal_text = self._heal(ids)
+            ids, heal_text = self._heal(ids) if heal else (ids, "")
             return ids, heal_text, truncated, size
         dialect = self.fim_dialect
         prefix_ids = self._prompt_encoder.encode(request.prompt)
@@ -358,7 +361,7 @@ class OptimizedLLM:
         suffix_ids = suffix_ids[:keep_suffix]
         # Heal the prefix's last token too: an editor's cursor sits mid-word or at a line start
         # (a bare newline, which in code almost always merges with the next indentation).
-        prefix_ids, heal_text = self._heal(prefix_ids)
+        prefix_ids, heal_text = self._heal(prefix_ids) if heal else (prefix_ids, "")
         ids = list(bos)
         for kind, value in layout:
             if kind == "token":
