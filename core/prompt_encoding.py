@@ -20,6 +20,7 @@ from collections import OrderedDict
 # (letters, digits or punctuation) cannot take in whitespace, and matching restarts there.
 SAFE_CUT = re.compile(r"(?<=[!-~])\n")
 MAX_PIECES = 8192
+MAX_PIECE_CHARS = 2_000_000  # what the remembered pieces may hold in all (a few MB)
 
 
 def splits_at_line_ends(tokenizer) -> bool:
@@ -46,6 +47,7 @@ class PromptEncoder:
         self._tokenizer = tokenizer
         self._backend = tokenizer.backend_tokenizer if splits_at_line_ends(tokenizer) else None
         self._pieces: OrderedDict[str, list[int]] = OrderedDict()
+        self._chars = 0
         self._lock = threading.Lock()
 
     @property
@@ -67,10 +69,13 @@ class PromptEncoder:
         if missing:
             for piece, encoding in zip(missing, self._backend.encode_batch(missing, add_special_tokens=False)):
                 self._pieces[piece] = encoding.ids
+                self._chars += len(piece)
         ids: list[int] = []
         for piece in pieces:
             ids.extend(self._pieces[piece])
             self._pieces.move_to_end(piece)
-        while len(self._pieces) > MAX_PIECES:
-            self._pieces.popitem(last=False)
+        # Forget the least recently used pieces, but never one this text needs right now.
+        while (len(self._pieces) > MAX_PIECES or self._chars > MAX_PIECE_CHARS) and len(self._pieces) > len(pieces):
+            old, _ = self._pieces.popitem(last=False)
+            self._chars -= len(old)
         return ids

@@ -59,3 +59,15 @@ def test_a_tokenizer_that_could_merge_across_lines_is_tokenized_whole(shipped_mo
     text = "def f(x):\n    g(x)\n    return x\n"
     assert encoder.encode(text) == tok.encode(text, add_special_tokens=False)
     assert tok.convert_tokens_to_ids(")\n    return") in encoder.encode(text)
+
+
+def test_remembered_pieces_stay_bounded_by_characters(shipped_model_dir, monkeypatch):
+    import core.prompt_encoding as prompt_encoding
+
+    monkeypatch.setattr(prompt_encoding, "MAX_PIECE_CHARS", 5000)
+    tok = AutoTokenizer.from_pretrained(shipped_model_dir)
+    encoder = PromptEncoder(tok)
+    for i in range(40):  # distinct long single lines: each is one piece of 1000+ characters
+        text = f"x{i} = '" + "abc " * 250 + "'\nprint(x)\n"
+        assert encoder.encode(text) == tok.encode(text, add_special_tokens=False)
+    assert encoder._chars <= 5000 + 1100 and encoder._chars == sum(map(len, encoder._pieces))
