@@ -99,8 +99,9 @@ class LeanLlamaBackend:
             raise ValueError("int8 decode runs on the CPU only (use load_in_8bit on CUDA)")
         # In fp32, q and k rotate as complex numbers: one multiply instead of five ops. That
         # needs each rotating pair (i, i + head_dim/2) side by side, so their rows are
-        # interleaved; q.k is the same sum in another order, and v keeps its rows.
-        self.complex_rope = self.dtype == torch.float32
+        # interleaved; q.k is the same sum in another order, and v keeps its rows. (Not on MPS,
+        # whose complex support is partial; 16-bit models keep the real-valued rotation.)
+        self.complex_rope = self.dtype == torch.float32 and self.device.type in ("cpu", "cuda")
         self.layers = []
         with torch.no_grad():
             for layer in inner.layers:
