@@ -36,6 +36,31 @@ def test_repetition_penalty_lowers_recent_tokens_only():
     assert out.tolist() == [1.0, -4.0, 2.0]
 
 
+def penalized_by_torch(logits, recent, penalty):
+    """The rule in plain torch ops (what the NumPy version must reproduce bit for bit)."""
+    out = logits.clone()
+    ids = torch.tensor(sorted(set(recent[-64:])), dtype=torch.long)
+    scores = out[ids]
+    penalty = max(penalty, torch.finfo(torch.float32).tiny)
+    penalized = torch.where(scores > 0, scores / penalty, scores * penalty)
+    out[ids] = penalized.clamp(max=torch.finfo(torch.float32).max)
+    return out
+
+
+def test_repetition_penalty_matches_the_torch_rule_bit_for_bit():
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(200):
+        logits = torch.randn(512, generator=gen) * 30
+        logits[torch.randint(0, 512, (5,), generator=gen)] = float("-inf")  # banned tokens
+        logits[0] = 3e38
+        recent = torch.randint(0, 512, (100,), generator=gen).tolist() + [0]
+        penalty = [1.1, 1.3, 0.5, 1e-43, 9.9][trial % 5]
+        expected = penalized_by_torch(logits, recent, penalty)
+        got = apply_repetition_penalty(logits.clone(), recent, penalty)
+        assert torch.equal(got, expected)
+        assert not torch.isnan(got).any()
+
+
 def test_banned_and_allowed_masks():
     logits = logits_of(9.0, 1.0, 0.5)
     assert sample_next(logits, SamplingParams(temperature=0), [], banned=torch.tensor([0])) == 1
