@@ -195,7 +195,6 @@ class OptimizedLLM:
         self._fim_stop_ids = stop_token_ids(self.fim_dialect, vocab) if self.fim_dialect else set()
         self._healer = TokenHealer(tokenizer, self._special_ids)
         self._prompt_encoder = PromptEncoder(tokenizer)
-        self._token_texts: dict[int, str] = {}
         self._adds_bos = self._tokenizer_adds_bos(tokenizer)
         self.context_length = self._context_length(model, tokenizer)
 
@@ -370,12 +369,6 @@ class OptimizedLLM:
                 ids.extend(prefix_ids if kind == "prefix" else suffix_ids)
         return ids, heal_text, truncated, len(ids) + (1 if heal_text else 0)
 
-    def _token_text(self, token: int) -> str:
-        text = self._token_texts.get(token)
-        if text is None:
-            text = self._token_texts[token] = self.tokenizer.decode([token])
-        return text
-
     def _pick_within_rules(self, rules: PythonLineRules, stop_ids: set[int], heal: str, logits, params,
                            recent, generator, allowed, banned) -> int:
         """The token ``sample_next`` picks among those that keep Python's layout rules: the
@@ -389,7 +382,8 @@ class OptimizedLLM:
                 if rules.allows("", ends=True):
                     return token
             else:
-                piece = self._token_text(token)
+                texts = self._healer.token_texts()  # each token's text, as healing reads it too
+                piece = (texts[token] if token < len(texts) else None) or ""
                 if heal:  # the part that regrows the healed prompt text is not new text
                     piece = piece[len(heal):] if piece.startswith(heal) else ""
                 if rules.allows(piece):
