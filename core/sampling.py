@@ -10,6 +10,8 @@ import torch
 # Like llama.cpp's repeat_last_n: code repeats its context legitimately, so the penalty looks
 # only at the most recent tokens rather than the whole prompt.
 REPETITION_WINDOW = 64
+_F32_TINY = float(np.finfo(np.float32).tiny)
+_F32_MAX = np.finfo(np.float32).max
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,10 @@ def apply_repetition_penalty(logits: torch.Tensor, recent_ids: list[int], penalt
     scores = values[ids]
     # A tiny penalty (1e-43, valid: > 0) rounds to 0 in float32 (-inf * 0 is NaN) or overflows
     # the division to inf: both gave NaN probabilities. Keep it normal and the results finite.
-    penalty = np.float32(max(penalty, float(np.finfo(np.float32).tiny)))
+    penalty = np.float32(max(penalty, _F32_TINY))
     with np.errstate(over="ignore"):
         penalized = np.where(scores > 0, scores / penalty, scores * penalty)
-    values[ids] = np.minimum(penalized, np.finfo(np.float32).max)  # -inf (a banned token) stays banned
+    values[ids] = np.minimum(penalized, _F32_MAX)  # -inf (a banned token) stays banned
     return logits
 
 
