@@ -196,8 +196,10 @@ class LeanLlamaBackend:
         if end > self.capacity:
             raise ValueError(f"sequence of {end} tokens exceeds the context of {self.capacity}")
         x = F.embedding(torch.tensor(ids, device=self.device), self.embed)  # (T, hidden)
-        cos, sin = self.cos[start:end], self.sin[start:end]  # (T, 1, head_dim): broadcast over heads
-        rope = self.rope[start:end] if self.complex_rope else None
+        if self.complex_rope:
+            rope = self.rope[start:end]  # (T, 1, head_dim / 2) complex: broadcast over heads
+        else:
+            cos, sin = self.cos[start:end], self.sin[start:end]  # (T, 1, head_dim)
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
         qk_heads = self.heads + self.kv_heads
         mask = None
