@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 import torch
+from threadpoolctl import threadpool_limits
 
 from .errors import DeviceUnavailable, InvalidParameter
 
@@ -119,3 +120,10 @@ def choose_cpu_threads(weight_bytes: int, requested: int | None = None) -> int:
             raise InvalidParameter("threads", f"threads must be a positive integer (got {override!r})")
         return value
     return 1 if weight_bytes < SMALL_MODEL_BYTES else available_cores()
+
+
+def use_cpu_threads(count: int) -> None:
+    """Run PyTorch's ops and NumPy's OpenBLAS products (the decode step, core.blas_decode) on
+    ``count`` threads: OpenBLAS would otherwise start one per core whatever PyTorch uses."""
+    torch.set_num_threads(count)
+    threadpool_limits(limits=count, user_api="blas")

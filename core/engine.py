@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .devices import choose_cpu_threads, mps_available, select_device, select_dtype
+from .devices import choose_cpu_threads, mps_available, select_device, select_dtype, use_cpu_threads
 from .errors import FIMNotSupported, InvalidParameter, ModelNotLoaded, OutOfMemory
 from .fim import PREFIX_SHARE, check_order, choose_order, detect_dialect, split_budget, stop_token_ids
 from .generation import ModelRunner, PromptLookup, decode_n_tokens
@@ -167,7 +167,7 @@ class OptimizedLLM:
         if self.device == "cpu":
             weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
             self.cpu_threads = choose_cpu_threads(weight_bytes)
-            torch.set_num_threads(self.cpu_threads)
+            use_cpu_threads(self.cpu_threads)
 
     # -- set-up ---------------------------------------------------------------------------
     def _install(self, model, tokenizer) -> None:
@@ -247,6 +247,7 @@ class OptimizedLLM:
             "parameters": sum(p.numel() for p in self.model.parameters()) if loaded else None,
             "cpu_threads": getattr(self, "cpu_threads", None),
             "backend": self._runner.backend_name if loaded else None,
+            "decode_path": self._runner.decode_path if loaded else None,
             "int8_decode": self.int8_decode,
             "loop_guard": self.loop_guard,
         }

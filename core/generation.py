@@ -103,6 +103,11 @@ class ModelRunner:
     def backend_name(self) -> str:
         return "lean-llama" if isinstance(self.backend, lean_llama.LeanLlamaBackend) else "transformers"
 
+    @property
+    def decode_path(self) -> str:
+        """What runs a decode step: NumPy's OpenBLAS (core.blas_decode) or PyTorch."""
+        return "numpy" if getattr(self.backend, "blas", None) is not None else "torch"
+
     def reset(self) -> None:
         """Forget the KV cache (after an error it may be inconsistent)."""
         self.backend.reset()

@@ -22,6 +22,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import blas_decode
+
 MAX_STATIC_CONTEXT = 16384
 INT8_MAX_ROWS = 8  # passes of at most this many tokens use the int8 weights (decode, drafts)
 
@@ -84,7 +86,7 @@ def supports(model) -> bool:
 class LeanLlamaBackend:
     """Forward passes over a Llama's weights with a static KV cache; same logits as transformers."""
 
-    def __init__(self, model, int8_decode: bool = False):
+    def __init__(self, model, int8_decode: bool = False, blas: bool | None = None):
         config = model.config
         inner = model.model
         self.heads = config.num_attention_heads
@@ -130,6 +132,10 @@ class LeanLlamaBackend:
         self.k_cache = self.v_cache = None
         self.cos = self.sin = self.rope = None
         self.length = 0
+        # Decode steps through NumPy's OpenBLAS where that computes the same thing (blas_decode).
+        if blas is None:
+            blas = blas_decode.enabled_by_default()
+        self.blas = blas_decode.BlasDecoder(self) if blas and blas_decode.applies_to(self) else None
 
     def _pair_rows(self, weight: torch.Tensor, heads: int) -> torch.Tensor:
         """Rows of a q or k matrix reordered per head as (0, d/2, 1, d/2 + 1, ...)."""
@@ -195,6 +201,10 @@ class LeanLlamaBackend:
         end = start + count
         if end > self.capacity:
             raise ValueError(f"sequence of {end} tokens exceeds the context of {self.capacity}")
+        if self.blas is not None and count <= blas_decode.MAX_ROWS:
+            logits = self.blas.forward(ids, all_logits)
+            self.length = end
+            return logits
         x = F.embedding(torch.tensor(ids, device=self.device), self.embed)  # (T, hidden)
         if self.complex_rope:
             rope = self.rope[start:end]  # (T, 1, head_dim / 2) complex: broadcast over heads

@@ -127,3 +127,55 @@ def test_prompt_lookup_built_from_a_context_proposes_as_if_fed_token_by_token():
         for token in [rng.randrange(6) for _ in range(8)]:
             assert built.propose() == fed.propose()
             built.add(token), fed.add(token)
+
+
+def test_draft_checks_match_transformers(model):
+    """A prompt-lookup draft check runs several rows through the NumPy decode path at once."""
+    ids = model.tokenizer.encode("for item in items:\n    total += item\n" * 2)
+    lean, hf = ModelRunner(model.model, lean=True), ModelRunner(model.model, lean=False)
+    assert lean.decode_path == "numpy" and hf.decode_path == "torch"
+    lean.prefill(ids), hf.prefill(ids)
+    a, b = lean.verify_draft(ids[3], ids[4:9]), hf.verify_draft(ids[3], ids[4:9])
+    assert a.shape == b.shape == (6, model.model.config.vocab_size)
+    assert float((a - b).abs().max()) < 1e-4
+    # A rejected draft is dropped and decoding goes on from the kept positions.
+    lean.drop_last(3), hf.drop_last(3)
+    a, b = lean.decode_one_token(42), hf.decode_one_token(42)
+    assert float((a - b).abs().max()) < 1e-4
+
+
+def test_numpy_and_torch_decode_steps_write_the_same_cache(model):
+    from core.lean_llama import LeanLlamaBackend
+
+    ids = model.tokenizer.encode("class Stack:\n    def push(self, item):\n        self.items.append(item)\n")
+    numpy_path, torch_path = LeanLlamaBackend(model.model, blas=True), LeanLlamaBackend(model.model, blas=False)
+    assert numpy_path.blas is not None and torch_path.blas is None
+    for backend in (numpy_path, torch_path):
+        backend.forward(ids)
+    for step in ([5], [6, 7, 8], [9]):
+        a, b = numpy_path.forward(step, all_logits=True), torch_path.forward(step, all_logits=True)
+        assert float((a - b).abs().max()) < 1e-4
+    n = numpy_path.length
+    assert n == torch_path.length == len(ids) + 5
+    for cache in ("k_cache", "v_cache"):
+        diff = getattr(numpy_path, cache)[..., :n, :] - getattr(torch_path, cache)[..., :n, :]
+        assert float(diff.abs().max()) < 1e-5
+
+
+def test_numpy_decode_only_where_it_computes_the_same(tiny_model_dir, monkeypatch):
+    assert OptimizedLLM(str(tiny_model_dir)).info()["decode_path"] == "numpy"
+    # 16-bit weights and int8 copies keep PyTorch's kernels; so does DEEPSHIVA_BLAS_DECODE=0.
+    assert OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.bfloat16).info()["decode_path"] == "torch"
+    assert OptimizedLLM(str(tiny_model_dir), int8_decode=True).info()["decode_path"] == "torch"
+    monkeypatch.setenv("DEEPSHIVA_BLAS_DECODE", "0")
+    assert OptimizedLLM(str(tiny_model_dir)).info()["decode_path"] == "torch"
+
+
+def test_a_small_model_keeps_numpy_to_the_engines_thread_count(tiny_model_dir):
+    """OpenBLAS starts a thread per core unless told; the engine gives it PyTorch's count."""
+    from threadpoolctl import threadpool_info
+
+    llm = OptimizedLLM(str(tiny_model_dir))
+    assert llm.info()["cpu_threads"] == 1
+    blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
+    assert blas and all(pool["num_threads"] == 1 for pool in blas)
