@@ -77,6 +77,9 @@ class Outcome:
     superseded: int = 0
     superseded_prefill: int = 0  # prompt tokens computed for requests that were superseded
     superseded_decode: int = 0  # decode steps spent on requests that were superseded
+    # For superseded requests that were running: ms from the superseding keystroke until the
+    # engine let go of them (what cancellation costs; a step in flight has to finish).
+    stop_ms: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
     wall_s: float = 0.0
 
@@ -92,6 +95,7 @@ class Request(threading.Thread):
         self.cost = (0, 0)
         self.text = ""
         self.finished_at = 0.0
+        self.superseded_at: float | None = None
 
     def run(self) -> None:
         try:
@@ -109,7 +113,8 @@ def replay(complete, schedule: list[Keystroke], debounce_s: float = DEBOUNCE_S) 
     for key in schedule:
         pressed = time.perf_counter()
         for request in inflight:
-            if not request.done.is_set():
+            if not request.done.is_set() and not request.superseded:
+                request.superseded_at = time.perf_counter()
                 request.cancel.set()
                 request.superseded = True
         if key.gap_s <= debounce_s and not key.line_end:
@@ -137,6 +142,8 @@ def replay(complete, schedule: list[Keystroke], debounce_s: float = DEBOUNCE_S) 
             outcome.superseded += 1
             outcome.superseded_prefill += request.cost[0]
             outcome.superseded_decode += request.cost[1]
+            if any(request.cost) and request.superseded_at is not None:  # it ran (not dropped in a queue)
+                outcome.stop_ms.append(max(request.finished_at - request.superseded_at, 0.0) * 1000)
     outcome.cpu_s = time.process_time() - started_cpu
     outcome.wall_s = time.perf_counter() - started_wall
     return outcome
@@ -154,6 +161,8 @@ def summary(outcome: Outcome) -> dict:
         "superseded": outcome.superseded,
         "prefill_per_superseded": round(outcome.superseded_prefill / outcome.superseded, 1) if outcome.superseded else 0,
         "decode_per_superseded": round(outcome.superseded_decode / outcome.superseded, 2) if outcome.superseded else 0,
+        "stop_ms_mean": round(statistics.fmean(outcome.stop_ms), 2) if outcome.stop_ms else None,
+        "stop_ms_p50": round(statistics.median(outcome.stop_ms), 2) if outcome.stop_ms else None,
         "cpu_s": round(outcome.cpu_s, 1),
         "wall_s": round(outcome.wall_s, 1),
     }
@@ -167,8 +176,7 @@ def deepshiva_engine(llm, max_tokens: int = 48):
     def complete(prefix: str, suffix: str, cancel: threading.Event) -> tuple[int, int, str]:
         result = llm.complete(prefix, suffix=suffix, max_length=max_tokens, temperature=0,
                               stop_sequences=["\n"], cancel_event=cancel)
-        computed = result.prompt_tokens - result.reused_prompt_tokens if result.total_ms else 0
-        return computed, result.decode_steps, result.text
+        return result.computed_prompt_tokens, result.decode_steps, result.text
 
     return complete
 

@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     report["replay"] = {"file": args.replay_file, "lines": args.replay_lines, "keystrokes": len(schedule), "rows": rows}
     print(f"\nEditing replay: {args.replay_lines} lines of {args.replay_file}, {len(schedule)} keystrokes")
     columns = ["engine", "suggestions_timed", "suggestions_shown", "p50_ms", "p95_ms", "p50_speedup_vs_plain", "p50_vs_llamacpp", "requests",
-                       "superseded", "prefill_per_superseded", "decode_per_superseded", "lookup_acceptance", "api_calls", "cpu_s", "server_cpu_s", "wall_s"]
+                       "superseded", "prefill_per_superseded", "decode_per_superseded", "stop_ms_mean", "stop_ms_p50", "lookup_acceptance", "api_calls", "cpu_s", "server_cpu_s", "wall_s"]
     print_table(rows, columns)
     if args.burst:
         print("\nThe same replay with no debounce: a request at every keystroke")

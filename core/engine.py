@@ -48,6 +48,7 @@ class Completion:
     time_to_first_token_ms: float | None = None
     total_ms: float = 0.0
     reused_prompt_tokens: int = 0
+    computed_prompt_tokens: int = 0  # prompt tokens run through the model (cancelled: fewer)
     decode_steps: int = 0
 
 
@@ -442,8 +443,13 @@ class OptimizedLLM:
                 return
             try:
                 reused_before, steps_before = runner.reused_tokens, runner.decode_steps
-                logits = runner.prefill(ids)
+                prefilled_before = runner.prefill_tokens
+                logits = runner.prefill(ids, cancel)
                 result.reused_prompt_tokens = runner.reused_tokens - reused_before
+                result.computed_prompt_tokens = runner.prefill_tokens - prefilled_before
+                if logits is None:  # superseded while its prompt ran: the chunks done stay cached
+                    finish = "cancelled"
+                    return
                 # Guessing ahead from the context is exact only when decoding is greedy.
                 lookup = PromptLookup(ids) if self.prompt_lookup and request.temperature == 0 else None
                 for token in decode_n_tokens(runner, logits, max(budget, 0), pick, lookup):

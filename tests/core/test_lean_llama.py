@@ -179,3 +179,34 @@ def test_a_small_model_keeps_numpy_to_the_engines_thread_count(tiny_model_dir):
     assert llm.info()["cpu_threads"] == 1
     blas = [pool for pool in threadpool_info() if pool["user_api"] == "blas"]
     assert blas and all(pool["num_threads"] == 1 for pool in blas)
+
+
+def test_long_prompts_run_in_chunks_with_the_same_logits(model):
+    from core.generation import PREFILL_CHUNK
+
+    text = "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n"
+    ids = model.tokenizer.encode(text * 12)[: 2 * PREFILL_CHUNK + 37]
+    assert len(ids) == 2 * PREFILL_CHUNK + 37
+    with torch.inference_mode():
+        whole = model.model(input_ids=torch.tensor([ids])).logits[0, -1]
+    for lean in (True, False):
+        runner = ModelRunner(model.model, lean=lean)
+        assert float((runner.prefill(ids) - whole).abs().max()) < 1e-4
+        assert runner.prefill_tokens == len(ids)
+
+
+def test_a_cancelled_prompt_stops_after_one_chunk_and_keeps_it_cached(model):
+    import threading
+
+    from core.generation import PREFILL_CHUNK
+
+    ids = model.tokenizer.encode("import os\nimport sys\n" * 80)[: 3 * PREFILL_CHUNK]
+    runner = ModelRunner(model.model)
+    cancel = threading.Event()
+    cancel.set()  # superseded before it started: one chunk still runs, so typing always advances the cache
+    assert runner.prefill(ids, cancel) is None
+    assert runner.prefill_tokens == PREFILL_CHUNK
+    # The next prompt (the same text, one key later) starts from the chunk already computed.
+    runner.prefill(ids + ids[:1])
+    assert runner.reused_tokens == PREFILL_CHUNK
+    assert runner.prefill_tokens == len(ids) + 1
