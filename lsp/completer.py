@@ -159,13 +159,22 @@ class Completer:
     def debounce_ms(self) -> float:
         """How long an automatic request waits for quiet typing before calling the API.
 
-        ``debounceMs`` at most; with ``adaptiveDebounce``, no longer than the API's recent answers
-        took. A request then starts only after a pause as long as its own cost: a fast model
-        answers sooner (superseded calls are closed within a decode step), a slow one still waits.
+        ``debounceMs`` at most. With ``adaptiveDebounce``: no wait while the API answers faster
+        than the user types (median of the last answers under the median gap between the last
+        automatic requests), since the answer then lands before the next key and waiting would
+        only delay it; otherwise no longer than the API's recent answers took. Superseded calls
+        are closed and stop the model within a decode step, so a wasted start costs little.
         """
         configured = self.options.debounce_ms
-        recent = self.stats.recent_latency_ms() if self.options.adaptive_debounce else None
-        return configured if recent is None else min(configured, recent)
+        if not self.options.adaptive_debounce:
+            return configured
+        recent = self.stats.recent_latency_ms()
+        if recent is None:
+            return configured
+        gap = self.stats.typing_gap_ms()
+        if gap is not None and recent < gap:
+            return 0.0
+        return min(configured, recent)
 
     async def suggest(
         self, key: tuple[str, str], ctx: CursorContext, *, invoked: bool, prefetch: bool = False
@@ -178,6 +187,8 @@ class Completer:
             self.stats.prefetches += 1
         else:
             self.stats.requests += 1
+            if not invoked:
+                self.stats.note_typing()
         ident = (ctx.prefix, ctx.suffix)
         ticket = self._inflight.get(key)
         if ticket is not None and (ticket.task.done() or ticket.ident != ident):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -30,11 +31,24 @@ class Stats:
     shown: int = 0  # non-empty suggestions returned
     accepted: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
+    typing_gaps_ms: deque = field(default_factory=lambda: deque(maxlen=8))  # between automatic requests
+    _last_typed: float | None = None
 
     def recent_latency_ms(self, count: int = 8) -> float | None:
         """Median time of the last ``count`` answered API calls (None before three)."""
         recent = list(self.latencies_ms)[-count:]
         return percentile(recent, 50) if len(recent) >= 3 else None
+
+    def note_typing(self) -> None:
+        """An automatic request came (the editor asks as the user types): time the gap."""
+        now = time.monotonic()
+        if self._last_typed is not None:
+            self.typing_gaps_ms.append((now - self._last_typed) * 1000)
+        self._last_typed = now
+
+    def typing_gap_ms(self) -> float | None:
+        """Median gap between the last automatic requests (None before three gaps)."""
+        return percentile(list(self.typing_gaps_ms), 50) if len(self.typing_gaps_ms) >= 3 else None
 
     def as_dict(self) -> dict:
         lat = list(self.latencies_ms)
@@ -51,6 +65,7 @@ class Stats:
             "acceptRate": round(self.accepted / self.shown, 4) if self.shown else None,
             "latencyP50Ms": _round(percentile(lat, 50)),
             "latencyP95Ms": _round(percentile(lat, 95)),
+            "typingGapP50Ms": _round(self.typing_gap_ms()),
         }
 
 

@@ -329,6 +329,29 @@ async def test_automatic_requests_wait_no_longer_than_the_api_takes_to_answer(ap
         assert (await s.command("deepshiva.stats"))["apiCalls"] == 4
 
 
+async def test_no_wait_while_the_api_answers_faster_than_the_user_types(api):
+    configured = 8000
+    async with lsp_session(settings(api, debounceMs=configured)) as s:
+        await s.wait_status("ready")
+        uri = "file:///tmp/no-wait.py"
+        s.open(uri, "import os\n\n")
+        for column in range(3):  # explicit requests: their answers time the API
+            s.insert(uri, 1, column, "x")
+            await s.inline(uri, 1, column + 1, invoked=True)
+        for column in range(3, 7):  # typing slower than the API answers: a key a second
+            await asyncio.sleep(1.0)
+            s.insert(uri, 1, column, "y")
+            await s.inline(uri, 1, column + 1, invoked=False)
+        stats = await s.command("deepshiva.stats")
+        assert stats["typingGapP50Ms"] >= 1000 > stats["latencyP50Ms"]
+        assert stats["debounceMs"] == 0
+        s.insert(uri, 1, 7, "z")
+        started = asyncio.get_running_loop().time()
+        result = await s.inline(uri, 1, 8, invoked=False)
+        assert asyncio.get_running_loop().time() - started < 1.0  # not the wait for 8 s of quiet
+        assert result is not None
+
+
 async def test_time_cap_reports_slow_and_closes_the_stream(api):
     """A 50 ms cap is hit whatever the machine's speed: another client keeps the API's one
     model busy, so the suggestion waits in its queue (alone, the tiny model could end its text
