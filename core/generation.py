@@ -133,10 +133,19 @@ class ModelRunner:
     def reusable_prefix(self, ids: list[int]) -> int:
         """How many leading tokens of ``ids`` the cache already holds (always leaving one to run)."""
         limit = min(len(self._cached_ids), len(ids) - 1)
-        n = 0
-        while n < limit and self._cached_ids[n] == ids[n]:
-            n += 1
-        return n
+        cached = self._cached_ids
+        if limit <= 0 or cached[:limit] == ids[:limit]:  # the usual case: one comparison in C
+            return max(limit, 0)
+        # Binary search on whole-slice comparisons: ~10 C-speed compares, not a Python loop
+        # over every token (0.15 ms for the replay's 900-token prompts).
+        low, high = 0, limit - 1  # the first ``low`` tokens match; the first ``high + 1`` do not
+        while low < high:
+            mid = (low + high + 1) // 2
+            if cached[:mid] == ids[:mid]:
+                low = mid
+            else:
+                high = mid - 1
+        return low
 
     def prefill(self, ids: list[int], cancel: threading.Event | None = None) -> torch.Tensor | None:
         """Run the prompt, reusing the cached common prefix; return the last position's logits.

@@ -210,3 +210,16 @@ def test_a_cancelled_prompt_stops_after_one_chunk_and_keeps_it_cached(model):
     runner.prefill(ids + ids[:1])
     assert runner.reused_tokens == PREFILL_CHUNK
     assert runner.prefill_tokens == len(ids) + 1
+
+
+def test_the_reused_prefix_is_the_longest_common_one_leaving_a_token_to_run(model):
+    rng = random.Random(3)
+    runner = ModelRunner(model.model)
+    for _ in range(3000):
+        cached = [rng.randrange(3) for _ in range(rng.randrange(0, 30))]
+        ids = cached[:rng.randrange(0, len(cached) + 1)] + [rng.randrange(3) for _ in range(rng.randrange(0, 30))]
+        runner._cached_ids = cached
+        common = 0
+        while common < min(len(cached), len(ids)) and cached[common] == ids[common]:
+            common += 1
+        assert runner.reusable_prefix(ids) == max(min(common, len(ids) - 1), 0)
