@@ -23,9 +23,10 @@ from . import lean_llama
 
 # A prompt runs in chunks of this many tokens, with a look at the cancel flag between them: a
 # superseded request stops within one chunk, and the chunks it computed stay cached for the
-# next prompt, which shares them. On the shipped model chunks of 128-256 were even faster than
-# one pass over 1000 tokens (139-147 ms against 168-267 ms of CPU; benchmarks/RESULTS.md).
-PREFILL_CHUNK = 128
+# next prompt, which shares them. 1000 tokens in chunks of 512 ran no slower than in one pass
+# on the shipped model (137-148 against 168-267 ms of CPU) and on the 1B shape (13.6-15.0
+# against 14.4-16.2 s); chunks of 128 cost the 1B shape a third more (benchmarks/RESULTS.md).
+PREFILL_CHUNK = 512
 
 
 def input_device(model) -> torch.device:

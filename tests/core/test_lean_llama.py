@@ -185,8 +185,8 @@ def test_long_prompts_run_in_chunks_with_the_same_logits(model):
     from core.generation import PREFILL_CHUNK
 
     text = "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n"
-    ids = model.tokenizer.encode(text * 12)[: 2 * PREFILL_CHUNK + 37]
-    assert len(ids) == 2 * PREFILL_CHUNK + 37
+    ids = model.tokenizer.encode(text * 40)[: PREFILL_CHUNK + 37]
+    assert len(ids) == PREFILL_CHUNK + 37
     with torch.inference_mode():
         whole = model.model(input_ids=torch.tensor([ids])).logits[0, -1]
     for lean in (True, False):
@@ -195,11 +195,13 @@ def test_long_prompts_run_in_chunks_with_the_same_logits(model):
         assert runner.prefill_tokens == len(ids)
 
 
-def test_a_cancelled_prompt_stops_after_one_chunk_and_keeps_it_cached(model):
+def test_a_cancelled_prompt_stops_after_one_chunk_and_keeps_it_cached(model, monkeypatch):
     import threading
 
-    from core.generation import PREFILL_CHUNK
+    from core import generation
 
+    monkeypatch.setattr(generation, "PREFILL_CHUNK", 128)  # three chunks fit the tiny model's context
+    PREFILL_CHUNK = generation.PREFILL_CHUNK
     ids = model.tokenizer.encode("import os\nimport sys\n" * 80)[: 3 * PREFILL_CHUNK]
     runner = ModelRunner(model.model)
     cancel = threading.Event()
