@@ -20,13 +20,21 @@ import torch
 from transformers import DynamicCache
 
 from . import lean_llama
+from .devices import SMALL_MODEL_BYTES
 
-# A prompt runs in chunks of this many tokens, with a look at the cancel flag between them: a
-# superseded request stops within one chunk, and the chunks it computed stay cached for the
-# next prompt, which shares them. 1000 tokens in chunks of 512 ran no slower than in one pass
-# on the shipped model (137-148 against 168-267 ms of CPU) and on the 1B shape (13.6-15.0
-# against 14.4-16.2 s); chunks of 128 cost the 1B shape a third more (benchmarks/RESULTS.md).
+# A prompt runs in chunks, with a look at the cancel flag between them: a superseded request
+# stops within one chunk, and the chunks it computed stay cached for the next prompt, which
+# shares them. 1000 tokens in chunks of 128-512 ran no slower than one pass on the shipped model
+# (CPU ms: 128 143-147, 512 137-148, one pass 168-267), but chunks of 128 cost the 1B shape a
+# third more (512: 13.6-15.0 s against 14.4-16.2 for one pass); see benchmarks/RESULTS.md.
 PREFILL_CHUNK = 512
+SMALL_MODEL_PREFILL_CHUNK = 128  # below devices.SMALL_MODEL_BYTES: stops a superseded prompt sooner
+
+
+def prefill_chunk_for(model) -> int:
+    """Tokens per prefill chunk: short for small models (cheap to split), else ``PREFILL_CHUNK``."""
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    return SMALL_MODEL_PREFILL_CHUNK if weight_bytes < SMALL_MODEL_BYTES else PREFILL_CHUNK
 
 
 def input_device(model) -> torch.device:
@@ -108,6 +116,7 @@ class ModelRunner:
         self.drafted_tokens = 0
         self.accepted_tokens = 0
         self.draft_policy = DraftPolicy()  # learned across requests: this model on this machine
+        self.prefill_chunk = prefill_chunk_for(model)
 
     @property
     def backend_name(self) -> str:
@@ -153,8 +162,8 @@ class ModelRunner:
     def prefill(self, ids: list[int], cancel: threading.Event | None = None) -> torch.Tensor | None:
         """Run the prompt, reusing the cached common prefix; return the last position's logits.
 
-        The new tokens run in chunks of ``PREFILL_CHUNK``; when ``cancel`` is set between two
-        chunks the rest is skipped and None is returned (what ran stays cached)."""
+        The new tokens run in chunks of ``prefill_chunk`` tokens; when ``cancel`` is set between
+        two chunks the rest is skipped and None is returned (what ran stays cached)."""
         keep = self.reusable_prefix(ids)
         if keep == 0:
             self.reset()
@@ -163,10 +172,10 @@ class ModelRunner:
             self._cached_ids = self._cached_ids[:keep]
         self.reused_tokens += keep
         logits = None
-        for start in range(keep, len(ids), PREFILL_CHUNK):
+        for start in range(keep, len(ids), self.prefill_chunk):
             if logits is not None and cancel is not None and cancel.is_set():
                 return None
-            chunk = ids[start:start + PREFILL_CHUNK]
+            chunk = ids[start:start + self.prefill_chunk]
             self.prefill_tokens += len(chunk)
             logits = self._forward(chunk)
         return logits

@@ -195,15 +195,15 @@ def test_long_prompts_run_in_chunks_with_the_same_logits(model):
         assert runner.prefill_tokens == len(ids)
 
 
-def test_a_cancelled_prompt_stops_after_one_chunk_and_keeps_it_cached(model, monkeypatch):
+def test_a_cancelled_prompt_stops_after_one_chunk_and_keeps_it_cached(model):
     import threading
 
     from core import generation
 
-    monkeypatch.setattr(generation, "PREFILL_CHUNK", 128)  # three chunks fit the tiny model's context
-    PREFILL_CHUNK = generation.PREFILL_CHUNK
-    ids = model.tokenizer.encode("import os\nimport sys\n" * 80)[: 3 * PREFILL_CHUNK]
     runner = ModelRunner(model.model)
+    PREFILL_CHUNK = runner.prefill_chunk
+    assert PREFILL_CHUNK == generation.SMALL_MODEL_PREFILL_CHUNK  # a small model: short chunks
+    ids = model.tokenizer.encode("import os\nimport sys\n" * 80)[: 3 * PREFILL_CHUNK]
     cancel = threading.Event()
     cancel.set()  # superseded before it started: one chunk still runs, so typing always advances the cache
     assert runner.prefill(ids, cancel) is None
