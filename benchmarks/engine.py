@@ -16,6 +16,7 @@ import torch
 from core import OptimizedLLM
 
 from . import llamacpp
+from core.devices import weight_bytes as model_weight_bytes
 from core.generation import ModelRunner
 
 from .baseline import PlainGenerate
@@ -80,7 +81,7 @@ def run(models: list[str], prompt_lengths: list[int], new: int = 64, repeats: in
         # Every engine here decodes the same fixed number of tokens: no early end at a loop.
         llm.loop_guard = False
         peak = matmul_peak_gflops(llm.model.dtype)
-        weight_bytes = sum(p.numel() * p.element_size() for p in llm.model.parameters())
+        weight_bytes = model_weight_bytes(llm.model)
         params = sum(p.numel() for p in llm.model.parameters())
         base = PlainGenerate(llm.model, llm.tokenizer)
         cpp = cpp_q8 = None

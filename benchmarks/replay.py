@@ -95,6 +95,7 @@ class Request(threading.Thread):
         self.cost = (0, 0)
         self.text = ""
         self.finished_at = 0.0
+        self.superseded = False
         self.superseded_at: float | None = None
 
     def run(self) -> None:
@@ -122,7 +123,6 @@ def replay(complete, schedule: list[Keystroke], debounce_s: float = DEBOUNCE_S) 
             continue
         time.sleep(debounce_s)
         request = Request(complete, key)
-        request.superseded = False
         request.start()
         inflight.append(request)
         outcome.requests += 1

@@ -98,6 +98,11 @@ def select_dtype(device: str, requested: object = None) -> torch.dtype:
 SMALL_MODEL_BYTES = 64 * 2**20
 
 
+def weight_bytes(model) -> int:
+    """Bytes of a model's parameters: what sizes its thread count and prefill chunks."""
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
 def available_cores() -> int:
     try:
         return len(os.sched_getaffinity(0))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .devices import choose_cpu_threads, mps_available, select_device, select_dtype, use_cpu_threads
+from .devices import choose_cpu_threads, mps_available, select_device, select_dtype, use_cpu_threads, weight_bytes
 from .errors import FIMNotSupported, InvalidParameter, ModelNotLoaded, OutOfMemory
 from .fim import PREFIX_SHARE, check_order, choose_order, detect_dialect, split_budget, stop_token_ids
 from .generation import ModelRunner, PromptLookup, decode_n_tokens
@@ -166,8 +166,7 @@ class OptimizedLLM:
         self._install(loaded.model, loaded.tokenizer)
         self.quantization = loaded.quantization
         if self.device == "cpu":
-            weight_bytes = sum(p.numel() * p.element_size() for p in self.model.parameters())
-            self.cpu_threads = choose_cpu_threads(weight_bytes)
+            self.cpu_threads = choose_cpu_threads(weight_bytes(self.model))
             use_cpu_threads(self.cpu_threads)
 
     # -- set-up ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ import torch
 from transformers import DynamicCache
 
 from . import lean_llama
-from .devices import SMALL_MODEL_BYTES
+from .devices import SMALL_MODEL_BYTES, weight_bytes
 
 # A prompt runs in chunks, with a look at the cancel flag between them: a superseded request
 # stops within one chunk, and the chunks it computed stay cached for the next prompt, which
@@ -33,8 +33,7 @@ SMALL_MODEL_PREFILL_CHUNK = 128  # below devices.SMALL_MODEL_BYTES: stops a supe
 
 def prefill_chunk_for(model) -> int:
     """Tokens per prefill chunk: short for small models (cheap to split), else ``PREFILL_CHUNK``."""
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    return SMALL_MODEL_PREFILL_CHUNK if weight_bytes < SMALL_MODEL_BYTES else PREFILL_CHUNK
+    return SMALL_MODEL_PREFILL_CHUNK if weight_bytes(model) < SMALL_MODEL_BYTES else PREFILL_CHUNK
 
 
 def input_device(model) -> torch.device:

@@ -53,7 +53,7 @@ class Options(_Model):
     stop: list[str] = Field(default_factory=list)
     stream: bool = True  # POST /stream (stops the model early) rather than /generate
     debounce_ms: int = Field(120, ge=0, le=10_000)  # the most; none for explicitly invoked requests
-    adaptive_debounce: bool = True  # wait no longer than the API's recent answers took
+    adaptive_debounce: bool = True  # no wait while answers beat typing, else at most the answer time
     enabled_languages: list[str] = Field(default_factory=lambda: ["*"])
     disabled_languages: list[str] = Field(default_factory=list)
     context_chars: ContextChars = Field(default_factory=ContextChars)
