@@ -16,7 +16,6 @@ import torch
 from core import OptimizedLLM
 
 from . import llamacpp
-from core.devices import weight_bytes as model_weight_bytes
 from core.generation import ModelRunner
 
 from .baseline import PlainGenerate
@@ -55,18 +54,35 @@ def measure_baseline(base: PlainGenerate, ids: list[int], new: int, repeats: int
     return {"ttft_ms": statistics.median(ttfts), "decode_tok_s": statistics.median(rates)}
 
 
-def measure_int8(llm: OptimizedLLM, ids: list[int], new: int, repeats: int) -> tuple[dict, int] | None:
-    """The same engine decoding through int8 weight copies (``int8_decode``), on the same model."""
-    exact = llm._runner
+# Decode weights measured beside the engine's own choice, each against llama.cpp at the same
+# precision (int8 against Q8_0, which also rounds activations to int8 in blocks of 32).
+DECODE_WEIGHTS = ("fp32", "fp16", "bf16", "int8")
+LLAMACPP_TYPES = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "q8_0"}
+BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 34 / 32}  # q8_0: a 2-byte scale per 32
+
+
+def measure_decode_weights(llm: OptimizedLLM, precision: str, prompts: dict, new: int, repeats: int) -> dict | None:
+    """The same engine with a runner decoding through ``precision`` weights, at every prompt."""
+    own = llm._runner
     try:
-        llm._runner = ModelRunner(llm.model, int8_decode=True)
+        llm._runner = ModelRunner(llm.model, decode_weights=precision)
     except ValueError:
+        llm._runner = own
         return None
     try:
-        int8_bytes = sum(w.q.numel() + 2 * w.scales.numel() for w in llm._runner.backend.int8_weights())
-        return measure_ours(llm, ids, new, repeats), int8_bytes
+        llm.warmup()
+        return {n: measure_ours(llm, ids, new, repeats) for n, ids in prompts.items()}
     finally:
-        llm._runner = exact
+        llm._runner = own
+
+
+def measure_llamacpp(directory: Path, out_type: str, context: int, prompts: dict, new: int, repeats: int) -> dict:
+    """llama.cpp on the same model converted to ``out_type``, loaded only while it is measured."""
+    cpp = llamacpp.load(llamacpp.gguf_for(directory, out_type), context, torch.get_num_threads())
+    try:
+        return {n: llamacpp.measure(cpp, ids, new, repeats) for n, ids in prompts.items()}
+    finally:
+        del cpp
 
 
 def run(models: list[str], prompt_lengths: list[int], new: int = 64, repeats: int = 3,
@@ -81,58 +97,46 @@ def run(models: list[str], prompt_lengths: list[int], new: int = 64, repeats: in
         # Every engine here decodes the same fixed number of tokens: no early end at a loop.
         llm.loop_guard = False
         peak = matmul_peak_gflops(llm.model.dtype)
-        weight_bytes = model_weight_bytes(llm.model)
         params = sum(p.numel() for p in llm.model.parameters())
-        base = PlainGenerate(llm.model, llm.tokenizer)
-        cpp = cpp_q8 = None
-        if with_llamacpp and llamacpp.available() and llm.model.dtype == torch.float32:
-            threads = torch.get_num_threads()
-            cpp = llamacpp.load(llamacpp.gguf_for(model_dir(name)), llm.context_length, threads)
-            cpp_q8 = llamacpp.load(llamacpp.gguf_for(model_dir(name), "q8_0"), llm.context_length, threads)
+        threads = torch.get_num_threads()
         llm.warmup()
-        for n in prompt_lengths:
-            if n + new > llm.context_length:
-                continue
-            ids = prompt_ids(llm.tokenizer, n)
-            ours = measure_ours(llm, ids, new, repeats)
-            plain = measure_baseline(base, ids, new, repeats)
-            measured = [("deepshiva", ours), ("plain-generate", plain)]
-            if cpp is not None:
-                measured.append(("llama.cpp", llamacpp.measure(cpp, ids, new, repeats)))
-            int8 = measure_int8(llm, ids, new, repeats)
-            extra = []
-            if int8 is not None:
-                extra.append(("deepshiva-int8-decode", int8[0], int8[1], "int8 (decode)"))
-            if cpp_q8 is not None:
-                extra.append(("llama.cpp-q8_0", llamacpp.measure(cpp_q8, ids, new, repeats), params * 34 // 32, "q8_0"))
-            for label, m in measured:
-                achieved = weight_bytes * m["decode_tok_s"] / 1e9
-                prefill_gflops = 2 * params * n / (m["ttft_ms"] / 1000) / 1e9
-                rows.append({
+        prompts = {n: prompt_ids(llm.tokenizer, n) for n in prompt_lengths if n + new <= llm.context_length}
+        # engine label -> (weights read per decode step, {prompt: measurement})
+        measured: dict[str, tuple[str, dict]] = {}
+        own = llm.decode_weights
+        measured["deepshiva"] = (own, {n: measure_ours(llm, ids, new, repeats) for n, ids in prompts.items()})
+        base = PlainGenerate(llm.model, llm.tokenizer)
+        measured["plain-generate"] = ("fp32", {n: measure_baseline(base, ids, new, repeats) for n, ids in prompts.items()})
+        del base
+        for precision in DECODE_WEIGHTS:
+            if precision != own and (m := measure_decode_weights(llm, precision, prompts, new, repeats)):
+                measured[f"deepshiva-{precision}-decode"] = (precision, m)
+        if with_llamacpp and llamacpp.available() and llm.model.dtype == torch.float32:
+            for precision, out_type in LLAMACPP_TYPES.items():
+                measured[f"llama.cpp-{out_type}"] = (precision, measure_llamacpp(
+                    model_dir(name), out_type, llm.context_length, prompts, new, repeats))
+        for n in prompts:
+            plain = measured["plain-generate"][1][n]
+            for label, (precision, by_prompt) in measured.items():
+                m = by_prompt[n]
+                achieved = params * BYTES_PER_WEIGHT[precision] * m["decode_tok_s"] / 1e9
+                row = {
                     "model": name, "engine": label, "prompt_tokens": n, "new_tokens": new,
-                    "dtype": str(llm.model.dtype).replace("torch.", ""), "threads": torch.get_num_threads(),
-                    "ttft_ms": round(m["ttft_ms"], 1), "decode_tok_s": round(m["decode_tok_s"], 1),
+                    "dtype": str(llm.model.dtype).replace("torch.", ""), "decode_weights": precision,
+                    "threads": threads, "ttft_ms": round(m["ttft_ms"], 1), "decode_tok_s": round(m["decode_tok_s"], 1),
                     "ms_per_token": round(1000 / m["decode_tok_s"], 2),
                     "bandwidth_share": round(achieved / bandwidth, 3),
-                    "prefill_flops_share": round(prefill_gflops / peak, 3),
-                })
-            ours_row = rows[-len(measured)]
-            ours_row["decode_speedup_vs_plain"] = round(ours["decode_tok_s"] / plain["decode_tok_s"], 2)
-            ours_row["ttft_speedup_vs_plain"] = round(plain["ttft_ms"] / ours["ttft_ms"], 2)
-            if cpp is not None:
-                cpp_m = measured[-1][1]
-                ours_row["decode_vs_llamacpp"] = round(ours["decode_tok_s"] / cpp_m["decode_tok_s"], 2)
-                ours_row["ttft_vs_llamacpp"] = round(cpp_m["ttft_ms"] / ours["ttft_ms"], 2)
-            for label, m, nbytes, dtype in extra:
-                rows.append({
-                    "model": name, "engine": label, "prompt_tokens": n, "new_tokens": new, "dtype": dtype,
-                    "threads": torch.get_num_threads(), "ttft_ms": round(m["ttft_ms"], 1),
-                    "decode_tok_s": round(m["decode_tok_s"], 1), "ms_per_token": round(1000 / m["decode_tok_s"], 2),
-                    "bandwidth_share": round(nbytes * m["decode_tok_s"] / 1e9 / bandwidth, 3),
-                    "decode_speedup_vs_plain": round(m["decode_tok_s"] / plain["decode_tok_s"], 2),
-                    "decode_vs_deepshiva_fp": round(m["decode_tok_s"] / ours["decode_tok_s"], 2),
-                })
-            if int8 is not None and cpp_q8 is not None:
-                rows[-2]["decode_vs_llamacpp"] = round(int8[0]["decode_tok_s"] / extra[1][1]["decode_tok_s"], 2)
-        del llm, base, cpp, cpp_q8
+                    "prefill_flops_share": round(2 * params * n / (m["ttft_ms"] / 1000) / 1e9 / peak, 3),
+                }
+                if label.startswith("deepshiva"):
+                    row["decode_speedup_vs_plain"] = round(m["decode_tok_s"] / plain["decode_tok_s"], 2)
+                    row["ttft_speedup_vs_plain"] = round(plain["ttft_ms"] / m["ttft_ms"], 2)
+                    if label != "deepshiva":
+                        row["decode_vs_deepshiva"] = round(m["decode_tok_s"] / measured["deepshiva"][1][n]["decode_tok_s"], 2)
+                    same = measured.get(f"llama.cpp-{LLAMACPP_TYPES[precision]}")
+                    if same is not None:
+                        row["decode_vs_llamacpp"] = round(m["decode_tok_s"] / same[1][n]["decode_tok_s"], 2)
+                        row["ttft_vs_llamacpp"] = round(same[1][n]["ttft_ms"] / m["ttft_ms"], 2)
+                rows.append(row)
+        del llm
     return {"memory_bandwidth_gbs": round(bandwidth, 1), "rows": rows}

@@ -109,9 +109,9 @@ def main(argv: list[str] | None = None) -> int:
                                       with_llamacpp=not args.no_llamacpp)
         print(f"\nEngine (memory bandwidth {report['engine']['memory_bandwidth_gbs']} GB/s)")
         print_table(report["engine"]["rows"], [
-            "model", "engine", "prompt_tokens", "dtype", "threads", "ttft_ms", "decode_tok_s", "ms_per_token",
+            "model", "engine", "prompt_tokens", "decode_weights", "threads", "ttft_ms", "decode_tok_s", "ms_per_token",
             "bandwidth_share", "prefill_flops_share", "decode_speedup_vs_plain", "ttft_speedup_vs_plain",
-            "decode_vs_llamacpp", "ttft_vs_llamacpp", "decode_vs_deepshiva_fp",
+            "decode_vs_llamacpp", "ttft_vs_llamacpp", "decode_vs_deepshiva",
         ])
 
     if args.skip_replay:

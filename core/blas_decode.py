@@ -9,17 +9,24 @@ where PyTorch does not (benchmarks/RESULTS.md). So passes of at most ``MAX_ROWS`
 here, over the same weights and the same KV cache (NumPy views of the backend's tensors, no
 copies); prefill stays in PyTorch, whose fused attention and matrix products suit many rows.
 
-The arithmetic is the backend's: fp32 throughout, q and k rotated as complex numbers with
-their rows paired at load, softmax attention with the causal mask for the pass's own rows.
-Logits agree with PyTorch's to within float rounding (tests compare both with transformers).
+The matrix products read the backend's fp32 weights, or compact copies of them (fp16, bf16 or
+int8, ``backend.decode_weights``) through the C kernels of ``core.compact_weights``, which halve
+or quarter the bytes a step streams. The rest of the arithmetic is the backend's: fp32
+throughout, q and k rotated as complex numbers with their rows paired at load, softmax attention
+with the causal mask for the pass's own rows. With fp32 weights, logits agree with PyTorch's to
+within float rounding (tests compare both with transformers).
 """
 
 from __future__ import annotations
 
 import os
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
+from threadpoolctl import ThreadpoolController
+
+from . import compact_weights
 
 MAX_ROWS = 8  # passes of at most this many tokens (a decode step, a prompt-lookup draft check)
 
@@ -30,12 +37,12 @@ def enabled_by_default() -> bool:
 
 
 def applies_to(backend) -> bool:
-    """True for fp32 weights on the CPU without int8 copies: the only case computed here."""
+    """True for fp32 weights on the CPU, decoded in fp32 or (with the C kernels) compact weights."""
     return (
         backend.device.type == "cpu"
         and backend.dtype == torch.float32
         and backend.complex_rope
-        and not backend.int8_weights()
+        and (backend.decode_weights == "fp32" or compact_weights.available())
     )
 
 
@@ -48,28 +55,75 @@ def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
     return x * (1.0 / np.sqrt(mean_square + eps))[:, None] * weight
 
 
+MatMul = Callable[[np.ndarray, int], np.ndarray]  # (rows, in) fp32, threads -> (rows, out)
+
+
+def _matmul(weight: torch.Tensor, transposed: bool, precision: str) -> MatMul:
+    """``x @ W.T`` for one of the backend's matrices, in fp32 or from a compact copy (a matrix
+    whose shape the C kernels cannot hold stays fp32)."""
+    original = weight.t() if transposed else weight
+    if precision != "fp32" and compact_weights.fits(original):
+        return compact_weights.CompactWeight(original, precision)
+    w = weight.numpy()  # a view of the backend's tensor
+    if transposed:  # already stored as W.T
+        return lambda x, threads: x @ w
+    return lambda x, threads: x @ w.T
+
+
+class _Layer(NamedTuple):
+    input_norm: np.ndarray
+    qkv: MatMul
+    o: MatMul
+    post_norm: np.ndarray
+    gate_up: MatMul
+    down: MatMul
+
+
 class BlasDecoder:
-    """The lean backend's forward pass for a few rows, in NumPy over the backend's own memory."""
+    """The lean backend's forward pass for a few rows, in NumPy over the backend's own memory.
+
+    With ``backend.decode_weights`` other than fp32 the matrix products read compact copies
+    (``core.compact_weights``); everything else is unchanged.
+    """
 
     def __init__(self, backend):
         self.backend = backend
+        precision = backend.decode_weights
         self.embed = backend.embed.numpy()
-        # (norm, qkv as (in, out), o as (out, in), norm, gate/up as (in, out), down as (out, in))
         self.layers = [
-            (ln1.numpy(), wqkv.weight.numpy(), wo.weight.numpy(), ln2.numpy(), wgu.weight.numpy(), wdown.weight.numpy())
+            _Layer(ln1.numpy(), _matmul(wqkv.weight, True, precision), _matmul(wo.weight, False, precision),
+                   ln2.numpy(), _matmul(wgu.weight, True, precision), _matmul(wdown.weight, False, precision))
             for ln1, wqkv, wo, ln2, wgu, wdown in backend.layers
         ]
-        self.lm_head = backend.lm_head.weight.numpy()  # (vocab, hidden)
+        self.mlp_width = backend.layers[0][4].weight.shape[1] // 2  # gate and up side by side
+        self.lm_head = _matmul(backend.lm_head.weight, False, precision)
         self.norm = backend.norm.numpy()
+        self.compact = self.compact_bytes() > 0
+        self._blas_threads = ThreadpoolController() if self.compact else None
+
+    def compact_bytes(self) -> int:
+        """Bytes held in compact copies (0 in fp32, which reads the backend's own tensors)."""
+        matmuls = [m for layer in self.layers for m in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+        return sum(m.nbytes for m in matmuls + [self.lm_head] if isinstance(m, compact_weights.CompactWeight))
 
     def forward(self, ids: list[int], all_logits: bool = False) -> torch.Tensor:
         """Run ``ids`` after the backend's cached positions and write their keys and values."""
+        if not self.compact:
+            return self._forward(ids, all_logits)
+        # The kernels' OpenMP threads and OpenBLAS's (attention here) spin while idle, so on a
+        # 2-core machine each pool kept stealing the other's core: a 1B step at 1024 cached
+        # tokens took 380-500 ms with both on 2 threads, 105-135 ms with OpenBLAS on one.
+        with self._blas_threads.limit(limits=1, user_api="blas"):
+            return self._forward(ids, all_logits)
+
+    def _forward(self, ids: list[int], all_logits: bool) -> torch.Tensor:
         b = self.backend
         count, start = len(ids), b.length
         end = start + count
         heads, kv_heads, dim = b.heads, b.kv_heads, b.head_dim
         group = heads // kv_heads  # query heads per key/value head
-        half = self.layers[0][4].shape[1] // 2  # the MLP's width: gate and up side by side
+        half = self.mlp_width
+        threads = torch.get_num_threads()  # the engine's setting (devices.use_cpu_threads)
         q_size, qk_size = heads * dim, (heads + kv_heads) * dim
         k_cache, v_cache = b.k_cache.numpy(), b.v_cache.numpy()
         rope = b.rope[start:end].numpy()  # (T, 1, dim / 2) complex64
@@ -80,8 +134,8 @@ class BlasDecoder:
             mask = np.where(future, -np.inf, 0.0).astype(np.float32)  # (T, end)
         x = self.embed[ids]  # (T, hidden), a copy
         with np.errstate(over="ignore"):  # exp(-gate) overflows to inf for very negative gates: silu -> -0
-            for i, (ln1, wqkv, wo, ln2, wgu, wdown) in enumerate(self.layers):
-                qkv = _rms_norm(x, ln1, b.eps) @ wqkv  # (T, q + k + v)
+            for i, layer in enumerate(self.layers):
+                qkv = layer.qkv(_rms_norm(x, layer.input_norm, b.eps), threads)  # (T, q + k + v)
                 pairs = np.ascontiguousarray(qkv[:, :qk_size]).view(np.complex64)
                 qk = (pairs.reshape(count, heads + kv_heads, dim // 2) * rope).view(np.float32)
                 k_cache[i, 0, :, start:end] = qk[:, heads:].transpose(1, 0, 2)
@@ -96,10 +150,10 @@ class BlasDecoder:
                 probs = np.exp(scores, out=scores)
                 probs /= probs.sum(axis=-1, keepdims=True)
                 attn = (probs @ v_cache[i, 0, :, :end]).reshape(heads, count, dim)
-                x = x + attn.transpose(1, 0, 2).reshape(count, q_size) @ wo.T
-                gate_up = _rms_norm(x, ln2, b.eps) @ wgu
+                x = x + layer.o(attn.transpose(1, 0, 2).reshape(count, q_size), threads)
+                gate_up = layer.gate_up(_rms_norm(x, layer.post_norm, b.eps), threads)
                 gate, up = gate_up[:, :half], gate_up[:, half:]
-                x = x + (gate / (1.0 + np.exp(-gate)) * up) @ wdown.T
+                x = x + layer.down(gate / (1.0 + np.exp(-gate)) * up, threads)
         if all_logits:
-            return torch.from_numpy(_rms_norm(x, self.norm, b.eps) @ self.lm_head.T)
-        return torch.from_numpy(_rms_norm(x[-1:], self.norm, b.eps) @ self.lm_head.T)[0]
+            return torch.from_numpy(self.lm_head(_rms_norm(x, self.norm, b.eps), threads))
+        return torch.from_numpy(self.lm_head(_rms_norm(x[-1:], self.norm, b.eps), threads))[0]

@@ -132,3 +132,54 @@ def use_cpu_threads(count: int) -> None:
     ``count`` threads: OpenBLAS would otherwise start one per core whatever PyTorch uses."""
     torch.set_num_threads(count)
     threadpool_limits(limits=count, user_api="blas")
+
+
+DECODE_WEIGHTS = ("auto", "fp32", "fp16", "bf16", "int8")
+
+
+def available_memory_bytes() -> int | None:
+    """Memory available for new allocations (Linux's MemAvailable, which counts page cache that
+    can be dropped, such as the checkpoint just read), or None where the system does not say."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def choose_decode_weights(
+    requested: str,
+    device: str,
+    stored_dtype: torch.dtype | None,
+    model_bytes: int,
+    free_bytes: int | None,
+    kernels: bool,
+) -> str:
+    """The bytes a CPU decode step reads (core.compact_weights): ``requested`` unless it is auto.
+
+    auto picks the checkpoint's own 16-bit format when that is exact (the fp32 weights were
+    widened from it) and pays: the model is large enough that weights, not arithmetic, bound a
+    step (``SMALL_MODEL_BYTES``), the C kernels are built, and the extra copy (half the fp32
+    bytes) takes at most half the free memory. Everything else decodes in fp32.
+    """
+    if requested not in DECODE_WEIGHTS:
+        raise InvalidParameter("decode_weights", f"decode_weights must be one of {', '.join(DECODE_WEIGHTS)} "
+                                                 f"(got {requested!r})")
+    if requested != "auto":
+        return requested
+    lossless = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(stored_dtype)
+    copy_bytes = model_bytes // 2
+    if (
+        device != "cpu"
+        or lossless is None
+        or not kernels
+        or model_bytes < SMALL_MODEL_BYTES
+        or (free_bytes is not None and copy_bytes > free_bytes // 2)
+    ):
+        return "fp32"
+    return lossless

@@ -18,7 +18,18 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .devices import choose_cpu_threads, mps_available, select_device, select_dtype, use_cpu_threads, weight_bytes
+from . import compact_weights
+from .devices import (
+    DECODE_WEIGHTS,
+    available_memory_bytes,
+    choose_cpu_threads,
+    choose_decode_weights,
+    mps_available,
+    select_device,
+    select_dtype,
+    use_cpu_threads,
+    weight_bytes,
+)
 from .errors import FIMNotSupported, InvalidParameter, ModelNotLoaded, OutOfMemory
 from .fim import PREFIX_SHARE, check_order, choose_order, detect_dialect, split_budget, stop_token_ids
 from .generation import ModelRunner, PromptLookup, decode_n_tokens
@@ -137,6 +148,7 @@ class OptimizedLLM:
         trust_remote_code: bool = False,
         int8_decode: bool | None = None,
         fim_order: str | None = None,
+        decode_weights: str | None = None,
     ):
         if max_memory is not None and not isinstance(max_memory, dict):
             raise InvalidParameter("max_memory", "max_memory must be a dict such as {0: '10GiB', 'cpu': '30GiB'}")
@@ -149,10 +161,23 @@ class OptimizedLLM:
         # End completions that repeat themselves (core/loop_guard.py; DEEPSHIVA_LOOP_GUARD=0 turns it off).
         self.loop_guard = os.environ.get("DEEPSHIVA_LOOP_GUARD", "1") != "0"
         self.trust_remote_code = bool(trust_remote_code)
-        # Decode through int8 copies of the weights (CPU, plain Llama; DEEPSHIVA_INT8_DECODE=1).
+        # The bytes a CPU decode step reads (core.compact_weights): auto, fp32, fp16, bf16 or int8
+        # (DEEPSHIVA_DECODE_WEIGHTS); int8_decode (DEEPSHIVA_INT8_DECODE=1) is the older name of int8.
         if int8_decode is None:
             int8_decode = os.environ.get("DEEPSHIVA_INT8_DECODE", "0") == "1"
-        self.int8_decode = bool(int8_decode)
+        if decode_weights is None:
+            decode_weights = os.environ.get("DEEPSHIVA_DECODE_WEIGHTS", "auto")
+        if int8_decode:
+            if decode_weights not in ("auto", "int8"):
+                raise InvalidParameter("decode_weights", f"int8_decode asks for int8 decode weights, "
+                                                         f"decode_weights for {decode_weights}: choose one")
+            decode_weights = "int8"
+        self._decode_weights_param = "int8_decode" if int8_decode else "decode_weights"  # for errors
+        if decode_weights not in DECODE_WEIGHTS:
+            raise InvalidParameter("decode_weights", f"decode_weights must be one of {', '.join(DECODE_WEIGHTS)} "
+                                                     f"(got {decode_weights!r})")
+        self.decode_weights_requested = decode_weights
+        self.decode_weights = "fp32"
         # FIM prompt order: auto (the model's own), psm or spm (DEEPSHIVA_FIM_ORDER).
         try:
             self.fim_order_requested = check_order(fim_order or os.environ.get("DEEPSHIVA_FIM_ORDER", "auto"))
@@ -163,6 +188,7 @@ class OptimizedLLM:
         self._runner: ModelRunner | None = None
         source = resolve_model_source(model_name)
         loaded = load_model(source, self.device, self.dtype, max_memory, bool(load_in_8bit), self.trust_remote_code)
+        self._stored_dtype = loaded.stored_dtype
         self._install(loaded.model, loaded.tokenizer)
         self.quantization = loaded.quantization
         if self.device == "cpu":
@@ -173,10 +199,7 @@ class OptimizedLLM:
     def _install(self, model, tokenizer) -> None:
         self.model = model
         self.tokenizer = tokenizer
-        try:
-            self._runner = ModelRunner(model, int8_decode=self.int8_decode)
-        except ValueError as exc:
-            raise InvalidParameter("int8_decode", str(exc)) from None
+        self._runner = self._make_runner(model)
         vocab = tokenizer.get_vocab()
         self.fim_dialect = detect_dialect(vocab)
         self.fim_order = choose_order(self.fim_order_requested, self.fim_dialect, getattr(model, "config", None))
@@ -197,6 +220,25 @@ class OptimizedLLM:
         self._prompt_encoder = PromptEncoder(tokenizer)
         self._adds_bos = self._tokenizer_adds_bos(tokenizer)
         self.context_length = self._context_length(model, tokenizer)
+
+    def _make_runner(self, model) -> ModelRunner:
+        """The runner with the decode weights asked for; auto falls back to fp32 where its pick
+        cannot run (a model served through transformers, a 16-bit model on the CPU)."""
+        requested = self.decode_weights_requested
+        choice = choose_decode_weights(requested, self.device, getattr(self, "_stored_dtype", None),
+                                       weight_bytes(model), available_memory_bytes(), compact_weights.available())
+        try:
+            runner = ModelRunner(model, decode_weights=choice)
+        except ValueError as exc:
+            if requested != "auto":
+                raise InvalidParameter(self._decode_weights_param, str(exc)) from None
+            runner = ModelRunner(model)
+        self.decode_weights = runner.decode_weights
+        return runner
+
+    @property
+    def int8_decode(self) -> bool:
+        return self.decode_weights == "int8"
 
     @staticmethod
     def _collect_eos_ids(model, tokenizer) -> set[int]:
@@ -249,6 +291,7 @@ class OptimizedLLM:
             "backend": self._runner.backend_name if loaded else None,
             "decode_path": self._runner.decode_path if loaded else None,
             "int8_decode": self.int8_decode,
+            "decode_weights": self.decode_weights,
             "loop_guard": self.loop_guard,
         }
 

@@ -87,17 +87,18 @@ class HFBackend:
         return out.logits[0] if all_logits else out.logits[0, -1]
 
 
-def choose_backend(model, lean: bool | None = None, int8_decode: bool = False):
+def choose_backend(model, lean: bool | None = None, decode_weights: str = "fp32"):
     """The lean Llama path where it is exact (and not turned off by DEEPSHIVA_LEAN=0), else HF.
 
-    ``int8_decode`` needs the lean path on the CPU; asking for it elsewhere is a ValueError."""
+    ``decode_weights`` other than fp32 needs the lean path on the CPU; asking for it elsewhere is
+    a ValueError."""
     if lean is None:
         lean = os.environ.get("DEEPSHIVA_LEAN", "1") != "0"
     if lean and lean_llama.supports(model):
-        return lean_llama.LeanLlamaBackend(model, int8_decode=int8_decode)
-    if int8_decode:
+        return lean_llama.LeanLlamaBackend(model, decode_weights=decode_weights)
+    if decode_weights != "fp32":
         raise ValueError(
-            f"int8 decode needs a plain Llama-architecture model on the CPU "
+            f"{decode_weights} decode weights need a plain Llama-architecture model on the CPU "
             f"({model.config.model_type} is served through transformers; use load_in_8bit instead)"
         )
     return HFBackend(model)
@@ -106,8 +107,8 @@ def choose_backend(model, lean: bool | None = None, int8_decode: bool = False):
 class ModelRunner:
     """Forward passes over one model with a KV cache kept between requests."""
 
-    def __init__(self, model, lean: bool | None = None, int8_decode: bool = False):
-        self.backend = choose_backend(model, lean, int8_decode)
+    def __init__(self, model, lean: bool | None = None, decode_weights: str = "fp32"):
+        self.backend = choose_backend(model, lean, decode_weights)
         self._cached_ids: list[int] = []
         self.decode_steps = 0
         self.prefill_tokens = 0
@@ -125,6 +126,11 @@ class ModelRunner:
     def decode_path(self) -> str:
         """What runs a decode step: NumPy's OpenBLAS (core.blas_decode) or PyTorch."""
         return "numpy" if getattr(self.backend, "blas", None) is not None else "torch"
+
+    @property
+    def decode_weights(self) -> str:
+        """The bytes a decode step reads: fp32 (the model's own) or a compact copy."""
+        return getattr(self.backend, "decode_weights", "fp32")
 
     def reset(self) -> None:
         """Forget the KV cache (after an error it may be inconsistent)."""

@@ -8,13 +8,12 @@ KV cache written in place, and PyTorch's fused attention. It is used only where 
 (plain Llama: default RoPE, no biases, SiLU, unquantized, on one device), which the tests check
 against transformers' logits; every other model runs through transformers (``HFBackend``).
 
-``int8_decode`` (CPU only) also keeps each matrix as int8 with one scale per output row. Decoding
-one token is a matrix-vector product bound by memory bandwidth, and PyTorch's int8 weight kernel
-reads a quarter of the bytes of fp32 (measured on this AVX2 CPU, one 5632x2048 matrix: fp32 2.7
-ms, bf16 1.2 ms, int8 0.5 ms). The same kernel is very slow for many rows (a 64-token prefill:
-475 ms against 20 ms in fp32), so passes of more than ``INT8_MAX_ROWS`` tokens keep using the
-full-precision weights: prefill is unchanged and exact, decode is approximate (int8 weights,
-bf16 activations inside the product).
+``decode_weights`` (CPU only) chooses the bytes a decode step reads: ``fp32`` (the model's own),
+or compact copies (``fp16``, ``bf16``, ``int8``; ``core.compact_weights``) that the NumPy decode
+path (``core.blas_decode``) multiplies with the C kernels. Prefill keeps the fp32 weights, so it
+is unchanged and exact. Where the C kernels are not built, ``int8`` falls back to PyTorch's int8
+weight kernel (one scale per output row, bf16 activations inside the product; very slow for many
+rows, so only passes of at most ``INT8_MAX_ROWS`` tokens use it).
 """
 
 from __future__ import annotations
@@ -22,9 +21,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import blas_decode
+from . import blas_decode, compact_weights
 
 MAX_STATIC_CONTEXT = 16384
+DECODE_WEIGHTS = ("fp32",) + compact_weights.PRECISIONS
 INT8_MAX_ROWS = 8  # passes of at most this many tokens use the int8 weights (decode, drafts)
 
 
@@ -86,7 +86,7 @@ def supports(model) -> bool:
 class LeanLlamaBackend:
     """Forward passes over a Llama's weights with a static KV cache; same logits as transformers."""
 
-    def __init__(self, model, int8_decode: bool = False, blas: bool | None = None):
+    def __init__(self, model, decode_weights: str = "fp32", blas: bool | None = None):
         config = model.config
         inner = model.model
         self.heads = config.num_attention_heads
@@ -97,13 +97,24 @@ class LeanLlamaBackend:
         weight = inner.embed_tokens.weight
         self.dtype, self.device = weight.dtype, weight.device
         self.embed = weight.detach()
-        if int8_decode and self.device.type != "cpu":
-            raise ValueError("int8 decode runs on the CPU only (use load_in_8bit on CUDA)")
+        if decode_weights not in DECODE_WEIGHTS:
+            raise ValueError(f"decode weights must be one of {', '.join(DECODE_WEIGHTS)}, not {decode_weights!r}")
+        if decode_weights != "fp32" and self.device.type != "cpu":
+            raise ValueError(f"{decode_weights} decode weights are for the CPU only (use load_in_8bit on CUDA)")
+        if blas is None:
+            blas = blas_decode.enabled_by_default()
+        self.decode_weights = decode_weights
         # In fp32, q and k rotate as complex numbers: one multiply instead of five ops. That
         # needs each rotating pair (i, i + head_dim/2) side by side, so their rows are
         # interleaved; q.k is the same sum in another order, and v keeps its rows. (Not on MPS,
         # whose complex support is partial; 16-bit models keep the real-valued rotation.)
         self.complex_rope = self.dtype == torch.float32 and self.device.type in ("cpu", "cuda")
+        # Compact weights run in the NumPy decode path; without it only int8 has a fallback.
+        use_blas = blas and blas_decode.applies_to(self)
+        if decode_weights in ("fp16", "bf16") and not use_blas:
+            why = compact_weights.unavailable_reason() or "they need fp32 weights and the NumPy decode path"
+            raise ValueError(f"{decode_weights} decode weights cannot run here: {why}")
+        int8 = decode_weights == "int8" and not use_blas  # PyTorch's int8 kernel
         self.layers = []
         with torch.no_grad():
             for layer in inner.layers:
@@ -115,13 +126,13 @@ class LeanLlamaBackend:
                 gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
                 self.layers.append((
                     layer.input_layernorm.weight.detach(),
-                    Projection(qkv.detach(), transposed=True, int8=int8_decode),
-                    Projection(attn.o_proj.weight.detach(), int8=int8_decode),
+                    Projection(qkv.detach(), transposed=True, int8=int8),
+                    Projection(attn.o_proj.weight.detach(), int8=int8),
                     layer.post_attention_layernorm.weight.detach(),
-                    Projection(gate_up.detach(), transposed=True, int8=int8_decode),
-                    Projection(mlp.down_proj.weight.detach(), int8=int8_decode),
+                    Projection(gate_up.detach(), transposed=True, int8=int8),
+                    Projection(mlp.down_proj.weight.detach(), int8=int8),
                 ))
-            self.lm_head = Projection(model.get_output_embeddings().weight.detach(), int8=int8_decode)
+            self.lm_head = Projection(model.get_output_embeddings().weight.detach(), int8=int8)
         self.projections = [p for layer in self.layers for p in layer if isinstance(p, Projection)]
         self.projections.append(self.lm_head)
         self.norm = inner.norm.weight.detach()
@@ -132,10 +143,8 @@ class LeanLlamaBackend:
         self.k_cache = self.v_cache = None
         self.cos = self.sin = self.rope = None
         self.length = 0
-        # Decode steps through NumPy's OpenBLAS where that computes the same thing (blas_decode).
-        if blas is None:
-            blas = blas_decode.enabled_by_default()
-        self.blas = blas_decode.BlasDecoder(self) if blas and blas_decode.applies_to(self) else None
+        # Decode steps through NumPy's OpenBLAS (and the C kernels) where that computes the same thing.
+        self.blas = blas_decode.BlasDecoder(self) if use_blas else None
 
     def _pair_rows(self, weight: torch.Tensor, heads: int) -> torch.Tensor:
         """Rows of a q or k matrix reordered per head as (0, d/2, 1, d/2 + 1, ...)."""
@@ -183,7 +192,7 @@ class LeanLlamaBackend:
                 (emb.sin() * self.rope_scale).to(self.dtype))
 
     def int8_weights(self) -> list[Int8Weight]:
-        """The int8 copies used for decode (empty unless ``int8_decode``)."""
+        """The int8 copies used for decode (empty unless int8 decode runs through PyTorch)."""
         return [p.int8 for p in self.projections if p.int8 is not None]
 
     @staticmethod

@@ -33,6 +33,7 @@ class LoadedModel:
     tokenizer: object
     source: str
     quantization: str | None
+    stored_dtype: torch.dtype | None = None  # the checkpoint's own dtype (from its config)
 
 
 def _hub_reachable() -> bool:
@@ -149,4 +150,18 @@ def load_model(
             raise OutOfMemory(f"out of memory while loading {source!r}: {exc}") from exc
         raise ModelLoadFailed(f"model {source!r} could not be loaded: {type(exc).__name__}: {exc}") from exc
     model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, source=source, quantization=quantization)
+    return LoadedModel(model=model, tokenizer=tokenizer, source=source, quantization=quantization,
+                       stored_dtype=stored_dtype(source, trust_remote_code))
+
+
+def stored_dtype(source: str, trust_remote_code: bool = False) -> torch.dtype | None:
+    """The dtype a checkpoint's config says its weights are saved in (loading overwrites it)."""
+    from transformers import AutoConfig
+
+    try:
+        value = getattr(AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code), "dtype", None)
+    except Exception:  # a config that loaded once loads again; anything else just means "unknown"
+        return None
+    if isinstance(value, str):
+        value = getattr(torch, value, None)
+    return value if isinstance(value, torch.dtype) else None

@@ -40,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dtype", dest="torch_dtype", help="bfloat16, float16, float32 or auto")
     add("--load-in-8bit", action="store_true", default=None, help="int8 weights (needs bitsandbytes)")
     add("--int8-decode", action="store_true", default=None,
-        help="CPU: decode through int8 copies of the weights (faster, approximate; Llama models)")
+        help="CPU: decode through int8 copies of the weights (same as --decode-weights int8)")
+    add("--decode-weights", choices=["auto", "fp32", "fp16", "bf16", "int8"], default=None,
+        help="CPU, Llama models: weights a decode step reads. auto (default) = the checkpoint's own 16-bit "
+             "format when it is stored so and large; fp16/bf16 halve the bytes (exact for a checkpoint "
+             "stored that way), int8 quarters them (approximate)")
     add("--fim-order", choices=["auto", "psm", "spm"], default=None,
         help="FIM prompt order: auto = the model's own (SPM lets a keystroke reuse the whole cache)")
     add("--threads", type=int, help="WSGI worker threads (default queue size + 4)")

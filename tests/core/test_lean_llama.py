@@ -81,11 +81,23 @@ def test_prompt_lookup_proposes_what_followed_the_last_ngram():
     assert lookup.propose() == []
 
 
-def test_int8_decode_keeps_prefill_exact_and_decode_close(model):
+@pytest.mark.parametrize("path", ["numpy", "torch"])
+def test_int8_decode_keeps_prefill_exact_and_decode_close(model, path, monkeypatch):
+    """int8 decode runs in the C kernels (numpy path), or in PyTorch's int8 kernel without them."""
+    from core import compact_weights
+
+    if path == "numpy" and not compact_weights.available():
+        pytest.skip(str(compact_weights.unavailable_reason()))
+    if path == "torch":
+        monkeypatch.setenv("DEEPSHIVA_BLAS_DECODE", "0")
     ids = model.tokenizer.encode("def fibonacci(n):\n    if n < 2:\n        return n\n" * 2)
     exact = ModelRunner(model.model, lean=True)
-    int8 = ModelRunner(model.model, lean=True, int8_decode=True)
-    assert {w.q.dtype for w in int8.backend.int8_weights()} == {torch.int8}
+    int8 = ModelRunner(model.model, lean=True, decode_weights="int8")
+    assert int8.decode_path == path and int8.decode_weights == "int8"
+    if path == "torch":
+        assert {w.q.dtype for w in int8.backend.int8_weights()} == {torch.int8}
+    else:
+        assert int8.backend.blas.compact_bytes() > 0 and not int8.backend.int8_weights()
     # A long pass (prefill) uses the full-precision weights: the same KV cache; only the one row
     # of logits at its end goes through the int8 output matrix.
     a, b = exact.prefill(ids), int8.prefill(ids)
@@ -112,7 +124,7 @@ def test_int8_decode_is_refused_clearly_where_it_cannot_run(tiny_model_dir):
     from core.errors import InvalidParameter
 
     # Offloaded (sharded) models run through transformers, where there is no int8 decode path.
-    with pytest.raises(InvalidParameter, match="int8 decode needs a plain Llama") as err:
+    with pytest.raises(InvalidParameter, match="int8 decode weights need a plain Llama") as err:
         OptimizedLLM(str(tiny_model_dir), max_memory={"cpu": "200KB"}, int8_decode=True)
     assert err.value.param == "int8_decode"
 
@@ -164,11 +176,12 @@ def test_numpy_and_torch_decode_steps_write_the_same_cache(model):
 
 def test_numpy_decode_only_where_it_computes_the_same(tiny_model_dir, monkeypatch):
     assert OptimizedLLM(str(tiny_model_dir)).info()["decode_path"] == "numpy"
-    # 16-bit weights and int8 copies keep PyTorch's kernels; so does DEEPSHIVA_BLAS_DECODE=0.
+    # A 16-bit model keeps PyTorch's kernels; so does DEEPSHIVA_BLAS_DECODE=0, where int8
+    # decode falls back to PyTorch's int8 kernel.
     assert OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.bfloat16).info()["decode_path"] == "torch"
-    assert OptimizedLLM(str(tiny_model_dir), int8_decode=True).info()["decode_path"] == "torch"
     monkeypatch.setenv("DEEPSHIVA_BLAS_DECODE", "0")
     assert OptimizedLLM(str(tiny_model_dir)).info()["decode_path"] == "torch"
+    assert OptimizedLLM(str(tiny_model_dir), int8_decode=True).info()["decode_path"] == "torch"
 
 
 def test_a_small_model_keeps_numpy_to_the_engines_thread_count(tiny_model_dir):

@@ -152,7 +152,23 @@ def test_int8_decode_flag_reaches_the_engine(tiny_model_dir):
     config = load_config(["--int8-decode", "--model", "none"])
     assert config.int8_decode and not load_config([]).int8_decode
     engine = default_factory(config)(str(tiny_model_dir))
-    assert engine.info()["int8_decode"] is True
+    assert engine.info()["int8_decode"] is True and engine.info()["decode_weights"] == "int8"
+
+
+def test_decode_weights_setting_reaches_the_engine_and_bad_values_are_named(tiny_model_dir, monkeypatch, capsys):
+    from server.app import default_factory
+
+    assert load_config(["--model", "none"]).decode_weights == "auto"
+    config = load_config(["--decode-weights", "fp32", "--model", "none"])
+    assert default_factory(config)(str(tiny_model_dir)).info()["decode_weights"] == "fp32"
+    monkeypatch.setenv("DEEPSHIVA_DECODE_WEIGHTS", "int8")
+    assert load_config(["--model", "none"]).decode_weights == "int8"
+    with pytest.raises(SystemExit):
+        load_config(["--decode-weights", "fp8"])
+    assert "invalid choice: 'fp8'" in capsys.readouterr().err
+    monkeypatch.setenv("DEEPSHIVA_DECODE_WEIGHTS", "fp8")
+    with pytest.raises(ValidationError, match="decode_weights"):
+        load_config(["--model", "none"])
 
 
 def test_fim_order_setting_reaches_the_engine_and_bad_values_are_named(tiny_model_dir, monkeypatch):

@@ -1,0 +1,78 @@
+"""One decode step's matrix products by weight format: fp32 (NumPy's OpenBLAS) against the compact
+kernels (fp16, bf16, int8; core/compact_weights.py), as GB/s of weights streamed.
+
+Twelve distinct matrices are multiplied in turn so that none stays in the CPU's cache, as in a
+real decode step, and each format runs in a process of its own: OpenBLAS's and OpenMP's idle
+threads spin for a while after a call and would slow whichever format ran next.
+
+    .venv/bin/python -m benchmarks.matvec [--out 11264] [--in 2048] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+FORMATS = ("fp32", "fp16", "bf16", "int8")
+BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
+
+
+def measure(fmt: str, out: int, cols: int, threads: int, matrices: int = 12, rounds: int = 7) -> dict:
+    """Median ms per product and GB/s for one format, in this process."""
+    import numpy as np
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from core.compact_weights import CompactWeight
+
+    torch.manual_seed(0)
+    weights = [torch.randn(out, cols) for _ in range(matrices)]
+    if fmt == "fp32":
+        arrays = [w.numpy() for w in weights]
+        products = [lambda x, a=a: x @ a.T for a in arrays]
+    else:
+        compact = [CompactWeight(w, fmt) for w in weights]
+        del weights
+        products = [lambda x, c=c: c(x, threads) for c in compact]
+    x = np.random.default_rng(0).standard_normal((1, cols), dtype=np.float32)
+    times = []
+    with threadpool_limits(threads):
+        torch.set_num_threads(threads)
+        for _ in range(rounds):
+            start = time.perf_counter()
+            for product in products:
+                product(x)
+            times.append((time.perf_counter() - start) / matrices)
+    seconds = statistics.median(times)
+    return {"format": fmt, "ms": round(seconds * 1e3, 3), "gb_s": round(out * cols * BYTES[fmt] / seconds / 1e9, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=int, default=11264, help="rows (the 1B shape's fused gate/up)")
+    parser.add_argument("--in", dest="cols", type=int, default=2048, help="columns")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--format", choices=FORMATS, help="measure one format here (used by the parent)")
+    args = parser.parse_args(argv)
+    if args.format:
+        print(json.dumps(measure(args.format, args.out, args.cols, args.threads)))
+        return 0
+    rows = []
+    for fmt in FORMATS:
+        done = subprocess.run([sys.executable, "-m", "benchmarks.matvec", "--format", fmt, "--out", str(args.out),
+                               "--in", str(args.cols), "--threads", str(args.threads)],
+                              check=True, capture_output=True, text=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    fp32 = rows[0]["ms"]
+    print(f"{args.out}x{args.cols}, {args.threads} threads")
+    for row in rows:
+        print(f"{row['format']:5} {row['ms']:8.3f} ms {row['gb_s']:6.1f} GB/s  {fp32 / row['ms']:.2f}x fp32")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

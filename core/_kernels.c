@@ -1,0 +1,303 @@
+/* Matrix products for decode steps from compact weights: fp16, bf16 or int8 rows, fp32 activations.
+
+A decode step multiplies a few rows of activations by every weight matrix, so its time is the time
+to stream the weights from memory. Storing them in 16 bits halves those bytes and int8 quarters
+them, but NumPy has no fast 16-bit product and PyTorch's CPU kernels lose that gain to dispatch
+and emulation on CPUs without native bf16. These loops widen each weight to fp32 in registers
+as they stream it (F16C for fp16, a shift for bf16) and accumulate in fp32.
+
+    y[t, r] = scale[r] * sum_j w[r, j] * x[t, j]    for t < n (at most MAX_ROWS), r < out
+
+scale is 1 for 16-bit weights. Layout: rows in groups of four, interleaved in blocks of BLOCK
+columns (block b of row 4g + k starts at element (4g * in) + (4b + k) * BLOCK), so each thread
+reads one sequential stream; a core streamed four separate rows at 60-70% of that speed. The
+Python side (core/compact_weights.py) lays the weights out so; out must be a multiple of 4 and
+in of BLOCK.
+
+An int8 decode step (one row) also rounds x to int8 in blocks of 32, as llama.cpp's Q8_0 does,
+to multiply bytes by bytes (32 products per multiply-add instead of 8). Output rows are shared
+among threads with OpenMP where the compiler has it. Without AVX2/FMA/F16C the same sums run in
+portable C (correct, slower); Python only picks these kernels where ``simd()`` is "avx2".
+*/
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+#define DS_AVX2 1
+#endif
+
+#define MAX_ROWS 8
+#define BLOCK 32
+/* A core keeps only so many cache misses in flight; asking for lines this far ahead lets a
+   compact stream keep up with fp32's (the hardware prefetcher alone fell behind for int8). */
+#ifndef PREFETCH_BYTES
+#define PREFETCH_BYTES 1024
+#endif
+enum { KIND_F16 = 0, KIND_BF16 = 1, KIND_I8 = 2 };
+static const Py_ssize_t ELEMENT_BYTES[] = {2, 2, 1};
+
+static inline float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
+    uint32_t bits;
+    if (exponent == 0x1f) {
+        bits = sign | 0x7f800000u | (mantissa << 13);
+    } else if (exponent != 0) {
+        bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+    } else if (mantissa == 0) {
+        bits = sign;
+    } else { /* subnormal: normalize */
+        exponent = 113;
+        while (!(mantissa & 0x400)) {
+            mantissa <<= 1;
+            exponent--;
+        }
+        bits = sign | (exponent << 23) | ((mantissa & 0x3ff) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* Element e of a block (at ``block``, in elements of ``kind``) as fp32. */
+static inline float weight_at(const char *block, int kind, Py_ssize_t e) {
+    if (kind == KIND_F16) return f16_to_f32(((const uint16_t *)block)[e]);
+    if (kind == KIND_BF16) return bf16_to_f32(((const uint16_t *)block)[e]);
+    return (float)((const int8_t *)block)[e];
+}
+
+#ifdef DS_AVX2
+/* Eight weights from ``p`` widened to fp32. */
+static inline __m256 load8(const char *p, int kind) {
+    if (kind == KIND_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    if (kind == KIND_BF16)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+static inline float sum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* A group of four 16-bit rows against one activation row. */
+static inline __attribute__((always_inline)) void group_dot16(const char *g, int kind, const float *x, Py_ssize_t in,
+                                                              float *totals) {
+    const Py_ssize_t block_bytes = BLOCK * 2;
+    __m256 acc[8];
+    for (int a = 0; a < 8; a++) acc[a] = _mm256_setzero_ps();
+    for (Py_ssize_t b = 0; b < in / BLOCK; b++) {
+        const char *wb = g + 4 * b * block_bytes;
+        for (int line = 0; line < 4; line++) _mm_prefetch(wb + PREFETCH_BYTES + 64 * line, _MM_HINT_T0);
+        for (int v = 0; v < BLOCK / 8; v++) {
+            const __m256 xv = _mm256_loadu_ps(x + b * BLOCK + v * 8);
+            for (int k = 0; k < 4; k++) {  /* two accumulators a row: alternate vectors */
+                const int a = 2 * k + (v & 1);
+                acc[a] = _mm256_fmadd_ps(load8(wb + k * block_bytes + v * 16, kind), xv, acc[a]);
+            }
+        }
+    }
+    for (int k = 0; k < 4; k++) totals[k] = sum8(_mm256_add_ps(acc[2 * k], acc[2 * k + 1]));
+}
+
+static void quantize_blocks(const float *x, Py_ssize_t in, int8_t *xq, float *dx) {
+    for (Py_ssize_t b = 0; b < in / BLOCK; b++) {
+        const float *xb = x + b * BLOCK;
+        float amax = 0.0f;
+        for (int i = 0; i < BLOCK; i++) amax = fmaxf(amax, fabsf(xb[i]));
+        const float d = amax / 127.0f, inverse = d > 0.0f ? 1.0f / d : 0.0f;
+        dx[b] = d;
+        for (int i = 0; i < BLOCK; i++) xq[b * BLOCK + i] = (int8_t)lrintf(xb[i] * inverse);
+    }
+}
+
+/* 32 int8 weights against 32 int8 activations, as fp32 lanes scaled by the activations' scale. */
+static inline __m256 block_dot_q8(const int8_t *w, __m256i xq, __m256 dx) {
+    const __m256i wv = _mm256_loadu_si256((const __m256i *)w);
+    /* maddubs multiplies unsigned by signed bytes: move w's sign onto x (|w| <= 127: no overflow) */
+    const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xq, wv));
+    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1))), dx);
+}
+
+/* A group of four int8 rows against one activation row quantized by quantize_blocks. */
+static inline void group_dot_q8(const int8_t *g, const int8_t *xq, const float *dx, Py_ssize_t in, float *totals) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    for (Py_ssize_t b = 0; b < in / BLOCK; b++) {
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + b * BLOCK));
+        const __m256 d = _mm256_set1_ps(dx[b]);
+        const int8_t *wb = g + 4 * b * BLOCK;
+        _mm_prefetch((const char *)wb + PREFETCH_BYTES, _MM_HINT_T0);
+        _mm_prefetch((const char *)wb + PREFETCH_BYTES + 64, _MM_HINT_T0);
+        a0 = _mm256_add_ps(a0, block_dot_q8(wb, xv, d));
+        a1 = _mm256_add_ps(a1, block_dot_q8(wb + BLOCK, xv, d));
+        a2 = _mm256_add_ps(a2, block_dot_q8(wb + 2 * BLOCK, xv, d));
+        a3 = _mm256_add_ps(a3, block_dot_q8(wb + 3 * BLOCK, xv, d));
+    }
+    totals[0] = sum8(a0), totals[1] = sum8(a1), totals[2] = sum8(a2), totals[3] = sum8(a3);
+}
+#endif
+
+/* Row k of a group against n activation rows (draft checks, and every pass without AVX2). */
+static inline __attribute__((always_inline)) void row_dot_many(const char *g, int kind, int k, const float *x,
+                                                               Py_ssize_t in, Py_ssize_t n, float *totals) {
+    const Py_ssize_t block_bytes = BLOCK * ELEMENT_BYTES[kind];
+    Py_ssize_t b = 0;
+    for (Py_ssize_t t = 0; t < n; t++) totals[t] = 0.0f;
+#ifdef DS_AVX2
+    __m256 acc[MAX_ROWS];
+    for (Py_ssize_t t = 0; t < n; t++) acc[t] = _mm256_setzero_ps();
+    for (; b < in / BLOCK; b++) {
+        const char *wb = g + (4 * b + k) * block_bytes;
+        for (int v = 0; v < BLOCK / 8; v++) {
+            const __m256 wv = load8(wb + v * 8 * ELEMENT_BYTES[kind], kind);
+            for (Py_ssize_t t = 0; t < n; t++)
+                acc[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * in + b * BLOCK + v * 8), acc[t]);
+        }
+    }
+    for (Py_ssize_t t = 0; t < n; t++) totals[t] = sum8(acc[t]);
+#endif
+    for (; b < in / BLOCK; b++) {
+        const char *wb = g + (4 * b + k) * block_bytes;
+        for (int e = 0; e < BLOCK; e++) {
+            const float we = weight_at(wb, kind, e);
+            for (Py_ssize_t t = 0; t < n; t++) totals[t] += we * x[t * in + b * BLOCK + e];
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void matmul_kind(int kind, const char *w, const float *scales,
+                                                              const float *x, float *y, Py_ssize_t out,
+                                                              Py_ssize_t in, Py_ssize_t n, int threads) {
+    const Py_ssize_t group_bytes = 4 * in * ELEMENT_BYTES[kind], groups = out / 4;
+    (void)threads;
+#ifdef DS_AVX2
+    if (n == 1 && kind == KIND_I8) {
+        int8_t *xq = PyMem_RawMalloc(in);
+        float *dx = PyMem_RawMalloc(sizeof(float) * (in / BLOCK));
+        if (xq != NULL && dx != NULL) {
+            quantize_blocks(x, in, xq, dx);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+            for (Py_ssize_t g = 0; g < groups; g++) {
+                float totals[4];
+                group_dot_q8((const int8_t *)w + g * group_bytes, xq, dx, in, totals);
+                for (int k = 0; k < 4; k++) y[4 * g + k] = scales[4 * g + k] * totals[k];
+            }
+        }
+        PyMem_RawFree(xq);
+        PyMem_RawFree(dx);
+        if (xq != NULL && dx != NULL) return;
+    } else if (n == 1) {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+        for (Py_ssize_t g = 0; g < groups; g++) {
+            float totals[4];
+            group_dot16(w + g * group_bytes, kind, x, in, totals);
+            for (int k = 0; k < 4; k++) y[4 * g + k] = totals[k];
+        }
+        return;
+    }
+#endif
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+    for (Py_ssize_t g = 0; g < groups; g++) {
+        for (int k = 0; k < 4; k++) {
+            const Py_ssize_t r = 4 * g + k;
+            const float scale = scales ? scales[r] : 1.0f;
+            float totals[MAX_ROWS];
+            row_dot_many(w + g * group_bytes, kind, k, x, in, n, totals);
+            for (Py_ssize_t t = 0; t < n; t++) y[t * out + r] = scale * totals[t];
+        }
+    }
+}
+
+/* Separate instances so the element kind is a constant inside each loop. */
+static void matmul_f16(const char *w, const float *x, float *y, Py_ssize_t o, Py_ssize_t i, Py_ssize_t n, int t) {
+    matmul_kind(KIND_F16, w, NULL, x, y, o, i, n, t);
+}
+static void matmul_bf16(const char *w, const float *x, float *y, Py_ssize_t o, Py_ssize_t i, Py_ssize_t n, int t) {
+    matmul_kind(KIND_BF16, w, NULL, x, y, o, i, n, t);
+}
+static void matmul_i8(const char *w, const float *s, const float *x, float *y, Py_ssize_t o, Py_ssize_t i,
+                      Py_ssize_t n, int t) {
+    matmul_kind(KIND_I8, w, s, x, y, o, i, n, t);
+}
+
+static PyObject *py_matmul(PyObject *self, PyObject *args) {
+    int kind, threads;
+    Py_ssize_t out, in, n;
+    Py_buffer w, scales, x, y;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iy*y*y*w*nnni", &kind, &w, &scales, &x, &y, &out, &in, &n, &threads)) return NULL;
+    const char *problem = NULL;
+    if (kind < KIND_F16 || kind > KIND_I8) problem = "kind must be 0 (fp16), 1 (bf16) or 2 (int8)";
+    else if (n < 1 || n > MAX_ROWS) problem = "between 1 and 8 activation rows";
+    else if (out < 4 || out % 4 != 0) problem = "out must be a positive multiple of 4";
+    else if (in < BLOCK || in % BLOCK != 0) problem = "in must be a positive multiple of 32";
+    else if (threads < 1) problem = "threads must be positive";
+    else if (w.len != out * in * ELEMENT_BYTES[kind]) problem = "weights are not out x in elements";
+    else if (kind == KIND_I8 ? scales.len != out * 4 : scales.len != 0) problem = "int8 needs out fp32 scales; 16-bit none";
+    else if (x.len != n * in * 4) problem = "activations are not n x in fp32";
+    else if (y.len != n * out * 4) problem = "output is not n x out fp32";
+    if (problem == NULL) {
+        Py_BEGIN_ALLOW_THREADS
+        if (kind == KIND_F16) matmul_f16(w.buf, x.buf, y.buf, out, in, n, threads);
+        else if (kind == KIND_BF16) matmul_bf16(w.buf, x.buf, y.buf, out, in, n, threads);
+        else matmul_i8(w.buf, scales.buf, x.buf, y.buf, out, in, n, threads);
+        Py_END_ALLOW_THREADS
+    }
+    PyBuffer_Release(&w);
+    PyBuffer_Release(&scales);
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&y);
+    if (problem != NULL) {
+        PyErr_SetString(PyExc_ValueError, problem);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_simd(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
+#ifdef DS_AVX2
+    return PyUnicode_FromString("avx2");
+#else
+    return PyUnicode_FromString("portable");
+#endif
+}
+
+static PyObject *py_openmp(PyObject *self, PyObject *unused) {
+    (void)self, (void)unused;
+#ifdef _OPENMP
+    Py_RETURN_TRUE;
+#else
+    Py_RETURN_FALSE;
+#endif
+}
+
+static PyMethodDef METHODS[] = {
+    {"matmul", py_matmul, METH_VARARGS,
+     "matmul(kind, w, scales, x, y, out, in, n, threads): y (n x out) = x (n x in) @ W.T [* scales], "
+     "W laid out in groups of four rows interleaved by blocks of 32 columns"},
+    {"simd", py_simd, METH_NOARGS, "'avx2' when the loops are vectorized, else 'portable'"},
+    {"openmp", py_openmp, METH_NOARGS, "True when output rows are shared among threads"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "core._kernels", NULL, -1, METHODS, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__kernels(void) { return PyModule_Create(&MODULE); }

@@ -1,0 +1,162 @@
+"""Compact decode weights: the C kernels' products, the backend's use of them, and the choice."""
+
+import platform
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from core import OptimizedLLM, compact_weights
+from core.compact_weights import CompactWeight
+from core.devices import SMALL_MODEL_BYTES, available_memory_bytes, choose_decode_weights
+from core.errors import InvalidParameter
+from core.generation import ModelRunner
+from core.lean_llama import LeanLlamaBackend
+
+needs_kernels = pytest.mark.skipif(not compact_weights.available(), reason=str(compact_weights.unavailable_reason()))
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.machine() == "x86_64"),
+                    reason="the vectorized kernels are built for x86-64 Linux by scripts/install")
+def test_the_install_builds_the_kernels_here():
+    """scripts/install compiles core/_kernels.c; without it every compact-weight path is skipped."""
+    assert compact_weights.unavailable_reason() is None
+
+
+@needs_kernels
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "int8"])
+@pytest.mark.parametrize("shape", [(2560, 2048), (768, 256), (12, 64)])
+def test_products_match_the_matrix_the_bytes_stand_for(precision, shape):
+    torch.manual_seed(0)
+    weight = torch.randn(*shape)
+    compact = CompactWeight(weight, precision)
+    widened = compact.widened().numpy()
+    rounding = {"fp16": 1e-3, "bf16": 8e-3, "int8": 8e-3}[precision]  # relative, per weight
+    assert np.abs(widened - weight.numpy()).max() <= rounding * np.abs(weight.numpy()).max()
+    rng = np.random.default_rng(1)
+    for rows in (1, 2, 5, 8):
+        x = rng.standard_normal((rows, shape[1]), dtype=np.float32)
+        expected = x @ widened.T
+        for threads in (1, 2):
+            got = compact(x, threads)
+            assert got.shape == (rows, shape[0])
+            # One int8 row also rounds the activations to int8 (blocks of 32, like Q8_0).
+            tolerance = 2e-2 if precision == "int8" and rows == 1 else 1e-5
+            assert np.abs(got - expected).max() <= tolerance * np.abs(expected).max()
+
+
+@needs_kernels
+def test_a_16_bit_checkpoint_is_held_exactly():
+    torch.manual_seed(0)
+    for precision, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
+        stored = torch.randn(64, 96).to(dtype).to(torch.float32)  # what loading a 16-bit checkpoint gives
+        assert torch.equal(CompactWeight(stored, precision).widened(), stored)
+
+
+@needs_kernels
+def test_bad_shapes_and_buffers_are_refused_by_name():
+    with pytest.raises(ValueError, match="rows in fours"):
+        CompactWeight(torch.randn(10, 64), "fp16")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        CompactWeight(torch.randn(8, 64), "fp8")
+    compact = CompactWeight(torch.randn(8, 64), "bf16")
+    with pytest.raises(ValueError, match="between 1 and 8 activation rows"):
+        compact(np.zeros((9, 64), np.float32))
+    with pytest.raises(ValueError, match="activations are not n x in"):
+        compact(np.zeros((1, 32), np.float32))
+
+
+@pytest.fixture(scope="module")
+def shipped(shipped_model_dir):
+    return OptimizedLLM(str(shipped_model_dir))
+
+
+@needs_kernels
+def test_bf16_decode_of_the_bf16_shipped_model_matches_fp32(shipped):
+    """The shipped checkpoint is stored in bf16: bf16 decode weights are the same numbers."""
+    ids = shipped.tokenizer.encode("def mean(values):\n    total = sum(values)\n    return total /")
+    exact, compact = ModelRunner(shipped.model), ModelRunner(shipped.model, decode_weights="bf16")
+    assert compact.decode_weights == "bf16" and compact.decode_path == "numpy"
+    assert compact.backend.blas.compact_bytes() > 0
+    a, b = exact.prefill(ids), compact.prefill(ids)
+    assert torch.equal(a, b)  # prefill keeps the fp32 weights
+    for token in (7, 99, 1234):
+        a, b = exact.decode_one_token(token), compact.decode_one_token(token)
+        assert float((a - b).abs().max()) < 1e-4
+    # A draft check (several rows at once) reads the same compact weights as single steps.
+    a, b = exact.verify_draft(5, [6, 7, 8]), compact.verify_draft(5, [6, 7, 8])
+    assert float((a - b).abs().max()) < 1e-4
+
+
+@needs_kernels
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_rounded_decode_weights_stay_close(shipped, precision):
+    ids = shipped.tokenizer.encode("import os\n\nfor name in os.listdir('.'):\n    print(")
+    exact, compact = ModelRunner(shipped.model), ModelRunner(shipped.model, decode_weights=precision)
+    exact.prefill(ids), compact.prefill(ids)
+    for token in (7, 99):
+        a, b = exact.decode_one_token(token), compact.decode_one_token(token)
+        assert 0 < float((a - b).abs().max())
+        assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) > 0.99
+
+
+@needs_kernels
+def test_greedy_text_is_the_same_with_bf16_decode_weights(shipped_model_dir, shipped):
+    compact = OptimizedLLM(str(shipped_model_dir), decode_weights="bf16")
+    assert compact.info()["decode_weights"] == "bf16" and shipped.info()["decode_weights"] == "fp32"
+    prompt = "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n"
+    assert compact.generate(prompt, max_length=40, temperature=0) == shipped.generate(prompt, max_length=40,
+                                                                                      temperature=0)
+
+
+@needs_kernels
+def test_matrices_the_kernels_cannot_hold_stay_fp32():
+    """A vocabulary of 1001 rows does not fit the kernels' groups of four: that matrix stays fp32."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=1001, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    model = LlamaForCausalLM(config).eval()
+    exact, compact = LeanLlamaBackend(model), LeanLlamaBackend(model, decode_weights="fp16")
+    assert not isinstance(compact.blas.lm_head, CompactWeight)
+    assert isinstance(compact.blas.layers[0].qkv, CompactWeight)
+    exact.forward([1, 2, 3]), compact.forward([1, 2, 3])
+    a, b = exact.forward([4]), compact.forward([4])
+    assert a.shape == b.shape == (1001,) and float((a - b).abs().max()) < 1e-2
+
+
+def test_auto_picks_the_checkpoints_own_16_bit_format_where_it_pays():
+    big, small, plenty = 4 * 2**30, SMALL_MODEL_BYTES // 2, 20 * 2**30
+    assert choose_decode_weights("auto", "cpu", torch.bfloat16, big, plenty, kernels=True) == "bf16"
+    assert choose_decode_weights("auto", "cpu", torch.float16, big, plenty, kernels=True) == "fp16"
+    assert choose_decode_weights("auto", "cpu", torch.float16, big, None, kernels=True) == "fp16"
+    # fp32 where 16 bits would round, where arithmetic bounds the step, without kernels, off the
+    # CPU, or where the copy would crowd memory.
+    assert choose_decode_weights("auto", "cpu", torch.float32, big, plenty, kernels=True) == "fp32"
+    assert choose_decode_weights("auto", "cpu", None, big, plenty, kernels=True) == "fp32"
+    assert choose_decode_weights("auto", "cpu", torch.bfloat16, small, plenty, kernels=True) == "fp32"
+    assert choose_decode_weights("auto", "cpu", torch.bfloat16, big, plenty, kernels=False) == "fp32"
+    assert choose_decode_weights("auto", "cuda", torch.bfloat16, big, plenty, kernels=True) == "fp32"
+    assert choose_decode_weights("auto", "cpu", torch.bfloat16, big, 3 * 2**30, kernels=True) == "fp32"
+    # An explicit choice is kept; the engine reports what cannot run.
+    assert choose_decode_weights("int8", "cpu", torch.float32, small, plenty, kernels=True) == "int8"
+    with pytest.raises(InvalidParameter, match="decode_weights must be one of"):
+        choose_decode_weights("fp8", "cpu", None, big, plenty, kernels=True)
+    if sys.platform.startswith("linux"):  # what the engine passes as free_bytes
+        assert 0 < available_memory_bytes() < 2**50
+
+
+def test_the_engine_reports_and_refuses_decode_weights_clearly(tiny_model_dir):
+    # The shipped-size model is small: auto keeps fp32.
+    assert OptimizedLLM(str(tiny_model_dir)).info()["decode_weights"] == "fp32"
+    with pytest.raises(InvalidParameter, match="decode_weights must be one of") as err:
+        OptimizedLLM(str(tiny_model_dir), decode_weights="fp8")
+    assert err.value.param == "decode_weights"
+    with pytest.raises(InvalidParameter, match="choose one"):
+        OptimizedLLM(str(tiny_model_dir), int8_decode=True, decode_weights="fp16")
+    # 16-bit decode weights need fp32 weights and the NumPy decode path.
+    with pytest.raises(InvalidParameter, match="fp16 decode weights cannot run here") as err:
+        OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.bfloat16, decode_weights="fp16")
+    assert err.value.param == "decode_weights"
