@@ -108,7 +108,7 @@ class BlasDecoder:
 
     def forward(self, ids: list[int], all_logits: bool = False) -> torch.Tensor:
         """Run ``ids`` after the backend's cached positions and write their keys and values."""
-        if not self.compact:
+        if not self.compact or torch.get_num_threads() == 1:  # one thread: OpenBLAS already has one
             return self._forward(ids, all_logits)
         # The kernels' OpenMP threads and OpenBLAS's (attention here) spin while idle, so on a
         # 2-core machine each pool kept stealing the other's core: a 1B step at 1024 cached

@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="CPU: decode through int8 copies of the weights (same as --decode-weights int8)")
     add("--decode-weights", choices=["auto", "fp32", "fp16", "bf16", "int8"], default=None,
         help="CPU, Llama models: weights a decode step reads. auto (default) = the checkpoint's own 16-bit "
-             "format when it is stored so and large; fp16/bf16 halve the bytes (exact for a checkpoint "
+             "format when it is stored so; fp16/bf16 halve the bytes (exact for a checkpoint "
              "stored that way), int8 quarters them (approximate)")
     add("--fim-order", choices=["auto", "psm", "spm"], default=None,
         help="FIM prompt order: auto = the model's own (SPM lets a keystroke reuse the whole cache)")

@@ -49,7 +49,7 @@ class ServerConfig(BaseSettings):
     load_in_8bit: bool = False
     int8_decode: bool = False  # CPU: decode through int8 weight copies (the older name of decode_weights=int8)
     # CPU: the bytes a decode step reads (core.compact_weights); auto = the checkpoint's own 16-bit
-    # format where that is exact and pays, else fp32.
+    # format where that is exact, else fp32.
     decode_weights: Literal["auto", "fp32", "fp16", "bf16", "int8"] = "auto"
     fim_order: Literal["auto", "psm", "spm"] = "auto"  # FIM prompt order; auto = the model's own
     threads: int = Field(0, ge=0, description="WSGI worker threads; 0 = queue_size + 4")

@@ -9,7 +9,7 @@ import torch
 
 from core import OptimizedLLM, compact_weights
 from core.compact_weights import CompactWeight
-from core.devices import SMALL_MODEL_BYTES, available_memory_bytes, choose_decode_weights
+from core.devices import available_memory_bytes, choose_decode_weights
 from core.errors import InvalidParameter
 from core.generation import ModelRunner
 from core.lean_llama import LeanLlamaBackend
@@ -76,7 +76,7 @@ def shipped(shipped_model_dir):
 def test_bf16_decode_of_the_bf16_shipped_model_matches_fp32(shipped):
     """The shipped checkpoint is stored in bf16: bf16 decode weights are the same numbers."""
     ids = shipped.tokenizer.encode("def mean(values):\n    total = sum(values)\n    return total /")
-    exact, compact = ModelRunner(shipped.model), ModelRunner(shipped.model, decode_weights="bf16")
+    exact, compact = ModelRunner(shipped.model, decode_weights="fp32"), ModelRunner(shipped.model, decode_weights="bf16")
     assert compact.decode_weights == "bf16" and compact.decode_path == "numpy"
     assert compact.backend.blas.compact_bytes() > 0
     a, b = exact.prefill(ids), compact.prefill(ids)
@@ -93,7 +93,7 @@ def test_bf16_decode_of_the_bf16_shipped_model_matches_fp32(shipped):
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_rounded_decode_weights_stay_close(shipped, precision):
     ids = shipped.tokenizer.encode("import os\n\nfor name in os.listdir('.'):\n    print(")
-    exact, compact = ModelRunner(shipped.model), ModelRunner(shipped.model, decode_weights=precision)
+    exact, compact = ModelRunner(shipped.model, decode_weights="fp32"), ModelRunner(shipped.model, decode_weights=precision)
     exact.prefill(ids), compact.prefill(ids)
     for token in (7, 99):
         a, b = exact.decode_one_token(token), compact.decode_one_token(token)
@@ -102,12 +102,13 @@ def test_rounded_decode_weights_stay_close(shipped, precision):
 
 
 @needs_kernels
-def test_greedy_text_is_the_same_with_bf16_decode_weights(shipped_model_dir, shipped):
-    compact = OptimizedLLM(str(shipped_model_dir), decode_weights="bf16")
-    assert compact.info()["decode_weights"] == "bf16" and shipped.info()["decode_weights"] == "fp32"
+def test_the_shipped_model_decodes_from_its_own_bf16_with_the_same_text(shipped_model_dir, shipped):
+    """auto picks bf16 for the shipped model (saved in bf16): greedy text as with fp32 weights."""
+    exact = OptimizedLLM(str(shipped_model_dir), decode_weights="fp32")
+    assert shipped.info()["decode_weights"] == "bf16" and exact.info()["decode_weights"] == "fp32"
     prompt = "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n"
-    assert compact.generate(prompt, max_length=40, temperature=0) == shipped.generate(prompt, max_length=40,
-                                                                                      temperature=0)
+    assert shipped.generate(prompt, max_length=40, temperature=0) == exact.generate(prompt, max_length=40,
+                                                                                    temperature=0)
 
 
 @needs_kernels
@@ -128,15 +129,15 @@ def test_matrices_the_kernels_cannot_hold_stay_fp32():
 
 
 def test_auto_picks_the_checkpoints_own_16_bit_format_where_it_pays():
-    big, small, plenty = 4 * 2**30, SMALL_MODEL_BYTES // 2, 20 * 2**30
+    big, small, plenty = 4 * 2**30, 8 * 2**20, 20 * 2**30
     assert choose_decode_weights("auto", "cpu", torch.bfloat16, big, plenty, kernels=True) == "bf16"
+    assert choose_decode_weights("auto", "cpu", torch.bfloat16, small, plenty, kernels=True) == "bf16"
     assert choose_decode_weights("auto", "cpu", torch.float16, big, plenty, kernels=True) == "fp16"
     assert choose_decode_weights("auto", "cpu", torch.float16, big, None, kernels=True) == "fp16"
-    # fp32 where 16 bits would round, where arithmetic bounds the step, without kernels, off the
-    # CPU, or where the copy would crowd memory.
+    # fp32 where 16 bits would round, without kernels, off the CPU, or where the copy would
+    # crowd memory.
     assert choose_decode_weights("auto", "cpu", torch.float32, big, plenty, kernels=True) == "fp32"
     assert choose_decode_weights("auto", "cpu", None, big, plenty, kernels=True) == "fp32"
-    assert choose_decode_weights("auto", "cpu", torch.bfloat16, small, plenty, kernels=True) == "fp32"
     assert choose_decode_weights("auto", "cpu", torch.bfloat16, big, plenty, kernels=False) == "fp32"
     assert choose_decode_weights("auto", "cuda", torch.bfloat16, big, plenty, kernels=True) == "fp32"
     assert choose_decode_weights("auto", "cpu", torch.bfloat16, big, 3 * 2**30, kernels=True) == "fp32"
@@ -149,7 +150,7 @@ def test_auto_picks_the_checkpoints_own_16_bit_format_where_it_pays():
 
 
 def test_the_engine_reports_and_refuses_decode_weights_clearly(tiny_model_dir):
-    # The shipped-size model is small: auto keeps fp32.
+    # The tiny test model is saved in fp32: auto keeps fp32.
     assert OptimizedLLM(str(tiny_model_dir)).info()["decode_weights"] == "fp32"
     with pytest.raises(InvalidParameter, match="decode_weights must be one of") as err:
         OptimizedLLM(str(tiny_model_dir), decode_weights="fp8")
