@@ -4,8 +4,8 @@ A decode step streams every weight once, so on the CPU its time is bytes over me
 A 16-bit copy halves those bytes and an int8 copy (one fp32 scale per output row) quarters
 them; the C loops in ``core/_kernels.c`` widen each weight to fp32 in registers as they stream
 it. Measured here on the 1B shape's 11264x2048 gate/up matrix, 2 threads, twelve matrices in
-turn so none stays in cache: fp32 (OpenBLAS) 2.8-2.9 ms, fp16 2.0, bf16 2.0-2.4, int8 0.85-0.95
-(benchmarks/RESULTS.md). Activations and sums stay fp32, except that an int8 decode step also
+turn so none stays in cache (``python -m benchmarks.matvec``): fp32 (OpenBLAS) 2.6-2.7 ms, fp16
+1.4, bf16 1.5, int8 0.7-0.8. Activations and sums stay fp32, except that an int8 decode step also
 rounds its activations to int8 in blocks of 32, as llama.cpp's Q8_0 does.
 
 ``fp16``/``bf16`` are exact for a checkpoint stored in that format (its fp32 weights were

@@ -137,6 +137,14 @@ def use_cpu_threads(count: int) -> None:
 DECODE_WEIGHTS = ("auto", "fp32", "fp16", "bf16", "int8")
 
 
+def check_decode_weights(requested: str) -> str:
+    """``requested`` if it names a decode-weight format, else an InvalidParameter naming them."""
+    if requested not in DECODE_WEIGHTS:
+        raise InvalidParameter("decode_weights", f"decode_weights must be one of {', '.join(DECODE_WEIGHTS)} "
+                                                 f"(got {requested!r})")
+    return requested
+
+
 def available_memory_bytes() -> int | None:
     """Memory available for new allocations (Linux's MemAvailable, which counts page cache that
     can be dropped, such as the checkpoint just read), or None where the system does not say."""
@@ -168,10 +176,7 @@ def choose_decode_weights(
     beat OpenBLAS's fp32 products on the 8.5 MB shipped model too (decode 0.94 against 1.50 ms a
     token, benchmarks/RESULTS.md).
     """
-    if requested not in DECODE_WEIGHTS:
-        raise InvalidParameter("decode_weights", f"decode_weights must be one of {', '.join(DECODE_WEIGHTS)} "
-                                                 f"(got {requested!r})")
-    if requested != "auto":
+    if check_decode_weights(requested) != "auto":
         return requested
     lossless = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(stored_dtype)
     copy_bytes = model_bytes // 2

@@ -20,8 +20,8 @@ import torch
 
 from . import compact_weights
 from .devices import (
-    DECODE_WEIGHTS,
     available_memory_bytes,
+    check_decode_weights,
     choose_cpu_threads,
     choose_decode_weights,
     mps_available,
@@ -173,10 +173,7 @@ class OptimizedLLM:
                                                          f"decode_weights for {decode_weights}: choose one")
             decode_weights = "int8"
         self._decode_weights_param = "int8_decode" if int8_decode else "decode_weights"  # for errors
-        if decode_weights not in DECODE_WEIGHTS:
-            raise InvalidParameter("decode_weights", f"decode_weights must be one of {', '.join(DECODE_WEIGHTS)} "
-                                                     f"(got {decode_weights!r})")
-        self.decode_weights_requested = decode_weights
+        self.decode_weights_requested = check_decode_weights(decode_weights)  # before the slow load
         self.decode_weights = "fp32"
         # FIM prompt order: auto (the model's own), psm or spm (DEEPSHIVA_FIM_ORDER).
         try:
