@@ -129,8 +129,13 @@ class ModelRunner:
 
     @property
     def decode_weights(self) -> str:
-        """The bytes a decode step reads: fp32 (the model's own) or a compact copy."""
-        return getattr(self.backend, "decode_weights", "fp32")
+        """The format of the weights a decode step reads: a compact copy's (fp16, bf16, int8), else
+        the model's own dtype (fp32, fp16 or bf16)."""
+        chosen = getattr(self.backend, "decode_weights", "fp32")
+        if chosen != "fp32":
+            return chosen
+        dtype = getattr(self.backend, "dtype", None) or getattr(getattr(self.backend, "model", None), "dtype", None)
+        return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
 
     def reset(self) -> None:
         """Forget the KV cache (after an error it may be inconsistent)."""

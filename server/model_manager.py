@@ -85,6 +85,7 @@ class ModelManager:
                 "context_length": info.get("context_length"),
                 "fim_dialect": info.get("fim_dialect"),
                 "parameters": info.get("parameters"),
+                "decode_weights": info.get("decode_weights"),
                 "state": self.state,
                 "loading_model_name": self._loading,
                 "last_load_error": self._last_error,

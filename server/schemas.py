@@ -150,6 +150,10 @@ class ModelStatus(BaseModel):
     context_length: Optional[int]
     fim_dialect: Optional[str] = Field(description="null, starcoder, codellama, deepseek, qwen or codestral.")
     parameters: Optional[int]
+    decode_weights: Optional[str] = Field(
+        None, description="The weights a decode step reads: fp32, fp16, bf16 or int8 (compact copies on the CPU "
+                          "for fp32 models; otherwise the model's own dtype). Null while no model is loaded."
+    )
     state: Literal["not_loaded", "loading", "ready"] = Field(
         description="loading while a /load_model runs (the previous model, if any, still serves)."
     )

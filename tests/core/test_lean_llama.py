@@ -178,7 +178,8 @@ def test_numpy_decode_only_where_it_computes_the_same(tiny_model_dir, monkeypatc
     assert OptimizedLLM(str(tiny_model_dir)).info()["decode_path"] == "numpy"
     # A 16-bit model keeps PyTorch's kernels; so does DEEPSHIVA_BLAS_DECODE=0, where int8
     # decode falls back to PyTorch's int8 kernel.
-    assert OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.bfloat16).info()["decode_path"] == "torch"
+    bf16_model = OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.bfloat16).info()
+    assert bf16_model["decode_path"] == "torch" and bf16_model["decode_weights"] == "bf16"  # its own weights
     monkeypatch.setenv("DEEPSHIVA_BLAS_DECODE", "0")
     assert OptimizedLLM(str(tiny_model_dir)).info()["decode_path"] == "torch"
     assert OptimizedLLM(str(tiny_model_dir), int8_decode=True).info()["decode_path"] == "torch"
