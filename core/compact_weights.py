@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .devices import DTYPE_NAMES
+
 try:
     from . import _kernels
 except ImportError:  # not compiled on this machine (setup.py builds it where a C compiler is)
@@ -26,7 +28,6 @@ except ImportError:  # not compiled on this machine (setup.py builds it where a 
 PRECISIONS = ("fp16", "bf16", "int8")
 BLOCK = 32  # the kernels' column block: rows are stored in fours, interleaved by blocks
 _KINDS = {"fp16": 0, "bf16": 1, "int8": 2}
-_TORCH_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def unavailable_reason() -> str | None:
@@ -40,6 +41,13 @@ def unavailable_reason() -> str | None:
 
 def available() -> bool:
     return unavailable_reason() is None
+
+
+def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 rows with one fp32 scale per row (per output channel): (values, scales)."""
+    w = weight.detach().to(torch.float32)
+    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+    return torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8), scales
 
 
 def fits(weight: torch.Tensor) -> bool:
@@ -73,12 +81,10 @@ class CompactWeight:
         self.out_features, self.in_features = weight.shape
         with torch.no_grad():
             if precision == "int8":
-                w = weight.detach().to(torch.float32)
-                scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
-                values = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8)
+                values, scales = quantize_rows(weight)
                 self.scales = scales.numpy()
             else:  # torch rounds to nearest even; the bits travel as int16 (NumPy has no bfloat16)
-                values = weight.detach().to(_TORCH_DTYPES[precision]).view(torch.int16)
+                values = weight.detach().to(DTYPE_NAMES[precision]).view(torch.int16)
                 self.scales = b""
             self.values = _interleave(values).numpy()
 
@@ -99,4 +105,4 @@ class CompactWeight:
         values = _deinterleave(torch.from_numpy(self.values))
         if self.precision == "int8":
             return values.to(torch.float32) * torch.from_numpy(self.scales)[:, None]
-        return values.view(_TORCH_DTYPES[self.precision]).to(torch.float32)
+        return values.view(DTYPE_NAMES[self.precision]).to(torch.float32)

@@ -27,6 +27,7 @@ DTYPE_NAMES = {
     "fp32": torch.float32,
     "float": torch.float32,
 }
+SHORT_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}  # dtype -> its short name
 
 
 def cuda_available() -> bool:
@@ -178,7 +179,7 @@ def choose_decode_weights(
     """
     if check_decode_weights(requested) != "auto":
         return requested
-    lossless = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(stored_dtype)
+    lossless = SHORT_NAMES.get(stored_dtype) if stored_dtype != torch.float32 else None
     copy_bytes = model_bytes // 2
     if (
         device != "cpu"

@@ -20,7 +20,7 @@ import torch
 from transformers import DynamicCache
 
 from . import lean_llama
-from .devices import SMALL_MODEL_BYTES, weight_bytes
+from .devices import SHORT_NAMES, SMALL_MODEL_BYTES, weight_bytes
 
 # A prompt runs in chunks, with a look at the cancel flag between them: a superseded request
 # stops within one chunk, and the chunks it computed stay cached for the next prompt, which
@@ -135,7 +135,7 @@ class ModelRunner:
         if chosen != "fp32":
             return chosen
         dtype = getattr(self.backend, "dtype", None) or getattr(getattr(self.backend, "model", None), "dtype", None)
-        return {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, "fp32")
+        return SHORT_NAMES.get(dtype, "fp32")
 
     def reset(self) -> None:
         """Forget the KV cache (after an error it may be inconsistent)."""

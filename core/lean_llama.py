@@ -32,9 +32,8 @@ class Int8Weight:
     """A matrix as int8 rows with a bf16 scale per row (symmetric, per output channel)."""
 
     def __init__(self, weight: torch.Tensor):
-        w = weight.detach().to(torch.float32)
-        scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
-        self.q = torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8).contiguous()
+        q, scales = compact_weights.quantize_rows(weight)
+        self.q = q.contiguous()
         self.scales = scales.to(torch.bfloat16)
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
