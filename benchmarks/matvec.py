@@ -3,7 +3,9 @@ kernels (fp16, bf16, int8; core/compact_weights.py), as GB/s of weights streamed
 
 Twelve distinct matrices are multiplied in turn so that none stays in the CPU's cache, as in a
 real decode step, and each format runs in a process of its own: OpenBLAS's and OpenMP's idle
-threads spin for a while after a call and would slow whichever format ran next.
+threads spin for a while after a call and would slow whichever format ran next. Compact formats
+run twice: on huge pages (``core.page_memory``, the default where the OS offers them) and on
+ordinary 4 KiB pages (``DEEPSHIVA_HUGE_PAGES=0``).
 
     .venv/bin/python -m benchmarks.matvec [--out 11264] [--in 2048] [--threads 2]
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -62,15 +65,18 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.format, args.out, args.cols, args.threads)))
         return 0
     rows = []
-    for fmt in FORMATS:
+    variants = [("fp32", "")] + [(fmt, pages) for fmt in FORMATS[1:] for pages in ("huge pages", "4 KiB pages")]
+    for fmt, pages in variants:
+        env = dict(os.environ, DEEPSHIVA_HUGE_PAGES="0" if pages == "4 KiB pages" else "1")
         done = subprocess.run([sys.executable, "-m", "benchmarks.matvec", "--format", fmt, "--out", str(args.out),
                                "--in", str(args.cols), "--threads", str(args.threads)],
-                              check=True, capture_output=True, text=True)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                              check=True, capture_output=True, text=True, env=env)
+        rows.append(dict(json.loads(done.stdout.strip().splitlines()[-1]), pages=pages))
     fp32 = rows[0]["ms"]
     print(f"{args.out}x{args.cols}, {args.threads} threads")
     for row in rows:
-        print(f"{row['format']:5} {row['ms']:8.3f} ms {row['gb_s']:6.1f} GB/s  {fp32 / row['ms']:.2f}x fp32")
+        print(f"{row['format']:5} {row['pages']:12} {row['ms']:8.3f} ms {row['gb_s']:6.1f} GB/s  "
+              f"{fp32 / row['ms']:.2f}x fp32")
     return 0
 
 

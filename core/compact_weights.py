@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import page_memory
 from .devices import DTYPE_NAMES
 
 try:
@@ -56,10 +57,14 @@ def fits(weight: torch.Tensor) -> bool:
     return out % 4 == 0 and cols % BLOCK == 0 and out > 0 and cols > 0
 
 
-def _interleave(values: torch.Tensor) -> torch.Tensor:
-    """(out, in) -> the kernels' layout: rows in fours, block b of row 4g + k at (4g, 4b + k)."""
+def _interleave(values: torch.Tensor) -> np.ndarray:
+    """(out, in) -> the kernels' layout (rows in fours, block b of row 4g + k at (4g, 4b + k)),
+    written straight into huge-page memory where the OS offers it (``core.page_memory``)."""
     out, cols = values.shape
-    return values.reshape(out // 4, 4, cols // BLOCK, BLOCK).transpose(1, 2).contiguous().reshape(out, cols)
+    laid_out = page_memory.empty((out, cols), values.numpy().dtype)
+    torch.from_numpy(laid_out).view(out // 4, cols // BLOCK, 4, BLOCK).copy_(
+        values.reshape(out // 4, 4, cols // BLOCK, BLOCK).transpose(1, 2))
+    return laid_out
 
 
 def _deinterleave(values: torch.Tensor) -> torch.Tensor:
@@ -86,7 +91,7 @@ class CompactWeight:
             else:  # torch rounds to nearest even; the bits travel as int16 (NumPy has no bfloat16)
                 values = weight.detach().to(DTYPE_NAMES[precision]).view(torch.int16)
                 self.scales = b""
-            self.values = _interleave(values).numpy()
+            self.values = _interleave(values)
 
     @property
     def nbytes(self) -> int:

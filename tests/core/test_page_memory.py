@@ -1,0 +1,56 @@
+"""Compact weights on huge pages: asked for where the OS offers them, ordinary memory otherwise."""
+
+import re
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from core import compact_weights, page_memory
+
+needs_thp = pytest.mark.skipif(not (sys.platform.startswith("linux") and page_memory.huge_pages_offered()),
+                               reason="transparent huge pages are not offered here")
+
+
+def _vm_flags(address: int) -> set[str]:
+    """The kernel's flags for the mapping that holds ``address`` (``hg``: huge pages advised)."""
+    inside = False
+    for line in open("/proc/self/smaps"):
+        bounds = re.match(r"^([0-9a-f]+)-([0-9a-f]+) ", line)
+        if bounds:
+            inside = int(bounds.group(1), 16) <= address < int(bounds.group(2), 16)
+        elif inside and line.startswith("VmFlags:"):
+            return set(line.split()[1:])
+    raise AssertionError(f"no mapping holds {address:#x}")
+
+
+@needs_thp
+def test_a_large_compact_weight_asks_for_huge_pages():
+    weight = torch.randn(1024, 2048)
+    compact = compact_weights.CompactWeight(weight, "bf16")  # 4 MiB
+    address = compact.values.ctypes.data
+    assert address % page_memory.HUGE_PAGE == 0
+    assert "hg" in _vm_flags(address)
+    torch.testing.assert_close(compact.widened(), weight.to(torch.bfloat16).float(), rtol=0, atol=0)
+
+
+@needs_thp
+def test_huge_pages_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("DEEPSHIVA_HUGE_PAGES", "0")
+    array = page_memory.empty((1024, 2048), np.int16)
+    assert "hg" not in _vm_flags(array.ctypes.data)
+
+
+@needs_thp
+def test_arrays_under_a_huge_page_stay_ordinary_memory():
+    array = page_memory.empty((64, 64), np.float32)
+    assert array.shape == (64, 64) and array.dtype == np.float32
+    assert "hg" not in _vm_flags(array.ctypes.data)
+
+
+def test_huge_page_arrays_are_writable_and_sized_as_asked():
+    array = page_memory.empty((3, page_memory.HUGE_PAGE // 4 + 1), np.float32)
+    assert array.shape == (3, page_memory.HUGE_PAGE // 4 + 1) and array.flags.c_contiguous
+    array[:] = 2.5
+    assert float(array.sum()) == 2.5 * array.size
