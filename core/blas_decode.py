@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from threadpoolctl import ThreadpoolController
 
-from . import compact_weights
+from . import compact_weights, cpu_attention
 
 MAX_ROWS = 8  # passes of at most this many tokens (a decode step, a prompt-lookup draft check)
 
@@ -100,6 +100,7 @@ class BlasDecoder:
         self.norm = backend.norm.numpy()
         self.compact = self.compact_bytes() > 0
         self._blas_threads = ThreadpoolController() if self.compact else None
+        self.c_attention = cpu_attention.available()
 
     def compact_bytes(self) -> int:
         """Bytes held in compact copies (0 in fp32, which reads the backend's own tensors)."""
@@ -116,20 +117,42 @@ class BlasDecoder:
         with self._blas_threads.limit(limits=1, user_api="blas"):
             return self._forward(ids, all_logits)
 
+    def _attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int, mask: np.ndarray | None,
+                   threads: int) -> np.ndarray:
+        """Causal attention of q (T, heads, dim) over one layer's cache (kv_heads, capacity, dim),
+        the pass's own keys written: (T, heads * dim). In C where the kernels are built (on the
+        kernels' OpenMP threads only while OpenBLAS is held to one, see ``forward``), else NumPy."""
+        b = self.backend
+        if self.c_attention:
+            return cpu_attention.attend(q, k, v, start, b.scale, threads if self.compact else 1)
+        count, heads, dim = q.shape
+        kv_heads, end = b.kv_heads, start + count
+        group = heads // kv_heads
+        # Query heads grouped under their key/value head: (kv_heads, group * T, dim).
+        q = q.transpose(1, 0, 2).reshape(kv_heads, group * count, dim)
+        scores = q @ k[:, :end].transpose(0, 2, 1)
+        scores *= b.scale
+        if mask is not None:
+            scores = (scores.reshape(kv_heads, group, count, end) + mask).reshape(kv_heads, group * count, end)
+        scores -= scores.max(axis=-1, keepdims=True)
+        probs = np.exp(scores, out=scores)
+        probs /= probs.sum(axis=-1, keepdims=True)
+        attn = (probs @ v[:, :end]).reshape(heads, count, dim)
+        return attn.transpose(1, 0, 2).reshape(count, heads * dim)
+
     def _forward(self, ids: list[int], all_logits: bool) -> torch.Tensor:
         b = self.backend
         count, start = len(ids), b.length
         end = start + count
         heads, kv_heads, dim = b.heads, b.kv_heads, b.head_dim
-        group = heads // kv_heads  # query heads per key/value head
         half = self.mlp_width
         threads = torch.get_num_threads()  # the engine's setting (devices.use_cpu_threads)
-        q_size, qk_size = heads * dim, (heads + kv_heads) * dim
+        qk_size = (heads + kv_heads) * dim
         k_cache, v_cache = b.k_cache.numpy(), b.v_cache.numpy()
         rope = b.rope[start:end].numpy()  # (T, 1, dim / 2) complex64
         # The pass's own rows see keys up to their own position; earlier positions are all visible.
         mask = None
-        if count > 1:
+        if count > 1 and not self.c_attention:  # the C loop applies it itself
             future = np.arange(end)[None, :] > (start + np.arange(count))[:, None]
             mask = np.where(future, -np.inf, 0.0).astype(np.float32)  # (T, end)
         x = self.embed[ids]  # (T, hidden), a copy
@@ -140,17 +163,8 @@ class BlasDecoder:
                 qk = (pairs.reshape(count, heads + kv_heads, dim // 2) * rope).view(np.float32)
                 k_cache[i, 0, :, start:end] = qk[:, heads:].transpose(1, 0, 2)
                 v_cache[i, 0, :, start:end] = qkv[:, qk_size:].reshape(count, kv_heads, dim).transpose(1, 0, 2)
-                # Query heads grouped under their key/value head: (kv_heads, group * T, dim).
-                q = qk[:, :heads].transpose(1, 0, 2).reshape(kv_heads, group * count, dim)
-                scores = q @ k_cache[i, 0, :, :end].transpose(0, 2, 1)
-                scores *= b.scale
-                if mask is not None:
-                    scores = (scores.reshape(kv_heads, group, count, end) + mask).reshape(kv_heads, group * count, end)
-                scores -= scores.max(axis=-1, keepdims=True)
-                probs = np.exp(scores, out=scores)
-                probs /= probs.sum(axis=-1, keepdims=True)
-                attn = (probs @ v_cache[i, 0, :, :end]).reshape(heads, count, dim)
-                x = x + layer.o(attn.transpose(1, 0, 2).reshape(count, q_size), threads)
+                attn = self._attention(qk[:, :heads], k_cache[i, 0], v_cache[i, 0], start, mask, threads)
+                x = x + layer.o(attn, threads)
                 gate_up = layer.gate_up(_rms_norm(x, layer.post_norm, b.eps), threads)
                 gate, up = gate_up[:, :half], gate_up[:, half:]
                 x = x + layer.down(gate / (1.0 + np.exp(-gate)) * up, threads)

@@ -156,12 +156,17 @@ def test_draft_checks_match_transformers(model):
     assert float((a - b).abs().max()) < 1e-4
 
 
-def test_numpy_and_torch_decode_steps_write_the_same_cache(model):
+@pytest.mark.parametrize("attention", ["c", "numpy"])
+def test_numpy_and_torch_decode_steps_write_the_same_cache(model, attention):
+    from core import cpu_attention
     from core.lean_llama import LeanLlamaBackend
 
+    if attention == "c" and not cpu_attention.available():
+        pytest.skip("the C kernels are not built here")
     ids = model.tokenizer.encode("class Stack:\n    def push(self, item):\n        self.items.append(item)\n")
     numpy_path, torch_path = LeanLlamaBackend(model.model, blas=True), LeanLlamaBackend(model.model, blas=False)
     assert numpy_path.blas is not None and torch_path.blas is None
+    numpy_path.blas.c_attention = attention == "c"  # the C loop wherever it is built; NumPy otherwise
     for backend in (numpy_path, torch_path):
         backend.forward(ids)
     for step in ([5], [6, 7, 8], [9]):
