@@ -1,4 +1,5 @@
-/* Matrix products for decode steps from compact weights: fp16, bf16 or int8 rows, fp32 activations.
+/* CPU loops of a decode step: matrix products from compact weights (fp16, bf16 or int8 rows, fp32
+activations) and, further down, attention over the fp32 KV cache and a whole one-token step.
 
 A decode step multiplies a few rows of activations by every weight matrix, so its time is the time
 to stream the weights from memory. Storing them in 16 bits halves those bytes and int8 quarters
@@ -492,6 +493,194 @@ static PyObject *py_attend(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ---- A whole decode step's layers in one call ----
+
+   For one token, each Llama layer is: RMSNorm, the fused q/k/v product, RoPE on q and k, the new
+   key and value written to the cache, attention, the output product added to the residual,
+   RMSNorm, the fused gate/up product, SiLU(gate) * up, the down product added to the residual.
+   Called op by op from NumPy that is about twenty calls a layer of a few microseconds each, as
+   much time as the products themselves on a model as small as the shipped one. Here it is one
+   call for every layer; the arithmetic is the same as core/blas_decode.py's, in the same order
+   per value except for sums. */
+
+static void matmul_any(int kind, const char *w, const float *scales, const float *x, float *y, Py_ssize_t out,
+                       Py_ssize_t in, Py_ssize_t n, int threads) {
+    if (kind == KIND_F16) matmul_f16(w, x, y, out, in, n, threads);
+    else if (kind == KIND_BF16) matmul_bf16(w, x, y, out, in, n, threads);
+    else matmul_i8(w, scales, x, y, out, in, n, threads);
+}
+
+#ifdef DS_AVX2
+/* e^x in eight lanes for any x (clamped to [-87, 88], where 2^n stays a normal float). */
+static inline __m256 exp8(__m256 x) {
+    return exp8_nonpositive(_mm256_min_ps(x, _mm256_set1_ps(88.0f)));
+}
+#endif
+
+/* out = x / rms(x) * weight, over n values. */
+static void rms_norm(const float *x, const float *weight, Py_ssize_t n, float eps, float *out) {
+    double squares = 0.0;
+    for (Py_ssize_t i = 0; i < n; i++) squares += (double)x[i] * x[i];
+    const float inverse = 1.0f / sqrtf((float)(squares / n) + eps);
+    for (Py_ssize_t i = 0; i < n; i++) out[i] = x[i] * inverse * weight[i];
+}
+
+/* act[i] = silu(gate[i]) * up[i] = gate / (1 + e^-gate) * up. */
+static void silu_times(const float *gate, const float *up, Py_ssize_t n, float *act) {
+    Py_ssize_t i = 0;
+#ifdef DS_AVX2
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g = _mm256_loadu_ps(gate + i);
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+        _mm256_storeu_ps(act + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
+    }
+#endif
+    for (; i < n; i++) act[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+/* Rotate the rows' (re, im) pairs by the position's (cos, sin) pairs, each head alike. */
+static void rotate_pairs(float *qk, Py_ssize_t heads, Py_ssize_t dim, const float *rope) {
+    for (Py_ssize_t h = 0; h < heads; h++) {
+        float *row = qk + h * dim;
+        for (Py_ssize_t i = 0; i < dim; i += 2) {
+            const float a = row[i], b = row[i + 1], c = rope[i], s = rope[i + 1];
+            row[i] = a * c - b * s;
+            row[i + 1] = a * s + b * c;
+        }
+    }
+}
+
+typedef struct {
+    Py_buffer input_norm, qkv, qkv_scales, o, o_scales, post_norm, gate_up, gate_up_scales, down, down_scales;
+} LayerBuffers;
+
+static void release_layer(LayerBuffers *b) {
+    Py_buffer *all[] = {&b->input_norm, &b->qkv, &b->qkv_scales, &b->o, &b->o_scales, &b->post_norm,
+                        &b->gate_up, &b->gate_up_scales, &b->down, &b->down_scales};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) PyBuffer_Release(all[i]);
+}
+
+typedef struct {
+    int kind, threads;
+    Py_ssize_t hidden, heads, kv_heads, dim, mlp, capacity, start;
+    float eps, scale;
+} StepShape;
+
+/* One layer for one token: x (hidden) is the residual stream, updated in place. */
+static int decode_layer(const StepShape *s, const LayerBuffers *b, float *x, const float *rope, float *k_layer,
+                        float *v_layer, float *scratch) {
+    const Py_ssize_t q_size = s->heads * s->dim, kv_size = s->kv_heads * s->dim;
+    const Py_ssize_t qkv_size = q_size + 2 * kv_size;
+    float *h = scratch, *qkv = h + s->hidden, *attn = qkv + qkv_size, *gate_up = attn + q_size,
+          *act = gate_up + 2 * s->mlp, *delta = act + s->mlp;
+    const float *no_scales = NULL;
+    rms_norm(x, b->input_norm.buf, s->hidden, s->eps, h);
+    matmul_any(s->kind, b->qkv.buf, b->qkv_scales.len ? b->qkv_scales.buf : no_scales, h, qkv, qkv_size, s->hidden,
+               1, s->threads);
+    rotate_pairs(qkv, s->heads + s->kv_heads, s->dim, rope);
+    for (Py_ssize_t kh = 0; kh < s->kv_heads; kh++) {
+        memcpy(k_layer + (kh * s->capacity + s->start) * s->dim, qkv + q_size + kh * s->dim, sizeof(float) * s->dim);
+        memcpy(v_layer + (kh * s->capacity + s->start) * s->dim, qkv + q_size + kv_size + kh * s->dim,
+               sizeof(float) * s->dim);
+    }
+    if (attend(qkv, k_layer, v_layer, attn, 1, s->heads, s->kv_heads, s->dim, s->capacity, s->start, s->scale,
+               s->threads) != 0)
+        return -1;
+    matmul_any(s->kind, b->o.buf, b->o_scales.len ? b->o_scales.buf : no_scales, attn, delta, s->hidden, q_size, 1,
+               s->threads);
+    for (Py_ssize_t i = 0; i < s->hidden; i++) x[i] += delta[i];
+    rms_norm(x, b->post_norm.buf, s->hidden, s->eps, h);
+    matmul_any(s->kind, b->gate_up.buf, b->gate_up_scales.len ? b->gate_up_scales.buf : no_scales, h, gate_up,
+               2 * s->mlp, s->hidden, 1, s->threads);
+    silu_times(gate_up, gate_up + s->mlp, s->mlp, act);
+    matmul_any(s->kind, b->down.buf, b->down_scales.len ? b->down_scales.buf : no_scales, act, delta, s->hidden,
+               s->mlp, 1, s->threads);
+    for (Py_ssize_t i = 0; i < s->hidden; i++) x[i] += delta[i];
+    return 0;
+}
+
+/* Why a layer's buffers do not fit the step's shape, or NULL. */
+static const char *layer_problem(const StepShape *s, const LayerBuffers *b) {
+    const Py_ssize_t e = ELEMENT_BYTES[s->kind], q_size = s->heads * s->dim;
+    const Py_ssize_t qkv_size = q_size + 2 * s->kv_heads * s->dim;
+    const int int8 = s->kind == KIND_I8;
+    if (b->input_norm.len != s->hidden * 4 || b->post_norm.len != s->hidden * 4) return "norms are not hidden fp32";
+    if (b->qkv.len != qkv_size * s->hidden * e) return "qkv is not (q + k + v) x hidden";
+    if (b->o.len != s->hidden * q_size * e) return "o is not hidden x (heads * dim)";
+    if (b->gate_up.len != 2 * s->mlp * s->hidden * e) return "gate_up is not (2 * mlp) x hidden";
+    if (b->down.len != s->hidden * s->mlp * e) return "down is not hidden x mlp";
+    if (b->qkv_scales.len != (int8 ? qkv_size * 4 : 0) || b->o_scales.len != (int8 ? s->hidden * 4 : 0) ||
+        b->gate_up_scales.len != (int8 ? 2 * s->mlp * 4 : 0) || b->down_scales.len != (int8 ? s->hidden * 4 : 0))
+        return "int8 matrices need one fp32 scale a row; 16-bit ones none";
+    return NULL;
+}
+
+static PyObject *py_decode_layers(PyObject *self, PyObject *args) {
+    StepShape s;
+    PyObject *layers;
+    Py_buffer x, rope, k_cache, v_cache;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iw*O!y*w*w*nnnnnnffi", &s.kind, &x, &PyList_Type, &layers, &rope, &k_cache, &v_cache,
+                          &s.hidden, &s.heads, &s.kv_heads, &s.dim, &s.mlp, &s.start, &s.eps, &s.scale, &s.threads))
+        return NULL;
+    const Py_ssize_t count = PyList_GET_SIZE(layers);
+    const Py_ssize_t layer_bytes = count > 0 && s.kv_heads > 0 && s.dim > 0 ? count * s.kv_heads * s.dim * 4 : 1;
+    s.capacity = k_cache.len / layer_bytes;
+    const char *problem = NULL;
+    if (s.kind < KIND_F16 || s.kind > KIND_I8) problem = "kind must be 0 (fp16), 1 (bf16) or 2 (int8)";
+    else if (count < 1) problem = "no layers";
+    else if (s.hidden < BLOCK || s.hidden % BLOCK || s.mlp < BLOCK || s.mlp % BLOCK || s.dim < 2 || s.dim % 2 ||
+             s.heads < 1 || s.kv_heads < 1 || s.heads % s.kv_heads || (s.heads * s.dim) % BLOCK)
+        problem = "shape does not fit the kernels (hidden, mlp and heads * dim in blocks of 32, heads in kv groups)";
+    else if (s.threads < 1) problem = "threads must be positive";
+    else if (x.len != s.hidden * 4) problem = "x is not hidden fp32";
+    else if (rope.len != s.dim * 4) problem = "rope is not dim / 2 complex64";
+    else if (k_cache.len % layer_bytes || v_cache.len != k_cache.len) problem = "caches are not (layers, kv_heads, capacity, dim) fp32";
+    else if (s.start < 0 || s.start >= s.capacity) problem = "start is outside the cache";
+    LayerBuffers *buffers = problem ? NULL : PyMem_Calloc((size_t)count, sizeof(LayerBuffers));
+    int failed = problem == NULL && buffers == NULL;
+    Py_ssize_t acquired = 0; /* layers whose buffers are held (a failed parse holds none) */
+    for (; problem == NULL && !failed && acquired < count; acquired++) {
+        LayerBuffers *b = &buffers[acquired];
+        if (!PyArg_ParseTuple(PyList_GET_ITEM(layers, acquired), "y*y*y*y*y*y*y*y*y*y*", &b->input_norm, &b->qkv,
+                              &b->qkv_scales, &b->o, &b->o_scales, &b->post_norm, &b->gate_up, &b->gate_up_scales,
+                              &b->down, &b->down_scales)) {
+            problem = "a layer is not a tuple of ten buffers";
+            PyErr_Clear();
+            break;
+        }
+        problem = layer_problem(&s, b);
+    }
+    if (problem == NULL && !failed) {
+        const Py_ssize_t q_size = s.heads * s.dim, qkv_size = q_size + 2 * s.kv_heads * s.dim;
+        float *scratch = PyMem_RawMalloc(sizeof(float) * (size_t)(2 * s.hidden + qkv_size + q_size + 3 * s.mlp));
+        if (scratch == NULL) {
+            failed = 1;
+        } else {
+            const Py_ssize_t stride = s.kv_heads * s.capacity * s.dim;
+            Py_BEGIN_ALLOW_THREADS
+            for (Py_ssize_t i = 0; i < count && !failed; i++)
+                failed = decode_layer(&s, &buffers[i], x.buf, rope.buf, (float *)k_cache.buf + i * stride,
+                                      (float *)v_cache.buf + i * stride, scratch) != 0;
+            Py_END_ALLOW_THREADS
+            PyMem_RawFree(scratch);
+        }
+    }
+    for (Py_ssize_t i = 0; i < acquired; i++) release_layer(&buffers[i]);
+    PyMem_Free(buffers);
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&rope);
+    PyBuffer_Release(&k_cache);
+    PyBuffer_Release(&v_cache);
+    if (problem != NULL) {
+        PyErr_SetString(PyExc_ValueError, problem);
+        return NULL;
+    }
+    if (failed) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_simd(PyObject *self, PyObject *unused) {
     (void)self, (void)unused;
 #ifdef DS_AVX2
@@ -517,6 +706,10 @@ static PyMethodDef METHODS[] = {
     {"attend", py_attend, METH_VARARGS,
      "attend(q, k, v, out, count, heads, kv_heads, dim, start, scale, threads): causal softmax attention of "
      "count query rows at positions start.. over one layer's (kv_heads, capacity, dim) fp32 KV cache"},
+    {"decode_layers", py_decode_layers, METH_VARARGS,
+     "decode_layers(kind, x, layers, rope, k_cache, v_cache, hidden, heads, kv_heads, dim, mlp, start, eps, scale, "
+     "threads): every Llama layer for one token, x (hidden fp32) updated in place; each layer a tuple (input_norm, "
+     "qkv, qkv_scales, o, o_scales, post_norm, gate_up, gate_up_scales, down, down_scales)"},
     {"simd", py_simd, METH_NOARGS, "'avx2' when the loops are vectorized, else 'portable'"},
     {"openmp", py_openmp, METH_NOARGS, "True when output rows are shared among threads"},
     {NULL, NULL, 0, NULL},

@@ -27,6 +27,7 @@ import torch
 from threadpoolctl import ThreadpoolController
 
 from . import compact_weights, cpu_attention
+from .fused_decode import FusedLayers
 
 MAX_ROWS = 8  # passes of at most this many tokens (a decode step, a prompt-lookup draft check)
 
@@ -101,6 +102,10 @@ class BlasDecoder:
         self.compact = self.compact_bytes() > 0
         self._blas_threads = ThreadpoolController() if self.compact else None
         self.c_attention = cpu_attention.available()
+        # One-token steps run every layer in one C call where all products are compact.
+        self.fused = FusedLayers.build(
+            self.layers, precision, hidden=self.embed.shape[1], heads=backend.heads, kv_heads=backend.kv_heads,
+            dim=backend.head_dim, mlp=self.mlp_width, eps=float(backend.eps), scale=float(backend.scale))
 
     def compact_bytes(self) -> int:
         """Bytes held in compact copies (0 in fp32, which reads the backend's own tensors)."""
@@ -150,6 +155,10 @@ class BlasDecoder:
         qk_size = (heads + kv_heads) * dim
         k_cache, v_cache = b.k_cache.numpy(), b.v_cache.numpy()
         rope = b.rope[start:end].numpy()  # (T, 1, dim / 2) complex64
+        if count == 1 and self.fused is not None:
+            x = self.fused(self.embed[ids[0]], rope, k_cache, v_cache, start, threads)[None]
+            logits = self.lm_head(_rms_norm(x, self.norm, b.eps), threads)
+            return torch.from_numpy(logits if all_logits else logits[0])
         # The pass's own rows see keys up to their own position; earlier positions are all visible.
         mask = None
         if count > 1 and not self.c_attention:  # the C loop applies it itself

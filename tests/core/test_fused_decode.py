@@ -1,0 +1,77 @@
+"""One-token decode steps in a single C call: the same logits and cache as the op-by-op NumPy path."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from core import compact_weights
+from core.lean_llama import LeanLlamaBackend
+
+pytestmark = pytest.mark.skipif(not compact_weights.available(), reason="the C kernels are not built here")
+
+
+@pytest.fixture(scope="module")
+def hf_model(tiny_model_dir):
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "int8"])
+def test_fused_steps_give_the_op_by_op_logits_and_cache(hf_model, precision):
+    fused, op_by_op = (LeanLlamaBackend(hf_model, decode_weights=precision) for _ in range(2))
+    assert fused.blas.fused is not None
+    op_by_op.blas.fused = None
+    prompt = list(range(5, 300))
+    fused.forward(prompt), op_by_op.forward(prompt)
+    for token in (11, 12, 13):
+        a, b = fused.forward([token]), op_by_op.forward([token])
+        assert a.shape == b.shape == (hf_model.config.vocab_size,)
+        assert float((a - b).abs().max()) < 1e-4
+    a, b = fused.forward([14], all_logits=True), op_by_op.forward([14], all_logits=True)
+    assert a.shape == b.shape == (1, hf_model.config.vocab_size)
+    n = fused.length
+    for cache in ("k_cache", "v_cache"):
+        diff = getattr(fused, cache)[..., :n, :] - getattr(op_by_op, cache)[..., :n, :]
+        assert float(diff.abs().max()) < 1e-5
+
+
+def test_fp32_decode_weights_keep_the_numpy_path(hf_model):
+    assert LeanLlamaBackend(hf_model, decode_weights="fp32").blas.fused is None
+
+
+def test_draft_checks_still_match_after_fused_steps(hf_model):
+    fused, op_by_op = (LeanLlamaBackend(hf_model, decode_weights="bf16") for _ in range(2))
+    op_by_op.blas.fused = None
+    for backend in (fused, op_by_op):
+        backend.forward(list(range(5, 100)))
+        backend.forward([7])
+    a, b = fused.forward([8, 9, 10, 11], all_logits=True), op_by_op.forward([8, 9, 10, 11], all_logits=True)
+    assert float((a - b).abs().max()) < 1e-4
+
+
+def test_bad_buffers_are_refused_by_name(hf_model):
+    from core import _kernels
+
+    backend = LeanLlamaBackend(hf_model, decode_weights="bf16")
+    backend.forward([5, 6])
+    fused, shape = backend.blas.fused, backend.blas.fused.shape
+    k, v = backend.k_cache.numpy(), backend.v_cache.numpy()
+    rope = backend.rope[2].numpy()
+
+    def call(x=None, layers=None, start=2):
+        x = np.zeros(shape["hidden"], np.float32) if x is None else x
+        _kernels.decode_layers(fused.kind, x, fused.layers if layers is None else layers, rope, k, v, shape["hidden"],
+                               shape["heads"], shape["kv_heads"], shape["dim"], shape["mlp"], start, shape["eps"],
+                               shape["scale"], 1)
+
+    call()  # the real buffers pass
+    with pytest.raises(ValueError, match="x is not hidden fp32"):
+        call(x=np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="start is outside the cache"):
+        call(start=k.shape[3])
+    with pytest.raises(ValueError, match="not a tuple of ten buffers"):
+        call(layers=[fused.layers[0][:9]] + fused.layers[1:])
+    swapped = list(fused.layers[0])
+    swapped[1], swapped[3] = swapped[3], swapped[1]  # o where qkv belongs
+    with pytest.raises(ValueError, match="qkv is not"):
+        call(layers=[tuple(swapped)] + fused.layers[1:])
