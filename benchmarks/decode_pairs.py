@@ -1,0 +1,100 @@
+"""Decode speed against llama.cpp at the same precision, in interleaved rounds.
+
+This VM's memory bandwidth drifts by a quarter within minutes (26-36 GB/s in one hour here), and
+``benchmarks.engine`` measures each engine in turn, so a drift between two rows moves their ratio
+as much as any change of ours. Here the two engines alternate: each round decodes the same
+prompt once with DeepShiva and once with llama.cpp (the same model in GGUF at the same
+precision), both loaded at once, and the ratio is taken per round; the median of those ratios
+is the result. Needs llama-cpp-python (``scripts/install-llamacpp``).
+
+    .venv/bin/python -m benchmarks.decode_pairs --model llama-1b --rounds 7
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+
+import torch
+
+from core import OptimizedLLM
+from core.generation import ModelRunner
+
+from . import llamacpp
+from .engine import LLAMACPP_TYPES, measure_ours, prompt_ids
+from .shapes import model_dir
+
+PRECISIONS = ("bf16", "fp16", "int8")
+
+
+def pair_rounds(llm: OptimizedLLM, cpp, ids: list[int], new: int, rounds: int) -> dict:
+    """Decode tokens/s of both engines, alternating which goes first, and their per-round ratios."""
+    ours, theirs = [], []
+    for r in range(rounds):
+        order = ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")
+        for engine in order:
+            if engine == "ours":
+                ours.append(measure_ours(llm, ids, new, 1)["decode_tok_s"])
+            else:
+                theirs.append(llamacpp.measure(cpp, ids, new, 1)["decode_tok_s"])
+    ratios = [a / b for a, b in zip(ours, theirs)]
+    return {
+        "deepshiva_tok_s": [round(x, 2) for x in ours], "llamacpp_tok_s": [round(x, 2) for x in theirs],
+        "ratio_median": round(statistics.median(ratios), 3),
+        "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="llama-1b", help="shipped, llama-1b or a directory")
+    parser.add_argument("--prompt", type=int, default=256, help="prompt tokens")
+    parser.add_argument("--new", type=int, default=64, help="tokens decoded per round")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--precisions", default=",".join(PRECISIONS))
+    parser.add_argument("--out", help="write the results here as JSON")
+    args = parser.parse_args(argv)
+    if not llamacpp.available():
+        print("llama-cpp-python is not installed: run scripts/install-llamacpp", file=sys.stderr)
+        return 2
+    directory = model_dir(args.model)
+    llm = OptimizedLLM(str(directory))
+    llm.prompt_lookup = False  # random weights repeat themselves: measure the plain decode loop
+    llm.loop_guard = False
+    ids = prompt_ids(llm.tokenizer, args.prompt)
+    # One runner at a time: each holds its own fused fp32 matrices, compact copies and KV cache
+    # (about 4.5 GB on the 1B shape), and three at once would not fit beside the model.
+    llm._runner.release()
+    llm._runner = None
+    gc.collect()
+    results = {"model": args.model, "prompt_tokens": args.prompt, "new_tokens": args.new,
+               "threads": torch.get_num_threads(), "precisions": {}}
+    for precision in args.precisions.split(","):
+        llm._runner = ModelRunner(llm.model, decode_weights=precision)
+        llm.warmup()
+        cpp = llamacpp.load(llamacpp.gguf_for(directory, LLAMACPP_TYPES[precision]), llm.context_length,
+                            torch.get_num_threads())
+        try:
+            measured = pair_rounds(llm, cpp, ids, args.new, args.rounds)
+        finally:
+            del cpp
+            llm._runner.release()
+            llm._runner = None
+            gc.collect()
+        results["precisions"][precision] = measured
+        print(f"{precision:5} vs llama.cpp {LLAMACPP_TYPES[precision]:5}: DeepShiva "
+              f"{statistics.median(measured['deepshiva_tok_s']):6.1f} tok/s, llama.cpp "
+              f"{statistics.median(measured['llamacpp_tok_s']):6.1f}; ratio per round median "
+              f"{measured['ratio_median']:.2f} (range {measured['ratio_range'][0]:.2f}-{measured['ratio_range'][1]:.2f})",
+              flush=True)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
