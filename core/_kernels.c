@@ -238,6 +238,16 @@ static void matmul_i8(const char *w, const float *s, const float *x, float *y, P
     matmul_kind(KIND_I8, w, s, x, y, o, i, n, t);
 }
 
+/* What a call returns: a ValueError naming the problem, a MemoryError, or None. */
+static PyObject *call_result(const char *problem, int out_of_memory) {
+    if (problem != NULL) {
+        PyErr_SetString(PyExc_ValueError, problem);
+        return NULL;
+    }
+    if (out_of_memory) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_matmul(PyObject *self, PyObject *args) {
     int kind, threads;
     Py_ssize_t out, in, n;
@@ -265,11 +275,7 @@ static PyObject *py_matmul(PyObject *self, PyObject *args) {
     PyBuffer_Release(&scales);
     PyBuffer_Release(&x);
     PyBuffer_Release(&y);
-    if (problem != NULL) {
-        PyErr_SetString(PyExc_ValueError, problem);
-        return NULL;
-    }
-    Py_RETURN_NONE;
+    return call_result(problem, 0);
 }
 
 /* ---- Attention of a decode step over the fp32 KV cache ----
@@ -485,12 +491,7 @@ static PyObject *py_attend(PyObject *self, PyObject *args) {
     PyBuffer_Release(&k);
     PyBuffer_Release(&v);
     PyBuffer_Release(&out);
-    if (problem != NULL) {
-        PyErr_SetString(PyExc_ValueError, problem);
-        return NULL;
-    }
-    if (failed) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    return call_result(problem, failed);
 }
 
 /* ---- A whole decode step's layers in one call ----
@@ -673,12 +674,7 @@ static PyObject *py_decode_layers(PyObject *self, PyObject *args) {
     PyBuffer_Release(&rope);
     PyBuffer_Release(&k_cache);
     PyBuffer_Release(&v_cache);
-    if (problem != NULL) {
-        PyErr_SetString(PyExc_ValueError, problem);
-        return NULL;
-    }
-    if (failed) return PyErr_NoMemory();
-    Py_RETURN_NONE;
+    return call_result(problem, failed);
 }
 
 static PyObject *py_simd(PyObject *self, PyObject *unused) {
