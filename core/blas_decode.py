@@ -14,7 +14,9 @@ int8, ``backend.decode_weights``) through the C kernels of ``core.compact_weight
 or quarter the bytes a step streams. The rest of the arithmetic is the backend's: fp32
 throughout, q and k rotated as complex numbers with their rows paired at load, softmax attention
 with the causal mask for the pass's own rows. With fp32 weights, logits agree with PyTorch's to
-within float rounding (tests compare both with transformers).
+within float rounding (tests compare both with transformers). Where the C kernels are built,
+attention runs in C (``core.cpu_attention``), and a one-token step whose products are all
+compact runs every layer in one C call (``core.fused_decode``).
 """
 
 from __future__ import annotations

@@ -14,14 +14,12 @@ import numpy as np
 
 from . import compact_weights
 
-_KINDS = {"fp16": 0, "bf16": 1, "int8": 2}
-
 
 class FusedLayers:
     """The decoder's layers as the C step takes them; built only where they all fit (``build``)."""
 
-    def __init__(self, layers, precision: str, shape: dict):
-        self.kind = _KINDS[precision]
+    def __init__(self, layers, shape: dict):
+        self.kind = layers[0].qkv.kind  # every product's (build checks they agree)
         self.shape = shape  # hidden, heads, kv_heads, dim, mlp, eps, scale
         self.layers = [
             (layer.input_norm, layer.qkv.values, layer.qkv.scales, layer.o.values, layer.o.scales,
@@ -32,12 +30,12 @@ class FusedLayers:
     @classmethod
     def build(cls, layers, precision: str, **shape) -> FusedLayers | None:
         """The fused step for ``layers`` (blas_decode's), or None where a product is not compact."""
-        if precision not in _KINDS or not compact_weights.available():
+        if precision not in compact_weights.PRECISIONS or not compact_weights.available():
             return None
         products = [p for layer in layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
         if not all(isinstance(p, compact_weights.CompactWeight) and p.precision == precision for p in products):
             return None
-        return cls(layers, precision, shape)
+        return cls(layers, shape)
 
     def __call__(self, x: np.ndarray, rope: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, start: int,
                  threads: int) -> np.ndarray:
