@@ -13,6 +13,8 @@ from werkzeug.exceptions import HTTPException
 
 from core.errors import DeepShivaError, InvalidParameter, ModelNotFound, ModelNotLoaded, OutOfMemory
 
+from .model_manager import ModelStillLoading
+
 # Status codes chosen for the spec's error scenarios (documented in server/README.md and /openapi.json).
 NO_MODEL_STATUS = 503  # generate before any model is loaded: the service is not ready yet
 OOM_STATUS = 507  # out of memory: the request was too large for this machine right now
@@ -44,6 +46,9 @@ def from_engine(exc: BaseException, *, loading: bool = False) -> Optional[ApiErr
         return ApiError(400, str(exc))
     if isinstance(exc, ModelNotFound):
         return ApiError(404, str(exc))
+    if isinstance(exc, ModelStillLoading):  # the server started moments ago: no action needed
+        return ApiError(NO_MODEL_STATUS, f"The model is not ready yet: {exc}; retry in a few seconds.",
+                        {"Retry-After": "2"})
     if isinstance(exc, ModelNotLoaded):
         return ApiError(NO_MODEL_STATUS, f"No model is loaded: {exc}. POST /load_model first.",
                         {"Retry-After": "5"})

@@ -17,6 +17,10 @@ from core.errors import ModelNotLoaded
 EngineFactory = Callable[[str], Any]
 
 
+class ModelStillLoading(ModelNotLoaded):
+    """A request came while the first model is still loading: it will be served shortly."""
+
+
 class ModelManager:
     def __init__(self, factory: EngineFactory, engine: Any = None):
         self._factory = factory
@@ -31,6 +35,8 @@ class ModelManager:
     def engine(self) -> Any:
         """The engine serving now; ModelNotLoaded when there is none (or it was cleared)."""
         engine = self._engine
+        if engine is None and self._loading is not None:
+            raise ModelStillLoading(f"{self._loading} is still loading")
         if engine is None or not getattr(engine, "is_loaded", True):
             raise ModelNotLoaded("no model has been loaded" if engine is None else "the model was unloaded")
         return engine

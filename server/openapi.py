@@ -51,7 +51,8 @@ ERRORS = {
     str(LOAD_FAILED_STATUS): "The model exists but could not be loaded (broken or unsupported files).",
     "429": "The request queue is full; retry after the Retry-After seconds.",
     "500": "A bug in the server; the message says where to look (the server log).",
-    str(NO_MODEL_STATUS): "No model is loaded yet: POST /load_model first (Retry-After is set).",
+    str(NO_MODEL_STATUS): ("No model is loaded yet: POST /load_model first, or retry while the first model "
+                           "loads (Retry-After is set)."),
     str(OOM_STATUS): "Out of memory while loading or generating; the server stays up.",
 }
 

@@ -90,6 +90,36 @@ def test_generate_before_any_model_is_503(tiny_model_dir):
     assert status["model_loaded"] is False and status["state"] == "not_loaded"
 
 
+def test_generate_while_the_first_model_loads_says_so(tiny_model_dir):
+    """scripts/serve answers at once and loads in the background: an early request is told to
+    retry, not to POST /load_model (which is already happening)."""
+    import threading
+
+    from core import OptimizedLLM
+
+    release = threading.Event()
+
+    def slow_factory(name):
+        release.wait(30)
+        return OptimizedLLM(str(tiny_model_dir))
+
+    app = create_app(make_config(), engine_factory=slow_factory)
+    loader = threading.Thread(target=app.extensions["deepshiva"].manager.load, args=("tiny-python",))
+    loader.start()
+    client = app.test_client()
+    try:
+        while client.get("/model_status").get_json()["state"] != "loading":
+            pass
+        response = client.post("/generate", json={"prompt": "x"})
+        assert_error(response, 503, "not ready yet", "tiny-python is still loading", "retry")
+        assert "/load_model" not in response.get_json()["message"]
+        assert response.headers["Retry-After"] == "2"
+    finally:
+        release.set()
+        loader.join()
+    assert client.post("/generate", json={"prompt": "x", "max_length": 2}).status_code == 200
+
+
 def test_cleared_model_is_503(tiny_model_dir):
     from core import OptimizedLLM
 
