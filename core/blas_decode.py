@@ -106,7 +106,7 @@ class BlasDecoder:
         self.c_attention = cpu_attention.available()
         # One-token steps run every layer in one C call where all products are compact.
         self.fused = FusedLayers.build(
-            self.layers, precision, hidden=self.embed.shape[1], heads=backend.heads, kv_heads=backend.kv_heads,
+            self.layers, hidden=self.embed.shape[1], heads=backend.heads, kv_heads=backend.kv_heads,
             dim=backend.head_dim, mlp=self.mlp_width, eps=float(backend.eps), scale=float(backend.scale))
 
     def compact_bytes(self) -> int:

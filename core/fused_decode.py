@@ -28,12 +28,13 @@ class FusedLayers:
         ]
 
     @classmethod
-    def build(cls, layers, precision: str, **shape) -> FusedLayers | None:
-        """The fused step for ``layers`` (blas_decode's), or None where a product is not compact."""
-        if precision not in compact_weights.PRECISIONS or not compact_weights.available():
-            return None
+    def build(cls, layers, **shape) -> FusedLayers | None:
+        """The fused step for ``layers`` (blas_decode's), or None unless every product is a
+        compact weight of one format (which also means the kernels are built)."""
         products = [p for layer in layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
-        if not all(isinstance(p, compact_weights.CompactWeight) and p.precision == precision for p in products):
+        if not all(isinstance(p, compact_weights.CompactWeight) for p in products):
+            return None
+        if len({p.precision for p in products}) != 1:
             return None
         return cls(layers, shape)
 
