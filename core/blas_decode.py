@@ -40,13 +40,13 @@ def enabled_by_default() -> bool:
 
 
 def applies_to(backend) -> bool:
-    """True for fp32 weights on the CPU, decoded in fp32 or (with the C kernels) compact weights."""
-    return (
-        backend.device.type == "cpu"
-        and backend.dtype == torch.float32
-        and backend.complex_rope
-        and (backend.decode_weights == "fp32" or compact_weights.available())
-    )
+    """True on the CPU (fp32 activations, paired-row RoPE) for fp32 weights decoded in fp32, or
+    any weights decoded from compact copies where the C kernels run."""
+    if not (backend.device.type == "cpu" and backend.act_dtype == torch.float32 and backend.complex_rope):
+        return False
+    if backend.decode_weights == "fp32":
+        return backend.dtype == torch.float32  # views of the weights; 16-bit masters decode in torch
+    return compact_weights.available()
 
 
 def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
@@ -92,7 +92,9 @@ class BlasDecoder:
     def __init__(self, backend):
         self.backend = backend
         precision = backend.decode_weights
-        self.embed = backend.embed.numpy()
+        self.embed = backend.embed
+        # fp32 rows are read through a NumPy view; 16-bit ones widened row by row as they are read.
+        self._embed_fp32 = backend.embed.numpy() if backend.embed.dtype == torch.float32 else None
         self.layers = [
             _Layer(ln1.numpy(), _matmul(wqkv.weight, True, precision), _matmul(wo.weight, False, precision),
                    ln2.numpy(), _matmul(wgu.weight, True, precision), _matmul(wdown.weight, False, precision))
@@ -108,6 +110,12 @@ class BlasDecoder:
         self.fused = FusedLayers.build(
             self.layers, hidden=self.embed.shape[1], heads=backend.heads, kv_heads=backend.kv_heads,
             dim=backend.head_dim, mlp=self.mlp_width, eps=float(backend.eps), scale=float(backend.scale))
+
+    def _embed(self, ids: list[int]) -> np.ndarray:
+        """The embedding rows of ``ids`` in fp32, (T, hidden): a copy."""
+        if self._embed_fp32 is not None:
+            return self._embed_fp32[ids]
+        return self.embed[ids].to(torch.float32).numpy()
 
     def compact_bytes(self) -> int:
         """Bytes held in compact copies (0 in fp32, which reads the backend's own tensors)."""
@@ -158,7 +166,7 @@ class BlasDecoder:
         k_cache, v_cache = b.k_cache.numpy(), b.v_cache.numpy()
         rope = b.rope[start:end].numpy()  # (T, 1, dim / 2) complex64
         if count == 1 and self.fused is not None:
-            x = self.fused(self.embed[ids[0]], rope, k_cache, v_cache, start, threads)[None]
+            x = self.fused(self._embed(ids)[0], rope, k_cache, v_cache, start, threads)[None]
             logits = self.lm_head(_rms_norm(x, self.norm, b.eps), threads)
             return torch.from_numpy(logits if all_logits else logits[0])
         # The pass's own rows see keys up to their own position; earlier positions are all visible.
@@ -166,7 +174,7 @@ class BlasDecoder:
         if count > 1 and not self.c_attention:  # the C loop applies it itself
             future = np.arange(end)[None, :] > (start + np.arange(count))[:, None]
             mask = np.where(future, -np.inf, 0.0).astype(np.float32)  # (T, end)
-        x = self.embed[ids]  # (T, hidden), a copy
+        x = self._embed(ids)  # (T, hidden), a copy
         with np.errstate(over="ignore"):  # exp(-gate) overflows to inf for very negative gates: silu -> -0
             for i, layer in enumerate(self.layers):
                 qkv = layer.qkv(_rms_norm(x, layer.input_norm, b.eps), threads)  # (T, q + k + v)

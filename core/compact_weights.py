@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import page_memory
+from . import cpu_capabilities, page_memory
 from .devices import DTYPE_NAMES
 
 try:
@@ -35,8 +35,10 @@ def unavailable_reason() -> str | None:
     """Why compact decode weights cannot run here, or None when they can."""
     if _kernels is None:
         return "the C kernels (core/_kernels.c) are not compiled on this machine: rerun scripts/install"
-    if _kernels.simd() != "avx2":
+    if _kernels.simd() == "portable":
         return "the C kernels are built without AVX2/FMA/F16C here, slower than fp32 NumPy"
+    if not cpu_capabilities.current().avx2:
+        return "this CPU has no AVX2/FMA/F16C (core.cpu_capabilities), so the kernels are slower than fp32 NumPy"
     return None
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from threadpoolctl import threadpool_limits
 
+from . import cpu_capabilities
 from .errors import DeviceUnavailable, InvalidParameter
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -40,18 +41,12 @@ def mps_available() -> bool:
 
 
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
-    """True when /proc/cpuinfo lists AVX512-BF16 or AMX-BF16 (x86) or BF16 (Arm)."""
+    """True when the CPU has native bf16 arithmetic: the given /proc/cpuinfo text lists
+    AVX512-BF16, AMX-BF16 (x86) or BF16 (Arm); without a text, ``cpu_capabilities.current()``
+    (the probe, or what a test injected)."""
     if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            flags.update(value.split())
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+        return cpu_capabilities.current().native_bf16
+    return cpu_capabilities.from_cpuinfo(cpuinfo).native_bf16
 
 
 def select_device(requested: str = "auto") -> str:
@@ -73,8 +68,13 @@ def select_device(requested: str = "auto") -> str:
     return name
 
 
-def select_dtype(device: str, requested: object = None) -> torch.dtype:
-    """The dtype for ``device``: the caller's choice if given, else the fastest exact one."""
+def select_dtype(device: str, requested: object = None, stored: torch.dtype | None = None,
+                 decode_weights: str = "auto") -> torch.dtype:
+    """The dtype for ``device``: the caller's choice if given, else the fastest one.
+
+    On the CPU that is bf16 where it is native, except where bf16 masters would round what the
+    user kept: an fp16 checkpoint (``stored``), or decode weights asked for in another format
+    (fp32 or fp16 are then read from fp32 masters)."""
     if isinstance(requested, torch.dtype):
         return requested
     if isinstance(requested, str) and requested.lower() != "auto":
@@ -90,7 +90,9 @@ def select_dtype(device: str, requested: object = None) -> torch.dtype:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if base == "mps":
         return torch.float16
-    return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    if not cpu_has_native_bf16() or stored == torch.float16 or decode_weights in ("fp32", "fp16"):
+        return torch.float32
+    return torch.bfloat16
 
 
 # Below this many bytes of weights a forward pass is too short to split across threads: on a
@@ -168,19 +170,27 @@ def choose_decode_weights(
     model_bytes: int,
     free_bytes: int | None,
     kernels: bool,
+    master_dtype: torch.dtype = torch.float32,
 ) -> str:
     """The bytes a CPU decode step reads (core.compact_weights): ``requested`` unless it is auto.
 
-    auto picks the checkpoint's own 16-bit format when that is exact (the fp32 weights were
-    widened from it), the C kernels are built, and the extra copy (half the fp32 bytes) takes at
-    most half the free memory. Everything else decodes in fp32. Size does not matter: the kernels
-    beat OpenBLAS's fp32 products on the 8.5 MB shipped model too (decode 0.94 against 1.50 ms a
-    token, benchmarks/RESULTS.md).
+    auto picks a compact copy in the format that is exact: the masters' own 16-bit format when
+    they are 16-bit (native-bf16 CPUs load bf16 masters; the C step then decodes from a bf16
+    copy, about 4x faster than PyTorch's bf16 one-row products there), else the checkpoint's
+    16-bit format (the fp32 masters were widened from it). It needs the C kernels and at most
+    half the free memory for the copy (2 bytes a parameter). Everything else decodes from the
+    masters ("fp32": the model's own weights). Size does not matter: the kernels beat OpenBLAS's
+    fp32 products on the 8.5 MB shipped model too (decode 0.94 against 1.50 ms a token,
+    benchmarks/RESULTS.md).
     """
     if check_decode_weights(requested) != "auto":
         return requested
-    lossless = SHORT_NAMES.get(stored_dtype) if stored_dtype != torch.float32 else None
-    copy_bytes = model_bytes // 2
+    if master_dtype in (torch.bfloat16, torch.float16):
+        lossless = SHORT_NAMES[master_dtype]
+        copy_bytes = model_bytes
+    else:
+        lossless = SHORT_NAMES.get(stored_dtype) if stored_dtype != torch.float32 else None
+        copy_bytes = model_bytes // 2
     if (
         device != "cpu"
         or lossless is None

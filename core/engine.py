@@ -34,7 +34,7 @@ from .errors import FIMNotSupported, InvalidParameter, ModelNotLoaded, OutOfMemo
 from .fim import PREFIX_SHARE, check_order, choose_order, detect_dialect, split_budget, stop_token_ids
 from .generation import ModelRunner, PromptLookup, decode_n_tokens
 from .healing import TokenHealer
-from .loading import DEFAULT_MODEL, is_out_of_memory, load_model, resolve_model_source
+from .loading import DEFAULT_MODEL, is_out_of_memory, load_model, resolve_model_source, stored_dtype
 from .loop_guard import LoopGuard
 from .prompt_encoding import PromptEncoder
 from .python_rules import PythonLineRules
@@ -154,7 +154,7 @@ class OptimizedLLM:
             raise InvalidParameter("max_memory", "max_memory must be a dict such as {0: '10GiB', 'cpu': '30GiB'}")
         self._lock = threading.Lock()
         self.device = select_device(device)
-        self.dtype = select_dtype(self.device, torch_dtype)
+        self.dtype = select_dtype(self.device, torch_dtype)  # a bad value is named before the slow load
         self.model_name = model_name
         # Prompt-lookup decoding for greedy requests (DEEPSHIVA_PROMPT_LOOKUP=0 turns it off).
         self.prompt_lookup = os.environ.get("DEEPSHIVA_PROMPT_LOOKUP", "1") != "0"
@@ -184,6 +184,8 @@ class OptimizedLLM:
         self.tokenizer = None
         self._runner: ModelRunner | None = None
         source = resolve_model_source(model_name)
+        self.dtype = select_dtype(self.device, torch_dtype, stored_dtype(source, self.trust_remote_code),
+                                  self.decode_weights_requested)
         loaded = load_model(source, self.device, self.dtype, max_memory, bool(load_in_8bit), self.trust_remote_code)
         self._stored_dtype = loaded.stored_dtype
         self._install(loaded.model, loaded.tokenizer)
@@ -223,7 +225,8 @@ class OptimizedLLM:
         cannot run (a model served through transformers, a 16-bit model on the CPU)."""
         requested = self.decode_weights_requested
         choice = choose_decode_weights(requested, self.device, getattr(self, "_stored_dtype", None),
-                                       weight_bytes(model), available_memory_bytes(), compact_weights.available())
+                                       weight_bytes(model), available_memory_bytes(), compact_weights.available(),
+                                       master_dtype=self.dtype if self.device == "cpu" else torch.float32)
         try:
             runner = ModelRunner(model, decode_weights=choice)
         except ValueError as exc:

@@ -8,10 +8,13 @@ KV cache written in place, and PyTorch's fused attention. It is used only where 
 (plain Llama: default RoPE, no biases, SiLU, unquantized, on one device), which the tests check
 against transformers' logits; every other model runs through transformers (``HFBackend``).
 
-``decode_weights`` (CPU only) chooses the bytes a decode step reads: ``fp32`` (the model's own),
-or compact copies (``fp16``, ``bf16``, ``int8``; ``core.compact_weights``) that the NumPy decode
-path (``core.blas_decode``) multiplies with the C kernels. Prefill keeps the fp32 weights, so it
-is unchanged and exact. Where the C kernels are not built, ``int8`` falls back to PyTorch's int8
+On the CPU the activations, norms, RoPE, attention and KV cache are fp32 whatever the weights'
+dtype: 16-bit masters (bf16 on CPUs with native bf16) run only their GEMMs in 16 bits.
+
+``decode_weights`` (CPU only) chooses the bytes a decode step reads: ``fp32`` (the masters
+themselves), or compact copies (``fp16``, ``bf16``, ``int8``; ``core.compact_weights``) that the
+NumPy decode path (``core.blas_decode``) multiplies with the C kernels, from fp32 or bf16
+masters alike. Prefill keeps the masters, so it is unchanged. Where the C kernels are not built, ``int8`` falls back to PyTorch's int8
 weight kernel (one scale per output row, bf16 activations inside the product; very slow for many
 rows, so only passes of at most ``INT8_MAX_ROWS`` tokens use it).
 """
@@ -60,9 +63,13 @@ class Projection:
         self.weight = weight.t().contiguous() if transposed else weight
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The product in the weight's dtype, returned in ``x``'s (16-bit weights under fp32
+        activations: the GEMM runs in bf16 where the CPU has it, everything around it in fp32)."""
         if self.int8 is not None and x.shape[0] <= INT8_MAX_ROWS:
             return self.int8.linear(x)
-        return x @ self.weight if self.transposed else F.linear(x, self.weight)
+        h = x.to(self.weight.dtype)
+        y = h @ self.weight if self.transposed else F.linear(h, self.weight)
+        return y.to(x.dtype)
 
 
 def supports(model) -> bool:
@@ -95,6 +102,10 @@ class LeanLlamaBackend:
         self.capacity = config.max_position_embeddings
         weight = inner.embed_tokens.weight
         self.dtype, self.device = weight.dtype, weight.device
+        # Activations, norms, RoPE, attention and the KV cache: fp32 on the CPU whatever the
+        # weights' dtype (16-bit masters then run only their GEMMs in 16 bits, and the NumPy/C
+        # decode path can read the same cache); the weights' dtype elsewhere.
+        self.act_dtype = torch.float32 if self.device.type == "cpu" else self.dtype
         self.embed = weight.detach()
         if decode_weights not in DECODE_WEIGHTS:
             raise ValueError(f"decode weights must be one of {', '.join(DECODE_WEIGHTS)}, not {decode_weights!r}")
@@ -107,11 +118,11 @@ class LeanLlamaBackend:
         # needs each rotating pair (i, i + head_dim/2) side by side, so their rows are
         # interleaved; q.k is the same sum in another order, and v keeps its rows. (Not on MPS,
         # whose complex support is partial; 16-bit models keep the real-valued rotation.)
-        self.complex_rope = self.dtype == torch.float32 and self.device.type in ("cpu", "cuda")
+        self.complex_rope = self.act_dtype == torch.float32 and self.device.type in ("cpu", "cuda")
         # Compact weights run in the NumPy decode path; without it only int8 has a fallback.
         use_blas = blas and blas_decode.applies_to(self)
         if decode_weights in ("fp16", "bf16") and not use_blas:
-            why = compact_weights.unavailable_reason() or "they need fp32 weights and the NumPy decode path"
+            why = compact_weights.unavailable_reason() or "they need the NumPy decode path on the CPU"
             raise ValueError(f"{decode_weights} decode weights cannot run here: {why}")
         int8 = decode_weights == "int8" and not use_blas  # PyTorch's int8 kernel
         self.layers = []
@@ -124,17 +135,17 @@ class LeanLlamaBackend:
                 qkv = torch.cat([q, k, attn.v_proj.weight])
                 gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
                 self.layers.append((
-                    layer.input_layernorm.weight.detach(),
+                    self._norm_weight(layer.input_layernorm.weight),
                     Projection(qkv.detach(), transposed=True, int8=int8),
                     Projection(attn.o_proj.weight.detach(), int8=int8),
-                    layer.post_attention_layernorm.weight.detach(),
+                    self._norm_weight(layer.post_attention_layernorm.weight),
                     Projection(gate_up.detach(), transposed=True, int8=int8),
                     Projection(mlp.down_proj.weight.detach(), int8=int8),
                 ))
             self.lm_head = Projection(model.get_output_embeddings().weight.detach(), int8=int8)
         self.projections = [p for layer in self.layers for p in layer if isinstance(p, Projection)]
         self.projections.append(self.lm_head)
-        self.norm = inner.norm.weight.detach()
+        self.norm = self._norm_weight(inner.norm.weight)
         rotary = inner.rotary_emb
         self.inv_freq = rotary.inv_freq.detach().to(self.device, torch.float32)
         self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
@@ -145,6 +156,10 @@ class LeanLlamaBackend:
         # Decode steps through NumPy's OpenBLAS (and the C kernels) where that computes the same thing.
         self.blas = blas_decode.BlasDecoder(self) if use_blas else None
 
+    def _norm_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """A norm's weight in the activations' dtype (a small copy only for 16-bit masters on the CPU)."""
+        return weight.detach().to(self.act_dtype)
+
     def _pair_rows(self, weight: torch.Tensor, heads: int) -> torch.Tensor:
         """Rows of a q or k matrix reordered per head as (0, d/2, 1, d/2 + 1, ...)."""
         half = self.head_dim // 2
@@ -153,8 +168,8 @@ class LeanLlamaBackend:
 
     def _allocate(self) -> None:
         shape = (len(self.layers), 1, self.kv_heads, self.capacity, self.head_dim)
-        self.k_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
-        self.v_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        self.k_cache = torch.zeros(shape, dtype=self.act_dtype, device=self.device)
+        self.v_cache = torch.zeros(shape, dtype=self.act_dtype, device=self.device)
         if self.cos is None:
             self.cos, self.sin = self._rope_table()
             if self.complex_rope:
@@ -187,8 +202,8 @@ class LeanLlamaBackend:
         positions = torch.arange(self.capacity, device=self.device, dtype=torch.float32)
         freqs = positions[:, None] * self.inv_freq[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]
-        return ((emb.cos() * self.rope_scale).to(self.dtype),
-                (emb.sin() * self.rope_scale).to(self.dtype))
+        return ((emb.cos() * self.rope_scale).to(self.act_dtype),
+                (emb.sin() * self.rope_scale).to(self.act_dtype))
 
     def int8_weights(self) -> list[Int8Weight]:
         """The int8 copies used for decode (empty unless int8 decode runs through PyTorch)."""
@@ -213,7 +228,7 @@ class LeanLlamaBackend:
             logits = self.blas.forward(ids, all_logits)
             self.length = end
             return logits
-        x = F.embedding(torch.tensor(ids, device=self.device), self.embed)  # (T, hidden)
+        x = F.embedding(torch.tensor(ids, device=self.device), self.embed).to(self.act_dtype)  # (T, hidden)
         if self.complex_rope:
             rope = self.rope[start:end]  # (T, 1, head_dim / 2) complex: broadcast over heads
         else:

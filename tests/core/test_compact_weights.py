@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from core import OptimizedLLM, compact_weights
+from core import OptimizedLLM, compact_weights, cpu_capabilities
 from core.compact_weights import CompactWeight
 from core.devices import available_memory_bytes, choose_decode_weights
 from core.errors import InvalidParameter
@@ -69,7 +69,10 @@ def test_bad_shapes_and_buffers_are_refused_by_name():
 
 @pytest.fixture(scope="module")
 def shipped(shipped_model_dir):
-    return OptimizedLLM(str(shipped_model_dir))
+    """The shipped model as an AVX2 CPU without native bf16 loads it: fp32 masters (widened from
+    its bf16 checkpoint) and bf16 decode copies; these tests compare against the fp32 masters."""
+    with cpu_capabilities.inject("avx2"):
+        return OptimizedLLM(str(shipped_model_dir))
 
 
 @needs_kernels
@@ -104,7 +107,8 @@ def test_rounded_decode_weights_stay_close(shipped, precision):
 @needs_kernels
 def test_the_shipped_model_decodes_from_its_own_bf16_with_the_same_text(shipped_model_dir, shipped):
     """auto picks bf16 for the shipped model (saved in bf16): greedy text as with fp32 weights."""
-    exact = OptimizedLLM(str(shipped_model_dir), decode_weights="fp32")
+    with cpu_capabilities.inject("avx2"):
+        exact = OptimizedLLM(str(shipped_model_dir), decode_weights="fp32")
     assert shipped.info()["decode_weights"] == "bf16" and exact.info()["decode_weights"] == "fp32"
     prompt = "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n"
     assert shipped.generate(prompt, max_length=40, temperature=0) == exact.generate(prompt, max_length=40,
@@ -150,14 +154,16 @@ def test_auto_picks_the_checkpoints_own_16_bit_format_where_it_pays():
 
 
 def test_the_engine_reports_and_refuses_decode_weights_clearly(tiny_model_dir):
-    # The tiny test model is saved in fp32: auto keeps fp32.
-    assert OptimizedLLM(str(tiny_model_dir)).info()["decode_weights"] == "fp32"
+    # The tiny test model is saved in fp32: with fp32 masters auto keeps fp32.
+    with cpu_capabilities.inject("avx2"):
+        assert OptimizedLLM(str(tiny_model_dir)).info()["decode_weights"] == "fp32"
     with pytest.raises(InvalidParameter, match="decode_weights must be one of") as err:
         OptimizedLLM(str(tiny_model_dir), decode_weights="fp8")
     assert err.value.param == "decode_weights"
     with pytest.raises(InvalidParameter, match="choose one"):
         OptimizedLLM(str(tiny_model_dir), int8_decode=True, decode_weights="fp16")
-    # 16-bit decode weights need fp32 weights and the NumPy decode path.
-    with pytest.raises(InvalidParameter, match="fp16 decode weights cannot run here") as err:
+    # 16-bit decode weights need the NumPy decode path (here: the probe says no AVX2).
+    with cpu_capabilities.inject("portable"), pytest.raises(
+            InvalidParameter, match="fp16 decode weights cannot run here: this CPU has no AVX2") as err:
         OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.bfloat16, decode_weights="fp16")
     assert err.value.param == "decode_weights"

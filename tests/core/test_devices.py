@@ -3,14 +3,13 @@
 import pytest
 import torch
 
-from core import devices
+from core import cpu_capabilities, devices
 from core.errors import DeviceUnavailable, InvalidParameter
 
 ZEN4 = "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n"
 AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse avx2 fma\n"
 SAPPHIRE = "flags\t\t: avx512f amx_bf16 amx_tile\n"
 GRAVITON = "Features\t: fp asimd bf16 i8mm\n"
-REAL_FLAG_CHECK = devices.cpu_has_native_bf16
 
 
 @pytest.fixture
@@ -19,7 +18,7 @@ def hardware(monkeypatch):
         monkeypatch.setattr(devices, "cuda_available", lambda: cuda)
         monkeypatch.setattr(devices, "mps_available", lambda: mps)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_gpu)
-        monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda info=None: REAL_FLAG_CHECK(cpuinfo))
+        monkeypatch.setattr(cpu_capabilities, "_injected", cpu_capabilities.from_cpuinfo(cpuinfo, "injected"))
 
     return set_hardware
 
@@ -84,6 +83,30 @@ def test_unknown_dtype_names_the_parameter():
 def test_cpu_flag_parsing():
     assert devices.cpu_has_native_bf16(ZEN4)
     assert not devices.cpu_has_native_bf16(AVX2_ONLY)
+    full_avx2 = "flags\t\t: sse avx avx2 fma f16c\n"
+    assert cpu_capabilities.from_cpuinfo(full_avx2) == cpu_capabilities.CpuCapabilities(False, True)
+    assert not cpu_capabilities.from_cpuinfo(AVX2_ONLY).avx2  # no F16C: the kernels' loops cannot run
+    assert cpu_capabilities.from_cpuinfo(GRAVITON).native_bf16
+
+
+def test_the_cpu_description_can_be_injected_or_named_for_a_server(monkeypatch):
+    """Every branch of the path decision runs on any machine: a test injects the CPU it needs,
+    a server process is told one with DEEPSHIVA_CPU; nothing else reads /proc/cpuinfo."""
+    monkeypatch.delenv("DEEPSHIVA_CPU", raising=False)
+    probed = cpu_capabilities.current()
+    assert probed == cpu_capabilities.probe()
+    for preset in ("native-bf16", "avx2", "portable"):
+        with cpu_capabilities.inject(preset) as described:
+            assert cpu_capabilities.current() is described is cpu_capabilities.PRESETS[preset]
+            assert devices.cpu_has_native_bf16() == (preset == "native-bf16")
+            assert devices.select_dtype("cpu") == (torch.bfloat16 if preset == "native-bf16" else torch.float32)
+    assert cpu_capabilities.current() == probed
+    monkeypatch.setenv("DEEPSHIVA_CPU", "portable")
+    assert cpu_capabilities.current() == cpu_capabilities.PORTABLE
+    assert cpu_capabilities.PORTABLE.describe() == "no SIMD the kernels use"
+    monkeypatch.setenv("DEEPSHIVA_CPU", "risc")
+    with pytest.raises(ValueError, match="DEEPSHIVA_CPU must be one of native-bf16, avx2, portable"):
+        cpu_capabilities.current()
 
 
 def test_cpu_threads_one_for_small_models_all_cores_for_large(monkeypatch):
@@ -96,3 +119,18 @@ def test_cpu_threads_one_for_small_models_all_cores_for_large(monkeypatch):
     monkeypatch.setenv("DEEPSHIVA_THREADS", "zero")
     with pytest.raises(InvalidParameter, match="threads must be a positive integer"):
         devices.choose_cpu_threads(1)
+
+
+def test_native_bf16_masters_only_where_they_round_nothing_the_user_kept(hardware):
+    """bf16 masters on a native-bf16 CPU, but fp32 ones for an fp16 checkpoint (bf16 would round
+    it) or where decode weights are asked for in fp32 or fp16 (read from fp32 masters)."""
+    hardware(cpuinfo=ZEN4)
+    assert devices.select_dtype("cpu", None, torch.bfloat16) == torch.bfloat16
+    assert devices.select_dtype("cpu", None, torch.float32) == torch.bfloat16
+    assert devices.select_dtype("cpu", None, torch.float16) == torch.float32
+    assert devices.select_dtype("cpu", None, torch.bfloat16, "fp32") == torch.float32
+    assert devices.select_dtype("cpu", None, torch.bfloat16, "fp16") == torch.float32
+    assert devices.select_dtype("cpu", None, torch.bfloat16, "int8") == torch.bfloat16
+    assert devices.select_dtype("cpu", "bfloat16", torch.float16, "fp32") == torch.bfloat16  # asked for
+    hardware(cpuinfo=AVX2_ONLY)
+    assert devices.select_dtype("cpu", None, torch.bfloat16) == torch.float32

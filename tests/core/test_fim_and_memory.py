@@ -160,10 +160,12 @@ RSS_PROBE = textwrap.dedent(
 
 
 def test_clear_memory_lowers_the_process_rss(tmp_path):
+    """Measured on a model whose weights (about 320 MB in fp32, 400-500 MB as any CPU path
+    holds them) dwarf the allocator's noise of a few tens of MB, so the figures are stable."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tiny_model import build_tiny_model
 
-    model_dir = build_tiny_model(tmp_path, hidden_size=512, layers=8, vocab_size=600)  # ~100 MB in fp32
+    model_dir = build_tiny_model(tmp_path, hidden_size=1024, layers=8, vocab_size=600)
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-c", RSS_PROBE, str(model_dir), str(root)], capture_output=True, text=True, timeout=300
@@ -171,6 +173,28 @@ def test_clear_memory_lowers_the_process_rss(tmp_path):
     assert out.returncode == 0, out.stderr
     rss = json.loads(out.stdout.strip().splitlines()[-1])
     grown = rss["loaded"] - rss["base"]
-    assert grown > 60, rss
-    assert rss["loaded"] - rss["cleared"] > 0.7 * grown, rss
-    assert rss["cleared"] - rss["base"] < 30, rss
+    assert grown > 250, rss
+    assert rss["loaded"] - rss["cleared"] > 0.85 * grown, rss
+    assert rss["cleared"] - rss["base"] < 0.15 * grown, rss
+
+
+def test_clear_memory_lets_every_weight_copy_and_the_cache_go(tiny_model_dir):
+    """Whatever path runs (fp32 or 16-bit masters, compact copies, the C step), nothing the
+    engine allocated outlives clear_memory: the model, its compact copies and the KV cache are
+    all collected (checked object by object, so allocator noise cannot hide a leak)."""
+    import gc
+    import weakref
+
+    llm = OptimizedLLM(str(tiny_model_dir))
+    llm.generate("def f(x):\n", max_length=4, temperature=0)
+    backend = llm._runner.backend
+    held = [weakref.ref(llm.model), weakref.ref(backend)]
+    if getattr(backend, "k_cache", None) is not None:
+        held.append(weakref.ref(backend.k_cache))
+    blas = getattr(backend, "blas", None)
+    if blas is not None:
+        held.append(weakref.ref(blas))
+    del backend, blas
+    llm.clear_memory()
+    gc.collect()
+    assert [ref() for ref in held] == [None] * len(held)

@@ -5,13 +5,15 @@ import random
 import pytest
 import torch
 
-from core import OptimizedLLM
+from core import OptimizedLLM, compact_weights, cpu_capabilities
 from core.generation import ModelRunner, PromptLookup
 
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
-    llm = OptimizedLLM(str(tiny_model_dir))
+    # fp32 masters asked for: these tests compare logits with transformers' fp32 ones to 1e-4
+    # (on a native-bf16 CPU the default would load bf16 masters).
+    llm = OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.float32)
     assert llm.info()["backend"] == "lean-llama"
     return llm
 
@@ -180,14 +182,40 @@ def test_numpy_and_torch_decode_steps_write_the_same_cache(model, attention):
 
 
 def test_numpy_decode_only_where_it_computes_the_same(tiny_model_dir, monkeypatch):
-    assert OptimizedLLM(str(tiny_model_dir)).info()["decode_path"] == "numpy"
-    # A 16-bit model keeps PyTorch's kernels; so does DEEPSHIVA_BLAS_DECODE=0, where int8
-    # decode falls back to PyTorch's int8 kernel.
-    bf16_model = OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.bfloat16).info()
+    with cpu_capabilities.inject("avx2"):  # fp32 masters by default
+        assert OptimizedLLM(str(tiny_model_dir)).info()["decode_path"] == "numpy"
+    # 16-bit masters decode from their own weights in PyTorch unless a compact copy is asked for
+    # (auto asks for one where the kernels run, see test_native_bf16_cpus_decode_bf16_masters_in_c).
+    bf16_model = OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.bfloat16, decode_weights="fp32").info()
     assert bf16_model["decode_path"] == "torch" and bf16_model["decode_weights"] == "bf16"  # its own weights
+    # So does DEEPSHIVA_BLAS_DECODE=0, where int8 decode falls back to PyTorch's int8 kernel.
     monkeypatch.setenv("DEEPSHIVA_BLAS_DECODE", "0")
     assert OptimizedLLM(str(tiny_model_dir)).info()["decode_path"] == "torch"
     assert OptimizedLLM(str(tiny_model_dir), int8_decode=True).info()["decode_path"] == "torch"
+
+
+@pytest.mark.skipif(not compact_weights.available(), reason="the C kernels are not built here")
+def test_native_bf16_cpus_decode_bf16_masters_in_c(tiny_model_dir):
+    """With native bf16 the default loads bf16 masters (their GEMMs run prefill) and decodes
+    through the C step from a bf16 copy of them: the tokens fp32 arithmetic over the same bf16
+    numbers gives, and the bf16 model's own logits to bf16 rounding."""
+    with cpu_capabilities.inject("native-bf16"):
+        fast = OptimizedLLM(str(tiny_model_dir))
+    info = fast.info()
+    assert (info["dtype"], info["backend"], info["decode_path"], info["decode_weights"]) == (
+        "bfloat16", "lean-llama", "numpy", "bf16")
+    assert fast._runner.backend.blas.fused is not None  # one C call a token
+    ids = fast.tokenizer.encode("class Stack:\n    def push(self, item):\n")
+    lean, hf = ModelRunner(fast.model, decode_weights="bf16"), ModelRunner(fast.model, lean=False)
+    for a, b in ((lean.prefill(ids), hf.prefill(ids)), (lean.decode_one_token(11), hf.decode_one_token(11)),
+                 (lean.decode_one_token(12), hf.decode_one_token(12))):
+        assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) > 0.999
+    # The same bf16 numbers widened to fp32 masters decode to the same greedy text.
+    widened = OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.float32)
+    widened._install(widened.model.to(torch.bfloat16).to(torch.float32), widened.tokenizer)
+    for prompt in ("import os\n\ndef main():\n", "def add(a, b):\n    return"):
+        assert fast.generate(prompt, max_length=24, temperature=0) == widened.generate(prompt, max_length=24,
+                                                                                       temperature=0)
 
 
 def test_a_small_model_keeps_numpy_to_the_engines_thread_count(tiny_model_dir):

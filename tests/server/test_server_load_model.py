@@ -42,16 +42,22 @@ def test_load_then_generate(tiny_model_dir):
     assert client.post("/generate", json={"prompt": "x", "max_length": 2}).status_code == 200
 
 
-def test_status_names_the_weights_decode_reads(tiny_model_dir, shipped_model_dir):
-    """The shipped model is saved in bf16 and decodes from bf16 copies; the tiny test model is fp32."""
+def test_status_names_the_weights_decode_reads(tiny_model_dir, shipped_model_dir, monkeypatch):
+    """The shipped model is saved in bf16 and decodes from bf16 copies; the tiny test model is
+    fp32 and, on a CPU without native bf16 (named as a server is told it), decodes in fp32."""
     from core import compact_weights
 
+    monkeypatch.setenv("DEEPSHIVA_CPU", "avx2")
     client = create_app(make_config()).test_client()
     assert _status(client)["decode_weights"] is None
     assert client.post("/load_model", json={"model_name": str(tiny_model_dir)}).status_code == 200
     assert _status(client)["decode_weights"] == "fp32"
     assert client.post("/load_model", json={"model_name": str(shipped_model_dir)}).status_code == 200
     assert _status(client)["decode_weights"] == ("bf16" if compact_weights.available() else "fp32")
+    # With native bf16 the tiny model loads bf16 masters: decode reads bf16 either way.
+    monkeypatch.setenv("DEEPSHIVA_CPU", "native-bf16")
+    assert client.post("/load_model", json={"model_name": str(tiny_model_dir)}).status_code == 200
+    assert _status(client)["decode_weights"] == "bf16"
 
 
 def test_default_model_name_is_the_shipped_model(engine, monkeypatch):
