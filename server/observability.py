@@ -7,6 +7,7 @@ Views report generated tokens through ``environ['deepshiva.tokens']``.
 
 from __future__ import annotations
 
+import http
 import logging
 import time
 
@@ -15,6 +16,10 @@ from werkzeug.wsgi import ClosingIterator
 
 TOKENS_KEY = "deepshiva.tokens"
 KNOWN_PATHS = {"/generate", "/stream", "/load_model", "/model_status", "/health", "/openapi.json", "/metrics"}
+# Label values are bounded: anything a client invents (a 10 KB method, a random path) is "other",
+# so requests cannot grow /metrics or the server's memory.
+KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"}
+KNOWN_STATUSES = {str(int(status)) for status in http.HTTPStatus} | {"499"}
 
 access_log = logging.getLogger("deepshiva.access")
 
@@ -72,7 +77,8 @@ class AccessLog:
         path = environ.get("PATH_INFO", "-")
         tokens = environ.get(TOKENS_KEY)
         label = path if path in KNOWN_PATHS else "other"
-        self.metrics.requests.labels(method, label, str(status)).inc()
+        self.metrics.requests.labels(method if method in KNOWN_METHODS else "other", label,
+                                     str(status) if str(status) in KNOWN_STATUSES else "other").inc()
         self.metrics.latency.labels(label).observe(seconds)
         if tokens:
             self.metrics.tokens.inc(tokens)
