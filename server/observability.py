@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http
 import logging
+import re
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -20,6 +21,8 @@ KNOWN_PATHS = {"/generate", "/stream", "/load_model", "/model_status", "/health"
 # so requests cannot grow /metrics or the server's memory.
 KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"}
 KNOWN_STATUSES = {str(int(status)) for status in http.HTTPStatus} | {"499"}
+LOGGED_CHARS = 500  # longer paths are cut in the log
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 access_log = logging.getLogger("deepshiva.access")
 
@@ -82,5 +85,21 @@ class AccessLog:
         self.metrics.latency.labels(label).observe(seconds)
         if tokens:
             self.metrics.tokens.inc(tokens)
-        access_log.info("%s %s %d %.1fms tokens=%s", method, path, status, seconds * 1000.0,
-                        "-" if tokens is None else tokens)
+        access_log.info("%s %s %d %.1fms tokens=%s", printable(method, 40), printable(_as_utf8(path)),
+                        status, seconds * 1000.0, "-" if tokens is None else tokens)
+
+
+def printable(text: str, limit: int = LOGGED_CHARS) -> str:
+    """``text`` safe for a log line: control characters (newlines, ESC, C1) escaped as ``\\n``,
+    ``\\x1b``..., so a request cannot forge a line or drive a terminal; cut after ``limit``."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def _as_utf8(path: str) -> str:
+    """WSGI hands the path over decoded as latin-1; the client meant UTF-8."""
+    try:
+        return path.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return path
