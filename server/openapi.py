@@ -44,10 +44,12 @@ RESPONSE_MODELS = [schemas.GenerateResponse, schemas.StreamChunk, StreamError, s
 ERRORS = {
     "400": "Invalid JSON or parameter; the message names the field and its allowed range.",
     "401": "Missing or wrong `Authorization: Bearer <key>` (only when the server has an API key).",
-    "403": "The model is not on the server's allow-list.",
+    "403": ("The model is not on the server's allow-list, or the request's Host or Origin is not this "
+            "server's own (see --allowed-hosts)."),
     "404": "Model not found (or unknown path).",
     "405": "Method not allowed on this path.",
     "413": "Request body larger than the server's limit.",
+    "415": "The request body is not application/json.",
     str(LOAD_FAILED_STATUS): "The model exists but could not be loaded (broken or unsupported files).",
     "429": "The request queue is full; retry after the Retry-After seconds.",
     "500": "A bug in the server; the message says where to look (the server log).",
@@ -74,8 +76,8 @@ def openapi_document() -> dict:
     models = [(m, "validation") for m in REQUEST_MODELS] + [(m, "serialization") for m in RESPONSE_MODELS]
     _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
     component_schemas = defs.get("$defs", {})
-    common = ("401", "405", "500")
-    generation_errors = _errors("400", "413", "429", str(NO_MODEL_STATUS), str(OOM_STATUS), *common)
+    common = ("401", "403", "405", "500")
+    generation_errors = _errors("400", "413", "415", "429", str(NO_MODEL_STATUS), str(OOM_STATUS), *common)
     generate_body = {"required": True, "content": {"application/json": {"schema": _ref("GenerateRequest")}}}
     sse_description = (
         "Server-Sent Events. Each chunk is an unnamed event whose data is a StreamChunk JSON object; "
@@ -88,7 +90,7 @@ def openapi_document() -> dict:
             "requestBody": {"required": False,
                             "content": {"application/json": {"schema": _ref("LoadModelRequest")}}},
             "responses": {"200": _json(_ref("LoadModelResponse"), "Loaded."),
-                          **_errors("400", "403", "404", "413", str(LOAD_FAILED_STATUS), str(OOM_STATUS),
+                          **_errors("400", "404", "413", "415", str(LOAD_FAILED_STATUS), str(OOM_STATUS),
                                     *common)},
         }},
         "/generate": {"post": {
@@ -113,7 +115,7 @@ def openapi_document() -> dict:
         "/health": {"get": {
             "summary": "Liveness; never needs the API key.",
             "security": [],
-            "responses": {"200": _json(_ref("Health"), "The server is up."), **_errors("405", "500")},
+            "responses": {"200": _json(_ref("Health"), "The server is up."), **_errors("403", "405", "500")},
         }},
         "/openapi.json": {"get": {
             "summary": "This document.",

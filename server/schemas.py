@@ -16,9 +16,24 @@ from .errors import ApiError
 MAX_STOP_SEQUENCES = 16
 
 
+LONE_SURROGATE = "contains a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text"
+
+
 class _Request(BaseModel):
     # Unknown fields are ignored so clients written for later versions keep working.
     model_config = ConfigDict(strict=True, extra="ignore")
+
+    @field_validator("*")
+    @classmethod
+    def _text_only(cls, value):
+        """JSON can escape half a surrogate pair; such a string cannot be encoded or tokenized."""
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError(LONE_SURROGATE) from None
+        return value
 
 
 class GenerateRequest(_Request):
@@ -91,6 +106,8 @@ def parse(model: type[_Request], body: Any, **limits: Any) -> _Request:
         allowed = ALLOWED.get(field, "a valid value").format(**limits)
         if error["type"] == "missing":
             raise ApiError(400, f"Missing required field '{field}': must be {allowed}.") from None
+        if LONE_SURROGATE in error["msg"] or error["type"] == "string_unicode":
+            raise ApiError(400, f"Invalid '{field}': it {LONE_SURROGATE}.") from None
         got = body.get(field)
         raise ApiError(400, f"Invalid '{field}': must be {allowed} (got {got!r}).") from None
     limit = limits.get("max_length_limit")
