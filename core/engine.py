@@ -1,4 +1,4 @@
-"""OptimizedLLM: the spec's Python interface to a loaded code model.
+"""OptimizedLLM: DeepShiva's Python interface to a loaded code model.
 
 One instance holds one model. Calls from many threads are serialized by a lock (one generation
 at a time); the KV cache is kept between calls so consecutive prompts that share a prefix (an

@@ -1,6 +1,6 @@
 """Fill-in-the-middle dialects: detect a model's from its tokenizer, and lay out FIM prompts.
 
-Each code-model family spells FIM with its own special tokens and order (see FIELD_NOTES 3).
+Each code-model family spells FIM with its own special tokens and order (the table in core/README.md).
 A prompt is laid out as a list of parts (marker tokens, prefix ids, suffix ids) and assembled
 from token ids, so a marker is never at the mercy of how the tokenizer splits text.
 

@@ -83,7 +83,9 @@ def resolve_model_source(model_name: object) -> str:
     if not _hub_reachable():
         raise ModelNotFound(
             f"model {name!r} not found: not a local directory, not a shipped model "
-            f"({', '.join(SHIPPED_MODELS)}), not in the Hugging Face cache, and the hub is unreachable (offline)"
+            f"({', '.join(SHIPPED_MODELS)}), not in the Hugging Face cache, and the hub is unreachable (offline). "
+            f"To use it offline, download it on a machine with internet and copy the directory over "
+            f"(README.md, 'Use a real code model')"
         )
     return name
 

@@ -7,6 +7,7 @@ the code; the tests check live responses against it.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal, Optional
 
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
@@ -21,6 +22,24 @@ class StreamError(BaseModel):
     status: str = Field(description="Always 'error'.")
     message: str
     code: int = Field(description="The HTTP status this failure would have had before the stream began.")
+
+
+class IndexLinks(BaseModel):
+    health: str = Field(description="Liveness: GET /health.")
+    openapi: str = Field(description="This document: GET /openapi.json.")
+    metrics: str = Field(description="Prometheus metrics: GET /metrics.")
+    docs: str = Field(description="Where the API is described in words (docs/API.md of the source tree).")
+
+
+class ServiceIndex(BaseModel):
+    """GET /: what answers at this address and where to look next."""
+
+    name: str
+    description: str
+    version: str = Field(description="The installed deepshiva package's version.")
+    model_name: Optional[str] = Field(description="The model serving now; null when none is loaded.")
+    state: Literal["not_loaded", "loading", "ready"]
+    links: IndexLinks
 
 
 # The schema of each event of a text/event-stream body (how schemathesis and OpenAPI 3.2's
@@ -39,7 +58,7 @@ SSE_EVENT = {
 
 REQUEST_MODELS = [schemas.GenerateRequest, schemas.LoadModelRequest]
 RESPONSE_MODELS = [schemas.GenerateResponse, schemas.StreamChunk, StreamError, schemas.ErrorResponse,
-                   schemas.LoadModelResponse, schemas.ModelStatus, schemas.Health]
+                   schemas.LoadModelResponse, schemas.ModelStatus, schemas.Health, ServiceIndex]
 
 ERRORS = {
     "400": "Invalid JSON or parameter; the message names the field and its allowed range.",
@@ -85,6 +104,10 @@ def openapi_document() -> dict:
         "or `event: error` (data: StreamError). Headers: Cache-Control: no-cache, X-Accel-Buffering: no."
     )
     paths = {
+        "/": {"get": {
+            "summary": "The service's name, version and the links to the rest of its documentation.",
+            "responses": {"200": _json(_ref("ServiceIndex"), "What answers here."), **_errors(*common)},
+        }},
         "/load_model": {"post": {
             "summary": "Load a model (name or local directory); the previous model serves until it succeeds.",
             "requestBody": {"required": False,

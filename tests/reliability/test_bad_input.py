@@ -1,5 +1,5 @@
 """Hand-written bad input against the real server process (waitress, the tiny model): every answer
-is a 4xx in the spec's error shape, none is a 500, none hangs, and the server keeps serving.
+is a 4xx in the documented error shape, none is a 500, none hangs, and the server keeps serving.
 
 tests/server/test_errors.py checks each field's message through Flask's test client; these go over
 a real socket and aim at what a parser or a tokenizer can choke on.

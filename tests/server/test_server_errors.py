@@ -1,4 +1,4 @@
-"""Every error of the API answers the spec's shape with the documented status code."""
+"""Every error of the API answers the documented shape (docs/API.md) with the documented status code."""
 
 from __future__ import annotations
 
