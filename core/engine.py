@@ -387,7 +387,7 @@ class OptimizedLLM:
             return ids, heal_text, truncated, size
         dialect = self.fim_dialect
         prefix_ids = self._prompt_encoder.encode(request.prompt)
-        suffix_ids = self._prompt_encoder.encode(request.suffix or "")
+        suffix_ids = self._prompt_encoder.encode_continuation(request.suffix or "")  # no SentencePiece dummy space
         layout = dialect.layout(self.fim_order)
         overhead = len(bos) + sum(1 for kind, _ in layout if kind == "token")
         fim_budget = max(budget - overhead, 2)

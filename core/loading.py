@@ -11,7 +11,6 @@ import os
 import re
 import socket
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -19,6 +18,7 @@ from urllib.parse import urlparse
 import torch
 
 from .errors import InvalidParameter, ModelLoadFailed, ModelNotFound, OutOfMemory, QuantizationUnavailable
+from .quantization import quiet_int8_cast_notice
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "deepshiva/tiny-python"
@@ -129,8 +129,7 @@ def load_model(
     quantization = None
     if load_in_8bit:
         _check_int8_support(device)
-        # bitsandbytes casts activations to fp16 for its int8 kernels and warns on every call.
-        warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+        quiet_int8_cast_notice()
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         quantization = "int8"
     if max_memory:

@@ -164,6 +164,9 @@ class ModelStatus(BaseModel):
     device: Optional[str]
     dtype: Optional[str]
     quantization: Optional[str] = Field(description="null or 'int8'.")
+    quantization_note: Optional[str] = Field(
+        None, description="With int8: what 8-bit buys on this device (memory on the CPU and on CUDA; not speed)."
+    )
     context_length: Optional[int]
     fim_dialect: Optional[str] = Field(description="null, starcoder, codellama, deepseek, qwen or codestral.")
     parameters: Optional[int]
