@@ -11,6 +11,7 @@ both use them.
 
 from __future__ import annotations
 
+import keyword
 import re
 from dataclasses import dataclass
 
@@ -108,17 +109,18 @@ def definition(source: str, name: str, max_lines: int = MAX_BLOCK_LINES) -> str 
 def outline(block: list[str]) -> list[str]:
     """A class block without its method bodies: the lines of its own body level (signatures,
     fields, decorators, docstring start) and the ``self.x = ...`` lines anywhere below."""
-    if len(block) < 2:
+    head = next((i for i, text in enumerate(block) if text.startswith("class ")), 0)
+    if len(block) < head + 2:
         return block
     body_indent = None
-    for text in block[1:]:
+    for text in block[head + 1:]:
         if text.strip():
             body_indent = len(text) - len(text.lstrip())
             break
     if body_indent is None:
         return block
-    kept = []
-    for text in block:
+    kept = block[:head + 1]
+    for text in block[head + 1:]:
         indent = len(text) - len(text.lstrip())
         if not text.strip():
             continue
@@ -127,9 +129,13 @@ def outline(block: list[str]) -> list[str]:
     return kept
 
 
+_NOT_NAMES = frozenset(keyword.kwlist) | {"self", "cls"}
+
+
 def identifiers(text: str) -> set[str]:
-    """The identifiers in ``text`` (keywords included: they weigh the same on both sides)."""
-    return set(IDENTIFIER.findall(text))
+    """The names in ``text``, keywords and ``self``/``cls`` left out (every Python snippet has
+    them: they would make unrelated code look alike)."""
+    return set(IDENTIFIER.findall(text)) - _NOT_NAMES
 
 
 def module_paths(importer: str, level: int, module: str) -> list[str]:
