@@ -26,6 +26,13 @@ def tiny_model_dir_no_fim(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def endless_model_dir(tmp_path_factory) -> Path:
+    """The tiny model with end-of-text out of reach: its sampled completions always run to the
+    token limit (for tests that catch a generation while it runs)."""
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model-endless"), endless=True)
+
+
+@pytest.fixture(scope="session")
 def shipped_model_dir() -> Path:
     """The model DeepShiva ships (models/tiny-python)."""
     path = ROOT / "models" / "tiny-python"

@@ -51,8 +51,13 @@ def build_tiny_model(
     layers: int = 2,
     context_length: int = 1024,
     seed: int = 0,
+    endless: bool = False,
 ) -> Path:
-    """Write a tiny random Llama (and tokenizer) to ``out_dir`` and return the path."""
+    """Write a tiny random Llama (and tokenizer) to ``out_dir`` and return the path.
+
+    ``endless`` makes end-of-text (and every FIM token) practically unreachable, so a sampled completion runs to its
+    token limit whatever the CPU's rounding: tests that must catch a generation while it runs
+    need that, and a lucky seed only held on the kind of CPU it was picked on."""
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -88,6 +93,24 @@ def build_tiny_model(
         pad_token_id=eos,
     )
     model = LlamaForCausalLM(config)
+    if endless:
+        _push_away_from(model, tokenizer.convert_tokens_to_ids(specials))
     model.save_pretrained(out)
     GenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos).save_pretrained(out)
     return out
+
+
+def _push_away_from(model, special_ids: list[int]) -> None:
+    """Give every ordinary token +1 in hidden dimension 0 and the special tokens (EOS and the FIM
+    tokens, each of which ends a completion) -1.
+
+    The embeddings are tied: the input embedding makes the residual stream's dimension 0 about +1
+    (the random layers add only ~0.02-sized changes), so after the final norm every ordinary
+    logit gains about +8 and each special one loses 8: a special token is ~e^-16 as likely as
+    before, and the rest of the text stays the same random noise."""
+    import torch
+
+    with torch.no_grad():
+        embedding = model.get_input_embeddings().weight
+        embedding[:, 0] = 1.0
+        embedding[special_ids, 0] = -1.0

@@ -40,14 +40,14 @@ async def _wait(predicate, timeout: float, what: str) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_api_killed_mid_stream_then_back(tiny_model_dir):
+async def test_api_killed_mid_stream_then_back(endless_model_dir):
     """SIGKILL the API while the language server streams a long suggestion: the editor gets a clean
     (empty) answer at once, a deepshiva/status 'unreachable'; a request while it is down is answered
     empty at once too; when the API is back on the same port the health poll reports 'ready' by
     itself and suggestions come again."""
     port = _free_port()
     args = ["--port", str(port), "--queue-size", "2"]
-    server = start_live_server(tiny_model_dir, env=OFFLINE, args=args)
+    server = start_live_server(endless_model_dir, env=OFFLINE, args=args)
     settings = {"apiUrl": server.url, "debounceMs": 0, "healthPollMs": 200, "seed": 2, "temperature": 1.0,
                 "maxTokens": 400, "multiline": "always", "maxLines": 500, "requestTimeoutMs": 60000,
                 "slowThresholdMs": 60000}
@@ -55,7 +55,7 @@ async def test_api_killed_mid_stream_then_back(tiny_model_dir):
         async with lsp_session(settings) as s:
             await s.wait_status("ready")
             uri = "file:///tmp/rel/killed.py"
-            s.open(uri, "import os\n\n\n")  # with seed 2 the tiny model writes on for hundreds of tokens
+            s.open(uri, "import os\n\n\n")  # the endless model writes all 400 tokens
             pending = asyncio.ensure_future(s.inline(uri, 1, 0))
             await _wait(lambda: _running(server.url) == 1, 20, "the stream to start")
             server.process.kill()  # mid-stream, no goodbye
@@ -71,7 +71,7 @@ async def test_api_killed_mid_stream_then_back(tiny_model_dir):
             seen = len(s.statuses)
 
             server.stop()
-            server = start_live_server(tiny_model_dir, env=OFFLINE, args=args)
+            server = start_live_server(endless_model_dir, env=OFFLINE, args=args)
             await s.wait_status("ready", timeout=30, after=seen)  # nobody typed: the poll found it
             s.client.workspace_did_change_configuration(  # shorter suggestions from here on
                 __import__("lsprotocol").types.DidChangeConfigurationParams(
