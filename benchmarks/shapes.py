@@ -21,6 +21,11 @@ SHAPES = {
         family="llama", vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
         num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=4096,
     ),
+    # A ~30M-parameter Llama: small enough for a quick paired run on a shared machine.
+    "llama-30m": dict(
+        family="llama", vocab_size=16384, hidden_size=512, intermediate_size=1408, num_hidden_layers=6,
+        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
+    ),
     # stabilityai/stable-code-3b: StableLM architecture, partial rotary embeddings.
     "stablelm-3b": dict(
         family="stablelm", vocab_size=50304, hidden_size=2560, intermediate_size=6912, num_hidden_layers=32,

@@ -21,7 +21,6 @@ compact runs every layer in one C call (``core.fused_decode``).
 
 from __future__ import annotations
 
-import os
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -32,21 +31,6 @@ from . import compact_weights, cpu_attention
 from .fused_decode import FusedLayers
 
 MAX_ROWS = 8  # passes of at most this many tokens (a decode step, a prompt-lookup draft check)
-
-
-def enabled_by_default() -> bool:
-    """On unless ``DEEPSHIVA_BLAS_DECODE=0`` (for comparing against the PyTorch path)."""
-    return os.environ.get("DEEPSHIVA_BLAS_DECODE", "1") != "0"
-
-
-def applies_to(backend) -> bool:
-    """True on the CPU (fp32 activations, paired-row RoPE) for fp32 weights decoded in fp32, or
-    any weights decoded from compact copies where the C kernels run."""
-    if not (backend.device.type == "cpu" and backend.act_dtype == torch.float32 and backend.complex_rope):
-        return False
-    if backend.decode_weights == "fp32":
-        return backend.dtype == torch.float32  # views of the weights; 16-bit masters decode in torch
-    return compact_weights.available()
 
 
 def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
@@ -96,11 +80,12 @@ class BlasDecoder:
         # fp32 rows are read through a NumPy view; 16-bit ones widened row by row as they are read.
         self._embed_fp32 = backend.embed.numpy() if backend.embed.dtype == torch.float32 else None
         self.layers = [
-            _Layer(ln1.numpy(), _matmul(wqkv.weight, True, precision), _matmul(wo.weight, False, precision),
-                   ln2.numpy(), _matmul(wgu.weight, True, precision), _matmul(wdown.weight, False, precision))
-            for ln1, wqkv, wo, ln2, wgu, wdown in backend.layers
+            _Layer(layer.input_norm.numpy(), _matmul(layer.qkv.weight, True, precision),
+                   _matmul(layer.o.weight, False, precision), layer.post_norm.numpy(),
+                   _matmul(layer.gate_up.weight, True, precision), _matmul(layer.down.weight, False, precision))
+            for layer in backend.layers
         ]
-        self.mlp_width = backend.layers[0][4].weight.shape[1] // 2  # gate and up side by side
+        self.mlp_width = backend.layers[0].gate_up.weight.shape[1] // 2  # gate and up side by side
         self.lm_head = _matmul(backend.lm_head.weight, False, precision)
         self.norm = backend.norm.numpy()
         self.compact = self.compact_bytes() > 0

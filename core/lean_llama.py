@@ -25,68 +25,41 @@ import torch
 import torch.nn.functional as F
 
 from . import blas_decode, compact_weights
+from .devices import SHORT_NAMES
+from .backends import select
+from .backends.layers import INT8_MAX_ROWS, Int8Weight, LayerWeights, Projection  # noqa: F401 - re-exported
 
-MAX_STATIC_CONTEXT = 16384
 DECODE_WEIGHTS = ("fp32",) + compact_weights.PRECISIONS
-INT8_MAX_ROWS = 8  # passes of at most this many tokens use the int8 weights (decode, drafts)
+# RoPE variants whose frequencies transformers computes once at load (its rotary module's
+# inv_freq and attention_scaling, which this module reads): exact here. "dynamic" changes them
+# only past max_position_embeddings, which the cache never grows beyond.
+ROPE_TYPES = ("default", "linear", "llama3", "yarn", "dynamic")
+CACHE_STEP = 256  # the KV cache grows in multiples of this many positions
 
 
-class Int8Weight:
-    """A matrix as int8 rows with a bf16 scale per row (symmetric, per output channel)."""
-
-    def __init__(self, weight: torch.Tensor):
-        q, scales = compact_weights.quantize_rows(weight)
-        self.q = q.contiguous()
-        self.scales = scales.to(torch.bfloat16)
-
-    def linear(self, x: torch.Tensor) -> torch.Tensor:
-        """``x @ W.T`` from the int8 rows; computed in bf16, returned in x's dtype."""
-        return torch._weight_int8pack_mm(x.to(torch.bfloat16), self.q, self.scales).to(x.dtype)
-
-    def dequantized(self) -> torch.Tensor:
-        return self.q.to(torch.float32) * self.scales.to(torch.float32)[:, None]
-
-
-class Projection:
-    """One weight matrix of the forward pass (``x @ W.T``), kept in the layout that runs fastest.
-
-    ``transposed`` stores W.T contiguously: for a short, wide matrix (out > in) a one-row product
-    over it is about 20% faster on this CPU than ``F.linear``'s (see benchmarks/RESULTS.md). Only
-    matrices that are copies anyway (the fused q/k/v and gate/up) are stored so; the others stay
-    the model's own tensors, so the lean path costs no extra memory. With ``int8``, passes of at
-    most ``INT8_MAX_ROWS`` tokens read an int8 copy instead.
-    """
-
-    def __init__(self, weight: torch.Tensor, transposed: bool = False, int8: bool = False):
-        self.int8 = Int8Weight(weight) if int8 else None
-        self.transposed = transposed
-        self.weight = weight.t().contiguous() if transposed else weight
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """The product in the weight's dtype, returned in ``x``'s (16-bit weights under fp32
-        activations: the GEMM runs in bf16 where the CPU has it, everything around it in fp32)."""
-        if self.int8 is not None and x.shape[0] <= INT8_MAX_ROWS:
-            return self.int8.linear(x)
-        h = x.to(self.weight.dtype)
-        y = h @ self.weight if self.transposed else F.linear(h, self.weight)
-        return y.to(x.dtype)
+def unsupported_reason(model) -> str | None:
+    """Why ``model`` cannot run on this module exactly, or None when it can."""
+    config = model.config
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if config.model_type != "llama":
+        return f"model_type {config.model_type!r} has no lean forward (the lean path computes Llama layers)"
+    if rope_type not in ROPE_TYPES:
+        return f"RoPE {rope_type!r} is not one the lean path computes ({', '.join(ROPE_TYPES)})"
+    if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
+        return "attention or MLP biases are not in the lean Llama layer"
+    if getattr(config, "hidden_act", "silu") != "silu":
+        return f"activation {config.hidden_act!r} is not SiLU"
+    if getattr(model, "hf_device_map", None) is not None:
+        return "the weights are spread over devices or offloaded (max_memory): accelerate's hooks run them"
+    if getattr(model, "quantization_method", None) is not None or getattr(model, "is_quantized", False):
+        return "the weights are quantized by bitsandbytes (load_in_8bit): its kernels run them"
+    return None
 
 
 def supports(model) -> bool:
-    """True when ``model`` is a plain Llama this module computes exactly."""
-    config = model.config
-    rope = getattr(config, "rope_parameters", None) or {}
-    return (
-        config.model_type == "llama"
-        and rope.get("rope_type", "default") == "default"
-        and not getattr(config, "attention_bias", False)
-        and not getattr(config, "mlp_bias", False)
-        and getattr(config, "hidden_act", "silu") == "silu"
-        and getattr(model, "hf_device_map", None) is None
-        and getattr(model, "quantization_method", None) is None
-        and not getattr(model, "is_quantized", False)
-        and config.max_position_embeddings <= MAX_STATIC_CONTEXT
-    )
+    """True when ``model`` is a Llama this module computes exactly."""
+    return unsupported_reason(model) is None
 
 
 class LeanLlamaBackend:
@@ -99,7 +72,8 @@ class LeanLlamaBackend:
         self.kv_heads = config.num_key_value_heads or self.heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
         self.eps = config.rms_norm_eps
-        self.capacity = config.max_position_embeddings
+        self.max_positions = config.max_position_embeddings
+        self.capacity = 0  # positions the KV cache holds now; grows as prompts need (``_reserve``)
         weight = inner.embed_tokens.weight
         self.dtype, self.device = weight.dtype, weight.device
         # Activations, norms, RoPE, attention and the KV cache: fp32 on the CPU whatever the
@@ -111,8 +85,6 @@ class LeanLlamaBackend:
             raise ValueError(f"decode weights must be one of {', '.join(DECODE_WEIGHTS)}, not {decode_weights!r}")
         if decode_weights != "fp32" and self.device.type != "cpu":
             raise ValueError(f"{decode_weights} decode weights are for the CPU only (use load_in_8bit on CUDA)")
-        if blas is None:
-            blas = blas_decode.enabled_by_default()
         self.decode_weights = decode_weights
         # In fp32, q and k rotate as complex numbers: one multiply instead of five ops. That
         # needs each rotating pair (i, i + head_dim/2) side by side, so their rows are
@@ -120,10 +92,12 @@ class LeanLlamaBackend:
         # whose complex support is partial; 16-bit models keep the real-valued rotation.)
         self.complex_rope = self.act_dtype == torch.float32 and self.device.type in ("cpu", "cuda")
         # Compact weights run in the NumPy decode path; without it only int8 has a fallback.
-        use_blas = blas and blas_decode.applies_to(self)
+        # core.backends.select decides (blas=None); True or False forces it where it can run.
+        why_not = select.numpy_decode_reason(self, switch=blas is None)
+        use_blas = blas is not False and why_not is None
+        self.numpy_decode_why_not = why_not if blas is not False else "turned off by the caller"
         if decode_weights in ("fp16", "bf16") and not use_blas:
-            why = compact_weights.unavailable_reason() or "they need the NumPy decode path on the CPU"
-            raise ValueError(f"{decode_weights} decode weights cannot run here: {why}")
+            raise ValueError(f"{decode_weights} decode weights cannot run here: {self.numpy_decode_why_not}")
         int8 = decode_weights == "int8" and not use_blas  # PyTorch's int8 kernel
         self.layers = []
         with torch.no_grad():
@@ -134,16 +108,16 @@ class LeanLlamaBackend:
                     q, k = self._pair_rows(q, self.heads), self._pair_rows(k, self.kv_heads)
                 qkv = torch.cat([q, k, attn.v_proj.weight])
                 gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
-                self.layers.append((
-                    self._norm_weight(layer.input_layernorm.weight),
-                    Projection(qkv.detach(), transposed=True, int8=int8),
-                    Projection(attn.o_proj.weight.detach(), int8=int8),
-                    self._norm_weight(layer.post_attention_layernorm.weight),
-                    Projection(gate_up.detach(), transposed=True, int8=int8),
-                    Projection(mlp.down_proj.weight.detach(), int8=int8),
+                self.layers.append(LayerWeights(
+                    input_norm=self._norm_weight(layer.input_layernorm.weight),
+                    qkv=Projection(qkv.detach(), transposed=True, int8=int8),
+                    o=Projection(attn.o_proj.weight.detach(), int8=int8),
+                    post_norm=self._norm_weight(layer.post_attention_layernorm.weight),
+                    gate_up=Projection(gate_up.detach(), transposed=True, int8=int8),
+                    down=Projection(mlp.down_proj.weight.detach(), int8=int8),
                 ))
             self.lm_head = Projection(model.get_output_embeddings().weight.detach(), int8=int8)
-        self.projections = [p for layer in self.layers for p in layer if isinstance(p, Projection)]
+        self.projections = [p for layer in self.layers for p in layer.projections()]
         self.projections.append(self.lm_head)
         self.norm = self._norm_weight(inner.norm.weight)
         rotary = inner.rotary_emb
@@ -156,6 +130,23 @@ class LeanLlamaBackend:
         # Decode steps through NumPy's OpenBLAS (and the C kernels) where that computes the same thing.
         self.blas = blas_decode.BlasDecoder(self) if use_blas else None
 
+    def describe(self) -> dict:
+        """The path this backend runs, in words (``core.backends.select`` adds the reasons)."""
+        masters = SHORT_NAMES.get(self.dtype, str(self.dtype))
+        if self.act_dtype == self.dtype:
+            prefill = f"torch {masters}"
+        else:
+            prefill = f"torch {masters} GEMMs, {SHORT_NAMES.get(self.act_dtype)} activations"
+        if self.blas is None:
+            decode = "torch int8 kernel" if self.decode_weights == "int8" else prefill
+        elif self.blas.fused is not None:
+            decode = f"fused C step, {self.decode_weights} weights"
+        elif self.blas.compact:
+            decode = f"NumPy + C kernels, {self.decode_weights} weights"
+        else:
+            decode = "NumPy/OpenBLAS, fp32 weights"
+        return {"backend": "lean-llama", "prefill": prefill, "decode": decode}
+
     def _norm_weight(self, weight: torch.Tensor) -> torch.Tensor:
         """A norm's weight in the activations' dtype (a small copy only for 16-bit masters on the CPU)."""
         return weight.detach().to(self.act_dtype)
@@ -166,15 +157,27 @@ class LeanLlamaBackend:
         order = torch.stack((torch.arange(half), torch.arange(half, self.head_dim)), dim=1).flatten()
         return weight.view(heads, self.head_dim, -1)[:, order].reshape(weight.shape)
 
-    def _allocate(self) -> None:
-        shape = (len(self.layers), 1, self.kv_heads, self.capacity, self.head_dim)
-        self.k_cache = torch.zeros(shape, dtype=self.act_dtype, device=self.device)
-        self.v_cache = torch.zeros(shape, dtype=self.act_dtype, device=self.device)
-        if self.cos is None:
-            self.cos, self.sin = self._rope_table()
-            if self.complex_rope:
-                half = self.head_dim // 2
-                self.rope = torch.complex(self.cos[..., :half].float(), self.sin[..., :half].float())
+    def _reserve(self, end: int) -> None:
+        """Make the KV cache hold ``end`` positions: it starts at what the first prompt needs
+        and grows (doubling, in steps of ``CACHE_STEP``, at most ``max_positions``), keeping
+        the cached positions, so a short request never pays for the whole context."""
+        if end <= self.capacity and self.k_cache is not None:
+            return
+        if end > self.max_positions:
+            raise ValueError(f"sequence of {end} tokens exceeds the context of {self.max_positions}")
+        wanted = max(end, 2 * self.capacity)
+        capacity = min(self.max_positions, -(-wanted // CACHE_STEP) * CACHE_STEP)
+        shape = (len(self.layers), 1, self.kv_heads, capacity, self.head_dim)
+        k_cache = torch.zeros(shape, dtype=self.act_dtype, device=self.device)
+        v_cache = torch.zeros(shape, dtype=self.act_dtype, device=self.device)
+        if self.k_cache is not None and self.length:
+            k_cache[..., :self.length, :] = self.k_cache[..., :self.length, :]
+            v_cache[..., :self.length, :] = self.v_cache[..., :self.length, :]
+        self.k_cache, self.v_cache, self.capacity = k_cache, v_cache, capacity
+        self.cos, self.sin = self._rope_table()
+        if self.complex_rope:
+            half = self.head_dim // 2
+            self.rope = torch.complex(self.cos[..., :half].float(), self.sin[..., :half].float())
 
     def reset(self) -> None:
         self.length = 0
@@ -185,7 +188,7 @@ class LeanLlamaBackend:
 
     def release(self) -> None:
         self.k_cache = self.v_cache = self.cos = self.sin = self.rope = None
-        self.length = 0
+        self.length = self.capacity = 0
 
     def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Llama's RMSNorm: one fused op in fp32; in 16-bit, normalized in fp32 and rounded
@@ -218,12 +221,9 @@ class LeanLlamaBackend:
     @torch.inference_mode()
     def forward(self, ids: list[int], all_logits: bool = False) -> torch.Tensor:
         """Run ``ids`` after the cached positions; return the last position's logits (or every one's)."""
-        if self.k_cache is None:
-            self._allocate()
         count, start = len(ids), self.length
         end = start + count
-        if end > self.capacity:
-            raise ValueError(f"sequence of {end} tokens exceeds the context of {self.capacity}")
+        self._reserve(end)
         if self.blas is not None and count <= blas_decode.MAX_ROWS:
             logits = self.blas.forward(ids, all_logits)
             self.length = end
@@ -239,9 +239,9 @@ class LeanLlamaBackend:
         if count > 1 and start > 0:
             positions = torch.arange(end, device=self.device)
             mask = positions[None, :] <= (start + torch.arange(count, device=self.device))[:, None]
-        for i, (ln1, wqkv, wo, ln2, wgu, wdown) in enumerate(self.layers):
-            h = self._rms_norm(x, ln1)
-            qkv = wqkv(h)
+        for i, layer in enumerate(self.layers):
+            h = self._rms_norm(x, layer.input_norm)
+            qkv = layer.qkv(h)
             # q and k rotate together: one set of RoPE ops per layer, not two.
             if self.complex_rope:
                 pairs = torch.view_as_complex(qkv[:, :q_size + kv_size].view(count, qk_heads, -1, 2))
@@ -258,10 +258,10 @@ class LeanLlamaBackend:
                 q[None], keys, values, attn_mask=mask, is_causal=count > 1 and start == 0,
                 scale=self.scale, enable_gqa=self.kv_heads != self.heads,
             )
-            x = x + wo(attn[0].transpose(0, 1).reshape(count, q_size))
-            h = self._rms_norm(x, ln2)
-            gate, up = wgu(h).chunk(2, dim=-1)
-            x = x + wdown(F.silu(gate) * up)
+            x = x + layer.o(attn[0].transpose(0, 1).reshape(count, q_size))
+            h = self._rms_norm(x, layer.post_norm)
+            gate, up = layer.gate_up(h).chunk(2, dim=-1)
+            x = x + layer.down(F.silu(gate) * up)
         self.length = end
         if all_logits:
             return self.lm_head(self._rms_norm(x, self.norm))
