@@ -1,12 +1,16 @@
-"""A lean forward pass for Llama-architecture models, for the decode loop's hot path.
+"""A lean forward pass for the decoder families of code models, for the decode loop's hot path.
 
 ``generate()`` and even a bare call of the transformers model pay per token for dozens of module
 calls, a KV cache that grows by concatenation (copying the whole cache every step) and
 bookkeeping a single-sequence decoder does not need. This runs the same arithmetic over the
-model's own weights: q/k/v and gate/up projections fused into one matrix each, a preallocated
-KV cache written in place, and PyTorch's fused attention. It is used only where it is exact
-(plain Llama: default RoPE, no biases, SiLU, unquantized, on one device), which the tests check
-against transformers' logits; every other model runs through transformers (``HFBackend``).
+model's own weights: q/k/v and gate/up projections fused into one matrix each, a KV cache
+written in place (sized to what the prompts need, growing in steps), and PyTorch's fused
+attention. One forward serves every family of ``core.backends.families`` (Llama, Mistral, Qwen2,
+StableLM, Starcoder2, Gemma: their differences are data in ``LayerWeights`` and a few named ops:
+norm kind, biases, gated or plain MLP, partial RoPE, sliding window, embedding scale) and the RoPE
+variants transformers computes at load (linear, dynamic, llama3, yarn). It is used only where it
+is exact, which the tests check against transformers' logits for each family; every other model
+runs through transformers (``HFBackend``), and ``core.backends.select`` says why.
 
 On the CPU the activations, norms, RoPE, attention and KV cache are fp32 whatever the weights'
 dtype: 16-bit masters (bf16 on CPUs with native bf16) run only their GEMMs in 16 bits.
@@ -14,8 +18,8 @@ dtype: 16-bit masters (bf16 on CPUs with native bf16) run only their GEMMs in 16
 ``decode_weights`` (CPU only) chooses the bytes a decode step reads: ``fp32`` (the masters
 themselves), or compact copies (``fp16``, ``bf16``, ``int8``; ``core.compact_weights``) that the
 NumPy decode path (``core.blas_decode``) multiplies with the C kernels, from fp32 or bf16
-masters alike. Prefill keeps the masters, so it is unchanged. Where the C kernels are not built, ``int8`` falls back to PyTorch's int8
-weight kernel (one scale per output row, bf16 activations inside the product; very slow for many
+masters alike. Prefill keeps the masters, so it is unchanged. Where the C kernels are not
+built, ``int8`` falls back to PyTorch's int8 weight kernel (one scale per output row, bf16 activations inside the product; very slow for many
 rows, so only passes of at most ``INT8_MAX_ROWS`` tokens use it).
 """
 
@@ -26,7 +30,7 @@ import torch.nn.functional as F
 
 from . import blas_decode, compact_weights
 from .devices import SHORT_NAMES
-from .backends import select
+from .backends import families, select
 from .backends.layers import INT8_MAX_ROWS, Int8Weight, LayerWeights, Projection  # noqa: F401 - re-exported
 
 DECODE_WEIGHTS = ("fp32",) + compact_weights.PRECISIONS
@@ -42,14 +46,11 @@ def unsupported_reason(model) -> str | None:
     config = model.config
     rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
     rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if config.model_type != "llama":
-        return f"model_type {config.model_type!r} has no lean forward (the lean path computes Llama layers)"
+    family_reason = families.unsupported_reason(model)
+    if family_reason is not None:
+        return family_reason
     if rope_type not in ROPE_TYPES:
         return f"RoPE {rope_type!r} is not one the lean path computes ({', '.join(ROPE_TYPES)})"
-    if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
-        return "attention or MLP biases are not in the lean Llama layer"
-    if getattr(config, "hidden_act", "silu") != "silu":
-        return f"activation {config.hidden_act!r} is not SiLU"
     if getattr(model, "hf_device_map", None) is not None:
         return "the weights are spread over devices or offloaded (max_memory): accelerate's hooks run them"
     if getattr(model, "quantization_method", None) is not None or getattr(model, "is_quantized", False):
@@ -63,15 +64,20 @@ def supports(model) -> bool:
 
 
 class LeanLlamaBackend:
-    """Forward passes over a Llama's weights with a static KV cache; same logits as transformers."""
+    """Forward passes over a decoder's weights with its own KV cache; same logits as transformers.
+    (The name is historical: it serves every family of ``core.backends.families``.)"""
 
     def __init__(self, model, decode_weights: str = "fp32", blas: bool | None = None):
         config = model.config
         inner = model.model
+        self.spec = families.spec_of(model)
+        self.family = self.spec.family
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads or self.heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        self.eps = config.rms_norm_eps
+        self.rotary_dims = self.spec.rotary_dims
+        self.eps = self.spec.eps
+        self.window = self.spec.window
         self.max_positions = config.max_position_embeddings
         self.capacity = 0  # positions the KV cache holds now; grows as prompts need (``_reserve``)
         weight = inner.embed_tokens.weight
@@ -81,13 +87,14 @@ class LeanLlamaBackend:
         # decode path can read the same cache); the weights' dtype elsewhere.
         self.act_dtype = torch.float32 if self.device.type == "cpu" else self.dtype
         self.embed = weight.detach()
+        self.embed_scale = self.spec.embed_scale
         if decode_weights not in DECODE_WEIGHTS:
             raise ValueError(f"decode weights must be one of {', '.join(DECODE_WEIGHTS)}, not {decode_weights!r}")
         if decode_weights != "fp32" and self.device.type != "cpu":
             raise ValueError(f"{decode_weights} decode weights are for the CPU only (use load_in_8bit on CUDA)")
         self.decode_weights = decode_weights
         # In fp32, q and k rotate as complex numbers: one multiply instead of five ops. That
-        # needs each rotating pair (i, i + head_dim/2) side by side, so their rows are
+        # needs each rotating pair (i, i + rotary_dims/2) side by side, so their rows are
         # interleaved; q.k is the same sum in another order, and v keeps its rows. (Not on MPS,
         # whose complex support is partial; 16-bit models keep the real-valued rotation.)
         self.complex_rope = self.act_dtype == torch.float32 and self.device.type in ("cpu", "cuda")
@@ -102,24 +109,35 @@ class LeanLlamaBackend:
         self.layers = []
         with torch.no_grad():
             for layer in inner.layers:
-                attn, mlp = layer.self_attn, layer.mlp
-                q, k = attn.q_proj.weight, attn.k_proj.weight
+                t = families.layer_tensors(layer, self.spec)
+                q, k, qb, kb = t["q"], t["k"], t["q_bias"], t["k_bias"]
                 if self.complex_rope:
                     q, k = self._pair_rows(q, self.heads), self._pair_rows(k, self.kv_heads)
-                qkv = torch.cat([q, k, attn.v_proj.weight])
-                gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
+                    qb = None if qb is None else self._pair_rows(qb, self.heads)
+                    kb = None if kb is None else self._pair_rows(kb, self.kv_heads)
+                qkv = torch.cat([q, k, t["v"]])
+                biases = (qb, kb, t["v_bias"])
+                qkv_bias = None if all(b is None for b in biases) else torch.cat(
+                    [b if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+                     for b, w in zip(biases, (q, k, t["v"]))])
+                mlp_in = torch.cat([t["gate"], t["up"]]) if self.spec.gated else t["fc"]
+                mlp_in_bias = t["gate_up_bias"] if self.spec.gated else t["fc_bias"]
                 self.layers.append(LayerWeights(
-                    input_norm=self._norm_weight(layer.input_layernorm.weight),
-                    qkv=Projection(qkv.detach(), transposed=True, int8=int8),
-                    o=Projection(attn.o_proj.weight.detach(), int8=int8),
-                    post_norm=self._norm_weight(layer.post_attention_layernorm.weight),
-                    gate_up=Projection(gate_up.detach(), transposed=True, int8=int8),
-                    down=Projection(mlp.down_proj.weight.detach(), int8=int8),
+                    input_norm=self._act(t["input_norm"]),
+                    input_norm_bias=self._act(t["input_norm_bias"]),
+                    qkv=Projection(qkv.detach(), transposed=True, int8=int8, bias=self._act(qkv_bias)),
+                    o=Projection(t["o"].detach(), int8=int8, bias=self._act(t["o_bias"])),
+                    post_norm=self._act(t["post_norm"]),
+                    post_norm_bias=self._act(t["post_norm_bias"]),
+                    gate_up=Projection(mlp_in.detach(), transposed=True, int8=int8, bias=self._act(mlp_in_bias)),
+                    down=Projection(t["down"].detach(), int8=int8, bias=self._act(t["down_bias"])),
                 ))
-            self.lm_head = Projection(model.get_output_embeddings().weight.detach(), int8=int8)
+            self.lm_head = Projection(model.get_output_embeddings().weight.detach(), int8=int8,
+                                      bias=self._act(getattr(model.get_output_embeddings(), "bias", None)))
         self.projections = [p for layer in self.layers for p in layer.projections()]
         self.projections.append(self.lm_head)
-        self.norm = self._norm_weight(inner.norm.weight)
+        norm, norm_bias = families.final_norm(model, self.spec)
+        self.norm, self.norm_bias = self._act(norm), self._act(norm_bias)
         rotary = inner.rotary_emb
         self.inv_freq = rotary.inv_freq.detach().to(self.device, torch.float32)
         self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
@@ -145,17 +163,24 @@ class LeanLlamaBackend:
             decode = f"NumPy + C kernels, {self.decode_weights} weights"
         else:
             decode = "NumPy/OpenBLAS, fp32 weights"
-        return {"backend": "lean-llama", "prefill": prefill, "decode": decode}
+        return {"backend": self.name, "prefill": prefill, "decode": decode}
 
-    def _norm_weight(self, weight: torch.Tensor) -> torch.Tensor:
-        """A norm's weight in the activations' dtype (a small copy only for 16-bit masters on the CPU)."""
-        return weight.detach().to(self.act_dtype)
+    @property
+    def name(self) -> str:
+        """lean-llama, lean-qwen2, ...: the lean forward over this family's layers."""
+        return f"lean-{self.family}"
+
+    def _act(self, tensor: torch.Tensor | None) -> torch.Tensor | None:
+        """A norm weight or bias in the activations' dtype (a small copy only for 16-bit masters on the CPU)."""
+        return None if tensor is None else tensor.detach().to(self.act_dtype)
 
     def _pair_rows(self, weight: torch.Tensor, heads: int) -> torch.Tensor:
-        """Rows of a q or k matrix reordered per head as (0, d/2, 1, d/2 + 1, ...)."""
-        half = self.head_dim // 2
-        order = torch.stack((torch.arange(half), torch.arange(half, self.head_dim)), dim=1).flatten()
-        return weight.view(heads, self.head_dim, -1)[:, order].reshape(weight.shape)
+        """Rows of a q or k matrix (or bias) reordered per head as (0, r/2, 1, r/2 + 1, ...) over
+        the ``r = rotary_dims`` rotated dims; the rest keep their place."""
+        half = self.rotary_dims // 2
+        order = torch.cat([torch.stack((torch.arange(half), torch.arange(half, 2 * half)), dim=1).flatten(),
+                           torch.arange(2 * half, self.head_dim)])
+        return weight.reshape(heads, self.head_dim, -1)[:, order].reshape(weight.shape)
 
     def _reserve(self, end: int) -> None:
         """Make the KV cache hold ``end`` positions: it starts at what the first prompt needs
@@ -176,7 +201,7 @@ class LeanLlamaBackend:
         self.k_cache, self.v_cache, self.capacity = k_cache, v_cache, capacity
         self.cos, self.sin = self._rope_table()
         if self.complex_rope:
-            half = self.head_dim // 2
+            half = self.rotary_dims // 2
             self.rope = torch.complex(self.cos[..., :half].float(), self.sin[..., :half].float())
 
     def reset(self) -> None:
@@ -190,21 +215,45 @@ class LeanLlamaBackend:
         self.k_cache = self.v_cache = self.cos = self.sin = self.rope = None
         self.length = self.capacity = 0
 
-    def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Llama's RMSNorm: one fused op in fp32; in 16-bit, normalized in fp32 and rounded
-        before the weight, as transformers does."""
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The family's norm: LayerNorm with bias, or RMSNorm (one fused op in fp32; in 16-bit,
+        normalized in fp32 and rounded before the weight, as transformers does)."""
+        if self.spec.norm == "layer":
+            return F.layer_norm(x, weight.shape, weight, bias, self.eps)
         if x.dtype == torch.float32:
             return torch.rms_norm(x, weight.shape, weight, self.eps)  # not F.: its wrapper costs 15 us
         x32 = x.to(torch.float32)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return weight * x32.to(x.dtype)
 
+    def _activation(self, x: torch.Tensor) -> torch.Tensor:
+        name = self.spec.activation
+        if name == "silu":
+            return F.silu(x)
+        return F.gelu(x, approximate="tanh" if name == "gelu_tanh" else "none")
+
+    def _mask(self, start: int, count: int) -> torch.Tensor | None:
+        """Which cached keys each of the pass's rows sees (None: all of them, or plainly causal):
+        its own position and earlier, within the sliding window where the family has one."""
+        end = start + count
+        windowed = self.window is not None and end > self.window
+        if count == 1 and not windowed:
+            return None
+        if count > 1 and start == 0 and not windowed:
+            return None  # is_causal
+        keys = torch.arange(end, device=self.device)[None, :]
+        rows = (start + torch.arange(count, device=self.device))[:, None]
+        mask = keys <= rows
+        if windowed:
+            mask &= keys > rows - self.window
+        return mask
+
     def _rope_table(self) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin of every position up to the context, (capacity, 1, head_dim): computed
         once, so a decode step only slices them."""
         positions = torch.arange(self.capacity, device=self.device, dtype=torch.float32)
         freqs = positions[:, None] * self.inv_freq[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]  # (capacity, 1, rotary_dims)
         return ((emb.cos() * self.rope_scale).to(self.act_dtype),
                 (emb.sin() * self.rope_scale).to(self.act_dtype))
 
@@ -229,25 +278,27 @@ class LeanLlamaBackend:
             self.length = end
             return logits
         x = F.embedding(torch.tensor(ids, device=self.device), self.embed).to(self.act_dtype)  # (T, hidden)
+        if self.embed_scale != 1.0:
+            x = x * self.embed_scale
         if self.complex_rope:
-            rope = self.rope[start:end]  # (T, 1, head_dim / 2) complex: broadcast over heads
+            rope = self.rope[start:end]  # (T, 1, rotary_dims / 2) complex: broadcast over heads
         else:
-            cos, sin = self.cos[start:end], self.sin[start:end]  # (T, 1, head_dim)
+            cos, sin = self.cos[start:end], self.sin[start:end]  # (T, 1, rotary_dims)
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
         qk_heads = self.heads + self.kv_heads
-        mask = None
-        if count > 1 and start > 0:
-            positions = torch.arange(end, device=self.device)
-            mask = positions[None, :] <= (start + torch.arange(count, device=self.device))[:, None]
+        rot = self.rotary_dims
+        mask = self._mask(start, count)
         for i, layer in enumerate(self.layers):
-            h = self._rms_norm(x, layer.input_norm)
+            h = self._norm(x, layer.input_norm, layer.input_norm_bias)
             qkv = layer.qkv(h)
             # q and k rotate together: one set of RoPE ops per layer, not two.
+            qk = qkv[:, :q_size + kv_size].view(count, qk_heads, self.head_dim)
             if self.complex_rope:
-                pairs = torch.view_as_complex(qkv[:, :q_size + kv_size].view(count, qk_heads, -1, 2))
-                qk = torch.view_as_real(pairs * rope).view(count, qk_heads, self.head_dim)
+                pairs = torch.view_as_complex(qk[..., :rot].reshape(count, qk_heads, -1, 2))
+                turned = torch.view_as_real(pairs * rope).view(count, qk_heads, rot)
             else:
-                qk = self._rotate(qkv[:, :q_size + kv_size].view(count, qk_heads, self.head_dim), cos, sin)
+                turned = self._rotate(qk[..., :rot], cos, sin)
+            qk = turned if rot == self.head_dim else torch.cat([turned, qk[..., rot:]], dim=-1)
             qk = qk.transpose(0, 1)  # (heads + kv_heads, T, head_dim)
             q, k = qk[:self.heads], qk[self.heads:]
             v = qkv[:, q_size + kv_size:].view(count, self.kv_heads, self.head_dim).transpose(0, 1)
@@ -255,14 +306,17 @@ class LeanLlamaBackend:
             self.v_cache[i, 0, :, start:end] = v
             keys, values = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
             attn = F.scaled_dot_product_attention(
-                q[None], keys, values, attn_mask=mask, is_causal=count > 1 and start == 0,
+                q[None], keys, values, attn_mask=mask, is_causal=count > 1 and mask is None,
                 scale=self.scale, enable_gqa=self.kv_heads != self.heads,
             )
             x = x + layer.o(attn[0].transpose(0, 1).reshape(count, q_size))
-            h = self._rms_norm(x, layer.post_norm)
-            gate, up = layer.gate_up(h).chunk(2, dim=-1)
-            x = x + layer.down(F.silu(gate) * up)
+            h = self._norm(x, layer.post_norm, layer.post_norm_bias)
+            if self.spec.gated:
+                gate, up = layer.gate_up(h).chunk(2, dim=-1)
+                x = x + layer.down(self._activation(gate) * up)
+            else:
+                x = x + layer.down(self._activation(layer.gate_up(h)))
         self.length = end
         if all_logits:
-            return self.lm_head(self._rms_norm(x, self.norm))
-        return self.lm_head(self._rms_norm(x[-1:], self.norm))[0]
+            return self.lm_head(self._norm(x, self.norm, self.norm_bias))
+        return self.lm_head(self._norm(x[-1:], self.norm, self.norm_bias))[0]

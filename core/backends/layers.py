@@ -43,19 +43,22 @@ class Projection:
     most ``INT8_MAX_ROWS`` tokens read an int8 copy instead.
     """
 
-    def __init__(self, weight: torch.Tensor, transposed: bool = False, int8: bool = False):
+    def __init__(self, weight: torch.Tensor, transposed: bool = False, int8: bool = False,
+                 bias: torch.Tensor | None = None):
         self.int8 = Int8Weight(weight) if int8 else None
         self.transposed = transposed
         self.weight = weight.t().contiguous() if transposed else weight
+        self.bias = bias  # added after the product, in the activations' dtype (None: no bias)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The product in the weight's dtype, returned in ``x``'s (16-bit weights under fp32
         activations: the GEMM runs in bf16 where the CPU has it, everything around it in fp32)."""
         if self.int8 is not None and x.shape[0] <= INT8_MAX_ROWS:
-            return self.int8.linear(x)
-        h = x.to(self.weight.dtype)
-        y = h @ self.weight if self.transposed else F.linear(h, self.weight)
-        return y.to(x.dtype)
+            y = self.int8.linear(x)
+        else:
+            h = x.to(self.weight.dtype)
+            y = (h @ self.weight if self.transposed else F.linear(h, self.weight)).to(x.dtype)
+        return y if self.bias is None else y + self.bias
 
 
 @dataclass
@@ -63,7 +66,10 @@ class LayerWeights:
     """One decoder layer's weights as the forward paths read them.
 
     ``qkv`` holds q, k and v stacked (q and k rows paired per head where RoPE rotates complex
-    pairs); ``gate_up`` the MLP's gate and up stacked. Norm weights are in the activations' dtype.
+    pairs); ``gate_up`` the MLP's gate and up stacked (a gated MLP) or its one input matrix (a
+    plain one, Starcoder2's c_fc). Norm weights and biases are in the activations' dtype; a bias
+    is None where the family has none. The ops that read them are named by the model's
+    ``core.backends.families.FamilySpec``.
     """
 
     input_norm: torch.Tensor
@@ -72,6 +78,12 @@ class LayerWeights:
     post_norm: torch.Tensor
     gate_up: Projection
     down: Projection
+    input_norm_bias: torch.Tensor | None = None  # LayerNorm families
+    post_norm_bias: torch.Tensor | None = None
+
+    def has_biases(self) -> bool:
+        return any(x is not None for x in (self.input_norm_bias, self.post_norm_bias, self.qkv.bias, self.o.bias,
+                                           self.gate_up.bias, self.down.bias))
 
     def projections(self) -> tuple[Projection, ...]:
         return (self.qkv, self.o, self.gate_up, self.down)

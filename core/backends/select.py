@@ -139,12 +139,12 @@ def explain(runner_backend, reasons: list[str]) -> PathChoice:
     described = runner_backend.describe()
     reasons = list(reasons)
     blas = getattr(runner_backend, "blas", None)
-    if described["backend"] == "lean-llama":
+    if described["backend"].startswith("lean-"):
         if blas is None:
             reasons.append(f"decode in PyTorch, not NumPy/C: {runner_backend.numpy_decode_why_not}")
         elif blas.fused is None and blas.compact:
-            reasons.append("decode op by op in NumPy, not one fused C call: not every layer product fits the "
-                           "kernels' layout in one format")
+            why = blas.fused_why_not or "not every layer product fits the kernels' layout in one format"
+            reasons.append(f"decode op by op in NumPy and the C kernels, not one fused C call: {why}")
         elif not blas.compact:
             reasons.append("decode in NumPy/OpenBLAS from fp32 weights, not the fused C step: no compact copy")
     return PathChoice(described["backend"], described["prefill"], described["decode"], reasons)
