@@ -78,7 +78,7 @@ class _Biased:
 
 def _product(projection, transposed: bool, precision: str) -> MatMul:
     """One of the backend's ``Projection``s as a NumPy-side product, with its bias if it has one."""
-    matmul = _matmul(projection.weight, transposed, precision)
+    matmul = _matmul(projection.weight, projection.transposed, precision)
     return matmul if projection.bias is None else _Biased(matmul, projection.bias.numpy())
 
 
@@ -146,7 +146,7 @@ class BlasDecoder:
                    _numpy(layer.input_norm_bias), _numpy(layer.post_norm_bias))
             for layer in backend.layers
         ]
-        width = backend.layers[0].gate_up.weight.shape[1]
+        width = backend.layers[0].gate_up.out_features
         self.mlp_width = width // 2 if self.spec.gated else width  # gate and up side by side
         self.lm_head = _product(backend.lm_head, False, precision)
         self.norm, self.norm_bias = backend.norm.numpy(), _numpy(backend.norm_bias)

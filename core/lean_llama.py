@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from . import blas_decode, compact_weights
 from .devices import SHORT_NAMES
 from .backends import families, select
-from .backends.layers import INT8_MAX_ROWS, Int8Weight, LayerWeights, Projection  # noqa: F401 - re-exported
+from .backends.layers import (INT8_MAX_ROWS, Int8Weight, LayerWeights, Projection,  # noqa: F401 - re-exported
+                               StackedProjection)
 
 DECODE_WEIGHTS = ("fp32",) + compact_weights.PRECISIONS
 # RoPE variants whose frequencies transformers computes once at load (its rotary module's
@@ -106,30 +107,44 @@ class LeanLlamaBackend:
         if decode_weights in ("fp16", "bf16") and not use_blas:
             raise ValueError(f"{decode_weights} decode weights cannot run here: {self.numpy_decode_why_not}")
         int8 = decode_weights == "int8" and not use_blas  # PyTorch's int8 kernel
+        # Where one-row products all read compact copies, no stacked copy of q/k/v and gate/up.
+        stacked = use_blas and decode_weights != "fp32"
         self.layers = []
         with torch.no_grad():
             for layer in inner.layers:
                 t = families.layer_tensors(layer, self.spec)
-                q, k, qb, kb = t["q"], t["k"], t["q_bias"], t["k_bias"]
+                qb, kb = t["q_bias"], t["k_bias"]
                 if self.complex_rope:
-                    q, k = self._pair_rows(q, self.heads), self._pair_rows(k, self.kv_heads)
                     qb = None if qb is None else self._pair_rows(qb, self.heads)
                     kb = None if kb is None else self._pair_rows(kb, self.kv_heads)
-                qkv = torch.cat([q, k, t["v"]])
                 biases = (qb, kb, t["v_bias"])
                 qkv_bias = None if all(b is None for b in biases) else torch.cat(
                     [b if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
-                     for b, w in zip(biases, (q, k, t["v"]))])
-                mlp_in = torch.cat([t["gate"], t["up"]]) if self.spec.gated else t["fc"]
+                     for b, w in zip(biases, (t["q"], t["k"], t["v"]))])
+                mlp_in = [t["gate"], t["up"]] if self.spec.gated else [t["fc"]]
                 mlp_in_bias = t["gate_up_bias"] if self.spec.gated else t["fc_bias"]
+                if stacked:  # decode reads compact copies: prompts multiply the model's own matrices
+                    order = self._pair_order(t["q"].shape[0] + t["k"].shape[0] + t["v"].shape[0]) \
+                        if self.complex_rope else None
+                    qkv = StackedProjection([t["q"].detach(), t["k"].detach(), t["v"].detach()], order,
+                                            bias=self._act(qkv_bias))
+                    gate_up = StackedProjection([w.detach() for w in mlp_in], bias=self._act(mlp_in_bias))
+                else:
+                    q, k = t["q"], t["k"]
+                    if self.complex_rope:
+                        q, k = self._pair_rows(q, self.heads), self._pair_rows(k, self.kv_heads)
+                    qkv = Projection(torch.cat([q, k, t["v"]]).detach(), transposed=True, int8=int8,
+                                     bias=self._act(qkv_bias))
+                    gate_up = Projection(torch.cat(mlp_in).detach(), transposed=True, int8=int8,
+                                         bias=self._act(mlp_in_bias))
                 self.layers.append(LayerWeights(
                     input_norm=self._act(t["input_norm"]),
                     input_norm_bias=self._act(t["input_norm_bias"]),
-                    qkv=Projection(qkv.detach(), transposed=True, int8=int8, bias=self._act(qkv_bias)),
+                    qkv=qkv,
                     o=Projection(t["o"].detach(), int8=int8, bias=self._act(t["o_bias"])),
                     post_norm=self._act(t["post_norm"]),
                     post_norm_bias=self._act(t["post_norm_bias"]),
-                    gate_up=Projection(mlp_in.detach(), transposed=True, int8=int8, bias=self._act(mlp_in_bias)),
+                    gate_up=gate_up,
                     down=Projection(t["down"].detach(), int8=int8, bias=self._act(t["down_bias"])),
                 ))
             self.lm_head = Projection(model.get_output_embeddings().weight.detach(), int8=int8,
@@ -181,6 +196,14 @@ class LeanLlamaBackend:
         order = torch.cat([torch.stack((torch.arange(half), torch.arange(half, 2 * half)), dim=1).flatten(),
                            torch.arange(2 * half, self.head_dim)])
         return weight.reshape(heads, self.head_dim, -1)[:, order].reshape(weight.shape)
+
+    def _pair_order(self, qkv_rows: int) -> torch.Tensor:
+        """The output order of a stacked q/k/v product that pairs q's and k's rows per head as
+        ``_pair_rows`` does (v keeps its place)."""
+        index = torch.arange(qkv_rows)
+        qk_rows = (self.heads + self.kv_heads) * self.head_dim
+        paired = self._pair_rows(index[:qk_rows], self.heads + self.kv_heads)
+        return torch.cat([paired, index[qk_rows:]])
 
     def _reserve(self, end: int) -> None:
         """Make the KV cache hold ``end`` positions: it starts at what the first prompt needs

@@ -50,6 +50,10 @@ class Projection:
         self.weight = weight.t().contiguous() if transposed else weight
         self.bias = bias  # added after the product, in the activations' dtype (None: no bias)
 
+    @property
+    def out_features(self) -> int:
+        return self.weight.shape[1] if self.transposed else self.weight.shape[0]
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The product in the weight's dtype, returned in ``x``'s (16-bit weights under fp32
         activations: the GEMM runs in bf16 where the CPU has it, everything around it in fp32)."""
@@ -58,6 +62,42 @@ class Projection:
         else:
             h = x.to(self.weight.dtype)
             y = (h @ self.weight if self.transposed else F.linear(h, self.weight)).to(x.dtype)
+        return y if self.bias is None else y + self.bias
+
+
+class StackedProjection:
+    """Several of the model's own matrices (q, k, v or gate, up) applied as one, without a copy.
+
+    Where decode steps read compact copies (``core.compact_weights``), PyTorch runs only prompts,
+    whose many-row products gain nothing from the stacked, transposed copy ``Projection`` keeps
+    for one-row speed: that copy would be a second full set of these weights. Here each matrix is
+    multiplied where it lies and the outputs are put side by side (in ``order``, the paired-row
+    order RoPE wants, where given).
+    """
+
+    int8 = None
+    transposed = False
+
+    def __init__(self, weights: list[torch.Tensor], order: torch.Tensor | None = None,
+                 bias: torch.Tensor | None = None):
+        self.weights, self.order, self.bias = weights, order, bias
+
+    @property
+    def out_features(self) -> int:
+        return sum(w.shape[0] for w in self.weights)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The stacked matrix (out, in): a temporary copy, for building compact copies from."""
+        stacked = torch.cat(self.weights)
+        return stacked if self.order is None else stacked[self.order]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.to(self.weights[0].dtype)
+        y = torch.cat([F.linear(h, w) for w in self.weights], dim=-1)
+        if self.order is not None:
+            y = y[:, self.order]
+        y = y.to(x.dtype)
         return y if self.bias is None else y + self.bias
 
 
@@ -73,10 +113,10 @@ class LayerWeights:
     """
 
     input_norm: torch.Tensor
-    qkv: Projection
+    qkv: Projection | StackedProjection
     o: Projection
     post_norm: torch.Tensor
-    gate_up: Projection
+    gate_up: Projection | StackedProjection
     down: Projection
     input_norm_bias: torch.Tensor | None = None  # LayerNorm families
     post_norm_bias: torch.Tensor | None = None
