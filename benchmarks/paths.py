@@ -78,7 +78,7 @@ def _worker(model: str, setting: dict, prompt_tokens: int, new: int) -> dict:
         t2 = time.perf_counter()
         ttft, per_token = (t1 - t0) * 1000, (t2 - t1) * 1000 / (new - 1)
         info = llm.info()
-        described = info.get("path") or f"{info['dtype']} / {info['backend']} / {info['decode_path']} / {info['decode_weights']}"
+        described = info["path"]["summary"] if info.get("path") else f"{info['dtype']} / {info['backend']}"
     return {"ttft_ms": ttft, "ms_per_token": per_token, "load_s": load_s, "described": described,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
