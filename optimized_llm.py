@@ -1,4 +1,4 @@
-"""The spec's import path: ``from optimized_llm import OptimizedLLM``."""
+"""The documented import path: ``from optimized_llm import OptimizedLLM``."""
 
 from core import OptimizedLLM
 

@@ -1,4 +1,4 @@
-"""OptimizedLLM: the spec's Python interface to a loaded code model.
+"""OptimizedLLM: DeepShiva's Python interface to a loaded code model.
 
 One instance holds one model. Calls from many threads are serialized by a lock (one generation
 at a time); the KV cache is kept between calls so consecutive prompts that share a prefix (an
@@ -39,6 +39,7 @@ from .loading import DEFAULT_MODEL, is_out_of_memory, load_model, resolve_model_
 from .loop_guard import LoopGuard
 from .prompt_encoding import PromptEncoder
 from .python_rules import PythonLineRules
+from .repo_context import ContextLayout
 from .request import GenerationRequest
 from .sampling import REPETITION_WINDOW, SamplingParams, sample_next
 from .text_stream import IncrementalDecoder, StopMatcher
@@ -221,6 +222,7 @@ class OptimizedLLM:
         self._fim_stop_ids = stop_token_ids(self.fim_dialect, vocab) if self.fim_dialect else set()
         self._healer = TokenHealer(tokenizer, self._special_ids)
         self._prompt_encoder = PromptEncoder(tokenizer)
+        self._context_layout = ContextLayout(self._prompt_encoder.encode, vocab)
         self._adds_bos = self._tokenizer_adds_bos(tokenizer)
         self.context_length = self._context_length(model, tokenizer)
 
@@ -318,15 +320,17 @@ class OptimizedLLM:
         suffix: str | None = None,
         seed: int | None = None,
         language: str | None = None,
+        context: list[dict] | None = None,
     ):
         """The completion text (prompt excluded), or with ``stream=True`` a CompletionStream.
 
         ``language="python"`` keeps the first line within Python's layout rules (see
-        ``core/python_rules.py``)."""
+        ``core/python_rules.py``). ``context``: other files as ``{"path", "text"}`` items, laid
+        out before the prompt in the model's repository format (``core/repo_context.py``)."""
         kwargs = dict(
             max_length=max_length, temperature=temperature, top_p=top_p, top_k=top_k,
             repetition_penalty=repetition_penalty, stop_sequences=stop_sequences, suffix=suffix, seed=seed,
-            language=language,
+            language=language, context=context,
         )
         if stream:
             return self.stream(prompt, **kwargs)
@@ -386,6 +390,8 @@ class OptimizedLLM:
         budget = self.context_length - reserve
         tok = self.tokenizer
         bos = [tok.bos_token_id] if self._adds_bos else []
+        # Other files go first, within their own share of the budget (core/repo_context.py).
+        bos = bos + self._context_layout.encode(request.context, request.language, budget - len(bos))
         if request.suffix is None:
             ids = self._prompt_encoder.encode(request.prompt)
             truncated = len(ids) + len(bos) > budget
@@ -397,7 +403,7 @@ class OptimizedLLM:
             return ids, heal_text, truncated, size
         dialect = self.fim_dialect
         prefix_ids = self._prompt_encoder.encode(request.prompt)
-        suffix_ids = self._prompt_encoder.encode(request.suffix or "")
+        suffix_ids = self._prompt_encoder.encode_continuation(request.suffix or "")  # no SentencePiece dummy space
         layout = dialect.layout(self.fim_order)
         overhead = len(bos) + sum(1 for kind, _ in layout if kind == "token")
         fim_budget = max(budget - overhead, 2)

@@ -1,8 +1,11 @@
 """Fill-in-the-middle dialects: detect a model's from its tokenizer, and lay out FIM prompts.
 
-Each code-model family spells FIM with its own special tokens and order (see FIELD_NOTES 3).
+Each code-model family spells FIM with its own special tokens and order (the table in core/README.md).
 A prompt is laid out as a list of parts (marker tokens, prefix ids, suffix ids) and assembled
-from token ids, so a marker is never at the mercy of how the tokenizer splits text.
+from token ids, so a marker is never at the mercy of how the tokenizer splits text. The suffix
+is encoded as text that continues the prompt (``PromptEncoder.encode_continuation``): SentencePiece
+families (Code Llama, Codestral) would otherwise start it with a spurious dummy-prefix space, which
+their reference recipes drop; the prefix keeps it, as in those recipes.
 
 Families with a middle marker also have an SPM order (StarCoder's and Code Llama's training
 used both): ``<prefix-marker><suffix-marker>{suffix}<middle-marker>{prefix}``. With the suffix

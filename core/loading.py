@@ -11,7 +11,6 @@ import os
 import re
 import socket
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -19,6 +18,7 @@ from urllib.parse import urlparse
 import torch
 
 from .errors import InvalidParameter, ModelLoadFailed, ModelNotFound, OutOfMemory, QuantizationUnavailable
+from .quantization import quiet_int8_cast_notice
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = "deepshiva/tiny-python"
@@ -83,7 +83,9 @@ def resolve_model_source(model_name: object) -> str:
     if not _hub_reachable():
         raise ModelNotFound(
             f"model {name!r} not found: not a local directory, not a shipped model "
-            f"({', '.join(SHIPPED_MODELS)}), not in the Hugging Face cache, and the hub is unreachable (offline)"
+            f"({', '.join(SHIPPED_MODELS)}), not in the Hugging Face cache, and the hub is unreachable (offline). "
+            f"To use it offline, download it on a machine with internet and copy the directory over "
+            f"(README.md, 'Use a real code model')"
         )
     return name
 
@@ -127,8 +129,7 @@ def load_model(
     quantization = None
     if load_in_8bit:
         _check_int8_support(device)
-        # bitsandbytes casts activations to fp16 for its int8 kernels and warns on every call.
-        warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+        quiet_int8_cast_notice()
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
         quantization = "int8"
     if max_memory:

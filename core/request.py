@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 from .errors import InvalidParameter
+from .repo_context import ContextItem, check_context
 
 MAX_STOP_SEQUENCES = 16
 MAX_STOP_LENGTH = 256
@@ -32,6 +33,7 @@ class GenerationRequest:
     suffix: str | None = None
     seed: int | None = None
     language: str | None = None  # the document's language id (e.g. "python"): enables its layout rules
+    context: tuple[ContextItem, ...] = ()  # other files of the project, laid out before the prompt
 
     @classmethod
     def checked(
@@ -46,6 +48,7 @@ class GenerationRequest:
         suffix: object = None,
         seed: object = None,
         language: object = None,
+        context: object = None,
         context_length: int | None = None,
     ) -> GenerationRequest:
         """Build a request, raising InvalidParameter (naming the field and its range) on bad input."""
@@ -87,6 +90,7 @@ class GenerationRequest:
             suffix=suffix,
             seed=seed,
             language=language,
+            context=check_context(context),
         )
 
 

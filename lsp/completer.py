@@ -295,6 +295,8 @@ class Completer:
             body["seed"] = options.seed
         if ctx.language_id:
             body["language"] = ctx.language_id  # the server keeps Python's layout rules with it
+        if ctx.project_context:  # other files, laid out before this one by the server
+            body["context"] = [{"path": path, "text": text} for path, text in ctx.project_context]
         return body
 
     async def _read(self, body: dict, reader: SuggestionReader) -> None:

@@ -39,6 +39,30 @@ class ContextChars(_Model):
     after: int = Field(1000, ge=0, le=200_000)
 
 
+class ContextSource(_Model):
+    """One source of context from other files: on or off, and its share in characters and items."""
+
+    enabled: bool = True
+    max_chars: int = Field(800, ge=0, le=200_000)
+    max_items: int = Field(3, ge=0, le=32)
+
+
+class ProjectContext(_Model):
+    """Context from the rest of the project, sent with each request (lsp/context.py).
+
+    ``openFiles``: snippets of the other open documents most like the code around the cursor;
+    ``recentEdits``: the lines last edited in other documents; ``imports``: the definitions of
+    the names the current file imports from files under the workspace folders. ``maxChars``
+    caps them together (the defaults fit the shipped model's 1024-token context; the API keeps
+    context within half the prompt either way)."""
+
+    enabled: bool = True
+    max_chars: int = Field(1800, ge=0, le=262_144)
+    open_files: ContextSource = Field(default_factory=lambda: ContextSource(max_chars=800, max_items=3))
+    recent_edits: ContextSource = Field(default_factory=lambda: ContextSource(max_chars=400, max_items=2))
+    imports: ContextSource = Field(default_factory=lambda: ContextSource(max_chars=1200, max_items=6))
+
+
 class Options(_Model):
     """All settings of deepshiva-lsp, with their defaults."""
 
@@ -57,6 +81,7 @@ class Options(_Model):
     enabled_languages: list[str] = Field(default_factory=lambda: ["*"])
     disabled_languages: list[str] = Field(default_factory=list)
     context_chars: ContextChars = Field(default_factory=ContextChars)
+    project_context: ProjectContext = Field(default_factory=ProjectContext)
     multiline: Multiline = Multiline.AUTO
     max_lines: int = Field(12, ge=1, le=500)
     inline_completion_enabled: bool = True
@@ -111,6 +136,8 @@ def merge(base: Options, data: Any) -> tuple[Options, list[str]]:
             incoming.get("contextChars"), dict
         ):
             candidate["contextChars"] = {**current["contextChars"], **incoming["contextChars"]}
+        if isinstance(incoming.get("projectContext"), dict):  # nested: a partial setting keeps the rest
+            candidate["projectContext"] = _deep_merge(current["projectContext"], incoming["projectContext"])
         try:
             return Options.model_validate(candidate), problems
         except ValidationError as exc:
@@ -123,3 +150,12 @@ def merge(base: Options, data: Any) -> tuple[Options, list[str]]:
                 break
             incoming = {k: v for k, v in incoming.items() if k not in removed}
     return base, problems
+
+
+def _deep_merge(base: dict, update: dict) -> dict:
+    """``base`` with ``update``'s keys (camelCase or snake_case) laid over it, nested dicts merged."""
+    merged = dict(base)
+    for key, value in update.items():
+        key = to_camel(str(key))
+        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged

@@ -7,6 +7,7 @@ Handlers translate LSP positions and settings into plain values and back; everyt
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import uuid
 from typing import Any
@@ -19,6 +20,7 @@ from pygls.workspace import TextDocument, Workspace
 from . import __version__
 from .api import ApiError
 from .completer import Completer
+from .context import ContextGatherer, changed_lines, folders_from
 from .options import SECTION, Options, merge
 from .status import Transition
 from .text import UTF16, CursorContext, apply_change, cursor_context, offset_at
@@ -30,6 +32,7 @@ CMD_LOAD_MODEL = "deepshiva.loadModel"
 CMD_STATS = "deepshiva.stats"
 CMD_ACCEPTED = "deepshiva.accepted"
 CMD_STATUS = "deepshiva.status"
+CMD_CONTEXT = "deepshiva.context"
 
 
 class RequestFailed(JsonRpcException):
@@ -74,6 +77,7 @@ class DeepShivaServer(LanguageServer):
         self.options = Options()
         self.init_options: Any = None
         self.completer = Completer(self.options, self.announce)
+        self.context = ContextGatherer()
         self._background: set[asyncio.Task] = set()
 
     # -- helpers used by the handlers ----------------------------------------------------------
@@ -197,6 +201,13 @@ class DeepShivaServer(LanguageServer):
         window = self.options.context_chars
         return cursor_context(source, offset, window.before, window.after, doc.language_id or ""), source
 
+    async def with_project_context(self, uri: str, ctx: CursorContext, source: str) -> CursorContext:
+        """``ctx`` with the other files' context the settings ask for (lsp/context.py)."""
+        found = source.find(ctx.prefix + ctx.suffix)  # the windows are one contiguous piece of it
+        offset = found + len(ctx.prefix) if found >= 0 else len(ctx.prefix)
+        items = await self.context.gather(uri, source, offset, ctx.language_id, self.options.project_context)
+        return dataclasses.replace(ctx, project_context=tuple((i["path"], i["text"]) for i in items))
+
 
 server = DeepShivaServer()
 
@@ -222,6 +233,7 @@ async def initialize(ls: DeepShivaServer, params: types.InitializeParams) -> Non
     for problem in problems:  # no messages before initialize has answered: log only
         log.warning(problem)
     ls.options = options
+    ls.context.set_folders(folders_from(params.workspace_folders, params.root_uri, params.root_path))
     await ls.completer.reconfigure(options)
 
 
@@ -245,6 +257,33 @@ async def did_change_configuration(
 @server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
 def did_close(ls: DeepShivaServer, params: types.DidCloseTextDocumentParams) -> None:
     ls.completer.forget(params.text_document.uri)
+    ls.context.closed(params.text_document.uri)
+
+
+# The context gatherer's index follows the documents (pygls has applied the change already).
+@server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+def did_open(ls: DeepShivaServer, params: types.DidOpenTextDocumentParams) -> None:
+    doc = params.text_document
+    ls.context.opened(doc.uri, doc.text, doc.version)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+def did_change(ls: DeepShivaServer, params: types.DidChangeTextDocumentParams) -> None:
+    doc = ls.workspace.get_text_document(params.text_document.uri)
+    ls.context.changed(doc.uri, doc.source, doc.version or 0, changed_lines(params.content_changes))
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_SAVE, types.SaveOptions(include_text=False))
+def did_save(ls: DeepShivaServer, params: types.DidSaveTextDocumentParams) -> None:
+    ls.context.saved(params.text_document.uri)
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_WORKSPACE_FOLDERS)
+def did_change_folders(ls: DeepShivaServer, params: types.DidChangeWorkspaceFoldersParams) -> None:
+    folders = [p for p in ls.context.folders]
+    removed = {f.uri for f in params.event.removed}
+    kept = [p for p in folders if p.as_uri() not in removed]
+    ls.context.set_folders(kept + folders_from(params.event.added, None, None))
 
 
 @server.feature(types.SHUTDOWN)
@@ -265,7 +304,8 @@ async def inline_completion(
     found = ls.context_at(uri, position, replace, prefix_text)
     if found is None:
         return None
-    ctx, _ = found
+    ctx, source = found
+    ctx = await ls.with_project_context(uri, ctx, source)
     invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
     version = ls.workspace.get_text_document(uri).version
     text = await ls.completer.suggest((uri, "inline"), ctx, invoked=invoked)
@@ -290,7 +330,8 @@ async def completion(ls: DeepShivaServer, params: types.CompletionParams) -> typ
     found = ls.context_at(uri, position)
     if found is None:
         return None
-    ctx, _ = found
+    ctx, source = found
+    ctx = await ls.with_project_context(uri, ctx, source)
     version = ls.workspace.get_text_document(uri).version
     text = await ls.completer.suggest((uri, "completion"), ctx, invoked=False)
     if not text or ls.workspace.get_text_document(uri).version != version:
@@ -329,6 +370,13 @@ def stats(ls: DeepShivaServer, *args: Any) -> dict:
 def status(ls: DeepShivaServer, *args: Any) -> dict:
     tracker = ls.completer.status
     return {"state": tracker.state.value if tracker.state else None, "message": tracker.message}
+
+
+@server.command(CMD_CONTEXT)
+def context(ls: DeepShivaServer, *args: Any) -> list[dict]:
+    """The context items last sent for a document (argument: its URI): path, text and source."""
+    uri = next((a for a in args if isinstance(a, str)), None)
+    return ls.context.last.get(uri, []) if uri else []
 
 
 @server.command(CMD_LOAD_MODEL)

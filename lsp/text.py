@@ -140,6 +140,7 @@ class CursorContext:
     prefix: str
     suffix: str
     language_id: str = ""
+    project_context: tuple[tuple[str, str], ...] = ()  # (path, text) of other files (lsp/context.py)
 
     @property
     def line_prefix(self) -> str:

@@ -1,4 +1,4 @@
-"""DeepShiva's HTTP API (the Flask app of API_REFERENCE.md plus additions), served by waitress.
+"""DeepShiva's HTTP API (the Flask app of docs/API.md), served by waitress.
 
 ``create_app`` is imported lazily: it pulls in the engine (torch), which ``deepshiva-server --help``
 and a refused configuration should not have to wait for.

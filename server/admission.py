@@ -64,10 +64,12 @@ class AdmissionQueue:
         """Wait for the model; raise QueueFull at once if the line is full, ClientGone if the client leaves."""
         start = time.monotonic()
         with self._cond:
-            busy = self._running is not None
-            if busy and len(self._waiting) >= self.capacity:
+            # Between a release and its successor waking up nothing runs, yet the line's head is
+            # as good as running: it counts as the runner, not as one of the waiting.
+            waiting = len(self._waiting) - (self._running is None and bool(self._waiting))
+            if (self._running is not None or self._waiting) and waiting >= self.capacity:
                 self.rejected += 1
-                raise QueueFull(f"{len(self._waiting)} requests are already waiting for the model")
+                raise QueueFull(f"{waiting} requests are already waiting for the model")
             ticket = next(self._tickets)
             self._waiting.append(ticket)
             try:

@@ -39,6 +39,7 @@ def _engine_kwargs(req: GenerateRequest) -> dict:
         "suffix": req.suffix,
         "seed": req.seed,
         "language": req.language,
+        "context": [item.model_dump() for item in req.context] if req.context else None,
     }
 
 

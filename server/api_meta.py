@@ -1,14 +1,39 @@
-"""GET /health (liveness, no auth), GET /openapi.json and GET /metrics (Prometheus)."""
+"""GET / (what this server is and where to look next), GET /health (liveness, no auth),
+GET /openapi.json and GET /metrics (Prometheus)."""
 
 from __future__ import annotations
+
+from importlib import metadata
 
 from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .openapi import openapi_document
+from .openapi import IndexLinks, ServiceIndex, openapi_document
 from .state import state
 
 bp = Blueprint("meta", __name__)
+
+# Where the API is described in words: shipped with the source, not served (a wheel has no docs/).
+DOCS = "docs/API.md in the DeepShiva source tree"
+
+
+def package_version() -> str:
+    """The installed deepshiva version, or "unknown" when running from an uninstalled checkout."""
+    try:
+        return metadata.version("deepshiva")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+@bp.get("/")
+def index():
+    """A person who opens the server's address in a browser learns what answers there."""
+    status = state().manager.status()
+    links = IndexLinks(health="/health", openapi="/openapi.json", metrics="/metrics", docs=DOCS)
+    index = ServiceIndex(name="DeepShiva", description="Self-hosted code-completion API",
+                         version=package_version(), model_name=status["model_name"],
+                         state=status["state"], links=links)
+    return jsonify(index.model_dump())
 
 
 @bp.get("/health")

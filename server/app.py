@@ -12,6 +12,7 @@ from .config import ServerConfig
 from .errors import register_error_handlers
 from .model_manager import ModelManager
 from .observability import AccessLog, Metrics
+from .origin import install_origin_guard
 from . import api_generation, api_meta, api_models
 from .state import AppState
 
@@ -48,6 +49,7 @@ def create_app(config: Optional[ServerConfig] = None, engine: Any = None, *,
     app_state.metrics = Metrics(app_state.queue, manager)
     app.extensions["deepshiva"] = app_state
     key = config.api_key.get_secret_value() if config.api_key else None
+    install_origin_guard(app, config)  # before the key check: a foreign page learns nothing
     install_auth(app, key)
     register_error_handlers(app)
     for blueprint in (api_generation.bp, api_models.bp, api_meta.bp):

@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--model", help=f"model name or directory to preload (default {DEFAULT_MODEL}; 'none' = none)")
     add("--api-key", help="require 'Authorization: Bearer KEY' on every path but /health")
     add("--allow-remote", action="store_true", default=None, help="allow listening beyond loopback")
+    add("--allowed-hosts", help="comma-separated extra names the Host header may carry (default: the "
+                               "listen address and loopback names only; off with --allow-remote)")
     add("--allowed-models", help="comma-separated names/directories /load_model may load (default: any)")
     add("--trust-remote-code", action="store_true", default=None,
         help="let models run their own Python code (off by default: only for models you trust)")

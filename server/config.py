@@ -43,6 +43,10 @@ class ServerConfig(BaseSettings):
         None, description="names or directories /load_model may load; unset = any (loopback only)"
     )
     allow_remote: bool = False
+    allowed_hosts: Annotated[Optional[list[str]], NoDecode] = Field(
+        None, description="extra names the Host header may carry (a proxy's, a LAN name); the listen "
+                          "address and loopback names are always accepted"
+    )
     trust_remote_code: bool = False
     device: str = "auto"
     torch_dtype: Optional[str] = None
@@ -69,9 +73,9 @@ class ServerConfig(BaseSettings):
             return None
         return value
 
-    @field_validator("allowed_models", mode="before")
+    @field_validator("allowed_models", "allowed_hosts", mode="before")
     @classmethod
-    def _split_models(cls, value):
+    def _split_lists(cls, value):
         """Accept a list or a comma-separated string (the form an environment variable takes)."""
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",")]

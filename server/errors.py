@@ -15,7 +15,7 @@ from core.errors import DeepShivaError, InvalidParameter, ModelNotFound, ModelNo
 
 from .model_manager import ModelStillLoading
 
-# Status codes chosen for the spec's error scenarios (documented in server/README.md and /openapi.json).
+# Status codes chosen for the API's error cases (documented in docs/API.md, server/README.md and /openapi.json).
 NO_MODEL_STATUS = 503  # generate before any model is loaded: the service is not ready yet
 OOM_STATUS = 507  # out of memory: the request was too large for this machine right now
 LOAD_FAILED_STATUS = 422  # the model exists but its files could not be loaded

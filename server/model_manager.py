@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable, Optional
 
 from core.errors import ModelNotLoaded
+from core.quantization import int8_trade
 
 EngineFactory = Callable[[str], Any]
 
@@ -88,6 +89,7 @@ class ModelManager:
                 "device": info.get("device"),
                 "dtype": info.get("dtype"),
                 "quantization": info.get("quantization"),
+                "quantization_note": int8_trade(info.get("quantization"), info.get("device")),
                 "context_length": info.get("context_length"),
                 "fim_dialect": info.get("fim_dialect"),
                 "parameters": info.get("parameters"),

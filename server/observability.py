@@ -7,7 +7,9 @@ Views report generated tokens through ``environ['deepshiva.tokens']``.
 
 from __future__ import annotations
 
+import http
 import logging
+import re
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -15,6 +17,12 @@ from werkzeug.wsgi import ClosingIterator
 
 TOKENS_KEY = "deepshiva.tokens"
 KNOWN_PATHS = {"/generate", "/stream", "/load_model", "/model_status", "/health", "/openapi.json", "/metrics"}
+# Label values are bounded: anything a client invents (a 10 KB method, a random path) is "other",
+# so requests cannot grow /metrics or the server's memory.
+KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"}
+KNOWN_STATUSES = {str(int(status)) for status in http.HTTPStatus} | {"499"}
+LOGGED_CHARS = 500  # longer paths are cut in the log
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 access_log = logging.getLogger("deepshiva.access")
 
@@ -72,9 +80,26 @@ class AccessLog:
         path = environ.get("PATH_INFO", "-")
         tokens = environ.get(TOKENS_KEY)
         label = path if path in KNOWN_PATHS else "other"
-        self.metrics.requests.labels(method, label, str(status)).inc()
+        self.metrics.requests.labels(method if method in KNOWN_METHODS else "other", label,
+                                     str(status) if str(status) in KNOWN_STATUSES else "other").inc()
         self.metrics.latency.labels(label).observe(seconds)
         if tokens:
             self.metrics.tokens.inc(tokens)
-        access_log.info("%s %s %d %.1fms tokens=%s", method, path, status, seconds * 1000.0,
-                        "-" if tokens is None else tokens)
+        access_log.info("%s %s %d %.1fms tokens=%s", printable(method, 40), printable(_as_utf8(path)),
+                        status, seconds * 1000.0, "-" if tokens is None else tokens)
+
+
+def printable(text: str, limit: int = LOGGED_CHARS) -> str:
+    """``text`` safe for a log line: control characters (newlines, ESC, C1) escaped as ``\\n``,
+    ``\\x1b``..., so a request cannot forge a line or drive a terminal; cut after ``limit``."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def _as_utf8(path: str) -> str:
+    """WSGI hands the path over decoded as latin-1; the client meant UTF-8."""
+    try:
+        return path.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return path

@@ -7,6 +7,7 @@ the code; the tests check live responses against it.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal, Optional
 
 from pydantic import BaseModel, Field
 from pydantic.json_schema import models_json_schema
@@ -21,6 +22,24 @@ class StreamError(BaseModel):
     status: str = Field(description="Always 'error'.")
     message: str
     code: int = Field(description="The HTTP status this failure would have had before the stream began.")
+
+
+class IndexLinks(BaseModel):
+    health: str = Field(description="Liveness: GET /health.")
+    openapi: str = Field(description="This document: GET /openapi.json.")
+    metrics: str = Field(description="Prometheus metrics: GET /metrics.")
+    docs: str = Field(description="Where the API is described in words (docs/API.md of the source tree).")
+
+
+class ServiceIndex(BaseModel):
+    """GET /: what answers at this address and where to look next."""
+
+    name: str
+    description: str
+    version: str = Field(description="The installed deepshiva package's version.")
+    model_name: Optional[str] = Field(description="The model serving now; null when none is loaded.")
+    state: Literal["not_loaded", "loading", "ready"]
+    links: IndexLinks
 
 
 # The schema of each event of a text/event-stream body (how schemathesis and OpenAPI 3.2's
@@ -39,15 +58,17 @@ SSE_EVENT = {
 
 REQUEST_MODELS = [schemas.GenerateRequest, schemas.LoadModelRequest]
 RESPONSE_MODELS = [schemas.GenerateResponse, schemas.StreamChunk, StreamError, schemas.ErrorResponse,
-                   schemas.LoadModelResponse, schemas.ModelStatus, schemas.Health]
+                   schemas.LoadModelResponse, schemas.ModelStatus, schemas.Health, ServiceIndex]
 
 ERRORS = {
     "400": "Invalid JSON or parameter; the message names the field and its allowed range.",
     "401": "Missing or wrong `Authorization: Bearer <key>` (only when the server has an API key).",
-    "403": "The model is not on the server's allow-list.",
+    "403": ("The model is not on the server's allow-list, or the request's Host or Origin is not this "
+            "server's own (see --allowed-hosts)."),
     "404": "Model not found (or unknown path).",
     "405": "Method not allowed on this path.",
     "413": "Request body larger than the server's limit.",
+    "415": "The request body is not application/json.",
     str(LOAD_FAILED_STATUS): "The model exists but could not be loaded (broken or unsupported files).",
     "429": "The request queue is full; retry after the Retry-After seconds.",
     "500": "A bug in the server; the message says where to look (the server log).",
@@ -74,8 +95,8 @@ def openapi_document() -> dict:
     models = [(m, "validation") for m in REQUEST_MODELS] + [(m, "serialization") for m in RESPONSE_MODELS]
     _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
     component_schemas = defs.get("$defs", {})
-    common = ("401", "405", "500")
-    generation_errors = _errors("400", "413", "429", str(NO_MODEL_STATUS), str(OOM_STATUS), *common)
+    common = ("401", "403", "405", "500")
+    generation_errors = _errors("400", "413", "415", "429", str(NO_MODEL_STATUS), str(OOM_STATUS), *common)
     generate_body = {"required": True, "content": {"application/json": {"schema": _ref("GenerateRequest")}}}
     sse_description = (
         "Server-Sent Events. Each chunk is an unnamed event whose data is a StreamChunk JSON object; "
@@ -83,12 +104,16 @@ def openapi_document() -> dict:
         "or `event: error` (data: StreamError). Headers: Cache-Control: no-cache, X-Accel-Buffering: no."
     )
     paths = {
+        "/": {"get": {
+            "summary": "The service's name, version and the links to the rest of its documentation.",
+            "responses": {"200": _json(_ref("ServiceIndex"), "What answers here."), **_errors(*common)},
+        }},
         "/load_model": {"post": {
             "summary": "Load a model (name or local directory); the previous model serves until it succeeds.",
             "requestBody": {"required": False,
                             "content": {"application/json": {"schema": _ref("LoadModelRequest")}}},
             "responses": {"200": _json(_ref("LoadModelResponse"), "Loaded."),
-                          **_errors("400", "403", "404", "413", str(LOAD_FAILED_STATUS), str(OOM_STATUS),
+                          **_errors("400", "404", "413", "415", str(LOAD_FAILED_STATUS), str(OOM_STATUS),
                                     *common)},
         }},
         "/generate": {"post": {
@@ -113,7 +138,7 @@ def openapi_document() -> dict:
         "/health": {"get": {
             "summary": "Liveness; never needs the API key.",
             "security": [],
-            "responses": {"200": _json(_ref("Health"), "The server is up."), **_errors("405", "500")},
+            "responses": {"200": _json(_ref("Health"), "The server is up."), **_errors("403", "405", "500")},
         }},
         "/openapi.json": {"get": {
             "summary": "This document.",

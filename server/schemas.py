@@ -11,14 +11,44 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from core.repo_context import (
+    MAX_CONTEXT_ITEMS,
+    MAX_CONTEXT_PATH_CHARS,
+    MAX_CONTEXT_TEXT_CHARS,
+    MAX_CONTEXT_TOTAL_CHARS,
+)
+
 from .errors import ApiError
 
 MAX_STOP_SEQUENCES = 16
 
 
+LONE_SURROGATE = "contains a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text"
+
+
 class _Request(BaseModel):
     # Unknown fields are ignored so clients written for later versions keep working.
     model_config = ConfigDict(strict=True, extra="ignore")
+
+    @field_validator("*")
+    @classmethod
+    def _text_only(cls, value):
+        """JSON can escape half a surrogate pair; such a string cannot be encoded or tokenized."""
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise ValueError(LONE_SURROGATE) from None
+        return value
+
+
+class ContextItem(_Request):
+    """Another file of the project (or a snippet of it), given as context for the completion."""
+
+    path: str = Field(min_length=1, max_length=MAX_CONTEXT_PATH_CHARS, pattern=r"^[^\n]*$",
+                      description="The file's path as the user sees it (relative to the workspace).")
+    text: str = Field(max_length=MAX_CONTEXT_TEXT_CHARS, description="The file's text, or a snippet of it.")
 
 
 class GenerateRequest(_Request):
@@ -42,6 +72,15 @@ class GenerateRequest(_Request):
         "layout (see core/python_rules.py).",
     )
     echo: bool = Field(False, description="Prepend the prompt to `response` (the completion alone by default).")
+    context: Optional[list[ContextItem]] = Field(
+        None, max_length=MAX_CONTEXT_ITEMS,
+        description=f"Other files of the project, at most {MAX_CONTEXT_ITEMS} items of at most "
+        f"{MAX_CONTEXT_TEXT_CHARS} characters each ({MAX_CONTEXT_TOTAL_CHARS} in all). They are laid out before "
+        "the current file in the model's repository format (`<file_sep>` + path for StarCoder2, Qwen2.5-Coder "
+        "and DeepShiva's model; otherwise a comment header per file) within half the prompt's token budget; "
+        "when they do not fit, the first items are dropped. Send them in the same order on every keystroke "
+        "so the server's cache of them is reused (see core/repo_context.py).",
+    )
 
     @field_validator("stop")
     @classmethod
@@ -76,6 +115,9 @@ ALLOWED = {
     "language": "a language id of 1 to 64 characters (such as \"python\"), or null",
     "echo": "a boolean",
     "model_name": "a non-empty string (model name or local directory) or null",
+    "context": f"a list of at most {MAX_CONTEXT_ITEMS} objects with string fields \"path\" and \"text\", or null",
+    "path": f"a one-line string of 1 to {MAX_CONTEXT_PATH_CHARS} characters",
+    "text": f"a string of at most {MAX_CONTEXT_TEXT_CHARS} characters",
 }
 
 
@@ -88,16 +130,41 @@ def parse(model: type[_Request], body: Any, **limits: Any) -> _Request:
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "body"
+        if field == "context" and len(error["loc"]) > 1:  # an item: name it, never echo its text
+            raise ApiError(400, _context_item_error(error)) from None
         allowed = ALLOWED.get(field, "a valid value").format(**limits)
         if error["type"] == "missing":
             raise ApiError(400, f"Missing required field '{field}': must be {allowed}.") from None
+        if LONE_SURROGATE in error["msg"] or error["type"] == "string_unicode":
+            raise ApiError(400, f"Invalid '{field}': it {LONE_SURROGATE}.") from None
         got = body.get(field)
+        if field == "context" and isinstance(got, list):
+            raise ApiError(400, f"Invalid 'context': must be {allowed} (got {len(got)} items).") from None
         raise ApiError(400, f"Invalid '{field}': must be {allowed} (got {got!r}).") from None
+    total = sum(len(item.text) for item in getattr(request, "context", None) or ())
+    if total > MAX_CONTEXT_TOTAL_CHARS:
+        raise ApiError(400, f"Invalid 'context': its texts may hold at most {MAX_CONTEXT_TOTAL_CHARS} "
+                            f"characters in all (got {total}).")
     limit = limits.get("max_length_limit")
     if limit is not None and getattr(request, "max_length", 0) > limit:
         got = request.max_length
         raise ApiError(400, f"Invalid 'max_length': must be an integer from 1 to {limit} (got {got!r}).")
     return request
+
+
+def _context_item_error(error: dict) -> str:
+    """The 400 message for a bad context item: its index, its field and what it must be."""
+    loc = error["loc"]
+    index = loc[1] if isinstance(loc[1], int) else None
+    name = str(loc[2]) if len(loc) > 2 else ""
+    where = f"context[{index}]" + (f".{name}" if name else "")
+    if error["type"] == "missing":
+        return f"Missing required field '{where}': must be {ALLOWED.get(name, 'given')}."
+    if name in ("path", "text"):
+        got = error.get("input")
+        shown = f"{len(got)} characters" if isinstance(got, str) and len(got) > 60 else repr(got)
+        return f"Invalid '{where}': must be {ALLOWED[name]} (got {shown})."
+    return f"Invalid '{where}': must be an object {{\"path\": string, \"text\": string}}."
 
 
 # ---- responses (documentation and tests; the views build plain dicts with these fields) ----
@@ -147,6 +214,9 @@ class ModelStatus(BaseModel):
     device: Optional[str]
     dtype: Optional[str]
     quantization: Optional[str] = Field(description="null or 'int8'.")
+    quantization_note: Optional[str] = Field(
+        None, description="With int8: what 8-bit buys on this device (memory on the CPU and on CUDA; not speed)."
+    )
     context_length: Optional[int]
     fim_dialect: Optional[str] = Field(description="null, starcoder, codellama, deepseek, qwen or codestral.")
     parameters: Optional[int]

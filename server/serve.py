@@ -13,13 +13,42 @@ Waitress settings that matter here:
 
 from __future__ import annotations
 
+import logging
+
 from waitress import create_server
 
 from .config import ServerConfig
+from .observability import printable
+
+log = logging.getLogger("deepshiva.server")
+DISCONNECTED = "Client disconnected while serving "
+
+
+class WaitressLogFilter(logging.Filter):
+    """Waitress's own log lines: a client that hung up is a normal cancellation (every LSP
+    keystroke cancels a stream), logged at DEBUG; every other line gets its control characters
+    escaped (waitress writes the decoded request path as it came)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if message.startswith(DISCONNECTED):
+            log.debug("client disconnected during %s: generation cancelled (normal when an editor "
+                      "moves on)", printable(message[len(DISCONNECTED):]))
+            return False
+        record.msg, record.args = printable(message, 4000), None
+        return True
+
+
+def quiet_waitress_logs() -> None:
+    """Install :class:`WaitressLogFilter` on waitress's logger (once)."""
+    logger = logging.getLogger("waitress")
+    if not any(isinstance(f, WaitressLogFilter) for f in logger.filters):
+        logger.addFilter(WaitressLogFilter())
 
 
 def make_server(app, config: ServerConfig, *, port: int | None = None):
     """A waitress server bound to config.host:port (port 0 = any free port; see ``effective_port``)."""
+    quiet_waitress_logs()
     return create_server(
         app,
         host=config.host,

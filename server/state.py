@@ -37,10 +37,16 @@ def client_gone():
 
 
 def json_body() -> dict:
-    """The request body as a JSON object; an empty body is ``{}``; anything else is a 400."""
+    """The request body as a JSON object; an empty body is ``{}``; a body that is not
+    ``application/json`` is a 415; anything else is a 400."""
     raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
     if not raw.strip():
         return {}
+    if request.mimetype != "application/json":
+        # A web page can POST text/plain or a form to 127.0.0.1 without a CORS preflight;
+        # JSON needs one, and the server never grants it.
+        sent = request.mimetype or "none"
+        raise ApiError(415, f"Unsupported Content-Type {sent[:100]!r}: send the body as application/json.")
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

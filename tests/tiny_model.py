@@ -11,7 +11,7 @@ import sysconfig
 from pathlib import Path
 
 FIM_TOKENS = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<file_sep>"]
-# The special tokens of each FIM family (FIELD_NOTES section 3); the first one is EOS.
+# The special tokens of each FIM family (core/README.md's FIM table); the first one is EOS.
 FAMILY_TOKENS = {
     "starcoder": FIM_TOKENS,
     "qwen": ["<|endoftext|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|file_sep|>", "<|fim_pad|>"],

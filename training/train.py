@@ -26,7 +26,7 @@ import torch
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from core.devices import cpu_has_native_bf16
-from training import data, fim, tokenizer as tk
+from training import data, fim, repo_samples, tokenizer as tk
 
 CHARS_PER_CHUNK = 3400  # ~1000 tokens at ~3.8 bytes/token: one FIM sample fits one window
 
@@ -50,6 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="share of FIM samples whose middle ends at a line end (0: v1-v3 mix)")
     ap.add_argument("--spm-share", type=float, default=fim.SPM_SHARE,
                     help="share of FIM samples in SPM order (0: PSM only, as v1-v3)")
+    ap.add_argument("--repo-rate", type=float, default=0.0,
+                    help="repository samples per file of a multi-file package per epoch, on average "
+                         "(training/repo_samples.py; 0: none, as v1-v5)")
     ap.add_argument("--extra-packages", nargs="*", default=list(data.EXTRA_PACKAGES),
                     help="installed packages whose sources join the stdlib (none: stdlib only)")
     ap.add_argument("--stdlib-weight", type=int, default=2,
@@ -203,7 +206,8 @@ def main(argv=None) -> None:
         tok = PreTrainedTokenizerFast.from_pretrained(args.init_from or args.tokenizer)
     else:
         tok = tk.build(args.out / "tokenizer", stdlib_texts, args.vocab_size)
-    extra = [f.text for name in args.extra_packages for f in data.collect_package(name)]
+    extra_files = [f for name in args.extra_packages for f in data.collect_package(name)]
+    extra = [f.text for f in extra_files]
     texts = stdlib_texts * args.stdlib_weight + extra
     manifest = {"stdlib_files": len(train_files), "stdlib_weight": args.stdlib_weight,
                 "stdlib_bytes": sum(len(t.encode()) for t in stdlib_texts),
@@ -246,6 +250,9 @@ def main(argv=None) -> None:
             rng.shuffle(order)
             samples = fim.make_samples(order, rng, args.fim_rate, CHARS_PER_CHUNK,
                                        args.line_share, args.spm_share)
+            if args.repo_rate:
+                samples += repo_samples.make_repo_samples(train_files + extra_files, rng, args.repo_rate,
+                                                          args.fim_rate, args.line_share, args.spm_share)
             windows, pos = pack(encode_samples(tok, samples), args.seq_len), 0
             windows = windows[torch.randperm(len(windows))]
             epoch += 1

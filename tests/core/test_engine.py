@@ -1,6 +1,7 @@
 """OptimizedLLM end to end on a tiny real model loaded through from_pretrained."""
 
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -266,6 +267,10 @@ def test_unknown_model_is_not_found_quickly_when_offline(monkeypatch):
     assert time.monotonic() - started < 10
     message = str(err.value)
     assert "not a local directory" in message and "Hugging Face cache" in message
+    # and it says where the way to bring a model to an offline machine is written down
+    assert "'Use a real code model'" in message
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    assert "## Use a real code model" in readme
 
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "https://example.invalid/model", "/no/such/dir/here"])

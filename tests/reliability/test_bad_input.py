@@ -1,5 +1,5 @@
 """Hand-written bad input against the real server process (waitress, the tiny model): every answer
-is a 4xx in the spec's error shape, none is a 500, none hangs, and the server keeps serving.
+is a 4xx in the documented error shape, none is a 500, none hangs, and the server keeps serving.
 
 tests/server/test_errors.py checks each field's message through Flask's test client; these go over
 a real socket and aim at what a parser or a tokenizer can choke on.
@@ -179,7 +179,7 @@ def test_wrong_methods_paths_and_content_types(api):
         response = httpx.get(url + path, headers=headers, timeout=10)
         assert 400 <= response.status_code < 500, (path, response.status_code)
     form = httpx.post(url + "/generate", data={"prompt": "x"}, headers=headers, timeout=10)
-    assert_4xx(form, 400)
+    assert_4xx(form, 415)  # a form is what a web page can send cross-site: refused
     assert_serving(url)
 
 

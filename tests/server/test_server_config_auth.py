@@ -146,6 +146,42 @@ def test_queue_is_fifo_bounded_and_drops_vanished_clients():
     assert queue.snapshot() == {"running": 0, "waiting": 0, "capacity": 2}
 
 
+def test_queue_cap_holds_between_a_release_and_the_next_start():
+    """Once the runner releases, its successor needs a moment to wake; requests arriving in that
+    moment saw "not busy" and joined a full line (429s reported 9 and 10 waiting with a limit of
+    8). The lock is held here to freeze that moment."""
+    queue = AdmissionQueue(capacity=1, poll_s=10)
+    runner = queue.acquire()
+    started = threading.Event()
+
+    def successor():
+        with queue.acquire():
+            started.set()
+
+    waiter = threading.Thread(target=successor)
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while queue.snapshot()["waiting"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    seen = []
+
+    def second_arrival():  # runs inside the first arrival's acquire, while it stands in line
+        try:
+            queue.acquire(client_gone=lambda: True)
+        except (QueueFull, ClientGone) as exc:
+            seen.append((type(exc).__name__, str(exc)))
+        return True  # then the first arrival leaves too
+
+    with queue._cond:  # the successor is notified but cannot run yet
+        runner.release()
+        with pytest.raises(ClientGone):
+            queue.acquire(client_gone=second_arrival)  # one place behind the successor: admitted
+    waiter.join(5)
+    assert seen == [("QueueFull", "1 requests are already waiting for the model")]
+    assert started.is_set() and queue.rejected == 1
+    assert queue.snapshot() == {"running": 0, "waiting": 0, "capacity": 1}
+
+
 def test_int8_decode_flag_reaches_the_engine(tiny_model_dir):
     from server.app import default_factory
 

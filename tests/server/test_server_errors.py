@@ -1,6 +1,8 @@
-"""Every error of the API answers the spec's shape with the documented status code."""
+"""Every error of the API answers the documented shape (docs/API.md) with the documented status code."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -175,3 +177,29 @@ def test_out_of_memory_during_generation_is_clear_and_server_stays_up(tiny_model
     monkeypatch.setattr(runner, "decode_one_token", real)
     ok = client.post("/generate", json={"prompt": "x", "max_length": 3})
     assert ok.status_code == 200 and ok.get_json()["status"] == "success"
+
+
+@pytest.mark.parametrize("field, value", [
+    ("prompt", "x\ud800"), ("prompt", "\udfff def f():"), ("suffix", "\ud83d"), ("stop", "\udc00"),
+    ("stop", ["ok", "a\ud800b"]), ("language", "py\ud800"),
+])
+@pytest.mark.parametrize("path", ["/generate", "/stream"])
+def test_lone_surrogate_is_400_naming_the_field(client, path, field, value):
+    """JSON may escape half a UTF-16 pair (``"\\ud800"``); that is no text, and the tokenizer
+    raised TypeError on it (a 500)."""
+    body = {"prompt": "x", "max_length": 2, field: value}
+    raw = json.dumps(body)  # ASCII-escaped: the body carries the lone surrogate as \\ud800
+    response = client.post(path, data=raw, content_type="application/json")
+    assert_error(response, 400, f"'{field}'", "surrogate")
+
+
+def test_lone_surrogate_in_model_name_is_400(client):
+    response = client.post("/load_model", data=json.dumps({"model_name": "org/m\udc80"}),
+                           content_type="application/json")
+    assert_error(response, 400, "'model_name'", "surrogate")
+
+
+def test_escaped_surrogate_pairs_are_text(client):
+    response = client.post("/generate", data=json.dumps({"prompt": "# \U0001F600\n", "max_length": 2}),
+                           content_type="application/json")
+    assert response.status_code == 200, response.get_data(as_text=True)

@@ -1,4 +1,4 @@
-"""/generate, /stream, /model_status and /health on the real engine: the spec's shapes plus additions."""
+"""/generate, /stream, /model_status and /health on the real engine: the core shapes of docs/API.md plus additions."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_generate_spec_shape_and_additions(client):
 
 
 def test_defaults_apply_when_only_prompt_given(client, engine, monkeypatch):
-    """The spec's defaults (max_length 512, temperature 0.7) reach the engine."""
+    """The documented defaults (max_length 512, temperature 0.7) reach the engine."""
     seen = {}
     real = engine.complete
 

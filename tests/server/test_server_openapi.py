@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -107,3 +108,19 @@ def test_stream_events_match_the_document(client, doc):
         name = lines[0][len("event: "):] if lines[0].startswith("event: ") else "message"
         _validate(doc, events[name], json.loads(lines[-1][len("data: "):]))
     assert blocks[-1].startswith("event: done")
+
+
+def test_root_says_what_answers_here_and_links_to_the_rest(client, doc, engine):
+    """Opening the server's address in a browser names the service and points to its docs."""
+    response = client.get("/")
+    assert response.status_code == 200
+    check(doc, response, "/", "get")
+    body = response.get_json()
+    assert body["name"] == "DeepShiva" and body["version"] not in ("", None)
+    assert body["model_name"] == engine.model_name and body["state"] == "ready"
+    for name in ("health", "openapi", "metrics"):
+        assert client.get(body["links"][name]).status_code == 200, name
+    assert "docs/API.md" in body["links"]["docs"]
+    assert (Path(__file__).parents[2] / "docs" / "API.md").is_file()  # the link names a real file
+    empty = create_app(make_config()).test_client().get("/").get_json()
+    assert empty["model_name"] is None and empty["state"] == "not_loaded"

@@ -1,0 +1,147 @@
+"""Repository samples: a file of a package after other files of the same package, so the model
+learns to copy names across files.
+
+The layout is the one the engine gives a request with ``context`` for DeepShiva's own model
+(core/repo_context.py, StarCoder2's repository format without the repository name):
+
+    <file_sep>{path}\\n{text}<file_sep>{path}\\n{text}...<file_sep>{the current file}
+
+where the current file is a chunk of the target file, plain or as a FIM sample (PSM or SPM, the
+same draws as training/fim.py). The context items are what the language server sends
+(lsp/context.py): the definitions of the names the target file imports from its own package
+(a class as its outline), and a snippet of another file of the package that shares the most
+identifiers with the chunk, snippets first, definitions last, within ``CONTEXT_CHARS``.
+
+Packages are the first path component of the training files (``email/`` of the stdlib,
+``flask/`` of the extra packages); held-out files are never used, as target or as context.
+"""
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+from lsp.python_symbols import attributes_used, definition, identifiers, imports, module_paths
+from training import fim
+from training.data import SourceFile
+from training.tokenizer import EOS, FILE_SEP
+
+CONTEXT_CHARS = 1600  # ~420 tokens: the context's share of a 1024-token window, as in the engine
+TARGET_CHARS = 1800  # the current file's chunk
+SNIPPET_LINES = 16
+SNIPPET_TRIES = 6  # random snippets compared with the chunk; the most similar is kept
+
+
+def group_by_package(files: list[SourceFile]) -> dict[str, dict[str, SourceFile]]:
+    """Files of packages with at least two files, by package, then by path."""
+    groups: dict[str, dict[str, SourceFile]] = defaultdict(dict)
+    for f in files:
+        if "/" in f.rel:
+            groups[f.rel.split("/", 1)[0]][f.rel] = f
+    return {name: members for name, members in groups.items() if len(members) >= 2}
+
+
+def imported_definitions(target: SourceFile, package: dict[str, SourceFile],
+                         wanted_text: str) -> list[tuple[str, str]]:
+    """(path, block) of each name ``target`` imports from its package (for an imported module:
+    of the attributes ``wanted_text`` reads from it), those used in ``wanted_text`` first, then
+    in import order."""
+    wanted = identifiers(wanted_text)
+    found = []
+    for imp in imports(target.text):
+        blocks = []
+        if imp.name is not None:
+            source = _module(package, target, imp.level, imp.module)
+            block = source and definition(source.text, imp.name)
+            if block:
+                blocks = [(source.rel, block)]
+        if not blocks:  # ``import pkg.mod`` or ``from . import mod``: what is read from the module
+            module = imp.module if imp.name is None else ".".join(p for p in (imp.module, imp.name) if p)
+            source = _module(package, target, imp.level, module)
+            attrs = attributes_used(wanted_text, imp.alias) if source else []
+            blocks = [(source.rel, b) for b in (definition(source.text, a) for a in attrs) if b]
+        found += [(imp.alias in wanted, path, block) for path, block in blocks]
+    found.sort(key=lambda item: not item[0])  # stable: wanted first, import order within
+    return [(path, block) for _, path, block in found]
+
+
+def _module(package: dict[str, SourceFile], target: SourceFile, level: int, module: str) -> SourceFile | None:
+    for candidate in module_paths(target.rel, level, module):
+        if candidate in package and candidate != target.rel:
+            return package[candidate]
+    return None
+
+
+def best_snippet(chunk: str, target: SourceFile, package: dict[str, SourceFile],
+                 rng: random.Random) -> tuple[str, str] | None:
+    """A window of ``SNIPPET_LINES`` lines of another file of the package: of a few random
+    ones, the one whose identifiers overlap the chunk's most (Jaccard), as the server ranks."""
+    others = [f for rel, f in package.items() if rel != target.rel]
+    words = identifiers(chunk)
+    best, best_score = None, -1.0
+    for _ in range(SNIPPET_TRIES):
+        other = rng.choice(others)
+        lines = other.text.splitlines(keepends=True)
+        start = rng.randrange(max(1, len(lines) - SNIPPET_LINES + 1))
+        text = "".join(lines[start:start + SNIPPET_LINES])
+        theirs = identifiers(text)
+        score = len(words & theirs) / max(1, len(words | theirs))
+        if score > best_score and text.strip():
+            best, best_score = (other.rel, text), score
+    return best
+
+
+def context_items(chunk: str, target: SourceFile, package: dict[str, SourceFile],
+                  rng: random.Random, budget: int = CONTEXT_CHARS) -> list[tuple[str, str]]:
+    """The (path, text) items before the chunk: a snippet, then definitions, within ``budget``."""
+    definitions = imported_definitions(target, package, chunk)
+    snippet = best_snippet(chunk, target, package, rng)
+    chosen, room = [], budget
+    for path, text in definitions:
+        if len(text) + len(path) + 2 <= room:
+            chosen.append((path, text))
+            room -= len(text) + len(path) + 2
+    if snippet and snippet[0] not in {path for path, _ in chosen} and len(snippet[1]) + len(snippet[0]) + 2 <= room:
+        chosen.insert(0, snippet)
+    return chosen
+
+
+def _pick_chunk(target: SourceFile, rng: random.Random) -> tuple[str, bool]:
+    """A chunk of the target (preferring one that uses an imported name) and whether it is the last."""
+    chunks = fim.chunk_text(target.text, TARGET_CHARS)
+    aliases = {imp.alias for imp in imports(target.text)}
+    using = [i for i, chunk in enumerate(chunks) if identifiers(_code_lines(chunk)) & aliases]
+    index = rng.choice(using) if using else rng.randrange(len(chunks))
+    return chunks[index], index == len(chunks) - 1
+
+
+def _code_lines(chunk: str) -> str:
+    return "\n".join(ln for ln in chunk.splitlines() if not ln.lstrip().startswith(("import ", "from ")))
+
+
+def make_repo_samples(files: list[SourceFile], rng: random.Random, rate: float, fim_rate: float,
+                      line_share: float = fim.LINE_MIDDLE_SHARE,
+                      spm_share: float = fim.SPM_SHARE) -> list[tuple[list[str], bool]]:
+    """Repository samples, (pieces, is_fim): ``rate`` per file of a multi-file package on
+    average (0.5: every other file; 2.5: two or three each, with different chunks and draws)."""
+    out = []
+    for package in group_by_package(files).values():
+        for target in package.values():
+            count = int(rate) + (rng.random() < rate - int(rate))
+            for _ in range(count if target.text.strip() else 0):
+                out.append(_sample(target, package, rng, fim_rate, line_share, spm_share))
+    return out
+
+
+def _sample(target: SourceFile, package: dict[str, SourceFile], rng: random.Random, fim_rate: float,
+            line_share: float, spm_share: float) -> tuple[list[str], bool]:
+    """One sample: a chunk of ``target`` after its context items."""
+    chunk, last = _pick_chunk(target, rng)
+    pieces: list[str] = []
+    for path, text in context_items(chunk, target, package, rng):
+        pieces += [FILE_SEP, f"{path}\n{text}"]
+    pieces.append(FILE_SEP)
+    if rng.random() < fim_rate:
+        split = fim.pick_split(rng, line_share)
+        order = fim.spm if spm_share and rng.random() < spm_share else fim.psm
+        return pieces + order(*split(chunk, rng)), True
+    return pieces + [chunk] + ([EOS] if last else []), False
