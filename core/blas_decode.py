@@ -21,7 +21,6 @@ compact runs every layer in one C call (``core.fused_decode``).
 
 from __future__ import annotations
 
-import os
 from typing import Callable, NamedTuple
 
 import numpy as np
@@ -34,19 +33,23 @@ from .fused_decode import FusedLayers
 MAX_ROWS = 8  # passes of at most this many tokens (a decode step, a prompt-lookup draft check)
 
 
-def enabled_by_default() -> bool:
-    """On unless ``DEEPSHIVA_BLAS_DECODE=0`` (for comparing against the PyTorch path)."""
-    return os.environ.get("DEEPSHIVA_BLAS_DECODE", "1") != "0"
+def _norm(x: np.ndarray, weight: np.ndarray, eps: float, bias: np.ndarray | None, layer_norm: bool) -> np.ndarray:
+    """The family's norm: LayerNorm with bias, else RMSNorm."""
+    if not layer_norm:
+        return _rms_norm(x, weight, eps)
+    centred = x - x.mean(axis=-1, keepdims=True)
+    var = np.einsum("ij,ij->i", centred, centred)[:, None] / x.shape[1]
+    out = centred / np.sqrt(var + eps) * weight
+    return out if bias is None else out + bias
 
 
-def applies_to(backend) -> bool:
-    """True on the CPU (fp32 activations, paired-row RoPE) for fp32 weights decoded in fp32, or
-    any weights decoded from compact copies where the C kernels run."""
-    if not (backend.device.type == "cpu" and backend.act_dtype == torch.float32 and backend.complex_rope):
-        return False
-    if backend.decode_weights == "fp32":
-        return backend.dtype == torch.float32  # views of the weights; 16-bit masters decode in torch
-    return compact_weights.available()
+def _activation(x: np.ndarray, name: str) -> np.ndarray:
+    """SiLU, or GELU (tanh approximation or exact) as transformers computes them."""
+    if name == "silu":
+        return x / (1.0 + np.exp(-x))
+    if name == "gelu_tanh":
+        return 0.5 * x * (1.0 + np.tanh(np.float32(0.7978845608028654) * (x + np.float32(0.044715) * x * x * x)))
+    return torch.nn.functional.gelu(torch.from_numpy(x)).numpy()
 
 
 def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
@@ -59,6 +62,24 @@ def _rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
 
 
 MatMul = Callable[[np.ndarray, int], np.ndarray]  # (rows, in) fp32, threads -> (rows, out)
+
+
+class _Biased:
+    """A product followed by its bias (families with biased projections)."""
+
+    def __init__(self, matmul: MatMul, bias: np.ndarray):
+        self.matmul, self.bias = matmul, bias
+
+    def __call__(self, x: np.ndarray, threads: int) -> np.ndarray:
+        y = self.matmul(x, threads)
+        y += self.bias
+        return y
+
+
+def _product(projection, transposed: bool, precision: str) -> MatMul:
+    """One of the backend's ``Projection``s as a NumPy-side product, with its bias if it has one."""
+    matmul = _matmul(projection.weight, projection.transposed, precision)
+    return matmul if projection.bias is None else _Biased(matmul, projection.bias.numpy())
 
 
 def _matmul(weight: torch.Tensor, transposed: bool, precision: str) -> MatMul:
@@ -74,12 +95,34 @@ def _matmul(weight: torch.Tensor, transposed: bool, precision: str) -> MatMul:
 
 
 class _Layer(NamedTuple):
+    """``LayerWeights`` as NumPy arrays and products (what this module and the fused C step read)."""
+
     input_norm: np.ndarray
     qkv: MatMul
     o: MatMul
     post_norm: np.ndarray
     gate_up: MatMul
     down: MatMul
+    input_norm_bias: np.ndarray | None = None
+    post_norm_bias: np.ndarray | None = None
+
+
+def _numpy(tensor: torch.Tensor | None) -> np.ndarray | None:
+    return None if tensor is None else tensor.numpy()
+
+
+def fused_reason(backend) -> str | None:
+    """Why one-token steps of ``backend`` cannot run in the fused C step (None: they can, given
+    compact weights of one format)."""
+    spec = backend.spec
+    missing = [what for what, present in (
+        ("LayerNorm", spec.norm != "rms"), (f"{spec.activation} MLP", spec.activation != "silu"),
+        ("an ungated MLP", not spec.gated), ("partial RoPE", backend.rotary_dims != backend.head_dim),
+        ("a sliding window", backend.window is not None),
+        ("biases", any(layer.has_biases() for layer in backend.layers))) if present]
+    if missing:
+        return f"the fused C step has no {', '.join(missing)} ({spec.family})"
+    return None
 
 
 class BlasDecoder:
@@ -95,27 +138,34 @@ class BlasDecoder:
         self.embed = backend.embed
         # fp32 rows are read through a NumPy view; 16-bit ones widened row by row as they are read.
         self._embed_fp32 = backend.embed.numpy() if backend.embed.dtype == torch.float32 else None
+        self.spec = backend.spec
         self.layers = [
-            _Layer(ln1.numpy(), _matmul(wqkv.weight, True, precision), _matmul(wo.weight, False, precision),
-                   ln2.numpy(), _matmul(wgu.weight, True, precision), _matmul(wdown.weight, False, precision))
-            for ln1, wqkv, wo, ln2, wgu, wdown in backend.layers
+            _Layer(layer.input_norm.numpy(), _product(layer.qkv, True, precision),
+                   _product(layer.o, False, precision), layer.post_norm.numpy(),
+                   _product(layer.gate_up, True, precision), _product(layer.down, False, precision),
+                   _numpy(layer.input_norm_bias), _numpy(layer.post_norm_bias))
+            for layer in backend.layers
         ]
-        self.mlp_width = backend.layers[0][4].weight.shape[1] // 2  # gate and up side by side
-        self.lm_head = _matmul(backend.lm_head.weight, False, precision)
-        self.norm = backend.norm.numpy()
+        width = backend.layers[0].gate_up.out_features
+        self.mlp_width = width // 2 if self.spec.gated else width  # gate and up side by side
+        self.lm_head = _product(backend.lm_head, False, precision)
+        self.norm, self.norm_bias = backend.norm.numpy(), _numpy(backend.norm_bias)
         self.compact = self.compact_bytes() > 0
         self._blas_threads = ThreadpoolController() if self.compact else None
         self.c_attention = cpu_attention.available()
-        # One-token steps run every layer in one C call where all products are compact.
-        self.fused = FusedLayers.build(
+        # One-token steps run every layer in one C call where all products are compact and the
+        # layer is Llama's (the C step computes RMSNorm, SiLU-gated MLP, full RoPE, no biases).
+        self.fused_why_not = fused_reason(backend)
+        self.fused = None if self.fused_why_not else FusedLayers.build(
             self.layers, hidden=self.embed.shape[1], heads=backend.heads, kv_heads=backend.kv_heads,
             dim=backend.head_dim, mlp=self.mlp_width, eps=float(backend.eps), scale=float(backend.scale))
 
     def _embed(self, ids: list[int]) -> np.ndarray:
         """The embedding rows of ``ids`` in fp32, (T, hidden): a copy."""
-        if self._embed_fp32 is not None:
-            return self._embed_fp32[ids]
-        return self.embed[ids].to(torch.float32).numpy()
+        rows = self._embed_fp32[ids] if self._embed_fp32 is not None else self.embed[ids].to(torch.float32).numpy()
+        if self.backend.embed_scale != 1.0:
+            rows *= np.float32(self.backend.embed_scale)
+        return rows
 
     def compact_bytes(self) -> int:
         """Bytes held in compact copies (0 in fp32, which reads the backend's own tensors)."""
@@ -133,12 +183,12 @@ class BlasDecoder:
             return self._forward(ids, all_logits)
 
     def _attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int, mask: np.ndarray | None,
-                   threads: int) -> np.ndarray:
+                   threads: int, c_attention: bool = True) -> np.ndarray:
         """Causal attention of q (T, heads, dim) over one layer's cache (kv_heads, capacity, dim),
         the pass's own keys written: (T, heads * dim). In C where the kernels are built (on the
         kernels' OpenMP threads only while OpenBLAS is held to one, see ``forward``), else NumPy."""
         b = self.backend
-        if self.c_attention:
+        if self.c_attention and c_attention:
             return cpu_attention.attend(q, k, v, start, b.scale, threads if self.compact else 1)
         count, heads, dim = q.shape
         kv_heads, end = b.kv_heads, start + count
@@ -169,24 +219,41 @@ class BlasDecoder:
             x = self.fused(self._embed(ids)[0], rope, k_cache, v_cache, start, threads)[None]
             logits = self.lm_head(_rms_norm(x, self.norm, b.eps), threads)
             return torch.from_numpy(logits if all_logits else logits[0])
-        # The pass's own rows see keys up to their own position; earlier positions are all visible.
+        spec, rot = self.spec, b.rotary_dims
+        layer_norm = spec.norm == "layer"
+        windowed = b.window is not None and end > b.window
+        c_attention = self.c_attention and not windowed  # the C loop has no window
+        # The pass's own rows see keys up to their own position (and within the window).
         mask = None
-        if count > 1 and not self.c_attention:  # the C loop applies it itself
-            future = np.arange(end)[None, :] > (start + np.arange(count))[:, None]
-            mask = np.where(future, -np.inf, 0.0).astype(np.float32)  # (T, end)
+        if (count > 1 or windowed) and not c_attention:  # the C loop applies causality itself
+            keys, rows = np.arange(end)[None, :], (start + np.arange(count))[:, None]
+            hidden = keys > rows
+            if windowed:
+                hidden |= keys <= rows - b.window
+            mask = np.where(hidden, -np.inf, 0.0).astype(np.float32)  # (T, end)
         x = self._embed(ids)  # (T, hidden), a copy
         with np.errstate(over="ignore"):  # exp(-gate) overflows to inf for very negative gates: silu -> -0
             for i, layer in enumerate(self.layers):
-                qkv = layer.qkv(_rms_norm(x, layer.input_norm, b.eps), threads)  # (T, q + k + v)
-                pairs = np.ascontiguousarray(qkv[:, :qk_size]).view(np.complex64)
-                qk = (pairs.reshape(count, heads + kv_heads, dim // 2) * rope).view(np.float32)
+                h = _norm(x, layer.input_norm, b.eps, layer.input_norm_bias, layer_norm)
+                qkv = layer.qkv(h, threads)  # (T, q + k + v)
+                qk = np.ascontiguousarray(qkv[:, :qk_size]).reshape(count, heads + kv_heads, dim)
+                if rot == dim:
+                    qk = (qk.view(np.complex64) * rope).view(np.float32)
+                else:  # partial RoPE: the first ``rot`` dims of each head turn, the rest stay
+                    turned = np.ascontiguousarray(qk[..., :rot]).view(np.complex64) * rope
+                    qk[..., :rot] = turned.view(np.float32)
                 k_cache[i, 0, :, start:end] = qk[:, heads:].transpose(1, 0, 2)
                 v_cache[i, 0, :, start:end] = qkv[:, qk_size:].reshape(count, kv_heads, dim).transpose(1, 0, 2)
-                attn = self._attention(qk[:, :heads], k_cache[i, 0], v_cache[i, 0], start, mask, threads)
+                attn = self._attention(qk[:, :heads], k_cache[i, 0], v_cache[i, 0], start, mask, threads,
+                                       c_attention)
                 x = x + layer.o(attn, threads)
-                gate_up = layer.gate_up(_rms_norm(x, layer.post_norm, b.eps), threads)
-                gate, up = gate_up[:, :half], gate_up[:, half:]
-                x = x + layer.down(gate / (1.0 + np.exp(-gate)) * up, threads)
-        if all_logits:
-            return torch.from_numpy(self.lm_head(_rms_norm(x, self.norm, b.eps), threads))
-        return torch.from_numpy(self.lm_head(_rms_norm(x[-1:], self.norm, b.eps), threads))[0]
+                h = _norm(x, layer.post_norm, b.eps, layer.post_norm_bias, layer_norm)
+                if spec.gated:
+                    gate_up = layer.gate_up(h, threads)
+                    gate, up = gate_up[:, :half], gate_up[:, half:]
+                    x = x + layer.down(_activation(gate, spec.activation) * up, threads)
+                else:
+                    x = x + layer.down(_activation(layer.gate_up(h, threads), spec.activation), threads)
+        rows = x if all_logits else x[-1:]
+        logits = self.lm_head(_norm(rows, self.norm, b.eps, self.norm_bias, layer_norm), threads)
+        return torch.from_numpy(logits if all_logits else logits[0])

@@ -90,9 +90,9 @@ def select_dtype(device: str, requested: object = None, stored: torch.dtype | No
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if base == "mps":
         return torch.float16
-    if not cpu_has_native_bf16() or stored == torch.float16 or decode_weights in ("fp32", "fp16"):
-        return torch.float32
-    return torch.bfloat16
+    from .backends import select  # the one place that decides the CPU's path
+
+    return select.master_dtype(stored, decode_weights)[0]
 
 
 # Below this many bytes of weights a forward pass is too short to split across threads: on a
@@ -172,30 +172,7 @@ def choose_decode_weights(
     kernels: bool,
     master_dtype: torch.dtype = torch.float32,
 ) -> str:
-    """The bytes a CPU decode step reads (core.compact_weights): ``requested`` unless it is auto.
+    """The bytes a CPU decode step reads: ``core.backends.select.decode_weights``'s choice."""
+    from .backends import select
 
-    auto picks a compact copy in the format that is exact: the masters' own 16-bit format when
-    they are 16-bit (native-bf16 CPUs load bf16 masters; the C step then decodes from a bf16
-    copy, about 4x faster than PyTorch's bf16 one-row products there), else the checkpoint's
-    16-bit format (the fp32 masters were widened from it). It needs the C kernels and at most
-    half the free memory for the copy (2 bytes a parameter). Everything else decodes from the
-    masters ("fp32": the model's own weights). Size does not matter: the kernels beat OpenBLAS's
-    fp32 products on the 8.5 MB shipped model too (decode 0.94 against 1.50 ms a token,
-    benchmarks/RESULTS.md).
-    """
-    if check_decode_weights(requested) != "auto":
-        return requested
-    if master_dtype in (torch.bfloat16, torch.float16):
-        lossless = SHORT_NAMES[master_dtype]
-        copy_bytes = model_bytes
-    else:
-        lossless = SHORT_NAMES.get(stored_dtype) if stored_dtype != torch.float32 else None
-        copy_bytes = model_bytes // 2
-    if (
-        device != "cpu"
-        or lossless is None
-        or not kernels
-        or (free_bytes is not None and copy_bytes > free_bytes // 2)
-    ):
-        return "fp32"
-    return lossless
+    return select.decode_weights(requested, device, stored_dtype, model_bytes, free_bytes, kernels, master_dtype)[0]

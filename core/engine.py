@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from . import compact_weights
+from . import compact_weights, cpu_capabilities
+from .backends import select
 from .devices import (
     available_memory_bytes,
+    SHORT_NAMES,
     check_decode_weights,
     choose_cpu_threads,
-    choose_decode_weights,
     mps_available,
     select_device,
     select_dtype,
@@ -185,8 +186,11 @@ class OptimizedLLM:
         self.tokenizer = None
         self._runner: ModelRunner | None = None
         source = resolve_model_source(model_name)
-        self.dtype = select_dtype(self.device, torch_dtype, stored_dtype(source, self.trust_remote_code),
-                                  self.decode_weights_requested)
+        self._master_reason = f"{SHORT_NAMES.get(self.dtype, self.dtype)} masters: " + (
+            "asked for" if torch_dtype not in (None, "auto") else f"the {self.device.split(':')[0]} default")
+        if self.device == "cpu" and torch_dtype in (None, "auto"):
+            self.dtype, self._master_reason = select.master_dtype(stored_dtype(source, self.trust_remote_code),
+                                                                  self.decode_weights_requested)
         loaded = load_model(source, self.device, self.dtype, max_memory, bool(load_in_8bit), self.trust_remote_code)
         self._stored_dtype = loaded.stored_dtype
         self._install(loaded.model, loaded.tokenizer)
@@ -226,15 +230,18 @@ class OptimizedLLM:
         """The runner with the decode weights asked for; auto falls back to fp32 where its pick
         cannot run (a model served through transformers, a 16-bit model on the CPU)."""
         requested = self.decode_weights_requested
-        choice = choose_decode_weights(requested, self.device, getattr(self, "_stored_dtype", None),
-                                       weight_bytes(model), available_memory_bytes(), compact_weights.available(),
-                                       master_dtype=self.dtype if self.device == "cpu" else torch.float32)
+        choice, why = select.decode_weights(requested, self.device, getattr(self, "_stored_dtype", None),
+                                            weight_bytes(model), available_memory_bytes(), compact_weights.available(),
+                                            master=self.dtype if self.device == "cpu" else torch.float32)
         try:
             runner = ModelRunner(model, decode_weights=choice)
         except ValueError as exc:
             if requested != "auto":
                 raise InvalidParameter(self._decode_weights_param, str(exc)) from None
             runner = ModelRunner(model)
+            why = f"decode reads the model's own weights: {choice} copies need the lean path on the CPU"
+        self._cpu_described = cpu_capabilities.current().describe() if self.device == "cpu" else None
+        runner.path.reasons[:0] = [getattr(self, "_master_reason", "masters: as loaded"), why]
         self.decode_weights = runner.decode_weights
         return runner
 
@@ -292,6 +299,9 @@ class OptimizedLLM:
             "cpu_threads": getattr(self, "cpu_threads", None),
             "backend": self._runner.backend_name if loaded else None,
             "decode_path": self._runner.decode_path if loaded else None,
+            # What runs prefill and decode, and why (core.backends.select), on this CPU.
+            "path": self._runner.path.as_dict() if loaded else None,
+            "cpu": getattr(self, "_cpu_described", None),
             "int8_decode": self.int8_decode,
             "decode_weights": self.decode_weights,
             "loop_guard": self.loop_guard,

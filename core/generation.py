@@ -4,22 +4,21 @@
 a request: the next prompt reuses the longest common token prefix (the cache is cropped to it),
 so a keystroke in an editor costs only the tokens that changed, not the whole context.
 
-Two backends compute a forward pass: ``LeanLlamaBackend`` (fused weights, static KV cache) for
-plain Llama models, and ``HFBackend`` (the transformers model itself) for everything else.
+``core.backends.select`` chooses the backend that computes a forward pass: ``LeanLlamaBackend``
+(fused weights, a growing KV cache) for Llama models, ``HFBackend`` (the transformers model
+itself) for everything else, and says why.
 """
 
 from __future__ import annotations
 
-import inspect
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
 
 import torch
-from transformers import DynamicCache
 
-from . import lean_llama
+from .backends import select
+from .backends.hf import HFBackend, input_device  # noqa: F401 - re-exported (they were defined here)
 from .devices import SHORT_NAMES, SMALL_MODEL_BYTES, weight_bytes
 
 # A prompt runs in chunks, with a look at the cancel flag between them: a superseded request
@@ -36,79 +35,12 @@ def prefill_chunk_for(model) -> int:
     return SMALL_MODEL_PREFILL_CHUNK if weight_bytes(model) < SMALL_MODEL_BYTES else PREFILL_CHUNK
 
 
-def input_device(model) -> torch.device:
-    """Where input ids must go: the embedding's device, or its accelerate execution device when
-    the weights are offloaded (they then sit on the "meta" device)."""
-    embedding = model.get_input_embeddings()
-    hook = getattr(embedding, "_hf_hook", None)
-    if hook is not None and getattr(hook, "execution_device", None) is not None:
-        return torch.device(hook.execution_device)
-    device = embedding.weight.device
-    return torch.device("cpu") if device.type == "meta" else device
-
-
-class HFBackend:
-    """Forward passes through the transformers model with its DynamicCache."""
-
-    def __init__(self, model):
-        self.model = model
-        params = inspect.signature(model.forward).parameters
-        # transformers 5.24 renamed past_key_values to cache; accept both spellings.
-        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
-        self._logits_to_keep = "logits_to_keep" in params
-        self.device = input_device(model)
-        self._cache: DynamicCache | None = None
-        self.length = 0
-
-    def reset(self) -> None:
-        self._cache = None
-        self.length = 0
-
-    release = reset
-
-    def crop(self, keep: int) -> None:
-        if self._cache is not None and keep < self.length:
-            self._cache.crop(-(self.length - keep))  # 5.x: a negative count of tokens to drop
-            self.length = keep
-
-    def forward(self, ids: list[int], all_logits: bool = False) -> torch.Tensor:
-        if self._cache is None:
-            self._cache = DynamicCache(config=self.model.config)
-        kwargs = {self._cache_kwarg: self._cache, "use_cache": True}
-        if self._logits_to_keep:
-            kwargs["logits_to_keep"] = 0 if all_logits else 1
-        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
-        with torch.inference_mode():
-            out = self.model(input_ids=input_ids, **kwargs)
-        returned = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-        if returned is not None:
-            self._cache = returned
-        self.length += len(ids)
-        return out.logits[0] if all_logits else out.logits[0, -1]
-
-
-def choose_backend(model, lean: bool | None = None, decode_weights: str = "fp32"):
-    """The lean Llama path where it is exact (and not turned off by DEEPSHIVA_LEAN=0), else HF.
-
-    ``decode_weights`` other than fp32 needs the lean path on the CPU; asking for it elsewhere is
-    a ValueError."""
-    if lean is None:
-        lean = os.environ.get("DEEPSHIVA_LEAN", "1") != "0"
-    if lean and lean_llama.supports(model):
-        return lean_llama.LeanLlamaBackend(model, decode_weights=decode_weights)
-    if decode_weights != "fp32":
-        raise ValueError(
-            f"{decode_weights} decode weights need a plain Llama-architecture model on the CPU "
-            f"({model.config.model_type} is served through transformers; use load_in_8bit instead)"
-        )
-    return HFBackend(model)
-
-
 class ModelRunner:
     """Forward passes over one model with a KV cache kept between requests."""
 
     def __init__(self, model, lean: bool | None = None, decode_weights: str = "fp32"):
-        self.backend = choose_backend(model, lean, decode_weights)
+        self.backend, reasons = select.backend(model, lean, decode_weights)
+        self.path = select.explain(self.backend, reasons)
         self._cached_ids: list[int] = []
         self.decode_steps = 0
         self.prefill_tokens = 0
@@ -120,7 +52,7 @@ class ModelRunner:
 
     @property
     def backend_name(self) -> str:
-        return "lean-llama" if isinstance(self.backend, lean_llama.LeanLlamaBackend) else "transformers"
+        return self.path.backend
 
     @property
     def decode_path(self) -> str:

@@ -1,12 +1,16 @@
-"""A lean forward pass for Llama-architecture models, for the decode loop's hot path.
+"""A lean forward pass for the decoder families of code models, for the decode loop's hot path.
 
 ``generate()`` and even a bare call of the transformers model pay per token for dozens of module
 calls, a KV cache that grows by concatenation (copying the whole cache every step) and
 bookkeeping a single-sequence decoder does not need. This runs the same arithmetic over the
-model's own weights: q/k/v and gate/up projections fused into one matrix each, a preallocated
-KV cache written in place, and PyTorch's fused attention. It is used only where it is exact
-(plain Llama: default RoPE, no biases, SiLU, unquantized, on one device), which the tests check
-against transformers' logits; every other model runs through transformers (``HFBackend``).
+model's own weights: q/k/v and gate/up projections fused into one matrix each, a KV cache
+written in place (sized to what the prompts need, growing in steps), and PyTorch's fused
+attention. One forward serves every family of ``core.backends.families`` (Llama, Mistral, Qwen2,
+StableLM, Starcoder2, Gemma: their differences are data in ``LayerWeights`` and a few named ops:
+norm kind, biases, gated or plain MLP, partial RoPE, sliding window, embedding scale) and the RoPE
+variants transformers computes at load (linear, dynamic, llama3, yarn). It is used only where it
+is exact, which the tests check against transformers' logits for each family; every other model
+runs through transformers (``HFBackend``), and ``core.backends.select`` says why.
 
 On the CPU the activations, norms, RoPE, attention and KV cache are fp32 whatever the weights'
 dtype: 16-bit masters (bf16 on CPUs with native bf16) run only their GEMMs in 16 bits.
@@ -14,8 +18,8 @@ dtype: 16-bit masters (bf16 on CPUs with native bf16) run only their GEMMs in 16
 ``decode_weights`` (CPU only) chooses the bytes a decode step reads: ``fp32`` (the masters
 themselves), or compact copies (``fp16``, ``bf16``, ``int8``; ``core.compact_weights``) that the
 NumPy decode path (``core.blas_decode``) multiplies with the C kernels, from fp32 or bf16
-masters alike. Prefill keeps the masters, so it is unchanged. Where the C kernels are not built, ``int8`` falls back to PyTorch's int8
-weight kernel (one scale per output row, bf16 activations inside the product; very slow for many
+masters alike. Prefill keeps the masters, so it is unchanged. Where the C kernels are not
+built, ``int8`` falls back to PyTorch's int8 weight kernel (one scale per output row, bf16 activations inside the product; very slow for many
 rows, so only passes of at most ``INT8_MAX_ROWS`` tokens use it).
 """
 
@@ -25,81 +29,58 @@ import torch
 import torch.nn.functional as F
 
 from . import blas_decode, compact_weights
+from .devices import SHORT_NAMES
+from .backends import families, select
+from .backends.layers import (INT8_MAX_ROWS, Int8Weight, LayerWeights, Projection,  # noqa: F401 - re-exported
+                               StackedProjection)
 
-MAX_STATIC_CONTEXT = 16384
 DECODE_WEIGHTS = ("fp32",) + compact_weights.PRECISIONS
-INT8_MAX_ROWS = 8  # passes of at most this many tokens use the int8 weights (decode, drafts)
+# RoPE variants whose frequencies transformers computes once at load (its rotary module's
+# inv_freq and attention_scaling, which this module reads): exact here. "dynamic" changes them
+# only past max_position_embeddings, which the cache never grows beyond.
+ROPE_TYPES = ("default", "linear", "llama3", "yarn", "dynamic")
+CACHE_STEP = 256  # the KV cache grows in multiples of this many positions
 
 
-class Int8Weight:
-    """A matrix as int8 rows with a bf16 scale per row (symmetric, per output channel)."""
-
-    def __init__(self, weight: torch.Tensor):
-        q, scales = compact_weights.quantize_rows(weight)
-        self.q = q.contiguous()
-        self.scales = scales.to(torch.bfloat16)
-
-    def linear(self, x: torch.Tensor) -> torch.Tensor:
-        """``x @ W.T`` from the int8 rows; computed in bf16, returned in x's dtype."""
-        return torch._weight_int8pack_mm(x.to(torch.bfloat16), self.q, self.scales).to(x.dtype)
-
-    def dequantized(self) -> torch.Tensor:
-        return self.q.to(torch.float32) * self.scales.to(torch.float32)[:, None]
-
-
-class Projection:
-    """One weight matrix of the forward pass (``x @ W.T``), kept in the layout that runs fastest.
-
-    ``transposed`` stores W.T contiguously: for a short, wide matrix (out > in) a one-row product
-    over it is about 20% faster on this CPU than ``F.linear``'s (see benchmarks/RESULTS.md). Only
-    matrices that are copies anyway (the fused q/k/v and gate/up) are stored so; the others stay
-    the model's own tensors, so the lean path costs no extra memory. With ``int8``, passes of at
-    most ``INT8_MAX_ROWS`` tokens read an int8 copy instead.
-    """
-
-    def __init__(self, weight: torch.Tensor, transposed: bool = False, int8: bool = False):
-        self.int8 = Int8Weight(weight) if int8 else None
-        self.transposed = transposed
-        self.weight = weight.t().contiguous() if transposed else weight
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """The product in the weight's dtype, returned in ``x``'s (16-bit weights under fp32
-        activations: the GEMM runs in bf16 where the CPU has it, everything around it in fp32)."""
-        if self.int8 is not None and x.shape[0] <= INT8_MAX_ROWS:
-            return self.int8.linear(x)
-        h = x.to(self.weight.dtype)
-        y = h @ self.weight if self.transposed else F.linear(h, self.weight)
-        return y.to(x.dtype)
+def unsupported_reason(model) -> str | None:
+    """Why ``model`` cannot run on this module exactly, or None when it can."""
+    config = model.config
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    family_reason = families.unsupported_reason(model)
+    if family_reason is not None:
+        return family_reason
+    if rope_type not in ROPE_TYPES:
+        return f"RoPE {rope_type!r} is not one the lean path computes ({', '.join(ROPE_TYPES)})"
+    if getattr(model, "hf_device_map", None) is not None:
+        return "the weights are spread over devices or offloaded (max_memory): accelerate's hooks run them"
+    if getattr(model, "quantization_method", None) is not None or getattr(model, "is_quantized", False):
+        return "the weights are quantized by bitsandbytes (load_in_8bit): its kernels run them"
+    return None
 
 
 def supports(model) -> bool:
-    """True when ``model`` is a plain Llama this module computes exactly."""
-    config = model.config
-    rope = getattr(config, "rope_parameters", None) or {}
-    return (
-        config.model_type == "llama"
-        and rope.get("rope_type", "default") == "default"
-        and not getattr(config, "attention_bias", False)
-        and not getattr(config, "mlp_bias", False)
-        and getattr(config, "hidden_act", "silu") == "silu"
-        and getattr(model, "hf_device_map", None) is None
-        and getattr(model, "quantization_method", None) is None
-        and not getattr(model, "is_quantized", False)
-        and config.max_position_embeddings <= MAX_STATIC_CONTEXT
-    )
+    """True when ``model`` is a Llama this module computes exactly."""
+    return unsupported_reason(model) is None
 
 
 class LeanLlamaBackend:
-    """Forward passes over a Llama's weights with a static KV cache; same logits as transformers."""
+    """Forward passes over a decoder's weights with its own KV cache; same logits as transformers.
+    (The name is historical: it serves every family of ``core.backends.families``.)"""
 
     def __init__(self, model, decode_weights: str = "fp32", blas: bool | None = None):
         config = model.config
         inner = model.model
+        self.spec = families.spec_of(model)
+        self.family = self.spec.family
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads or self.heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
-        self.eps = config.rms_norm_eps
-        self.capacity = config.max_position_embeddings
+        self.rotary_dims = self.spec.rotary_dims
+        self.eps = self.spec.eps
+        self.window = self.spec.window
+        self.max_positions = config.max_position_embeddings
+        self.capacity = 0  # positions the KV cache holds now; grows as prompts need (``_reserve``)
         weight = inner.embed_tokens.weight
         self.dtype, self.device = weight.dtype, weight.device
         # Activations, norms, RoPE, attention and the KV cache: fp32 on the CPU whatever the
@@ -107,45 +88,71 @@ class LeanLlamaBackend:
         # decode path can read the same cache); the weights' dtype elsewhere.
         self.act_dtype = torch.float32 if self.device.type == "cpu" else self.dtype
         self.embed = weight.detach()
+        self.embed_scale = self.spec.embed_scale
         if decode_weights not in DECODE_WEIGHTS:
             raise ValueError(f"decode weights must be one of {', '.join(DECODE_WEIGHTS)}, not {decode_weights!r}")
         if decode_weights != "fp32" and self.device.type != "cpu":
             raise ValueError(f"{decode_weights} decode weights are for the CPU only (use load_in_8bit on CUDA)")
-        if blas is None:
-            blas = blas_decode.enabled_by_default()
         self.decode_weights = decode_weights
         # In fp32, q and k rotate as complex numbers: one multiply instead of five ops. That
-        # needs each rotating pair (i, i + head_dim/2) side by side, so their rows are
+        # needs each rotating pair (i, i + rotary_dims/2) side by side, so their rows are
         # interleaved; q.k is the same sum in another order, and v keeps its rows. (Not on MPS,
         # whose complex support is partial; 16-bit models keep the real-valued rotation.)
         self.complex_rope = self.act_dtype == torch.float32 and self.device.type in ("cpu", "cuda")
         # Compact weights run in the NumPy decode path; without it only int8 has a fallback.
-        use_blas = blas and blas_decode.applies_to(self)
+        # core.backends.select decides (blas=None); True or False forces it where it can run.
+        why_not = select.numpy_decode_reason(self, switch=blas is None)
+        use_blas = blas is not False and why_not is None
+        self.numpy_decode_why_not = why_not if blas is not False else "turned off by the caller"
         if decode_weights in ("fp16", "bf16") and not use_blas:
-            why = compact_weights.unavailable_reason() or "they need the NumPy decode path on the CPU"
-            raise ValueError(f"{decode_weights} decode weights cannot run here: {why}")
+            raise ValueError(f"{decode_weights} decode weights cannot run here: {self.numpy_decode_why_not}")
         int8 = decode_weights == "int8" and not use_blas  # PyTorch's int8 kernel
+        # Where one-row products all read compact copies, no stacked copy of q/k/v and gate/up.
+        stacked = use_blas and decode_weights != "fp32"
         self.layers = []
         with torch.no_grad():
             for layer in inner.layers:
-                attn, mlp = layer.self_attn, layer.mlp
-                q, k = attn.q_proj.weight, attn.k_proj.weight
+                t = families.layer_tensors(layer, self.spec)
+                qb, kb = t["q_bias"], t["k_bias"]
                 if self.complex_rope:
-                    q, k = self._pair_rows(q, self.heads), self._pair_rows(k, self.kv_heads)
-                qkv = torch.cat([q, k, attn.v_proj.weight])
-                gate_up = torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight])
-                self.layers.append((
-                    self._norm_weight(layer.input_layernorm.weight),
-                    Projection(qkv.detach(), transposed=True, int8=int8),
-                    Projection(attn.o_proj.weight.detach(), int8=int8),
-                    self._norm_weight(layer.post_attention_layernorm.weight),
-                    Projection(gate_up.detach(), transposed=True, int8=int8),
-                    Projection(mlp.down_proj.weight.detach(), int8=int8),
+                    qb = None if qb is None else self._pair_rows(qb, self.heads)
+                    kb = None if kb is None else self._pair_rows(kb, self.kv_heads)
+                biases = (qb, kb, t["v_bias"])
+                qkv_bias = None if all(b is None for b in biases) else torch.cat(
+                    [b if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+                     for b, w in zip(biases, (t["q"], t["k"], t["v"]))])
+                mlp_in = [t["gate"], t["up"]] if self.spec.gated else [t["fc"]]
+                mlp_in_bias = t["gate_up_bias"] if self.spec.gated else t["fc_bias"]
+                if stacked:  # decode reads compact copies: prompts multiply the model's own matrices
+                    order = self._pair_order(t["q"].shape[0] + t["k"].shape[0] + t["v"].shape[0]) \
+                        if self.complex_rope else None
+                    qkv = StackedProjection([t["q"].detach(), t["k"].detach(), t["v"].detach()], order,
+                                            bias=self._act(qkv_bias))
+                    gate_up = StackedProjection([w.detach() for w in mlp_in], bias=self._act(mlp_in_bias))
+                else:
+                    q, k = t["q"], t["k"]
+                    if self.complex_rope:
+                        q, k = self._pair_rows(q, self.heads), self._pair_rows(k, self.kv_heads)
+                    qkv = Projection(torch.cat([q, k, t["v"]]).detach(), transposed=True, int8=int8,
+                                     bias=self._act(qkv_bias))
+                    gate_up = Projection(torch.cat(mlp_in).detach(), transposed=True, int8=int8,
+                                         bias=self._act(mlp_in_bias))
+                self.layers.append(LayerWeights(
+                    input_norm=self._act(t["input_norm"]),
+                    input_norm_bias=self._act(t["input_norm_bias"]),
+                    qkv=qkv,
+                    o=Projection(t["o"].detach(), int8=int8, bias=self._act(t["o_bias"])),
+                    post_norm=self._act(t["post_norm"]),
+                    post_norm_bias=self._act(t["post_norm_bias"]),
+                    gate_up=gate_up,
+                    down=Projection(t["down"].detach(), int8=int8, bias=self._act(t["down_bias"])),
                 ))
-            self.lm_head = Projection(model.get_output_embeddings().weight.detach(), int8=int8)
-        self.projections = [p for layer in self.layers for p in layer if isinstance(p, Projection)]
+            self.lm_head = Projection(model.get_output_embeddings().weight.detach(), int8=int8,
+                                      bias=self._act(getattr(model.get_output_embeddings(), "bias", None)))
+        self.projections = [p for layer in self.layers for p in layer.projections()]
         self.projections.append(self.lm_head)
-        self.norm = self._norm_weight(inner.norm.weight)
+        norm, norm_bias = families.final_norm(model, self.spec)
+        self.norm, self.norm_bias = self._act(norm), self._act(norm_bias)
         rotary = inner.rotary_emb
         self.inv_freq = rotary.inv_freq.detach().to(self.device, torch.float32)
         self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
@@ -156,25 +163,69 @@ class LeanLlamaBackend:
         # Decode steps through NumPy's OpenBLAS (and the C kernels) where that computes the same thing.
         self.blas = blas_decode.BlasDecoder(self) if use_blas else None
 
-    def _norm_weight(self, weight: torch.Tensor) -> torch.Tensor:
-        """A norm's weight in the activations' dtype (a small copy only for 16-bit masters on the CPU)."""
-        return weight.detach().to(self.act_dtype)
+    def describe(self) -> dict:
+        """The path this backend runs, in words (``core.backends.select`` adds the reasons)."""
+        masters = SHORT_NAMES.get(self.dtype, str(self.dtype))
+        if self.act_dtype == self.dtype:
+            prefill = f"torch {masters}"
+        else:
+            prefill = f"torch {masters} GEMMs, {SHORT_NAMES.get(self.act_dtype)} activations"
+        if self.blas is None:
+            decode = "torch int8 kernel" if self.decode_weights == "int8" else prefill
+        elif self.blas.fused is not None:
+            decode = f"fused C step, {self.decode_weights} weights"
+        elif self.blas.compact:
+            decode = f"NumPy + C kernels, {self.decode_weights} weights"
+        else:
+            decode = "NumPy/OpenBLAS, fp32 weights"
+        return {"backend": self.name, "prefill": prefill, "decode": decode}
+
+    @property
+    def name(self) -> str:
+        """lean-llama, lean-qwen2, ...: the lean forward over this family's layers."""
+        return f"lean-{self.family}"
+
+    def _act(self, tensor: torch.Tensor | None) -> torch.Tensor | None:
+        """A norm weight or bias in the activations' dtype (a small copy only for 16-bit masters on the CPU)."""
+        return None if tensor is None else tensor.detach().to(self.act_dtype)
 
     def _pair_rows(self, weight: torch.Tensor, heads: int) -> torch.Tensor:
-        """Rows of a q or k matrix reordered per head as (0, d/2, 1, d/2 + 1, ...)."""
-        half = self.head_dim // 2
-        order = torch.stack((torch.arange(half), torch.arange(half, self.head_dim)), dim=1).flatten()
-        return weight.view(heads, self.head_dim, -1)[:, order].reshape(weight.shape)
+        """Rows of a q or k matrix (or bias) reordered per head as (0, r/2, 1, r/2 + 1, ...) over
+        the ``r = rotary_dims`` rotated dims; the rest keep their place."""
+        half = self.rotary_dims // 2
+        order = torch.cat([torch.stack((torch.arange(half), torch.arange(half, 2 * half)), dim=1).flatten(),
+                           torch.arange(2 * half, self.head_dim)])
+        return weight.reshape(heads, self.head_dim, -1)[:, order].reshape(weight.shape)
 
-    def _allocate(self) -> None:
-        shape = (len(self.layers), 1, self.kv_heads, self.capacity, self.head_dim)
-        self.k_cache = torch.zeros(shape, dtype=self.act_dtype, device=self.device)
-        self.v_cache = torch.zeros(shape, dtype=self.act_dtype, device=self.device)
-        if self.cos is None:
-            self.cos, self.sin = self._rope_table()
-            if self.complex_rope:
-                half = self.head_dim // 2
-                self.rope = torch.complex(self.cos[..., :half].float(), self.sin[..., :half].float())
+    def _pair_order(self, qkv_rows: int) -> torch.Tensor:
+        """The output order of a stacked q/k/v product that pairs q's and k's rows per head as
+        ``_pair_rows`` does (v keeps its place)."""
+        index = torch.arange(qkv_rows)
+        qk_rows = (self.heads + self.kv_heads) * self.head_dim
+        paired = self._pair_rows(index[:qk_rows], self.heads + self.kv_heads)
+        return torch.cat([paired, index[qk_rows:]])
+
+    def _reserve(self, end: int) -> None:
+        """Make the KV cache hold ``end`` positions: it starts at what the first prompt needs
+        and grows (doubling, in steps of ``CACHE_STEP``, at most ``max_positions``), keeping
+        the cached positions, so a short request never pays for the whole context."""
+        if end <= self.capacity and self.k_cache is not None:
+            return
+        if end > self.max_positions:
+            raise ValueError(f"sequence of {end} tokens exceeds the context of {self.max_positions}")
+        wanted = max(end, 2 * self.capacity)
+        capacity = min(self.max_positions, -(-wanted // CACHE_STEP) * CACHE_STEP)
+        shape = (len(self.layers), 1, self.kv_heads, capacity, self.head_dim)
+        k_cache = torch.zeros(shape, dtype=self.act_dtype, device=self.device)
+        v_cache = torch.zeros(shape, dtype=self.act_dtype, device=self.device)
+        if self.k_cache is not None and self.length:
+            k_cache[..., :self.length, :] = self.k_cache[..., :self.length, :]
+            v_cache[..., :self.length, :] = self.v_cache[..., :self.length, :]
+        self.k_cache, self.v_cache, self.capacity = k_cache, v_cache, capacity
+        self.cos, self.sin = self._rope_table()
+        if self.complex_rope:
+            half = self.rotary_dims // 2
+            self.rope = torch.complex(self.cos[..., :half].float(), self.sin[..., :half].float())
 
     def reset(self) -> None:
         self.length = 0
@@ -185,23 +236,47 @@ class LeanLlamaBackend:
 
     def release(self) -> None:
         self.k_cache = self.v_cache = self.cos = self.sin = self.rope = None
-        self.length = 0
+        self.length = self.capacity = 0
 
-    def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Llama's RMSNorm: one fused op in fp32; in 16-bit, normalized in fp32 and rounded
-        before the weight, as transformers does."""
+    def _norm(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        """The family's norm: LayerNorm with bias, or RMSNorm (one fused op in fp32; in 16-bit,
+        normalized in fp32 and rounded before the weight, as transformers does)."""
+        if self.spec.norm == "layer":
+            return F.layer_norm(x, weight.shape, weight, bias, self.eps)
         if x.dtype == torch.float32:
             return torch.rms_norm(x, weight.shape, weight, self.eps)  # not F.: its wrapper costs 15 us
         x32 = x.to(torch.float32)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return weight * x32.to(x.dtype)
 
+    def _activation(self, x: torch.Tensor) -> torch.Tensor:
+        name = self.spec.activation
+        if name == "silu":
+            return F.silu(x)
+        return F.gelu(x, approximate="tanh" if name == "gelu_tanh" else "none")
+
+    def _mask(self, start: int, count: int) -> torch.Tensor | None:
+        """Which cached keys each of the pass's rows sees (None: all of them, or plainly causal):
+        its own position and earlier, within the sliding window where the family has one."""
+        end = start + count
+        windowed = self.window is not None and end > self.window
+        if count == 1 and not windowed:
+            return None
+        if count > 1 and start == 0 and not windowed:
+            return None  # is_causal
+        keys = torch.arange(end, device=self.device)[None, :]
+        rows = (start + torch.arange(count, device=self.device))[:, None]
+        mask = keys <= rows
+        if windowed:
+            mask &= keys > rows - self.window
+        return mask
+
     def _rope_table(self) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin of every position up to the context, (capacity, 1, head_dim): computed
         once, so a decode step only slices them."""
         positions = torch.arange(self.capacity, device=self.device, dtype=torch.float32)
         freqs = positions[:, None] * self.inv_freq[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]  # (capacity, 1, rotary_dims)
         return ((emb.cos() * self.rope_scale).to(self.act_dtype),
                 (emb.sin() * self.rope_scale).to(self.act_dtype))
 
@@ -218,36 +293,35 @@ class LeanLlamaBackend:
     @torch.inference_mode()
     def forward(self, ids: list[int], all_logits: bool = False) -> torch.Tensor:
         """Run ``ids`` after the cached positions; return the last position's logits (or every one's)."""
-        if self.k_cache is None:
-            self._allocate()
         count, start = len(ids), self.length
         end = start + count
-        if end > self.capacity:
-            raise ValueError(f"sequence of {end} tokens exceeds the context of {self.capacity}")
+        self._reserve(end)
         if self.blas is not None and count <= blas_decode.MAX_ROWS:
             logits = self.blas.forward(ids, all_logits)
             self.length = end
             return logits
         x = F.embedding(torch.tensor(ids, device=self.device), self.embed).to(self.act_dtype)  # (T, hidden)
+        if self.embed_scale != 1.0:
+            x = x * self.embed_scale
         if self.complex_rope:
-            rope = self.rope[start:end]  # (T, 1, head_dim / 2) complex: broadcast over heads
+            rope = self.rope[start:end]  # (T, 1, rotary_dims / 2) complex: broadcast over heads
         else:
-            cos, sin = self.cos[start:end], self.sin[start:end]  # (T, 1, head_dim)
+            cos, sin = self.cos[start:end], self.sin[start:end]  # (T, 1, rotary_dims)
         q_size, kv_size = self.heads * self.head_dim, self.kv_heads * self.head_dim
         qk_heads = self.heads + self.kv_heads
-        mask = None
-        if count > 1 and start > 0:
-            positions = torch.arange(end, device=self.device)
-            mask = positions[None, :] <= (start + torch.arange(count, device=self.device))[:, None]
-        for i, (ln1, wqkv, wo, ln2, wgu, wdown) in enumerate(self.layers):
-            h = self._rms_norm(x, ln1)
-            qkv = wqkv(h)
+        rot = self.rotary_dims
+        mask = self._mask(start, count)
+        for i, layer in enumerate(self.layers):
+            h = self._norm(x, layer.input_norm, layer.input_norm_bias)
+            qkv = layer.qkv(h)
             # q and k rotate together: one set of RoPE ops per layer, not two.
+            qk = qkv[:, :q_size + kv_size].view(count, qk_heads, self.head_dim)
             if self.complex_rope:
-                pairs = torch.view_as_complex(qkv[:, :q_size + kv_size].view(count, qk_heads, -1, 2))
-                qk = torch.view_as_real(pairs * rope).view(count, qk_heads, self.head_dim)
+                pairs = torch.view_as_complex(qk[..., :rot].reshape(count, qk_heads, -1, 2))
+                turned = torch.view_as_real(pairs * rope).view(count, qk_heads, rot)
             else:
-                qk = self._rotate(qkv[:, :q_size + kv_size].view(count, qk_heads, self.head_dim), cos, sin)
+                turned = self._rotate(qk[..., :rot], cos, sin)
+            qk = turned if rot == self.head_dim else torch.cat([turned, qk[..., rot:]], dim=-1)
             qk = qk.transpose(0, 1)  # (heads + kv_heads, T, head_dim)
             q, k = qk[:self.heads], qk[self.heads:]
             v = qkv[:, q_size + kv_size:].view(count, self.kv_heads, self.head_dim).transpose(0, 1)
@@ -255,14 +329,17 @@ class LeanLlamaBackend:
             self.v_cache[i, 0, :, start:end] = v
             keys, values = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
             attn = F.scaled_dot_product_attention(
-                q[None], keys, values, attn_mask=mask, is_causal=count > 1 and start == 0,
+                q[None], keys, values, attn_mask=mask, is_causal=count > 1 and mask is None,
                 scale=self.scale, enable_gqa=self.kv_heads != self.heads,
             )
-            x = x + wo(attn[0].transpose(0, 1).reshape(count, q_size))
-            h = self._rms_norm(x, ln2)
-            gate, up = wgu(h).chunk(2, dim=-1)
-            x = x + wdown(F.silu(gate) * up)
+            x = x + layer.o(attn[0].transpose(0, 1).reshape(count, q_size))
+            h = self._norm(x, layer.post_norm, layer.post_norm_bias)
+            if self.spec.gated:
+                gate, up = layer.gate_up(h).chunk(2, dim=-1)
+                x = x + layer.down(self._activation(gate) * up)
+            else:
+                x = x + layer.down(self._activation(layer.gate_up(h)))
         self.length = end
         if all_logits:
-            return self.lm_head(self._rms_norm(x, self.norm))
-        return self.lm_head(self._rms_norm(x[-1:], self.norm))[0]
+            return self.lm_head(self._norm(x, self.norm, self.norm_bias))
+        return self.lm_head(self._norm(x[-1:], self.norm, self.norm_bias))[0]

@@ -94,6 +94,10 @@ class ModelManager:
                 "fim_dialect": info.get("fim_dialect"),
                 "parameters": info.get("parameters"),
                 "decode_weights": info.get("decode_weights"),
+                "backend": info.get("backend"),
+                "decode_path": info.get("decode_path"),
+                "path": info.get("path"),  # what runs prefill and decode, and why (core.backends.select)
+                "cpu": info.get("cpu"),
                 "state": self.state,
                 "loading_model_name": self._loading,
                 "last_load_error": self._last_error,

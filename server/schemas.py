@@ -224,12 +224,24 @@ class ModelStatus(BaseModel):
         None, description="The weights a decode step reads: fp32, fp16, bf16 or int8 (compact copies on the CPU "
                           "for fp32 models; otherwise the model's own dtype). Null while no model is loaded."
     )
+    backend: Optional[str] = Field(None, description="lean-llama (the engine's own forward) or transformers.")
+    decode_path: Optional[str] = Field(None, description="numpy (NumPy and the C kernels) or torch.")
+    path: Optional["ModelPath"] = Field(None, description="What runs prefill and decode steps, and why.")
+    cpu: Optional[str] = Field(None, description="The CPU kind the path was chosen for (null off the CPU).")
     state: Literal["not_loaded", "loading", "ready"] = Field(
         description="loading while a /load_model runs (the previous model, if any, still serves)."
     )
     loading_model_name: Optional[str] = Field(description="The model being loaded, while state is loading.")
     last_load_error: Optional[str] = Field(description="Why the most recent load failed, if it did.")
     queue: "QueueStatus"
+
+
+class ModelPath(BaseModel):
+    summary: str = Field(description="e.g. 'prefill: torch bf16 GEMMs, fp32 activations; decode: fused C step, bf16 weights'.")
+    backend: str
+    prefill: str
+    decode: str
+    reasons: list[str] = Field(description="Why each choice was made, and why a faster path was not taken.")
 
 
 class QueueStatus(BaseModel):

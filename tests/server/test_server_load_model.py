@@ -54,6 +54,9 @@ def test_status_names_the_weights_decode_reads(tiny_model_dir, shipped_model_dir
     assert _status(client)["decode_weights"] == "fp32"
     assert client.post("/load_model", json={"model_name": str(shipped_model_dir)}).status_code == 200
     assert _status(client)["decode_weights"] == ("bf16" if compact_weights.available() else "fp32")
+    status = _status(client)  # which path runs, and why, are shown too
+    assert status["backend"] == "lean-llama" and status["decode_path"] == "numpy" and status["cpu"]
+    assert status["path"]["summary"].startswith("prefill: torch fp32; decode: ") and status["path"]["reasons"]
     # With native bf16 the tiny model loads bf16 masters: decode reads bf16 either way.
     monkeypatch.setenv("DEEPSHIVA_CPU", "native-bf16")
     assert client.post("/load_model", json={"model_name": str(tiny_model_dir)}).status_code == 200

@@ -1,0 +1,125 @@
+"""The engine's default path against every explicit setting and transformers' ``generate``.
+
+Each setting runs in its own process (so its peak RSS is its own), in interleaved rounds (a
+drift of the shared machine's speed touches every setting alike); the median over rounds is
+reported. A setting names the CPU description the path decision sees (``DEEPSHIVA_CPU``: the
+probe, or a preset such as avx2 to get that CPU's default here), the master dtype and the
+decode weights. Ours is timed at the runner (prefill, then greedy one-token steps, no prompt
+lookup); transformers' ``generate`` greedy with ``min_new_tokens``: first-token time is one
+new token's call, ms/token the rest divided by the extra tokens.
+
+    .venv/bin/python -m benchmarks.paths --model shipped --rounds 3
+    .venv/bin/python -m benchmarks.paths --model llama-30m --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+SETTINGS = {
+    "default": {},
+    "bf16 masters + bf16 C decode": {"torch_dtype": "bfloat16", "decode_weights": "bf16"},
+    "bf16 masters, torch decode": {"torch_dtype": "bfloat16", "decode_weights": "fp32"},
+    "fp32 masters + bf16 C decode": {"torch_dtype": "float32", "decode_weights": "bf16"},
+    "fp32 masters + fp32 NumPy decode": {"torch_dtype": "float32", "decode_weights": "fp32"},
+    "bf16 masters + int8 C decode": {"torch_dtype": "bfloat16", "decode_weights": "int8"},
+    "transformers generate (bf16)": {"hf": "bfloat16"},
+}
+
+
+def _worker(model: str, setting: dict, prompt_tokens: int, new: int) -> dict:
+    import torch
+
+    from core import OptimizedLLM
+
+    from .baseline import PlainGenerate
+    from .engine import prompt_ids
+    from .shapes import model_dir
+
+    directory = str(model_dir(model))
+    started = time.perf_counter()
+    if "hf" in setting:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from core.devices import choose_cpu_threads, use_cpu_threads, weight_bytes
+
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        hf = AutoModelForCausalLM.from_pretrained(directory, dtype=getattr(torch, setting["hf"])).eval()
+        use_cpu_threads(choose_cpu_threads(weight_bytes(hf)))  # the threads the engine would use
+        load_s = time.perf_counter() - started
+        ids = prompt_ids(tokenizer, prompt_tokens)
+        base = PlainGenerate(hf, tokenizer)
+        base.run(ids[:16], max_new_tokens=2)  # warm up
+        first = base.run(ids, max_new_tokens=1)
+        whole = base.run(ids, max_new_tokens=new, min_new_tokens=new)
+        ttft, per_token = first["ms"], (whole["ms"] - first["ms"]) / (whole["tokens"] - 1)
+        described = f"transformers {setting['hf']}"
+    else:
+        kwargs = {k: v for k, v in setting.items() if k in ("torch_dtype", "decode_weights")}
+        llm = OptimizedLLM(directory, **kwargs)
+        load_s = time.perf_counter() - started
+        ids = prompt_ids(llm.tokenizer, prompt_tokens)
+        runner = llm._runner
+        llm.warmup()
+        runner.reset()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            token = int(runner.prefill(ids).argmax())
+            t1 = time.perf_counter()
+            for _ in range(new - 1):
+                token = int(runner.decode_one_token(token).argmax())
+        t2 = time.perf_counter()
+        ttft, per_token = (t1 - t0) * 1000, (t2 - t1) * 1000 / (new - 1)
+        info = llm.info()
+        described = info["path"]["summary"] if info.get("path") else f"{info['dtype']} / {info['backend']}"
+    return {"ttft_ms": ttft, "ms_per_token": per_token, "load_s": load_s, "described": described,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="shipped")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--prompt-tokens", type=int, default=256)
+    parser.add_argument("--new", type=int, default=64)
+    parser.add_argument("--settings", nargs="*", default=list(SETTINGS))
+    parser.add_argument("--cpu", default=None, help="DEEPSHIVA_CPU for every setting (default: the probe)")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker is not None:
+        print(json.dumps(_worker(args.model, SETTINGS[args.worker], args.prompt_tokens, args.new)))
+        return
+    env = dict(os.environ)
+    if args.cpu:
+        env["DEEPSHIVA_CPU"] = args.cpu
+    runs: dict[str, list[dict]] = {name: [] for name in args.settings}
+    for r in range(args.rounds):
+        order = args.settings if r % 2 == 0 else list(reversed(args.settings))
+        for name in order:
+            out = subprocess.run([sys.executable, "-m", "benchmarks.paths", "--model", args.model, "--worker", name,
+                                  "--prompt-tokens", str(args.prompt_tokens), "--new", str(args.new)],
+                                 capture_output=True, text=True, env=env, timeout=900)
+            if out.returncode != 0:
+                print(f"{name}: failed: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+                continue
+            runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    print(f"model {args.model}, prompt {args.prompt_tokens} tokens, {args.new} new, median of {args.rounds} rounds")
+    print("| setting | path | first token ms | ms/token | peak RSS MB |")
+    print("|---|---|---|---|---|")
+    for name, results in runs.items():
+        if not results:
+            continue
+        med = {k: statistics.median(r[k] for r in results) for k in ("ttft_ms", "ms_per_token", "peak_rss_mb")}
+        print(f"| {name} | {results[0]['described']} | {med['ttft_ms']:.1f} | {med['ms_per_token']:.2f} "
+              f"| {med['peak_rss_mb']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""The backend seam: the path chosen on each CPU kind and why, the KV cache's size, RoPE
+variants and sliding windows, each on a tiny random-weight model built here."""
+
+import shutil
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+
+from core import OptimizedLLM, compact_weights, cpu_capabilities
+from core.backends import Backend
+from core.generation import HFBackend, ModelRunner
+from core.lean_llama import CACHE_STEP, LeanLlamaBackend
+
+needs_kernels = pytest.mark.skipif(not compact_weights.available(), reason=str(compact_weights.unavailable_reason()))
+
+
+@needs_kernels
+@pytest.mark.parametrize("preset, summary", [
+    ("native-bf16", "prefill: torch bf16 GEMMs, fp32 activations; decode: fused C step, bf16 weights"),
+    ("avx2", "prefill: torch fp32; decode: NumPy/OpenBLAS, fp32 weights"),
+    ("portable", "prefill: torch fp32; decode: NumPy/OpenBLAS, fp32 weights"),
+])
+def test_each_cpu_kind_gets_its_path_and_says_why(tiny_model_dir, preset, summary):
+    """The tiny model is saved in fp32: with native bf16 it runs bf16 masters decoded in C; an
+    AVX2 CPU keeps fp32 (a 16-bit copy would round it) and so does a CPU without SIMD."""
+    with cpu_capabilities.inject(preset):
+        llm = OptimizedLLM(str(tiny_model_dir))
+    info = llm.info()
+    assert info["path"]["summary"] == summary
+    assert info["cpu"] == cpu_capabilities.PRESETS[preset].describe()
+    reasons = " | ".join(info["path"]["reasons"])
+    expected = {"native-bf16": "this CPU has native bf16", "avx2": "the checkpoint is fp32",
+                "portable": "this CPU (no SIMD the kernels use)"}[preset]
+    assert expected in reasons
+    assert llm.generate("def f(x):\n", max_length=6, temperature=0) is not None
+
+
+def test_the_fallback_says_it_is_the_fallback_and_why(tiny_model_dir):
+    llm = OptimizedLLM(str(tiny_model_dir), max_memory={"cpu": "200KB"})
+    path = llm.info()["path"]
+    assert path["backend"] == "transformers" and path["decode"].startswith("transformers")
+    assert any("always-correct fallback" in r and "offloaded" in r for r in path["reasons"])
+
+
+def test_both_backends_keep_the_protocol(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+    for backend in (LeanLlamaBackend(model), HFBackend(model)):
+        assert isinstance(backend, Backend)
+        assert set(backend.describe()) == {"backend", "prefill", "decode"}
+
+
+def _llama(**overrides) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, **overrides)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():  # norms randomized too, or a wrong norm would pass
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+    return model
+
+
+def test_the_kv_cache_grows_with_the_prompts_not_the_context():
+    """A 4096-position config allocates what a short prompt needs, grows (keeping what it
+    holds) when a longer one comes, and gives transformers' logits throughout."""
+    model = _llama()
+    lean, hf = ModelRunner(model, lean=True), ModelRunner(model, lean=False)
+    ids = [(i * 7) % 250 + 3 for i in range(40)]
+    lean.prefill(ids), hf.prefill(ids)
+    assert lean.backend.capacity == CACHE_STEP and lean.backend.k_cache.shape[3] == CACHE_STEP
+    longer = ids + [(i * 11) % 250 + 3 for i in range(600)]
+    a, b = lean.prefill(longer), hf.prefill(longer)
+    assert lean.reused_tokens == len(ids) - 0 and lean.backend.capacity == 1024
+    assert float((a - b).abs().max()) < 1e-4
+    a, b = lean.decode_one_token(5), hf.decode_one_token(5)
+    assert float((a - b).abs().max()) < 1e-4
+    with pytest.raises(ValueError, match="exceeds the context of 4096"):
+        lean.backend.forward(list(range(5000)))
+
+
+@pytest.mark.parametrize("rope", [
+    {"rope_type": "linear", "factor": 4.0, "rope_theta": 100000.0},  # DeepSeek-Coder
+    {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0},
+    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+     "original_max_position_embeddings": 128, "rope_theta": 500000.0},
+    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128, "rope_theta": 10000.0},
+])
+def test_rope_variants_run_on_the_lean_path_exactly(rope):
+    model = _llama(rope_parameters=rope)
+    lean, hf = ModelRunner(model), ModelRunner(model, lean=False)
+    assert lean.backend_name == "lean-llama"
+    ids = [(i * 13) % 250 + 3 for i in range(300)]
+    diffs = [float((lean.prefill(ids) - hf.prefill(ids)).abs().max())]
+    for token in (9, 10, 11):
+        diffs.append(float((lean.decode_one_token(token) - hf.decode_one_token(token)).abs().max()))
+    edited = ids[:250] + [4, 5]  # a keystroke: the cache is cropped and reused
+    diffs.append(float((lean.prefill(edited) - hf.prefill(edited)).abs().max()))
+    assert max(diffs) < 1e-4, diffs
+
+
+def test_an_unknown_rope_variant_falls_back_and_says_so():
+    model = _llama(rope_parameters={"rope_type": "longrope", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8,
+                                    "original_max_position_embeddings": 128, "rope_theta": 10000.0})
+    runner = ModelRunner(model)
+    assert runner.backend_name == "transformers"
+    assert any("RoPE 'longrope'" in r for r in runner.path.reasons)
+
+
+@pytest.fixture(scope="module")
+def sliding_window_dir(tiny_model_dir, tmp_path_factory):
+    """A tiny Mistral with a 48-token sliding window and the test tokenizer (StarCoder FIM tokens)."""
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("mistral-window")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.save_pretrained(out)
+    torch.manual_seed(1)
+    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                           sliding_window=48, bos_token_id=tokenizer.bos_token_id,
+                           eos_token_id=tokenizer.eos_token_id)
+    MistralForCausalLM(config).save_pretrained(out)
+    yield out
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def test_sliding_window_models_stay_exact_past_the_window_with_reuse(sliding_window_dir):
+    """A 130-token prompt on a 48-token window, then a keystroke: the cache is cropped and
+    reused (it used to raise 'crop was called...' here) and every logit is what a fresh
+    transformers pass over the whole prompt gives."""
+    llm = OptimizedLLM(str(sliding_window_dir), torch_dtype=torch.float32)
+    model = llm.model
+    ids = [(i * 17) % 900 + 5 for i in range(130)]
+    runner = ModelRunner(model)
+
+    def fresh(tokens):
+        with torch.inference_mode():
+            return model(input_ids=torch.tensor([tokens])).logits[0, -1]
+
+    assert float((runner.prefill(ids) - fresh(ids)).abs().max()) < 1e-4
+    token = 7
+    assert float((runner.decode_one_token(token) - fresh(ids + [token])).abs().max()) < 1e-4
+    keystroke = ids[:-1] + [33, 34]
+    assert float((runner.prefill(keystroke) - fresh(keystroke)).abs().max()) < 1e-4
+    assert runner.reused_tokens >= 129
+    # And through the engine: two requests a keystroke apart, past the window, greedy.
+    prompt = "def add(a, b):\n    return a + b\n" * 12
+    first = llm.complete(prompt, max_length=8, temperature=0)
+    second = llm.complete(prompt + "x", max_length=8, temperature=0)
+    assert first.prompt_tokens > 48 and second.reused_prompt_tokens > 48
