@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .errors import NO_MODEL_STATUS, error_response
 from .openapi import openapi_document
 from .state import state
 
@@ -13,8 +14,14 @@ bp = Blueprint("meta", __name__)
 
 @bp.get("/health")
 def health():
+    """200 while the server can answer (with or without a model: POST /load_model works); 503 while
+    the first model loads, so a readiness probe waits for it (as llama.cpp's and TGI's do)."""
     manager = state().manager
-    return jsonify({"status": "ok", "model_loaded": manager.loaded, "state": manager.state})
+    status = manager.status()
+    if status["state"] == "loading" and not status["model_loaded"]:
+        return error_response(NO_MODEL_STATUS, f"The model {status['loading_model_name']} is still loading; "
+                              "retry in a few seconds.", {"Retry-After": "2"})
+    return jsonify({"status": "ok", "model_loaded": status["model_loaded"], "state": status["state"]})
 
 
 @bp.get("/openapi.json")

@@ -113,9 +113,12 @@ def openapi_document() -> dict:
             "responses": {"200": _json(_ref("ModelStatus"), "Status."), **_errors(*common)},
         }},
         "/health": {"get": {
-            "summary": "Liveness; never needs the API key.",
+            "summary": "Readiness; never needs the API key. 503 while the first model loads.",
             "security": [],
-            "responses": {"200": _json(_ref("Health"), "The server is up."), **_errors("403", "405", "500")},
+            "responses": {"200": _json(_ref("Health"), "The server is up (with or without a model)."),
+                          str(NO_MODEL_STATUS): _json(_ref("ErrorResponse"), "The first model is still loading; "
+                                                      "retry after the Retry-After seconds."),
+                          **_errors("403", "405", "500")},
         }},
         "/openapi.json": {"get": {
             "summary": "This document.",

@@ -218,3 +218,63 @@ def test_load_under_traffic(engine, tiny_model_dir, model_copy, broken_model):
         wait_idle(app)
     assert len(outcomes) >= 6
     assert all(outcome in ((200, "success"), (200, "done")) for outcome in outcomes), outcomes
+
+
+def test_first_load_has_no_window_without_a_model(engine, monkeypatch):
+    """The manager once cleared "loading" and collected garbage before swapping the engine in: a
+    request in that window heard "No model is loaded ... POST /load_model first" (6 starts in 8)
+    and /health said not_loaded. Every moment of a load, including its garbage collections
+    (where the probe looks), must read "loading" or "ready"."""
+    from types import SimpleNamespace
+
+    from server import model_manager
+
+    manager = model_manager.ModelManager(lambda name: engine)
+    seen = []
+
+    def probe():
+        try:
+            manager.engine()
+            seen.append((manager.state, "served"))
+        except model_manager.ModelNotLoaded as exc:
+            seen.append((manager.state, type(exc).__name__))
+
+    monkeypatch.setattr(model_manager, "gc", SimpleNamespace(collect=probe))
+    manager.load("first")
+    probe()
+    assert seen and set(seen) <= {("loading", "ModelStillLoading"), ("ready", "served")}, seen
+
+
+def test_health_is_503_while_the_first_model_loads(engine):
+    """A readiness probe sees a loading server (as llama.cpp and TGI answer); once a model serves,
+    a later /load_model keeps /health at 200 since requests are still served."""
+    release = threading.Event()
+
+    def slow_factory(name):
+        assert release.wait(10)
+        return engine
+
+    app = create_app(make_config(), engine_factory=slow_factory)
+    client = app.test_client()
+    assert client.get("/health").get_json() == {"status": "ok", "model_loaded": False, "state": "not_loaded"}
+    with ThreadPoolExecutor(1) as pool:
+        load = pool.submit(app.extensions["deepshiva"].manager.load, "first")
+        deadline = time.monotonic() + 5
+        while app.extensions["deepshiva"].manager.state != "loading":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        health = client.get("/health")
+        assert health.status_code == 503 and health.headers["Retry-After"]
+        body = health.get_json()
+        assert body["status"] == "error" and "loading" in body["message"] and "first" in body["message"]
+        release.set()
+        load.result()
+    assert client.get("/health").get_json() == {"status": "ok", "model_loaded": True, "state": "ready"}
+    release.clear()
+    with ThreadPoolExecutor(1) as pool:
+        swap = pool.submit(app.extensions["deepshiva"].manager.load, "second")
+        while app.extensions["deepshiva"].manager.state != "loading":
+            time.sleep(0.01)
+        assert client.get("/health").get_json() == {"status": "ok", "model_loaded": True, "state": "loading"}
+        release.set()
+        swap.result()
