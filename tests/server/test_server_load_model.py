@@ -72,7 +72,7 @@ def test_default_model_name_is_the_shipped_model(engine, monkeypatch):
 def test_failed_loads_leave_the_previous_model_serving(engine, tiny_model_dir, broken_model, tmp_path):
     client = create_app(make_config(), engine=engine).test_client()
     cases = [
-        ({"model_name": str(tmp_path / "missing")}, 404, "not a local directory"),
+        ({"model_name": str(tmp_path / "missing")}, 404, "not found"),
         ({"model_name": "no-such-org/no-such-model"}, 404, "not found"),
         ({"model_name": str(broken_model)}, 422, "could not be loaded"),
         ({"model_name": ""}, 400, "model_name"),
@@ -278,3 +278,22 @@ def test_health_is_503_while_the_first_model_loads(engine):
         assert client.get("/health").get_json() == {"status": "ok", "model_loaded": True, "state": "loading"}
         release.set()
         swap.result()
+
+
+def test_not_found_does_not_say_which_paths_exist(engine, tmp_path):
+    """Without an allow-list, /load_model's 404 once told an existing directory ("model directory
+    /root has no config.json") from a missing one: a map of the disk for anyone who can reach the
+    port. Every not-found now reads the same, here and in /model_status; the detail goes to the
+    server log only."""
+    (tmp_path / "a-file").write_text("x")
+    client = create_app(make_config(), engine=engine).test_client()
+    names = [str(tmp_path), str(tmp_path / "missing"), str(tmp_path / "a-file"), "~", "/", "/etc/passwd",
+             "/no/such/dir", ".", "no-such-org/no-such-model"]
+    messages, errors = set(), set()
+    for name in names:
+        response = client.post("/load_model", json={"model_name": name})
+        assert response.status_code == 404, (name, response.get_json())
+        messages.add(response.get_json()["message"].replace(repr(name), "NAME"))
+        errors.add(_status(client)["last_load_error"].replace(repr(name), "NAME").removeprefix(f"{name}: "))
+    assert len(messages) == 1 and len(errors) == 1, (messages, errors)
+    assert "config.json" in messages.pop()  # it still says what a model directory needs
