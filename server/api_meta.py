@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .errors import NO_MODEL_STATUS, error_response
@@ -26,7 +26,8 @@ def health():
 
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(openapi_document())
+    # The address this client reached (the real port, or a proxy's), not a fixed 5005.
+    return jsonify(openapi_document(request.host_url.rstrip("/"), state().config.api_key is not None))
 
 
 @bp.get("/metrics")

@@ -71,8 +71,9 @@ def _errors(*codes: str) -> dict:
     return {code: {"$ref": f"#/components/responses/Error{code}"} for code in codes}
 
 
-@lru_cache(maxsize=1)
-def openapi_document() -> dict:
+@lru_cache(maxsize=16)
+def openapi_document(server_url: str = "http://127.0.0.1:5005", api_key: bool = False) -> dict:
+    """The document for a server reached at ``server_url``; bearer security only with ``api_key``."""
     models = [(m, "validation") for m in REQUEST_MODELS] + [(m, "serialization") for m in RESPONSE_MODELS]
     _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
     component_schemas = defs.get("$defs", {})
@@ -136,13 +137,14 @@ def openapi_document() -> dict:
         "info": {"title": "DeepShiva API", "version": "1.0.0",
                  "description": "Self-hosted code completion. Every error body is "
                                 "{\"status\": \"error\", \"message\": ...}."},
-        "servers": [{"url": "http://127.0.0.1:5005"}],
-        "security": [{"bearer": []}],
+        "servers": [{"url": server_url}],
+        **({"security": [{"bearer": []}]} if api_key else {}),
         "paths": paths,
         "components": {
             "schemas": component_schemas,
             "responses": {f"Error{code}": _json(_ref("ErrorResponse"), text) for code, text in ERRORS.items()},
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "Only when the server was started with an API key."}},
+            **({"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                               "description": "The server's API key (--api-key)."}}}
+               if api_key else {}),
         },
     }
