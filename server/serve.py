@@ -5,6 +5,9 @@ Waitress settings that matter here:
   so it notices a client that hung up and exposes ``waitress.client_disconnected``;
 - its default ``send_bytes=1`` writes each SSE event to the socket as soon as it is yielded
   (no output buffering), and a response without Content-Length is sent chunked;
+- a request must arrive within ``receive_timeout`` seconds, and at the connection limit the
+  slowest incomplete request is dropped to make room (``slow_clients``): slow clients cannot
+  lock everyone out;
 - more worker threads than the admission queue holds, so /health, /model_status and 429 answers
   never wait behind generations;
 - waitress's own body limit is kept well above the app's, so oversized bodies get the app's
@@ -21,6 +24,7 @@ from waitress import create_server
 from waitress.channel import HTTPChannel
 from waitress.task import ErrorTask
 
+from . import slow_clients
 from .config import ServerConfig
 from .observability import printable
 
@@ -84,7 +88,10 @@ def make_server(app, config: ServerConfig, *, port: int | None = None):
         connection_limit=max(100, config.worker_threads * 4),
         ident="deepshiva",
         clear_untrusted_proxy_headers=True,
+        cleanup_interval=1,  # how often slow_clients checks its receive timeout (and idle channels)
     )
-    server.channel_class = JsonErrorChannel
-    server.app_body_limit = config.max_body_bytes
+    for listener in slow_clients.listeners(server):
+        listener.channel_class = JsonErrorChannel
+        listener.app_body_limit = config.max_body_bytes
+    slow_clients.install(server, config.receive_timeout)
     return server
