@@ -10,6 +10,7 @@ from .admission import AdmissionQueue
 from .auth import install_auth
 from .config import ServerConfig
 from .errors import generic_not_found, register_error_handlers
+from .memory import TrimAfterLargeRequests
 from .model_manager import ModelManager
 from .observability import AccessLog, Metrics
 from .origin import install_origin_guard
@@ -54,5 +55,5 @@ def create_app(config: Optional[ServerConfig] = None, engine: Any = None, *,
     register_error_handlers(app)
     for blueprint in (api_generation.bp, api_models.bp, api_meta.bp):
         app.register_blueprint(blueprint)
-    app.wsgi_app = AccessLog(app.wsgi_app, app_state.metrics)
+    app.wsgi_app = TrimAfterLargeRequests(AccessLog(app.wsgi_app, app_state.metrics))
     return app
