@@ -4,6 +4,9 @@
     python -m reliability.soak --minutes 5            # its own server on the tiny model
     python -m reliability.soak --minutes 1 --clients 4
 
+Besides short code prompts, 3% of requests send a distinct 100 k-character prompt: RSS must stay
+bounded under those too (the server trims malloc's arenas after large requests).
+
 Reports requests served, errors by kind, p50/p95 latency per kind of request, and the server
 process's memory (RSS) at the start (after a warm-up) and the end, sampled along the way. It
 fails (exit 1) if any request was lost without an answer (a transport error, a timeout, a stream
@@ -27,8 +30,9 @@ import httpx
 
 from .common import environment, model_or_tiny, percentile, start_server, write_results
 
-KINDS = ("generate", "stream", "abandoned_stream", "model_status")
-WEIGHTS = (0.35, 0.3, 0.15, 0.2)
+KINDS = ("generate", "stream", "abandoned_stream", "model_status", "large_prompt")
+WEIGHTS = (0.33, 0.29, 0.15, 0.2, 0.03)
+LARGE_PROMPT_CHARS = 100_000  # a whole large file as the prompt, different every time
 PROMPTS = ["def fibonacci(n):\n", "import os\n\nclass Config:\n    ", "for i in range(10):\n    ",
            "x = [1, 2, 3]\nprint(", "# sort a list\ndef sort(items):\n", "async def fetch(url):\n    "]
 REQUEST_TIMEOUT_S = 60.0
@@ -69,6 +73,17 @@ class Soak:
         return {"prompt": rng.choice(PROMPTS), "max_length": rng.randint(4, self.max_length),
                 "temperature": rng.choice([0, 0.2, 0.7, 1.0]), "seed": rng.randint(0, 1000)}
 
+    def _large_body(self, rng: random.Random) -> dict:
+        """A distinct ~100 k-character prompt of code-like lines (new identifiers every time, so
+        no cache is reused: what grew RSS before the server trimmed malloc's arenas)."""
+        lines, size = [], 0
+        while size < LARGE_PROMPT_CHARS:
+            name = "".join(rng.choices("abcdefghijklmnopqrstuvwxyz_", k=rng.randint(4, 12)))
+            line = f"def {name}_{rng.randint(0, 10**6)}(x):\n    return x * {rng.randint(0, 999)}\n"
+            lines.append(line)
+            size += len(line)
+        return {"prompt": "".join(lines)[:LARGE_PROMPT_CHARS], "max_length": 4, "temperature": 0}
+
     def one(self, session: httpx.Client, kind: str, rng: random.Random) -> None:
         started = time.monotonic()
         ms = lambda: (time.monotonic() - started) * 1000  # noqa: E731
@@ -78,8 +93,9 @@ class Soak:
                 if r.status_code == 200 and r.json().get("model_loaded") is not True:
                     self._error("status_not_loaded", r.text)
                 self._record(kind, r.status_code, ms())
-            elif kind == "generate":
-                r = session.post("/generate", json=self._body(rng))
+            elif kind in ("generate", "large_prompt"):
+                body = self._large_body(rng) if kind == "large_prompt" else self._body(rng)
+                r = session.post("/generate", json=body)
                 if r.status_code == 200 and r.json().get("status") != "success":
                     self._error("bad_body", r.text)
                 self._record(kind, r.status_code, ms())
@@ -112,8 +128,10 @@ class Soak:
     def client(self, n: int, stop_at: float) -> None:
         rng = random.Random(self.seed * 1000 + n)
         with httpx.Client(base_url=self.url, headers=self.headers, timeout=REQUEST_TIMEOUT_S) as session:
+            first = list(KINDS)  # every kind at least once per client, then at random
+            rng.shuffle(first)
             while time.monotonic() < stop_at:
-                self.one(session, rng.choices(KINDS, WEIGHTS)[0], rng)
+                self.one(session, first.pop() if first else rng.choices(KINDS, WEIGHTS)[0], rng)
 
     def run(self) -> None:
         stop_at = time.monotonic() + self.seconds
@@ -200,7 +218,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         "rss_bytes": {"start": rss_start, "end": rss_end, "growth": growth, "bound": rss_bound(rss_start),
                       "max_sampled": max([s[1] for s in samples] + [rss_end])},
         "rss_mib": {"start": round(rss_start / 2**20, 1), "end": round(rss_end / 2**20, 1),
-                    "growth": round(growth / 2**20, 1), "bound": round(rss_bound(rss_start) / 2**20, 1)},
+                    "growth": round(growth / 2**20, 1), "bound": round(rss_bound(rss_start) / 2**20, 1),
+                    "max_sampled": round(max([s[1] for s in samples] + [rss_end]) / 2**20, 1)},
+        "large_prompts_sent": soak.answered.get("large_prompt", 0),
         "rss_samples": samples,
         "idle_after": idle,
         "healthy_after": health.get("status") == "ok",

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from importlib import metadata
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .errors import NO_MODEL_STATUS, error_response
 from .openapi import IndexLinks, ServiceIndex, openapi_document
 from .state import state
 
@@ -38,13 +39,20 @@ def index():
 
 @bp.get("/health")
 def health():
+    """200 while the server can answer (with or without a model: POST /load_model works); 503 while
+    the first model loads, so a readiness probe waits for it (as llama.cpp's and TGI's do)."""
     manager = state().manager
-    return jsonify({"status": "ok", "model_loaded": manager.loaded, "state": manager.state})
+    status = manager.status()
+    if status["state"] == "loading" and not status["model_loaded"]:
+        return error_response(NO_MODEL_STATUS, f"The model {status['loading_model_name']} is still loading; "
+                              "retry in a few seconds.", {"Retry-After": "2"})
+    return jsonify({"status": "ok", "model_loaded": status["model_loaded"], "state": status["state"]})
 
 
 @bp.get("/openapi.json")
 def openapi():
-    return jsonify(openapi_document())
+    # The address this client reached (the real port, or a proxy's), not a fixed 5005.
+    return jsonify(openapi_document(request.host_url.rstrip("/"), state().config.api_key is not None))
 
 
 @bp.get("/metrics")

@@ -9,7 +9,8 @@ from flask import Flask
 from .admission import AdmissionQueue
 from .auth import install_auth
 from .config import ServerConfig
-from .errors import register_error_handlers
+from .errors import generic_not_found, register_error_handlers
+from .memory import TrimAfterLargeRequests
 from .model_manager import ModelManager
 from .observability import AccessLog, Metrics
 from .origin import install_origin_guard
@@ -43,7 +44,7 @@ def create_app(config: Optional[ServerConfig] = None, engine: Any = None, *,
     app = Flask("deepshiva")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False
-    manager = ModelManager(engine_factory or default_factory(config), engine)
+    manager = ModelManager(generic_not_found(engine_factory or default_factory(config)), engine)
     app_state = AppState(config=config, manager=manager,
                          queue=AdmissionQueue(config.queue_size))
     app_state.metrics = Metrics(app_state.queue, manager)
@@ -54,5 +55,5 @@ def create_app(config: Optional[ServerConfig] = None, engine: Any = None, *,
     register_error_handlers(app)
     for blueprint in (api_generation.bp, api_models.bp, api_meta.bp):
         app.register_blueprint(blueprint)
-    app.wsgi_app = AccessLog(app.wsgi_app, app_state.metrics)
+    app.wsgi_app = TrimAfterLargeRequests(AccessLog(app.wsgi_app, app_state.metrics))
     return app

@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--queue-size", type=int, help="requests that may wait for the model before 429 (default 8)")
     add("--max-body-bytes", type=int, help="largest request body (default 1 MiB)")
     add("--max-length-limit", type=int, help="largest max_length a request may ask (default 4096)")
+    add("--receive-timeout", type=float,
+        help="seconds a client may take to send a whole request, headers and body (default 30)")
     add("--device", help="auto, cpu, cuda or mps (default auto)")
     add("--dtype", dest="torch_dtype", help="bfloat16, float16, float32 or auto")
     add("--load-in-8bit", action="store_true", default=None, help="int8 weights (needs bitsandbytes)")

@@ -39,6 +39,8 @@ class ServerConfig(BaseSettings):
     queue_size: int = Field(8, ge=0, le=1024, description="requests allowed to wait behind the running one")
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest accepted request body")
     max_length_limit: int = Field(4096, ge=1, description="largest max_length a request may ask for")
+    receive_timeout: float = Field(30.0, gt=0, le=3600,
+                                   description="seconds a client may take to send a whole request")
     allowed_models: Annotated[Optional[list[str]], NoDecode] = Field(
         None, description="names or directories /load_model may load; unset = any (loopback only)"
     )

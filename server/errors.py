@@ -6,7 +6,9 @@ code; 500 is kept for bugs (and still uses the shape, without leaking a tracebac
 
 from __future__ import annotations
 
-from typing import Optional
+import functools
+import logging
+from typing import Any, Callable, Optional
 
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
@@ -60,6 +62,28 @@ def from_engine(exc: BaseException, *, loading: bool = False) -> Optional[ApiErr
         # A load that fails for any reason (broken files, bad config) is the model's fault, not ours.
         return ApiError(LOAD_FAILED_STATUS if loading else 500, f"{type(exc).__name__}: {exc}")
     return None
+
+
+def not_found_message(name: str) -> str:
+    """The one answer for every model that cannot be found: the same whether a path exists, is a
+    file or a directory without config.json, so /load_model cannot map the server's disk."""
+    return (f"model {name!r} not found: it is not a shipped model, a readable model directory "
+            "(with config.json) or a hub model this server can get (cached, or downloadable when online)")
+
+
+def generic_not_found(factory: Callable[[str], Any]) -> Callable[[str], Any]:
+    """Wrap an engine factory so a ModelNotFound says only :func:`not_found_message` (the answer
+    and /model_status's last_load_error); the detail goes to the server log."""
+
+    @functools.wraps(factory)
+    def build(name: str):
+        try:
+            return factory(name)
+        except ModelNotFound as exc:
+            logging.getLogger("deepshiva.server").info("model %r not found: %s", name, exc)
+            raise ModelNotFound(not_found_message(name)) from None
+
+    return build
 
 
 def error_body(message: str) -> dict:

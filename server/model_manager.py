@@ -35,9 +35,10 @@ class ModelManager:
 
     def engine(self) -> Any:
         """The engine serving now; ModelNotLoaded when there is none (or it was cleared)."""
-        engine = self._engine
-        if engine is None and self._loading is not None:
-            raise ModelStillLoading(f"{self._loading} is still loading")
+        with self._state_lock:  # both read at one moment: a load swaps them together
+            engine, loading = self._engine, self._loading
+        if engine is None and loading is not None:
+            raise ModelStillLoading(f"{loading} is still loading")
         if engine is None or not getattr(engine, "is_loaded", True):
             raise ModelNotLoaded("no model has been loaded" if engine is None else "the model was unloaded")
         return engine
@@ -65,14 +66,14 @@ class ModelManager:
             except BaseException as exc:
                 with self._state_lock:
                     self._last_error = f"{name}: {type(exc).__name__}: {exc}"
-                raise
-            finally:
-                with self._state_lock:
                     self._loading = None
-                gc.collect()  # a failed or replaced load's tensors go now, not at some later GC
+                gc.collect()  # a failed load's tensors go now, not at some later GC
+                raise
+            # One step from "loading" to "serving the new engine": no request may see neither.
             with self._state_lock:
                 previous = self._engine
                 self._engine, self._info = engine, info
+                self._loading = None
                 self._last_error = None
                 self.loads += 1
             del previous  # requests still holding it finish; its memory goes with the last of them

@@ -90,8 +90,9 @@ def _errors(*codes: str) -> dict:
     return {code: {"$ref": f"#/components/responses/Error{code}"} for code in codes}
 
 
-@lru_cache(maxsize=1)
-def openapi_document() -> dict:
+@lru_cache(maxsize=16)
+def openapi_document(server_url: str = "http://127.0.0.1:5005", api_key: bool = False) -> dict:
+    """The document for a server reached at ``server_url``; bearer security only with ``api_key``."""
     models = [(m, "validation") for m in REQUEST_MODELS] + [(m, "serialization") for m in RESPONSE_MODELS]
     _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
     component_schemas = defs.get("$defs", {})
@@ -136,9 +137,12 @@ def openapi_document() -> dict:
             "responses": {"200": _json(_ref("ModelStatus"), "Status."), **_errors(*common)},
         }},
         "/health": {"get": {
-            "summary": "Liveness; never needs the API key.",
+            "summary": "Readiness; never needs the API key. 503 while the first model loads.",
             "security": [],
-            "responses": {"200": _json(_ref("Health"), "The server is up."), **_errors("403", "405", "500")},
+            "responses": {"200": _json(_ref("Health"), "The server is up (with or without a model)."),
+                          str(NO_MODEL_STATUS): _json(_ref("ErrorResponse"), "The first model is still loading; "
+                                                      "retry after the Retry-After seconds."),
+                          **_errors("403", "405", "500")},
         }},
         "/openapi.json": {"get": {
             "summary": "This document.",
@@ -156,13 +160,14 @@ def openapi_document() -> dict:
         "info": {"title": "DeepShiva API", "version": "1.0.0",
                  "description": "Self-hosted code completion. Every error body is "
                                 "{\"status\": \"error\", \"message\": ...}."},
-        "servers": [{"url": "http://127.0.0.1:5005"}],
-        "security": [{"bearer": []}],
+        "servers": [{"url": server_url}],
+        **({"security": [{"bearer": []}]} if api_key else {}),
         "paths": paths,
         "components": {
             "schemas": component_schemas,
             "responses": {f"Error{code}": _json(_ref("ErrorResponse"), text) for code, text in ERRORS.items()},
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "Only when the server was started with an API key."}},
+            **({"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                               "description": "The server's API key (--api-key)."}}}
+               if api_key else {}),
         },
     }

@@ -49,10 +49,15 @@ class ContextItem(_Request):
     path: str = Field(min_length=1, max_length=MAX_CONTEXT_PATH_CHARS, pattern=r"^[^\n]*$",
                       description="The file's path as the user sees it (relative to the workspace).")
     text: str = Field(max_length=MAX_CONTEXT_TEXT_CHARS, description="The file's text, or a snippet of it.")
+# An empty prompt is fill-in-the-middle only: it needs a non-empty suffix (core/request.py).
+PROMPT_OR_SUFFIX = [{"properties": {"prompt": {"minLength": 1}}},
+                    {"properties": {"suffix": {"type": "string", "minLength": 1}}, "required": ["suffix"]}]
 
 
 class GenerateRequest(_Request):
     """Body of POST /generate and POST /stream."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": PROMPT_OR_SUFFIX})
 
     prompt: str = Field(description="The input prompt (code before the cursor).")
     max_length: int = Field(512, ge=1, description="Maximum number of tokens to generate.")
@@ -103,7 +108,7 @@ class LoadModelRequest(_Request):
 
 # Allowed values, in words, for each field: used to build the 400 message.
 ALLOWED = {
-    "prompt": "a string",
+    "prompt": "a string (non-empty unless a suffix is given)",
     "max_length": "an integer from 1 to {max_length_limit}",
     "temperature": "a number from 0 to 2",
     "top_p": "a number greater than 0 and at most 1",
@@ -145,6 +150,9 @@ def parse(model: type[_Request], body: Any, **limits: Any) -> _Request:
     if total > MAX_CONTEXT_TOTAL_CHARS:
         raise ApiError(400, f"Invalid 'context': its texts may hold at most {MAX_CONTEXT_TOTAL_CHARS} "
                             f"characters in all (got {total}).")
+    if isinstance(request, GenerateRequest) and not request.prompt and not request.suffix:
+        raise ApiError(400, "Invalid 'prompt': must not be empty, unless a non-empty 'suffix' asks for "
+                            "fill-in-the-middle.")
     limit = limits.get("max_length_limit")
     if limit is not None and getattr(request, "max_length", 0) > limit:
         got = request.max_length

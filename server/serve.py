@@ -5,18 +5,26 @@ Waitress settings that matter here:
   so it notices a client that hung up and exposes ``waitress.client_disconnected``;
 - its default ``send_bytes=1`` writes each SSE event to the socket as soon as it is yielded
   (no output buffering), and a response without Content-Length is sent chunked;
+- a request must arrive within ``receive_timeout`` seconds, and at the connection limit the
+  slowest incomplete request is dropped to make room (``slow_clients``): slow clients cannot
+  lock everyone out;
 - more worker threads than the admission queue holds, so /health, /model_status and 429 answers
   never wait behind generations;
 - waitress's own body limit is kept well above the app's, so oversized bodies get the app's
-  JSON 413 (only bodies over 16x the limit meet waitress's plain-text one).
+  JSON 413; bodies over 16x the limit are refused by waitress before they are read, and its
+  refusals (413, 400 for a malformed request) use the same JSON error shape (``JsonErrorTask``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 from waitress import create_server
+from waitress.channel import HTTPChannel
+from waitress.task import ErrorTask
 
+from . import slow_clients
 from .config import ServerConfig
 from .observability import printable
 
@@ -39,6 +47,27 @@ class WaitressLogFilter(logging.Filter):
         return True
 
 
+class JsonErrorTask(ErrorTask):
+    """Waitress's own refusals (a body past its limit, a malformed request line or header) in
+    the API's error shape instead of waitress's plain text."""
+
+    def execute(self):
+        error = self.request.error
+        message = f"{error.reason}: {error.body}"
+        if error.code == 413:
+            message = f"Request body too large: the limit is {self.channel.server.app_body_limit} bytes."
+        body = json.dumps({"status": "error", "message": message}).encode("utf-8")
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class JsonErrorChannel(HTTPChannel):
+    error_task_class = JsonErrorTask
+
+
 def quiet_waitress_logs() -> None:
     """Install :class:`WaitressLogFilter` on waitress's logger (once)."""
     logger = logging.getLogger("waitress")
@@ -49,7 +78,7 @@ def quiet_waitress_logs() -> None:
 def make_server(app, config: ServerConfig, *, port: int | None = None):
     """A waitress server bound to config.host:port (port 0 = any free port; see ``effective_port``)."""
     quiet_waitress_logs()
-    return create_server(
+    server = create_server(
         app,
         host=config.host,
         port=config.port if port is None else port,
@@ -59,4 +88,10 @@ def make_server(app, config: ServerConfig, *, port: int | None = None):
         connection_limit=max(100, config.worker_threads * 4),
         ident="deepshiva",
         clear_untrusted_proxy_headers=True,
+        cleanup_interval=1,  # how often slow_clients checks its receive timeout (and idle channels)
     )
+    for listener in slow_clients.listeners(server):
+        listener.channel_class = JsonErrorChannel
+        listener.app_body_limit = config.max_body_bytes
+    slow_clients.install(server, config.receive_timeout)
+    return server

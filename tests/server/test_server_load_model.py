@@ -81,7 +81,7 @@ def test_default_model_name_is_the_shipped_model(engine, monkeypatch):
 def test_failed_loads_leave_the_previous_model_serving(engine, tiny_model_dir, broken_model, tmp_path):
     client = create_app(make_config(), engine=engine).test_client()
     cases = [
-        ({"model_name": str(tmp_path / "missing")}, 404, "not a local directory"),
+        ({"model_name": str(tmp_path / "missing")}, 404, "not found"),
         ({"model_name": "no-such-org/no-such-model"}, 404, "not found"),
         ({"model_name": str(broken_model)}, 422, "could not be loaded"),
         ({"model_name": ""}, 400, "model_name"),
@@ -227,3 +227,82 @@ def test_load_under_traffic(engine, tiny_model_dir, model_copy, broken_model):
         wait_idle(app)
     assert len(outcomes) >= 6
     assert all(outcome in ((200, "success"), (200, "done")) for outcome in outcomes), outcomes
+
+
+def test_first_load_has_no_window_without_a_model(engine, monkeypatch):
+    """The manager once cleared "loading" and collected garbage before swapping the engine in: a
+    request in that window heard "No model is loaded ... POST /load_model first" (6 starts in 8)
+    and /health said not_loaded. Every moment of a load, including its garbage collections
+    (where the probe looks), must read "loading" or "ready"."""
+    from types import SimpleNamespace
+
+    from server import model_manager
+
+    manager = model_manager.ModelManager(lambda name: engine)
+    seen = []
+
+    def probe():
+        try:
+            manager.engine()
+            seen.append((manager.state, "served"))
+        except model_manager.ModelNotLoaded as exc:
+            seen.append((manager.state, type(exc).__name__))
+
+    monkeypatch.setattr(model_manager, "gc", SimpleNamespace(collect=probe))
+    manager.load("first")
+    probe()
+    assert seen and set(seen) <= {("loading", "ModelStillLoading"), ("ready", "served")}, seen
+
+
+def test_health_is_503_while_the_first_model_loads(engine):
+    """A readiness probe sees a loading server (as llama.cpp and TGI answer); once a model serves,
+    a later /load_model keeps /health at 200 since requests are still served."""
+    release = threading.Event()
+
+    def slow_factory(name):
+        assert release.wait(10)
+        return engine
+
+    app = create_app(make_config(), engine_factory=slow_factory)
+    client = app.test_client()
+    assert client.get("/health").get_json() == {"status": "ok", "model_loaded": False, "state": "not_loaded"}
+    with ThreadPoolExecutor(1) as pool:
+        load = pool.submit(app.extensions["deepshiva"].manager.load, "first")
+        deadline = time.monotonic() + 5
+        while app.extensions["deepshiva"].manager.state != "loading":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        health = client.get("/health")
+        assert health.status_code == 503 and health.headers["Retry-After"]
+        body = health.get_json()
+        assert body["status"] == "error" and "loading" in body["message"] and "first" in body["message"]
+        release.set()
+        load.result()
+    assert client.get("/health").get_json() == {"status": "ok", "model_loaded": True, "state": "ready"}
+    release.clear()
+    with ThreadPoolExecutor(1) as pool:
+        swap = pool.submit(app.extensions["deepshiva"].manager.load, "second")
+        while app.extensions["deepshiva"].manager.state != "loading":
+            time.sleep(0.01)
+        assert client.get("/health").get_json() == {"status": "ok", "model_loaded": True, "state": "loading"}
+        release.set()
+        swap.result()
+
+
+def test_not_found_does_not_say_which_paths_exist(engine, tmp_path):
+    """Without an allow-list, /load_model's 404 once told an existing directory ("model directory
+    /root has no config.json") from a missing one: a map of the disk for anyone who can reach the
+    port. Every not-found now reads the same, here and in /model_status; the detail goes to the
+    server log only."""
+    (tmp_path / "a-file").write_text("x")
+    client = create_app(make_config(), engine=engine).test_client()
+    names = [str(tmp_path), str(tmp_path / "missing"), str(tmp_path / "a-file"), "~", "/", "/etc/passwd",
+             "/no/such/dir", ".", "no-such-org/no-such-model"]
+    messages, errors = set(), set()
+    for name in names:
+        response = client.post("/load_model", json={"model_name": name})
+        assert response.status_code == 404, (name, response.get_json())
+        messages.add(response.get_json()["message"].replace(repr(name), "NAME"))
+        errors.add(_status(client)["last_load_error"].replace(repr(name), "NAME").removeprefix(f"{name}: "))
+    assert len(messages) == 1 and len(errors) == 1, (messages, errors)
+    assert "config.json" in messages.pop()  # it still says what a model directory needs

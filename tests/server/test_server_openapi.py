@@ -124,3 +124,52 @@ def test_root_says_what_answers_here_and_links_to_the_rest(client, doc, engine):
     assert (Path(__file__).parents[2] / "docs" / "API.md").is_file()  # the link names a real file
     empty = create_app(make_config()).test_client().get("/").get_json()
     assert empty["model_name"] is None and empty["state"] == "not_loaded"
+@pytest.mark.parametrize("body", [{"prompt": ""}, {"prompt": "", "suffix": ""}, {"prompt": "", "suffix": None},
+                                  {"prompt": "", "suffix": "\n"}, {"prompt": "x"}, {"prompt": "x", "suffix": ""}])
+def test_document_and_server_agree_on_empty_prompts(client, doc, body):
+    """The document allowed {"prompt": ""}, which the server rejects (an empty prompt is only
+    fill-in-the-middle with a suffix)."""
+    schema = {"$ref": "#/components/schemas/GenerateRequest"}
+    try:
+        _validate(doc, schema, {**body, "max_length": 2})
+        documented_valid = True
+    except jsonschema.ValidationError:
+        documented_valid = False
+    response = client.post("/generate", json={**body, "max_length": 2})
+    assert (response.status_code == 200) == documented_valid, (body, response.get_json())
+    if not documented_valid:
+        assert response.status_code == 400 and "'prompt'" in response.get_json()["message"]
+
+
+def test_bearer_security_is_advertised_only_with_a_key(doc, engine):
+    assert "security" not in doc and "bearer" not in doc["components"].get("securitySchemes", {})
+    keyed = create_app(make_config(api_key="k"), engine=engine).test_client()
+    keyed_doc = keyed.get("/openapi.json", headers={"Authorization": "Bearer k"}).get_json()
+    assert keyed_doc["security"] == [{"bearer": []}]
+    assert keyed_doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_document_names_the_address_the_client_reached(app):
+    from server_helpers import running
+    import httpx
+
+    with running(app) as url:
+        doc = httpx.get(url + "/openapi.json", timeout=10).json()
+    assert doc["servers"] == [{"url": url}] and not url.endswith(":5005")
+
+
+def test_body_over_waitress_limit_gets_the_json_413(engine):
+    """Waitress refuses bodies past its own limit (16x the app's) before the app sees them; its
+    answer was plain text."""
+    from server_helpers import running
+    import httpx
+
+    app = create_app(make_config(max_body_bytes=1024), engine=engine)
+    with running(app) as url:
+        response = httpx.post(url + "/generate", content=b"x" * (2 << 20),
+                              headers={"Content-Type": "application/json"}, timeout=30)
+        assert response.status_code == 413, response.text[:200]
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json() == {"status": "error",
+                                   "message": "Request body too large: the limit is 1024 bytes."}
+        assert httpx.get(url + "/health", timeout=10).status_code == 200
