@@ -8,8 +8,11 @@ import shutil
 import subprocess
 import sys
 
+from pathlib import Path
+
 import pytest
-from conftest import ROOT
+
+ROOT = Path(__file__).resolve().parent.parent
 
 README = ROOT / "README.md"
 
