@@ -7,6 +7,7 @@ The model loads in the background so /health answers at once; /model_status show
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
 import sys
@@ -74,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     from .serve import make_server
 
     app = create_app(config)
-    server = make_server(app, config)
+    try:
+        server = make_server(app, config)
+    except OSError as exc:  # one line a person can act on, not waitress's traceback
+        print(f"deepshiva-server: {bind_failure(exc, config)}", file=sys.stderr)
+        return 1
     log.info("DeepShiva API on http://%s:%s (auth %s, queue %d)", config.host, server.effective_port,
              "on" if config.api_key else "off", config.queue_size)
     if config.model:
@@ -94,6 +99,19 @@ def main(argv: list[str] | None = None) -> int:
         server.close()
     log.info("stopped")
     return 0
+
+
+def bind_failure(exc: OSError, config: ServerConfig) -> str:
+    """Why the server could not listen on its address, and the option that changes it."""
+    where = f"{config.host}:{config.port}"
+    if exc.errno == errno.EADDRINUSE:
+        return (f"port {config.port} is already in use on {config.host} (another DeepShiva server?); "
+                f"choose another with --port N (or DEEPSHIVA_PORT=N), or --port 0 for any free port")
+    if exc.errno == errno.EACCES:
+        return f"not allowed to listen on {where} (ports below 1024 need root); choose another with --port N"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{config.host} is not an address of this machine; choose another with --host"
+    return f"cannot listen on {where}: {exc.strerror or exc}"
 
 
 def _preload(app, name: str) -> None:

@@ -36,6 +36,24 @@ def nvim_011() -> Path:
 
 
 @pytest.fixture(scope="session")
+def nvim_010() -> Path:
+    return tool(TOOLS / "bin" / "nvim-0.10", "Neovim 0.10 (Debian trixie, editors/.tools/bin/nvim-0.10)")
+
+
+@pytest.fixture(scope="session")
+def nvim_07() -> Path:
+    return tool(TOOLS / "bin" / "nvim-0.7", "Neovim 0.7 (Debian 12's package, editors/.tools/bin/nvim-0.7)")
+
+
+@pytest.fixture(scope="session")
+def tmux() -> Path:
+    found = shutil.which("tmux")
+    if not found:
+        missing("tmux (Debian package)")
+    return Path(found)
+
+
+@pytest.fixture(scope="session")
 def pynvim_mod():
     try:
         import pynvim

@@ -91,6 +91,7 @@ class Nvim:
 VERSIONS = [
     pytest.param("nvim_012", NATIVE_NS, id="nvim-0.12-native"),
     pytest.param("nvim_011", PLUGIN_NS, id="nvim-0.11-plugin"),
+    pytest.param("nvim_010", PLUGIN_NS, id="nvim-0.10-plugin"),  # the oldest the plugin supports
 ]
 
 
@@ -116,7 +117,7 @@ def check_version(nv: Nvim, fixture: str) -> None:
         assert nv.lua("return vim.lsp.inline_completion ~= nil")
         assert nv.lua("return require('deepshiva').native()")
     else:
-        assert nv.lua("return vim.version().minor") == 11
+        assert nv.lua("return vim.version().minor") == {"nvim_011": 11, "nvim_010": 10}[fixture]
         assert not nv.lua("return require('deepshiva').native()")
 
 

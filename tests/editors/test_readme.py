@@ -80,3 +80,22 @@ def test_readme_vscode_install(code_server, vsix, tmp_path):
     package = json.loads((ROOT / "editors" / "vscode" / "package.json").read_text())
     known = package["contributes"]["configuration"]["properties"]
     assert set(settings) <= set(known), f"README names unknown settings: {set(settings) - set(known)}"
+
+
+@pytest.mark.timeout(300)
+def test_readme_vscode_build_needs_node_only(tmp_path):
+    """The README's build line makes the .vsix with Node and npm alone: no code-server, no browser."""
+    from editor_helpers import ROOT
+
+    block = blocks("VS Code", "sh")[0]
+    builds = [ln.split("#")[0].strip() for ln in block.splitlines() if ln.startswith("scripts/")]
+    assert builds == ["scripts/build-vscode-extension"], block
+    commands = [ln for ln in (ROOT / "scripts" / "build-vscode-extension").read_text().splitlines()
+                if not ln.lstrip().startswith("#")]
+    for heavy in ("code-server", "chromium", "playwright", "install-editors"):
+        assert not [ln for ln in commands if heavy in ln.lower()], heavy
+    out = subprocess.run(["scripts/build-vscode-extension"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=280)
+    assert out.returncode == 0, out.stderr
+    assert (ROOT / "editors" / ".tools" / "deepshiva.vsix").resolve().stat().st_size > 10_000
+    assert "install it: code --install-extension editors/.tools/deepshiva.vsix" in out.stderr

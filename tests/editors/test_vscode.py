@@ -35,8 +35,10 @@ class CodeServer:
         self.log = workdir / "code-server.log"
         for d in (self.user_data / "User", self.extensions, self.project):
             d.mkdir(parents=True, exist_ok=True)
+        # Only what keeps a test run quiet and offline (no welcome page, tips, telemetry or
+        # updates). Editing behaves as VS Code's defaults make it, workspace trust included:
+        # the settings a user adds are the README's, and nothing else.
         base = {
-            "security.workspace.trust.enabled": False,
             "workbench.startupEditor": "none",
             "workbench.tips.enabled": False,
             "telemetry.telemetryLevel": "off",
@@ -44,15 +46,6 @@ class CodeServer:
             "extensions.autoCheckUpdates": False,
             "extensions.ignoreRecommendations": True,
             "update.mode": "none",
-            "editor.inlineSuggest.enabled": True,
-            # The word-based suggest widget would take Tab away from the ghost text.
-            "editor.quickSuggestions": {"other": False, "comments": False, "strings": False},
-            "editor.suggestOnTriggerCharacters": False,
-            "editor.wordBasedSuggestions": "off",
-            "editor.acceptSuggestionOnEnter": "off",
-            "editor.autoClosingBrackets": "never",
-            "editor.autoClosingQuotes": "never",
-            "editor.autoIndent": "none",
             "window.restoreWindows": "none",
         }
         base.update(settings)
@@ -85,8 +78,7 @@ class CodeServer:
             # setsid: its own process group, killed as a whole in stop().
             self.proc = subprocess.Popen(
                 [*self.common(), "--bind-addr", f"127.0.0.1:{self.port}", "--auth", "none",
-                 "--disable-workspace-trust", "--disable-getting-started-override",
-                 str(self.project)],
+                 "--disable-getting-started-override", str(self.project)],
                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
             )
         url = f"http://127.0.0.1:{self.port}"
@@ -126,9 +118,16 @@ def drive(cs_url: str, file: str, text: str, shot: Path, playwright_core: Path, 
 
 
 def run_vscode(tmp_path, code_server, vsix, playwright_core, chromium, settings, shot_name,
-               source: str, typed: str, **extra) -> tuple[dict, CodeServer]:
+               source: str, typed: str, project_files: dict[str, str] | None = None,
+               **extra) -> tuple[dict, CodeServer]:
     cs = CodeServer(code_server, vsix, tmp_path, settings)
     (cs.project / "main.py").write_text(source)
+    for name, text in (project_files or {}).items():
+        target = cs.project / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+        if "/bin/" in name or name.endswith(".sh"):
+            target.chmod(0o755)
     cs.install_extension()
     url = cs.start()
     try:
@@ -140,19 +139,35 @@ def run_vscode(tmp_path, code_server, vsix, playwright_core, chromium, settings,
 
 
 @pytest.mark.timeout(300)
-def test_vscode_ghost_text_with_fake_server(tmp_path, code_server, vsix, playwright_core, chromium,
-                                            fake_lsp_command, artifacts):
-    """The extension's plumbing, with a language server whose answer is known in advance."""
-    settings = {"deepshiva.serverPath": fake_lsp_command[1]}
-    # serverPath must be an executable: wrap the fake server in a tiny script.
-    wrapper = tmp_path / "fake-deepshiva-lsp"
+def test_vscode_ghost_text_with_fake_server_in_restricted_mode(tmp_path, code_server, vsix, playwright_core,
+                                                               chromium, fake_lsp_command, artifacts):
+    """The extension's plumbing, with a language server whose answer is known in advance, in a
+    workspace the user does not trust (Restricted Mode): suggestions still come, and the programs
+    the workspace names (its .venv's deepshiva-lsp, its deepshiva.serverPath) are never started."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "deepshiva-lsp"  # the fake server, named in the user's settings
     wrapper.write_text(f"#!/bin/sh\nexec {fake_lsp_command[0]} {fake_lsp_command[1]} \"$@\"\n")
     wrapper.chmod(0o755)
-    settings["deepshiva.serverPath"] = str(wrapper)
-    result, cs = run_vscode(tmp_path, code_server, vsix, playwright_core, chromium, settings,
+    started = tmp_path / "workspace-program-started"
+    evil = f"#!/bin/sh\necho \"$0\" >> {started}\nexit 1\n"
+    project_files = {
+        ".venv/bin/deepshiva-lsp": evil,
+        "tools/lsp.sh": evil,
+        # A workspace that names a program to start and a server to send the code to.
+        ".vscode/settings.json": json.dumps({
+            "deepshiva.serverPath": str(tmp_path / "project" / "tools" / "lsp.sh"),
+            "deepshiva.apiUrl": "http://203.0.113.1:9",
+        }),
+    }
+    result, cs = run_vscode(tmp_path, code_server, vsix, playwright_core, chromium,
+                            {"deepshiva.serverPath": str(wrapper)},
                             "vscode-fake.png", "def f(alpha, beta):\n    ", "tot",
+                            project_files=project_files, trust="no",
                             acceptWordFirst=True, toggle=True)
     assert result["ok"], f"{result.get('error')}\nsteps: {result['steps']}\n{cs.log.read_text()[-2000:]}"
+    assert result.get("restricted"), f"the workspace did not open in Restricted Mode: {result['steps']}"
+    assert not started.exists(), f"a program of the untrusted workspace ran: {started.read_text()}"
     assert result["ghost"].startswith("al = alpha + beta"), result
     # Ctrl+Right (VS Code's own partial accept) inserts the start of the suggestion.
     word_line = result["afterWord"].split("\n")[1]
@@ -166,12 +181,13 @@ def test_vscode_ghost_text_with_fake_server(tmp_path, code_server, vsix, playwri
 def test_vscode_ghost_text_real_servers(tmp_path, code_server, vsix, playwright_core, chromium,
                                         lsp_command, api_server, tuned_settings, artifacts):
     """Real API server with the model, real deepshiva-lsp, the packaged extension in code-server,
-    set up with the settings block of editors/README.md as written."""
+    set up with the settings block of editors/README.md as written and VS Code's defaults
+    otherwise (suggest widget, auto-indent, workspace trust: the user trusts their project)."""
     settings = json.loads(localise(blocks("VS Code", "json")[0], api_server))
     assert settings["deepshiva.apiUrl"] == api_server
     source = "import os\n\n\ndef add(a, b):\n    return a + b\n\n\n"
-    typed = "def mul(a, b):\n    "
-    tuned = tuned_settings(source + typed, 8, 4)
+    typed = "def mul(a, b):\n"  # Enter: VS Code's auto-indent puts the cursor at column 4
+    tuned = tuned_settings(source + typed + "    ", 8, 4)
     settings.update({
         "deepshiva.debounceMs": tuned["debounceMs"],
         "deepshiva.maxTokens": tuned["maxTokens"],
@@ -179,7 +195,7 @@ def test_vscode_ghost_text_real_servers(tmp_path, code_server, vsix, playwright_
         "deepshiva.advanced": {k: v for k, v in tuned.items() if k == "seed"},
     })
     result, cs = run_vscode(tmp_path, code_server, vsix, playwright_core, chromium, settings,
-                            "vscode.png", source, typed)
+                            "vscode.png", source, typed, trust="yes")
     assert result["ok"], f"{result.get('error')}\nsteps: {result['steps']}\n{cs.log.read_text()[-2000:]}"
     assert result["ghost"].strip(), result
     # Tab inserted the suggestion at the cursor (its first line at least: the rest is below).

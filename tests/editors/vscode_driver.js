@@ -3,7 +3,8 @@
 // bar, and takes a screenshot. Called by tests/editors/test_vscode.py.
 //
 // Usage: node vscode_driver.js '<json>' with
-//   {url, file, type, screenshot, timeoutMs, playwright (path of playwright-core), chromium}
+//   {url, file, type, screenshot, timeoutMs, playwright (path of playwright-core), chromium,
+//    trust ('yes' | 'no': the answer to VS Code's workspace-trust question at start-up)}
 // Prints one JSON line: {ok, ghost, statusText, before, after, steps, error}.
 'use strict';
 
@@ -50,6 +51,18 @@ async function statusText(page) {
     step('page loaded');
     await page.waitForSelector('.monaco-workbench', { timeout: cfg.timeoutMs });
     step('workbench');
+    if (cfg.trust) {
+      // Workspace trust is on (VS Code's default): answer its start-up question as a user would.
+      const label = cfg.trust === 'yes' ? /Yes, I trust/ : /No, I don.t trust/;
+      const button = page.locator('.monaco-dialog-box a.monaco-button, .monaco-dialog-box .monaco-button', { hasText: label }).first();
+      await button.waitFor({ state: 'visible', timeout: cfg.timeoutMs });
+      await button.click();
+      step(`workspace trust: ${cfg.trust}`);
+      result.restricted = await page
+        .waitForFunction(() => /Restricted Mode/.test(document.querySelector('.statusbar')?.textContent || ''), null, { timeout: 5000 })
+        .then(() => true)
+        .catch(() => false);
+    }
     // Wait for the extension to start and its status bar item to say "ready".
     await page.waitForFunction(
       () => [...document.querySelectorAll('.statusbar-item')].some((el) => /DeepShiva: ready/.test(el.textContent || '')),

@@ -76,3 +76,19 @@ def test_help_lists_the_options():
     for option in ("--host", "--port", "--model", "--api-key", "--allow-remote", "--queue-size",
                    "--allowed-models", "--trust-remote-code"):
         assert option in result.stdout
+
+
+def test_a_port_in_use_is_one_line_naming_the_port_and_the_flag():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(server_command() + ["--port", str(port), "--model", "none"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert f"port {port} is already in use" in lines[0] and "--port" in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout

@@ -41,7 +41,8 @@ let statusItem: vscode.StatusBarItem;
 let lastState: StatusParams = { state: "starting" };
 let output: vscode.LogOutputChannel;
 
-/** Where deepshiva-lsp is: the setting, a workspace's .venv, then PATH. */
+/** Where deepshiva-lsp is: the setting, a workspace's .venv, then PATH. In an untrusted
+ * workspace the caller passes no folders: a program inside the workspace is never started. */
 export function findServer(configured: string, folders: readonly string[]): string {
   const expand = (p: string) => p.replace(/^~(?=$|\/)/, process.env.HOME ?? "~");
   if (configured.trim()) {
@@ -100,7 +101,10 @@ function renderStatus(): void {
     statusItem.tooltip = "DeepShiva suggestions are off. Click to turn them on.";
   } else {
     statusItem.text = `${label.icon} DeepShiva: ${label.text}`;
-    statusItem.tooltip = `${lastState.message ?? label.text}\nClick to turn suggestions off.`;
+    const restricted = vscode.workspace.isTrusted
+      ? ""
+      : "\nRestricted Mode: only your user settings apply (the workspace's serverPath, apiUrl and advanced are ignored).";
+    statusItem.tooltip = `${lastState.message ?? label.text}${restricted}\nClick to turn suggestions off.`;
   }
   const bad = ["unreachable", "unauthorized", "no_model", "stopped"].includes(String(lastState.state));
   statusItem.backgroundColor =
@@ -114,9 +118,12 @@ function setState(params: StatusParams): void {
 }
 
 async function startClient(context: vscode.ExtensionContext): Promise<void> {
-  const folders = (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath);
+  // Restricted Mode: VS Code already hides the workspace's value of the settings named in
+  // package.json's restrictedConfigurations; the workspace's .venv is skipped here.
+  const trusted = vscode.workspace.isTrusted;
+  const folders = trusted ? (vscode.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath) : [];
   const command = findServer(config().get<string>("serverPath", ""), folders);
-  output.appendLine(`starting ${command}`);
+  output.appendLine(`starting ${command}${trusted ? "" : " (Restricted Mode: the workspace's serverPath, apiUrl, advanced and .venv are ignored)"}`);
   const serverOptions: ServerOptions = {
     run: { command, args: [], transport: TransportKind.stdio },
     debug: { command, args: [], transport: TransportKind.stdio },
@@ -265,6 +272,8 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         renderStatus();
       }
     }),
+    // Trust granted: the workspace's own settings and .venv may now apply.
+    vscode.workspace.onDidGrantWorkspaceTrust(() => restartClient(context)),
     context.secrets.onDidChange((e) => {
       if (e.key === SECRET_API_KEY) {
         void pushSettings(context);

