@@ -1,6 +1,10 @@
-"""DeepShiva's inference engine: load a Hugging Face causal LM and generate, streamed or whole."""
+"""DeepShiva's inference engine: load a Hugging Face causal LM and generate, streamed or whole.
 
-from .engine import Completion, CompletionStream, OptimizedLLM
+Importing ``core`` (or its error types) does not import torch: the engine is imported on first
+use of ``OptimizedLLM``, ``Completion`` or ``CompletionStream``, so the server's error mapping,
+its configuration and ``--help`` stay quick.
+"""
+
 from .errors import (
     DeepShivaError,
     DeviceUnavailable,
@@ -11,8 +15,11 @@ from .errors import (
     ModelNotLoaded,
     OutOfMemory,
     QuantizationUnavailable,
+    is_out_of_memory,
 )
-from .loading import DEFAULT_MODEL
+from .shipped import DEFAULT_MODEL
+
+_FROM_ENGINE = ("Completion", "CompletionStream", "OptimizedLLM")
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -28,4 +35,13 @@ __all__ = [
     "OptimizedLLM",
     "OutOfMemory",
     "QuantizationUnavailable",
+    "is_out_of_memory",
 ]
+
+
+def __getattr__(name: str):
+    if name in _FROM_ENGINE:
+        from . import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module 'core' has no attribute {name!r}")

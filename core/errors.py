@@ -50,3 +50,11 @@ class QuantizationUnavailable(InvalidParameter):
 
 class ModelLoadFailed(DeepShivaError):
     """The model's files were found but could not be loaded (corrupt weights, bad config, ...)."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for the engine's OutOfMemory, MemoryError, torch's OutOfMemoryError (CUDA's too, told
+    by name so this module needs no torch) and any allocator failure whose message says so."""
+    if isinstance(exc, (OutOfMemory, MemoryError)):
+        return True
+    return type(exc).__name__ == "OutOfMemoryError" or "out of memory" in str(exc).lower()

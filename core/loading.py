@@ -17,12 +17,17 @@ from urllib.parse import urlparse
 
 import torch
 
-from .errors import InvalidParameter, ModelLoadFailed, ModelNotFound, OutOfMemory, QuantizationUnavailable
+from .errors import (  # noqa: F401 - is_out_of_memory: the engine imports it from here
+    InvalidParameter,
+    ModelLoadFailed,
+    ModelNotFound,
+    OutOfMemory,
+    QuantizationUnavailable,
+    is_out_of_memory,
+)
 from .quantization import quiet_int8_cast_notice
+from .shipped import DEFAULT_MODEL, SHIPPED_MODELS  # noqa: F401 - DEFAULT_MODEL: the engine's default
 
-ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MODEL = "deepshiva/tiny-python"
-SHIPPED_MODELS = {DEFAULT_MODEL: ROOT / "models" / "tiny-python"}
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 HUB_CONNECT_TIMEOUT_S = 3.0
 
@@ -103,15 +108,6 @@ def _check_int8_support(device: str) -> None:
         raise QuantizationUnavailable(f"bitsandbytes {version} runs int8 only on CUDA; CPU needs >= 0.47")
     if base == "mps":
         raise QuantizationUnavailable("load_in_8bit is not supported on MPS by bitsandbytes")
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    if isinstance(exc, MemoryError):
-        return True
-    oom = getattr(torch, "OutOfMemoryError", None)
-    if oom is not None and isinstance(exc, oom):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 def load_model(

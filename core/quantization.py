@@ -15,11 +15,15 @@ import warnings
 INT8_CAST_NOTICE = "MatMul8bitLt: inputs will be cast"
 INT8_CAST_LOGGER = "bitsandbytes.autograd._functions"
 
-# What load_in_8bit buys, by device type (/model_status's quantization_note).
+# What load_in_8bit buys, by device type (/model_status's quantization_note). CPU: measured with
+# benchmarks/load_in_8bit.py (weights 0.51x, RSS once loaded 1.07x on a 146 MB model, requests 2-3x
+# slower). CUDA: bitsandbytes' own maintainers say LLM.int8's kernels were made for memory, not for
+# fast single-stream decoding (not measured here: no GPU).
 INT8_TRADE = {
-    "cpu": "load_in_8bit saves memory, not time, on the CPU: int8 weights take about half the memory of "
-           "bf16 ones, and decoding runs through transformers, slower than the default path "
-           "(decode_weights=int8 is DeepShiva's fast int8 path on the CPU)",
+    "cpu": "load_in_8bit saves memory, not time, on the CPU: int8 weights take half the bytes of bf16 ones "
+           "(a net saving for models above a few hundred MB: bitsandbytes itself takes about 120 MB), and "
+           "decoding runs through transformers, slower than the default path (decode_weights=int8 is "
+           "DeepShiva's fast int8 path on the CPU)",
     "cuda": "load_in_8bit saves GPU memory, so a larger model fits: int8 weights (bitsandbytes LLM.int8) take "
             "about half the memory of fp16/bf16 ones; token-by-token decoding is usually slower than fp16/bf16",
 }

@@ -114,10 +114,10 @@ class ApiClient:
             "POST", "/load_model", json=body, timeout=self.options.load_timeout_ms / 1000
         )
 
-    async def generate(self, body: dict[str, Any]) -> tuple[str, str | None]:
-        """POST /generate: the whole completion at once, and its finish_reason."""
+    async def generate(self, body: dict[str, Any]) -> tuple[str, str | None, str | None]:
+        """POST /generate: the whole completion at once, its finish_reason and the model's name."""
         data = await self._json("POST", "/generate", json=body)
-        return str(data.get("response") or ""), data.get("finish_reason")
+        return str(data.get("response") or ""), data.get("finish_reason"), data.get("model_name")
 
     @asynccontextmanager
     async def stream(self, body: dict[str, Any]) -> AsyncIterator["Stream"]:
@@ -135,11 +135,12 @@ class ApiClient:
 
 class Stream:
     """The text chunks of one /stream answer; ``finish_reason`` is known after the last one
-    ("stop": the model ended, "length": max_length was reached)."""
+    ("stop": the model ended, "length": max_length was reached), as is ``model_name``."""
 
     def __init__(self, source) -> None:
         self._source = source
         self.finish_reason: str | None = None
+        self.model_name: str | None = None
 
     async def chunks(self) -> AsyncIterator[str]:
         try:
@@ -153,6 +154,7 @@ class Stream:
                 if event.event == "done":
                     if isinstance(data, dict):
                         self.finish_reason = data.get("finish_reason")
+                        self.model_name = data.get("model_name")
                     return
                 text = data.get("text") if isinstance(data, dict) else None
                 if text:

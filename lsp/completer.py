@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from . import postprocess
 from .api import ApiClient, ApiError
 from .cache import SuggestionCache
+from .fim_support import FimSupport, refuses_fim
 from .options import Multiline, Options
 from .stats import Stats
 from .status import State, StatusTracker, Transition
@@ -79,7 +80,8 @@ class Completer:
         self._announce = announce or (lambda transition: None)
         self._inflight: dict[tuple[str, str], _Ticket] = {}
         self._poller: asyncio.Task | None = None
-        self._fim = True  # False once the API said the model cannot fill in the middle
+        self.fim = FimSupport()  # which models get the text after the cursor (FIM) too
+        self._model_check: asyncio.Task | None = None
         self._loads = 0  # deepshiva.loadModel requests in flight
 
     # -- configuration -------------------------------------------------------------------------
@@ -92,14 +94,15 @@ class Completer:
         if any(getattr(old, name) != getattr(options, name) for name in endpoint):
             self._drop(list(self._inflight))  # they use the old client, and old settings
             previous, self.api = self.api, ApiClient(options)
-            self._fim = True
+            self.fim = FimSupport()  # perhaps another server, with other models
             await previous.aclose()
             if self.status.state is not None:
                 await self.probe()
 
     async def aclose(self) -> None:
-        if self._poller:
-            self._poller.cancel()
+        for task in (self._poller, self._model_check):
+            if task:
+                task.cancel()
         for ticket in list(self._inflight.values()):
             ticket.task.cancel()
         await self.api.aclose()
@@ -126,6 +129,7 @@ class Completer:
                     self.report(State.NO_MODEL, "The DeepShiva API has no model loaded")
             else:
                 status = await self.api.model_status()  # needs the key when the API has one
+                self.fim.learn_status(status)
                 name = status.get("model_name") or "a model"
                 if self.status.state in (None, State.SLOW) or self.status.state.is_down:
                     self.report(State.READY, f"DeepShiva is ready ({name})")
@@ -227,6 +231,8 @@ class Completer:
         debounce_ms = self.debounce_ms()
         if not invoked and debounce_ms:
             await asyncio.sleep(debounce_ms / 1000)
+        if self.fim.recheck_due():  # prefix-only for a while: has another model been loaded?
+            self._check_model()
         single = postprocess.single_line(ctx, options.multiline.value)
         paragraph = options.multiline is Multiline.AUTO  # "always": whole blocks
         reader = SuggestionReader(ctx, single, options.max_lines, paragraph)
@@ -238,8 +244,8 @@ class Completer:
             try:
                 await asyncio.wait_for(self._read(body, reader), options.request_timeout_ms / 1000)
             except ApiError as exc:
-                if exc.status_code == 400 and self._fim and "suffix" in exc.message.lower():
-                    self._fim = False  # the model cannot fill in the middle: prefix only
+                if self.fim.sends_suffix and refuses_fim(exc.status_code, exc.message):
+                    self.fim.refused()  # the model cannot fill in the middle: prefix only
                     body = self._body(ctx, single)
                     await asyncio.wait_for(self._read(body, reader), options.request_timeout_ms / 1000)
                 else:
@@ -289,7 +295,7 @@ class Completer:
         }
         if stop:
             body["stop"] = stop
-        if self._fim:
+        if self.fim.sends_suffix:
             body["suffix"] = ctx.suffix
         if options.seed is not None:
             body["seed"] = options.seed
@@ -301,7 +307,8 @@ class Completer:
 
     async def _read(self, body: dict, reader: SuggestionReader) -> None:
         if not self.options.stream:
-            text, reader.finish_reason = await self.api.generate(body)
+            text, reader.finish_reason, model_name = await self.api.generate(body)
+            self._heard_model(model_name)
             reader.feed(text)
             return
         async with self.api.stream(body) as stream:
@@ -311,6 +318,23 @@ class Completer:
                     if reader.feed(chunk):
                         return  # leaving the blocks closes the stream: the model stops
             reader.finish_reason = stream.finish_reason
+            self._heard_model(stream.model_name)
+
+    def _heard_model(self, model_name: str | None) -> None:
+        """An answer named its model: one not seen before is asked about (can it fill in the middle?)."""
+        if self.fim.heard(model_name):
+            self._check_model()
+
+    def _check_model(self) -> None:
+        """Read /model_status in the background to learn the served model and its FIM ability."""
+        if self._model_check is None or self._model_check.done():
+            self._model_check = asyncio.get_running_loop().create_task(self._read_model_status())
+
+    async def _read_model_status(self) -> None:
+        try:
+            self.fim.learn_status(await self.api.model_status())
+        except ApiError as exc:
+            log.debug("/model_status: %s", exc.message)
 
     # -- commands ------------------------------------------------------------------------------
 
@@ -334,7 +358,8 @@ class Completer:
             self._loads -= 1
             request.cancel()
         self.cache.clear()
-        self._fim = True  # the new model may fill in the middle
+        self.fim.forget_model()  # the new model may fill in the middle, or not
+        await self._read_model_status()
         self.report(State.READY, result.get("message") or "Model loaded")
         return result
 

@@ -363,7 +363,9 @@ def accepted(ls: DeepShivaServer, *args: Any) -> None:
 
 @server.command(CMD_STATS)
 def stats(ls: DeepShivaServer, *args: Any) -> dict:
-    return {**ls.completer.stats.as_dict(), "debounceMs": round(ls.completer.debounce_ms(), 1)}
+    fim = ls.completer.fim
+    return {**ls.completer.stats.as_dict(), "debounceMs": round(ls.completer.debounce_ms(), 1),
+            "model": fim.model, "fillInTheMiddle": fim.sends_suffix}
 
 
 @server.command(CMD_STATUS)

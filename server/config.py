@@ -14,7 +14,7 @@ from typing import Annotated, Literal, Optional
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEFAULT_MODEL = "deepshiva/tiny-python"  # same value as core.DEFAULT_MODEL, without importing torch
+from core.shipped import DEFAULT_MODEL  # noqa: F401 - also the CLI's and /load_model's default
 
 
 def is_loopback(host: str) -> bool:

@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from core.errors import DeepShivaError, InvalidParameter, ModelNotFound, ModelNotLoaded, OutOfMemory
+from core.errors import DeepShivaError, InvalidParameter, ModelNotFound, ModelNotLoaded, is_out_of_memory
 
 from .model_manager import ModelStillLoading
 
@@ -31,13 +31,6 @@ class ApiError(Exception):
         self.status = status
         self.message = message
         self.headers = headers or {}
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for the engine's OutOfMemory and for raw allocator failures that escaped it."""
-    if isinstance(exc, (OutOfMemory, MemoryError)):
-        return True
-    return type(exc).__name__ in ("OutOfMemoryError",) or "out of memory" in str(exc).lower()
 
 
 def from_engine(exc: BaseException, *, loading: bool = False) -> Optional[ApiError]:

@@ -156,3 +156,20 @@ def test_the_shipped_models_fim_prompt_is_starcoders_in_its_own_order(shipped_mo
     for suffix in SUFFIXES:
         ids, _ = _encoded(llm, PREFIX, suffix, heal=False)
         assert ids == reference("starcoder", "spm", llm.tokenizer, PREFIX, suffix), suffix
+
+
+@pytest.mark.parametrize("family, marker", [("codellama", "▁<MID>"), ("codestral", "[PREFIX]")])
+def test_a_middle_that_starts_with_a_space_keeps_it(family, marker):
+    """The decoder drops the dummy-prefix space at the start of a text; the middle's first token
+    follows the prompt, so its space is real (``decode_infilling`` in Meta's recipe)."""
+    from family_tokenizers import build_family_tokenizer
+
+    from core.text_stream import IncrementalDecoder
+
+    tok = build_family_tokenizer(family)
+    before = _plain(tok, "\n    y = x")[-2:] + _ids(tok, marker) if family == "codellama" else \
+        _ids(tok, marker) + _plain(tok, "def f(x):\n   ")
+    decoder = IncrementalDecoder(tok, context_ids=before[-4:])
+    middle = _infilling(tok, " return y")  # what the model generates: ▁return ▁y
+    assert tok.convert_ids_to_tokens(middle) == ["▁return", "▁y"]
+    assert "".join(decoder.push(i) for i in middle) == " return y"
