@@ -288,22 +288,29 @@ def keystroke_timing(model: str, samples: list[Sample], keys: int, rounds: int =
             "p90_ms": {m: round(statistics.quantiles(t, n=10)[-1], 1) for m, t in times.items()}}
 
 
-LONG_CONTEXT_SHAPES = {"shipped": (4, 256), "gpt2-small": (12, 768)}
+LONG_CONTEXT_SHAPES = {"shipped": (4, 256), "gpt2-small": (12, 768), "llama-1b": None}
 
 
 def long_context_timing(shape: str = "shipped", keys: int = 30, context_tokens: int = 2000) -> dict:
     """A keystroke (one character more, the cache warm, 16 tokens generated) with ~2,000 tokens of
     context against one with none, on a random-weight model of ``shape`` (layers x width) with
     4,096 positions: the shipped model's shape, where reading the longer KV cache weighs as much
-    as the weights, and a GPT-2-small shape (85M parameters), where the weights dominate."""
+    as the weights, a GPT-2-small shape (85M parameters), and TinyLlama-1.1B's shape (bf16,
+    grouped-query attention), where the weights dominate."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
     from core import OptimizedLLM
     from tiny_model import build_tiny_model
 
-    layers, hidden = LONG_CONTEXT_SHAPES[shape]
     with tempfile.TemporaryDirectory() as tmp:
-        path = build_tiny_model(Path(tmp) / "m", hidden_size=hidden, layers=layers, vocab_size=4096,
-                                context_length=4096)
+        if LONG_CONTEXT_SHAPES[shape] is None:  # TinyLlama-1.1B's shape, bf16 (benchmarks/shapes.py)
+            from benchmarks.shapes import SHAPES, model_dir
+
+            path, layers, hidden = model_dir(shape), SHAPES[shape]["num_hidden_layers"], SHAPES[shape]["hidden_size"]
+            keys = min(keys, 16)
+        else:
+            layers, hidden = LONG_CONTEXT_SHAPES[shape]
+            path = build_tiny_model(Path(tmp) / "m", hidden_size=hidden, layers=layers, vocab_size=4096,
+                                    context_length=4096)
         llm = OptimizedLLM(str(path))
         _, files = package_files("pluggy")
         texts = list(files.values())
