@@ -46,7 +46,7 @@ MIN_SIMILARITY = 0.05  # a snippet sharing less than this with the cursor's line
 MAX_EDITS = 16
 MAX_FILE_BYTES = 256_000
 MAX_INDEXED_FILES = 512
-MAX_RESOLVED_IMPORTS = 24  # imports looked up for one request
+MAX_RESOLVED_IMPORTS = 24  # modules looked up for one request
 MAX_ORDER_KEYS = 1024
 RECHECK_SECONDS = 5.0  # a file not open in the editor is stat'ed again after this long
 
@@ -248,17 +248,27 @@ class ContextGatherer:
         near = "\n".join(ln for ln in near.splitlines() if not ln.lstrip().startswith(("import ", "from ")))
         wanted = identifiers(near)
         found: list[tuple[bool, int, Candidate]] = []
-        for number, imp in enumerate(imports(text)[:MAX_RESOLVED_IMPORTS]):
+        modules: dict[tuple[int, str], tuple[Path, str] | None] = {}
+
+        async def module_of(level: int, dotted: str) -> tuple[Path, str] | None:
+            key = (level, dotted)
+            if key not in modules:
+                if len(modules) >= MAX_RESOLVED_IMPORTS:
+                    return None
+                modules[key] = await self._module(folder, importer, level, dotted)
+            return modules[key]
+
+        for number, imp in enumerate(imports(text)):
             blocks: list[tuple[Path, str, str]] = []
             if imp.name is not None:
-                module = await self._module(folder, importer, imp.level, imp.module)
+                module = await module_of(imp.level, imp.module)
                 block = module and definition(module[1], imp.name)
                 if block:
                     blocks = [(module[0], imp.name, block)]
             if not blocks:  # a module: the definitions of what is read from it near the cursor
                 dotted = imp.module if imp.name is None else ".".join(p for p in (imp.module, imp.name) if p)
                 attrs = attributes_used(near, imp.alias)
-                module = await self._module(folder, importer, imp.level, dotted) if attrs else None
+                module = await module_of(imp.level, dotted) if attrs else None
                 if module:
                     blocks = [(module[0], a, b) for a, b in ((a, definition(module[1], a)) for a in attrs) if b]
             for file, name, block in blocks:

@@ -103,7 +103,20 @@ def definition(source: str, name: str, max_lines: int = MAX_BLOCK_LINES) -> str 
     block = lines[start:end]
     if lines[line].startswith("class "):
         block = outline(block)
+    elif lines[line].startswith(("def ", "async def ")):
+        block = signature(block, line - start)
     return "\n".join(block[:max_lines]) + "\n"
+
+
+def signature(block: list[str], head: int = 0) -> list[str]:
+    """A function block cut to its decorators and signature (to the line that ends it with a colon)."""
+    depth = 0
+    for i in range(head, len(block)):
+        code = _strip_comment(block[i])
+        depth += sum(code.count(c) for c in "([{") - sum(code.count(c) for c in ")]}")
+        if depth <= 0 and code.endswith(":"):
+            return block[: i + 1]
+    return block
 
 
 def outline(block: list[str]) -> list[str]:
@@ -120,8 +133,13 @@ def outline(block: list[str]) -> list[str]:
     if body_indent is None:
         return block
     kept = block[:head + 1]
+    in_string = False
     for text in block[head + 1:]:
         indent = len(text) - len(text.lstrip())
+        quotes = text.count('"""') + text.count("\'\'\'")
+        if in_string or quotes:  # docstrings: prose the budget is better spent without
+            in_string = in_string != (quotes % 2 == 1)
+            continue
         if not text.strip():
             continue
         if indent <= body_indent or _SELF_ATTRIBUTE.match(text):

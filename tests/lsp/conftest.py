@@ -150,9 +150,11 @@ async def lsp_session(
     encodings: tuple[str, ...] = ("utf-16",),
     capabilities: types.ClientCapabilities | None = None,
     configuration: dict | None = None,
+    root: Path | None = None,
 ) -> AsyncIterator[Session]:
     """Start deepshiva-lsp (``python -m lsp``), initialize it with ``settings`` as
-    initializationOptions, and shut it down afterwards."""
+    initializationOptions and ``root`` (default: the current directory) as its workspace
+    folder, and shut it down afterwards."""
     client = make_test_lsp_client()
     if configuration is not None:
         client.set_configuration(configuration, section="deepshiva")
@@ -168,7 +170,7 @@ async def lsp_session(
             types.InitializeParams(
                 capabilities=capabilities or client_capabilities(encodings),
                 initialization_options=settings,
-                root_uri=Path.cwd().as_uri(),
+                root_uri=(root or Path.cwd()).as_uri(),
             )
         )
         session.initialize_result = result

@@ -1,0 +1,384 @@
+"""Cross-file completion: does context from other files help, and what does it cost per keystroke?
+
+The evaluation set is built at run time from installed PyPI packages that the shipped model never
+saw (not in training/data.py's EXTRA_PACKAGES, not in the standard library), so no third-party
+code is committed here: each sample is one line of a package file that uses a name the file
+imports from another file of the same package (``from .util import bounded_int``). The cursor
+sits just before that name's use; the answer is the rest of the line. Prompts are cut as the
+language server cuts them (3,000 characters before, 1,000 after, lsp/text.py) and completed
+greedily to the end of the line, in three conditions:
+
+- ``none``: the current file only (what DeepShiva sent before context existed);
+- ``open_files``: the language server's open-files source, with four other files of the package
+  open (the one that defines the name and three others, drawn per sample);
+- ``imports``: the language server's import-definitions source, the package as the workspace.
+
+Both context conditions run lsp/context.py's gatherer with the default budgets. Metrics: exact
+match of the line; identifier match (the identifiers of the prediction, in order, equal the
+answer's); name match (the prediction starts with the cross-file name).
+
+Timing: ``--keystrokes`` types lines of the set's files through deepshiva-lsp against a live API
+server, one inline-completion request per keystroke, context on and off (p50 of the time to the
+answer); ``--long-context`` times a keystroke with 2,000 tokens of context against one with none
+on a random-weight model of the shipped model's shape with a 4,096-token context.
+
+    python -m benchmarks.cross_file --model models/tiny-python --out benchmarks/results/cross-file.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import importlib.metadata
+import json
+import random
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from lsp.context import ContextGatherer
+from lsp.options import Options, merge
+from lsp.python_symbols import IDENTIFIER, imports, module_paths, top_level_names
+from lsp.text import cursor_context
+
+PACKAGES = ("h11", "itsdangerous", "pluggy", "prometheus_client", "tomlkit", "markdown_it")
+PER_PACKAGE = 30
+OPEN_OTHERS = 3
+
+
+@dataclass
+class Sample:
+    package: str
+    path: str  # relative to the package's parent directory
+    line: int
+    name: str  # the imported name the answer starts with
+    defined_in: str
+    prefix: str
+    suffix: str
+    answer: str
+    document: str  # the file without the answer (what the editor holds)
+    offset: int  # the cursor in ``document``
+
+
+def package_files(name: str) -> tuple[Path, dict[str, str]]:
+    """(the directory holding the package, {relative path: text}) of an installed package."""
+    spec = importlib.util.find_spec(name)
+    root = Path(list(spec.submodule_search_locations)[0])
+    files = {}
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root.parent).as_posix()
+        if any(part in ("tests", "test", "testing", "_vendor", "vendor") for part in rel.split("/")):
+            continue
+        try:
+            files[rel] = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+    return root.parent, files
+
+
+def build_samples(packages=PACKAGES, per_package: int = PER_PACKAGE) -> list[Sample]:
+    """Lines that use a name imported from another file of the same package, cut before the name."""
+    samples = []
+    for package in packages:
+        _, files = package_files(package)
+        found = []
+        for rel, text in files.items():
+            names = {}
+            for imp in imports(text):
+                if imp.name is None or imp.alias != imp.name:
+                    continue
+                for candidate in module_paths(rel, imp.level, imp.module):
+                    if candidate in files and candidate != rel and imp.name in top_level_names(files[candidate]):
+                        names[imp.name] = candidate
+                        break
+            if not names:
+                continue
+            lines = text.splitlines(keepends=True)
+            offset, in_import, in_string = 0, False, False
+            for number, line in enumerate(lines):
+                start = offset
+                offset += len(line)
+                code = line.strip()
+                quotes = code.count('"""') + code.count("'''")
+                if in_string or quotes:  # docstrings and other triple-quoted text: prose, not code
+                    in_string = in_string != (quotes % 2 == 1)
+                    continue
+                if code.startswith("from ") and code.endswith("("):
+                    in_import = True
+                if in_import:  # the lines of a parenthesized import name the names, not use them
+                    in_import = ")" not in code
+                    continue
+                if not code or code.startswith(("#", "import ", "from ", "def ", "class ", "@", '"', "'")):
+                    continue
+                if IDENTIFIER.fullmatch(code.rstrip(",)").strip("\"'")):
+                    continue  # a list entry (``__all__``), no use of the name
+                for match in IDENTIFIER.finditer(line):
+                    if match.group() in names and (match.start() == 0 or line[match.start() - 1] != "."):
+                        cut = start + match.start()
+                        end = start + len(line.rstrip("\r\n"))
+                        answer = text[cut:end]
+                        if len(answer) < 3:
+                            break
+                        document = text[:cut] + text[end:]
+                        ctx = cursor_context(document, cut, 3000, 1000, "python")
+                        found.append(Sample(package, rel, number, match.group(), names[match.group()],
+                                            ctx.prefix, ctx.suffix, answer, document, cut))
+                        break
+        found.sort(key=lambda s: hashlib.sha256(f"{s.path}:{s.line}".encode()).hexdigest())
+        samples += found[:per_package]
+    return samples
+
+
+def identifier_list(text: str) -> list[str]:
+    return IDENTIFIER.findall(text)
+
+
+def score(prediction: str, sample: Sample) -> dict:
+    prediction, answer = prediction.rstrip(), sample.answer.rstrip()
+    ids = identifier_list(prediction)
+    return {"exact": prediction == answer, "identifiers": ids == identifier_list(answer),
+            "name": bool(ids) and ids[0] == sample.name}
+
+
+class Contexts:
+    """The language server's gatherer over a copy of each package (the workspace folder)."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.roots: dict[str, Path] = {}
+
+    def root(self, package: str) -> Path:
+        if package not in self.roots:
+            parent, _ = package_files(package)
+            root = self.workdir / f"{package}-src"
+            shutil.copytree(parent / package, root / package,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyd"))
+            self.roots[package] = root
+        return self.roots[package]
+
+    def items(self, sample: Sample, condition: str, files: dict[str, str]) -> list[dict]:
+        if condition == "none":
+            return []
+        root = self.root(sample.package)
+        gatherer = ContextGatherer()
+        gatherer.set_folders([root])
+        only = {"openFiles": {"enabled": condition == "open_files"}, "recentEdits": {"enabled": False},
+                "imports": {"enabled": condition == "imports"}}
+        settings = merge(Options(), {"projectContext": only})[0].project_context
+        if condition == "open_files":
+            rng = random.Random(f"{sample.path}:{sample.line}")
+            others = sorted(p for p in files if p not in (sample.path, sample.defined_in))
+            for rel in [sample.defined_in, *rng.sample(others, min(OPEN_OTHERS, len(others)))]:
+                gatherer.opened((root / rel).as_uri(), files[rel], 1)
+        uri = (root / sample.path).as_uri()
+        return asyncio.run(gatherer.gather(uri, sample.document, sample.offset, "python", settings))
+
+
+def evaluate(model: str, samples: list[Sample], conditions=("none", "open_files", "imports")) -> dict:
+    from core import OptimizedLLM
+
+    llm = OptimizedLLM(model)
+    llm.warmup()
+    files = {s.package: package_files(s.package)[1] for s in samples}
+    rows = {c: [] for c in conditions}
+    context_tokens = {c: [] for c in conditions}
+    with tempfile.TemporaryDirectory() as tmp:
+        contexts = Contexts(Path(tmp))
+        for sample in samples:
+            for condition in conditions:
+                items = contexts.items(sample, condition, files[sample.package])
+                result = llm.complete(sample.prefix, suffix=sample.suffix, context=items or None,
+                                      max_length=48, temperature=0, stop_sequences=["\n"], language="python")
+                rows[condition].append({**score(result.text, sample), "prediction": result.text,
+                                        "items": len(items)})
+                context_tokens[condition].append(result.prompt_tokens)
+    summary = {}
+    for condition, scored in rows.items():
+        n = len(scored)
+        summary[condition] = {
+            "samples": n,
+            "exact_match": round(sum(r["exact"] for r in scored) / n, 4),
+            "identifier_match": round(sum(r["identifiers"] for r in scored) / n, 4),
+            "name_match": round(sum(r["name"] for r in scored) / n, 4),
+            "mean_items": round(sum(r["items"] for r in scored) / n, 2),
+            "mean_prompt_tokens": round(statistics.mean(context_tokens[condition]), 1),
+        }
+    return {"model": model, "summary": summary,
+            "per_sample": [{"path": s.path, "line": s.line + 1, "name": s.name, "answer": s.answer,
+                            **{c: rows[c][i]["prediction"] for c in conditions}} for i, s in enumerate(samples)]}
+
+
+# -- timing ----------------------------------------------------------------------------------------
+
+async def _keystrokes(api_url: str, samples: list[Sample], context_on: bool, keys: int, workdir: Path) -> list[float]:
+    from lsprotocol import types
+    from pytest_lsp.client import make_test_lsp_client
+
+    contexts = Contexts(workdir)
+    client = make_test_lsp_client()
+    await client.start_io(sys.executable, "-m", "lsp", "--log-level", "WARNING")
+    root = contexts.root(samples[0].package)
+    settings = {"apiUrl": api_url, "debounceMs": 0, "temperature": 0, "maxTokens": 48, "multiline": "never",
+                "requestTimeoutMs": 30000, "slowThresholdMs": 30000, "cacheSize": 0,
+                "projectContext": {"enabled": context_on}}
+    caps = types.ClientCapabilities(text_document=types.TextDocumentClientCapabilities(
+        synchronization=types.TextDocumentSyncClientCapabilities(dynamic_registration=False),
+        inline_completion=types.InlineCompletionClientCapabilities(dynamic_registration=False)))
+    await client.initialize_session(types.InitializeParams(capabilities=caps, initialization_options=settings,
+                                                           root_uri=root.as_uri()))
+    _, files = package_files(samples[0].package)
+    times: list[float] = []
+    for n, sample in enumerate(s for s in samples if s.package == samples[0].package):
+        if len(times) >= keys:
+            break
+        uri = (root / sample.path).as_uri()
+        if n == 0:  # other files open, as in the open-files condition
+            for rel in sorted(files)[:OPEN_OTHERS]:
+                client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+                    uri=(root / rel).as_uri(), language_id="python", version=1, text=files[rel])))
+        text = sample.document
+        client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
+            uri=uri, language_id="python", version=1, text=text)))
+        before = sample.document[: sample.offset]
+        line = before.count("\n")
+        column = len(before) - (before.rfind("\n") + 1)
+        for version, char in enumerate(sample.answer[:12], start=2):
+            pos = types.Position(line=line, character=column)
+            client.text_document_did_change(types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+                content_changes=[types.TextDocumentContentChangePartial(range=types.Range(start=pos, end=pos),
+                                                                        text=char)]))
+            column += 1
+            started = time.perf_counter()
+            await client.text_document_inline_completion_async(types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                position=types.Position(line=line, character=column),
+                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
+            times.append((time.perf_counter() - started) * 1000)
+        client.text_document_did_close(types.DidCloseTextDocumentParams(
+            text_document=types.TextDocumentIdentifier(uri=uri)))
+    await client.shutdown_session()
+    await client.stop()
+    return times
+
+
+def keystroke_timing(model: str, samples: list[Sample], keys: int, rounds: int = 2) -> dict:
+    """p50 per-keystroke time through deepshiva-lsp with context on and off, alternating rounds."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from live_server import start_live_server
+
+    server = start_live_server(model, timeout=300)
+    times = {"on": [], "off": []}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            for r in range(rounds):
+                for mode in (("off", "on") if r % 2 == 0 else ("on", "off")):
+                    workdir = Path(tmp) / f"{mode}-{r}"
+                    workdir.mkdir()
+                    times[mode] += asyncio.run(_keystrokes(server.url, samples, mode == "on", keys // rounds, workdir))
+    finally:
+        server.stop()
+    p50 = {mode: round(statistics.median(t), 1) for mode, t in times.items()}
+    return {"keystrokes_each": len(times["on"]), "p50_ms": p50, "ratio_on_off": round(p50["on"] / p50["off"], 3),
+            "p90_ms": {m: round(statistics.quantiles(t, n=10)[-1], 1) for m, t in times.items()}}
+
+
+LONG_CONTEXT_SHAPES = {"shipped": (4, 256), "gpt2-small": (12, 768), "llama-1b": None}
+
+
+def long_context_timing(shape: str = "shipped", keys: int = 30, context_tokens: int = 2000) -> dict:
+    """A keystroke (one character more, the cache warm, 16 tokens generated) with ~2,000 tokens of
+    context against one with none, on a random-weight model of ``shape`` (layers x width) with
+    4,096 positions: the shipped model's shape, where reading the longer KV cache weighs as much
+    as the weights, a GPT-2-small shape (85M parameters), and TinyLlama-1.1B's shape (bf16,
+    grouped-query attention), where the weights dominate."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from core import OptimizedLLM
+    from tiny_model import build_tiny_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if LONG_CONTEXT_SHAPES[shape] is None:  # TinyLlama-1.1B's shape, bf16 (benchmarks/shapes.py)
+            from benchmarks.shapes import SHAPES, model_dir
+
+            path, layers, hidden = model_dir(shape), SHAPES[shape]["num_hidden_layers"], SHAPES[shape]["hidden_size"]
+            keys = min(keys, 16)
+        else:
+            layers, hidden = LONG_CONTEXT_SHAPES[shape]
+            path = build_tiny_model(Path(tmp) / "m", hidden_size=hidden, layers=layers, vocab_size=4096,
+                                    context_length=4096)
+        llm = OptimizedLLM(str(path))
+        _, files = package_files("pluggy")
+        texts = list(files.values())
+        context, size, i = [], 0, 0
+        while size < context_tokens:
+            text = texts[i % len(texts)][:6000]
+            n = len(llm.tokenizer.encode(text))
+            if size + n > context_tokens:
+                text = llm.tokenizer.decode(llm.tokenizer.encode(text)[: context_tokens - size])
+                n = context_tokens - size
+            context.append({"path": f"pluggy/file{i}.py", "text": text})
+            size += n
+            i += 1
+        body = texts[0][:2400]
+        times = {"none": [], "context": []}
+        computed = {"none": [], "context": []}
+        for mode in ("none", "context", "none", "context"):
+            items = context if mode == "context" else None
+            prompt = body
+            llm.complete(prompt, suffix="\n", context=items, max_length=16, temperature=0)  # warm the cache
+            for k in range(keys // 2):
+                prompt += "x"
+                result = llm.complete(prompt, suffix="\n", context=items, max_length=16, temperature=0,
+                                      stop_sequences=None)
+                times[mode].append(result.total_ms)
+                computed[mode].append(result.computed_prompt_tokens)
+            laid_out = result.prompt_tokens
+        p50 = {m: round(statistics.median(t), 2) for m, t in times.items()}
+        return {"model": f"random weights, {layers} layers x {hidden}, 4,096 positions ({shape} shape)",
+                "backend": llm.info()["decode_path"], "context_tokens": size,
+                "prompt_tokens_with_context": laid_out, "keystrokes_each": len(times["none"]),
+                "max_prompt_tokens_computed_per_keystroke": {m: max(c) for m, c in computed.items()},
+                "p50_ms": p50, "ratio": round(p50["context"] / p50["none"], 3)}
+
+
+def main(argv=None) -> int:
+    """Cross-file evaluation and timing (see the module's docstring)."""
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--model", action="append", default=None, help="model dir (repeatable); default: shipped")
+    ap.add_argument("--per-package", type=int, default=PER_PACKAGE)
+    ap.add_argument("--keystrokes", type=int, default=0, help="keystrokes per mode through the LSP (0: skip)")
+    ap.add_argument("--long-context", nargs="*", choices=sorted(LONG_CONTEXT_SHAPES), default=None,
+                    help="time a keystroke with 2,000 tokens of context on these model shapes (none given: shipped)")
+    ap.add_argument("--skip-eval", action="store_true")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cross-file.json"))
+    args = ap.parse_args(argv)
+    models = args.model or ["models/tiny-python"]
+    samples = build_samples(per_package=args.per_package)
+    report = {"command": "python -m benchmarks.cross_file " + " ".join(argv or sys.argv[1:]),
+              "packages": {p: importlib.metadata.version(p.replace("_", "-")) if p != "markdown_it"
+                           else importlib.metadata.version("markdown-it-py") for p in PACKAGES},
+              "samples": len(samples), "results": []}
+    print(f"{len(samples)} samples from {', '.join(PACKAGES)}", flush=True)
+    if not args.skip_eval:
+        for model in models:
+            result = evaluate(model, samples)
+            print(model, json.dumps(result["summary"], indent=1), flush=True)
+            report["results"].append(result)
+    if args.keystrokes:
+        report["keystrokes"] = keystroke_timing(models[0], samples, args.keystrokes)
+        print("keystrokes", report["keystrokes"], flush=True)
+    if args.long_context is not None:
+        report["long_context"] = [long_context_timing(shape) for shape in args.long_context or ["shipped"]]
+        print("long context", report["long_context"], flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
