@@ -1,5 +1,6 @@
 """DeepShiva's inference engine: load a Hugging Face causal LM and generate, streamed or whole."""
 
+from . import openmp_waits  # noqa: F401  (first: OpenMP reads its wait settings when torch loads it)
 from .engine import Completion, CompletionStream, OptimizedLLM
 from .errors import (
     DeepShivaError,
