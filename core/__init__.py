@@ -5,6 +5,7 @@ use of ``OptimizedLLM``, ``Completion`` or ``CompletionStream``, so the server's
 its configuration and ``--help`` stay quick.
 """
 
+from . import openmp_waits  # noqa: F401  (first: OpenMP reads its wait settings when torch loads it)
 from .errors import (
     DeepShivaError,
     DeviceUnavailable,

@@ -1,19 +1,28 @@
-"""Weight matrices kept in fewer bytes for decode steps: fp16, bf16 or int8, multiplied in fp32.
+"""Weight matrices kept in fewer bytes for decode steps: fp16, bf16, int8 or int4, multiplied in fp32.
 
 A decode step streams every weight once, so on the CPU its time is bytes over memory bandwidth.
-A 16-bit copy halves those bytes and an int8 copy (one fp32 scale per output row) quarters
-them; the C loops in ``core/_kernels.c`` widen each weight to fp32 in registers as they stream
-it. Measured here on the 1B shape's 11264x2048 gate/up matrix, 2 threads, twelve matrices in
-turn so none stays in cache (``python -m benchmarks.matvec``): fp32 (OpenBLAS) 2.6-2.7 ms, fp16
-1.4, bf16 1.5, int8 0.7-0.8. Activations and sums stay fp32, except that an int8 decode step also
-rounds its activations to int8 in blocks of 32, as llama.cpp's Q8_0 does.
+A 16-bit copy halves those bytes, an int8 copy (one fp32 scale per output row) quarters them and
+an int4 copy (one fp16 scale per 32 weights of a row, as llama.cpp's Q4_0) takes 4.5 bits a
+weight. The C loops in ``core/_kernels*.c`` read them; one build holds a variant per kind of CPU
+(``variants()``: ``portable`` C, ``avx2``, ``avx512bf16``) and runs the fastest this CPU has,
+unless ``use_variant`` or the environment variable ``DEEPSHIVA_KERNELS`` names another. Measured
+here on the 1B shape's 11264x2048 gate/up matrix, 2 threads, twelve matrices in turn so none stays
+in cache: see benchmarks/RESULTS.md (``python -m benchmarks.matvec``).
+
+Activations and sums stay fp32, except that an int8 or int4 decode step (one row) rounds its
+activations to int8 in blocks of 32, as llama.cpp's Q8_0 does, and the ``avx512bf16`` variant
+rounds them to bf16 for bf16 weights (the CPU's bf16 dot products, as llama.cpp uses them): its
+results differ from the other variants' within that rounding (about 2^-9 relative per value).
 
 ``fp16``/``bf16`` are exact for a checkpoint stored in that format (its fp32 weights were
 widened from it); for an fp32 checkpoint they round each weight (fp16: 11 significant bits,
-bf16: 8). ``int8`` always rounds (symmetric, per output row).
+bf16: 8). ``int8`` and ``int4`` always round (symmetric; int4 to 16 levels a block).
 """
 
 from __future__ import annotations
+
+import os
+import warnings
 
 import numpy as np
 import torch
@@ -26,9 +35,56 @@ try:
 except ImportError:  # not compiled on this machine (setup.py builds it where a C compiler is)
     _kernels = None
 
-PRECISIONS = ("fp16", "bf16", "int8")
+PRECISIONS = ("fp16", "bf16", "int8", "int4")
 BLOCK = 32  # the kernels' column block: rows are stored in fours, interleaved by blocks
-_KINDS = {"fp16": 0, "bf16": 1, "int8": 2}
+_KINDS = {"fp16": 0, "bf16": 1, "int8": 2, "int4": 3}
+VARIANTS = ("portable", "avx2", "avx512bf16")  # slowest first
+VARIANT_ENV = "DEEPSHIVA_KERNELS"
+
+
+def choose_variant(runnable: tuple[str, ...], requested: str | None = None) -> str:
+    """The kernel variant to run: ``requested`` (a name from VARIANTS) where the CPU runs it, else
+    the fastest of ``runnable`` (what the CPU probe found). A request it cannot honour raises
+    ValueError naming what this CPU runs."""
+    if requested:
+        if requested not in VARIANTS:
+            raise ValueError(f"{VARIANT_ENV} must be one of {', '.join(VARIANTS)}, not {requested!r}")
+        if requested not in runnable:
+            raise ValueError(f"this CPU cannot run the {requested} kernels; it runs {', '.join(runnable)}")
+        return requested
+    return max(runnable, key=VARIANTS.index)
+
+
+def variants() -> tuple[str, ...]:
+    """The kernel variants this build and CPU run, slowest first (empty without the kernels)."""
+    return tuple(_kernels.variants()) if _kernels is not None else ()
+
+
+def variant() -> str | None:
+    """The kernel variant the products run now, or None without the kernels."""
+    return _kernels.simd() if _kernels is not None else None
+
+
+def use_variant(name: str | None = None) -> str:
+    """Run the kernel variant ``name`` from now on (None: the fastest this CPU runs); returns it."""
+    if _kernels is None:
+        raise RuntimeError(unavailable_reason())
+    chosen = choose_variant(variants(), name)
+    _kernels.set_variant(chosen)
+    return chosen
+
+
+def _apply_environment() -> None:
+    requested = os.environ.get(VARIANT_ENV) or None
+    if _kernels is None or requested is None:
+        return
+    try:
+        use_variant(requested)
+    except ValueError as error:  # a benchmark's setting, not a reason to break imports
+        warnings.warn(f"{error}; running the {variant()} kernels", RuntimeWarning, stacklevel=2)
+
+
+_apply_environment()
 
 
 def unavailable_reason() -> str | None:
@@ -36,7 +92,8 @@ def unavailable_reason() -> str | None:
     if _kernels is None:
         return "the C kernels (core/_kernels.c) are not compiled on this machine: rerun scripts/install"
     if _kernels.simd() == "portable":
-        return "the C kernels are built without AVX2/FMA/F16C here, slower than fp32 NumPy"
+        return ("the C kernels run their portable loops here (no AVX2/FMA/F16C, or DEEPSHIVA_KERNELS=portable): "
+                "slower than fp32 NumPy")
     if not cpu_capabilities.current().avx2:
         return "this CPU has no AVX2/FMA/F16C (core.cpu_capabilities), so the kernels are slower than fp32 NumPy"
     return None
@@ -59,19 +116,49 @@ def fits(weight: torch.Tensor) -> bool:
     return out % 4 == 0 and cols % BLOCK == 0 and out > 0 and cols > 0
 
 
-def _interleave(values: torch.Tensor) -> np.ndarray:
-    """(out, in) -> the kernels' layout (rows in fours, block b of row 4g + k at (4g, 4b + k)),
-    written straight into huge-page memory where the OS offers it (``core.page_memory``)."""
+def quantize_blocks_int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows in blocks of 32 weights, each ``scale * q`` with q in [-8, 7] and an fp16 scale, as
+    llama.cpp's Q4_0 rounds (the value of largest magnitude becomes -8 * scale): (q, scales) with
+    q int8 (out, in) and scales fp16 (out, in / 32)."""
+    w = weight.detach().to(torch.float32)
+    out, cols = w.shape
+    blocks = w.reshape(out, cols // BLOCK, BLOCK)
+    extreme = blocks.gather(2, blocks.abs().argmax(dim=2, keepdim=True))[..., 0]
+    scales = (extreme / -8.0).to(torch.float16)
+    divisor = scales.to(torch.float32)
+    divisor = torch.where(divisor == 0, torch.ones_like(divisor), divisor)
+    q = torch.round(blocks / divisor[..., None]).clamp(-8, 7).to(torch.int8).reshape(out, cols)
+    return q, scales
+
+
+def _pack_int4(q: torch.Tensor) -> torch.Tensor:
+    """(out, in) values in [-8, 7] -> (out, in / 2) bytes: byte i of a block of 32 holds value i
+    (low nibble) and value i + 16 (high nibble), each plus 8."""
+    out, cols = q.shape
+    u = (q.to(torch.int16) + 8).reshape(out, cols // BLOCK, 2, BLOCK // 2)
+    return (u[:, :, 0] | (u[:, :, 1] << 4)).to(torch.uint8).reshape(out, cols // 2)
+
+
+def _unpack_int4(packed: torch.Tensor) -> torch.Tensor:
+    out, half = packed.shape
+    p = packed.to(torch.int16).reshape(out, half // (BLOCK // 2), BLOCK // 2)
+    return (torch.stack((p & 0x0F, p >> 4), dim=2) - 8).reshape(out, half * 2).to(torch.int8)
+
+
+def _interleave(values: torch.Tensor, block: int = BLOCK) -> np.ndarray:
+    """(out, cols) -> the kernels' layout (rows in fours, block b of row 4g + k at (4g, 4b + k);
+    ``block`` columns a block), written straight into huge-page memory where the OS offers it
+    (``core.page_memory``)."""
     out, cols = values.shape
     laid_out = page_memory.empty((out, cols), values.numpy().dtype)
-    torch.from_numpy(laid_out).view(out // 4, cols // BLOCK, 4, BLOCK).copy_(
-        values.reshape(out // 4, 4, cols // BLOCK, BLOCK).transpose(1, 2))
+    torch.from_numpy(laid_out).view(out // 4, cols // block, 4, block).copy_(
+        values.reshape(out // 4, 4, cols // block, block).transpose(1, 2))
     return laid_out
 
 
-def _deinterleave(values: torch.Tensor) -> torch.Tensor:
+def _deinterleave(values: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
     out, cols = values.shape
-    return values.reshape(out // 4, cols // BLOCK, 4, BLOCK).transpose(1, 2).reshape(out, cols)
+    return values.reshape(out // 4, cols // block, 4, block).transpose(1, 2).reshape(out, cols)
 
 
 class CompactWeight:
@@ -90,6 +177,12 @@ class CompactWeight:
             if precision == "int8":
                 values, scales = quantize_rows(weight)
                 self.scales = scales.numpy()
+            elif precision == "int4":
+                q, scales = quantize_blocks_int4(weight)
+                # the block scales in the weights' order too: group of four rows, block, row
+                self.scales = _interleave(scales.view(torch.int16), block=1)
+                self.values = _interleave(_pack_int4(q), block=BLOCK // 2)
+                return
             else:  # torch rounds to nearest even; the bits travel as int16 (NumPy has no bfloat16)
                 values = weight.detach().to(DTYPE_NAMES[precision]).view(torch.int16)
                 self.scales = b""
@@ -109,6 +202,11 @@ class CompactWeight:
 
     def widened(self) -> torch.Tensor:
         """The fp32 matrix (out, in) these bytes stand for (for tests and error estimates)."""
+        if self.precision == "int4":
+            q = _unpack_int4(_deinterleave(torch.from_numpy(self.values), block=BLOCK // 2))
+            scales = _deinterleave(torch.from_numpy(self.scales), block=1).view(torch.float16).to(torch.float32)
+            return (q.to(torch.float32).reshape(self.out_features, -1, BLOCK) * scales[..., None]).reshape(
+                self.out_features, self.in_features)
         values = _deinterleave(torch.from_numpy(self.values))
         if self.precision == "int8":
             return values.to(torch.float32) * torch.from_numpy(self.scales)[:, None]

@@ -1,7 +1,10 @@
 """Compact decode weights: the C kernels' products, the backend's use of them, and the choice."""
 
+import os
 import platform
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +18,9 @@ from core.generation import ModelRunner
 from core.lean_llama import LeanLlamaBackend
 
 needs_kernels = pytest.mark.skipif(not compact_weights.available(), reason=str(compact_weights.unavailable_reason()))
+# The products themselves run in any variant, the portable one included (a build without SIMD).
+needs_build = pytest.mark.skipif(compact_weights._kernels is None, reason="the C kernels are not built here")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.machine() == "x86_64"),
@@ -24,29 +30,104 @@ def test_the_install_builds_the_kernels_here():
     assert compact_weights.unavailable_reason() is None
 
 
-@needs_kernels
-@pytest.mark.parametrize("precision", ["fp16", "bf16", "int8"])
+@needs_build
+@pytest.mark.parametrize("precision", ["fp16", "bf16", "int8", "int4"])
 @pytest.mark.parametrize("shape", [(2560, 2048), (768, 256), (12, 64)])
-def test_products_match_the_matrix_the_bytes_stand_for(precision, shape):
+def test_products_match_the_matrix_the_bytes_stand_for(precision, shape, kernel_variant):
+    """Every variant's products against float64 sums over the weights the bytes stand for."""
     torch.manual_seed(0)
     weight = torch.randn(*shape)
     compact = CompactWeight(weight, precision)
-    widened = compact.widened().numpy()
-    rounding = {"fp16": 1e-3, "bf16": 8e-3, "int8": 8e-3}[precision]  # relative, per weight
+    widened = compact.widened().double().numpy()
+    # relative to the largest weight: fp16 and bf16 round each weight; int8 a row, int4 a block
+    rounding = {"fp16": 1e-3, "bf16": 8e-3, "int8": 8e-3, "int4": 0.13}[precision]
     assert np.abs(widened - weight.numpy()).max() <= rounding * np.abs(weight.numpy()).max()
     rng = np.random.default_rng(1)
     for rows in (1, 2, 5, 8):
         x = rng.standard_normal((rows, shape[1]), dtype=np.float32)
-        expected = x @ widened.T
+        expected = x.astype(np.float64) @ widened.T
+        magnitude = np.abs(x.astype(np.float64)) @ np.abs(widened).T  # what rounding x can move
         for threads in (1, 2):
             got = compact(x, threads)
-            assert got.shape == (rows, shape[0])
-            # One int8 row also rounds the activations to int8 (blocks of 32, like Q8_0).
-            tolerance = 2e-2 if precision == "int8" and rows == 1 else 1e-5
-            assert np.abs(got - expected).max() <= tolerance * np.abs(expected).max()
+            assert got.shape == (rows, shape[0]) and got.dtype == np.float32
+            error = np.abs(got - expected)
+            if precision in ("int8", "int4") and rows == 1:
+                # One quantized row also rounds the activations to int8 (blocks of 32, like Q8_0).
+                assert error.max() <= 2e-2 * np.abs(expected).max()
+            elif precision == "bf16" and kernel_variant == "avx512bf16":
+                # The CPU's bf16 dot products: activations rounded to bf16 (2^-9 relative at most).
+                assert (error <= 2.0 ** -8 * magnitude + 1e-5).all()
+                assert error.max() > 0  # it did round: this is not the widening loop
+            else:
+                assert (error <= 1e-5 * magnitude).all()
 
 
-@needs_kernels
+@needs_build
+def test_variants_agree_where_they_sum_alike():
+    """int8 and int4 rows against int8-rounded activations are integer sums in every variant, so
+    portable C and SIMD agree to fp32 rounding: a wrong nibble or scale order would not."""
+    torch.manual_seed(3)
+    x = np.random.default_rng(3).standard_normal((1, 512), dtype=np.float32)
+    before = compact_weights.variant()
+    try:
+        for precision in ("int8", "int4"):
+            compact = CompactWeight(torch.randn(64, 512), precision)
+            results = {}
+            for name in compact_weights.variants():
+                compact_weights.use_variant(name)
+                results[name] = compact(x)
+            for name, got in results.items():
+                np.testing.assert_allclose(got, results["portable"], rtol=1e-5, atol=1e-5, err_msg=name)
+    finally:
+        compact_weights.use_variant(before)
+
+
+def test_the_variant_choice_takes_the_fastest_the_cpu_runs_or_the_one_asked_for():
+    choose = compact_weights.choose_variant
+    assert choose(("portable",)) == "portable"
+    assert choose(("portable", "avx2")) == "avx2"
+    assert choose(("portable", "avx2", "avx512bf16")) == "avx512bf16"
+    assert choose(("portable", "avx2", "avx512bf16"), "avx2") == "avx2"
+    with pytest.raises(ValueError, match="cannot run the avx512bf16 kernels; it runs portable, avx2"):
+        choose(("portable", "avx2"), "avx512bf16")
+    with pytest.raises(ValueError, match="must be one of portable, avx2, avx512bf16, not 'sse9'"):
+        choose(("portable",), "sse9")
+
+
+@needs_build
+def test_the_environment_picks_the_variant_and_a_bad_name_is_named(tmp_path):
+    """DEEPSHIVA_KERNELS (for benchmarks) forces a variant; one the CPU lacks warns and keeps the fastest."""
+    script = ("import warnings; warnings.simplefilter('always')\n"
+              "from core import compact_weights as c\n"
+              "print(c.variant(), c.available())")
+    env = dict(os.environ, DEEPSHIVA_KERNELS="portable", PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["portable", "False"], done.stderr
+    env["DEEPSHIVA_KERNELS"] = "sse9"
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == [compact_weights.variants()[-1], str(compact_weights.variants()[-1] != "portable")]
+    assert "DEEPSHIVA_KERNELS must be one of portable, avx2, avx512bf16, not 'sse9'" in done.stderr
+
+
+@needs_build
+def test_int4_blocks_round_as_q4_0():
+    """Each block of 32 keeps its largest magnitude (as -8 * scale, up to the fp16 scale's rounding)
+    and every weight within one step (half a step but at the clamped end); fp16 scales, one a block."""
+    torch.manual_seed(0)
+    weight = torch.randn(8, 96) * torch.linspace(0.01, 10, 96)  # blocks of very different sizes
+    compact = CompactWeight(weight, "int4")
+    assert compact.nbytes == 8 * 96 // 2 + 8 * 3 * 2  # 4.5 bits a weight
+    widened = compact.widened()
+    for b in range(3):
+        block, got = weight[:, 32 * b:32 * b + 32], widened[:, 32 * b:32 * b + 32]
+        step = block.abs().amax(dim=1, keepdim=True) / 8
+        assert (got - block).abs().le(step * 1.01).all()
+        largest = block.abs().amax(dim=1)  # exact but for the fp16 scale's rounding (2^-11)
+        assert (got.abs().amax(dim=1) - largest).abs().le(largest * 2.0 ** -10).all()
+    assert torch.equal(CompactWeight(torch.zeros(4, 32), "int4").widened(), torch.zeros(4, 32))
+
+
+@needs_build
 def test_a_16_bit_checkpoint_is_held_exactly():
     torch.manual_seed(0)
     for precision, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
@@ -54,7 +135,7 @@ def test_a_16_bit_checkpoint_is_held_exactly():
         assert torch.equal(CompactWeight(stored, precision).widened(), stored)
 
 
-@needs_kernels
+@needs_build
 def test_bad_shapes_and_buffers_are_refused_by_name():
     with pytest.raises(ValueError, match="rows in fours"):
         CompactWeight(torch.randn(10, 64), "fp16")

@@ -16,9 +16,12 @@ def hf_model(tiny_model_dir):
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16", "int8"])
-def test_fused_steps_give_the_op_by_op_logits_and_cache(hf_model, precision):
+@pytest.mark.parametrize("precision", ["bf16", "fp16", "int8", "int4"])
+def test_fused_steps_give_the_op_by_op_logits_and_cache(hf_model, precision, kernel_variant):
+    """In every kernel variant (the fused step's C loops are compiled once per variant)."""
+    compact_weights.use_variant()  # built where compact weights are offered (not portable), then run in each
     fused, op_by_op = (LeanLlamaBackend(hf_model, decode_weights=precision) for _ in range(2))
+    compact_weights.use_variant(kernel_variant)
     assert fused.blas.fused is not None
     op_by_op.blas.fused = None
     prompt = list(range(5, 300))

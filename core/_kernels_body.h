@@ -1,0 +1,683 @@
+/* The loops of a decode step, compiled once per CPU variant (core/_kernels_portable.c, _avx2.c,
+_avx512.c include this file after choosing their instruction set; DS_AVX2 / DS_AVX512 say which
+vector code to compile, DS_TABLE names the variant's table of entry points).
+
+Matrix products from compact weights (fp16, bf16, int8 or int4 rows, fp32 activations):
+
+    y[t, r] = sum_j w[r, j] * x[t, j]    for t < n (at most MAX_ROWS), r < out
+
+with w[r, j] = q[r, j] * scale[r] for int8 and q[r, j] * scale[r, j / BLOCK] for int4. A decode
+step multiplies a few rows of activations by every weight matrix, so its time is the time to
+stream the weights from memory: 16 bits halve those bytes, int8 quarters them, int4 (4.5 bits with
+its fp16 block scales) an eighth and a bit. Layout: rows in groups of four, interleaved in blocks
+of BLOCK columns (block b of row 4g + k starts at weight 4g * in + (4b + k) * BLOCK), so each
+thread reads one sequential stream; a core streamed four separate rows at 60-70% of that speed.
+An int4 block is 16 bytes: byte i holds weight i (low nibble) and weight i + 16 (high nibble),
+each stored as q + 8 for q in [-8, 7], as in llama.cpp's Q4_0. core/compact_weights.py lays the
+weights out so; out must be a multiple of 4 and in of BLOCK.
+
+How each variant sums:
+- portable: plain C, weights widened to fp32 one at a time (any CPU; slower, same results up to
+  the order of sums).
+- avx2: weights widened to fp32 in registers (F16C for fp16, a shift for bf16), FMA in fp32.
+- avx512: as avx2, except that bf16 weights meet activations rounded to bf16 once per product
+  (AVX512-BF16 dot products, as llama.cpp does on such CPUs: results differ from the widening
+  variants within bf16 rounding of the activations, about 2^-9 relative), and one int8 row uses
+  VNNI byte dot products.
+- every variant: one int8 or int4 row (a decode step) also rounds x to int8 in blocks of 32, as
+  llama.cpp's Q8_0 does, to multiply bytes by bytes.
+Output rows are shared among threads with OpenMP where the compiler has it. */
+
+#ifndef PREFETCH_BYTES
+/* A core keeps only so many cache misses in flight; asking for lines this far ahead lets a
+   compact stream keep up with fp32's (the hardware prefetcher alone fell behind for int8). */
+#define PREFETCH_BYTES 1024
+#endif
+
+static inline float f16_to_f32(uint16_t h) {
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exponent = (h >> 10) & 0x1f, mantissa = h & 0x3ff;
+    uint32_t bits;
+    if (exponent == 0x1f) {
+        bits = sign | 0x7f800000u | (mantissa << 13);
+    } else if (exponent != 0) {
+        bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+    } else if (mantissa == 0) {
+        bits = sign;
+    } else { /* subnormal: normalize */
+        exponent = 113;
+        while (!(mantissa & 0x400)) {
+            mantissa <<= 1;
+            exponent--;
+        }
+        bits = sign | (exponent << 23) | ((mantissa & 0x3ff) << 13);
+    }
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline float bf16_to_f32(uint16_t h) {
+    uint32_t bits = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* Weight e (< BLOCK) of a row's block at ``block`` as fp32, before any scale. */
+static inline float weight_at(const char *block, int kind, ptrdiff_t e) {
+    if (kind == KIND_F16) return f16_to_f32(((const uint16_t *)block)[e]);
+    if (kind == KIND_BF16) return bf16_to_f32(((const uint16_t *)block)[e]);
+    if (kind == KIND_I8) return (float)((const int8_t *)block)[e];
+    const uint8_t byte = ((const uint8_t *)block)[e % (BLOCK / 2)];
+    return (float)((e < BLOCK / 2 ? byte & 0x0f : byte >> 4) - 8);
+}
+
+/* x (in) rounded to int8 in blocks of BLOCK, each with its scale dx[b] (Q8_0's rounding). */
+static void quantize_blocks(const float *x, ptrdiff_t in, int8_t *xq, float *dx) {
+    for (ptrdiff_t b = 0; b < in / BLOCK; b++) {
+        const float *xb = x + b * BLOCK;
+        float amax = 0.0f;
+        for (int i = 0; i < BLOCK; i++) amax = fmaxf(amax, fabsf(xb[i]));
+        const float d = amax / 127.0f, inverse = d > 0.0f ? 1.0f / d : 0.0f;
+        dx[b] = d;
+        for (int i = 0; i < BLOCK; i++) xq[b * BLOCK + i] = (int8_t)lrintf(xb[i] * inverse);
+    }
+}
+
+/* A row's scale for the block b (int4), its row scale (int8), or 1. */
+static inline float row_scale(int kind, const void *scales, ptrdiff_t g, ptrdiff_t blocks, ptrdiff_t b, int k) {
+    if (kind == KIND_I8) return ((const float *)scales)[4 * g + k];
+    if (kind == KIND_I4) return f16_to_f32(((const uint16_t *)scales)[(g * blocks + b) * 4 + k]);
+    return 1.0f;
+}
+
+#ifndef DS_AVX2
+/* Quantized group of four rows against one quantized activation row, in plain C. */
+static void group_dot_quantized_portable(int kind, const char *g, const void *scales, ptrdiff_t gi, const int8_t *xq,
+                                         const float *dx, ptrdiff_t in, float *totals) {
+    const ptrdiff_t blocks = in / BLOCK, block_bytes = weight_bytes(kind, BLOCK);
+    for (int k = 0; k < 4; k++) totals[k] = 0.0f;
+    for (ptrdiff_t b = 0; b < blocks; b++) {
+        for (int k = 0; k < 4; k++) {
+            const char *wb = g + (4 * b + k) * block_bytes;
+            int32_t sum = 0;
+            for (int e = 0; e < BLOCK; e++) sum += (int32_t)weight_at(wb, kind, e) * xq[b * BLOCK + e];
+            const float d = kind == KIND_I4 ? row_scale(kind, scales, gi, blocks, b, k) : 1.0f;
+            totals[k] += (float)sum * dx[b] * d;
+        }
+    }
+    if (kind == KIND_I8)
+        for (int k = 0; k < 4; k++) totals[k] *= row_scale(kind, scales, gi, blocks, 0, k);
+}
+#endif
+
+#ifdef DS_AVX2
+/* Eight weights from ``p`` widened to fp32 (16-bit and int8 kinds). */
+static inline __m256 load8(const char *p, int kind) {
+    if (kind == KIND_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    if (kind == KIND_BF16)
+        return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+
+static inline float sum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* The 32 int4 weights of a block (16 bytes) as signed bytes in [-8, 7], in order. */
+static inline __m256i unpack_i4(const char *p) {
+    const __m128i packed = _mm_loadu_si128((const __m128i *)p);
+    const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+    return _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0f)), _mm256_set1_epi8(8));
+}
+
+/* A group of four 16-bit rows against one activation row. */
+static inline __attribute__((always_inline)) void group_dot16(const char *g, int kind, const float *x, ptrdiff_t in,
+                                                              float *totals) {
+    const ptrdiff_t block_bytes = BLOCK * 2;
+    __m256 acc[8];
+    for (int a = 0; a < 8; a++) acc[a] = _mm256_setzero_ps();
+    for (ptrdiff_t b = 0; b < in / BLOCK; b++) {
+        const char *wb = g + 4 * b * block_bytes;
+        for (int line = 0; line < 4; line++) _mm_prefetch(wb + PREFETCH_BYTES + 64 * line, _MM_HINT_T0);
+        for (int v = 0; v < BLOCK / 8; v++) {
+            const __m256 xv = _mm256_loadu_ps(x + b * BLOCK + v * 8);
+            for (int k = 0; k < 4; k++) {  /* two accumulators a row: alternate vectors */
+                const int a = 2 * k + (v & 1);
+                acc[a] = _mm256_fmadd_ps(load8(wb + k * block_bytes + v * 16, kind), xv, acc[a]);
+            }
+        }
+    }
+    for (int k = 0; k < 4; k++) totals[k] = sum8(_mm256_add_ps(acc[2 * k], acc[2 * k + 1]));
+}
+
+/* 32 signed-byte weights against 32 int8 activations: eight lanes of partial sums, as fp32. */
+static inline __m256 block_dot_bytes(__m256i wv, __m256i xq) {
+    /* maddubs multiplies unsigned by signed bytes: move w's sign onto x (|w| <= 127: no overflow) */
+    const __m256i pairs = _mm256_maddubs_epi16(_mm256_abs_epi8(wv), _mm256_sign_epi8(xq, wv));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+}
+
+/* A group of four int8 rows against one activation row quantized by quantize_blocks. */
+static inline void group_dot_q8(const int8_t *g, const int8_t *xq, const float *dx, ptrdiff_t in, float *totals) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+    for (ptrdiff_t b = 0; b < in / BLOCK; b++) {
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + b * BLOCK));
+        const __m256 d = _mm256_set1_ps(dx[b]);
+        const int8_t *wb = g + 4 * b * BLOCK;
+        _mm_prefetch((const char *)wb + PREFETCH_BYTES, _MM_HINT_T0);
+        _mm_prefetch((const char *)wb + PREFETCH_BYTES + 64, _MM_HINT_T0);
+        a0 = _mm256_fmadd_ps(block_dot_bytes(_mm256_loadu_si256((const __m256i *)wb), xv), d, a0);
+        a1 = _mm256_fmadd_ps(block_dot_bytes(_mm256_loadu_si256((const __m256i *)(wb + BLOCK)), xv), d, a1);
+        a2 = _mm256_fmadd_ps(block_dot_bytes(_mm256_loadu_si256((const __m256i *)(wb + 2 * BLOCK)), xv), d, a2);
+        a3 = _mm256_fmadd_ps(block_dot_bytes(_mm256_loadu_si256((const __m256i *)(wb + 3 * BLOCK)), xv), d, a3);
+    }
+    totals[0] = sum8(a0), totals[1] = sum8(a1), totals[2] = sum8(a2), totals[3] = sum8(a3);
+}
+
+/* A group of four int4 rows (fp16 block scales ``d``, 4 a block) against a quantized activation row. */
+static inline void group_dot_q4(const char *g, const uint16_t *d, const int8_t *xq, const float *dx, ptrdiff_t in,
+                                float *totals) {
+    __m256 acc[4];
+    for (int k = 0; k < 4; k++) acc[k] = _mm256_setzero_ps();
+    for (ptrdiff_t b = 0; b < in / BLOCK; b++) {
+        const __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + b * BLOCK));
+        const char *wb = g + 4 * b * (BLOCK / 2);
+        _mm_prefetch(wb + PREFETCH_BYTES, _MM_HINT_T0);
+        /* the four rows' scales times the activations' scale */
+        const __m128 scales = _mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(d + 4 * b))), _mm_set1_ps(dx[b]));
+        float s[4];
+        _mm_storeu_ps(s, scales);
+        for (int k = 0; k < 4; k++)
+            acc[k] = _mm256_fmadd_ps(block_dot_bytes(unpack_i4(wb + k * (BLOCK / 2)), xv), _mm256_set1_ps(s[k]), acc[k]);
+    }
+    for (int k = 0; k < 4; k++) totals[k] = sum8(acc[k]);
+}
+#endif
+
+#ifdef DS_AVX512
+/* x (n rows of in) rounded to bf16 (nearest even), BLOCK values a vector. */
+static void round_to_bf16(const float *x, ptrdiff_t count, __m512bh *out) {
+    for (ptrdiff_t b = 0; b < count / BLOCK; b++)
+        out[b] = _mm512_cvtne2ps_pbh(_mm512_loadu_ps(x + b * BLOCK + 16), _mm512_loadu_ps(x + b * BLOCK));
+}
+
+static inline __m512bh load_bf16(const char *p) {
+    return (__m512bh)_mm512_loadu_si512((const void *)p);
+}
+
+/* A group of four bf16 rows against one activation row already in bf16: 32 products a row a block. */
+static inline void group_dot_bf16(const char *g, const __m512bh *xb, ptrdiff_t blocks, float *totals) {
+    __m512 acc[8];
+    for (int a = 0; a < 8; a++) acc[a] = _mm512_setzero_ps();
+    ptrdiff_t b = 0;
+    for (; b + 2 <= blocks; b += 2) { /* two blocks a pass: two accumulators a row */
+        const char *wb = g + 4 * b * (BLOCK * 2);
+        for (int line = 0; line < 8; line++) _mm_prefetch(wb + PREFETCH_BYTES + 64 * line, _MM_HINT_T0);
+        for (int k = 0; k < 4; k++) {
+            acc[k] = _mm512_dpbf16_ps(acc[k], load_bf16(wb + 64 * k), xb[b]);
+            acc[4 + k] = _mm512_dpbf16_ps(acc[4 + k], load_bf16(wb + 256 + 64 * k), xb[b + 1]);
+        }
+    }
+    for (; b < blocks; b++) {
+        const char *wb = g + 4 * b * (BLOCK * 2);
+        for (int k = 0; k < 4; k++) acc[k] = _mm512_dpbf16_ps(acc[k], load_bf16(wb + 64 * k), xb[b]);
+    }
+    for (int k = 0; k < 4; k++) totals[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc[k], acc[4 + k]));
+}
+
+/* Row k of a bf16 group against n activation rows in bf16 (``blocks`` vectors a row). */
+static inline void row_dot_many_bf16(const char *g, int k, const __m512bh *xb, ptrdiff_t blocks, ptrdiff_t n,
+                                     float *totals) {
+    __m512 acc[MAX_ROWS];
+    for (ptrdiff_t t = 0; t < n; t++) acc[t] = _mm512_setzero_ps();
+    for (ptrdiff_t b = 0; b < blocks; b++) {
+        const __m512bh wv = load_bf16(g + (4 * b + k) * (BLOCK * 2));
+        for (ptrdiff_t t = 0; t < n; t++) acc[t] = _mm512_dpbf16_ps(acc[t], wv, xb[t * blocks + b]);
+    }
+    for (ptrdiff_t t = 0; t < n; t++) totals[t] = _mm512_reduce_add_ps(acc[t]);
+}
+
+/* A group of four int8 rows against one quantized activation row, with VNNI: the block b of the
+   four rows is 128 bytes, two registers of two rows each, against x's block in both halves. */
+static inline void group_dot_q8_vnni(const int8_t *g, const int8_t *xq, const float *dx, ptrdiff_t in,
+                                     float *totals) {
+    __m512 a01 = _mm512_setzero_ps(), a23 = _mm512_setzero_ps();
+    const __m512i zero = _mm512_setzero_si512();
+    for (ptrdiff_t b = 0; b < in / BLOCK; b++) {
+        const __m512i xv = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(xq + b * BLOCK)));
+        const int8_t *wb = g + 4 * b * BLOCK;
+        _mm_prefetch((const char *)wb + PREFETCH_BYTES, _MM_HINT_T0);
+        _mm_prefetch((const char *)wb + PREFETCH_BYTES + 64, _MM_HINT_T0);
+        const __m512i w01 = _mm512_loadu_si512((const void *)wb), w23 = _mm512_loadu_si512((const void *)(wb + 64));
+        /* dpbusd multiplies unsigned by signed bytes: |w| against x with w's sign */
+        const __m512i x01 = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(w01), zero, xv);
+        const __m512i x23 = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(w23), zero, xv);
+        const __m512 d = _mm512_set1_ps(dx[b]);
+        a01 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, _mm512_abs_epi8(w01), x01)), d, a01);
+        a23 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_dpbusd_epi32(zero, _mm512_abs_epi8(w23), x23)), d, a23);
+    }
+    totals[0] = sum8(_mm512_castps512_ps256(a01)), totals[1] = sum8(_mm512_extractf32x8_ps(a01, 1));
+    totals[2] = sum8(_mm512_castps512_ps256(a23)), totals[3] = sum8(_mm512_extractf32x8_ps(a23, 1));
+}
+#endif
+
+/* Row k of a group against n fp32 activation rows, weights widened to fp32 (draft checks, and
+   every pass of the portable variant). */
+static inline __attribute__((always_inline)) void row_dot_many(const char *g, int kind, const void *scales,
+                                                               ptrdiff_t gi, int k, const float *x, ptrdiff_t in,
+                                                               ptrdiff_t n, float *totals) {
+    const ptrdiff_t blocks = in / BLOCK, block_bytes = weight_bytes(kind, BLOCK);
+    ptrdiff_t b = 0;
+    for (ptrdiff_t t = 0; t < n; t++) totals[t] = 0.0f;
+#ifdef DS_AVX2
+    __m256 acc[MAX_ROWS];
+    for (ptrdiff_t t = 0; t < n; t++) acc[t] = _mm256_setzero_ps();
+    for (; b < blocks; b++) {
+        const char *wb = g + (4 * b + k) * block_bytes;
+        if (kind == KIND_I4) {
+            const __m256i bytes = unpack_i4(wb);
+            const __m256 d = _mm256_set1_ps(row_scale(kind, scales, gi, blocks, b, k));
+            for (int v = 0; v < BLOCK / 8; v++) {
+                const __m128i eight = v & 2 ? _mm256_extracti128_si256(bytes, 1) : _mm256_castsi256_si128(bytes);
+                const __m256 wv = _mm256_mul_ps(
+                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v & 1 ? _mm_srli_si128(eight, 8) : eight)), d);
+                for (ptrdiff_t t = 0; t < n; t++)
+                    acc[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * in + b * BLOCK + v * 8), acc[t]);
+            }
+            continue;
+        }
+        for (int v = 0; v < BLOCK / 8; v++) {
+            const __m256 wv = load8(wb + weight_bytes(kind, v * 8), kind);
+            for (ptrdiff_t t = 0; t < n; t++)
+                acc[t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + t * in + b * BLOCK + v * 8), acc[t]);
+        }
+    }
+    for (ptrdiff_t t = 0; t < n; t++) totals[t] = sum8(acc[t]);
+#endif
+    for (; b < blocks; b++) {
+        const char *wb = g + (4 * b + k) * block_bytes;
+        const float d = kind == KIND_I4 ? row_scale(kind, scales, gi, blocks, b, k) : 1.0f;
+        for (int e = 0; e < BLOCK; e++) {
+            const float we = weight_at(wb, kind, e) * d;
+            for (ptrdiff_t t = 0; t < n; t++) totals[t] += we * x[t * in + b * BLOCK + e];
+        }
+    }
+    if (kind == KIND_I8) {
+        const float scale = row_scale(kind, scales, gi, blocks, 0, k);
+        for (ptrdiff_t t = 0; t < n; t++) totals[t] *= scale;
+    }
+}
+
+static inline __attribute__((always_inline)) int matmul_kind(int kind, const char *w, const void *scales,
+                                                             const float *x, float *y, ptrdiff_t out, ptrdiff_t in,
+                                                             ptrdiff_t n, int threads) {
+    const ptrdiff_t group_bytes = weight_bytes(kind, 4 * in), groups = out / 4, blocks = in / BLOCK;
+    (void)threads;
+    if (n == 1 && (kind == KIND_I8 || kind == KIND_I4)) {
+        int8_t *xq = malloc((size_t)in);
+        float *dx = malloc(sizeof(float) * (size_t)blocks);
+        if (xq == NULL || dx == NULL) {
+            free(xq), free(dx);
+            return -1;
+        }
+        quantize_blocks(x, in, xq, dx);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+        for (ptrdiff_t g = 0; g < groups; g++) {
+            float totals[4];
+#if defined(DS_AVX512)
+            if (kind == KIND_I8) {
+                group_dot_q8_vnni((const int8_t *)w + g * group_bytes, xq, dx, in, totals);
+                for (int k = 0; k < 4; k++) totals[k] *= ((const float *)scales)[4 * g + k];
+            } else
+                group_dot_q4(w + g * group_bytes, (const uint16_t *)scales + 4 * g * blocks, xq, dx, in, totals);
+#elif defined(DS_AVX2)
+            if (kind == KIND_I8) {
+                group_dot_q8((const int8_t *)w + g * group_bytes, xq, dx, in, totals);
+                for (int k = 0; k < 4; k++) totals[k] *= ((const float *)scales)[4 * g + k];
+            } else
+                group_dot_q4(w + g * group_bytes, (const uint16_t *)scales + 4 * g * blocks, xq, dx, in, totals);
+#else
+            group_dot_quantized_portable(kind, w + g * group_bytes, scales, g, xq, dx, in, totals);
+#endif
+            for (int k = 0; k < 4; k++) y[4 * g + k] = totals[k];
+        }
+        free(xq), free(dx);
+        return 0;
+    }
+#ifdef DS_AVX512
+    if (kind == KIND_BF16) {
+        __m512bh *xb = _mm_malloc(sizeof(__m512bh) * (size_t)(n * blocks), 64);
+        if (xb == NULL) return -1;
+        round_to_bf16(x, n * in, xb);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+        for (ptrdiff_t g = 0; g < groups; g++) {
+            if (n == 1) {
+                group_dot_bf16(w + g * group_bytes, xb, blocks, y + 4 * g);
+            } else {
+                for (int k = 0; k < 4; k++) {
+                    float totals[MAX_ROWS];
+                    row_dot_many_bf16(w + g * group_bytes, k, xb, blocks, n, totals);
+                    for (ptrdiff_t t = 0; t < n; t++) y[t * out + 4 * g + k] = totals[t];
+                }
+            }
+        }
+        _mm_free(xb);
+        return 0;
+    }
+#endif
+#ifdef DS_AVX2
+    if (n == 1) {
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+        for (ptrdiff_t g = 0; g < groups; g++) group_dot16(w + g * group_bytes, kind, x, in, y + 4 * g);
+        return 0;
+    }
+#endif
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(static)
+#endif
+    for (ptrdiff_t g = 0; g < groups; g++) {
+        for (int k = 0; k < 4; k++) {
+            float totals[MAX_ROWS];
+            row_dot_many(w + g * group_bytes, kind, scales, g, k, x, in, n, totals);
+            for (ptrdiff_t t = 0; t < n; t++) y[t * out + 4 * g + k] = totals[t];
+        }
+    }
+    return 0;
+}
+
+/* Separate instances so the element kind is a constant inside each loop. */
+static int matmul_any(int kind, const char *w, const void *scales, const float *x, float *y, ptrdiff_t out,
+                      ptrdiff_t in, ptrdiff_t n, int threads) {
+    switch (kind) {
+    case KIND_F16: return matmul_kind(KIND_F16, w, scales, x, y, out, in, n, threads);
+    case KIND_BF16: return matmul_kind(KIND_BF16, w, scales, x, y, out, in, n, threads);
+    case KIND_I8: return matmul_kind(KIND_I8, w, scales, x, y, out, in, n, threads);
+    default: return matmul_kind(KIND_I4, w, scales, x, y, out, in, n, threads);
+    }
+}
+
+/* ---- Attention of a decode step over the fp32 KV cache ----
+
+   out[r, h] = softmax_t(scale * q[r, h] . k[h / group, t]) @ v[h / group, t],  t <= start + r
+
+q and out are (count, heads, dim); k and v are one layer's cache, (kv_heads, capacity, dim). Query
+row r sits at position start + r and sees every key up to its own (the causal mask). Each
+(row, head) pair is a task: scores, a max, exponentials and a weighted sum of value rows, with
+the keys and values of a head read from cache by the query heads that share them. NumPy took
+about 0.43 ms a layer for this on the 1B shape at 1024 cached tokens: a dozen passes over
+(heads, keys) arrays with a temporary each. */
+
+#ifdef DS_AVX2
+/* e^x for x <= 0, eight lanes: 2^n * e^r with |r| <= ln2 / 2, a degree-6 Taylor polynomial
+   (relative error about 1e-7); below -87 the result is flushed to 0's neighbourhood (e^-87). */
+static inline __m256 exp8_nonpositive(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145752f), x); /* ln 2, high bits */
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.42860677e-6f), r);       /* and the rest */
+    __m256 p = _mm256_set1_ps(1.0f / 720);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    const __m256i two_n = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(two_n));
+}
+#endif
+
+static inline float dot_f32(const float *a, const float *b, ptrdiff_t dim) {
+#ifdef DS_AVX2
+    if (dim % 8 == 0) {
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        ptrdiff_t i = 0;
+        for (; i + 16 <= dim; i += 16) {
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+        }
+        if (i < dim) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+        return sum8(_mm256_add_ps(acc0, acc1));
+    }
+#endif
+    float total = 0.0f;
+    for (ptrdiff_t i = 0; i < dim; i++) total += a[i] * b[i];
+    return total;
+}
+
+/* scores[t] <- exp(scores[t] - peak) for t < keys; returns their sum. */
+static float exponentiate(float *scores, ptrdiff_t keys, float peak) {
+    ptrdiff_t t = 0;
+    float total = 0.0f;
+#ifdef DS_AVX2
+    __m256 sums = _mm256_setzero_ps();
+    const __m256 shift = _mm256_set1_ps(peak);
+    for (; t + 8 <= keys; t += 8) {
+        const __m256 e = exp8_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(scores + t), shift));
+        _mm256_storeu_ps(scores + t, e);
+        sums = _mm256_add_ps(sums, e);
+    }
+    total = sum8(sums);
+#endif
+    for (; t < keys; t++) {
+        scores[t] = expf(scores[t] - peak);
+        total += scores[t];
+    }
+    return total;
+}
+
+/* out (dim) <- sum_t weights[t] * values[t] / total. */
+static void weigh_values(const float *weights, const float *values, ptrdiff_t keys, ptrdiff_t dim, float total,
+                         float *out) {
+    const float inverse = 1.0f / total;
+    ptrdiff_t d0 = 0;
+#ifdef DS_AVX2
+    const __m256 scale = _mm256_set1_ps(inverse);
+    for (; d0 + 64 <= dim; d0 += 64) { /* eight registers of output a pass over the values */
+        __m256 a[8];
+        for (int j = 0; j < 8; j++) a[j] = _mm256_setzero_ps();
+        for (ptrdiff_t t = 0; t < keys; t++) {
+            const float *row = values + t * dim + d0;
+            const __m256 w = _mm256_set1_ps(weights[t]);
+            for (int j = 0; j < 8; j++) a[j] = _mm256_fmadd_ps(w, _mm256_loadu_ps(row + 8 * j), a[j]);
+        }
+        for (int j = 0; j < 8; j++) _mm256_storeu_ps(out + d0 + 8 * j, _mm256_mul_ps(a[j], scale));
+    }
+    for (; d0 + 8 <= dim; d0 += 8) {
+        __m256 a = _mm256_setzero_ps();
+        for (ptrdiff_t t = 0; t < keys; t++) a = _mm256_fmadd_ps(_mm256_set1_ps(weights[t]), _mm256_loadu_ps(values + t * dim + d0), a);
+        _mm256_storeu_ps(out + d0, _mm256_mul_ps(a, scale));
+    }
+#endif
+    for (ptrdiff_t d = d0; d < dim; d++) {
+        float total_d = 0.0f;
+        for (ptrdiff_t t = 0; t < keys; t++) total_d += weights[t] * values[t * dim + d];
+        out[d] = total_d * inverse;
+    }
+}
+
+#ifdef DS_AVX2
+/* The eight sums of a0..a7's lanes, in order, as one vector. */
+static inline __m256 sums_of_eight(__m256 a0, __m256 a1, __m256 a2, __m256 a3, __m256 a4, __m256 a5, __m256 a6,
+                                   __m256 a7) {
+    const __m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
+    const __m256 s4567 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
+    return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
+}
+
+/* scores[t] = scale * query . keys[t] for t < keys (dim a multiple of 8): eight keys at a time, so
+   the reduction across lanes is shared by eight dot products. Returns the largest score. */
+static float score_keys(const float *query, const float *keys_base, ptrdiff_t keys, ptrdiff_t dim, float scale,
+                        float *scores) {
+    __m256 peak8 = _mm256_set1_ps(-INFINITY);
+    const __m256 scale8 = _mm256_set1_ps(scale);
+    ptrdiff_t t = 0;
+    for (; t + 8 <= keys; t += 8) {
+        const float *key = keys_base + t * dim;
+        __m256 a[8];
+        for (int j = 0; j < 8; j++) a[j] = _mm256_setzero_ps();
+        for (ptrdiff_t i = 0; i < dim; i += 8) {
+            const __m256 qv = _mm256_loadu_ps(query + i);
+            for (int j = 0; j < 8; j++) a[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(key + j * dim + i), a[j]);
+        }
+        const __m256 s = _mm256_mul_ps(sums_of_eight(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]), scale8);
+        _mm256_storeu_ps(scores + t, s);
+        peak8 = _mm256_max_ps(peak8, s);
+    }
+    float peak = -INFINITY;
+    float lanes[8];
+    _mm256_storeu_ps(lanes, peak8);
+    for (int j = 0; j < 8; j++) peak = fmaxf(peak, lanes[j]);
+    for (; t < keys; t++) {
+        scores[t] = scale * dot_f32(query, keys_base + t * dim, dim);
+        peak = fmaxf(peak, scores[t]);
+    }
+    return peak;
+}
+#endif
+
+static int attend(const float *q, const float *k, const float *v, float *out, ptrdiff_t count, ptrdiff_t heads,
+                  ptrdiff_t kv_heads, ptrdiff_t dim, ptrdiff_t capacity, ptrdiff_t start, float scale, int threads) {
+    const ptrdiff_t group = heads / kv_heads, tasks = count * heads;
+    int failed = 0;
+    (void)threads;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(tasks < threads ? (int)tasks : threads) reduction(| : failed)
+#endif
+    {
+        float *scores = malloc(sizeof(float) * (size_t)(start + count));
+        if (scores == NULL) {
+            failed = 1;
+        } else {
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+            for (ptrdiff_t task = 0; task < tasks; task++) {
+                const ptrdiff_t r = task / heads, h = task % heads, keys = start + r + 1;
+                const float *query = q + task * dim;
+                const float *head_k = k + (h / group) * capacity * dim, *head_v = v + (h / group) * capacity * dim;
+                float peak = -INFINITY;
+#ifdef DS_AVX2
+                if (dim % 8 == 0) {
+                    peak = score_keys(query, head_k, keys, dim, scale, scores);
+                } else
+#endif
+                {
+                    for (ptrdiff_t t = 0; t < keys; t++) {
+                        scores[t] = scale * dot_f32(query, head_k + t * dim, dim);
+                        peak = fmaxf(peak, scores[t]);
+                    }
+                }
+                const float total = exponentiate(scores, keys, peak);
+                weigh_values(scores, head_v, keys, dim, total, out + task * dim);
+            }
+            free(scores);
+        }
+    }
+    return failed ? -1 : 0;
+}
+
+/* ---- A whole decode step's layers in one call ----
+
+   For one token, each Llama layer is: RMSNorm, the fused q/k/v product, RoPE on q and k, the new
+   key and value written to the cache, attention, the output product added to the residual,
+   RMSNorm, the fused gate/up product, SiLU(gate) * up, the down product added to the residual.
+   Called op by op from NumPy that is about twenty calls a layer of a few microseconds each, as
+   much time as the products themselves on a model as small as the shipped one. Here it is one
+   call for every layer; the arithmetic is the same as core/blas_decode.py's, in the same order
+   per value except for sums. */
+
+#ifdef DS_AVX2
+/* e^x in eight lanes for any x (clamped to [-87, 88], where 2^n stays a normal float). */
+static inline __m256 exp8(__m256 x) {
+    return exp8_nonpositive(_mm256_min_ps(x, _mm256_set1_ps(88.0f)));
+}
+#endif
+
+/* out = x / rms(x) * weight, over n values. */
+static void rms_norm(const float *x, const float *weight, ptrdiff_t n, float eps, float *out) {
+    double squares = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++) squares += (double)x[i] * x[i];
+    const float inverse = 1.0f / sqrtf((float)(squares / n) + eps);
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = x[i] * inverse * weight[i];
+}
+
+/* act[i] = silu(gate[i]) * up[i] = gate / (1 + e^-gate) * up. */
+static void silu_times(const float *gate, const float *up, ptrdiff_t n, float *act) {
+    ptrdiff_t i = 0;
+#ifdef DS_AVX2
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (; i + 8 <= n; i += 8) {
+        const __m256 g = _mm256_loadu_ps(gate + i);
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+        _mm256_storeu_ps(act + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
+    }
+#endif
+    for (; i < n; i++) act[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+/* Rotate the rows' (re, im) pairs by the position's (cos, sin) pairs, each head alike. */
+static void rotate_pairs(float *qk, ptrdiff_t heads, ptrdiff_t dim, const float *rope) {
+    for (ptrdiff_t h = 0; h < heads; h++) {
+        float *row = qk + h * dim;
+        for (ptrdiff_t i = 0; i < dim; i += 2) {
+            const float a = row[i], b = row[i + 1], c = rope[i], s = rope[i + 1];
+            row[i] = a * c - b * s;
+            row[i + 1] = a * s + b * c;
+        }
+    }
+}
+
+/* One layer for one token: x (hidden) is the residual stream, updated in place. */
+static int decode_layer(const StepShape *s, const LayerPointers *b, float *x, const float *rope, float *k_layer,
+                        float *v_layer, float *scratch) {
+    const ptrdiff_t q_size = s->heads * s->dim, kv_size = s->kv_heads * s->dim;
+    const ptrdiff_t qkv_size = q_size + 2 * kv_size;
+    float *h = scratch, *qkv = h + s->hidden, *attn = qkv + qkv_size, *gate_up = attn + q_size,
+          *act = gate_up + 2 * s->mlp, *delta = act + s->mlp;
+    int failed = 0;
+    rms_norm(x, b->input_norm, s->hidden, s->eps, h);
+    failed |= matmul_any(s->kind, b->qkv, b->qkv_scales, h, qkv, qkv_size, s->hidden, 1, s->threads);
+    rotate_pairs(qkv, s->heads + s->kv_heads, s->dim, rope);
+    for (ptrdiff_t kh = 0; kh < s->kv_heads; kh++) {
+        memcpy(k_layer + (kh * s->capacity + s->start) * s->dim, qkv + q_size + kh * s->dim, sizeof(float) * s->dim);
+        memcpy(v_layer + (kh * s->capacity + s->start) * s->dim, qkv + q_size + kv_size + kh * s->dim,
+               sizeof(float) * s->dim);
+    }
+    failed |= attend(qkv, k_layer, v_layer, attn, 1, s->heads, s->kv_heads, s->dim, s->capacity, s->start, s->scale,
+                     s->threads);
+    failed |= matmul_any(s->kind, b->o, b->o_scales, attn, delta, s->hidden, q_size, 1, s->threads);
+    for (ptrdiff_t i = 0; i < s->hidden; i++) x[i] += delta[i];
+    rms_norm(x, b->post_norm, s->hidden, s->eps, h);
+    failed |= matmul_any(s->kind, b->gate_up, b->gate_up_scales, h, gate_up, 2 * s->mlp, s->hidden, 1, s->threads);
+    silu_times(gate_up, gate_up + s->mlp, s->mlp, act);
+    failed |= matmul_any(s->kind, b->down, b->down_scales, act, delta, s->hidden, s->mlp, 1, s->threads);
+    for (ptrdiff_t i = 0; i < s->hidden; i++) x[i] += delta[i];
+    return failed ? -1 : 0;
+}
+
+static int decode_layers(const StepShape *s, const LayerPointers *layers, ptrdiff_t count, float *x,
+                         const float *rope, float *k_cache, float *v_cache) {
+    const ptrdiff_t q_size = s->heads * s->dim, qkv_size = q_size + 2 * s->kv_heads * s->dim;
+    float *scratch = malloc(sizeof(float) * (size_t)(2 * s->hidden + qkv_size + q_size + 3 * s->mlp));
+    if (scratch == NULL) return -1;
+    const ptrdiff_t stride = s->kv_heads * s->capacity * s->dim;
+    int failed = 0;
+    for (ptrdiff_t i = 0; i < count && !failed; i++)
+        failed = decode_layer(s, &layers[i], x, rope, k_cache + i * stride, v_cache + i * stride, scratch);
+    free(scratch);
+    return failed;
+}
+
+const KernelTable DS_TABLE = {DS_NAME, matmul_any, attend, decode_layers};
