@@ -118,7 +118,6 @@ def fused_reason(backend) -> str | None:
     missing = [what for what, present in (
         ("LayerNorm", spec.norm != "rms"), (f"{spec.activation} MLP", spec.activation != "silu"),
         ("an ungated MLP", not spec.gated), ("partial RoPE", backend.rotary_dims != backend.head_dim),
-        ("a sliding window", backend.window is not None),
         ("biases", any(layer.has_biases() for layer in backend.layers))) if present]
     if missing:
         return f"the fused C step has no {', '.join(missing)} ({spec.family})"
@@ -154,7 +153,8 @@ class BlasDecoder:
         self._blas_threads = ThreadpoolController() if self.compact else None
         self.c_attention = cpu_attention.available()
         # One-token steps run every layer in one C call where all products are compact and the
-        # layer is Llama's (the C step computes RMSNorm, SiLU-gated MLP, full RoPE, no biases).
+        # layer is Llama's (the C step computes RMSNorm, SiLU-gated MLP, full RoPE, no biases),
+        # until a sliding window starts hiding keys (its attention sees every cached key).
         self.fused_why_not = fused_reason(backend)
         self.fused = None if self.fused_why_not else FusedLayers.build(
             self.layers, hidden=self.embed.shape[1], heads=backend.heads, kv_heads=backend.kv_heads,
@@ -215,13 +215,13 @@ class BlasDecoder:
         qk_size = (heads + kv_heads) * dim
         k_cache, v_cache = b.k_cache.numpy(), b.v_cache.numpy()
         rope = b.rope[start:end].numpy()  # (T, 1, dim / 2) complex64
-        if count == 1 and self.fused is not None:
+        windowed = b.window is not None and end > b.window  # the fused step sees every key
+        if count == 1 and self.fused is not None and not windowed:
             x = self.fused(self._embed(ids)[0], rope, k_cache, v_cache, start, threads)[None]
             logits = self.lm_head(_rms_norm(x, self.norm, b.eps), threads)
             return torch.from_numpy(logits if all_logits else logits[0])
         spec, rot = self.spec, b.rotary_dims
         layer_norm = spec.norm == "layer"
-        windowed = b.window is not None and end > b.window
         c_attention = self.c_attention and not windowed  # the C loop has no window
         # The pass's own rows see keys up to their own position (and within the window).
         mask = None

@@ -133,18 +133,22 @@ def test_sliding_window_models_stay_exact_past_the_window_with_reuse(sliding_win
     llm = OptimizedLLM(str(sliding_window_dir), torch_dtype=torch.float32)
     model = llm.model
     ids = [(i * 17) % 900 + 5 for i in range(130)]
-    runner = ModelRunner(model)
 
     def fresh(tokens):
         with torch.inference_mode():
             return model(input_ids=torch.tensor([tokens])).logits[0, -1]
 
-    assert float((runner.prefill(ids) - fresh(ids)).abs().max()) < 1e-4
-    token = 7
-    assert float((runner.decode_one_token(token) - fresh(ids + [token])).abs().max()) < 1e-4
-    keystroke = ids[:-1] + [33, 34]
-    assert float((runner.prefill(keystroke) - fresh(keystroke)).abs().max()) < 1e-4
-    assert runner.reused_tokens >= 129
+    for lean in (True, False):  # the lean mask applies the window; transformers' own masks do
+        runner = ModelRunner(model, lean=lean)
+        assert runner.backend_name == ("lean-mistral" if lean else "transformers")
+        assert float((runner.prefill(ids) - fresh(ids)).abs().max()) < 1e-4
+        token = 7
+        assert float((runner.decode_one_token(token) - fresh(ids + [token])).abs().max()) < 1e-4
+        keystroke = ids[:-1] + [33, 34]
+        assert float((runner.prefill(keystroke) - fresh(keystroke)).abs().max()) < 1e-4
+        assert runner.reused_tokens >= 129
+        runner.verify_draft(5, [6, 7, 8]), runner.drop_last(2)  # a rejected draft is cropped too
+        assert float((runner.decode_one_token(9) - fresh(keystroke + [5, 6, 9])).abs().max()) < 1e-4
     # And through the engine: two requests a keystroke apart, past the window, greedy.
     prompt = "def add(a, b):\n    return a + b\n" * 12
     first = llm.complete(prompt, max_length=8, temperature=0)

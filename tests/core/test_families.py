@@ -97,7 +97,9 @@ def test_compact_decode_weights_run_every_family(family_dir, precision):
     llm = OptimizedLLM(str(path), torch_dtype=torch.float32, decode_weights=precision)
     info = llm.info()
     assert info["decode_weights"] == precision and info["decode_path"] == "numpy"
-    if family != "llama":  # the fused C step computes Llama's layer; the select module says why not here
+    if family in ("llama", "mistral"):  # the fused C step computes their layer (mistral: within its window)
+        assert info["path"]["decode"] == f"fused C step, {precision} weights"
+    else:  # the select module says what the fused step lacks for this family
         assert any("fused C" in r for r in info["path"]["reasons"]), info["path"]
     ids = llm.tokenizer.encode("import os\n\nfor name in os.listdir('.'):\n    print(")
     exact, compact = ModelRunner(llm.model, decode_weights="fp32"), llm._runner
