@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                         _stop(busy)
                     results.setdefault((model, setting, load), []).append(row["ms"])
                     details[(model, setting)] = row
+                    print(f"  {model} {setting} {load}: {row['ms']:.2f} ms/token", file=sys.stderr, flush=True)
     with open("/proc/loadavg") as f:
         load_now = f.read().split()[:3]
     print(f"decode ms/token, {args.weights} decode weights on fp32 masters, {args.tokens} tokens, median of "

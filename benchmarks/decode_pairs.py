@@ -5,9 +5,13 @@ This VM's memory bandwidth drifts by a quarter within minutes (26-36 GB/s in one
 as much as any change of ours. Here the two engines alternate: each round decodes the same
 prompt once with DeepShiva and once with llama.cpp (the same model in GGUF at the same
 precision), both loaded at once, and the ratio is taken per round; the median of those ratios
-is the result. Needs llama-cpp-python (``scripts/install-llamacpp``).
+is the result. Needs llama-cpp-python (``scripts/install-llamacpp``). ``int4`` is compared with
+llama.cpp's Q4_0 (the same blocks of 32 with one 16-bit scale each), quantized by llama.cpp from
+the BF16 file. ``--dtype float32`` keeps fp32 masters (what the NumPy decode path reads today on
+a CPU with native bf16, where the automatic dtype would be bf16); ``DEEPSHIVA_KERNELS`` picks the
+kernel variant.
 
-    .venv/bin/python -m benchmarks.decode_pairs --model llama-1b --rounds 7
+    .venv/bin/python -m benchmarks.decode_pairs --model llama-1b --rounds 7 [--dtype float32]
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .engine import LLAMACPP_TYPES, measure_ours, prompt_ids
 from .shapes import model_dir
 
 PRECISIONS = ("bf16", "fp16", "int8")
+CPP_TYPES = dict(LLAMACPP_TYPES, int4="q4_0")
 
 
 def pair_rounds(llm: OptimizedLLM, cpp, ids: list[int], new: int, rounds: int) -> dict:
@@ -56,12 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--precisions", default=",".join(PRECISIONS))
     parser.add_argument("--out", help="write the results here as JSON")
+    parser.add_argument("--dtype", default=None, help="the engine's torch_dtype (default: its automatic choice)")
     args = parser.parse_args(argv)
     if not llamacpp.available():
         print("llama-cpp-python is not installed: run scripts/install-llamacpp", file=sys.stderr)
         return 2
     directory = model_dir(args.model)
-    llm = OptimizedLLM(str(directory))
+    llm = OptimizedLLM(str(directory), torch_dtype=args.dtype)
     llm.prompt_lookup = False  # random weights repeat themselves: measure the plain decode loop
     llm.loop_guard = False
     ids = prompt_ids(llm.tokenizer, args.prompt)
@@ -70,12 +76,17 @@ def main(argv: list[str] | None = None) -> int:
     llm._runner.release()
     llm._runner = None
     gc.collect()
+    from core import compact_weights
+
     results = {"model": args.model, "prompt_tokens": args.prompt, "new_tokens": args.new,
-               "threads": torch.get_num_threads(), "precisions": {}}
+               "threads": torch.get_num_threads(), "dtype": str(llm.dtype), "kernels": compact_weights.variant(),
+               "precisions": {}}
+    print(f"{args.model}: masters {llm.dtype}, kernels {compact_weights.variant()}, "
+          f"{torch.get_num_threads()} threads", flush=True)
     for precision in args.precisions.split(","):
         llm._runner = ModelRunner(llm.model, decode_weights=precision)
         llm.warmup()
-        cpp = llamacpp.load(llamacpp.gguf_for(directory, LLAMACPP_TYPES[precision]), llm.context_length,
+        cpp = llamacpp.load(llamacpp.gguf_for(directory, CPP_TYPES[precision]), llm.context_length,
                             torch.get_num_threads())
         try:
             measured = pair_rounds(llm, cpp, ids, args.new, args.rounds)
@@ -85,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             llm._runner = None
             gc.collect()
         results["precisions"][precision] = measured
-        print(f"{precision:5} vs llama.cpp {LLAMACPP_TYPES[precision]:5}: DeepShiva "
+        print(f"{precision:5} vs llama.cpp {CPP_TYPES[precision]:5}: DeepShiva "
               f"{statistics.median(measured['deepshiva_tok_s']):6.1f} tok/s, llama.cpp "
               f"{statistics.median(measured['llamacpp_tok_s']):6.1f}; ratio per round median "
               f"{measured['ratio_median']:.2f} (range {measured['ratio_range'][0]:.2f}-{measured['ratio_range'][1]:.2f})",

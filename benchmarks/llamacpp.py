@@ -35,9 +35,26 @@ def gguf_for(model_dir: Path, out_type: str = "f32") -> Path:
     weights = max((p.stat().st_mtime for p in model_dir.glob("*.safetensors")), default=0.0)
     if not out.exists() or out.stat().st_mtime < weights:  # reconvert a retrained model
         out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "benchmarks.gguf_convert", str(SDIST), str(model_dir), str(out), out_type],
-                       check=True, capture_output=True)
+        if out_type in QUANTIZED_TYPES:  # the conversion script writes 16-bit; llama.cpp rounds from it
+            _quantize(gguf_for(model_dir, "bf16"), out, QUANTIZED_TYPES[out_type])
+        else:
+            subprocess.run([sys.executable, "-m", "benchmarks.gguf_convert", str(SDIST), str(model_dir), str(out),
+                            out_type], check=True, capture_output=True)
     return out
+
+
+# llama.cpp's own file types (llama_ftype) for types its conversion script does not write
+QUANTIZED_TYPES = {"q4_0": 2}
+
+
+def _quantize(source: Path, out: Path, ftype: int) -> None:
+    """llama.cpp's quantizer (llama_model_quantize, as its llama-quantize tool runs it) over a GGUF."""
+    import llama_cpp
+
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftype
+    if llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), params) != 0:
+        raise RuntimeError(f"llama.cpp could not quantize {source} to {out.name}")
 
 
 def load(gguf: Path, context: int, threads: int):
