@@ -20,6 +20,7 @@ from . import __version__
 from .api import ApiError
 from .completer import Completer
 from .options import SECTION, Options, merge
+from .protocol import EditorProtocol
 from .status import Transition
 from .text import UTF16, CursorContext, apply_change, cursor_context, offset_at
 
@@ -69,7 +70,8 @@ class DeepShivaServer(LanguageServer):
 
     def __init__(self) -> None:
         super().__init__(
-            "deepshiva-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental
+            "deepshiva-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+            protocol_cls=EditorProtocol,
         )
         self.options = Options()
         self.init_options: Any = None
