@@ -26,6 +26,45 @@ pytestmark = pytest.mark.timeout(120)
 BASE = {"debounceMs": 0, "cacheSize": 0, "maxTokens": 8, "requestTimeoutMs": 5000}
 
 
+async def test_unopened_documents_get_nothing_and_are_never_read(tmp_path):
+    """Files the editor never opened are not read from disk: not a FIFO (it blocked the event
+    loop for good), not an ordinary file (its text would go to the API as a prompt)."""
+    fifo = tmp_path / "pipe.py"
+    os.mkfifo(fifo)
+    secret = tmp_path / "secret.py"
+    secret.write_text("API_TOKEN = 'do-not-send'\n")
+    with FakeApi() as api:
+        api.answer = lambda body: ("value = 1", 0.0)
+        async with lsp_session({**BASE, "apiUrl": api.url}) as s:
+            for path in (fifo, secret, ROOT / "pyproject.toml"):
+                result = await s.inline(path.as_uri(), 0, 0)
+                assert result is None or not result.items, path
+            assert api.bodies == [], "an unopened document's text reached the API"
+            live = "file:///tmp/reliability/live.py"
+            s.open(live, "x = \n")
+            result = await s.inline(live, 0, 4)
+            assert result.items and result.items[0].insert_text == "value = 1"
+            assert s.alive()
+
+
+async def test_positions_are_clamped_in_the_answer_too():
+    """The prompt is built at the clamped position; the returned range says that position, not
+    the raw one (an editor would otherwise insert the text somewhere else)."""
+    with FakeApi() as api:
+        api.answer = lambda body: ("1", 0.0)
+        async with lsp_session({**BASE, "apiUrl": api.url}) as s:
+            uri = "file:///tmp/reliability/clamp.py"
+            s.open(uri, "s = '😀'\nx = \n")
+            cases = [((1, 99), (1, 4), "x = "), ((9, 3), (2, 0), "\n"), ((0, 6), (0, 5), "s = '")]
+            for (line, character), (want_line, want_char), prompt_end in cases:
+                result = await s.inline(uri, line, character)
+                assert result.items, (line, character)
+                rng = result.items[0].range
+                assert (rng.start.line, rng.start.character) == (want_line, want_char), (line, character, rng)
+                assert (rng.end.line, rng.end.character) == (want_line, want_char)
+                assert api.bodies[-1]["prompt"].endswith(prompt_end), api.bodies[-1]["prompt"]
+
+
 class RawLsp:
     """deepshiva-lsp over stdio with hand-written JSON-RPC: a client that may send anything."""
 
