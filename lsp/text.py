@@ -7,9 +7,10 @@ so that no handler does arithmetic on positions by itself.
 
 from __future__ import annotations
 
-import bisect
 import re
 from dataclasses import dataclass
+
+import numpy as np
 
 UTF8 = "utf-8"
 UTF16 = "utf-16"
@@ -71,11 +72,12 @@ class LineIndex:
     """A text and the index at which each of its lines starts, kept up to date edit by edit.
 
     Building the index scans the whole text; :meth:`replace` rescans only the lines an edit
-    touches (a keystroke in a 5 MB document once rescanned all of it, about 87 ms, twice)."""
+    touches and shifts the later starts in one vectorised step (a keystroke in a 5 MB document
+    once rescanned all of it, about 87 ms, twice)."""
 
-    def __init__(self, text: str, starts: list[int] | None = None):
+    def __init__(self, text: str, starts: np.ndarray | None = None):
         self.text = text
-        self.starts = line_starts(text) if starts is None else starts
+        self.starts = np.asarray(line_starts(text) if starts is None else starts, dtype=np.int64)
 
     def offset_at(self, line: int, character: int, encoding: str = UTF16) -> int:
         """Python index of an LSP position (clamped to the document)."""
@@ -84,10 +86,10 @@ class LineIndex:
             return 0
         if line >= len(starts):
             return len(text)
-        start = starts[line]
+        start = int(starts[line])
         end = len(text)
         if line + 1 < len(starts):
-            end = starts[line + 1]
+            end = int(starts[line + 1])
             while end > start and text[end - 1] in "\r\n":
                 end -= 1
         return start + char_to_index(text[start:end], character, encoding)
@@ -95,8 +97,8 @@ class LineIndex:
     def position_at(self, offset: int, encoding: str = UTF16) -> tuple[int, int]:
         """LSP ``(line, character)`` of the Python index ``offset`` (clamped to the document)."""
         offset = max(0, min(offset, len(self.text)))
-        line = bisect.bisect_right(self.starts, offset) - 1
-        start = self.starts[line]
+        line = int(np.searchsorted(self.starts, offset, side="right")) - 1
+        start = int(self.starts[line])
         return line, index_to_char(self.text[start:offset], offset - start, encoding)
 
     def apply_change(self, start: tuple[int, int], end: tuple[int, int], new_text: str,
@@ -115,17 +117,13 @@ class LineIndex:
         text, starts = self.text, self.starts
         new = text[:a] + new_text + text[b:]
         delta = len(new_text) - (b - a)
-        first = max(0, bisect.bisect_right(starts, a - 1) - 1)
-        lo = starts[first]
-        after = bisect.bisect_right(starts, b + 1)
-        hi = starts[after] + delta if after < len(starts) else len(new)
-        middle = [m.end() for m in _LINE_BREAK.finditer(new, lo, hi)]
-        if after < len(starts):
-            rest = starts[after + 1 :]
-            tail = [s + delta for s in rest] if delta else rest
-        else:
-            tail = []
-        return LineIndex(new, starts[: first + 1] + middle + tail)
+        first = max(0, int(np.searchsorted(starts, a - 1, side="right")) - 1)
+        lo = int(starts[first])
+        after = int(np.searchsorted(starts, b + 1, side="right"))
+        hi = int(starts[after]) + delta if after < len(starts) else len(new)
+        middle = np.fromiter((m.end() for m in _LINE_BREAK.finditer(new, lo, hi)), dtype=np.int64)
+        tail = starts[after + 1 :] + delta
+        return LineIndex(new, np.concatenate([starts[: first + 1], middle, tail]))
 
 
 def offset_at(text: str, line: int, character: int, encoding: str = UTF16) -> int:

@@ -161,7 +161,7 @@ def test_line_index_after_edits_equals_a_fresh_scan(text, edits):
         expected = index.text[:a] + new + index.text[b:]
         index = index.replace(a, b, new)
         assert index.text == expected
-        assert index.starts == line_starts(expected), (expected,)
+        assert index.starts.tolist() == line_starts(expected), (expected,)
 
 
 def test_a_keystroke_in_a_large_document_does_not_rescan_it(monkeypatch):
@@ -185,9 +185,10 @@ def test_a_keystroke_in_a_large_document_does_not_rescan_it(monkeypatch):
     monkeypatch.setattr(text_module, "_LINE_BREAK", CountingPattern())
     typed = index.apply_change((100_000, 8), (100_000, 8), "y")
     typed = typed.apply_change((100_000, 9), (100_000, 9), "\n")
-    assert typed.text == document[: typed.starts[100_000] + 8] + "y\n" + document[typed.starts[100_000] + 8 :]
+    line = int(typed.starts[100_000])
+    assert typed.text == document[: line + 8] + "y\n" + document[line + 8 :]
     assert sum(scanned) < 200, scanned  # a couple of short lines, not 5 MB
-    assert typed.offset_at(100_001, 0) == typed.starts[100_001]
+    assert typed.offset_at(100_001, 0) == int(typed.starts[100_001])
 
 
 def test_the_servers_document_keeps_its_index_across_keystrokes(monkeypatch):
