@@ -22,8 +22,9 @@ from .api import ApiError
 from .completer import Completer
 from .context import ContextGatherer, changed_lines, folders_from
 from .options import SECTION, Options, merge
+from .protocol import EditorProtocol
 from .status import Transition
-from .text import UTF16, CursorContext, apply_change, cursor_context, offset_at
+from .text import UTF16, CursorContext, LineIndex, cursor_context
 
 log = logging.getLogger(__name__)
 
@@ -42,19 +43,31 @@ class RequestFailed(JsonRpcException):
 
 
 class EditorDocument(TextDocument):
-    """pygls's document with incremental changes applied by LSP's rules (``text.apply_change``).
+    """pygls's document with incremental changes applied by LSP's rules (``text.LineIndex``).
 
     pygls splits lines with ``str.splitlines()``, which also breaks at form feed, vertical tab,
     U+2028 and more (editors do not), and moves a position past the end of a line onto the next
-    line: either way its copy of the document drifted from the editor's."""
+    line: either way its copy of the document drifted from the editor's. The document keeps its
+    line index up to date edit by edit, so a keystroke in a large file does not rescan it."""
+
+    _index: LineIndex | None = None
+
+    @property
+    def line_index(self) -> LineIndex:
+        """The index of the current text (built once, then updated by each incremental change)."""
+        if self._index is None or self._index.text is not self._source:
+            self._index = LineIndex(self._source or "")
+            self._source = self._index.text
+        return self._index
 
     def _apply_incremental_change(self, change: types.TextDocumentContentChangePartial) -> None:
         encoding = self.position_codec.encoding
         encoding = str(getattr(encoding, "value", encoding) or UTF16)
         start, end = change.range.start, change.range.end
-        self._source = apply_change(
-            self.source, (start.line, start.character), (end.line, end.character), change.text, encoding
+        self._index = self.line_index.apply_change(
+            (start.line, start.character), (end.line, end.character), change.text, encoding
         )
+        self._source = self._index.text
 
 
 class EditorWorkspace(Workspace):
@@ -72,7 +85,8 @@ class DeepShivaServer(LanguageServer):
 
     def __init__(self) -> None:
         super().__init__(
-            "deepshiva-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental
+            "deepshiva-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+            protocol_cls=EditorProtocol,
         )
         self.options = Options()
         self.init_options: Any = None
@@ -165,10 +179,11 @@ class DeepShivaServer(LanguageServer):
             return
         for _ in range(40):
             doc = self.workspace.text_documents.get(uri)
-            if doc is None or not self.options.language_enabled(doc.language_id):
+            if not isinstance(doc, EditorDocument) or not self.options.language_enabled(doc.language_id):
                 return
-            source = doc.source
-            start = offset_at(source, line, character, self.encoding)
+            index = doc.line_index
+            source = index.text
+            start = index.offset_at(line, character, self.encoding)
             if source[start : start + len(text)] == text:
                 window = self.options.context_chars
                 ctx = cursor_context(
@@ -178,28 +193,41 @@ class DeepShivaServer(LanguageServer):
                 return
             await asyncio.sleep(0.05)
 
+    def open_document(self, uri: str) -> EditorDocument | None:
+        """The editor's copy of an open document; None for one it never opened (pygls would read
+        it from disk, on the event loop: a FIFO froze the server, /dev/zero filled its memory, and
+        a file's text was sent as a prompt though the editor never showed it to us)."""
+        doc = self.workspace.text_documents.get(uri)
+        return doc if isinstance(doc, EditorDocument) else None
+
     def context_at(
         self, uri: str, position: types.Position, replace: types.Range | None = None, text: str = ""
-    ) -> tuple[CursorContext, str] | None:
+    ) -> tuple[CursorContext, types.Range, str] | None:
         """The cursor context at ``position`` (after replacing ``replace`` with ``text``, for a
-        selected completion item), and the document's language; None if the language is off."""
-        doc = self.workspace.get_text_document(uri)
+        selected completion item), the range a suggestion goes in: the cursor (or ``replace``)
+        clamped to the document, as the prompt was built from it, and the document's text (with
+        that replacement). None if the language is off or the document is not open."""
+        doc = self.open_document(uri)
+        if doc is None:
+            log.info("no completion for %s: the editor has not opened it", uri)
+            return None
         if not self.options.language_enabled(doc.language_id):
             return None
-        try:
-            source = doc.source  # read from disk when the editor never opened it
-        except (OSError, UnicodeDecodeError, ValueError):  # ValueError: a NUL in the URI's path
-            log.warning("no text for %s", uri)
-            return None
         enc = self.encoding
-        offset = offset_at(source, position.line, position.character, enc)
+        index = doc.line_index
+        source = index.text
+        offset = index.offset_at(position.line, position.character, enc)
         if replace is not None:
-            start = offset_at(source, replace.start.line, replace.start.character, enc)
-            end = offset_at(source, replace.end.line, replace.end.character, enc)
+            start = index.offset_at(replace.start.line, replace.start.character, enc)
+            end = max(start, index.offset_at(replace.end.line, replace.end.character, enc))
+            rng = types.Range(start=_position(index, start, enc), end=_position(index, end, enc))
             source = source[:start] + text + source[end:]
             offset = start + len(text)
+        else:
+            at = _position(index, offset, enc)
+            rng = types.Range(start=at, end=at)
         window = self.options.context_chars
-        return cursor_context(source, offset, window.before, window.after, doc.language_id or ""), source
+        return cursor_context(source, offset, window.before, window.after, doc.language_id or ""), rng, source
 
     async def with_project_context(self, uri: str, ctx: CursorContext, source: str) -> CursorContext:
         """``ctx`` with the other files' context the settings ask for (lsp/context.py)."""
@@ -207,6 +235,11 @@ class DeepShivaServer(LanguageServer):
         offset = found + len(ctx.prefix) if found >= 0 else len(ctx.prefix)
         items = await self.context.gather(uri, source, offset, ctx.language_id, self.options.project_context)
         return dataclasses.replace(ctx, project_context=tuple((i["path"], i["text"]) for i in items))
+
+
+def _position(index: LineIndex, offset: int, encoding: str) -> types.Position:
+    line, character = index.position_at(offset, encoding)
+    return types.Position(line=line, character=character)
 
 
 server = DeepShivaServer()
@@ -304,17 +337,18 @@ async def inline_completion(
     found = ls.context_at(uri, position, replace, prefix_text)
     if found is None:
         return None
-    ctx, source = found
+    ctx, rng, source = found
     ctx = await ls.with_project_context(uri, ctx, source)
     invoked = params.context.trigger_kind == types.InlineCompletionTriggerKind.Invoked
-    version = ls.workspace.get_text_document(uri).version
+    version = ls.open_document(uri).version
     text = await ls.completer.suggest((uri, "inline"), ctx, invoked=invoked)
-    if not text or ls.workspace.get_text_document(uri).version != version:
+    doc = ls.open_document(uri)
+    if not text or doc is None or doc.version != version:
         return types.InlineCompletionList(items=[])  # nothing, or made for text that has changed
     ls.completer.stats.shown += 1
     # Without a selected item: insert at the cursor (an explicit empty range, or VS Code would
     # replace the word at the cursor). With one: extend its text over its range, as the spec says.
-    rng = replace or types.Range(start=position, end=position)
+    # Either is clamped to the document, as the prompt was.
     insert = prefix_text + text
     item = types.InlineCompletionItem(
         insert_text=insert, range=rng, command=_accept_command(uri, "inline", insert, rng.start)
@@ -330,11 +364,12 @@ async def completion(ls: DeepShivaServer, params: types.CompletionParams) -> typ
     found = ls.context_at(uri, position)
     if found is None:
         return None
-    ctx, source = found
+    ctx, rng, source = found
     ctx = await ls.with_project_context(uri, ctx, source)
-    version = ls.workspace.get_text_document(uri).version
+    version = ls.open_document(uri).version
     text = await ls.completer.suggest((uri, "completion"), ctx, invoked=False)
-    if not text or ls.workspace.get_text_document(uri).version != version:
+    doc = ls.open_document(uri)
+    if not text or doc is None or doc.version != version:
         return types.CompletionList(is_incomplete=True, items=[])  # nothing, or made for old text
     ls.completer.stats.shown += 1
     first = text.strip().split("\n")[0]
@@ -347,8 +382,8 @@ async def completion(ls: DeepShivaServer, params: types.CompletionParams) -> typ
         sort_text="0",
         filter_text=text,
         insert_text_format=types.InsertTextFormat.PlainText,
-        text_edit=types.TextEdit(range=types.Range(start=position, end=position), new_text=text),
-        command=_accept_command(uri, "completion", text, position),
+        text_edit=types.TextEdit(range=rng, new_text=text),
+        command=_accept_command(uri, "completion", text, rng.start),
     )
     return types.CompletionList(is_incomplete=True, items=[item])
 

@@ -51,8 +51,13 @@ def health():
 
 @bp.get("/openapi.json")
 def openapi():
-    # The address this client reached (the real port, or a proxy's), not a fixed 5005.
-    return jsonify(openapi_document(request.host_url.rstrip("/"), state().config.api_key is not None))
+    # The address this client reached (the real port, or a proxy's), not a fixed 5005; the
+    # largest max_length this server accepts now (its --max-length-limit, or the model's context).
+    app_state = state()
+    limits = [app_state.config.max_length_limit, app_state.manager.status().get("context_length")]
+    max_length = min(limit for limit in limits if isinstance(limit, int) and limit > 0)
+    return jsonify(openapi_document(request.host_url.rstrip("/"), app_state.config.api_key is not None,
+                                    max_length))
 
 
 @bp.get("/metrics")

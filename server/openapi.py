@@ -91,11 +91,15 @@ def _errors(*codes: str) -> dict:
 
 
 @lru_cache(maxsize=16)
-def openapi_document(server_url: str = "http://127.0.0.1:5005", api_key: bool = False) -> dict:
-    """The document for a server reached at ``server_url``; bearer security only with ``api_key``."""
+def openapi_document(server_url: str = "http://127.0.0.1:5005", api_key: bool = False,
+                     max_length: int | None = None) -> dict:
+    """The document for a server reached at ``server_url``; bearer security only with ``api_key``;
+    ``max_length`` is the largest the server accepts now (its limit, or the model's context)."""
     models = [(m, "validation") for m in REQUEST_MODELS] + [(m, "serialization") for m in RESPONSE_MODELS]
     _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
     component_schemas = defs.get("$defs", {})
+    if max_length is not None:
+        component_schemas["GenerateRequest"]["properties"]["max_length"]["maximum"] = max_length
     common = ("401", "403", "405", "500")
     generation_errors = _errors("400", "413", "415", "429", str(NO_MODEL_STATUS), str(OOM_STATUS), *common)
     generate_body = {"required": True, "content": {"application/json": {"schema": _ref("GenerateRequest")}}}

@@ -21,9 +21,8 @@ def _empty(result) -> bool:
 
 async def test_unknown_and_closed_documents_get_a_clean_answer():
     """Inline requests for documents the editor never opened or has closed: an empty answer
-    without asking the API when there is no text (the server falls back to the file on disk,
-    by design, when there is one), never a JSON-RPC error; changes to unknown documents are
-    ignored, and the server keeps serving."""
+    without asking the API (the file on disk is never read), never a JSON-RPC error; changes to
+    unknown documents are ignored, and the server keeps serving."""
     with FakeApi() as api:
         api.answer = lambda body: ("value = 1", 0.0)
         async with lsp_session({**BASE, "apiUrl": api.url}) as s:
@@ -37,8 +36,9 @@ async def test_unknown_and_closed_documents_get_a_clean_answer():
             s.change("file:///tmp/reliability/ghost.py", (0, 0), (0, 0), "x")  # never opened
             s.change(closed, (0, 0), (0, 0), "x")  # already closed
             assert api.bodies == [], "the API was asked about documents nobody has"
-            on_disk = (ROOT / "pyproject.toml").as_uri()  # on disk, never opened: disk text is used
-            await s.inline(on_disk, 0, 0)
+            on_disk = (ROOT / "pyproject.toml").as_uri()  # on disk, never opened: not read
+            assert _empty(await s.inline(on_disk, 0, 0))
+            assert api.bodies == [], "an unopened file's text was sent to the API"
             live = "file:///tmp/reliability/live.py"
             s.open(live, "x = \n")
             result = await s.inline(live, 0, 4)

@@ -173,3 +173,17 @@ def test_body_over_waitress_limit_gets_the_json_413(engine):
         assert response.json() == {"status": "error",
                                    "message": "Request body too large: the limit is 1024 bytes."}
         assert httpx.get(url + "/health", timeout=10).status_code == 200
+
+
+def test_document_states_the_max_length_the_server_accepts(engine):
+    """schemathesis (--checks all) found max_length 512 documented as valid and answered 400 by a
+    server started with --max-length-limit 48; the model's context length bounds it too."""
+    small = create_app(make_config(max_length_limit=48), engine=engine).test_client()
+    doc = small.get("/openapi.json").get_json()
+    assert doc["components"]["schemas"]["GenerateRequest"]["properties"]["max_length"]["maximum"] == 48
+    assert small.post("/generate", json={"prompt": "x", "max_length": 49}).status_code == 400
+    large = create_app(make_config(max_length_limit=100_000), engine=engine).test_client()
+    context = large.get("/model_status").get_json()["context_length"]
+    doc = large.get("/openapi.json").get_json()
+    assert doc["components"]["schemas"]["GenerateRequest"]["properties"]["max_length"]["maximum"] == context
+    assert large.post("/generate", json={"prompt": "x", "max_length": context + 1}).status_code == 400
