@@ -38,7 +38,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from lsp.context import ContextGatherer
@@ -209,7 +209,8 @@ def evaluate(model: str, samples: list[Sample], conditions=("none", "open_files"
             "mean_prompt_tokens": round(statistics.mean(context_tokens[condition]), 1),
         }
     return {"model": model, "summary": summary,
-            "per_sample": [{"path": s.path, "line": s.line + 1, "name": s.name, "answer": s.answer,
+            # The answers are third-party code: located (path, line), not copied.
+            "per_sample": [{"path": s.path, "line": s.line + 1, "name": s.name,
                             **{c: rows[c][i]["prediction"] for c in conditions}} for i, s in enumerate(samples)]}
 
 

@@ -103,6 +103,7 @@ class ContextGatherer:
         self._order: OrderedDict[tuple, int] = OrderedDict()
         self._next = 0
         self.last: dict[str, list[dict]] = {}  # uri -> the items last gathered (deepshiva.context)
+        self._display: dict[str, str] = {}  # uri -> the path sent for it
 
     # -- events --------------------------------------------------------------------------------
 
@@ -115,6 +116,7 @@ class ContextGatherer:
             except OSError:
                 continue
         self.folders = [p for p in resolved if p.is_dir()]
+        self._display.clear()
 
     def opened(self, uri: str, text: str, version: int = 0) -> None:
         self._docs[uri] = _Document(uri, text, version)
@@ -131,14 +133,12 @@ class ContextGatherer:
 
     def saved(self, uri: str) -> None:
         path = uri_to_path(uri)
-        if path is not None:
-            with_resolved = {path}
+        if path is not None:  # read it again next time (a link to it: within RECHECK_SECONDS)
+            self._files.pop(path, None)
             try:
-                with_resolved.add(path.resolve())
-            except OSError:
+                self._files.pop(path.resolve(), None)
+            except (OSError, ValueError):
                 pass
-            for p in with_resolved:
-                self._files.pop(p, None)
 
     def closed(self, uri: str) -> None:
         self._docs.pop(uri, None)
@@ -176,10 +176,9 @@ class ContextGatherer:
                 budget -= size
                 room -= size
                 count += 1
-        items = [{"path": c.path, "text": c.text} for c in sorted(picked, key=lambda c: self._place(c.key))]
-        self.last[uri] = [{**item, "source": c.source} for item, c in
-                          zip(items, sorted(picked, key=lambda c: self._place(c.key)))]
-        return items
+        ordered = sorted(picked, key=lambda c: self._place(c.key))
+        self.last[uri] = [{"path": c.path, "text": c.text, "source": c.source} for c in ordered]
+        return [{"path": c.path, "text": c.text} for c in ordered]
 
     def _place(self, key: tuple) -> int:
         """The ring-buffer position of an item: given when it is first sent, kept afterwards."""
@@ -339,7 +338,15 @@ class ContextGatherer:
         return None
 
     def display_path(self, uri: str) -> str:
-        """The path sent to the API: relative to its workspace folder (which names it), else the URI's name."""
+        """The path sent to the API: relative to its workspace folder (which names it), else the
+        URI's name. Remembered per URI, so a keystroke does not resolve paths again."""
+        if uri not in self._display:
+            if len(self._display) > MAX_ORDER_KEYS:
+                self._display.clear()
+            self._display[uri] = self._display_path(uri)
+        return self._display[uri]
+
+    def _display_path(self, uri: str) -> str:
         path = uri_to_path(uri)
         if path is None:
             return uri.rsplit("/", 1)[-1] or uri

@@ -3,8 +3,6 @@ for the shipped model (deepshiva-lsp and deepshiva-server in subprocesses, model
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import pytest
 from conftest import lsp_session
@@ -71,4 +69,3 @@ async def test_the_api_gets_the_definitions_the_file_imports_and_uses_them(shipp
         session.insert(uri, line, character, "a")
         await session.inline(uri, line, character + 1)
         assert await session.command("deepshiva.context", uri) == items
-        await asyncio.sleep(0)
