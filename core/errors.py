@@ -50,3 +50,12 @@ class QuantizationUnavailable(InvalidParameter):
 
 class ModelLoadFailed(DeepShivaError):
     """The model's files were found but could not be loaded (corrupt weights, bad config, ...)."""
+
+
+class UpstreamError(DeepShivaError):
+    """The upstream serving engine (core/upstream.py) failed, refused, or cannot be reached;
+    ``status`` is the HTTP status to answer with (502: it answered badly, 503: unreachable)."""
+
+    def __init__(self, message: str, status: int = 502):
+        super().__init__(message)
+        self.status = status

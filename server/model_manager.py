@@ -92,6 +92,7 @@ class ModelManager:
                 "fim_dialect": info.get("fim_dialect"),
                 "parameters": info.get("parameters"),
                 "decode_weights": info.get("decode_weights"),
+                **({"upstream": info["upstream"]} if info.get("upstream") else {}),
                 "state": self.state,
                 "loading_model_name": self._loading,
                 "last_load_error": self._last_error,
