@@ -1,5 +1,7 @@
 """End to end: deepshiva-lsp (subprocess, pytest-lsp client) against the real API server
-(subprocess, waitress) running a real model (the tiny random Llama of tests/conftest.py).
+(subprocess, waitress) running a real model (the tiny random Llama of tests/conftest.py), and a
+second time against the API server in front of the real vLLM serving the shipped model
+(``--backend openai``; those runs are marked ``vllm``: ``-m vllm`` selects them).
 
 The tiny model's text is noise, so the tests check mechanics (what arrives, where, when, what
 the API saw), not the quality of the code.
@@ -14,6 +16,7 @@ import httpx
 import pytest
 from conftest import free_port, lsp_session, metric
 from live_server import LiveServer, start_live_server
+from vllm_server import upstream_server_args
 from lsprotocol import types
 from pygls.exceptions import JsonRpcRequestCancelled
 
@@ -35,9 +38,13 @@ class Api:
         return metric(self.url, name)
 
 
-@pytest.fixture(scope="session")
-def api(tiny_model_dir):
-    server = start_live_server(tiny_model_dir, timeout=180)
+@pytest.fixture(scope="session", params=["local", pytest.param("vllm", marks=pytest.mark.vllm)])
+def api(request, tiny_model_dir):
+    if request.param == "local":
+        server = start_live_server(tiny_model_dir, timeout=180)
+    else:
+        vllm = request.getfixturevalue("vllm_upstream")
+        server = start_live_server(vllm.model, args=upstream_server_args(vllm), timeout=180)
     yield Api(server)
     server.stop()
 
