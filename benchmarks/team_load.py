@@ -1,0 +1,296 @@
+"""A team typing at once: N simulated developers replay the editing replay (benchmarks/replay.py)
+in parallel against one server, for N = 1, 8, 32.
+
+Targets, each measured in the same run on the same machine:
+- ``local``: deepshiva-server with its own engine (one generation at a time, the rest queue);
+- ``deepshiva+vllm``: deepshiva-server ``--backend openai`` in front of vLLM (batches them);
+- ``vllm direct``: the same requests sent straight to vLLM's /v1/completions, with the very
+  prompt DeepShiva would send (token ids, healing constraint, stops: core/upstream.py builds the
+  body in this process), so the difference to the previous line is DeepShiva's own overhead.
+The local target runs first, before vLLM starts, so vLLM's processes take no CPU from it.
+
+Each developer retypes its own region of a standard-library file (its own seed); a keystroke
+during a request supersedes it (the connection closes, the server stops it). Reported per target
+and N: p50/p95 time from the pause to the suggestion at line ends, completion tokens per second
+in total (of the requests that ran to their end: superseded ones count nothing, over the run's
+wall time), and what was lost:
+errors (429s, failures) and line-end suggestions that never came within the replay's cap.
+
+    scripts/install-vllm
+    .venv/bin/python -m benchmarks.team_load --developers 1 8 32 --lines 3 --out benchmarks/results/team_load.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from .replay import Outcome, build_schedule, replay, summary
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "models" / "tiny-python"
+MAX_TOKENS = 48
+# Regions of code to retype: (stdlib file, first line); developer i takes region i % len, offset.
+REGIONS = [("textwrap.py", 60), ("shlex.py", 30), ("difflib.py", 120), ("csv.py", 90),
+           ("fractions.py", 200), ("calendar.py", 100), ("heapq.py", 140), ("bisect.py", 20)]
+
+
+@dataclass
+class Tally:
+    """What every request of one run came to (shared by the developers' threads)."""
+
+    requests: int = 0
+    completed: int = 0
+    superseded: int = 0
+    errors: dict = field(default_factory=dict)
+    tokens: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def error(self, what: str) -> None:
+        with self.lock:
+            self.errors[what] = self.errors.get(what, 0) + 1
+
+    def add(self, completed: bool, tokens: int) -> None:
+        with self.lock:
+            self.requests += 1
+            self.completed += completed
+            self.superseded += not completed
+            self.tokens += tokens
+
+
+def deepshiva_target(base_url: str, tally: Tally):
+    """Completions through DeepShiva's /stream; the connection closes when superseded."""
+    client = httpx.Client(base_url=base_url, timeout=60, limits=httpx.Limits(max_connections=512))
+
+    def complete(prefix: str, suffix: str, cancel: threading.Event):
+        body = {"prompt": prefix, "suffix": suffix, "max_length": MAX_TOKENS, "temperature": 0, "stop": ["\n"]}
+        text, tokens, done = "", 0, False
+        try:
+            with client.stream("POST", "/stream", json=body) as response:
+                if response.status_code != 200:
+                    tally.error(str(response.status_code))
+                    return 0, 0, ""
+                event = None
+                for line in response.iter_lines():
+                    if cancel.is_set():
+                        break
+                    if line.startswith("event:"):
+                        event = line[6:].strip()
+                    elif line.startswith("data:"):
+                        data = json.loads(line[5:])
+                        if event == "done":
+                            tokens, done = data["usage"]["completion_tokens"], True
+                        elif event == "error":
+                            tally.error(f"stream error {data.get('code')}")
+                        else:
+                            text += data.get("text", "")
+                        event = None
+        except httpx.HTTPError as exc:
+            tally.error(type(exc).__name__)
+        tally.add(done, tokens if done else 0)
+        return 0, 0, text
+
+    return complete
+
+
+def vllm_direct_target(engine, tally: Tally):
+    """The same requests straight to vLLM, with the body DeepShiva would send (``engine`` is a
+    core.upstream.UpstreamEngine: it lays out the prompt, nothing else)."""
+    from core.request import GenerationRequest
+
+    client = httpx.Client(timeout=60, limits=httpx.Limits(max_connections=512))
+    url = engine.url + "/completions"
+    def complete(prefix: str, suffix: str, cancel: threading.Event):
+        request = GenerationRequest.checked(prefix, suffix=suffix, max_length=MAX_TOKENS, temperature=0,
+                                            stop_sequences=["\n"], context_length=engine.context_length)
+        body, heal, _, _ = engine.request_body(request)
+        text, tokens, done = "", 0, False
+        try:
+            with client.stream("POST", url, json=body) as response:
+                if response.status_code != 200:
+                    tally.error(str(response.status_code))
+                    return 0, 0, ""
+                for line in response.iter_lines():
+                    if cancel.is_set():
+                        break
+                    if not line.startswith("data:"):
+                        continue
+                    if line[5:].strip() == "[DONE]":
+                        done = True
+                        break
+                    for choice in json.loads(line[5:])["choices"]:
+                        text += choice.get("text") or ""
+                        tokens += len(choice.get("token_ids") or [])
+        except httpx.HTTPError as exc:
+            tally.error(type(exc).__name__)
+        tally.add(done, tokens if done else 0)
+        return 0, 0, text[len(heal):] if text.startswith(heal) else text
+
+    return complete
+
+
+def run_team(complete, developers: int, lines: int) -> dict:
+    """N developers typing at once; their line-end latencies merged."""
+    schedules = []
+    for i in range(developers):
+        name, first = REGIONS[i % len(REGIONS)]
+        schedules.append(build_schedule(name, first + 12 * (i // len(REGIONS)), lines, seed=i))
+    outcomes: list[Outcome] = [Outcome() for _ in range(developers)]
+
+    def developer(i: int) -> None:
+        time.sleep(0.37 * i % 2.0)  # they do not all start on the same keystroke
+        outcomes[i] = replay(complete, schedules[i])
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=developer, args=(i,)) for i in range(developers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    merged = Outcome()
+    for o in outcomes:
+        merged.latencies_ms += o.latencies_ms
+        merged.shown += o.shown
+        merged.requests += o.requests
+        merged.superseded += o.superseded
+    line_ends = sum(1 for s in schedules for k in s if k.line_end)
+    result = summary(merged)
+    result["line_ends"] = line_ends
+    result["wall_s"] = round(wall, 1)
+    return result
+
+
+class Process:
+    """A server subprocess (its own process group) and its output."""
+
+    def __init__(self, command: list[str], env: dict, ready: re.Pattern, timeout: float):
+        self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, bufsize=1, start_new_session=True, stdin=subprocess.DEVNULL)
+        self.lines: list[str] = []
+        self.match = None
+        got = threading.Event()
+
+        def read():
+            for line in self.proc.stdout:
+                self.lines.append(line.rstrip())
+                del self.lines[:-200]
+                if self.match is None and (m := ready.search(line)):
+                    self.match = m
+                    got.set()
+            got.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not got.wait(timeout) or self.match is None:
+            self.stop()
+            raise RuntimeError(f"{command[:3]} did not start:\n" + "\n".join(self.lines[-30:]))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def start_deepshiva(*args: str) -> tuple[Process, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSHIVA_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    proc = Process([sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", "0", "--queue-size", "64",
+                    *args], env, re.compile(r"DeepShiva API on (http://\S+?:\d+)"), 120)
+    url = proc.match.group(1)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:  # wait for the model (or the upstream) to be ready
+        try:
+            status = httpx.get(url + "/model_status", timeout=5).json()
+            if status.get("state") == "ready":
+                return proc, url
+            if status.get("last_load_error") and status.get("state") != "loading":
+                raise RuntimeError(status["last_load_error"])
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    proc.stop()
+    raise RuntimeError("deepshiva-server never became ready")
+
+
+def start_vllm(port: int) -> Process:
+    env = dict(os.environ, DEEPSHIVA_VLLM_SKIP_INSTALL="1", PYTHONUNBUFFERED="1")
+    env.pop("PYTHONPATH", None)
+    proc = Process([str(ROOT / "scripts" / "serve-vllm"), str(MODEL), "--port", str(port)], env,
+                   re.compile(r"Application startup complete"), 600)
+    return proc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--developers", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--lines", type=int, default=3, help="lines each developer retypes")
+    parser.add_argument("--targets", nargs="+", default=["local", "deepshiva+vllm", "vllm direct"])
+    parser.add_argument("--concurrency", type=int, default=32, help="DeepShiva's --concurrency in front of vLLM")
+    parser.add_argument("--vllm-port", type=int, default=8871)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "model": "models/tiny-python",
+               "lines_per_developer": args.lines, "max_tokens": MAX_TOKENS, "runs": []}
+
+    def record(target: str, n: int, tally: Tally, team: dict) -> None:
+        row = {"target": target, "developers": n, **team, "completed": tally.completed,
+               "superseded_requests": tally.superseded, "errors": tally.errors,
+               "tokens": tally.tokens, "tokens_per_s": round(tally.tokens / team["wall_s"], 1),
+               "lost": sum(tally.errors.values()) + (team["line_ends"] - team["suggestions_timed"])}
+        results["runs"].append(row)
+        print(json.dumps(row), flush=True)
+
+    if "local" in args.targets:
+        proc, url = start_deepshiva("--model", str(MODEL))
+        try:
+            for n in args.developers:
+                tally = Tally()
+                record("local", n, tally, run_team(deepshiva_target(url, tally), n, args.lines))
+        finally:
+            proc.stop()
+    if {"deepshiva+vllm", "vllm direct"} & set(args.targets):
+        vllm = start_vllm(args.vllm_port)
+        vllm_url = f"http://127.0.0.1:{args.vllm_port}"
+        try:
+            from core.upstream import UpstreamEngine
+
+            engine = UpstreamEngine(vllm_url, concurrency=512)
+            front, front_url = start_deepshiva("--backend", "openai", "--upstream", vllm_url,
+                                               "--concurrency", str(args.concurrency))
+            try:
+                for n in args.developers:
+                    if "deepshiva+vllm" in args.targets:
+                        tally = Tally()
+                        record("deepshiva+vllm", n, tally, run_team(deepshiva_target(front_url, tally), n, args.lines))
+                    if "vllm direct" in args.targets:
+                        tally = Tally()
+                        record("vllm direct", n, tally, run_team(vllm_direct_target(engine, tally), n, args.lines))
+            finally:
+                front.stop()
+        finally:
+            vllm.stop()
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
