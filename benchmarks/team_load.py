@@ -23,17 +23,21 @@ errors (429s, failures) and line-end suggestions that never came within the repl
 from __future__ import annotations
 
 import argparse
+import contextlib
+import http.client
 import json
 import os
 import platform
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -70,34 +74,70 @@ class Tally:
             self.tokens += tokens
 
 
+class Cancellable:
+    """One streamed POST whose connection closes the moment ``cancel`` is set: also while it
+    still waits for its answer to start (queued behind other requests), as an editor's does.
+    Yields the body's lines; ``status`` is the HTTP status (0 when it never got one)."""
+
+    def __init__(self, url: str, path: str, body: dict, cancel: threading.Event):
+        parts = urlsplit(url)
+        self.path = parts.path.rstrip("/") + path
+        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+        self.body, self.cancel = json.dumps(body), cancel
+        self.status = 0
+        self._finished = threading.Event()
+
+    def _watch(self) -> None:
+        while not self._finished.is_set():
+            if self.cancel.wait(0.02):
+                with contextlib.suppress(OSError, AttributeError):
+                    self.conn.sock.shutdown(socket.SHUT_RDWR)
+                return
+
+    def lines(self):
+        threading.Thread(target=self._watch, daemon=True).start()
+        try:
+            self.conn.request("POST", self.path, self.body, {"Content-Type": "application/json"})
+            response = self.conn.getresponse()
+            self.status = response.status
+            if response.status != 200:
+                return
+            for raw in response:
+                if self.cancel.is_set():
+                    return
+                yield raw.decode("utf-8").rstrip("\r\n")
+        except (OSError, http.client.HTTPException, ValueError):
+            if not self.cancel.is_set():
+                raise
+        finally:
+            self._finished.set()
+            self.conn.close()
+
+
 def deepshiva_target(base_url: str, tally: Tally):
-    """Completions through DeepShiva's /stream; the connection closes when superseded."""
-    client = httpx.Client(base_url=base_url, timeout=60, limits=httpx.Limits(max_connections=512))
+    """Completions through DeepShiva's /stream."""
 
     def complete(prefix: str, suffix: str, cancel: threading.Event):
         body = {"prompt": prefix, "suffix": suffix, "max_length": MAX_TOKENS, "temperature": 0, "stop": ["\n"]}
         text, tokens, done = "", 0, False
+        call = Cancellable(base_url, "/stream", body, cancel)
         try:
-            with client.stream("POST", "/stream", json=body) as response:
-                if response.status_code != 200:
-                    tally.error(str(response.status_code))
-                    return 0, 0, ""
-                event = None
-                for line in response.iter_lines():
-                    if cancel.is_set():
-                        break
-                    if line.startswith("event:"):
-                        event = line[6:].strip()
-                    elif line.startswith("data:"):
-                        data = json.loads(line[5:])
-                        if event == "done":
-                            tokens, done = data["usage"]["completion_tokens"], True
-                        elif event == "error":
-                            tally.error(f"stream error {data.get('code')}")
-                        else:
-                            text += data.get("text", "")
-                        event = None
-        except httpx.HTTPError as exc:
+            event = None
+            for line in call.lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data = json.loads(line[5:])
+                    if event == "done":
+                        tokens, done = data["usage"]["completion_tokens"], True
+                    elif event == "error":
+                        tally.error(f"stream error {data.get('code')}")
+                    else:
+                        text += data.get("text", "")
+                    event = None
+            if call.status not in (0, 200):
+                tally.error(str(call.status))
+        except (OSError, http.client.HTTPException) as exc:
             tally.error(type(exc).__name__)
         tally.add(done, tokens if done else 0)
         return 0, 0, text
@@ -110,30 +150,25 @@ def vllm_direct_target(engine, tally: Tally):
     core.upstream.UpstreamEngine: it lays out the prompt, nothing else)."""
     from core.request import GenerationRequest
 
-    client = httpx.Client(timeout=60, limits=httpx.Limits(max_connections=512))
-    url = engine.url + "/completions"
     def complete(prefix: str, suffix: str, cancel: threading.Event):
         request = GenerationRequest.checked(prefix, suffix=suffix, max_length=MAX_TOKENS, temperature=0,
                                             stop_sequences=["\n"], context_length=engine.context_length)
         body, heal, _, _ = engine.request_body(request)
         text, tokens, done = "", 0, False
+        call = Cancellable(engine.url, "/completions", body, cancel)
         try:
-            with client.stream("POST", url, json=body) as response:
-                if response.status_code != 200:
-                    tally.error(str(response.status_code))
-                    return 0, 0, ""
-                for line in response.iter_lines():
-                    if cancel.is_set():
-                        break
-                    if not line.startswith("data:"):
-                        continue
-                    if line[5:].strip() == "[DONE]":
-                        done = True
-                        break
-                    for choice in json.loads(line[5:])["choices"]:
-                        text += choice.get("text") or ""
-                        tokens += len(choice.get("token_ids") or [])
-        except httpx.HTTPError as exc:
+            for line in call.lines():
+                if not line.startswith("data:"):
+                    continue
+                if line[5:].strip() == "[DONE]":
+                    done = True
+                    break
+                for choice in json.loads(line[5:])["choices"]:
+                    text += choice.get("text") or ""
+                    tokens += len(choice.get("token_ids") or [])
+            if call.status not in (0, 200):
+                tally.error(str(call.status))
+        except (OSError, http.client.HTTPException) as exc:
             tally.error(type(exc).__name__)
         tally.add(done, tokens if done else 0)
         return 0, 0, text[len(heal):] if text.startswith(heal) else text
@@ -193,15 +228,18 @@ class Process:
             got.set()
 
         threading.Thread(target=read, daemon=True).start()
-        if not got.wait(timeout) or self.match is None:
+        try:
+            if not got.wait(timeout) or self.match is None:
+                raise RuntimeError(f"{command[:3]} did not start:\n" + "\n".join(self.lines[-30:]))
+        except BaseException:
             self.stop()
-            raise RuntimeError(f"{command[:3]} did not start:\n" + "\n".join(self.lines[-30:]))
+            raise
 
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(60)
+                self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
