@@ -285,8 +285,13 @@ class UpstreamEngine:
             "top_p": request.top_p,
             "stream": True,
         }
-        if request.stop_sequences:
-            body["stop"] = list(request.stop_sequences)
+        # The upstream matches stops on its whole output, and a healed completion's output begins
+        # with the prompt text it regrows: a stop that could match there ("\n" after a healed
+        # line end) would end it at once. Those stay with DeepShiva's own matcher, which reads the
+        # output after the regrown text and closes the connection at a match (the upstream stops).
+        upstream_stops = [stop for stop in request.stop_sequences if not _reaches_into(heal_text, stop)]
+        if upstream_stops:
+            body["stop"] = upstream_stops
         if request.seed is not None:
             body["seed"] = request.seed
         if self._vllm:  # vLLM's own sampling fields (other servers would refuse or ignore them)
@@ -379,6 +384,11 @@ class UpstreamEngine:
         finally:
             result.finish_reason = finish
             result.total_ms = (time.perf_counter() - started) * 1000
+
+
+def _reaches_into(text: str, stop: str) -> bool:
+    """Whether a match of ``stop`` in ``text + more`` could begin inside ``text``."""
+    return bool(text) and (stop in text or any(text.endswith(stop[:k]) for k in range(1, len(stop))))
 
 
 def _refusal(response: httpx.Response) -> DeepShivaError:

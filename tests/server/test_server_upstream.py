@@ -28,6 +28,9 @@ PROMPT_CASES = [
     {"prompt": "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n",
      "suffix": "\n\n    def pop(self):\n        return self.items.pop()\n"},
     {"prompt": "def add(a, b):\n    return a", "suffix": "\n\nprint(add(1, 2))\n"},
+    # An editor at a line end: healing regrows the prompt's "\n", which must not meet the stop.
+    {"prompt": "import os\n\n\ndef list_python_files(path):\n", "suffix": "\n\nprint(1)\n", "stop": ["\n"]},
+    {"prompt": "class Point:\n    def __init__(self, x, y):\n        self.x = x\n", "stop": ["\n"]},
 ]
 
 
@@ -120,10 +123,13 @@ def test_greedy_completions_are_the_local_engines(front, shipped_model_dir):
     local = OptimizedLLM(str(shipped_model_dir))
     for case in PROMPT_CASES:
         params = {"max_length": 32, "temperature": 0.0, "repetition_penalty": 1.0}
-        expected = local.complete(case["prompt"], suffix=case.get("suffix"), **params).text
+        expected = local.complete(case["prompt"], suffix=case.get("suffix"), stop_sequences=case.get("stop"),
+                                  **params).text
         got = _post(front.url, "/generate", {**case, "max_length": 32, "temperature": 0,
                                              "repetition_penalty": 1.0}).json()
         assert got["response"] == expected, case
+        if case.get("stop"):
+            assert expected.strip(), "the case should give a line to compare"
 
 
 def test_a_client_that_hangs_up_stops_the_generation_in_vllm(front, vllm_upstream):
