@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="backend openai: seconds the first load waits for the upstream to come up (default 300)")
     add("--concurrency", type=int,
         help="backend openai: requests generating at once, before the queue (default 16); local: always 1")
-    add("--threads", type=int, help="WSGI worker threads (default queue size + 4)")
+    add("--threads", type=int, help="WSGI worker threads (default queue size + running requests + 3)")
     add("--log-level", help="DEBUG, INFO, WARNING... (default INFO)")
     return p
 
