@@ -166,12 +166,18 @@ def vllm_direct_target(engine, tally: Tally):
                 for choice in json.loads(line[5:])["choices"]:
                     text += choice.get("text") or ""
                     tokens += len(choice.get("token_ids") or [])
+                # The stop DeepShiva keeps to itself while healing (core/upstream.py): the client
+                # ends at the first line end after the regrown text, as DeepShiva does.
+                if "\n" in (text[len(heal):] if text.startswith(heal) else text):
+                    done = True
+                    break
             if call.status not in (0, 200):
                 tally.error(str(call.status))
         except (OSError, http.client.HTTPException) as exc:
             tally.error(type(exc).__name__)
-        tally.add(done, tokens if done else 0)
-        return 0, 0, text[len(heal):] if text.startswith(heal) else text
+        tally.add(done, max(tokens - bool(heal), 0) if done else 0)  # the regrown token is the prompt's
+        text = text[len(heal):] if text.startswith(heal) else text
+        return 0, 0, text.split("\n", 1)[0]
 
     return complete
 
