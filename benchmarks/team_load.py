@@ -182,6 +182,27 @@ def vllm_direct_target(engine, tally: Tally):
     return complete
 
 
+def one_at_a_time(front_url: str, engine, rounds: int) -> dict:
+    """Median and p90 ms of the same single-line FIM request, one at a time, alternating
+    DeepShiva in front of vLLM and vLLM direct (each target's own prompt cache is warm)."""
+    name, first = REGIONS[0]
+    keys = [k for k in build_schedule(name, first, 6, seed=0) if k.line_end]
+    never = threading.Event()
+    targets = {"deepshiva+vllm": deepshiva_target(front_url, Tally()), "vllm direct": vllm_direct_target(engine, Tally())}
+    times: dict[str, list[float]] = {t: [] for t in targets}
+    for i in range(rounds):
+        key = keys[i % len(keys)]
+        for target, complete in targets.items():
+            started = time.perf_counter()
+            complete(key.prefix, key.suffix, never)
+            times[target].append((time.perf_counter() - started) * 1000)
+    out = {"rounds": rounds}
+    for target, values in times.items():
+        values.sort()
+        out[target] = {"p50_ms": round(values[len(values) // 2], 1), "p90_ms": round(values[int(0.9 * len(values))], 1)}
+    return out
+
+
 def run_team(complete, developers: int, lines: int) -> dict:
     """N developers typing at once; their line-end latencies merged."""
     schedules = []
@@ -283,7 +304,10 @@ def start_vllm(port: int) -> Process:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--developers", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--developers", type=int, nargs="*", default=[1, 8, 32])
+    parser.add_argument("--overhead-rounds", type=int, default=0,
+                        help="then this many single requests, one at a time, alternating through DeepShiva "
+                             "and straight to vLLM (DeepShiva's own cost without the team's load)")
     parser.add_argument("--lines", type=int, default=3, help="lines each developer retypes")
     parser.add_argument("--targets", nargs="+", default=["local", "deepshiva+vllm", "vllm direct"])
     parser.add_argument("--concurrency", type=int, default=32, help="DeepShiva's --concurrency in front of vLLM")
@@ -326,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
                     if "vllm direct" in args.targets:
                         tally = Tally()
                         record("vllm direct", n, tally, run_team(vllm_direct_target(engine, tally), n, args.lines))
+                if args.overhead_rounds:
+                    row = one_at_a_time(front_url, engine, args.overhead_rounds)
+                    results["one_at_a_time"] = row
+                    print(json.dumps(row), flush=True)
             finally:
                 front.stop()
         finally:
