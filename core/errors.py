@@ -52,6 +52,15 @@ class ModelLoadFailed(DeepShivaError):
     """The model's files were found but could not be loaded (corrupt weights, bad config, ...)."""
 
 
+class UpstreamError(DeepShivaError):
+    """The upstream serving engine (core/upstream.py) failed, refused, or cannot be reached;
+    ``status`` is the HTTP status to answer with (502: it answered badly, 503: unreachable)."""
+
+    def __init__(self, message: str, status: int = 502):
+        super().__init__(message)
+        self.status = status
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """True for the engine's OutOfMemory, MemoryError, torch's OutOfMemoryError (CUDA's too, told
     by name so this module needs no torch) and any allocator failure whose message says so."""

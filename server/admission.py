@@ -1,4 +1,7 @@
-"""A bounded FIFO in front of the single model: one request generates, at most N wait, the rest get 429.
+"""A bounded FIFO in front of the model: ``running_limit`` requests generate, at most N wait, the rest get 429.
+
+The local engine generates one request at a time (limit 1); an upstream serving engine batches
+many, so admission lets as many through as it is set to (``--concurrency``).
 
 Waiting requests poll their client's connection, so a request whose client has gone is dropped
 from the line and never reaches the model.
@@ -10,7 +13,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from typing import Callable, Optional
+from typing import Callable
 
 
 class QueueFull(Exception):
@@ -45,29 +48,32 @@ class Slot:
 class AdmissionQueue:
     """FIFO admission: ``acquire`` blocks until it is this request's turn."""
 
-    def __init__(self, capacity: int, poll_s: float = 0.05):
-        self.capacity = capacity  # requests allowed to wait behind the running one
+    def __init__(self, capacity: int, poll_s: float = 0.05, running_limit: int = 1):
+        self.capacity = capacity  # requests allowed to wait behind the running ones
+        self.running_limit = running_limit  # requests allowed to generate at once
         self._poll_s = poll_s
         self._cond = threading.Condition()
         self._waiting: deque[int] = deque()
-        self._running: Optional[int] = None
+        self._running: set[int] = set()
         self._tickets = itertools.count()
         self.rejected = 0
         self.abandoned = 0
 
     def snapshot(self) -> dict:
         with self._cond:
-            return {"running": int(self._running is not None), "waiting": len(self._waiting),
-                    "capacity": self.capacity}
+            return {"running": len(self._running), "waiting": len(self._waiting),
+                    "capacity": self.capacity, "concurrency": self.running_limit}
 
     def acquire(self, client_gone: Callable[[], bool] = lambda: False) -> Slot:
         """Wait for the model; raise QueueFull at once if the line is full, ClientGone if the client leaves."""
         start = time.monotonic()
         with self._cond:
-            # Between a release and its successor waking up nothing runs, yet the line's head is
-            # as good as running: it counts as the runner, not as one of the waiting.
-            waiting = len(self._waiting) - (self._running is None and bool(self._waiting))
-            if (self._running is not None or self._waiting) and waiting >= self.capacity:
+            # Between a release and its successor waking up a slot is free, yet the line's head is
+            # as good as running: the heads that fill free slots count as runners, not as waiting.
+            free = max(self.running_limit - len(self._running), 0)
+            waiting = max(len(self._waiting) - free, 0)
+            must_wait = len(self._running) + len(self._waiting) >= self.running_limit
+            if must_wait and waiting >= self.capacity:
                 self.rejected += 1
                 raise QueueFull(f"{waiting} requests are already waiting for the model")
             ticket = next(self._tickets)
@@ -77,7 +83,7 @@ class AdmissionQueue:
                     if client_gone():
                         self.abandoned += 1
                         raise ClientGone()
-                    if self._running is None and self._waiting[0] == ticket:
+                    if len(self._running) < self.running_limit and self._waiting[0] == ticket:
                         break
                     self._cond.wait(self._poll_s)
             except BaseException:
@@ -85,11 +91,10 @@ class AdmissionQueue:
                 self._cond.notify_all()
                 raise
             self._waiting.popleft()
-            self._running = ticket
+            self._running.add(ticket)
         return Slot(self, ticket, (time.monotonic() - start) * 1000.0)
 
     def _release(self, ticket: int) -> None:
         with self._cond:
-            if self._running == ticket:
-                self._running = None
+            self._running.discard(ticket)
             self._cond.notify_all()

@@ -6,7 +6,6 @@ import logging
 
 from flask import Blueprint, jsonify
 
-from .config import DEFAULT_MODEL
 from .errors import ApiError, from_engine
 from .schemas import LoadModelRequest, parse
 from .state import json_body, state
@@ -19,8 +18,8 @@ log = logging.getLogger("deepshiva.server")
 def load_model():
     app_state = state()
     req = parse(LoadModelRequest, json_body())
-    name = DEFAULT_MODEL if req.model_name is None else req.model_name
-    if not app_state.config.model_allowed(name):
+    name = app_state.config.default_model if req.model_name is None else req.model_name
+    if name and not app_state.config.model_allowed(name):
         raise ApiError(403, f"Model {name!r} is not in this server's allow-list (--allowed-models).")
     try:
         engine, load_ms = app_state.manager.load(name)

@@ -19,7 +19,10 @@ from .state import AppState
 
 
 def default_factory(config: ServerConfig) -> Callable[[str], Any]:
-    """Build engines with the real core.OptimizedLLM and the server's load options."""
+    """Build engines with the real core.OptimizedLLM and the server's load options (or, with
+    backend openai, core.upstream.UpstreamEngine for one of the upstream server's models)."""
+    if config.backend == "openai":
+        return upstream_factory(config)
 
     def build(name: str):
         from core import OptimizedLLM  # imported on first load: torch is slow to import
@@ -35,6 +38,23 @@ def default_factory(config: ServerConfig) -> Callable[[str], Any]:
     return build
 
 
+def upstream_factory(config: ServerConfig) -> Callable[[str], Any]:
+    """Engines for the upstream's models. The first load waits for the upstream to come up (it is
+    often started beside this server and takes a minute); later loads answer at once."""
+    first = {"wait_s": config.upstream_wait_s}
+
+    def build(name: str):
+        from core.upstream import UpstreamEngine
+
+        wait_s, first["wait_s"] = first["wait_s"], 0.0
+        key = config.upstream_key.get_secret_value() if config.upstream_key else None
+        return UpstreamEngine(config.upstream, name or None, api_key=key, tokenizer=config.upstream_tokenizer,
+                              fim_order=config.fim_order, concurrency=config.concurrency, wait_s=wait_s,
+                              trust_remote_code=config.trust_remote_code)
+
+    return build
+
+
 def create_app(config: Optional[ServerConfig] = None, engine: Any = None, *,
                engine_factory: Optional[Callable[[str], Any]] = None) -> Flask:
     """A ready WSGI app. ``engine`` is served from the start (else POST /load_model first);
@@ -46,7 +66,7 @@ def create_app(config: Optional[ServerConfig] = None, engine: Any = None, *,
     app.json.sort_keys = False
     manager = ModelManager(generic_not_found(engine_factory or default_factory(config)), engine)
     app_state = AppState(config=config, manager=manager,
-                         queue=AdmissionQueue(config.queue_size))
+                         queue=AdmissionQueue(config.queue_size, running_limit=config.running_limit))
     app_state.metrics = Metrics(app_state.queue, manager)
     app.extensions["deepshiva"] = app_state
     key = config.api_key.get_secret_value() if config.api_key else None

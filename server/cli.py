@@ -52,7 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
              "stored that way), int8 quarters them (approximate)")
     add("--fim-order", choices=["auto", "psm", "spm"], default=None,
         help="FIM prompt order: auto = the model's own (SPM lets a keystroke reuse the whole cache)")
-    add("--threads", type=int, help="WSGI worker threads (default queue size + 4)")
+    add("--backend", choices=["local", "openai"], default=None,
+        help="local (default): this process's engine, one generation at a time; openai: an OpenAI-compatible "
+             "server (vLLM, llama.cpp's server...) that batches many, DeepShiva building the prompts")
+    add("--upstream", help="backend openai: the server's URL, e.g. http://127.0.0.1:8000")
+    add("--upstream-model", help="backend openai: which of its models to serve (default: its first)")
+    add("--upstream-key", help="backend openai: its API key, sent as 'Authorization: Bearer KEY'")
+    add("--upstream-tokenizer", help="backend openai: tokenizer directory or id (default: the model's own)")
+    add("--upstream-wait", dest="upstream_wait_s", type=float,
+        help="backend openai: seconds the first load waits for the upstream to come up (default 300)")
+    add("--concurrency", type=int,
+        help="backend openai: requests generating at once, before the queue (default 16); local: always 1")
+    add("--threads", type=int, help="WSGI worker threads (default queue size + running requests + 3)")
     add("--log-level", help="DEBUG, INFO, WARNING... (default INFO)")
     return p
 
@@ -80,9 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # one line a person can act on, not waitress's traceback
         print(f"deepshiva-server: {bind_failure(exc, config)}", file=sys.stderr)
         return 1
-    log.info("DeepShiva API on http://%s:%s (auth %s, queue %d)", config.host, server.effective_port,
-             "on" if config.api_key else "off", config.queue_size)
-    if config.model:
+    log.info("DeepShiva API on http://%s:%s (auth %s, queue %d, backend %s)", config.host, server.effective_port,
+             "on" if config.api_key else "off", config.queue_size,
+             config.backend if config.backend == "local" else f"{config.upstream}, {config.concurrency} at once")
+    if config.model is not None:
         threading.Thread(target=_preload, args=(app, config.model), name="deepshiva-preload",
                          daemon=True).start()
 

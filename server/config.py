@@ -58,7 +58,16 @@ class ServerConfig(BaseSettings):
     # format where that is exact, else fp32.
     decode_weights: Literal["auto", "fp32", "fp16", "bf16", "int8"] = "auto"
     fim_order: Literal["auto", "psm", "spm"] = "auto"  # FIM prompt order; auto = the model's own
-    threads: int = Field(0, ge=0, description="WSGI worker threads; 0 = queue_size + 4")
+    threads: int = Field(0, ge=0, description="WSGI worker threads; 0 = queue_size + running + 3")
+    # Where completions come from: this process's own engine (one generation at a time), or an
+    # OpenAI-compatible server that batches many (vLLM, llama.cpp's server...; core/upstream.py).
+    backend: Literal["local", "openai"] = "local"
+    upstream: Optional[str] = Field(None, description="the OpenAI-compatible server's URL (backend openai)")
+    upstream_model: Optional[str] = Field(None, description="which of the upstream's models; unset = its first")
+    upstream_key: Optional[SecretStr] = None
+    upstream_tokenizer: Optional[str] = Field(None, description="tokenizer directory or id; unset = the model's")
+    upstream_wait_s: float = Field(300.0, ge=0, description="how long the first load waits for the upstream")
+    concurrency: int = Field(16, ge=1, le=4096, description="backend openai: requests generating at once")
     log_level: str = "INFO"
 
     @field_validator("model", mode="before")
@@ -86,6 +95,25 @@ class ServerConfig(BaseSettings):
         return [item for item in value if item]
 
     @model_validator(mode="after")
+    def _upstream_settings(self):
+        if self.backend == "openai":
+            if not self.upstream:
+                raise ValueError("backend openai needs --upstream URL (DEEPSHIVA_UPSTREAM), e.g. http://127.0.0.1:8000")
+            if "model" not in self.model_fields_set:  # the shipped model's name means nothing upstream
+                self.model = self.upstream_model or ""
+        return self
+
+    @property
+    def running_limit(self) -> int:
+        """Requests admitted to generate at once: the local engine runs one at a time."""
+        return self.concurrency if self.backend == "openai" else 1
+
+    @property
+    def default_model(self) -> str:
+        """What POST /load_model loads without a model_name ("" = the upstream's first model)."""
+        return DEFAULT_MODEL if self.backend == "local" else (self.upstream_model or "")
+
+    @model_validator(mode="after")
     def _remote_needs_flag(self):
         if not self.allow_remote and not is_loopback(self.host):
             raise ValueError(
@@ -97,7 +125,7 @@ class ServerConfig(BaseSettings):
     @property
     def worker_threads(self) -> int:
         """Threads for the WSGI server: enough that a full queue never blocks /health or a 429."""
-        return self.threads or self.queue_size + 4
+        return self.threads or self.queue_size + self.running_limit + 3
 
     def model_allowed(self, name: str) -> bool:
         """Whether /load_model may load ``name``: on the allow-list, or inside an allowed directory."""

@@ -13,7 +13,8 @@ from typing import Any, Callable, Optional
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from core.errors import DeepShivaError, InvalidParameter, ModelNotFound, ModelNotLoaded, is_out_of_memory
+from core.errors import (DeepShivaError, InvalidParameter, ModelNotFound, ModelNotLoaded, OutOfMemory, UpstreamError,
+                         is_out_of_memory)
 
 from .model_manager import ModelStillLoading
 
@@ -41,6 +42,8 @@ def from_engine(exc: BaseException, *, loading: bool = False) -> Optional[ApiErr
         return ApiError(400, str(exc))
     if isinstance(exc, ModelNotFound):
         return ApiError(404, str(exc))
+    if isinstance(exc, UpstreamError):  # the serving engine behind us (backend openai) failed
+        return ApiError(exc.status, f"Upstream error: {exc}", {"Retry-After": "2"} if exc.status == 503 else None)
     if isinstance(exc, ModelStillLoading):  # the server started moments ago: no action needed
         return ApiError(NO_MODEL_STATUS, f"The model is not ready yet: {exc}; retry in a few seconds.",
                         {"Retry-After": "2"})

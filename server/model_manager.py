@@ -99,6 +99,7 @@ class ModelManager:
                 "decode_path": info.get("decode_path"),
                 "path": info.get("path"),  # what runs prefill and decode, and why (core.backends.select)
                 "cpu": info.get("cpu"),
+                **({"upstream": info["upstream"]} if info.get("upstream") else {}),
                 "state": self.state,
                 "loading_model_name": self._loading,
                 "last_load_error": self._last_error,

@@ -241,6 +241,8 @@ class ModelStatus(BaseModel):
     )
     loading_model_name: Optional[str] = Field(description="The model being loaded, while state is loading.")
     last_load_error: Optional[str] = Field(description="Why the most recent load failed, if it did.")
+    upstream: Optional["UpstreamStatus"] = Field(
+        None, description="Only with --backend openai: the serving engine behind DeepShiva and what it can do.")
     queue: "QueueStatus"
 
 
@@ -252,10 +254,19 @@ class ModelPath(BaseModel):
     reasons: list[str] = Field(description="Why each choice was made, and why a faster path was not taken.")
 
 
+class UpstreamStatus(BaseModel):
+    url: str = Field(description="The OpenAI-compatible API the completions come from.")
+    kind: str = Field(description="Who serves it, as it says (vllm, llamacpp...).")
+    prompt: Literal["token ids", "text"] = Field(description="How DeepShiva's prompts are sent to it.")
+    token_healing: str = Field(description="'on (field)' where the upstream constrains output, else 'off: why'.")
+    python_rules: str = Field(description="Whether the Python layout rules apply ('off: why' with an upstream).")
+
+
 class QueueStatus(BaseModel):
     running: int
     waiting: int
-    capacity: int = Field(description="Requests that may wait behind the running one; beyond: 429.")
+    capacity: int = Field(description="Requests that may wait behind the running ones; beyond: 429.")
+    concurrency: int = Field(1, description="Requests that may generate at once (1: the local engine).")
 
 
 class Health(BaseModel):

@@ -39,3 +39,20 @@ def shipped_model_dir() -> Path:
     if not (path / "config.json").exists():
         pytest.fail("the shipped model is missing from models/tiny-python")
     return path
+
+
+@pytest.fixture(scope="session")
+def vllm_upstream(shipped_model_dir):
+    """The real vLLM serving the shipped model (one per test session: it takes a minute and
+    about 3 GiB). Not installed or not starting is a failure, never a skip (tests marked vllm)."""
+    import os
+
+    from vllm_server import attach_vllm, start_vllm
+
+    if os.environ.get("DEEPSHIVA_TEST_VLLM_URL"):  # one already serving the shipped model (development)
+        yield attach_vllm(os.environ["DEEPSHIVA_TEST_VLLM_URL"])
+        return
+    server = start_vllm(shipped_model_dir)
+    yield server
+    server.stop()
+

@@ -1,5 +1,7 @@
 """End to end: deepshiva-lsp (subprocess, pytest-lsp client) against the real API server
-(subprocess, waitress) running a real model (the tiny random Llama of tests/conftest.py).
+(subprocess, waitress) running a real model (the tiny random Llama of tests/conftest.py), and a
+second time against the API server in front of the real vLLM serving the shipped model
+(``--backend openai``; those runs are marked ``vllm``: ``-m vllm`` selects them).
 
 The tiny model's text is noise, so the tests check mechanics (what arrives, where, when, what
 the API saw), not the quality of the code.
@@ -14,6 +16,7 @@ import httpx
 import pytest
 from conftest import free_port, lsp_session, metric
 from live_server import LiveServer, start_live_server
+from vllm_server import upstream_server_args
 from lsprotocol import types
 from pygls.exceptions import JsonRpcRequestCancelled
 
@@ -35,9 +38,13 @@ class Api:
         return metric(self.url, name)
 
 
-@pytest.fixture(scope="session")
-def api(tiny_model_dir):
-    server = start_live_server(tiny_model_dir, timeout=180)
+@pytest.fixture(scope="session", params=["local", pytest.param("vllm", marks=pytest.mark.vllm)])
+def api(request, tiny_model_dir):
+    if request.param == "local":
+        server = start_live_server(tiny_model_dir, timeout=180)
+    else:
+        vllm = request.getfixturevalue("vllm_upstream")
+        server = start_live_server(vllm.model, args=upstream_server_args(vllm), timeout=180)
     yield Api(server)
     server.stop()
 
@@ -206,6 +213,10 @@ async def test_positions_with_non_ascii_emoji_and_tabs(api, encoding):
         assert s.initialize_result.capabilities.position_encoding == encoding
         docs = [(doc.replace("name", n), 2, width(line_text.replace("name", n), encoding))
                 for n in ("name", "nom", "nm", "n", "title")]
+        # The cursor inside the string, just after the emoji: where the shipped model (behind
+        # vLLM) writes on, while after the closing quote it starts a new line (no inline text).
+        docs += [(doc.replace("name", n), 2, width(line_text.replace("name", n)[:-4], encoding))
+                 for n in ("name", "label", "s")]
         uri, line, char, item = await _first_suggestion(s, docs)
         assert item.range.start == types.Position(line=line, character=char)
         text = item.insert_text
@@ -323,18 +334,21 @@ async def test_automatic_requests_wait_no_longer_than_the_api_takes_to_answer(ap
         uri = f"file:///tmp/adaptive-{adaptive}.py"
         s.open(uri, "import os\n\n")
         assert (await s.command("deepshiva.stats"))["debounceMs"] == configured  # nothing answered yet
-        for column in range(3):  # explicitly invoked: never debounced, but their answers are timed
-            s.insert(uri, 1, column, "x")
-            await s.inline(uri, 1, column + 1, invoked=True)
+        column = 0
+        while (await s.command("deepshiva.stats"))["apiCalls"] < 3:  # explicitly invoked: never
+            assert column < 12, "the API was never asked"  # debounced, but their answers are timed
+            s.insert(uri, 1, column, "x" if column % 2 else "1")  # (a typed-ahead hit asks nothing)
+            column += 1
+            await s.inline(uri, 1, column, invoked=True)
         stats = await s.command("deepshiva.stats")
         if not adaptive:
             assert stats["debounceMs"] == configured
             return
         # the wait is now the median answer time: the tiny model answers far under 8 s
         assert stats["debounceMs"] == stats["latencyP50Ms"] < configured
-        s.insert(uri, 1, 3, "y")
+        s.insert(uri, 1, column, "(")
         started = asyncio.get_running_loop().time()
-        await s.inline(uri, 1, 4, invoked=False)
+        await s.inline(uri, 1, column + 1, invoked=False)
         assert asyncio.get_running_loop().time() - started < configured / 1000
         assert (await s.command("deepshiva.stats"))["apiCalls"] == 4
 

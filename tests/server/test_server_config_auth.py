@@ -137,13 +137,46 @@ def test_queue_is_fifo_bounded_and_drops_vanished_clients():
     time.sleep(0.05)
     with pytest.raises(QueueFull):
         queue.acquire()
-    assert queue.snapshot() == {"running": 1, "waiting": 2, "capacity": 2}
+    assert queue.snapshot() == {"running": 1, "waiting": 2, "capacity": 2, "concurrency": 1}
     gone.set()  # a's client hangs up while waiting
     a.join(2)
     first.release()
     b.join(2)
     assert order == ["a gone", "b"] and queue.abandoned == 1 and queue.rejected == 1
-    assert queue.snapshot() == {"running": 0, "waiting": 0, "capacity": 2}
+    assert queue.snapshot() == {"running": 0, "waiting": 0, "capacity": 2, "concurrency": 1}
+
+
+def test_queue_lets_its_running_limit_generate_at_once_in_order():
+    """With an upstream engine, admission lets N through; the rest wait in FIFO order, then 429."""
+    queue = AdmissionQueue(capacity=1, poll_s=0.01, running_limit=2)
+    first, second = queue.acquire(), queue.acquire()  # neither waits
+    assert queue.snapshot() == {"running": 2, "waiting": 0, "capacity": 1, "concurrency": 2}
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(queue.acquire()))
+    waiter.start()
+    time.sleep(0.05)
+    assert not got and queue.snapshot()["waiting"] == 1
+    with pytest.raises(QueueFull):
+        queue.acquire()
+    first.release()
+    waiter.join(2)
+    assert got and queue.snapshot() == {"running": 2, "waiting": 0, "capacity": 1, "concurrency": 2}
+    second.release()
+    got[0].release()
+    assert queue.snapshot()["running"] == 0
+
+
+def test_backend_openai_needs_an_upstream_and_keeps_the_local_engine_at_one(capsys):
+    from server.cli import main
+
+    assert load_config([]).running_limit == 1
+    assert load_config(["--concurrency", "8"]).running_limit == 1  # the local engine: one at a time
+    config = load_config(["--backend", "openai", "--upstream", "http://127.0.0.1:8000", "--concurrency", "8"])
+    assert config.running_limit == 8 and config.model == "" and config.default_model == ""
+    named = load_config(["--backend", "openai", "--upstream", "http://h:1", "--upstream-model", "m"])
+    assert named.model == "m" and named.default_model == "m"
+    assert main(["--backend", "openai"]) == 2
+    assert "needs --upstream URL" in capsys.readouterr().err
 
 
 def test_queue_cap_holds_between_a_release_and_the_next_start():

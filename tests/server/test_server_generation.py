@@ -95,7 +95,7 @@ def test_model_status_and_health(client, tiny_model_dir, engine):
     assert status["dtype"] in ("float32", "bfloat16") and status["quantization"] is None
     assert status["context_length"] == engine.context_length and status["fim_dialect"] == "starcoder"
     assert status["state"] == "ready" and status["loading_model_name"] is None
-    assert status["queue"] == {"running": 0, "waiting": 0, "capacity": 4}
+    assert status["queue"] == {"running": 0, "waiting": 0, "capacity": 4, "concurrency": 1}
     assert client.get("/health").get_json() == {"status": "ok", "model_loaded": True, "state": "ready"}
 
 

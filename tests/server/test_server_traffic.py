@@ -108,7 +108,7 @@ def test_queued_request_of_a_vanished_client_never_runs(app, live):
             deadline = time.monotonic() + 3
             while state.queue.snapshot()["waiting"] and time.monotonic() < deadline:
                 time.sleep(0.02)
-            assert state.queue.snapshot() == {"running": 1, "waiting": 0, "capacity": 4}
+            assert state.queue.snapshot() == {"running": 1, "waiting": 0, "capacity": 4, "concurrency": 1}
             assert state.queue.abandoned == 1
         finally:
             stream.close()

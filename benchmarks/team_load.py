@@ -1,0 +1,368 @@
+"""A team typing at once: N simulated developers replay the editing replay (benchmarks/replay.py)
+in parallel against one server, for N = 1, 8, 32.
+
+Targets, each measured in the same run on the same machine:
+- ``local``: deepshiva-server with its own engine (one generation at a time, the rest queue);
+- ``deepshiva+vllm``: deepshiva-server ``--backend openai`` in front of vLLM (batches them);
+- ``vllm direct``: the same requests sent straight to vLLM's /v1/completions, with the very
+  prompt DeepShiva would send (token ids, healing constraint, stops: core/upstream.py builds the
+  body in this process), so the difference to the previous line is DeepShiva's own overhead.
+The local target runs first, before vLLM starts, so vLLM's processes take no CPU from it.
+
+Each developer retypes its own region of a standard-library file (its own seed); a keystroke
+during a request supersedes it (the connection closes, the server stops it). Reported per target
+and N: p50/p95 time from the pause to the suggestion at line ends, completion tokens per second
+in total (of the requests that ran to their end: superseded ones count nothing, over the run's
+wall time), and what was lost:
+errors (429s, failures) and line-end suggestions that never came within the replay's cap.
+
+    scripts/install-vllm
+    .venv/bin/python -m benchmarks.team_load --developers 1 8 32 --lines 3 --out benchmarks/results/team_load.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import platform
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+
+from .replay import Outcome, build_schedule, replay, summary
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = ROOT / "models" / "tiny-python"
+MAX_TOKENS = 48
+# Regions of code to retype: (stdlib file, first line); developer i takes region i % len, offset.
+REGIONS = [("textwrap.py", 60), ("shlex.py", 30), ("difflib.py", 120), ("csv.py", 90),
+           ("fractions.py", 200), ("calendar.py", 100), ("heapq.py", 140), ("bisect.py", 20)]
+
+
+@dataclass
+class Tally:
+    """What every request of one run came to (shared by the developers' threads)."""
+
+    requests: int = 0
+    completed: int = 0
+    superseded: int = 0
+    errors: dict = field(default_factory=dict)
+    tokens: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def error(self, what: str) -> None:
+        with self.lock:
+            self.errors[what] = self.errors.get(what, 0) + 1
+
+    def add(self, completed: bool, tokens: int) -> None:
+        with self.lock:
+            self.requests += 1
+            self.completed += completed
+            self.superseded += not completed
+            self.tokens += tokens
+
+
+class Cancellable:
+    """One streamed POST whose connection closes the moment ``cancel`` is set: also while it
+    still waits for its answer to start (queued behind other requests), as an editor's does.
+    Yields the body's lines; ``status`` is the HTTP status (0 when it never got one)."""
+
+    def __init__(self, url: str, path: str, body: dict, cancel: threading.Event):
+        parts = urlsplit(url)
+        self.path = parts.path.rstrip("/") + path
+        self.conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+        self.body, self.cancel = json.dumps(body), cancel
+        self.status = 0
+        self._finished = threading.Event()
+
+    def _watch(self) -> None:
+        while not self._finished.is_set():
+            if self.cancel.wait(0.02):
+                with contextlib.suppress(OSError, AttributeError):
+                    self.conn.sock.shutdown(socket.SHUT_RDWR)
+                return
+
+    def lines(self):
+        threading.Thread(target=self._watch, daemon=True).start()
+        try:
+            self.conn.request("POST", self.path, self.body, {"Content-Type": "application/json"})
+            response = self.conn.getresponse()
+            self.status = response.status
+            if response.status != 200:
+                return
+            for raw in response:
+                if self.cancel.is_set():
+                    return
+                yield raw.decode("utf-8").rstrip("\r\n")
+        except (OSError, http.client.HTTPException, ValueError):
+            if not self.cancel.is_set():
+                raise
+        finally:
+            self._finished.set()
+            self.conn.close()
+
+
+def deepshiva_target(base_url: str, tally: Tally):
+    """Completions through DeepShiva's /stream."""
+
+    def complete(prefix: str, suffix: str, cancel: threading.Event):
+        body = {"prompt": prefix, "suffix": suffix, "max_length": MAX_TOKENS, "temperature": 0, "stop": ["\n"]}
+        text, tokens, done = "", 0, False
+        call = Cancellable(base_url, "/stream", body, cancel)
+        try:
+            event = None
+            for line in call.lines():
+                if line.startswith("event:"):
+                    event = line[6:].strip()
+                elif line.startswith("data:"):
+                    data = json.loads(line[5:])
+                    if event == "done":
+                        tokens, done = data["usage"]["completion_tokens"], True
+                    elif event == "error":
+                        tally.error(f"stream error {data.get('code')}")
+                    else:
+                        text += data.get("text", "")
+                    event = None
+            if call.status not in (0, 200):
+                tally.error(str(call.status))
+        except (OSError, http.client.HTTPException) as exc:
+            tally.error(type(exc).__name__)
+        tally.add(done, tokens if done else 0)
+        return 0, 0, text
+
+    return complete
+
+
+def vllm_direct_target(engine, tally: Tally):
+    """The same requests straight to vLLM, with the body DeepShiva would send (``engine`` is a
+    core.upstream.UpstreamEngine: it lays out the prompt, nothing else)."""
+    from core.request import GenerationRequest
+
+    def complete(prefix: str, suffix: str, cancel: threading.Event):
+        request = GenerationRequest.checked(prefix, suffix=suffix, max_length=MAX_TOKENS, temperature=0,
+                                            stop_sequences=["\n"], context_length=engine.context_length)
+        body, heal, _, _ = engine.request_body(request)
+        text, tokens, done = "", 0, False
+        call = Cancellable(engine.url, "/completions", body, cancel)
+        try:
+            for line in call.lines():
+                if not line.startswith("data:"):
+                    continue
+                if line[5:].strip() == "[DONE]":
+                    done = True
+                    break
+                for choice in json.loads(line[5:])["choices"]:
+                    text += choice.get("text") or ""
+                    tokens += len(choice.get("token_ids") or [])
+                # The stop DeepShiva keeps to itself while healing (core/upstream.py): the client
+                # ends at the first line end after the regrown text, as DeepShiva does.
+                if "\n" in (text[len(heal):] if text.startswith(heal) else text):
+                    done = True
+                    break
+            if call.status not in (0, 200):
+                tally.error(str(call.status))
+        except (OSError, http.client.HTTPException) as exc:
+            tally.error(type(exc).__name__)
+        tally.add(done, max(tokens - bool(heal), 0) if done else 0)  # the regrown token is the prompt's
+        text = text[len(heal):] if text.startswith(heal) else text
+        return 0, 0, text.split("\n", 1)[0]
+
+    return complete
+
+
+def one_at_a_time(front_url: str, engine, rounds: int) -> dict:
+    """Median and p90 ms of the same single-line FIM request, one at a time, alternating
+    DeepShiva in front of vLLM and vLLM direct (each target's own prompt cache is warm)."""
+    name, first = REGIONS[0]
+    keys = [k for k in build_schedule(name, first, 6, seed=0) if k.line_end]
+    never = threading.Event()
+    targets = {"deepshiva+vllm": deepshiva_target(front_url, Tally()), "vllm direct": vllm_direct_target(engine, Tally())}
+    times: dict[str, list[float]] = {t: [] for t in targets}
+    for i in range(rounds):
+        key = keys[i % len(keys)]
+        for target, complete in targets.items():
+            started = time.perf_counter()
+            complete(key.prefix, key.suffix, never)
+            times[target].append((time.perf_counter() - started) * 1000)
+    out = {"rounds": rounds}
+    for target, values in times.items():
+        values.sort()
+        out[target] = {"p50_ms": round(values[len(values) // 2], 1), "p90_ms": round(values[int(0.9 * len(values))], 1)}
+    return out
+
+
+def run_team(complete, developers: int, lines: int) -> dict:
+    """N developers typing at once; their line-end latencies merged."""
+    schedules = []
+    for i in range(developers):
+        name, first = REGIONS[i % len(REGIONS)]
+        schedules.append(build_schedule(name, first + 12 * (i // len(REGIONS)), lines, seed=i))
+    outcomes: list[Outcome] = [Outcome() for _ in range(developers)]
+
+    def developer(i: int) -> None:
+        time.sleep(0.37 * i % 2.0)  # they do not all start on the same keystroke
+        outcomes[i] = replay(complete, schedules[i])
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=developer, args=(i,)) for i in range(developers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    merged = Outcome()
+    for o in outcomes:
+        merged.latencies_ms += o.latencies_ms
+        merged.shown += o.shown
+        merged.requests += o.requests
+        merged.superseded += o.superseded
+    line_ends = sum(1 for s in schedules for k in s if k.line_end)
+    result = summary(merged)
+    result["line_ends"] = line_ends
+    result["wall_s"] = round(wall, 1)
+    return result
+
+
+class Process:
+    """A server subprocess (its own process group) and its output."""
+
+    def __init__(self, command: list[str], env: dict, ready: re.Pattern, timeout: float):
+        self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, bufsize=1, start_new_session=True, stdin=subprocess.DEVNULL)
+        self.lines: list[str] = []
+        self.match = None
+        got = threading.Event()
+
+        def read():
+            for line in self.proc.stdout:
+                self.lines.append(line.rstrip())
+                del self.lines[:-200]
+                if self.match is None and (m := ready.search(line)):
+                    self.match = m
+                    got.set()
+            got.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        try:
+            if not got.wait(timeout) or self.match is None:
+                raise RuntimeError(f"{command[:3]} did not start:\n" + "\n".join(self.lines[-30:]))
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def start_deepshiva(*args: str) -> tuple[Process, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSHIVA_")}
+    env["PYTHONPATH"] = str(ROOT)
+    env["PYTHONUNBUFFERED"] = "1"
+    proc = Process([sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", "0", "--queue-size", "64",
+                    *args], env, re.compile(r"DeepShiva API on (http://\S+?:\d+)"), 120)
+    url = proc.match.group(1)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:  # wait for the model (or the upstream) to be ready
+        try:
+            status = httpx.get(url + "/model_status", timeout=5).json()
+            if status.get("state") == "ready":
+                return proc, url
+            if status.get("last_load_error") and status.get("state") != "loading":
+                raise RuntimeError(status["last_load_error"])
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    proc.stop()
+    raise RuntimeError("deepshiva-server never became ready")
+
+
+def start_vllm(port: int) -> Process:
+    env = dict(os.environ, DEEPSHIVA_VLLM_SKIP_INSTALL="1", PYTHONUNBUFFERED="1")
+    env.pop("PYTHONPATH", None)
+    proc = Process([str(ROOT / "scripts" / "serve-vllm"), str(MODEL), "--port", str(port)], env,
+                   re.compile(r"Application startup complete"), 600)
+    return proc
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--developers", type=int, nargs="*", default=[1, 8, 32])
+    parser.add_argument("--overhead-rounds", type=int, default=0,
+                        help="then this many single requests, one at a time, alternating through DeepShiva "
+                             "and straight to vLLM (DeepShiva's own cost without the team's load)")
+    parser.add_argument("--lines", type=int, default=3, help="lines each developer retypes")
+    parser.add_argument("--targets", nargs="+", default=["local", "deepshiva+vllm", "vllm direct"])
+    parser.add_argument("--concurrency", type=int, default=32, help="DeepShiva's --concurrency in front of vLLM")
+    parser.add_argument("--vllm-port", type=int, default=8871)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "model": "models/tiny-python",
+               "lines_per_developer": args.lines, "max_tokens": MAX_TOKENS, "runs": []}
+
+    def record(target: str, n: int, tally: Tally, team: dict) -> None:
+        row = {"target": target, "developers": n, **team, "completed": tally.completed,
+               "superseded_requests": tally.superseded, "errors": tally.errors,
+               "tokens": tally.tokens, "tokens_per_s": round(tally.tokens / team["wall_s"], 1),
+               "lost": sum(tally.errors.values()) + (team["line_ends"] - team["suggestions_timed"])}
+        results["runs"].append(row)
+        print(json.dumps(row), flush=True)
+
+    if "local" in args.targets:
+        proc, url = start_deepshiva("--model", str(MODEL))
+        try:
+            for n in args.developers:
+                tally = Tally()
+                record("local", n, tally, run_team(deepshiva_target(url, tally), n, args.lines))
+        finally:
+            proc.stop()
+    if {"deepshiva+vllm", "vllm direct"} & set(args.targets):
+        vllm = start_vllm(args.vllm_port)
+        vllm_url = f"http://127.0.0.1:{args.vllm_port}"
+        try:
+            from core.upstream import UpstreamEngine
+
+            engine = UpstreamEngine(vllm_url, concurrency=512)
+            front, front_url = start_deepshiva("--backend", "openai", "--upstream", vllm_url,
+                                               "--concurrency", str(args.concurrency))
+            try:
+                for n in args.developers:
+                    if "deepshiva+vllm" in args.targets:
+                        tally = Tally()
+                        record("deepshiva+vllm", n, tally, run_team(deepshiva_target(front_url, tally), n, args.lines))
+                    if "vllm direct" in args.targets:
+                        tally = Tally()
+                        record("vllm direct", n, tally, run_team(vllm_direct_target(engine, tally), n, args.lines))
+                if args.overhead_rounds:
+                    row = one_at_a_time(front_url, engine, args.overhead_rounds)
+                    results["one_at_a_time"] = row
+                    print(json.dumps(row), flush=True)
+            finally:
+                front.stop()
+        finally:
+            vllm.stop()
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
