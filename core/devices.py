@@ -72,9 +72,7 @@ def select_dtype(device: str, requested: object = None, stored: torch.dtype | No
                  decode_weights: str = "auto") -> torch.dtype:
     """The dtype for ``device``: the caller's choice if given, else the fastest one.
 
-    On the CPU that is bf16 where it is native, except where bf16 masters would round what the
-    user kept: an fp16 checkpoint (``stored``), or decode weights asked for in another format
-    (fp32 or fp16 are then read from fp32 masters)."""
+    On the CPU: fp32 masters on every CPU kind (``core.backends.select.master_dtype`` says why)."""
     if isinstance(requested, torch.dtype):
         return requested
     if isinstance(requested, str) and requested.lower() != "auto":

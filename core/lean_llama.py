@@ -13,7 +13,7 @@ is exact, which the tests check against transformers' logits for each family; ev
 runs through transformers (``HFBackend``), and ``core.backends.select`` says why.
 
 On the CPU the activations, norms, RoPE, attention and KV cache are fp32 whatever the weights'
-dtype: 16-bit masters (bf16 on CPUs with native bf16) run only their GEMMs in 16 bits.
+dtype: 16-bit masters (``torch_dtype=bfloat16``) run only their GEMMs in 16 bits.
 
 ``decode_weights`` (CPU only) chooses the bytes a decode step reads: ``fp32`` (the masters
 themselves), or compact copies (``fp16``, ``bf16``, ``int8``; ``core.compact_weights``) that the

@@ -2,8 +2,8 @@
 
 Three choices, each returned with its reason (and, where a faster path was not taken, why not):
 
-- the master weights' dtype on the CPU (``master_dtype``): bf16 where the CPU multiplies bf16
-  natively (its GEMMs are 2.6x faster than fp32 ones there), else fp32;
+- the master weights' dtype on the CPU (``master_dtype``): fp32 (bf16 masters only when asked
+  for: see ``master_dtype`` for the measurement);
 - the bytes a CPU decode step reads (``decode_weights``): a compact copy of the masters in a
   format that is exact for them, where the C kernels run, else the masters themselves;
 - the backend and its decode path (``backend``): the lean forward (``core.lean_llama``) where it
@@ -44,7 +44,14 @@ class PathChoice:
 
 # -- master weights -------------------------------------------------------------------------
 def master_dtype(stored: torch.dtype | None = None, decode_weights: str = "auto") -> tuple[torch.dtype, str]:
-    """The CPU's master dtype when the user did not choose one, and why."""
+    """The CPU's master dtype when the user did not choose one, and why.
+
+    fp32 on every CPU kind. Without native bf16, bf16 GEMMs are emulated and many times slower.
+    With it, bf16 masters make prompts' GEMMs faster, but decode (most of a completion's time)
+    reads a compact bf16 copy in C either way, and measured slower behind bf16 masters on this
+    project's native-bf16 CPU (llama-30m, in-process interleaved rounds: 77 against 220 ms a
+    token median, 44 against 60 best; benchmarks/RESULTS.md). ``torch_dtype="bfloat16"`` asks
+    for bf16 masters (half the master bytes), which then also decode in C."""
     caps = cpu_capabilities.current()
     if not caps.native_bf16:
         return torch.float32, f"fp32 masters: this CPU ({caps.describe()}) emulates bf16 GEMMs, many times slower"
@@ -52,7 +59,8 @@ def master_dtype(stored: torch.dtype | None = None, decode_weights: str = "auto"
         return torch.float32, "fp32 masters: bf16 would round the fp16 checkpoint (decode reads an fp16 copy)"
     if decode_weights in ("fp32", "fp16"):
         return torch.float32, f"fp32 masters: {decode_weights} decode weights were asked for"
-    return torch.bfloat16, "bf16 masters: this CPU has native bf16, so prefill's GEMMs run in bf16 (2.6x fp32's speed)"
+    return torch.float32, ("fp32 masters: on this native-bf16 CPU decode from a bf16 copy measured faster behind "
+                           "fp32 masters than bf16 ones (torch_dtype=bfloat16 halves the masters' memory)")
 
 
 # -- decode weights -------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from core.generation import ModelRunner, PromptLookup
 @pytest.fixture(scope="module")
 def model(tiny_model_dir):
     # fp32 masters asked for: these tests compare logits with transformers' fp32 ones to 1e-4
-    # (on a native-bf16 CPU the default would load bf16 masters).
+    # (whatever a future default on some CPU may be).
     llm = OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.float32)
     assert llm.info()["backend"] == "lean-llama"
     return llm
@@ -185,7 +185,7 @@ def test_numpy_decode_only_where_it_computes_the_same(tiny_model_dir, monkeypatc
     with cpu_capabilities.inject("avx2"):  # fp32 masters by default
         assert OptimizedLLM(str(tiny_model_dir)).info()["decode_path"] == "numpy"
     # 16-bit masters decode from their own weights in PyTorch unless a compact copy is asked for
-    # (auto asks for one where the kernels run, see test_native_bf16_cpus_decode_bf16_masters_in_c).
+    # (auto asks for one where the kernels run, see test_bf16_masters_decode_in_c_from_a_copy_of_themselves).
     bf16_model = OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.bfloat16, decode_weights="fp32").info()
     assert bf16_model["decode_path"] == "torch" and bf16_model["decode_weights"] == "bf16"  # its own weights
     # So does DEEPSHIVA_BLAS_DECODE=0, where int8 decode falls back to PyTorch's int8 kernel.
@@ -195,15 +195,16 @@ def test_numpy_decode_only_where_it_computes_the_same(tiny_model_dir, monkeypatc
 
 
 @pytest.mark.skipif(not compact_weights.available(), reason="the C kernels are not built here")
-def test_native_bf16_cpus_decode_bf16_masters_in_c(tiny_model_dir):
-    """With native bf16 the default loads bf16 masters (their GEMMs run prefill) and decodes
-    through the C step from a bf16 copy of them: the tokens fp32 arithmetic over the same bf16
-    numbers gives, and the bf16 model's own logits to bf16 rounding."""
+def test_bf16_masters_decode_in_c_from_a_copy_of_themselves(tiny_model_dir):
+    """bf16 masters (asked for) run their GEMMs for prompts and decode through the C step from a
+    bf16 copy of the same numbers: the tokens fp32 arithmetic over those numbers gives, and the
+    bf16 model's own logits to bf16 rounding."""
     with cpu_capabilities.inject("native-bf16"):
-        fast = OptimizedLLM(str(tiny_model_dir))
+        fast = OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.bfloat16)
     info = fast.info()
     assert (info["dtype"], info["backend"], info["decode_path"], info["decode_weights"]) == (
         "bfloat16", "lean-llama", "numpy", "bf16")
+    assert info["path"]["summary"] == "prefill: torch bf16 GEMMs, fp32 activations; decode: fused C step, bf16 weights"
     assert fast._runner.backend.blas.fused is not None  # one C call a token
     ids = fast.tokenizer.encode("class Stack:\n    def push(self, item):\n")
     lean, hf = ModelRunner(fast.model, decode_weights="bf16"), ModelRunner(fast.model, lean=False)

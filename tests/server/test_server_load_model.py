@@ -57,10 +57,12 @@ def test_status_names_the_weights_decode_reads(tiny_model_dir, shipped_model_dir
     status = _status(client)  # which path runs, and why, are shown too
     assert status["backend"] == "lean-llama" and status["decode_path"] == "numpy" and status["cpu"]
     assert status["path"]["summary"].startswith("prefill: torch fp32; decode: ") and status["path"]["reasons"]
-    # With native bf16 the tiny model loads bf16 masters: decode reads bf16 either way.
+    # With native bf16 too: fp32 masters, and the status says why.
     monkeypatch.setenv("DEEPSHIVA_CPU", "native-bf16")
     assert client.post("/load_model", json={"model_name": str(tiny_model_dir)}).status_code == 200
-    assert _status(client)["decode_weights"] == "bf16"
+    status = _status(client)
+    assert status["decode_weights"] == "fp32" and status["cpu"] == "native bf16"
+    assert any("measured faster" in reason for reason in status["path"]["reasons"])
 
 
 def test_default_model_name_is_the_shipped_model(engine, monkeypatch):
