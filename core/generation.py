@@ -42,6 +42,12 @@ class ModelRunner:
         self.backend, reasons = select.backend(model, lean, decode_weights)
         self.path = select.explain(self.backend, reasons)
         self._cached_ids: list[int] = []
+        # The last prompt's length and its final logits: the same prompt again (a repeated request,
+        # a retry) starts from them instead of re-running its last token, so a seeded request gives
+        # the same text whatever ran before it. Re-running that token would take the decode path
+        # (compact weights, possibly bf16-rounded activations), whose logits differ from prefill's
+        # by float rounding, enough to change a sampled token now and then.
+        self._prompt_end: tuple[int, torch.Tensor] | None = None
         self.decode_steps = 0
         self.prefill_tokens = 0
         self.reused_tokens = 0
@@ -73,11 +79,13 @@ class ModelRunner:
         """Forget the KV cache (after an error it may be inconsistent)."""
         self.backend.reset()
         self._cached_ids = []
+        self._prompt_end = None
 
     def release(self) -> None:
         """Free the KV cache's memory."""
         self.backend.release()
         self._cached_ids = []
+        self._prompt_end = None
 
     def _forward(self, ids: list[int]) -> torch.Tensor:
         logits = self.backend.forward(ids)
@@ -106,12 +114,17 @@ class ModelRunner:
 
         The new tokens run in chunks of ``prefill_chunk`` tokens; when ``cancel`` is set between
         two chunks the rest is skipped and None is returned (what ran stays cached)."""
+        if self._prompt_end is not None:
+            length, end_logits = self._prompt_end
+            if length == len(ids) <= len(self._cached_ids) and self._cached_ids[:length] == ids:
+                self._crop(length)
+                self.reused_tokens += length
+                return end_logits.clone()
         keep = self.reusable_prefix(ids)
         if keep == 0:
             self.reset()
         elif keep < len(self._cached_ids):
-            self.backend.crop(keep)
-            self._cached_ids = self._cached_ids[:keep]
+            self._crop(keep)
         self.reused_tokens += keep
         logits = None
         for start in range(keep, len(ids), self.prefill_chunk):
@@ -120,7 +133,17 @@ class ModelRunner:
             chunk = ids[start:start + self.prefill_chunk]
             self.prefill_tokens += len(chunk)
             logits = self._forward(chunk)
+        if logits is not None:
+            self._prompt_end = (len(ids), logits.detach().clone())
         return logits
+
+    def _crop(self, keep: int) -> None:
+        """Keep the first ``keep`` cached tokens; forget the prompt's end if it is cut off."""
+        if keep < len(self._cached_ids):
+            self.backend.crop(keep)
+            self._cached_ids = self._cached_ids[:keep]
+        if self._prompt_end is not None and keep < self._prompt_end[0]:
+            self._prompt_end = None
 
     def decode_one_token(self, token_id: int) -> torch.Tensor:
         """Feed one generated token; return the logits for the next."""
@@ -143,9 +166,7 @@ class ModelRunner:
     def drop_last(self, count: int) -> None:
         """Forget the last ``count`` cached tokens (a rejected draft)."""
         if count > 0:
-            keep = len(self._cached_ids) - count
-            self.backend.crop(keep)
-            self._cached_ids = self._cached_ids[:keep]
+            self._crop(len(self._cached_ids) - count)
 
 
 class DraftPolicy:

@@ -248,3 +248,21 @@ def test_the_engine_reports_and_refuses_decode_weights_clearly(tiny_model_dir):
             InvalidParameter, match="fp16 decode weights cannot run here: this CPU has no AVX2") as err:
         OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.bfloat16, decode_weights="fp16")
     assert err.value.param == "decode_weights"
+
+
+@needs_kernels
+def test_the_same_prompt_again_starts_from_the_same_logits(shipped):
+    """A repeated prompt must not re-run its last token through the decode step: compact weights
+    (and bf16-rounded activations) give slightly different logits from prefill's, and a seeded
+    request then sampled different text the second time (a server test saw it)."""
+    ids = shipped.tokenizer.encode("import os\n\ndef walk(path):\n    for root, dirs, files in")
+    runner = ModelRunner(shipped.model, decode_weights="bf16")
+    first = runner.prefill(ids)
+    for token in (7, 99, 1234):
+        runner.decode_one_token(token)
+    computed = runner.prefill_tokens
+    again = runner.prefill(ids)
+    assert torch.equal(first, again) and runner.prefill_tokens == computed
+    assert runner.decode_one_token(7) is not None  # the cache was cut back to the prompt
+    shorter = runner.prefill(ids[:-1])  # another prompt runs its last token as before
+    assert runner.prefill_tokens == computed + 1 and shorter.shape == first.shape
