@@ -7,7 +7,7 @@ names the field and its allowed range.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -36,6 +36,10 @@ class _Request(BaseModel):
         return value
 
 
+# The stop strings' limits, in the types so the OpenAPI document states them too.
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+StopList = Annotated[list[NonEmptyStr], Field(max_length=MAX_STOP_SEQUENCES)]
+
 # An empty prompt is fill-in-the-middle only: it needs a non-empty suffix (core/request.py).
 PROMPT_OR_SUFFIX = [{"properties": {"prompt": {"minLength": 1}}},
                     {"properties": {"suffix": {"type": "string", "minLength": 1}}, "required": ["suffix"]}]
@@ -52,7 +56,7 @@ class GenerateRequest(_Request):
     top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     top_k: int = Field(50, ge=0, description="Top-k sampling; 0 disables it.")
     repetition_penalty: float = Field(1.1, gt=0.0, le=10.0, description="Penalty for repeated tokens.")
-    stop: Optional[Union[list[str], str]] = Field(
+    stop: Optional[Union[StopList, NonEmptyStr]] = Field(
         None, description=f"Up to {MAX_STOP_SEQUENCES} non-empty strings; generation ends before the first match."
     )
     suffix: Optional[str] = Field(None, description="Code after the cursor: enables fill-in-the-middle.")
@@ -108,7 +112,9 @@ def parse(model: type[_Request], body: Any, **limits: Any) -> _Request:
     try:
         request = model.model_validate(body)
     except ValidationError as exc:
-        error = exc.errors()[0]
+        errors = exc.errors()
+        # A lone surrogate is the reason whichever member of a union pydantic reports first.
+        error = next((e for e in errors if e["type"] == "string_unicode" or LONE_SURROGATE in e["msg"]), errors[0])
         field = str(error["loc"][0]) if error["loc"] else "body"
         allowed = ALLOWED.get(field, "a valid value").format(**limits)
         if error["type"] == "missing":

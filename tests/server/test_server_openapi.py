@@ -172,3 +172,16 @@ def test_document_states_the_max_length_the_server_accepts(engine):
     doc = large.get("/openapi.json").get_json()
     assert doc["components"]["schemas"]["GenerateRequest"]["properties"]["max_length"]["maximum"] == context
     assert large.post("/generate", json={"prompt": "x", "max_length": context + 1}).status_code == 400
+
+
+@pytest.mark.parametrize("stop", ["", [""], ["a", ""], ["a"] * 17, "a", ["a"] * 16, None])
+def test_document_and_server_agree_on_stop(client, doc, stop):
+    """schemathesis --checks all found ``"stop": ""`` documented as valid and answered 400."""
+    body = {"prompt": "x", "max_length": 2, "stop": stop}
+    try:
+        _validate(doc, {"$ref": "#/components/schemas/GenerateRequest"}, body)
+        documented_valid = True
+    except jsonschema.ValidationError:
+        documented_valid = False
+    response = client.post("/generate", json=body)
+    assert (response.status_code == 200) == documented_valid, (stop, response.get_json())
