@@ -127,6 +127,8 @@ def parse(model: type[_Request], body: Any, **limits: Any) -> _Request:
         raise ApiError(400, "Invalid 'prompt': must not be empty, unless a non-empty 'suffix' asks for "
                             "fill-in-the-middle.")
     limit = limits.get("max_length_limit")
+    if limit is not None and "max_length" in type(request).model_fields and "max_length" not in request.model_fields_set:
+        request.max_length = min(request.max_length, limit)  # the default never exceeds the server's limit
     if limit is not None and getattr(request, "max_length", 0) > limit:
         got = request.max_length
         raise ApiError(400, f"Invalid 'max_length': must be an integer from 1 to {limit} (got {got!r}).")
