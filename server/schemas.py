@@ -69,6 +69,14 @@ class GenerateRequest(_Request):
     )
     echo: bool = Field(False, description="Prepend the prompt to `response` (the completion alone by default).")
 
+    @field_validator("max_length", "top_k", "seed", mode="before")
+    @classmethod
+    def _integral_floats(cls, value):
+        """JSON Schema counts 43.0 as an integer, so does the server (1.5, "5" and true are refused)."""
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+            return int(value)
+        return value
+
     @field_validator("stop")
     @classmethod
     def _stop_list(cls, value):

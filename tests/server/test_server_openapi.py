@@ -190,3 +190,11 @@ def test_document_and_server_agree_on_stop(client, doc, stop):
         documented_valid = False
     response = client.post("/generate", json=body)
     assert (response.status_code == 200) == documented_valid, (stop, response.get_json())
+
+
+def test_integral_numbers_are_integers_as_in_json_schema(client, doc):
+    """schemathesis --checks all sent ``"max_length": 43.0``, a valid JSON Schema integer, and got 400."""
+    body = {"prompt": "x", "max_length": 3.0, "top_k": 5.0, "seed": 7.0}
+    _validate(doc, {"$ref": "#/components/schemas/GenerateRequest"}, body)
+    assert client.post("/generate", json=body).status_code == 200
+    assert client.post("/generate", json={**body, "max_length": 2.5}).status_code == 400
