@@ -99,7 +99,9 @@ def openapi_document(server_url: str = "http://127.0.0.1:5005", api_key: bool = 
     _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
     component_schemas = defs.get("$defs", {})
     if max_length is not None:
-        component_schemas["GenerateRequest"]["properties"]["max_length"]["maximum"] = max_length
+        field = component_schemas["GenerateRequest"]["properties"]["max_length"]
+        field["maximum"] = max_length
+        field["default"] = min(field["default"], max_length)  # what the server uses when it is omitted
     common = ("401", "403", "405", "500")
     generation_errors = _errors("400", "413", "415", "429", str(NO_MODEL_STATUS), str(OOM_STATUS), *common)
     generate_body = {"required": True, "content": {"application/json": {"schema": _ref("GenerateRequest")}}}

@@ -7,7 +7,7 @@ names the field and its allowed range.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -49,6 +49,10 @@ class ContextItem(_Request):
     path: str = Field(min_length=1, max_length=MAX_CONTEXT_PATH_CHARS, pattern=r"^[^\n]*$",
                       description="The file's path as the user sees it (relative to the workspace).")
     text: str = Field(max_length=MAX_CONTEXT_TEXT_CHARS, description="The file's text, or a snippet of it.")
+# The stop strings' limits, in the types so the OpenAPI document states them too.
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+StopList = Annotated[list[NonEmptyStr], Field(max_length=MAX_STOP_SEQUENCES)]
+
 # An empty prompt is fill-in-the-middle only: it needs a non-empty suffix (core/request.py).
 PROMPT_OR_SUFFIX = [{"properties": {"prompt": {"minLength": 1}}},
                     {"properties": {"suffix": {"type": "string", "minLength": 1}}, "required": ["suffix"]}]
@@ -65,7 +69,7 @@ class GenerateRequest(_Request):
     top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling mass.")
     top_k: int = Field(50, ge=0, description="Top-k sampling; 0 disables it.")
     repetition_penalty: float = Field(1.1, gt=0.0, le=10.0, description="Penalty for repeated tokens.")
-    stop: Optional[Union[list[str], str]] = Field(
+    stop: Optional[Union[StopList, NonEmptyStr]] = Field(
         None, description=f"Up to {MAX_STOP_SEQUENCES} non-empty strings; generation ends before the first match."
     )
     suffix: Optional[str] = Field(None, description="Code after the cursor: enables fill-in-the-middle.")
@@ -86,6 +90,14 @@ class GenerateRequest(_Request):
         "when they do not fit, the first items are dropped. Send them in the same order on every keystroke "
         "so the server's cache of them is reused (see core/repo_context.py).",
     )
+
+    @field_validator("max_length", "top_k", "seed", mode="before")
+    @classmethod
+    def _integral_floats(cls, value):
+        """JSON Schema counts 43.0 as an integer, so does the server (1.5, "5" and true are refused)."""
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+            return int(value)
+        return value
 
     @field_validator("stop")
     @classmethod
@@ -133,7 +145,9 @@ def parse(model: type[_Request], body: Any, **limits: Any) -> _Request:
     try:
         request = model.model_validate(body)
     except ValidationError as exc:
-        error = exc.errors()[0]
+        errors = exc.errors()
+        # A lone surrogate is the reason whichever member of a union pydantic reports first.
+        error = next((e for e in errors if e["type"] == "string_unicode" or LONE_SURROGATE in e["msg"]), errors[0])
         field = str(error["loc"][0]) if error["loc"] else "body"
         if field == "context" and len(error["loc"]) > 1:  # an item: name it, never echo its text
             raise ApiError(400, _context_item_error(error)) from None
@@ -154,6 +168,8 @@ def parse(model: type[_Request], body: Any, **limits: Any) -> _Request:
         raise ApiError(400, "Invalid 'prompt': must not be empty, unless a non-empty 'suffix' asks for "
                             "fill-in-the-middle.")
     limit = limits.get("max_length_limit")
+    if limit is not None and "max_length" in type(request).model_fields and "max_length" not in request.model_fields_set:
+        request.max_length = min(request.max_length, limit)  # the default never exceeds the server's limit
     if limit is not None and getattr(request, "max_length", 0) > limit:
         got = request.max_length
         raise ApiError(400, f"Invalid 'max_length': must be an integer from 1 to {limit} (got {got!r}).")

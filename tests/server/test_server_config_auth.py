@@ -212,7 +212,7 @@ def test_queue_cap_holds_between_a_release_and_the_next_start():
     waiter.join(5)
     assert seen == [("QueueFull", "1 requests are already waiting for the model")]
     assert started.is_set() and queue.rejected == 1
-    assert queue.snapshot() == {"running": 0, "waiting": 0, "capacity": 1}
+    assert queue.snapshot() == {"running": 0, "waiting": 0, "capacity": 1, "concurrency": 1}
 
 
 def test_int8_decode_flag_reaches_the_engine(tiny_model_dir):

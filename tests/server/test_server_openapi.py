@@ -182,8 +182,34 @@ def test_document_states_the_max_length_the_server_accepts(engine):
     doc = small.get("/openapi.json").get_json()
     assert doc["components"]["schemas"]["GenerateRequest"]["properties"]["max_length"]["maximum"] == 48
     assert small.post("/generate", json={"prompt": "x", "max_length": 49}).status_code == 400
+    # omitted, max_length is the documented default, which the limit caps (schemathesis found the
+    # default 512 answered 400 by a server whose limit is 48)
+    assert doc["components"]["schemas"]["GenerateRequest"]["properties"]["max_length"]["default"] == 48
+    omitted = small.post("/generate", json={"prompt": "x", "temperature": 0})
+    assert omitted.status_code == 200 and omitted.get_json()["usage"]["completion_tokens"] <= 48
     large = create_app(make_config(max_length_limit=100_000), engine=engine).test_client()
     context = large.get("/model_status").get_json()["context_length"]
     doc = large.get("/openapi.json").get_json()
     assert doc["components"]["schemas"]["GenerateRequest"]["properties"]["max_length"]["maximum"] == context
     assert large.post("/generate", json={"prompt": "x", "max_length": context + 1}).status_code == 400
+
+
+@pytest.mark.parametrize("stop", ["", [""], ["a", ""], ["a"] * 17, "a", ["a"] * 16, None])
+def test_document_and_server_agree_on_stop(client, doc, stop):
+    """schemathesis --checks all found ``"stop": ""`` documented as valid and answered 400."""
+    body = {"prompt": "x", "max_length": 2, "stop": stop}
+    try:
+        _validate(doc, {"$ref": "#/components/schemas/GenerateRequest"}, body)
+        documented_valid = True
+    except jsonschema.ValidationError:
+        documented_valid = False
+    response = client.post("/generate", json=body)
+    assert (response.status_code == 200) == documented_valid, (stop, response.get_json())
+
+
+def test_integral_numbers_are_integers_as_in_json_schema(client, doc):
+    """schemathesis --checks all sent ``"max_length": 43.0``, a valid JSON Schema integer, and got 400."""
+    body = {"prompt": "x", "max_length": 3.0, "top_k": 5.0, "seed": 7.0}
+    _validate(doc, {"$ref": "#/components/schemas/GenerateRequest"}, body)
+    assert client.post("/generate", json=body).status_code == 200
+    assert client.post("/generate", json={**body, "max_length": 2.5}).status_code == 400
