@@ -157,8 +157,9 @@ def shipped(shipped_model_dir):
 
 
 @needs_kernels
-def test_bf16_decode_of_the_bf16_shipped_model_matches_fp32(shipped):
-    """The shipped checkpoint is stored in bf16: bf16 decode weights are the same numbers."""
+def test_bf16_decode_of_the_bf16_shipped_model_matches_fp32(shipped, widening_kernels):
+    """The shipped checkpoint is stored in bf16: bf16 decode weights are the same numbers (with
+    the kernels that widen them to fp32; the AVX512-BF16 ones round activations, next test)."""
     ids = shipped.tokenizer.encode("def mean(values):\n    total = sum(values)\n    return total /")
     exact, compact = ModelRunner(shipped.model, decode_weights="fp32"), ModelRunner(shipped.model, decode_weights="bf16")
     assert compact.decode_weights == "bf16" and compact.decode_path == "numpy"
@@ -171,6 +172,35 @@ def test_bf16_decode_of_the_bf16_shipped_model_matches_fp32(shipped):
     # A draft check (several rows at once) reads the same compact weights as single steps.
     a, b = exact.verify_draft(5, [6, 7, 8]), compact.verify_draft(5, [6, 7, 8])
     assert float((a - b).abs().max()) < 1e-4
+
+
+@pytest.fixture
+def widening_kernels():
+    """The kernels that widen 16-bit weights to fp32 (AVX2, else portable), for exactness checks."""
+    before = compact_weights.variant()
+    compact_weights.use_variant("avx2" if "avx2" in compact_weights.variants() else "portable")
+    yield
+    compact_weights.use_variant(before)
+
+
+@needs_kernels
+def test_bf16_dot_product_kernels_stay_within_bf16_rounding(shipped):
+    """The AVX512-BF16 kernels round activations to bf16 (as llama.cpp does): their logits stay
+    within that rounding of the exact ones, and greedy picks agree."""
+    if "avx512bf16" not in compact_weights.variants():
+        pytest.skip("this CPU has no AVX512-BF16")
+    before = compact_weights.variant()
+    ids = shipped.tokenizer.encode("def mean(values):\n    total = sum(values)\n    return total /")
+    try:
+        compact_weights.use_variant("avx512bf16")
+        exact, compact = ModelRunner(shipped.model, decode_weights="fp32"), ModelRunner(shipped.model, decode_weights="bf16")
+        exact.prefill(ids), compact.prefill(ids)
+        for token in (7, 99, 1234):
+            a, b = exact.decode_one_token(token), compact.decode_one_token(token)
+            assert 0 < float((a - b).abs().max()) < 0.1
+            assert int(a.argmax()) == int(b.argmax())
+    finally:
+        compact_weights.use_variant(before)
 
 
 @needs_kernels
