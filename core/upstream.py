@@ -35,6 +35,7 @@ from .fim import check_order, choose_order, detect_dialect, stop_token_ids
 from .healing import TokenHealer
 from .loop_guard import LoopGuard
 from .prompt_encoding import PromptEncoder
+from .repo_context import ContextLayout
 from .request import GenerationRequest
 from .text_stream import StopMatcher
 
@@ -55,7 +56,7 @@ class UpstreamEngine:
     """One model of an OpenAI-compatible server, behind the same calls as ``OptimizedLLM``."""
 
     # The local engine's prompt layout, used as is (see the module docstring). They read only
-    # tokenizer, _adds_bos, _prompt_encoder, context_length, fim_dialect, fim_order,
+    # tokenizer, _adds_bos, _prompt_encoder, _context_layout, context_length, fim_dialect, fim_order,
     # _fim_marker_ids and _healer, all set in _install_tokenizer.
     _encode = OptimizedLLM._encode
     _heal = OptimizedLLM._heal
@@ -157,6 +158,7 @@ class UpstreamEngine:
         }
         self._healer = TokenHealer(tokenizer, self._special_ids)
         self._prompt_encoder = PromptEncoder(tokenizer)
+        self._context_layout = ContextLayout(self._prompt_encoder.encode, vocab)
         self._adds_bos = OptimizedLLM._tokenizer_adds_bos(tokenizer)
         length = getattr(config, "max_position_embeddings", None) or 2048
         tok_max = getattr(tokenizer, "model_max_length", None)
