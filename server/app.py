@@ -64,7 +64,12 @@ def create_app(config: Optional[ServerConfig] = None, engine: Any = None, *,
     app = Flask("deepshiva")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False
-    manager = ModelManager(generic_not_found(engine_factory or default_factory(config)), engine)
+    factory = engine_factory or default_factory(config)
+    # A local name's not-found reads the same for every path (no map of the disk); an upstream's
+    # names its served models instead, which its own /v1/models lists to anyone anyway.
+    if config.backend != "openai":
+        factory = generic_not_found(factory)
+    manager = ModelManager(factory, engine)
     app_state = AppState(config=config, manager=manager,
                          queue=AdmissionQueue(config.queue_size, running_limit=config.running_limit))
     app_state.metrics = Metrics(app_state.queue, manager)

@@ -143,7 +143,7 @@ def test_a_client_that_hangs_up_stops_the_generation_in_vllm(front, vllm_upstrea
     host, port = front.url.removeprefix("http://").split(":")
     payload = json.dumps(body).encode()
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(b"POST /stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(f"POST /stream HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n".encode()
                      + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
         received = b""
         while received.count(b"data:") < 3:
