@@ -182,9 +182,16 @@ def vllm_direct_target(engine, tally: Tally):
     return complete
 
 
-def one_at_a_time(front_url: str, engine, rounds: int) -> dict:
+def one_at_a_time(front_url: str, engine, rounds: int, pause_s: float = 0.3, alternate: bool = True) -> dict:
     """Median and p90 ms of the same single-line FIM request, one at a time, alternating
-    DeepShiva in front of vLLM and vLLM direct (each target's own prompt cache is warm)."""
+    DeepShiva in front of vLLM and vLLM direct (each target's own prompt cache is warm).
+
+    The target that goes first changes every round: both send the same prompt, and the first
+    of a pair both warms vLLM's prefix cache for the second and meets the tail of the previous
+    pair's request (a stream cut at its line end keeps vLLM generating until it notices the
+    hang-up). A fixed order (``alternate=False``, DeepShiva first: how the first figures were
+    taken) charged that to DeepShiva. ``pause_s``
+    between requests (an editor's requests are spaced by typing) lets that tail finish."""
     name, first = REGIONS[0]
     keys = [k for k in build_schedule(name, first, 6, seed=0) if k.line_end]
     never = threading.Event()
@@ -192,11 +199,13 @@ def one_at_a_time(front_url: str, engine, rounds: int) -> dict:
     times: dict[str, list[float]] = {t: [] for t in targets}
     for i in range(rounds):
         key = keys[i % len(keys)]
-        for target, complete in targets.items():
+        order = list(targets.items())
+        for target, complete in (order if i % 2 == 0 or not alternate else order[::-1]):
+            time.sleep(pause_s)
             started = time.perf_counter()
             complete(key.prefix, key.suffix, never)
             times[target].append((time.perf_counter() - started) * 1000)
-    out = {"rounds": rounds}
+    out = {"rounds": rounds, "pause_s": pause_s, "order": "alternating" if alternate else "deepshiva first"}
     for target, values in times.items():
         values.sort()
         out[target] = {"p50_ms": round(values[len(values) // 2], 1), "p90_ms": round(values[int(0.9 * len(values))], 1)}
@@ -312,6 +321,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--targets", nargs="+", default=["local", "deepshiva+vllm", "vllm direct"])
     parser.add_argument("--concurrency", type=int, default=32, help="DeepShiva's --concurrency in front of vLLM")
     parser.add_argument("--vllm-port", type=int, default=8871)
+    parser.add_argument("--vllm-url", help="use this vLLM (serving models/tiny-python) instead of starting one")
+    parser.add_argument("--overhead-pause", type=float, default=0.3,
+                        help="seconds between the one-at-a-time requests")
+    parser.add_argument("--overhead-order", choices=["alternating", "fixed", "both"], default="alternating",
+                        help="which target goes first in each one-at-a-time round (fixed: DeepShiva)")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "model": "models/tiny-python",
@@ -334,8 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             proc.stop()
     if {"deepshiva+vllm", "vllm direct"} & set(args.targets):
-        vllm = start_vllm(args.vllm_port)
-        vllm_url = f"http://127.0.0.1:{args.vllm_port}"
+        vllm = None if args.vllm_url else start_vllm(args.vllm_port)
+        vllm_url = args.vllm_url.rstrip("/") if args.vllm_url else f"http://127.0.0.1:{args.vllm_port}"
         try:
             from core.upstream import UpstreamEngine
 
@@ -351,13 +365,18 @@ def main(argv: list[str] | None = None) -> int:
                         tally = Tally()
                         record("vllm direct", n, tally, run_team(vllm_direct_target(engine, tally), n, args.lines))
                 if args.overhead_rounds:
-                    row = one_at_a_time(front_url, engine, args.overhead_rounds)
-                    results["one_at_a_time"] = row
-                    print(json.dumps(row), flush=True)
+                    orders = ["fixed", "alternating"] if args.overhead_order == "both" else [args.overhead_order]
+                    results["one_at_a_time"] = []
+                    for order in orders:
+                        row = one_at_a_time(front_url, engine, args.overhead_rounds, args.overhead_pause,
+                                            alternate=order == "alternating")
+                        results["one_at_a_time"].append(row)
+                        print(json.dumps(row), flush=True)
             finally:
                 front.stop()
         finally:
-            vllm.stop()
+            if vllm is not None:
+                vllm.stop()
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1) + "\n")

@@ -18,9 +18,11 @@ at every step, which no completions API exposes, so they are off with an upstrea
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -324,7 +326,8 @@ class UpstreamEngine:
             result.finish_reason = "cancelled"
             return
         try:
-            with self._client.stream("POST", self.url + "/completions", json=body) as response:
+            with self._client.stream("POST", self.url + "/completions", json=body) as response, \
+                    HANG_UPS.watching(cancel, response):
                 if response.status_code != 200:
                     response.read()
                     raise _refusal(response)
@@ -378,6 +381,9 @@ class UpstreamEngine:
             finish = "cancelled"
             raise
         except httpx.TransportError as exc:
+            if cancel.is_set():  # HANG_UPS shut the connection down: the request was cancelled
+                finish = "cancelled"
+                return
             finish = "error"
             raise UpstreamError(f"the upstream {self.url} failed: {type(exc).__name__}: {exc}", 502) from None
         except BaseException:
@@ -386,6 +392,60 @@ class UpstreamEngine:
         finally:
             result.finish_reason = finish
             result.total_ms = (time.perf_counter() - started) * 1000
+
+
+class HangUps:
+    """Shuts an upstream connection down the moment its request is cancelled (its client hung
+    up, a keystroke superseded it), also while the stream waits for the upstream's next event.
+
+    The stream itself looks at its cancel event only between events, and the longest wait for
+    one is the prompt's prefill before the first token: a request superseded then kept the
+    upstream busy with it for that long, beside the request that replaced it. Called straight,
+    the upstream notices the closed connection at once and aborts; this does the same for
+    DeepShiva's hop. One thread checks every watched stream each ``period_s``."""
+
+    def __init__(self, period_s: float = 0.02):
+        self.period_s = period_s
+        self._cond = threading.Condition()
+        self._watched: dict[object, tuple[threading.Event, socket.socket]] = {}
+        self._thread: Optional[threading.Thread] = None
+
+    @contextlib.contextmanager
+    def watching(self, cancel: threading.Event, response: httpx.Response) -> Iterator[None]:
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if not isinstance(sock, socket.socket):
+            yield
+            return
+        key = object()
+        with self._cond:
+            self._watched[key] = (cancel, sock)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="deepshiva-upstream-hangups", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        try:
+            yield
+        finally:  # before the connection goes back to the pool, so no other request's is shut
+            with self._cond:
+                self._watched.pop(key, None)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._watched:
+                    self._cond.wait()
+                watched = list(self._watched.items())
+            for key, (cancel, sock) in watched:
+                if cancel.is_set():
+                    with self._cond:  # still watched: its stream has not let the connection go
+                        if self._watched.pop(key, None) is not None:
+                            with contextlib.suppress(OSError):
+                                sock.shutdown(socket.SHUT_RDWR)
+            time.sleep(self.period_s)
+
+
+HANG_UPS = HangUps()
 
 
 def _reaches_into(text: str, stop: str) -> bool:

@@ -65,7 +65,9 @@ def create_app(config: Optional[ServerConfig] = None, engine: Any = None, *,
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.json.sort_keys = False
     factory = engine_factory or default_factory(config)
-    if config.backend == "local":  # an upstream's 404 lists the models it serves: nothing on disk to hide
+    # A local name's not-found reads the same for every path (no map of the disk); an upstream's
+    # names its served models instead, which its own /v1/models lists to anyone anyway.
+    if config.backend != "openai":
         factory = generic_not_found(factory)
     manager = ModelManager(factory, engine)
     app_state = AppState(config=config, manager=manager,
