@@ -19,6 +19,18 @@ from server import create_app
 LONG = {"prompt": "def long():\n", "max_length": 900, "seed": 11, "temperature": 1.0}
 
 
+@pytest.fixture(scope="module")
+def engine(endless_model_dir):
+    """The engine of these tests runs a model that cannot end its text: a long /stream holds the
+    model for its 900 tokens on any CPU (a seed picked for a model that can end ended early once
+    the CPU's rounding changed, and the queue tests then had nothing to queue behind)."""
+    from core import OptimizedLLM
+
+    llm = OptimizedLLM(str(endless_model_dir))
+    llm.complete("def warm():\n", max_length=2, temperature=0)  # first call pays lazy init
+    return llm
+
+
 def _read_events(lines, count: int) -> list[dict]:
     """Read ``count`` data events from a live ``iter_lines()`` iterator.
 
@@ -35,7 +47,8 @@ def _read_events(lines, count: int) -> list[dict]:
 
 
 class _Holder:
-    """A long /stream that holds the model until closed (its first event already read)."""
+    """A long /stream that holds the model until closed (its first event already read). With
+    ``realistic_steps`` its 900 tokens take 18 s; the tiny model alone writes them in 0.4 s."""
 
     def __init__(self, session: httpx.Client):
         self._cm = session.stream("POST", "/stream", json=LONG)
@@ -97,7 +110,7 @@ def test_generate_disconnect_stops_generation(app, live, engine, realistic_steps
     assert engine.decode_steps - steps_at_close <= 2
 
 
-def test_queued_request_of_a_vanished_client_never_runs(app, live):
+def test_queued_request_of_a_vanished_client_never_runs(app, live, realistic_steps):
     state = app.extensions["deepshiva"]
     with httpx.Client(base_url=live, timeout=30) as holder:
         stream = _Holder(holder)
@@ -116,7 +129,7 @@ def test_queued_request_of_a_vanished_client_never_runs(app, live):
     assert [r["path"] for r in state.recent] == ["/stream"]  # the /generate never reached the model
 
 
-def test_full_queue_answers_429(engine):
+def test_full_queue_answers_429(engine, realistic_steps):
     app = create_app(make_config(queue_size=1), engine=engine)
     with running(app) as url, httpx.Client(base_url=url, timeout=30) as session:
         stream = _Holder(session)
