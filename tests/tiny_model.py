@@ -55,7 +55,7 @@ def build_tiny_model(
 ) -> Path:
     """Write a tiny random Llama (and tokenizer) to ``out_dir`` and return the path.
 
-    ``endless`` makes end-of-text (and every FIM token) practically unreachable, so a sampled completion runs to its
+    ``endless`` makes end-of-text, every FIM token and line breaks practically unreachable, so a sampled completion runs to its
     token limit whatever the CPU's rounding: tests that must catch a generation while it runs
     need that, and a lucky seed only held on the kind of CPU it was picked on."""
     import torch
@@ -87,30 +87,34 @@ def build_tiny_model(
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=context_length,
-        tie_word_embeddings=True,
+        tie_word_embeddings=not endless,  # endless: the output side differs (below)
         bos_token_id=eos,
         eos_token_id=eos,
         pad_token_id=eos,
     )
     model = LlamaForCausalLM(config)
     if endless:
-        _push_away_from(model, tokenizer.convert_tokens_to_ids(specials))
+        # Line breaks too: the language server ends a suggestion by its line and block rules,
+        # so an endless one must be one long line.
+        breaks = [i for i in range(len(tokenizer)) if "\n" in tokenizer.decode([i])]
+        _push_away_from(model, tokenizer.convert_tokens_to_ids(specials) + breaks)
     model.save_pretrained(out)
     GenerationConfig(bos_token_id=eos, eos_token_id=eos, pad_token_id=eos).save_pretrained(out)
     return out
 
 
-def _push_away_from(model, special_ids: list[int]) -> None:
-    """Give every ordinary token +1 in hidden dimension 0 and the special tokens (EOS and the FIM
-    tokens, each of which ends a completion) -1.
+def _push_away_from(model, pushed_ids: list[int]) -> None:
+    """Make the tokens of ``pushed_ids`` (EOS, the FIM tokens, line breaks) practically unsampled.
 
-    The embeddings are tied: the input embedding makes the residual stream's dimension 0 about +1
-    (the random layers add only ~0.02-sized changes), so after the final norm every ordinary
-    logit gains about +8 and each special one loses 8: a special token is ~e^-16 as likely as
-    before, and the rest of the text stays the same random noise."""
+    Every input embedding gets +1 in hidden dimension 0, so the residual stream's dimension 0 is
+    about +1 at every position (the random layers add only ~0.02-sized changes) whatever the
+    prompt holds; the output embedding (untied here) has +1 there for ordinary tokens and -1 for
+    the pushed ones. After the final norm each ordinary logit gains about +8 and each pushed one
+    loses 8: a pushed token is ~e^-16 as likely as before, and the rest stays random noise."""
     import torch
 
     with torch.no_grad():
-        embedding = model.get_input_embeddings().weight
-        embedding[:, 0] = 1.0
-        embedding[special_ids, 0] = -1.0
+        model.get_input_embeddings().weight[:, 0] = 1.0
+        output = model.get_output_embeddings().weight
+        output[:, 0] = 1.0
+        output[pushed_ids, 0] = -1.0
