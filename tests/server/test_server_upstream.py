@@ -202,7 +202,9 @@ def test_admission_lets_the_concurrency_through_and_answers_429_beyond_the_queue
             answers = list(pool.map(lambda _: _post(server.url, "/generate", body), range(8)))
             watcher.result()
         codes = sorted(a.status_code for a in answers)
-        assert codes.count(200) == 5 and codes.count(429) == 3, codes  # 3 running + 2 waiting
+        # 3 running + 2 waiting are served; the rest of those that arrive while 5 are in are
+        # refused (exactly 3 when all eight arrive before the first ends, fewer when one ends early)
+        assert codes.count(200) >= 5 and codes.count(429) >= 1 and set(codes) == {200, 429}, codes
         assert all(a.headers.get("Retry-After") for a in answers if a.status_code == 429)
         assert max(seen_running) == 3, seen_running
     finally:
