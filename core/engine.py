@@ -34,7 +34,7 @@ from .devices import (
 from .errors import FIMNotSupported, InvalidParameter, ModelNotLoaded, OutOfMemory
 from .fim import PREFIX_SHARE, check_order, choose_order, detect_dialect, split_budget, stop_token_ids
 from .generation import ModelRunner, PromptLookup, decode_n_tokens
-from .healing import TokenHealer
+from .healing import TokenHealer, strip_regrown
 from .loading import DEFAULT_MODEL, is_out_of_memory, load_model, resolve_model_source, stored_dtype
 from .loop_guard import LoopGuard
 from .prompt_encoding import PromptEncoder
@@ -519,12 +519,7 @@ class OptimizedLLM:
                     if state["heal"]:
                         state["heal"] = healer.advance(state["heal"], token)
                     text = decoder.push(token)
-                    if to_strip and text:
-                        common = min(len(to_strip), len(text))
-                        if text[:common] == to_strip[:common]:
-                            text, to_strip = text[common:], to_strip[common:]
-                        else:
-                            to_strip = ""
+                    text, to_strip = strip_regrown(text, to_strip)
                     if rules is not None:
                         rules.accept(text)
                     out = matcher.feed(text)

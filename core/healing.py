@@ -63,3 +63,15 @@ class TokenHealer:
         """What is left to regrow after ``token_id`` was generated."""
         text = self.token_texts()[token_id] or ""
         return "" if text.startswith(remaining) else remaining[len(text):]
+
+
+def strip_regrown(text: str, pending: str) -> tuple[str, str]:
+    """Drop from streamed ``text`` the prompt text a healed token regrows (``pending``, what is
+    still to drop); returns the text to show and what remains pending. A completion that does not
+    start with the regrown text shows whole, and nothing more is dropped."""
+    if not pending or not text:
+        return text, pending
+    common = min(len(pending), len(text))
+    if text[:common] == pending[:common]:
+        return text[common:], pending[common:]
+    return text, ""

@@ -34,7 +34,7 @@ from httpx_sse import EventSource
 from .engine import Completion, CompletionStream, OptimizedLLM
 from .errors import DeepShivaError, FIMNotSupported, InvalidParameter, ModelLoadFailed, ModelNotFound, UpstreamError
 from .fim import check_order, choose_order, detect_dialect, stop_token_ids
-from .healing import TokenHealer
+from .healing import TokenHealer, strip_regrown
 from .loop_guard import LoopGuard
 from .prompt_encoding import PromptEncoder
 from .repo_context import ContextLayout
@@ -348,12 +348,7 @@ class UpstreamEngine:
                             finish = "length" if choice["finish_reason"] == "length" else "stop"
                             if last_id in stop_ids:  # the end token is no part of the completion
                                 result.generated_tokens -= 1
-                        if to_strip and text:
-                            common = min(len(to_strip), len(text))
-                            if text[:common] == to_strip[:common]:
-                                text, to_strip = text[common:], to_strip[common:]
-                            else:
-                                to_strip = ""
+                        text, to_strip = strip_regrown(text, to_strip)
                         out = matcher.feed(text)
                         if guard is not None:
                             out = guard.feed(out)
