@@ -332,7 +332,7 @@ def long_context_timing(shape: str = "shipped", keys: int = 30, context_tokens: 
             items = context if mode == "context" else None
             prompt = body
             llm.complete(prompt, suffix="\n", context=items, max_length=16, temperature=0)  # warm the cache
-            for k in range(keys // 2):
+            for _ in range(keys // 2):
                 prompt += "x"
                 result = llm.complete(prompt, suffix="\n", context=items, max_length=16, temperature=0,
                                       stop_sequences=None)

@@ -9,7 +9,6 @@ tokenizers; DeepShiva's is byte-level BPE with GPT-2's split rule, so it is decl
 
 from __future__ import annotations
 
-import runpy
 import sys
 from pathlib import Path
 

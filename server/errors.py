@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from core.errors import (DeepShivaError, InvalidParameter, ModelNotFound, ModelNotLoaded, OutOfMemory, UpstreamError,
+from core.errors import (DeepShivaError, InvalidParameter, ModelNotFound, ModelNotLoaded, UpstreamError,
                          is_out_of_memory)
 
 from .model_manager import ModelStillLoading

@@ -6,7 +6,6 @@ Generation stops are measured with the engine's own decode-step counter (``Optim
 from __future__ import annotations
 
 import json
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
