@@ -14,7 +14,12 @@ import sys
 
 from setuptools import Extension, setup
 
-SOURCES = ["core/_kernels.c", "core/_kernels_portable.c", "core/_kernels_avx2.c", "core/_kernels_avx512.c"]
+SOURCES = [
+    "core/_kernels.c",
+    "core/_kernels_portable.c",
+    "core/_kernels_avx2.c",
+    "core/_kernels_avx512.c",
+]
 HEADERS = ["core/_kernels.h", "core/_kernels_body.h"]
 
 

@@ -32,7 +32,7 @@ class PlainGenerate:
                 do_sample=False,
                 pad_token_id=self.tokenizer.eos_token_id,
             )
-        new = out[0, len(ids):].tolist()
+        new = out[0, len(ids) :].tolist()
         self.decode_steps += max(len(new) - 1, 0)
         return {
             "text": self.tokenizer.decode(new, skip_special_tokens=True),

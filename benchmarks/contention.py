@@ -40,12 +40,21 @@ def _model(name: str):
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     if name == "shipped":
-        return AutoModelForCausalLM.from_pretrained("models/tiny-python", dtype=torch.float32).eval()
+        return AutoModelForCausalLM.from_pretrained(
+            "models/tiny-python", dtype=torch.float32
+        ).eval()
     if name == "llama-30m":  # 30M parameters: 2 x 8.4M embeddings + 4 layers of 3.4M
         torch.manual_seed(0)
-        config = LlamaConfig(vocab_size=16384, hidden_size=512, intermediate_size=1536, num_hidden_layers=4,
-                             num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=1024,
-                             tie_word_embeddings=False)
+        config = LlamaConfig(
+            vocab_size=16384,
+            hidden_size=512,
+            intermediate_size=1536,
+            num_hidden_layers=4,
+            num_attention_heads=8,
+            num_key_value_heads=8,
+            max_position_embeddings=1024,
+            tie_word_embeddings=False,
+        )
         return LlamaForCausalLM(config).eval()
     raise SystemExit(f"unknown model {name!r}: shipped or llama-30m")
 
@@ -72,7 +81,9 @@ def measure(model_name: str, weights: str, tokens: int, prompt_tokens: int = 200
 
 
 def _busy(count: int) -> list[subprocess.Popen]:
-    code = f"import time\nend = time.monotonic() + {BUSY_SECONDS}\nwhile time.monotonic() < end: pass"
+    code = (
+        f"import time\nend = time.monotonic() + {BUSY_SECONDS}\nwhile time.monotonic() < end: pass"
+    )
     return [subprocess.Popen([sys.executable, "-c", code]) for _ in range(count)]
 
 
@@ -85,8 +96,23 @@ def _stop(processes: list[subprocess.Popen]) -> None:
 
 def _run_child(model: str, setting: str, weights: str, tokens: int) -> dict:
     env = dict(os.environ, **SETTINGS[setting])
-    done = subprocess.run([sys.executable, "-m", "benchmarks.contention", "--child", model, "--weights", weights,
-                           "--tokens", str(tokens)], env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.contention",
+            "--child",
+            model,
+            "--weights",
+            weights,
+            "--tokens",
+            str(tokens),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     if done.returncode != 0:
         raise SystemExit(f"{model} {setting}: {done.stderr[-2000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -96,10 +122,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="shipped,llama-30m")
     parser.add_argument("--settings", default=",".join(SETTINGS))
-    parser.add_argument("--weights", default="bf16", help="decode weights (fp32 masters + this compact copy)")
+    parser.add_argument(
+        "--weights", default="bf16", help="decode weights (fp32 masters + this compact copy)"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=48)
-    parser.add_argument("--busy", type=int, default=2, help="spinning processes beside the busy runs")
+    parser.add_argument(
+        "--busy", type=int, default=2, help="spinning processes beside the busy runs"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -120,19 +150,29 @@ def main(argv: list[str] | None = None) -> int:
                         _stop(busy)
                     results.setdefault((model, setting, load), []).append(row["ms"])
                     details[(model, setting)] = row
-                    print(f"  {model} {setting} {load}: {row['ms']:.2f} ms/token", file=sys.stderr, flush=True)
+                    print(
+                        f"  {model} {setting} {load}: {row['ms']:.2f} ms/token",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     with open("/proc/loadavg") as f:
         load_now = f.read().split()[:3]
-    print(f"decode ms/token, {args.weights} decode weights on fp32 masters, {args.tokens} tokens, median of "
-          f"{args.rounds} interleaved rounds, {args.busy} busy processes; {os.cpu_count()} CPUs, load average "
-          f"at the end {' '.join(load_now)}")
-    print(f"{'model':10} {'setting':11} {'threads':>7} {'quiet ms':>9} {'busy ms':>9} {'busy/quiet':>10}")
+    print(
+        f"decode ms/token, {args.weights} decode weights on fp32 masters, {args.tokens} tokens, median of "
+        f"{args.rounds} interleaved rounds, {args.busy} busy processes; {os.cpu_count()} CPUs, load average "
+        f"at the end {' '.join(load_now)}"
+    )
+    print(
+        f"{'model':10} {'setting':11} {'threads':>7} {'quiet ms':>9} {'busy ms':>9} {'busy/quiet':>10}"
+    )
     for model in models:
         for setting in settings:
             quiet = statistics.median(results[(model, setting, "quiet")])
             busy = statistics.median(results[(model, setting, "busy")])
-            print(f"{model:10} {setting:11} {details[(model, setting)]['threads']:>7} {quiet:9.2f} {busy:9.2f} "
-                  f"{busy / quiet:10.2f}")
+            print(
+                f"{model:10} {setting:11} {details[(model, setting)]['threads']:>7} {quiet:9.2f} {busy:9.2f} "
+                f"{busy / quiet:10.2f}"
+            )
     return 0
 
 

@@ -72,7 +72,9 @@ def package_files(name: str) -> tuple[Path, dict[str, str]]:
     files = {}
     for path in sorted(root.rglob("*.py")):
         rel = path.relative_to(root.parent).as_posix()
-        if any(part in ("tests", "test", "testing", "_vendor", "vendor") for part in rel.split("/")):
+        if any(
+            part in ("tests", "test", "testing", "_vendor", "vendor") for part in rel.split("/")
+        ):
             continue
         try:
             files[rel] = path.read_text(encoding="utf-8")
@@ -93,7 +95,11 @@ def build_samples(packages=PACKAGES, per_package: int = PER_PACKAGE) -> list[Sam
                 if imp.name is None or imp.alias != imp.name:
                     continue
                 for candidate in module_paths(rel, imp.level, imp.module):
-                    if candidate in files and candidate != rel and imp.name in top_level_names(files[candidate]):
+                    if (
+                        candidate in files
+                        and candidate != rel
+                        and imp.name in top_level_names(files[candidate])
+                    ):
                         names[imp.name] = candidate
                         break
             if not names:
@@ -113,12 +119,16 @@ def build_samples(packages=PACKAGES, per_package: int = PER_PACKAGE) -> list[Sam
                 if in_import:  # the lines of a parenthesized import name the names, not use them
                     in_import = ")" not in code
                     continue
-                if not code or code.startswith(("#", "import ", "from ", "def ", "class ", "@", '"', "'")):
+                if not code or code.startswith(
+                    ("#", "import ", "from ", "def ", "class ", "@", '"', "'")
+                ):
                     continue
                 if IDENTIFIER.fullmatch(code.rstrip(",)").strip("\"'")):
                     continue  # a list entry (``__all__``), no use of the name
                 for match in IDENTIFIER.finditer(line):
-                    if match.group() in names and (match.start() == 0 or line[match.start() - 1] != "."):
+                    if match.group() in names and (
+                        match.start() == 0 or line[match.start() - 1] != "."
+                    ):
                         cut = start + match.start()
                         end = start + len(line.rstrip("\r\n"))
                         answer = text[cut:end]
@@ -126,8 +136,20 @@ def build_samples(packages=PACKAGES, per_package: int = PER_PACKAGE) -> list[Sam
                             break
                         document = text[:cut] + text[end:]
                         ctx = cursor_context(document, cut, 3000, 1000, "python")
-                        found.append(Sample(package, rel, number, match.group(), names[match.group()],
-                                            ctx.prefix, ctx.suffix, answer, document, cut))
+                        found.append(
+                            Sample(
+                                package,
+                                rel,
+                                number,
+                                match.group(),
+                                names[match.group()],
+                                ctx.prefix,
+                                ctx.suffix,
+                                answer,
+                                document,
+                                cut,
+                            )
+                        )
                         break
         found.sort(key=lambda s: hashlib.sha256(f"{s.path}:{s.line}".encode()).hexdigest())
         samples += found[:per_package]
@@ -141,8 +163,11 @@ def identifier_list(text: str) -> list[str]:
 def score(prediction: str, sample: Sample) -> dict:
     prediction, answer = prediction.rstrip(), sample.answer.rstrip()
     ids = identifier_list(prediction)
-    return {"exact": prediction == answer, "identifiers": ids == identifier_list(answer),
-            "name": bool(ids) and ids[0] == sample.name}
+    return {
+        "exact": prediction == answer,
+        "identifiers": ids == identifier_list(answer),
+        "name": bool(ids) and ids[0] == sample.name,
+    }
 
 
 class Contexts:
@@ -156,8 +181,11 @@ class Contexts:
         if package not in self.roots:
             parent, _ = package_files(package)
             root = self.workdir / f"{package}-src"
-            shutil.copytree(parent / package, root / package,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyd"))
+            shutil.copytree(
+                parent / package,
+                root / package,
+                ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.pyd"),
+            )
             self.roots[package] = root
         return self.roots[package]
 
@@ -167,8 +195,11 @@ class Contexts:
         root = self.root(sample.package)
         gatherer = ContextGatherer()
         gatherer.set_folders([root])
-        only = {"openFiles": {"enabled": condition == "open_files"}, "recentEdits": {"enabled": False},
-                "imports": {"enabled": condition == "imports"}}
+        only = {
+            "openFiles": {"enabled": condition == "open_files"},
+            "recentEdits": {"enabled": False},
+            "imports": {"enabled": condition == "imports"},
+        }
         settings = merge(Options(), {"projectContext": only})[0].project_context
         if condition == "open_files":
             rng = random.Random(f"{sample.path}:{sample.line}")
@@ -179,7 +210,9 @@ class Contexts:
         return asyncio.run(gatherer.gather(uri, sample.document, sample.offset, "python", settings))
 
 
-def evaluate(model: str, samples: list[Sample], conditions=("none", "open_files", "imports")) -> dict:
+def evaluate(
+    model: str, samples: list[Sample], conditions=("none", "open_files", "imports")
+) -> dict:
     from core import OptimizedLLM
 
     llm = OptimizedLLM(model)
@@ -192,10 +225,18 @@ def evaluate(model: str, samples: list[Sample], conditions=("none", "open_files"
         for sample in samples:
             for condition in conditions:
                 items = contexts.items(sample, condition, files[sample.package])
-                result = llm.complete(sample.prefix, suffix=sample.suffix, context=items or None,
-                                      max_length=48, temperature=0, stop_sequences=["\n"], language="python")
-                rows[condition].append({**score(result.text, sample), "prediction": result.text,
-                                        "items": len(items)})
+                result = llm.complete(
+                    sample.prefix,
+                    suffix=sample.suffix,
+                    context=items or None,
+                    max_length=48,
+                    temperature=0,
+                    stop_sequences=["\n"],
+                    language="python",
+                )
+                rows[condition].append(
+                    {**score(result.text, sample), "prediction": result.text, "items": len(items)}
+                )
                 context_tokens[condition].append(result.prompt_tokens)
     summary = {}
     for condition, scored in rows.items():
@@ -208,15 +249,28 @@ def evaluate(model: str, samples: list[Sample], conditions=("none", "open_files"
             "mean_items": round(sum(r["items"] for r in scored) / n, 2),
             "mean_prompt_tokens": round(statistics.mean(context_tokens[condition]), 1),
         }
-    return {"model": model, "summary": summary,
-            # The answers are third-party code: located (path, line), not copied.
-            "per_sample": [{"path": s.path, "line": s.line + 1, "name": s.name,
-                            **{c: rows[c][i]["prediction"] for c in conditions}} for i, s in enumerate(samples)]}
+    return {
+        "model": model,
+        "summary": summary,
+        # The answers are third-party code: located (path, line), not copied.
+        "per_sample": [
+            {
+                "path": s.path,
+                "line": s.line + 1,
+                "name": s.name,
+                **{c: rows[c][i]["prediction"] for c in conditions},
+            }
+            for i, s in enumerate(samples)
+        ],
+    }
 
 
 # -- timing ----------------------------------------------------------------------------------------
 
-async def _keystrokes(api_url: str, samples: list[Sample], context_on: bool, keys: int, workdir: Path) -> list[float]:
+
+async def _keystrokes(
+    api_url: str, samples: list[Sample], context_on: bool, keys: int, workdir: Path
+) -> list[float]:
     from lsprotocol import types
     from pytest_lsp.client import make_test_lsp_client
 
@@ -224,14 +278,28 @@ async def _keystrokes(api_url: str, samples: list[Sample], context_on: bool, key
     client = make_test_lsp_client()
     await client.start_io(sys.executable, "-m", "lsp", "--log-level", "WARNING")
     root = contexts.root(samples[0].package)
-    settings = {"apiUrl": api_url, "debounceMs": 0, "temperature": 0, "maxTokens": 48, "multiline": "never",
-                "requestTimeoutMs": 30000, "slowThresholdMs": 30000, "cacheSize": 0,
-                "projectContext": {"enabled": context_on}}
-    caps = types.ClientCapabilities(text_document=types.TextDocumentClientCapabilities(
-        synchronization=types.TextDocumentSyncClientCapabilities(dynamic_registration=False),
-        inline_completion=types.InlineCompletionClientCapabilities(dynamic_registration=False)))
-    await client.initialize_session(types.InitializeParams(capabilities=caps, initialization_options=settings,
-                                                           root_uri=root.as_uri()))
+    settings = {
+        "apiUrl": api_url,
+        "debounceMs": 0,
+        "temperature": 0,
+        "maxTokens": 48,
+        "multiline": "never",
+        "requestTimeoutMs": 30000,
+        "slowThresholdMs": 30000,
+        "cacheSize": 0,
+        "projectContext": {"enabled": context_on},
+    }
+    caps = types.ClientCapabilities(
+        text_document=types.TextDocumentClientCapabilities(
+            synchronization=types.TextDocumentSyncClientCapabilities(dynamic_registration=False),
+            inline_completion=types.InlineCompletionClientCapabilities(dynamic_registration=False),
+        )
+    )
+    await client.initialize_session(
+        types.InitializeParams(
+            capabilities=caps, initialization_options=settings, root_uri=root.as_uri()
+        )
+    )
     _, files = package_files(samples[0].package)
     times: list[float] = []
     for n, sample in enumerate(s for s in samples if s.package == samples[0].package):
@@ -240,29 +308,54 @@ async def _keystrokes(api_url: str, samples: list[Sample], context_on: bool, key
         uri = (root / sample.path).as_uri()
         if n == 0:  # other files open, as in the open-files condition
             for rel in sorted(files)[:OPEN_OTHERS]:
-                client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
-                    uri=(root / rel).as_uri(), language_id="python", version=1, text=files[rel])))
+                client.text_document_did_open(
+                    types.DidOpenTextDocumentParams(
+                        text_document=types.TextDocumentItem(
+                            uri=(root / rel).as_uri(),
+                            language_id="python",
+                            version=1,
+                            text=files[rel],
+                        )
+                    )
+                )
         text = sample.document
-        client.text_document_did_open(types.DidOpenTextDocumentParams(text_document=types.TextDocumentItem(
-            uri=uri, language_id="python", version=1, text=text)))
+        client.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(
+                    uri=uri, language_id="python", version=1, text=text
+                )
+            )
+        )
         before = sample.document[: sample.offset]
         line = before.count("\n")
         column = len(before) - (before.rfind("\n") + 1)
         for version, char in enumerate(sample.answer[:12], start=2):
             pos = types.Position(line=line, character=column)
-            client.text_document_did_change(types.DidChangeTextDocumentParams(
-                text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
-                content_changes=[types.TextDocumentContentChangePartial(range=types.Range(start=pos, end=pos),
-                                                                        text=char)]))
+            client.text_document_did_change(
+                types.DidChangeTextDocumentParams(
+                    text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=version),
+                    content_changes=[
+                        types.TextDocumentContentChangePartial(
+                            range=types.Range(start=pos, end=pos), text=char
+                        )
+                    ],
+                )
+            )
             column += 1
             started = time.perf_counter()
-            await client.text_document_inline_completion_async(types.InlineCompletionParams(
-                text_document=types.TextDocumentIdentifier(uri=uri),
-                position=types.Position(line=line, character=column),
-                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic)))
+            await client.text_document_inline_completion_async(
+                types.InlineCompletionParams(
+                    text_document=types.TextDocumentIdentifier(uri=uri),
+                    position=types.Position(line=line, character=column),
+                    context=types.InlineCompletionContext(
+                        trigger_kind=types.InlineCompletionTriggerKind.Automatic
+                    ),
+                )
+            )
             times.append((time.perf_counter() - started) * 1000)
-        client.text_document_did_close(types.DidCloseTextDocumentParams(
-            text_document=types.TextDocumentIdentifier(uri=uri)))
+        client.text_document_did_close(
+            types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        )
     await client.shutdown_session()
     await client.stop()
     return times
@@ -278,15 +371,21 @@ def keystroke_timing(model: str, samples: list[Sample], keys: int, rounds: int =
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for r in range(rounds):
-                for mode in (("off", "on") if r % 2 == 0 else ("on", "off")):
+                for mode in ("off", "on") if r % 2 == 0 else ("on", "off"):
                     workdir = Path(tmp) / f"{mode}-{r}"
                     workdir.mkdir()
-                    times[mode] += asyncio.run(_keystrokes(server.url, samples, mode == "on", keys // rounds, workdir))
+                    times[mode] += asyncio.run(
+                        _keystrokes(server.url, samples, mode == "on", keys // rounds, workdir)
+                    )
     finally:
         server.stop()
     p50 = {mode: round(statistics.median(t), 1) for mode, t in times.items()}
-    return {"keystrokes_each": len(times["on"]), "p50_ms": p50, "ratio_on_off": round(p50["on"] / p50["off"], 3),
-            "p90_ms": {m: round(statistics.quantiles(t, n=10)[-1], 1) for m, t in times.items()}}
+    return {
+        "keystrokes_each": len(times["on"]),
+        "p50_ms": p50,
+        "ratio_on_off": round(p50["on"] / p50["off"], 3),
+        "p90_ms": {m: round(statistics.quantiles(t, n=10)[-1], 1) for m, t in times.items()},
+    }
 
 
 LONG_CONTEXT_SHAPES = {"shipped": (4, 256), "gpt2-small": (12, 768), "llama-1b": None}
@@ -303,15 +402,26 @@ def long_context_timing(shape: str = "shipped", keys: int = 30, context_tokens: 
     from tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        if LONG_CONTEXT_SHAPES[shape] is None:  # TinyLlama-1.1B's shape, bf16 (benchmarks/shapes.py)
+        if (
+            LONG_CONTEXT_SHAPES[shape] is None
+        ):  # TinyLlama-1.1B's shape, bf16 (benchmarks/shapes.py)
             from benchmarks.shapes import SHAPES, model_dir
 
-            path, layers, hidden = model_dir(shape), SHAPES[shape]["num_hidden_layers"], SHAPES[shape]["hidden_size"]
+            path, layers, hidden = (
+                model_dir(shape),
+                SHAPES[shape]["num_hidden_layers"],
+                SHAPES[shape]["hidden_size"],
+            )
             keys = min(keys, 16)
         else:
             layers, hidden = LONG_CONTEXT_SHAPES[shape]
-            path = build_tiny_model(Path(tmp) / "m", hidden_size=hidden, layers=layers, vocab_size=4096,
-                                    context_length=4096)
+            path = build_tiny_model(
+                Path(tmp) / "m",
+                hidden_size=hidden,
+                layers=layers,
+                vocab_size=4096,
+                context_length=4096,
+            )
         llm = OptimizedLLM(str(path))
         _, files = package_files("pluggy")
         texts = list(files.values())
@@ -331,39 +441,68 @@ def long_context_timing(shape: str = "shipped", keys: int = 30, context_tokens: 
         for mode in ("none", "context", "none", "context"):
             items = context if mode == "context" else None
             prompt = body
-            llm.complete(prompt, suffix="\n", context=items, max_length=16, temperature=0)  # warm the cache
+            llm.complete(
+                prompt, suffix="\n", context=items, max_length=16, temperature=0
+            )  # warm the cache
             for _ in range(keys // 2):
                 prompt += "x"
-                result = llm.complete(prompt, suffix="\n", context=items, max_length=16, temperature=0,
-                                      stop_sequences=None)
+                result = llm.complete(
+                    prompt,
+                    suffix="\n",
+                    context=items,
+                    max_length=16,
+                    temperature=0,
+                    stop_sequences=None,
+                )
                 times[mode].append(result.total_ms)
                 computed[mode].append(result.computed_prompt_tokens)
             laid_out = result.prompt_tokens
         p50 = {m: round(statistics.median(t), 2) for m, t in times.items()}
-        return {"model": f"random weights, {layers} layers x {hidden}, 4,096 positions ({shape} shape)",
-                "backend": llm.info()["decode_path"], "context_tokens": size,
-                "prompt_tokens_with_context": laid_out, "keystrokes_each": len(times["none"]),
-                "max_prompt_tokens_computed_per_keystroke": {m: max(c) for m, c in computed.items()},
-                "p50_ms": p50, "ratio": round(p50["context"] / p50["none"], 3)}
+        return {
+            "model": f"random weights, {layers} layers x {hidden}, 4,096 positions ({shape} shape)",
+            "backend": llm.info()["decode_path"],
+            "context_tokens": size,
+            "prompt_tokens_with_context": laid_out,
+            "keystrokes_each": len(times["none"]),
+            "max_prompt_tokens_computed_per_keystroke": {m: max(c) for m, c in computed.items()},
+            "p50_ms": p50,
+            "ratio": round(p50["context"] / p50["none"], 3),
+        }
 
 
 def main(argv=None) -> int:
     """Cross-file evaluation and timing (see the module's docstring)."""
     ap = argparse.ArgumentParser(description=main.__doc__)
-    ap.add_argument("--model", action="append", default=None, help="model dir (repeatable); default: shipped")
+    ap.add_argument(
+        "--model", action="append", default=None, help="model dir (repeatable); default: shipped"
+    )
     ap.add_argument("--per-package", type=int, default=PER_PACKAGE)
-    ap.add_argument("--keystrokes", type=int, default=0, help="keystrokes per mode through the LSP (0: skip)")
-    ap.add_argument("--long-context", nargs="*", choices=sorted(LONG_CONTEXT_SHAPES), default=None,
-                    help="time a keystroke with 2,000 tokens of context on these model shapes (none given: shipped)")
+    ap.add_argument(
+        "--keystrokes", type=int, default=0, help="keystrokes per mode through the LSP (0: skip)"
+    )
+    ap.add_argument(
+        "--long-context",
+        nargs="*",
+        choices=sorted(LONG_CONTEXT_SHAPES),
+        default=None,
+        help="time a keystroke with 2,000 tokens of context on these model shapes (none given: shipped)",
+    )
     ap.add_argument("--skip-eval", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cross-file.json"))
     args = ap.parse_args(argv)
     models = args.model or ["models/tiny-python"]
     samples = build_samples(per_package=args.per_package)
-    report = {"command": "python -m benchmarks.cross_file " + " ".join(argv or sys.argv[1:]),
-              "packages": {p: importlib.metadata.version(p.replace("_", "-")) if p != "markdown_it"
-                           else importlib.metadata.version("markdown-it-py") for p in PACKAGES},
-              "samples": len(samples), "results": []}
+    report = {
+        "command": "python -m benchmarks.cross_file " + " ".join(argv or sys.argv[1:]),
+        "packages": {
+            p: importlib.metadata.version(p.replace("_", "-"))
+            if p != "markdown_it"
+            else importlib.metadata.version("markdown-it-py")
+            for p in PACKAGES
+        },
+        "samples": len(samples),
+        "results": [],
+    }
     print(f"{len(samples)} samples from {', '.join(PACKAGES)}", flush=True)
     if not args.skip_eval:
         for model in models:
@@ -374,7 +513,9 @@ def main(argv=None) -> int:
         report["keystrokes"] = keystroke_timing(models[0], samples, args.keystrokes)
         print("keystrokes", report["keystrokes"], flush=True)
     if args.long_context is not None:
-        report["long_context"] = [long_context_timing(shape) for shape in args.long_context or ["shipped"]]
+        report["long_context"] = [
+            long_context_timing(shape) for shape in args.long_context or ["shipped"]
+        ]
         print("long context", report["long_context"], flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

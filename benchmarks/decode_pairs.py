@@ -47,7 +47,8 @@ def pair_rounds(llm: OptimizedLLM, cpp, ids: list[int], new: int, rounds: int) -
                 theirs.append(llamacpp.measure(cpp, ids, new, 1)["decode_tok_s"])
     ratios = [a / b for a, b in zip(ours, theirs)]
     return {
-        "deepshiva_tok_s": [round(x, 2) for x in ours], "llamacpp_tok_s": [round(x, 2) for x in theirs],
+        "deepshiva_tok_s": [round(x, 2) for x in ours],
+        "llamacpp_tok_s": [round(x, 2) for x in theirs],
         "ratio_median": round(statistics.median(ratios), 3),
         "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
     }
@@ -61,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--precisions", default=",".join(PRECISIONS))
     parser.add_argument("--out", help="write the results here as JSON")
-    parser.add_argument("--dtype", default=None, help="the engine's torch_dtype (default: its automatic choice)")
+    parser.add_argument(
+        "--dtype", default=None, help="the engine's torch_dtype (default: its automatic choice)"
+    )
     args = parser.parse_args(argv)
     if not llamacpp.available():
         print("llama-cpp-python is not installed: run scripts/install-llamacpp", file=sys.stderr)
@@ -78,16 +81,28 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     from core import compact_weights
 
-    results = {"model": args.model, "prompt_tokens": args.prompt, "new_tokens": args.new,
-               "threads": torch.get_num_threads(), "dtype": str(llm.dtype), "kernels": compact_weights.variant(),
-               "precisions": {}}
-    print(f"{args.model}: masters {llm.dtype}, kernels {compact_weights.variant()}, "
-          f"{torch.get_num_threads()} threads", flush=True)
+    results = {
+        "model": args.model,
+        "prompt_tokens": args.prompt,
+        "new_tokens": args.new,
+        "threads": torch.get_num_threads(),
+        "dtype": str(llm.dtype),
+        "kernels": compact_weights.variant(),
+        "precisions": {},
+    }
+    print(
+        f"{args.model}: masters {llm.dtype}, kernels {compact_weights.variant()}, "
+        f"{torch.get_num_threads()} threads",
+        flush=True,
+    )
     for precision in args.precisions.split(","):
         llm._runner = ModelRunner(llm.model, decode_weights=precision)
         llm.warmup()
-        cpp = llamacpp.load(llamacpp.gguf_for(directory, CPP_TYPES[precision]), llm.context_length,
-                            torch.get_num_threads())
+        cpp = llamacpp.load(
+            llamacpp.gguf_for(directory, CPP_TYPES[precision]),
+            llm.context_length,
+            torch.get_num_threads(),
+        )
         try:
             measured = pair_rounds(llm, cpp, ids, args.new, args.rounds)
         finally:
@@ -96,11 +111,13 @@ def main(argv: list[str] | None = None) -> int:
             llm._runner = None
             gc.collect()
         results["precisions"][precision] = measured
-        print(f"{precision:5} vs llama.cpp {CPP_TYPES[precision]:5}: DeepShiva "
-              f"{statistics.median(measured['deepshiva_tok_s']):6.1f} tok/s, llama.cpp "
-              f"{statistics.median(measured['llamacpp_tok_s']):6.1f}; ratio per round median "
-              f"{measured['ratio_median']:.2f} (range {measured['ratio_range'][0]:.2f}-{measured['ratio_range'][1]:.2f})",
-              flush=True)
+        print(
+            f"{precision:5} vs llama.cpp {CPP_TYPES[precision]:5}: DeepShiva "
+            f"{statistics.median(measured['deepshiva_tok_s']):6.1f} tok/s, llama.cpp "
+            f"{statistics.median(measured['llamacpp_tok_s']):6.1f}; ratio per round median "
+            f"{measured['ratio_median']:.2f} (range {measured['ratio_range'][0]:.2f}-{measured['ratio_range'][1]:.2f})",
+            flush=True,
+        )
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=2)

@@ -53,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, backend in (("eager", eager), ("compiled", compiled)):
             times[name].append(step_cpu_ms(backend, prompt, args.steps))
     report = {name: round(statistics.median(v), 3) for name, v in times.items()}
-    report.update(compile_cpu_s=round(compile_s, 1), max_logit_diff=diff,
-                  compiled_vs_eager=round(report["compiled"] / report["eager"], 2))
+    report.update(
+        compile_cpu_s=round(compile_s, 1),
+        max_logit_diff=diff,
+        compiled_vs_eager=round(report["compiled"] / report["eager"], 2),
+    )
     print(json.dumps(report))
     return 0
 

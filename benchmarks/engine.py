@@ -40,7 +40,9 @@ def measure_ours(llm: OptimizedLLM, ids: list[int], new: int, repeats: int) -> d
         result = llm.complete(prompt, max_length=new, temperature=0, repetition_penalty=1.0)
         decode_ms = result.total_ms - result.time_to_first_token_ms
         ttfts.append(result.time_to_first_token_ms)
-        rates.append((result.generated_tokens - 1) / (decode_ms / 1000) if decode_ms > 0 else float("nan"))
+        rates.append(
+            (result.generated_tokens - 1) / (decode_ms / 1000) if decode_ms > 0 else float("nan")
+        )
     return {"ttft_ms": statistics.median(ttfts), "decode_tok_s": statistics.median(rates)}
 
 
@@ -61,7 +63,9 @@ LLAMACPP_TYPES = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "q8_0"}
 BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 34 / 32}  # q8_0: a 2-byte scale per 32
 
 
-def measure_decode_weights(llm: OptimizedLLM, precision: str, prompts: dict, new: int, repeats: int) -> dict | None:
+def measure_decode_weights(
+    llm: OptimizedLLM, precision: str, prompts: dict, new: int, repeats: int
+) -> dict | None:
     """The same engine with a runner decoding through ``precision`` weights, at every prompt."""
     own = llm._runner
     try:
@@ -76,7 +80,9 @@ def measure_decode_weights(llm: OptimizedLLM, precision: str, prompts: dict, new
         llm._runner = own
 
 
-def measure_llamacpp(directory: Path, out_type: str, context: int, prompts: dict, new: int, repeats: int) -> dict:
+def measure_llamacpp(
+    directory: Path, out_type: str, context: int, prompts: dict, new: int, repeats: int
+) -> dict:
     """llama.cpp on the same model converted to ``out_type``, loaded only while it is measured."""
     cpp = llamacpp.load(llamacpp.gguf_for(directory, out_type), context, torch.get_num_threads())
     try:
@@ -85,8 +91,13 @@ def measure_llamacpp(directory: Path, out_type: str, context: int, prompts: dict
         del cpp
 
 
-def run(models: list[str], prompt_lengths: list[int], new: int = 64, repeats: int = 3,
-        with_llamacpp: bool = True) -> dict:
+def run(
+    models: list[str],
+    prompt_lengths: list[int],
+    new: int = 64,
+    repeats: int = 3,
+    with_llamacpp: bool = True,
+) -> dict:
     bandwidth = memory_bandwidth_gbs()
     rows = []
     for name in models:
@@ -100,42 +111,70 @@ def run(models: list[str], prompt_lengths: list[int], new: int = 64, repeats: in
         params = sum(p.numel() for p in llm.model.parameters())
         threads = torch.get_num_threads()
         llm.warmup()
-        prompts = {n: prompt_ids(llm.tokenizer, n) for n in prompt_lengths if n + new <= llm.context_length}
+        prompts = {
+            n: prompt_ids(llm.tokenizer, n) for n in prompt_lengths if n + new <= llm.context_length
+        }
         # engine label -> (weights read per decode step, {prompt: measurement})
         measured: dict[str, tuple[str, dict]] = {}
         own = llm.decode_weights
-        measured["deepshiva"] = (own, {n: measure_ours(llm, ids, new, repeats) for n, ids in prompts.items()})
+        measured["deepshiva"] = (
+            own,
+            {n: measure_ours(llm, ids, new, repeats) for n, ids in prompts.items()},
+        )
         base = PlainGenerate(llm.model, llm.tokenizer)
-        measured["plain-generate"] = ("fp32", {n: measure_baseline(base, ids, new, repeats) for n, ids in prompts.items()})
+        measured["plain-generate"] = (
+            "fp32",
+            {n: measure_baseline(base, ids, new, repeats) for n, ids in prompts.items()},
+        )
         del base
         for precision in DECODE_WEIGHTS:
-            if precision != own and (m := measure_decode_weights(llm, precision, prompts, new, repeats)):
+            if precision != own and (
+                m := measure_decode_weights(llm, precision, prompts, new, repeats)
+            ):
                 measured[f"deepshiva-{precision}-decode"] = (precision, m)
         if with_llamacpp and llamacpp.available() and llm.model.dtype == torch.float32:
             for precision, out_type in LLAMACPP_TYPES.items():
-                measured[f"llama.cpp-{out_type}"] = (precision, measure_llamacpp(
-                    model_dir(name), out_type, llm.context_length, prompts, new, repeats))
+                measured[f"llama.cpp-{out_type}"] = (
+                    precision,
+                    measure_llamacpp(
+                        model_dir(name), out_type, llm.context_length, prompts, new, repeats
+                    ),
+                )
         for n in prompts:
             plain = measured["plain-generate"][1][n]
             for label, (precision, by_prompt) in measured.items():
                 m = by_prompt[n]
                 achieved = params * BYTES_PER_WEIGHT[precision] * m["decode_tok_s"] / 1e9
                 row = {
-                    "model": name, "engine": label, "prompt_tokens": n, "new_tokens": new,
-                    "dtype": str(llm.model.dtype).replace("torch.", ""), "decode_weights": precision,
-                    "threads": threads, "ttft_ms": round(m["ttft_ms"], 1), "decode_tok_s": round(m["decode_tok_s"], 1),
+                    "model": name,
+                    "engine": label,
+                    "prompt_tokens": n,
+                    "new_tokens": new,
+                    "dtype": str(llm.model.dtype).replace("torch.", ""),
+                    "decode_weights": precision,
+                    "threads": threads,
+                    "ttft_ms": round(m["ttft_ms"], 1),
+                    "decode_tok_s": round(m["decode_tok_s"], 1),
                     "ms_per_token": round(1000 / m["decode_tok_s"], 2),
                     "bandwidth_share": round(achieved / bandwidth, 3),
-                    "prefill_flops_share": round(2 * params * n / (m["ttft_ms"] / 1000) / 1e9 / peak, 3),
+                    "prefill_flops_share": round(
+                        2 * params * n / (m["ttft_ms"] / 1000) / 1e9 / peak, 3
+                    ),
                 }
                 if label.startswith("deepshiva"):
-                    row["decode_speedup_vs_plain"] = round(m["decode_tok_s"] / plain["decode_tok_s"], 2)
+                    row["decode_speedup_vs_plain"] = round(
+                        m["decode_tok_s"] / plain["decode_tok_s"], 2
+                    )
                     row["ttft_speedup_vs_plain"] = round(plain["ttft_ms"] / m["ttft_ms"], 2)
                     if label != "deepshiva":
-                        row["decode_vs_deepshiva"] = round(m["decode_tok_s"] / measured["deepshiva"][1][n]["decode_tok_s"], 2)
+                        row["decode_vs_deepshiva"] = round(
+                            m["decode_tok_s"] / measured["deepshiva"][1][n]["decode_tok_s"], 2
+                        )
                     same = measured.get(f"llama.cpp-{LLAMACPP_TYPES[precision]}")
                     if same is not None:
-                        row["decode_vs_llamacpp"] = round(m["decode_tok_s"] / same[1][n]["decode_tok_s"], 2)
+                        row["decode_vs_llamacpp"] = round(
+                            m["decode_tok_s"] / same[1][n]["decode_tok_s"], 2
+                        )
                         row["ttft_vs_llamacpp"] = round(same[1][n]["ttft_ms"] / m["ttft_ms"], 2)
                 rows.append(row)
         del llm

@@ -20,7 +20,9 @@ def memory_bandwidth_gbs(size_mb: int = 512, repeats: int = 5) -> float:
     return float(np.median(rates))
 
 
-def matmul_peak_gflops(dtype: torch.dtype = torch.float32, n: int = 1024, repeats: int = 5) -> float:
+def matmul_peak_gflops(
+    dtype: torch.dtype = torch.float32, n: int = 1024, repeats: int = 5
+) -> float:
     """Median GFLOP/s of an n x n matrix product in ``dtype`` with torch's current threads."""
     a = torch.randn(n, n, dtype=dtype)
     b = torch.randn(n, n, dtype=dtype)

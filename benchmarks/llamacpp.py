@@ -35,11 +35,24 @@ def gguf_for(model_dir: Path, out_type: str = "f32") -> Path:
     weights = max((p.stat().st_mtime for p in model_dir.glob("*.safetensors")), default=0.0)
     if not out.exists() or out.stat().st_mtime < weights:  # reconvert a retrained model
         out.parent.mkdir(parents=True, exist_ok=True)
-        if out_type in QUANTIZED_TYPES:  # the conversion script writes 16-bit; llama.cpp rounds from it
+        if (
+            out_type in QUANTIZED_TYPES
+        ):  # the conversion script writes 16-bit; llama.cpp rounds from it
             _quantize(gguf_for(model_dir, "bf16"), out, QUANTIZED_TYPES[out_type])
         else:
-            subprocess.run([sys.executable, "-m", "benchmarks.gguf_convert", str(SDIST), str(model_dir), str(out),
-                            out_type], check=True, capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.gguf_convert",
+                    str(SDIST),
+                    str(model_dir),
+                    str(out),
+                    out_type,
+                ],
+                check=True,
+                capture_output=True,
+            )
     return out
 
 
@@ -60,8 +73,14 @@ def _quantize(source: Path, out: Path, ftype: int) -> None:
 def load(gguf: Path, context: int, threads: int):
     from llama_cpp import Llama
 
-    return Llama(model_path=str(gguf), n_ctx=context, n_threads=threads, n_threads_batch=threads,
-                 n_batch=512, verbose=False)
+    return Llama(
+        model_path=str(gguf),
+        n_ctx=context,
+        n_threads=threads,
+        n_threads_batch=threads,
+        n_batch=512,
+        verbose=False,
+    )
 
 
 def measure(llm, ids: list[int], new: int, repeats: int) -> dict:
@@ -99,13 +118,17 @@ def replay_engine(llm, deepshiva_llm, max_tokens: int = 48):
     healer = deepshiva_llm._healer
 
     def complete(prefix: str, suffix: str, cancel: threading.Event) -> tuple[int, int, str]:
-        request = GenerationRequest.checked(prefix, suffix=suffix, max_length=max_tokens,
-                                            context_length=deepshiva_llm.context_length)
+        request = GenerationRequest.checked(
+            prefix,
+            suffix=suffix,
+            max_length=max_tokens,
+            context_length=deepshiva_llm.context_length,
+        )
         ids, heal, _, _ = deepshiva_llm._encode(request)
         state = {"heal": heal, "seen": len(ids)}
 
         def regrow_healed_text(input_ids, scores):
-            for token in input_ids[state["seen"]:]:  # tokens generated since the last call
+            for token in input_ids[state["seen"] :]:  # tokens generated since the last call
                 state["heal"] = healer.advance(state["heal"], int(token)) if state["heal"] else ""
             state["seen"] = len(input_ids)
             if not state["heal"]:
@@ -124,13 +147,17 @@ def replay_engine(llm, deepshiva_llm, max_tokens: int = 48):
             # common prefix with the tokens it holds (at least one token, to refresh logits).
             reused = llm.longest_token_prefix(llm._input_ids.tolist(), ids)
             computed = max(len(ids) - reused, 1)
-            for chunk in llm.create_completion(prompt=ids, max_tokens=max_tokens + (1 if heal else 0),
-                                                temperature=0, stream=True,
-                                                logits_processor=LogitsProcessorList([regrow_healed_text])):
+            for chunk in llm.create_completion(
+                prompt=ids,
+                max_tokens=max_tokens + (1 if heal else 0),
+                temperature=0,
+                stream=True,
+                logits_processor=LogitsProcessorList([regrow_healed_text]),
+            ):
                 steps += 1
                 text += chunk["choices"][0]["text"]
-                if cancel.is_set() or "\n" in text[len(heal):]:
+                if cancel.is_set() or "\n" in text[len(heal) :]:
                     break
-        return computed, max(steps - 1, 0), text[len(heal):].split("\n", 1)[0]
+        return computed, max(steps - 1, 0), text[len(heal) :].split("\n", 1)[0]
 
     return complete

@@ -71,20 +71,48 @@ def main() -> None:
     from tiny_model import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = str(build_tiny_model(tmp, hidden_size=args.hidden, layers=args.layers, vocab_size=1000))
+        model = str(
+            build_tiny_model(tmp, hidden_size=args.hidden, layers=args.layers, vocab_size=1000)
+        )
         rows = []
         for flag in ("0", "1"):
-            out = subprocess.run([sys.executable, "-m", "benchmarks.load_in_8bit", "--rounds", str(args.rounds),
-                                  "--_child", model, flag], cwd=ROOT, capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.load_in_8bit",
+                    "--rounds",
+                    str(args.rounds),
+                    "--_child",
+                    model,
+                    flag,
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     base, eight = rows
-    print(json.dumps({
-        "shape": {"hidden": args.hidden, "layers": args.layers},
-        "rows": rows,
-        "ratio_8bit_to_16bit": {key: round(eight[key] / base[key], 2)
-                                for key in ("weights_mib", "rss_loaded_mib", "rss_after_requests_mib", "peak_rss_mib",
-                                            "request_16_tokens_ms")},
-    }, indent=1))
+    print(
+        json.dumps(
+            {
+                "shape": {"hidden": args.hidden, "layers": args.layers},
+                "rows": rows,
+                "ratio_8bit_to_16bit": {
+                    key: round(eight[key] / base[key], 2)
+                    for key in (
+                        "weights_mib",
+                        "rss_loaded_mib",
+                        "rss_after_requests_mib",
+                        "peak_rss_mib",
+                        "request_16_tokens_ms",
+                    )
+                },
+            },
+            indent=1,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -51,7 +51,9 @@ def _worker(model: str, setting: dict, prompt_tokens: int, new: int) -> dict:
         from core.devices import choose_cpu_threads, use_cpu_threads, weight_bytes
 
         tokenizer = AutoTokenizer.from_pretrained(directory)
-        hf = AutoModelForCausalLM.from_pretrained(directory, dtype=getattr(torch, setting["hf"])).eval()
+        hf = AutoModelForCausalLM.from_pretrained(
+            directory, dtype=getattr(torch, setting["hf"])
+        ).eval()
         use_cpu_threads(choose_cpu_threads(weight_bytes(hf)))  # the threads the engine would use
         load_s = time.perf_counter() - started
         ids = prompt_ids(tokenizer, prompt_tokens)
@@ -78,9 +80,16 @@ def _worker(model: str, setting: dict, prompt_tokens: int, new: int) -> dict:
         t2 = time.perf_counter()
         ttft, per_token = (t1 - t0) * 1000, (t2 - t1) * 1000 / (new - 1)
         info = llm.info()
-        described = info["path"]["summary"] if info.get("path") else f"{info['dtype']} / {info['backend']}"
-    return {"ttft_ms": ttft, "ms_per_token": per_token, "load_s": load_s, "described": described,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        described = (
+            info["path"]["summary"] if info.get("path") else f"{info['dtype']} / {info['backend']}"
+        )
+    return {
+        "ttft_ms": ttft,
+        "ms_per_token": per_token,
+        "load_s": load_s,
+        "described": described,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,7 +99,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prompt-tokens", type=int, default=256)
     parser.add_argument("--new", type=int, default=64)
     parser.add_argument("--settings", nargs="*", default=list(SETTINGS))
-    parser.add_argument("--cpu", default=None, help="DEEPSHIVA_CPU for every setting (default: the probe)")
+    parser.add_argument(
+        "--cpu", default=None, help="DEEPSHIVA_CPU for every setting (default: the probe)"
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
@@ -103,22 +114,45 @@ def main(argv: list[str] | None = None) -> None:
     for r in range(args.rounds):
         order = args.settings if r % 2 == 0 else list(reversed(args.settings))
         for name in order:
-            out = subprocess.run([sys.executable, "-m", "benchmarks.paths", "--model", args.model, "--worker", name,
-                                  "--prompt-tokens", str(args.prompt_tokens), "--new", str(args.new)],
-                                 capture_output=True, text=True, env=env, timeout=900)
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "benchmarks.paths",
+                    "--model",
+                    args.model,
+                    "--worker",
+                    name,
+                    "--prompt-tokens",
+                    str(args.prompt_tokens),
+                    "--new",
+                    str(args.new),
+                ],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=900,
+            )
             if out.returncode != 0:
                 print(f"{name}: failed: {out.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
                 continue
             runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"model {args.model}, prompt {args.prompt_tokens} tokens, {args.new} new, median of {args.rounds} rounds")
+    print(
+        f"model {args.model}, prompt {args.prompt_tokens} tokens, {args.new} new, median of {args.rounds} rounds"
+    )
     print("| setting | path | first token ms | ms/token | peak RSS MB |")
     print("|---|---|---|---|---|")
     for name, results in runs.items():
         if not results:
             continue
-        med = {k: statistics.median(r[k] for r in results) for k in ("ttft_ms", "ms_per_token", "peak_rss_mb")}
-        print(f"| {name} | {results[0]['described']} | {med['ttft_ms']:.1f} | {med['ms_per_token']:.2f} "
-              f"| {med['peak_rss_mb']:.0f} |")
+        med = {
+            k: statistics.median(r[k] for r in results)
+            for k in ("ttft_ms", "ms_per_token", "peak_rss_mb")
+        }
+        print(
+            f"| {name} | {results[0]['described']} | {med['ttft_ms']:.1f} | {med['ms_per_token']:.2f} "
+            f"| {med['peak_rss_mb']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -34,25 +34,36 @@ class Keystroke:
     line_end: bool  # the typist waits here for a suggestion
 
 
-def build_schedule(file_name: str, first_line: int, lines: int, seed: int = 0, context_chars: int = 3000) -> list[Keystroke]:
+def build_schedule(
+    file_name: str, first_line: int, lines: int, seed: int = 0, context_chars: int = 3000
+) -> list[Keystroke]:
     """Keystrokes that retype ``lines`` lines of a stdlib file, from ``first_line``."""
-    source = (Path(sysconfig.get_paths()["stdlib"]) / file_name).read_text().splitlines(keepends=True)
+    source = (
+        (Path(sysconfig.get_paths()["stdlib"]) / file_name).read_text().splitlines(keepends=True)
+    )
     before = "".join(source[:first_line])
-    region = "".join(source[first_line:first_line + lines])
-    after = "".join(source[first_line + lines:])
+    region = "".join(source[first_line : first_line + lines])
+    after = "".join(source[first_line + lines :])
     rng = random.Random(seed)
     keys = []
     typed = ""
     for i, char in enumerate(region):
         typed += char
-        line_end = char == "\n" and typed.strip() != "" and region[i + 1:i + 2] != ""
+        line_end = char == "\n" and typed.strip() != "" and region[i + 1 : i + 2] != ""
         if line_end:
             gap = rng.uniform(0.7, 1.5)
         elif char == " " and rng.random() < 0.25:
             gap = rng.uniform(0.3, 0.8)
         else:
             gap = max(0.04, rng.gauss(0.11, 0.04))
-        keys.append(Keystroke(stable_window(before + typed, context_chars), after[:context_chars // 3], gap, line_end))
+        keys.append(
+            Keystroke(
+                stable_window(before + typed, context_chars),
+                after[: context_chars // 3],
+                gap,
+                line_end,
+            )
+        )
     return keys
 
 
@@ -66,7 +77,7 @@ def stable_window(text: str, max_chars: int, chunk: int = 512) -> str:
         return text
     start = -(-(len(text) - max_chars) // chunk) * chunk
     newline = text.find("\n", start)
-    return text[newline + 1:] if 0 <= newline < len(text) - 1 else text[start:]
+    return text[newline + 1 :] if 0 <= newline < len(text) - 1 else text[start:]
 
 
 @dataclass
@@ -142,7 +153,9 @@ def replay(complete, schedule: list[Keystroke], debounce_s: float = DEBOUNCE_S) 
             outcome.superseded += 1
             outcome.superseded_prefill += request.cost[0]
             outcome.superseded_decode += request.cost[1]
-            if any(request.cost) and request.superseded_at is not None:  # it ran (not dropped in a queue)
+            if (
+                any(request.cost) and request.superseded_at is not None
+            ):  # it ran (not dropped in a queue)
                 outcome.stop_ms.append(max(request.finished_at - request.superseded_at, 0.0) * 1000)
     outcome.cpu_s = time.process_time() - started_cpu
     outcome.wall_s = time.perf_counter() - started_wall
@@ -159,8 +172,12 @@ def summary(outcome: Outcome) -> dict:
         "p95_ms": round(p95, 1) if p95 else None,
         "requests": outcome.requests,
         "superseded": outcome.superseded,
-        "prefill_per_superseded": round(outcome.superseded_prefill / outcome.superseded, 1) if outcome.superseded else 0,
-        "decode_per_superseded": round(outcome.superseded_decode / outcome.superseded, 2) if outcome.superseded else 0,
+        "prefill_per_superseded": round(outcome.superseded_prefill / outcome.superseded, 1)
+        if outcome.superseded
+        else 0,
+        "decode_per_superseded": round(outcome.superseded_decode / outcome.superseded, 2)
+        if outcome.superseded
+        else 0,
         "stop_ms_mean": round(statistics.fmean(outcome.stop_ms), 2) if outcome.stop_ms else None,
         "stop_ms_p50": round(statistics.median(outcome.stop_ms), 2) if outcome.stop_ms else None,
         "cpu_s": round(outcome.cpu_s, 1),
@@ -170,12 +187,19 @@ def summary(outcome: Outcome) -> dict:
 
 # -- the engines under test -----------------------------------------------------------------
 
+
 def deepshiva_engine(llm, max_tokens: int = 48):
     """DeepShiva in-process: prefix KV reuse, cancellation, stop at the line end."""
 
     def complete(prefix: str, suffix: str, cancel: threading.Event) -> tuple[int, int, str]:
-        result = llm.complete(prefix, suffix=suffix, max_length=max_tokens, temperature=0,
-                              stop_sequences=["\n"], cancel_event=cancel)
+        result = llm.complete(
+            prefix,
+            suffix=suffix,
+            max_length=max_tokens,
+            temperature=0,
+            stop_sequences=["\n"],
+            cancel_event=cancel,
+        )
         return result.computed_prompt_tokens, result.decode_steps, result.text
 
     return complete
@@ -198,8 +222,9 @@ def plain_generate_engine(llm, max_tokens: int = 48, drop_queued: bool = False):
     lock = threading.Lock()
 
     def complete(prefix: str, suffix: str, cancel: threading.Event) -> tuple[int, int, str]:
-        request = GenerationRequest.checked(prefix, suffix=suffix, max_length=max_tokens,
-                                            context_length=llm.context_length)
+        request = GenerationRequest.checked(
+            prefix, suffix=suffix, max_length=max_tokens, context_length=llm.context_length
+        )
         ids = llm._encode(request, heal=False)[0]
         with lock:
             if drop_queued and cancel.is_set():
@@ -217,7 +242,13 @@ def http_engine(base_url: str, max_tokens: int = 48):
     client = httpx.Client(base_url=base_url, timeout=60)
 
     def complete(prefix: str, suffix: str, cancel: threading.Event) -> tuple[int, int, str]:
-        body = {"prompt": prefix, "suffix": suffix, "max_length": max_tokens, "temperature": 0, "stop": ["\n"]}
+        body = {
+            "prompt": prefix,
+            "suffix": suffix,
+            "max_length": max_tokens,
+            "temperature": 0,
+            "stop": ["\n"],
+        }
         tokens, text = (0, 0), ""
         with client.stream("POST", "/stream", json=body) as response:
             for line in response.iter_lines():

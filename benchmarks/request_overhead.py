@@ -66,8 +66,13 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = AutoTokenizer.from_pretrained(path)
     keys = build_schedule("tokenize.py", 300, 25)[: args.keystrokes]
     encoder = PromptEncoder(tokenizer)
-    whole = per_keystroke_ms(lambda k: (tokenizer.encode(k.prefix, add_special_tokens=False),
-                                        tokenizer.encode(k.suffix, add_special_tokens=False)), keys)
+    whole = per_keystroke_ms(
+        lambda k: (
+            tokenizer.encode(k.prefix, add_special_tokens=False),
+            tokenizer.encode(k.suffix, add_special_tokens=False),
+        ),
+        keys,
+    )
     by_line = per_keystroke_ms(lambda k: (encoder.encode(k.prefix), encoder.encode(k.suffix)), keys)
     context = encoder.encode(keys[-1].prefix)[-1000:]
     contexts = [context] * 50
@@ -76,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     backend = LeanLlamaBackend(model)
     report = {
-        "tokenize_whole_ms": round(whole, 3), "tokenize_by_line_ms": round(by_line, 3),
-        "lookup_token_by_token_ms": round(fed, 3), "lookup_one_pass_ms": round(built, 3),
+        "tokenize_whole_ms": round(whole, 3),
+        "tokenize_by_line_ms": round(by_line, 3),
+        "lookup_token_by_token_ms": round(fed, 3),
+        "lookup_one_pass_ms": round(built, 3),
         "lookup_context_tokens": len(context),
         "decode_step_cpu_ms_300": round(step_cpu_ms(backend, 300), 3),
         "decode_step_cpu_ms_1000": round(step_cpu_ms(backend, 1000), 3),

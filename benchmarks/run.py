@@ -43,12 +43,17 @@ def write_report(report: dict, path: str) -> int:
 def start_server(model: str, port: int) -> subprocess.Popen:
     server = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "deepshiva-server"), "--port", str(port), "--model", model],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/model_status", timeout=2).json().get("model_loaded"):
+            if (
+                httpx.get(f"http://127.0.0.1:{port}/model_status", timeout=2)
+                .json()
+                .get("model_loaded")
+            ):
                 return server
         except httpx.HTTPError:
             pass
@@ -73,22 +78,40 @@ def ratio_rows(results: dict[str, dict], plain: str, llamacpp: str) -> list[dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="shipped", help="comma list: shipped, llama-1b, stablelm-3b or a directory")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--models",
+        default="shipped",
+        help="comma list: shipped, llama-1b, stablelm-3b or a directory",
+    )
     parser.add_argument("--prompts", default="256,1024,2048", help="prompt lengths in tokens")
     parser.add_argument("--new", type=int, default=64, help="new tokens per engine measurement")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--replay-model", default="shipped")
-    parser.add_argument("--replay-file", default="tokenize.py", help="standard-library file to retype")
+    parser.add_argument(
+        "--replay-file", default="tokenize.py", help="standard-library file to retype"
+    )
     parser.add_argument("--replay-lines", type=int, default=25)
     parser.add_argument("--replay-start", type=int, default=300)
-    parser.add_argument("--http", action="store_true", help="also replay through the HTTP API and the language server")
-    parser.add_argument("--burst", action="store_true",
-                        help="also replay with no debounce (a request at every keystroke, superseded in bursts)")
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help="also replay through the HTTP API and the language server",
+    )
+    parser.add_argument(
+        "--burst",
+        action="store_true",
+        help="also replay with no debounce (a request at every keystroke, superseded in bursts)",
+    )
     parser.add_argument("--skip-engine", action="store_true")
-    parser.add_argument("--no-llamacpp", action="store_true",
-                        help="engine table without llama.cpp (a 3B fp32 model and its f32 GGUF do not "
-                             "both fit in 24 GiB)")
+    parser.add_argument(
+        "--no-llamacpp",
+        action="store_true",
+        help="engine table without llama.cpp (a 3B fp32 model and its f32 GGUF do not "
+        "both fit in 24 GiB)",
+    )
     parser.add_argument("--skip-replay", action="store_true", help="engine table only")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "latest.json"))
     args = parser.parse_args(argv)
@@ -99,20 +122,45 @@ def main(argv: list[str] | None = None) -> int:
     from .shapes import model_dir
 
     report: dict = {
-        "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_avg": os.getloadavg()},
+        "command": "python -m benchmarks.run "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_avg": os.getloadavg(),
+        },
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     if not args.skip_engine:
         prompts = [int(p) for p in args.prompts.split(",")]
-        report["engine"] = engine.run(args.models.split(","), prompts, args.new, args.repeats,
-                                      with_llamacpp=not args.no_llamacpp)
+        report["engine"] = engine.run(
+            args.models.split(","),
+            prompts,
+            args.new,
+            args.repeats,
+            with_llamacpp=not args.no_llamacpp,
+        )
         print(f"\nEngine (memory bandwidth {report['engine']['memory_bandwidth_gbs']} GB/s)")
-        print_table(report["engine"]["rows"], [
-            "model", "engine", "prompt_tokens", "decode_weights", "threads", "ttft_ms", "decode_tok_s", "ms_per_token",
-            "bandwidth_share", "prefill_flops_share", "decode_speedup_vs_plain", "ttft_speedup_vs_plain",
-            "decode_vs_llamacpp", "ttft_vs_llamacpp", "decode_vs_deepshiva",
-        ])
+        print_table(
+            report["engine"]["rows"],
+            [
+                "model",
+                "engine",
+                "prompt_tokens",
+                "decode_weights",
+                "threads",
+                "ttft_ms",
+                "decode_tok_s",
+                "ms_per_token",
+                "bandwidth_share",
+                "prefill_flops_share",
+                "decode_speedup_vs_plain",
+                "ttft_speedup_vs_plain",
+                "decode_vs_llamacpp",
+                "ttft_vs_llamacpp",
+                "decode_vs_deepshiva",
+            ],
+        )
 
     if args.skip_replay:
         return write_report(report, args.out)
@@ -120,9 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     llm = OptimizedLLM(str(model_dir(args.replay_model)))
     llm.warmup()
     results = {}
-    results["plain-generate"] = replay.summary(replay.replay(replay.plain_generate_engine(llm), schedule))
+    results["plain-generate"] = replay.summary(
+        replay.replay(replay.plain_generate_engine(llm), schedule)
+    )
     llm.prompt_lookup = False
-    results["deepshiva-no-lookup"] = replay.summary(replay.replay(replay.deepshiva_engine(llm), schedule))
+    results["deepshiva-no-lookup"] = replay.summary(
+        replay.replay(replay.deepshiva_engine(llm), schedule)
+    )
     llm.prompt_lookup = True
     drafted, accepted = llm._runner.drafted_tokens, llm._runner.accepted_tokens
     results["deepshiva"] = replay.summary(replay.replay(replay.deepshiva_engine(llm), schedule))
@@ -131,8 +183,14 @@ def main(argv: list[str] | None = None) -> int:
     from . import llamacpp
 
     if llamacpp.available():
-        cpp = llamacpp.load(llamacpp.gguf_for(model_dir(args.replay_model)), llm.context_length, torch.get_num_threads())
-        results["llama.cpp"] = replay.summary(replay.replay(llamacpp.replay_engine(cpp, llm), schedule))
+        cpp = llamacpp.load(
+            llamacpp.gguf_for(model_dir(args.replay_model)),
+            llm.context_length,
+            torch.get_num_threads(),
+        )
+        results["llama.cpp"] = replay.summary(
+            replay.replay(llamacpp.replay_engine(cpp, llm), schedule)
+        )
         del cpp
     if args.http:
         port = 5077
@@ -142,12 +200,18 @@ def main(argv: list[str] | None = None) -> int:
             from .lsp_replay import process_cpu_s, replay_through_lsp
 
             cpu = process_cpu_s(server.pid)
-            results["deepshiva-http"] = replay.summary(replay.replay(replay.http_engine(url), schedule))
+            results["deepshiva-http"] = replay.summary(
+                replay.replay(replay.http_engine(url), schedule)
+            )
             cpu_after = process_cpu_s(server.pid)
-            results["deepshiva-lsp"] = replay_through_lsp(url, args.replay_file, args.replay_start, args.replay_lines)
+            results["deepshiva-lsp"] = replay_through_lsp(
+                url, args.replay_file, args.replay_start, args.replay_lines
+            )
             if cpu is not None:
                 results["deepshiva-http"]["server_cpu_s"] = round(cpu_after - cpu, 1)
-                results["deepshiva-lsp"]["server_cpu_s"] = round(process_cpu_s(server.pid) - cpu_after, 1)
+                results["deepshiva-lsp"]["server_cpu_s"] = round(
+                    process_cpu_s(server.pid) - cpu_after, 1
+                )
         finally:
             server.terminate()
             server.wait(30)
@@ -155,19 +219,54 @@ def main(argv: list[str] | None = None) -> int:
     if args.burst:
         burst = {}
         llm.prompt_lookup = True
-        burst["plain-generate"] = replay.summary(replay.replay(
-            replay.plain_generate_engine(llm, drop_queued=True), schedule, debounce_s=0))
-        burst["deepshiva"] = replay.summary(replay.replay(replay.deepshiva_engine(llm), schedule, debounce_s=0))
+        burst["plain-generate"] = replay.summary(
+            replay.replay(
+                replay.plain_generate_engine(llm, drop_queued=True), schedule, debounce_s=0
+            )
+        )
+        burst["deepshiva"] = replay.summary(
+            replay.replay(replay.deepshiva_engine(llm), schedule, debounce_s=0)
+        )
         if llamacpp.available():
-            cpp = llamacpp.load(llamacpp.gguf_for(model_dir(args.replay_model)), llm.context_length,
-                                torch.get_num_threads())
-            burst["llama.cpp"] = replay.summary(replay.replay(llamacpp.replay_engine(cpp, llm), schedule, debounce_s=0))
+            cpp = llamacpp.load(
+                llamacpp.gguf_for(model_dir(args.replay_model)),
+                llm.context_length,
+                torch.get_num_threads(),
+            )
+            burst["llama.cpp"] = replay.summary(
+                replay.replay(llamacpp.replay_engine(cpp, llm), schedule, debounce_s=0)
+            )
             del cpp
         report["replay_no_debounce"] = {"rows": ratio_rows(burst, "plain-generate", "llama.cpp")}
-    report["replay"] = {"file": args.replay_file, "lines": args.replay_lines, "keystrokes": len(schedule), "rows": rows}
-    print(f"\nEditing replay: {args.replay_lines} lines of {args.replay_file}, {len(schedule)} keystrokes")
-    columns = ["engine", "suggestions_timed", "suggestions_shown", "p50_ms", "p95_ms", "p50_speedup_vs_plain", "p50_vs_llamacpp", "requests",
-                       "superseded", "prefill_per_superseded", "decode_per_superseded", "stop_ms_mean", "stop_ms_p50", "lookup_acceptance", "api_calls", "cpu_s", "server_cpu_s", "wall_s"]
+    report["replay"] = {
+        "file": args.replay_file,
+        "lines": args.replay_lines,
+        "keystrokes": len(schedule),
+        "rows": rows,
+    }
+    print(
+        f"\nEditing replay: {args.replay_lines} lines of {args.replay_file}, {len(schedule)} keystrokes"
+    )
+    columns = [
+        "engine",
+        "suggestions_timed",
+        "suggestions_shown",
+        "p50_ms",
+        "p95_ms",
+        "p50_speedup_vs_plain",
+        "p50_vs_llamacpp",
+        "requests",
+        "superseded",
+        "prefill_per_superseded",
+        "decode_per_superseded",
+        "stop_ms_mean",
+        "stop_ms_p50",
+        "lookup_acceptance",
+        "api_calls",
+        "cpu_s",
+        "server_cpu_s",
+        "wall_s",
+    ]
     print_table(rows, columns)
     if args.burst:
         print("\nThe same replay with no debounce: a request at every keystroke")

@@ -18,41 +18,95 @@ SHIPPED = ROOT / "models" / "tiny-python"
 SHAPES = {
     # TinyLlama-1.1B: 22 layers, hidden 2048, 4 KV heads (grouped-query attention).
     "llama-1b": dict(
-        family="llama", vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22,
-        num_attention_heads=32, num_key_value_heads=4, max_position_embeddings=4096,
+        family="llama",
+        vocab_size=32000,
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=22,
+        num_attention_heads=32,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
     ),
     # A ~30M-parameter Llama: small enough for a quick paired run on a shared machine.
     "llama-30m": dict(
-        family="llama", vocab_size=16384, hidden_size=512, intermediate_size=1408, num_hidden_layers=6,
-        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048,
+        family="llama",
+        vocab_size=16384,
+        hidden_size=512,
+        intermediate_size=1408,
+        num_hidden_layers=6,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
     ),
     # The other families at the same ~30M size (their own features: biases, LayerNorm, GELU, ...).
     "mistral-30m": dict(
-        family="mistral", vocab_size=16384, hidden_size=512, intermediate_size=1408, num_hidden_layers=6,
-        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048, sliding_window=1024,
+        family="mistral",
+        vocab_size=16384,
+        hidden_size=512,
+        intermediate_size=1408,
+        num_hidden_layers=6,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        sliding_window=1024,
     ),
     "qwen2-30m": dict(
-        family="qwen2", vocab_size=16384, hidden_size=512, intermediate_size=1408, num_hidden_layers=6,
-        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048, tie_word_embeddings=True,
+        family="qwen2",
+        vocab_size=16384,
+        hidden_size=512,
+        intermediate_size=1408,
+        num_hidden_layers=6,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
     ),
     "stablelm-30m": dict(
-        family="stablelm", vocab_size=16384, hidden_size=512, intermediate_size=1408, num_hidden_layers=6,
-        num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=2048, partial_rotary_factor=0.25,
+        family="stablelm",
+        vocab_size=16384,
+        hidden_size=512,
+        intermediate_size=1408,
+        num_hidden_layers=6,
+        num_attention_heads=8,
+        num_key_value_heads=8,
+        max_position_embeddings=2048,
+        partial_rotary_factor=0.25,
         use_qkv_bias=True,
     ),
     "starcoder2-30m": dict(
-        family="starcoder2", vocab_size=16384, hidden_size=512, intermediate_size=2048, num_hidden_layers=6,
-        num_attention_heads=8, num_key_value_heads=4, max_position_embeddings=2048, sliding_window=1024,
+        family="starcoder2",
+        vocab_size=16384,
+        hidden_size=512,
+        intermediate_size=2048,
+        num_hidden_layers=6,
+        num_attention_heads=8,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        sliding_window=1024,
         use_bias=True,
     ),
     "gemma-30m": dict(
-        family="gemma", vocab_size=16384, hidden_size=512, intermediate_size=1408, num_hidden_layers=6,
-        num_attention_heads=8, num_key_value_heads=1, head_dim=64, max_position_embeddings=2048,
+        family="gemma",
+        vocab_size=16384,
+        hidden_size=512,
+        intermediate_size=1408,
+        num_hidden_layers=6,
+        num_attention_heads=8,
+        num_key_value_heads=1,
+        head_dim=64,
+        max_position_embeddings=2048,
     ),
     # stabilityai/stable-code-3b: StableLM architecture, partial rotary embeddings.
     "stablelm-3b": dict(
-        family="stablelm", vocab_size=50304, hidden_size=2560, intermediate_size=6912, num_hidden_layers=32,
-        num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=16384, partial_rotary_factor=0.25,
+        family="stablelm",
+        vocab_size=50304,
+        hidden_size=2560,
+        intermediate_size=6912,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        max_position_embeddings=16384,
+        partial_rotary_factor=0.25,
     ),
 }
 
@@ -71,14 +125,22 @@ def model_dir(name: str) -> Path:
 
     spec = dict(SHAPES[name])
     family = spec.pop("family")
-    prefix = {"llama": "Llama", "mistral": "Mistral", "qwen2": "Qwen2", "stablelm": "StableLm",
-              "starcoder2": "Starcoder2", "gemma": "Gemma"}[family]
+    prefix = {
+        "llama": "Llama",
+        "mistral": "Mistral",
+        "qwen2": "Qwen2",
+        "stablelm": "StableLm",
+        "starcoder2": "Starcoder2",
+        "gemma": "Gemma",
+    }[family]
     config_cls = getattr(transformers, f"{prefix}Config")
     model_cls = getattr(transformers, f"{prefix}ForCausalLM")
     # The shipped tokenizer stands in: token ids beyond its vocabulary are never produced by it,
     # and the benchmark only needs a real tokenizer for the prompt.
     tokenizer = AutoTokenizer.from_pretrained(SHIPPED)
-    config = config_cls(**spec, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = config_cls(
+        **spec, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id
+    )
     torch.manual_seed(0)
     with torch.device("cpu"):
         model = model_cls(config).to(torch.bfloat16)

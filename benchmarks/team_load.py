@@ -47,8 +47,16 @@ ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "models" / "tiny-python"
 MAX_TOKENS = 48
 # Regions of code to retype: (stdlib file, first line); developer i takes region i % len, offset.
-REGIONS = [("textwrap.py", 60), ("shlex.py", 30), ("difflib.py", 120), ("csv.py", 90),
-           ("fractions.py", 200), ("calendar.py", 100), ("heapq.py", 140), ("bisect.py", 20)]
+REGIONS = [
+    ("textwrap.py", 60),
+    ("shlex.py", 30),
+    ("difflib.py", 120),
+    ("csv.py", 90),
+    ("fractions.py", 200),
+    ("calendar.py", 100),
+    ("heapq.py", 140),
+    ("bisect.py", 20),
+]
 
 
 @dataclass
@@ -118,7 +126,13 @@ def deepshiva_target(base_url: str, tally: Tally):
     """Completions through DeepShiva's /stream."""
 
     def complete(prefix: str, suffix: str, cancel: threading.Event):
-        body = {"prompt": prefix, "suffix": suffix, "max_length": MAX_TOKENS, "temperature": 0, "stop": ["\n"]}
+        body = {
+            "prompt": prefix,
+            "suffix": suffix,
+            "max_length": MAX_TOKENS,
+            "temperature": 0,
+            "stop": ["\n"],
+        }
         text, tokens, done = "", 0, False
         call = Cancellable(base_url, "/stream", body, cancel)
         try:
@@ -151,8 +165,14 @@ def vllm_direct_target(engine, tally: Tally):
     from core.request import GenerationRequest
 
     def complete(prefix: str, suffix: str, cancel: threading.Event):
-        request = GenerationRequest.checked(prefix, suffix=suffix, max_length=MAX_TOKENS, temperature=0,
-                                            stop_sequences=["\n"], context_length=engine.context_length)
+        request = GenerationRequest.checked(
+            prefix,
+            suffix=suffix,
+            max_length=MAX_TOKENS,
+            temperature=0,
+            stop_sequences=["\n"],
+            context_length=engine.context_length,
+        )
         body, heal, _, _ = engine.request_body(request)
         text, tokens, done = "", 0, False
         call = Cancellable(engine.url, "/completions", body, cancel)
@@ -168,21 +188,25 @@ def vllm_direct_target(engine, tally: Tally):
                     tokens += len(choice.get("token_ids") or [])
                 # The stop DeepShiva keeps to itself while healing (core/upstream.py): the client
                 # ends at the first line end after the regrown text, as DeepShiva does.
-                if "\n" in (text[len(heal):] if text.startswith(heal) else text):
+                if "\n" in (text[len(heal) :] if text.startswith(heal) else text):
                     done = True
                     break
             if call.status not in (0, 200):
                 tally.error(str(call.status))
         except (OSError, http.client.HTTPException) as exc:
             tally.error(type(exc).__name__)
-        tally.add(done, max(tokens - bool(heal), 0) if done else 0)  # the regrown token is the prompt's
-        text = text[len(heal):] if text.startswith(heal) else text
+        tally.add(
+            done, max(tokens - bool(heal), 0) if done else 0
+        )  # the regrown token is the prompt's
+        text = text[len(heal) :] if text.startswith(heal) else text
         return 0, 0, text.split("\n", 1)[0]
 
     return complete
 
 
-def one_at_a_time(front_url: str, engine, rounds: int, pause_s: float = 0.3, alternate: bool = True) -> dict:
+def one_at_a_time(
+    front_url: str, engine, rounds: int, pause_s: float = 0.3, alternate: bool = True
+) -> dict:
     """Median and p90 ms of the same single-line FIM request, one at a time, alternating
     DeepShiva in front of vLLM and vLLM direct (each target's own prompt cache is warm).
 
@@ -195,20 +219,30 @@ def one_at_a_time(front_url: str, engine, rounds: int, pause_s: float = 0.3, alt
     name, first = REGIONS[0]
     keys = [k for k in build_schedule(name, first, 6, seed=0) if k.line_end]
     never = threading.Event()
-    targets = {"deepshiva+vllm": deepshiva_target(front_url, Tally()), "vllm direct": vllm_direct_target(engine, Tally())}
+    targets = {
+        "deepshiva+vllm": deepshiva_target(front_url, Tally()),
+        "vllm direct": vllm_direct_target(engine, Tally()),
+    }
     times: dict[str, list[float]] = {t: [] for t in targets}
     for i in range(rounds):
         key = keys[i % len(keys)]
         order = list(targets.items())
-        for target, complete in (order if i % 2 == 0 or not alternate else order[::-1]):
+        for target, complete in order if i % 2 == 0 or not alternate else order[::-1]:
             time.sleep(pause_s)
             started = time.perf_counter()
             complete(key.prefix, key.suffix, never)
             times[target].append((time.perf_counter() - started) * 1000)
-    out = {"rounds": rounds, "pause_s": pause_s, "order": "alternating" if alternate else "deepshiva first"}
+    out = {
+        "rounds": rounds,
+        "pause_s": pause_s,
+        "order": "alternating" if alternate else "deepshiva first",
+    }
     for target, values in times.items():
         values.sort()
-        out[target] = {"p50_ms": round(values[len(values) // 2], 1), "p90_ms": round(values[int(0.9 * len(values))], 1)}
+        out[target] = {
+            "p50_ms": round(values[len(values) // 2], 1),
+            "p90_ms": round(values[int(0.9 * len(values))], 1),
+        }
     return out
 
 
@@ -248,8 +282,17 @@ class Process:
     """A server subprocess (its own process group) and its output."""
 
     def __init__(self, command: list[str], env: dict, ready: re.Pattern, timeout: float):
-        self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1, start_new_session=True, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,
+            stdin=subprocess.DEVNULL,
+        )
         self.lines: list[str] = []
         self.match = None
         got = threading.Event()
@@ -285,8 +328,23 @@ def start_deepshiva(*args: str) -> tuple[Process, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSHIVA_")}
     env["PYTHONPATH"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"
-    proc = Process([sys.executable, "-m", "server", "--host", "127.0.0.1", "--port", "0", "--queue-size", "64",
-                    *args], env, re.compile(r"DeepShiva API on (http://\S+?:\d+)"), 120)
+    proc = Process(
+        [
+            sys.executable,
+            "-m",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--queue-size",
+            "64",
+            *args,
+        ],
+        env,
+        re.compile(r"DeepShiva API on (http://\S+?:\d+)"),
+        120,
+    )
     url = proc.match.group(1)
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:  # wait for the model (or the upstream) to be ready
@@ -306,36 +364,68 @@ def start_deepshiva(*args: str) -> tuple[Process, str]:
 def start_vllm(port: int) -> Process:
     env = dict(os.environ, DEEPSHIVA_VLLM_SKIP_INSTALL="1", PYTHONUNBUFFERED="1")
     env.pop("PYTHONPATH", None)
-    proc = Process([str(ROOT / "scripts" / "serve-vllm"), str(MODEL), "--port", str(port)], env,
-                   re.compile(r"Application startup complete"), 600)
+    proc = Process(
+        [str(ROOT / "scripts" / "serve-vllm"), str(MODEL), "--port", str(port)],
+        env,
+        re.compile(r"Application startup complete"),
+        600,
+    )
     return proc
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--developers", type=int, nargs="*", default=[1, 8, 32])
-    parser.add_argument("--overhead-rounds", type=int, default=0,
-                        help="then this many single requests, one at a time, alternating through DeepShiva "
-                             "and straight to vLLM (DeepShiva's own cost without the team's load)")
+    parser.add_argument(
+        "--overhead-rounds",
+        type=int,
+        default=0,
+        help="then this many single requests, one at a time, alternating through DeepShiva "
+        "and straight to vLLM (DeepShiva's own cost without the team's load)",
+    )
     parser.add_argument("--lines", type=int, default=3, help="lines each developer retypes")
     parser.add_argument("--targets", nargs="+", default=["local", "deepshiva+vllm", "vllm direct"])
-    parser.add_argument("--concurrency", type=int, default=32, help="DeepShiva's --concurrency in front of vLLM")
+    parser.add_argument(
+        "--concurrency", type=int, default=32, help="DeepShiva's --concurrency in front of vLLM"
+    )
     parser.add_argument("--vllm-port", type=int, default=8871)
-    parser.add_argument("--vllm-url", help="use this vLLM (serving models/tiny-python) instead of starting one")
-    parser.add_argument("--overhead-pause", type=float, default=0.3,
-                        help="seconds between the one-at-a-time requests")
-    parser.add_argument("--overhead-order", choices=["alternating", "fixed", "both"], default="alternating",
-                        help="which target goes first in each one-at-a-time round (fixed: DeepShiva)")
+    parser.add_argument(
+        "--vllm-url", help="use this vLLM (serving models/tiny-python) instead of starting one"
+    )
+    parser.add_argument(
+        "--overhead-pause",
+        type=float,
+        default=0.3,
+        help="seconds between the one-at-a-time requests",
+    )
+    parser.add_argument(
+        "--overhead-order",
+        choices=["alternating", "fixed", "both"],
+        default="alternating",
+        help="which target goes first in each one-at-a-time round (fixed: DeepShiva)",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    results = {"machine": {"cpus": os.cpu_count(), "platform": platform.platform()}, "model": "models/tiny-python",
-               "lines_per_developer": args.lines, "max_tokens": MAX_TOKENS, "runs": []}
+    results = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "model": "models/tiny-python",
+        "lines_per_developer": args.lines,
+        "max_tokens": MAX_TOKENS,
+        "runs": [],
+    }
 
     def record(target: str, n: int, tally: Tally, team: dict) -> None:
-        row = {"target": target, "developers": n, **team, "completed": tally.completed,
-               "superseded_requests": tally.superseded, "errors": tally.errors,
-               "tokens": tally.tokens, "tokens_per_s": round(tally.tokens / team["wall_s"], 1),
-               "lost": sum(tally.errors.values()) + (team["line_ends"] - team["suggestions_timed"])}
+        row = {
+            "target": target,
+            "developers": n,
+            **team,
+            "completed": tally.completed,
+            "superseded_requests": tally.superseded,
+            "errors": tally.errors,
+            "tokens": tally.tokens,
+            "tokens_per_s": round(tally.tokens / team["wall_s"], 1),
+            "lost": sum(tally.errors.values()) + (team["line_ends"] - team["suggestions_timed"]),
+        }
         results["runs"].append(row)
         print(json.dumps(row), flush=True)
 
@@ -349,27 +439,54 @@ def main(argv: list[str] | None = None) -> int:
             proc.stop()
     if {"deepshiva+vllm", "vllm direct"} & set(args.targets):
         vllm = None if args.vllm_url else start_vllm(args.vllm_port)
-        vllm_url = args.vllm_url.rstrip("/") if args.vllm_url else f"http://127.0.0.1:{args.vllm_port}"
+        vllm_url = (
+            args.vllm_url.rstrip("/") if args.vllm_url else f"http://127.0.0.1:{args.vllm_port}"
+        )
         try:
             from core.upstream import UpstreamEngine
 
             engine = UpstreamEngine(vllm_url, concurrency=512)
-            front, front_url = start_deepshiva("--backend", "openai", "--upstream", vllm_url,
-                                               "--concurrency", str(args.concurrency))
+            front, front_url = start_deepshiva(
+                "--backend",
+                "openai",
+                "--upstream",
+                vllm_url,
+                "--concurrency",
+                str(args.concurrency),
+            )
             try:
                 for n in args.developers:
                     if "deepshiva+vllm" in args.targets:
                         tally = Tally()
-                        record("deepshiva+vllm", n, tally, run_team(deepshiva_target(front_url, tally), n, args.lines))
+                        record(
+                            "deepshiva+vllm",
+                            n,
+                            tally,
+                            run_team(deepshiva_target(front_url, tally), n, args.lines),
+                        )
                     if "vllm direct" in args.targets:
                         tally = Tally()
-                        record("vllm direct", n, tally, run_team(vllm_direct_target(engine, tally), n, args.lines))
+                        record(
+                            "vllm direct",
+                            n,
+                            tally,
+                            run_team(vllm_direct_target(engine, tally), n, args.lines),
+                        )
                 if args.overhead_rounds:
-                    orders = ["fixed", "alternating"] if args.overhead_order == "both" else [args.overhead_order]
+                    orders = (
+                        ["fixed", "alternating"]
+                        if args.overhead_order == "both"
+                        else [args.overhead_order]
+                    )
                     results["one_at_a_time"] = []
                     for order in orders:
-                        row = one_at_a_time(front_url, engine, args.overhead_rounds, args.overhead_pause,
-                                            alternate=order == "alternating")
+                        row = one_at_a_time(
+                            front_url,
+                            engine,
+                            args.overhead_rounds,
+                            args.overhead_pause,
+                            alternate=order == "alternating",
+                        )
                         results["one_at_a_time"].append(row)
                         print(json.dumps(row), flush=True)
             finally:

@@ -31,7 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--in", dest="cols", type=int, default=2048)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
-    matrices = {f: [CompactWeight(torch.randn(args.out, args.cols), f) for _ in range(4)] for f in FORMATS}
+    matrices = {
+        f: [CompactWeight(torch.randn(args.out, args.cols), f) for _ in range(4)] for f in FORMATS
+    }
     variants = [v for v in compact_weights.variants() if v != "portable"]
     x = np.random.default_rng(0).standard_normal((1, args.cols), dtype=np.float32)
     default, times = compact_weights.variant(), {}
@@ -43,9 +45,13 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(5):
                     for m in ms:
                         m(x, 1)
-                times.setdefault((fmt, variant), []).append((time.process_time() - started) / (5 * len(ms)) * 1e3)
+                times.setdefault((fmt, variant), []).append(
+                    (time.process_time() - started) / (5 * len(ms)) * 1e3
+                )
     compact_weights.use_variant(default)
-    print(f"{args.out}x{args.cols}, 1 thread, CPU ms per product, median of {args.rounds} rounds (min)")
+    print(
+        f"{args.out}x{args.cols}, 1 thread, CPU ms per product, median of {args.rounds} rounds (min)"
+    )
     for (fmt, variant), values in times.items():
         print(f"{fmt:5} {variant:10} {statistics.median(values):7.3f} ({min(values):.3f})")
     return 0

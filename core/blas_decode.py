@@ -33,7 +33,9 @@ from .fused_decode import FusedLayers
 MAX_ROWS = 8  # passes of at most this many tokens (a decode step, a prompt-lookup draft check)
 
 
-def _norm(x: np.ndarray, weight: np.ndarray, eps: float, bias: np.ndarray | None, layer_norm: bool) -> np.ndarray:
+def _norm(
+    x: np.ndarray, weight: np.ndarray, eps: float, bias: np.ndarray | None, layer_norm: bool
+) -> np.ndarray:
     """The family's norm: LayerNorm with bias, else RMSNorm."""
     if not layer_norm:
         return _rms_norm(x, weight, eps)
@@ -48,7 +50,14 @@ def _activation(x: np.ndarray, name: str) -> np.ndarray:
     if name == "silu":
         return x / (1.0 + np.exp(-x))
     if name == "gelu_tanh":
-        return 0.5 * x * (1.0 + np.tanh(np.float32(0.7978845608028654) * (x + np.float32(0.044715) * x * x * x)))
+        return (
+            0.5
+            * x
+            * (
+                1.0
+                + np.tanh(np.float32(0.7978845608028654) * (x + np.float32(0.044715) * x * x * x))
+            )
+        )
     return torch.nn.functional.gelu(torch.from_numpy(x)).numpy()
 
 
@@ -115,10 +124,17 @@ def fused_reason(backend) -> str | None:
     """Why one-token steps of ``backend`` cannot run in the fused C step (None: they can, given
     compact weights of one format)."""
     spec = backend.spec
-    missing = [what for what, present in (
-        ("LayerNorm", spec.norm != "rms"), (f"{spec.activation} MLP", spec.activation != "silu"),
-        ("an ungated MLP", not spec.gated), ("partial RoPE", backend.rotary_dims != backend.head_dim),
-        ("biases", any(layer.has_biases() for layer in backend.layers))) if present]
+    missing = [
+        what
+        for what, present in (
+            ("LayerNorm", spec.norm != "rms"),
+            (f"{spec.activation} MLP", spec.activation != "silu"),
+            ("an ungated MLP", not spec.gated),
+            ("partial RoPE", backend.rotary_dims != backend.head_dim),
+            ("biases", any(layer.has_biases() for layer in backend.layers)),
+        )
+        if present
+    ]
     if missing:
         return f"the fused C step has no {', '.join(missing)} ({spec.family})"
     return None
@@ -147,10 +163,16 @@ class BlasDecoder:
             self._embed_rows = None
         self.spec = backend.spec
         self.layers = [
-            _Layer(layer.input_norm.numpy(), _product(layer.qkv, True, precision),
-                   _product(layer.o, False, precision), layer.post_norm.numpy(),
-                   _product(layer.gate_up, True, precision), _product(layer.down, False, precision),
-                   _numpy(layer.input_norm_bias), _numpy(layer.post_norm_bias))
+            _Layer(
+                layer.input_norm.numpy(),
+                _product(layer.qkv, True, precision),
+                _product(layer.o, False, precision),
+                layer.post_norm.numpy(),
+                _product(layer.gate_up, True, precision),
+                _product(layer.down, False, precision),
+                _numpy(layer.input_norm_bias),
+                _numpy(layer.post_norm_bias),
+            )
             for layer in backend.layers
         ]
         width = backend.layers[0].gate_up.out_features
@@ -164,9 +186,20 @@ class BlasDecoder:
         # layer is Llama's (the C step computes RMSNorm, SiLU-gated MLP, full RoPE, no biases),
         # until a sliding window starts hiding keys (its attention sees every cached key).
         self.fused_why_not = fused_reason(backend)
-        self.fused = None if self.fused_why_not else FusedLayers.build(
-            self.layers, hidden=self.embed.shape[1], heads=backend.heads, kv_heads=backend.kv_heads,
-            dim=backend.head_dim, mlp=self.mlp_width, eps=float(backend.eps), scale=float(backend.scale))
+        self.fused = (
+            None
+            if self.fused_why_not
+            else FusedLayers.build(
+                self.layers,
+                hidden=self.embed.shape[1],
+                heads=backend.heads,
+                kv_heads=backend.kv_heads,
+                dim=backend.head_dim,
+                mlp=self.mlp_width,
+                eps=float(backend.eps),
+                scale=float(backend.scale),
+            )
+        )
 
     def _embed(self, ids: list[int]) -> np.ndarray:
         """The embedding rows of ``ids`` in fp32, (T, hidden): a copy."""
@@ -182,8 +215,14 @@ class BlasDecoder:
 
     def compact_bytes(self) -> int:
         """Bytes held in compact copies (0 in fp32, which reads the backend's own tensors)."""
-        matmuls = [m for layer in self.layers for m in (layer.qkv, layer.o, layer.gate_up, layer.down)]
-        return sum(m.nbytes for m in matmuls + [self.lm_head] if isinstance(m, compact_weights.CompactWeight))
+        matmuls = [
+            m for layer in self.layers for m in (layer.qkv, layer.o, layer.gate_up, layer.down)
+        ]
+        return sum(
+            m.nbytes
+            for m in matmuls + [self.lm_head]
+            if isinstance(m, compact_weights.CompactWeight)
+        )
 
     def forward(self, ids: list[int], all_logits: bool = False) -> torch.Tensor:
         """Run ``ids`` after the backend's cached positions and write their keys and values."""
@@ -195,8 +234,16 @@ class BlasDecoder:
         with self._blas_threads.limit(limits=1, user_api="blas"):
             return self._forward(ids, all_logits)
 
-    def _attention(self, q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int, mask: np.ndarray | None,
-                   threads: int, c_attention: bool = True) -> np.ndarray:
+    def _attention(
+        self,
+        q: np.ndarray,
+        k: np.ndarray,
+        v: np.ndarray,
+        start: int,
+        mask: np.ndarray | None,
+        threads: int,
+        c_attention: bool = True,
+    ) -> np.ndarray:
         """Causal attention of q (T, heads, dim) over one layer's cache (kv_heads, capacity, dim),
         the pass's own keys written: (T, heads * dim). In C where the kernels are built (on the
         kernels' OpenMP threads only while OpenBLAS is held to one, see ``forward``), else NumPy."""
@@ -211,7 +258,9 @@ class BlasDecoder:
         scores = q @ k[:, :end].transpose(0, 2, 1)
         scores *= b.scale
         if mask is not None:
-            scores = (scores.reshape(kv_heads, group, count, end) + mask).reshape(kv_heads, group * count, end)
+            scores = (scores.reshape(kv_heads, group, count, end) + mask).reshape(
+                kv_heads, group * count, end
+            )
         scores -= scores.max(axis=-1, keepdims=True)
         probs = np.exp(scores, out=scores)
         probs /= probs.sum(axis=-1, keepdims=True)
@@ -245,7 +294,9 @@ class BlasDecoder:
                 hidden |= keys <= rows - b.window
             mask = np.where(hidden, -np.inf, 0.0).astype(np.float32)  # (T, end)
         x = self._embed(ids)  # (T, hidden), a copy
-        with np.errstate(over="ignore"):  # exp(-gate) overflows to inf for very negative gates: silu -> -0
+        with np.errstate(
+            over="ignore"
+        ):  # exp(-gate) overflows to inf for very negative gates: silu -> -0
             for i, layer in enumerate(self.layers):
                 h = _norm(x, layer.input_norm, b.eps, layer.input_norm_bias, layer_norm)
                 qkv = layer.qkv(h, threads)  # (T, q + k + v)
@@ -256,9 +307,12 @@ class BlasDecoder:
                     turned = np.ascontiguousarray(qk[..., :rot]).view(np.complex64) * rope
                     qk[..., :rot] = turned.view(np.float32)
                 k_cache[i, 0, :, start:end] = qk[:, heads:].transpose(1, 0, 2)
-                v_cache[i, 0, :, start:end] = qkv[:, qk_size:].reshape(count, kv_heads, dim).transpose(1, 0, 2)
-                attn = self._attention(qk[:, :heads], k_cache[i, 0], v_cache[i, 0], start, mask, threads,
-                                       c_attention)
+                v_cache[i, 0, :, start:end] = (
+                    qkv[:, qk_size:].reshape(count, kv_heads, dim).transpose(1, 0, 2)
+                )
+                attn = self._attention(
+                    qk[:, :heads], k_cache[i, 0], v_cache[i, 0], start, mask, threads, c_attention
+                )
                 x = x + layer.o(attn, threads)
                 h = _norm(x, layer.post_norm, b.eps, layer.post_norm_bias, layer_norm)
                 if spec.gated:
@@ -266,7 +320,9 @@ class BlasDecoder:
                     gate, up = gate_up[:, :half], gate_up[:, half:]
                     x = x + layer.down(_activation(gate, spec.activation) * up, threads)
                 else:
-                    x = x + layer.down(_activation(layer.gate_up(h, threads), spec.activation), threads)
+                    x = x + layer.down(
+                        _activation(layer.gate_up(h, threads), spec.activation), threads
+                    )
         rows = x if all_logits else x[-1:]
         logits = self.lm_head(_norm(rows, self.norm, b.eps, self.norm_bias, layer_norm), threads)
         return torch.from_numpy(logits if all_logits else logits[0])

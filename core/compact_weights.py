@@ -48,9 +48,13 @@ def choose_variant(runnable: tuple[str, ...], requested: str | None = None) -> s
     ValueError naming what this CPU runs."""
     if requested:
         if requested not in VARIANTS:
-            raise ValueError(f"{VARIANT_ENV} must be one of {', '.join(VARIANTS)}, not {requested!r}")
+            raise ValueError(
+                f"{VARIANT_ENV} must be one of {', '.join(VARIANTS)}, not {requested!r}"
+            )
         if requested not in runnable:
-            raise ValueError(f"this CPU cannot run the {requested} kernels; it runs {', '.join(runnable)}")
+            raise ValueError(
+                f"this CPU cannot run the {requested} kernels; it runs {', '.join(runnable)}"
+            )
         return requested
     return max(runnable, key=VARIANTS.index)
 
@@ -92,8 +96,10 @@ def unavailable_reason() -> str | None:
     if _kernels is None:
         return "the C kernels (core/_kernels.c) are not compiled on this machine: rerun scripts/install"
     if _kernels.simd() == "portable":
-        return ("the C kernels run their portable loops here (no AVX2/FMA/F16C, or DEEPSHIVA_KERNELS=portable): "
-                "slower than fp32 NumPy")
+        return (
+            "the C kernels run their portable loops here (no AVX2/FMA/F16C, or DEEPSHIVA_KERNELS=portable): "
+            "slower than fp32 NumPy"
+        )
     if not cpu_capabilities.current().avx2:
         return "this CPU has no AVX2/FMA/F16C (core.cpu_capabilities), so the kernels are slower than fp32 NumPy"
     return None
@@ -152,7 +158,8 @@ def _interleave(values: torch.Tensor, block: int = BLOCK) -> np.ndarray:
     out, cols = values.shape
     laid_out = page_memory.empty((out, cols), values.numpy().dtype)
     torch.from_numpy(laid_out).view(out // 4, cols // block, 4, block).copy_(
-        values.reshape(out // 4, 4, cols // block, block).transpose(1, 2))
+        values.reshape(out // 4, 4, cols // block, block).transpose(1, 2)
+    )
     return laid_out
 
 
@@ -168,8 +175,10 @@ class CompactWeight:
         if precision not in _KINDS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         if not fits(weight):
-            raise ValueError(f"a {tuple(weight.shape)} matrix does not fit the kernels' layout "
-                             f"(rows in fours, columns in blocks of {BLOCK})")
+            raise ValueError(
+                f"a {tuple(weight.shape)} matrix does not fit the kernels' layout "
+                f"(rows in fours, columns in blocks of {BLOCK})"
+            )
         self.precision = precision
         self.kind = _KINDS[precision]
         self.out_features, self.in_features = weight.shape
@@ -196,17 +205,31 @@ class CompactWeight:
         """``x`` (rows, in) fp32, at most 8 rows; returns (rows, out) fp32."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         y = np.empty((x.shape[0], self.out_features), dtype=np.float32)
-        _kernels.matmul(self.kind, self.values, self.scales, x, y, self.out_features, self.in_features,
-                        x.shape[0], threads)
+        _kernels.matmul(
+            self.kind,
+            self.values,
+            self.scales,
+            x,
+            y,
+            self.out_features,
+            self.in_features,
+            x.shape[0],
+            threads,
+        )
         return y
 
     def widened(self) -> torch.Tensor:
         """The fp32 matrix (out, in) these bytes stand for (for tests and error estimates)."""
         if self.precision == "int4":
             q = _unpack_int4(_deinterleave(torch.from_numpy(self.values), block=BLOCK // 2))
-            scales = _deinterleave(torch.from_numpy(self.scales), block=1).view(torch.float16).to(torch.float32)
-            return (q.to(torch.float32).reshape(self.out_features, -1, BLOCK) * scales[..., None]).reshape(
-                self.out_features, self.in_features)
+            scales = (
+                _deinterleave(torch.from_numpy(self.scales), block=1)
+                .view(torch.float16)
+                .to(torch.float32)
+            )
+            return (
+                q.to(torch.float32).reshape(self.out_features, -1, BLOCK) * scales[..., None]
+            ).reshape(self.out_features, self.in_features)
         values = _deinterleave(torch.from_numpy(self.values))
         if self.precision == "int8":
             return values.to(torch.float32) * torch.from_numpy(self.scales)[:, None]

@@ -19,7 +19,9 @@ def available() -> bool:
     return compact_weights.available()
 
 
-def attend(q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int, scale: float, threads: int = 1) -> np.ndarray:
+def attend(
+    q: np.ndarray, k: np.ndarray, v: np.ndarray, start: int, scale: float, threads: int = 1
+) -> np.ndarray:
     """Attention of ``q`` (count, heads, dim) at positions ``start``.. over ``k``/``v`` (kv_heads,
     capacity, dim), one layer's cache with the rows' own keys already written; row r sees keys
     up to ``start + r``. Returns (count, heads * dim) fp32, the rows the output projection takes."""

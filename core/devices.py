@@ -28,7 +28,11 @@ DTYPE_NAMES = {
     "fp32": torch.float32,
     "float": torch.float32,
 }
-SHORT_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}  # dtype -> its short name
+SHORT_NAMES = {
+    torch.float32: "fp32",
+    torch.float16: "fp16",
+    torch.bfloat16: "bf16",
+}  # dtype -> its short name
 
 
 def cuda_available() -> bool:
@@ -54,7 +58,9 @@ def select_device(requested: str = "auto") -> str:
     name = (requested or "auto").lower()
     base = name.split(":", 1)[0]
     if base not in DEVICES:
-        raise InvalidParameter("device", f"device must be one of {', '.join(DEVICES)} (got {requested!r})")
+        raise InvalidParameter(
+            "device", f"device must be one of {', '.join(DEVICES)} (got {requested!r})"
+        )
     if base == "auto":
         if cuda_available():
             return "cuda"
@@ -62,14 +68,22 @@ def select_device(requested: str = "auto") -> str:
             return "mps"
         return "cpu"
     if base == "cuda" and not cuda_available():
-        raise DeviceUnavailable("device 'cuda' was requested but CUDA is not available on this machine")
+        raise DeviceUnavailable(
+            "device 'cuda' was requested but CUDA is not available on this machine"
+        )
     if base == "mps" and not mps_available():
-        raise DeviceUnavailable("device 'mps' was requested but Apple MPS is not available on this machine")
+        raise DeviceUnavailable(
+            "device 'mps' was requested but Apple MPS is not available on this machine"
+        )
     return name
 
 
-def select_dtype(device: str, requested: object = None, stored: torch.dtype | None = None,
-                 decode_weights: str = "auto") -> torch.dtype:
+def select_dtype(
+    device: str,
+    requested: object = None,
+    stored: torch.dtype | None = None,
+    decode_weights: str = "auto",
+) -> torch.dtype:
     """The dtype for ``device``: the caller's choice if given, else the fastest one.
 
     On the CPU: fp32 masters on every CPU kind (``core.backends.select.master_dtype`` says why)."""
@@ -80,9 +94,13 @@ def select_dtype(device: str, requested: object = None, stored: torch.dtype | No
             return DTYPE_NAMES[requested.lower()]
         except KeyError:
             allowed = "bfloat16, float16, float32, auto or a torch.dtype"
-            raise InvalidParameter("torch_dtype", f"torch_dtype must be {allowed} (got {requested!r})") from None
+            raise InvalidParameter(
+                "torch_dtype", f"torch_dtype must be {allowed} (got {requested!r})"
+            ) from None
     if requested is not None and not isinstance(requested, str):
-        raise InvalidParameter("torch_dtype", f"torch_dtype must be a torch.dtype or a string (got {requested!r})")
+        raise InvalidParameter(
+            "torch_dtype", f"torch_dtype must be a torch.dtype or a string (got {requested!r})"
+        )
     base = device.split(":", 1)[0]
     if base == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -121,9 +139,13 @@ def choose_cpu_threads(weight_bytes: int, requested: int | None = None) -> int:
         try:
             value = int(override)
         except ValueError:
-            raise InvalidParameter("threads", f"threads must be a positive integer (got {override!r})") from None
+            raise InvalidParameter(
+                "threads", f"threads must be a positive integer (got {override!r})"
+            ) from None
         if value < 1:
-            raise InvalidParameter("threads", f"threads must be a positive integer (got {override!r})")
+            raise InvalidParameter(
+                "threads", f"threads must be a positive integer (got {override!r})"
+            )
         return value
     return 1 if weight_bytes < SMALL_MODEL_BYTES else available_cores()
 
@@ -141,8 +163,10 @@ DECODE_WEIGHTS = ("auto", "fp32", "fp16", "bf16", "int8")
 def check_decode_weights(requested: str) -> str:
     """``requested`` if it names a decode-weight format, else an InvalidParameter naming them."""
     if requested not in DECODE_WEIGHTS:
-        raise InvalidParameter("decode_weights", f"decode_weights must be one of {', '.join(DECODE_WEIGHTS)} "
-                                                 f"(got {requested!r})")
+        raise InvalidParameter(
+            "decode_weights",
+            f"decode_weights must be one of {', '.join(DECODE_WEIGHTS)} (got {requested!r})",
+        )
     return requested
 
 
@@ -173,4 +197,6 @@ def choose_decode_weights(
     """The bytes a CPU decode step reads: ``core.backends.select.decode_weights``'s choice."""
     from .backends import select
 
-    return select.decode_weights(requested, device, stored_dtype, model_bytes, free_bytes, kernels, master_dtype)[0]
+    return select.decode_weights(
+        requested, device, stored_dtype, model_bytes, free_bytes, kernels, master_dtype
+    )[0]

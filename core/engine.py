@@ -32,7 +32,14 @@ from .devices import (
     weight_bytes,
 )
 from .errors import FIMNotSupported, InvalidParameter, ModelNotLoaded, OutOfMemory
-from .fim import PREFIX_SHARE, check_order, choose_order, detect_dialect, split_budget, stop_token_ids
+from .fim import (
+    PREFIX_SHARE,
+    check_order,
+    choose_order,
+    detect_dialect,
+    split_budget,
+    stop_token_ids,
+)
 from .generation import ModelRunner, PromptLookup, decode_n_tokens
 from .healing import TokenHealer, strip_regrown
 from .loading import DEFAULT_MODEL, is_out_of_memory, load_model, resolve_model_source, stored_dtype
@@ -153,10 +160,14 @@ class OptimizedLLM:
         decode_weights: str | None = None,
     ):
         if max_memory is not None and not isinstance(max_memory, dict):
-            raise InvalidParameter("max_memory", "max_memory must be a dict such as {0: '10GiB', 'cpu': '30GiB'}")
+            raise InvalidParameter(
+                "max_memory", "max_memory must be a dict such as {0: '10GiB', 'cpu': '30GiB'}"
+            )
         self._lock = threading.Lock()
         self.device = select_device(device)
-        self.dtype = select_dtype(self.device, torch_dtype)  # a bad value is named before the slow load
+        self.dtype = select_dtype(
+            self.device, torch_dtype
+        )  # a bad value is named before the slow load
         self.model_name = model_name
         # Prompt-lookup decoding for greedy requests (DEEPSHIVA_PROMPT_LOOKUP=0 turns it off).
         self.prompt_lookup = os.environ.get("DEEPSHIVA_PROMPT_LOOKUP", "1") != "0"
@@ -171,15 +182,22 @@ class OptimizedLLM:
             decode_weights = os.environ.get("DEEPSHIVA_DECODE_WEIGHTS", "auto")
         if int8_decode:
             if decode_weights not in ("auto", "int8"):
-                raise InvalidParameter("decode_weights", f"int8_decode asks for int8 decode weights, "
-                                                         f"decode_weights for {decode_weights}: choose one")
+                raise InvalidParameter(
+                    "decode_weights",
+                    f"int8_decode asks for int8 decode weights, "
+                    f"decode_weights for {decode_weights}: choose one",
+                )
             decode_weights = "int8"
-        self._decode_weights_param = "int8_decode" if int8_decode else "decode_weights"  # for errors
+        self._decode_weights_param = (
+            "int8_decode" if int8_decode else "decode_weights"
+        )  # for errors
         self.decode_weights_requested = check_decode_weights(decode_weights)  # before the slow load
         self.decode_weights = "fp32"
         # FIM prompt order: auto (the model's own), psm or spm (DEEPSHIVA_FIM_ORDER).
         try:
-            self.fim_order_requested = check_order(fim_order or os.environ.get("DEEPSHIVA_FIM_ORDER", "auto"))
+            self.fim_order_requested = check_order(
+                fim_order or os.environ.get("DEEPSHIVA_FIM_ORDER", "auto")
+            )
         except ValueError as exc:
             raise InvalidParameter("fim_order", str(exc)) from None
         self.model = None
@@ -187,11 +205,17 @@ class OptimizedLLM:
         self._runner: ModelRunner | None = None
         source = resolve_model_source(model_name)
         self._master_reason = f"{SHORT_NAMES.get(self.dtype, self.dtype)} masters: " + (
-            "asked for" if torch_dtype not in (None, "auto") else f"the {self.device.split(':')[0]} default")
+            "asked for"
+            if torch_dtype not in (None, "auto")
+            else f"the {self.device.split(':')[0]} default"
+        )
         if self.device == "cpu" and torch_dtype in (None, "auto"):
-            self.dtype, self._master_reason = select.master_dtype(stored_dtype(source, self.trust_remote_code),
-                                                                  self.decode_weights_requested)
-        loaded = load_model(source, self.device, self.dtype, max_memory, bool(load_in_8bit), self.trust_remote_code)
+            self.dtype, self._master_reason = select.master_dtype(
+                stored_dtype(source, self.trust_remote_code), self.decode_weights_requested
+            )
+        loaded = load_model(
+            source, self.device, self.dtype, max_memory, bool(load_in_8bit), self.trust_remote_code
+        )
         self._stored_dtype = loaded.stored_dtype
         self._install(loaded.model, loaded.tokenizer)
         self.quantization = loaded.quantization
@@ -206,19 +230,31 @@ class OptimizedLLM:
         self._runner = self._make_runner(model)
         vocab = tokenizer.get_vocab()
         self.fim_dialect = detect_dialect(vocab)
-        self.fim_order = choose_order(self.fim_order_requested, self.fim_dialect, getattr(model, "config", None))
+        self.fim_order = choose_order(
+            self.fim_order_requested, self.fim_dialect, getattr(model, "config", None)
+        )
         # Marker ids looked up once: get_vocab() builds a fresh dict of the whole vocabulary.
-        self._fim_marker_ids = {m: vocab[m] for m in self.fim_dialect.markers} if self.fim_dialect else {}
+        self._fim_marker_ids = (
+            {m: vocab[m] for m in self.fim_dialect.markers} if self.fim_dialect else {}
+        )
         self._eos_ids = self._collect_eos_ids(model, tokenizer)
         self._special_ids = set(tokenizer.all_special_ids) | {
-            i for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items() if getattr(tok, "special", False)
+            i
+            for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items()
+            if getattr(tok, "special", False)
         }
         # Models often pad their vocabulary past the tokenizer's (stable-code: 50304 rows); ids the
         # tokenizer cannot decode are never generated.
-        model_vocab = model.get_output_embeddings().weight.shape[0] if model.get_output_embeddings() is not None else 0
+        model_vocab = (
+            model.get_output_embeddings().weight.shape[0]
+            if model.get_output_embeddings() is not None
+            else 0
+        )
         undecodable = set(range(len(tokenizer), model_vocab))
         self._banned_always = torch.tensor(sorted(undecodable), dtype=torch.long)
-        self._banned_in_plain = torch.tensor(sorted((self._special_ids - self._eos_ids) | undecodable), dtype=torch.long)
+        self._banned_in_plain = torch.tensor(
+            sorted((self._special_ids - self._eos_ids) | undecodable), dtype=torch.long
+        )
         self._fim_stop_ids = stop_token_ids(self.fim_dialect, vocab) if self.fim_dialect else set()
         self._healer = TokenHealer(tokenizer, self._special_ids)
         self._prompt_encoder = PromptEncoder(tokenizer)
@@ -230,9 +266,15 @@ class OptimizedLLM:
         """The runner with the decode weights asked for; auto falls back to fp32 where its pick
         cannot run (a model served through transformers, a 16-bit model on the CPU)."""
         requested = self.decode_weights_requested
-        choice, why = select.decode_weights(requested, self.device, getattr(self, "_stored_dtype", None),
-                                            weight_bytes(model), available_memory_bytes(), compact_weights.available(),
-                                            master=self.dtype if self.device == "cpu" else torch.float32)
+        choice, why = select.decode_weights(
+            requested,
+            self.device,
+            getattr(self, "_stored_dtype", None),
+            weight_bytes(model),
+            available_memory_bytes(),
+            compact_weights.available(),
+            master=self.dtype if self.device == "cpu" else torch.float32,
+        )
         try:
             runner = ModelRunner(model, decode_weights=choice)
         except ValueError as exc:
@@ -240,7 +282,9 @@ class OptimizedLLM:
                 raise InvalidParameter(self._decode_weights_param, str(exc)) from None
             runner = ModelRunner(model)
             why = f"decode reads the model's own weights: {choice} copies need the lean path on the CPU"
-        self._cpu_described = cpu_capabilities.current().describe() if self.device == "cpu" else None
+        self._cpu_described = (
+            cpu_capabilities.current().describe() if self.device == "cpu" else None
+        )
         runner.path.reasons[:0] = [getattr(self, "_master_reason", "masters: as loaded"), why]
         self.decode_weights = runner.decode_weights
         return runner
@@ -328,22 +372,33 @@ class OptimizedLLM:
         ``core/python_rules.py``). ``context``: other files as ``{"path", "text"}`` items, laid
         out before the prompt in the model's repository format (``core/repo_context.py``)."""
         kwargs = dict(
-            max_length=max_length, temperature=temperature, top_p=top_p, top_k=top_k,
-            repetition_penalty=repetition_penalty, stop_sequences=stop_sequences, suffix=suffix, seed=seed,
-            language=language, context=context,
+            max_length=max_length,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            repetition_penalty=repetition_penalty,
+            stop_sequences=stop_sequences,
+            suffix=suffix,
+            seed=seed,
+            language=language,
+            context=context,
         )
         if stream:
             return self.stream(prompt, **kwargs)
         return self.complete(prompt, **kwargs).text
 
-    def complete(self, prompt: str, cancel_event: threading.Event | None = None, **params) -> Completion:
+    def complete(
+        self, prompt: str, cancel_event: threading.Event | None = None, **params
+    ) -> Completion:
         """Generate to the end and return the text with usage and timing."""
         stream = self.stream(prompt, cancel_event=cancel_event, **params)
         for _ in stream:
             pass
         return stream.result
 
-    def stream(self, prompt: str, cancel_event: threading.Event | None = None, **params) -> CompletionStream:
+    def stream(
+        self, prompt: str, cancel_event: threading.Event | None = None, **params
+    ) -> CompletionStream:
         """Start a generation whose text arrives chunk by chunk (validation errors raise here)."""
         if not self.is_loaded:
             raise ModelNotLoaded("no model is loaded: load one first")
@@ -381,7 +436,9 @@ class OptimizedLLM:
             return healed, heal_text
         return ids, ""
 
-    def _encode(self, request: GenerationRequest, heal: bool = True) -> tuple[list[int], str, bool, int]:
+    def _encode(
+        self, request: GenerationRequest, heal: bool = True
+    ) -> tuple[list[int], str, bool, int]:
         """Token ids of the prompt, the healing text, whether it was truncated, prompt size.
 
         ``heal=False`` keeps the prompt's last token (benchmarks: what a plain pipeline sees).
@@ -391,19 +448,23 @@ class OptimizedLLM:
         tok = self.tokenizer
         bos = [tok.bos_token_id] if self._adds_bos else []
         # Other files go first, within their own share of the budget (core/repo_context.py).
-        bos = bos + self._context_layout.encode(request.context, request.language, budget - len(bos))
+        bos = bos + self._context_layout.encode(
+            request.context, request.language, budget - len(bos)
+        )
         if request.suffix is None:
             ids = self._prompt_encoder.encode(request.prompt)
             truncated = len(ids) + len(bos) > budget
             if truncated:
-                ids = ids[stable_cut(len(ids), budget - len(bos)):]
+                ids = ids[stable_cut(len(ids), budget - len(bos)) :]
             ids = bos + ids
             size = len(ids)
             ids, heal_text = self._heal(ids) if heal else (ids, "")
             return ids, heal_text, truncated, size
         dialect = self.fim_dialect
         prefix_ids = self._prompt_encoder.encode(request.prompt)
-        suffix_ids = self._prompt_encoder.encode_continuation(request.suffix or "")  # no SentencePiece dummy space
+        suffix_ids = self._prompt_encoder.encode_continuation(
+            request.suffix or ""
+        )  # no SentencePiece dummy space
         layout = dialect.layout(self.fim_order)
         overhead = len(bos) + sum(1 for kind, _ in layout if kind == "token")
         fim_budget = max(budget - overhead, 2)
@@ -416,7 +477,7 @@ class OptimizedLLM:
             keep_suffix = max(own_share, keep_suffix - keep_suffix % TRUNCATION_STEP)
         truncated = keep_prefix < len(prefix_ids) or keep_suffix < len(suffix_ids)
         if keep_prefix < len(prefix_ids):
-            prefix_ids = prefix_ids[stable_cut(len(prefix_ids), keep_prefix):]
+            prefix_ids = prefix_ids[stable_cut(len(prefix_ids), keep_prefix) :]
         suffix_ids = suffix_ids[:keep_suffix]
         # Heal the prefix's last token too: an editor's cursor sits mid-word or at a line start
         # (a bare newline, which in code almost always merges with the next indentation).
@@ -429,13 +490,27 @@ class OptimizedLLM:
                 ids.extend(prefix_ids if kind == "prefix" else suffix_ids)
         return ids, heal_text, truncated, len(ids) + (1 if heal_text else 0)
 
-    def _pick_within_rules(self, rules: PythonLineRules, stop_ids: set[int], heal: str, logits, params,
-                           recent, generator, allowed, banned) -> int:
+    def _pick_within_rules(
+        self,
+        rules: PythonLineRules,
+        stop_ids: set[int],
+        heal: str,
+        logits,
+        params,
+        recent,
+        generator,
+        allowed,
+        banned,
+    ) -> int:
         """The token ``sample_next`` picks among those that keep Python's layout rules: the
         model's choice, else its next best (up to ``RULE_TRIES``), else its first choice."""
         rejected: list[int] = []
         for _ in range(RULE_TRIES):
-            excluded = torch.cat([banned, torch.tensor(rejected, dtype=torch.long)]) if rejected else banned
+            excluded = (
+                torch.cat([banned, torch.tensor(rejected, dtype=torch.long)])
+                if rejected
+                else banned
+            )
             token = sample_next(logits, params, recent, generator, allowed=allowed, banned=excluded)
             piece = ""
             if token in stop_ids:
@@ -445,7 +520,7 @@ class OptimizedLLM:
                 texts = self._healer.token_texts()  # each token's text, as healing reads it too
                 piece = (texts[token] if token < len(texts) else None) or ""
                 if heal:  # the part that regrows the healed prompt text is not new text
-                    piece = piece[len(heal):] if piece.startswith(heal) else ""
+                    piece = piece[len(heal) :] if piece.startswith(heal) else ""
                 if rules.allows(piece):
                     return token
             if not rejected and (token in stop_ids or "\n" in piece):
@@ -462,23 +537,34 @@ class OptimizedLLM:
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         return ids[0] if len(ids) == 1 else None
 
-    def _run(self, request: GenerationRequest, cancel: threading.Event, result: Completion) -> Iterator[str]:
+    def _run(
+        self, request: GenerationRequest, cancel: threading.Event, result: Completion
+    ) -> Iterator[str]:
         started = time.perf_counter()
         # Reading the document's layout needs no model: done before waiting for it.
-        rules = PythonLineRules.for_request(request.language, request.prompt, request.suffix,
-                                            request.stop_sequences)
+        rules = PythonLineRules.for_request(
+            request.language, request.prompt, request.suffix, request.stop_sequences
+        )
         with self._lock:
             runner = self._runner
             if runner is None:
                 raise ModelNotLoaded("no model is loaded: load one first")
             ids, heal_text, result.truncated, result.prompt_tokens = self._encode(request)
             if result.truncated:
-                log.info("prompt truncated to %d tokens to fit the context (%d)", len(ids), self.context_length)
+                log.info(
+                    "prompt truncated to %d tokens to fit the context (%d)",
+                    len(ids),
+                    self.context_length,
+                )
             fim = request.suffix is not None
             stop_ids = self._eos_ids | (self._fim_stop_ids if fim else set())
             banned = self._banned_always if fim else self._banned_in_plain
-            params = SamplingParams(request.temperature, request.top_p, request.top_k, request.repetition_penalty)
-            generator = torch.Generator().manual_seed(request.seed) if request.seed is not None else None
+            params = SamplingParams(
+                request.temperature, request.top_p, request.top_k, request.repetition_penalty
+            )
+            generator = (
+                torch.Generator().manual_seed(request.seed) if request.seed is not None else None
+            )
             decoder = IncrementalDecoder(self.tokenizer, context_ids=ids[-4:])
             matcher = StopMatcher(list(request.stop_sequences))
             guard = LoopGuard() if self.loop_guard else None
@@ -486,14 +572,27 @@ class OptimizedLLM:
             recent = ids[-REPETITION_WINDOW:]
             state = {"heal": heal_text}
             to_strip = heal_text
-            budget = min(request.max_length + (1 if heal_text else 0), self.context_length - len(ids))
+            budget = min(
+                request.max_length + (1 if heal_text else 0), self.context_length - len(ids)
+            )
 
             def pick(logits: torch.Tensor) -> int:
                 allowed = healer.allowed(state["heal"]) if state["heal"] else None
                 if rules is None or rules.done:
-                    return sample_next(logits, params, recent, generator, allowed=allowed, banned=banned)
-                return self._pick_within_rules(rules, stop_ids, state["heal"], logits, params, recent,
-                                               generator, allowed, banned)
+                    return sample_next(
+                        logits, params, recent, generator, allowed=allowed, banned=banned
+                    )
+                return self._pick_within_rules(
+                    rules,
+                    stop_ids,
+                    state["heal"],
+                    logits,
+                    params,
+                    recent,
+                    generator,
+                    allowed,
+                    banned,
+                )
 
             finish = "length"
             if cancel.is_set():  # cancelled while it waited for the model: never run it
@@ -509,7 +608,9 @@ class OptimizedLLM:
                     finish = "cancelled"
                     return
                 # Guessing ahead from the context is exact only when decoding is greedy.
-                lookup = PromptLookup(ids) if self.prompt_lookup and request.temperature == 0 else None
+                lookup = (
+                    PromptLookup(ids) if self.prompt_lookup and request.temperature == 0 else None
+                )
                 for token in decode_n_tokens(runner, logits, max(budget, 0), pick, lookup):
                     if token in stop_ids:
                         finish = "stop"

@@ -38,8 +38,13 @@ class FIMDialect:
     def layout(self, order: str = "psm") -> list[tuple[str, str]]:
         """Parts of the prompt in order: ("token", marker), ("prefix", ""), ("suffix", "")."""
         if order == "spm" and self.has_spm:
-            return [("token", self.prefix_token), ("token", self.suffix_token), ("suffix", ""),
-                    ("token", self.middle_token), ("prefix", "")]
+            return [
+                ("token", self.prefix_token),
+                ("token", self.suffix_token),
+                ("suffix", ""),
+                ("token", self.middle_token),
+                ("prefix", ""),
+            ]
         before = [("token", self.prefix_token), ("prefix", "")]
         after = [("token", self.suffix_token), ("suffix", "")]
         parts = after + before if self.suffix_first else before + after
@@ -54,15 +59,34 @@ class FIMDialect:
 
 DIALECTS: tuple[FIMDialect, ...] = (
     FIMDialect(
-        "starcoder", "<fim_prefix>", "<fim_suffix>", "<fim_middle>", False,
+        "starcoder",
+        "<fim_prefix>",
+        "<fim_suffix>",
+        "<fim_middle>",
+        False,
         ("<|endoftext|>", "<file_sep>", "<fim_pad>", "<filename>", "<gh_stars>"),
     ),
     FIMDialect(
-        "qwen", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", False,
-        ("<|endoftext|>", "<|file_sep|>", "<|fim_pad|>", "<|file_separator|>", "<|repo_name|>", "<|im_end|>"),
+        "qwen",
+        "<|fim_prefix|>",
+        "<|fim_suffix|>",
+        "<|fim_middle|>",
+        False,
+        (
+            "<|endoftext|>",
+            "<|file_sep|>",
+            "<|fim_pad|>",
+            "<|file_separator|>",
+            "<|repo_name|>",
+            "<|im_end|>",
+        ),
     ),
     FIMDialect(
-        "deepseek", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>", False,
+        "deepseek",
+        "<｜fim▁begin｜>",
+        "<｜fim▁hole｜>",
+        "<｜fim▁end｜>",
+        False,
         ("<｜end▁of▁sentence｜>", "<|EOT|>"),
     ),
     FIMDialect("codellama", "▁<PRE>", "▁<SUF>", "▁<MID>", False, ("▁<EOT>", "<EOT>")),
@@ -111,8 +135,9 @@ def stop_token_ids(dialect: FIMDialect, vocab: dict[str, int]) -> set[int]:
 PREFIX_SHARE = 0.75  # of a FIM prompt's token budget, when both sides are long
 
 
-def split_budget(prefix_len: int, suffix_len: int, budget: int,
-                 prefix_share: float = PREFIX_SHARE) -> tuple[int, int]:
+def split_budget(
+    prefix_len: int, suffix_len: int, budget: int, prefix_share: float = PREFIX_SHARE
+) -> tuple[int, int]:
     """How many prefix and suffix tokens to keep within ``budget``.
 
     The prefix (nearest the cursor on the left) gets ``prefix_share`` of the budget and the suffix

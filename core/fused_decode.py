@@ -22,8 +22,18 @@ class FusedLayers:
         self.kind = layers[0].qkv.kind  # every product's (build checks they agree)
         self.shape = shape  # hidden, heads, kv_heads, dim, mlp, eps, scale
         self.layers = [
-            (layer.input_norm, layer.qkv.values, layer.qkv.scales, layer.o.values, layer.o.scales,
-             layer.post_norm, layer.gate_up.values, layer.gate_up.scales, layer.down.values, layer.down.scales)
+            (
+                layer.input_norm,
+                layer.qkv.values,
+                layer.qkv.scales,
+                layer.o.values,
+                layer.o.scales,
+                layer.post_norm,
+                layer.gate_up.values,
+                layer.gate_up.scales,
+                layer.down.values,
+                layer.down.scales,
+            )
             for layer in layers
         ]
 
@@ -38,14 +48,36 @@ class FusedLayers:
             return None
         return cls(layers, shape)
 
-    def __call__(self, x: np.ndarray, rope: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, start: int,
-                 threads: int) -> np.ndarray:
+    def __call__(
+        self,
+        x: np.ndarray,
+        rope: np.ndarray,
+        k_cache: np.ndarray,
+        v_cache: np.ndarray,
+        start: int,
+        threads: int,
+    ) -> np.ndarray:
         """Every layer for the token at ``start`` whose embedding is ``x`` (hidden,); writes its key
         and value into the caches (layers, 1, kv_heads, capacity, dim) and returns the residual stream."""
         from . import _kernels  # built wherever build() returned an instance
 
         s = self.shape
         x = np.array(x, dtype=np.float32)  # a copy: updated in place
-        _kernels.decode_layers(self.kind, x, self.layers, np.ascontiguousarray(rope), k_cache, v_cache, s["hidden"],
-                               s["heads"], s["kv_heads"], s["dim"], s["mlp"], start, s["eps"], s["scale"], threads)
+        _kernels.decode_layers(
+            self.kind,
+            x,
+            self.layers,
+            np.ascontiguousarray(rope),
+            k_cache,
+            v_cache,
+            s["hidden"],
+            s["heads"],
+            s["kv_heads"],
+            s["dim"],
+            s["mlp"],
+            start,
+            s["eps"],
+            s["scale"],
+            threads,
+        )
         return x

@@ -72,7 +72,9 @@ class ModelRunner:
         chosen = getattr(self.backend, "decode_weights", "fp32")
         if chosen != "fp32":
             return chosen
-        dtype = getattr(self.backend, "dtype", None) or getattr(getattr(self.backend, "model", None), "dtype", None)
+        dtype = getattr(self.backend, "dtype", None) or getattr(
+            getattr(self.backend, "model", None), "dtype", None
+        )
         return SHORT_NAMES.get(dtype, "fp32")
 
     def reset(self) -> None:
@@ -130,7 +132,7 @@ class ModelRunner:
         for start in range(keep, len(ids), self.prefill_chunk):
             if logits is not None and cancel is not None and cancel.is_set():
                 return None
-            chunk = ids[start:start + self.prefill_chunk]
+            chunk = ids[start : start + self.prefill_chunk]
             self.prefill_tokens += len(chunk)
             logits = self._forward(chunk)
         if logits is not None:
@@ -210,7 +212,7 @@ class DraftPolicy:
         p = self.acceptance()
         best, best_rate, expected = 0, 1.0 / step, 1.0
         for d in range(1, available + 1):
-            expected += p ** d
+            expected += p**d
             rate = expected / self.seconds.get(d + 1, step)
             if rate > best_rate:
                 best, best_rate = d, rate
@@ -238,13 +240,13 @@ class PromptLookup:
         # Each n-gram maps to the position after its latest occurrence (later ones overwrite):
         # what ``add`` would build token by token, in one pass over a 1000-token prompt.
         n = self.ngram
-        return {tuple(self.tokens[i:i + n]): i + n for i in range(len(self.tokens) - n)}
+        return {tuple(self.tokens[i : i + n]): i + n for i in range(len(self.tokens) - n)}
 
     def add(self, token: int) -> None:
         self.tokens.append(token)
         if self.index is not None and len(self.tokens) > self.ngram:
             # the n-gram ending just before this token is followed by it
-            key = tuple(self.tokens[-self.ngram - 1:-1])
+            key = tuple(self.tokens[-self.ngram - 1 : -1])
             self.index[key] = len(self.tokens) - 1
 
     def propose(self) -> list[int]:
@@ -252,10 +254,10 @@ class PromptLookup:
             return []
         if self.index is None:
             self.index = self._build()
-        start = self.index.get(tuple(self.tokens[-self.ngram:]))
+        start = self.index.get(tuple(self.tokens[-self.ngram :]))
         if start is None:
             return []
-        return self.tokens[start:start + self.max_draft]
+        return self.tokens[start : start + self.max_draft]
 
 
 def decode_n_tokens(
@@ -285,7 +287,7 @@ def decode_n_tokens(
             room = min(lookup.max_draft, n - produced - 1)
             if policy.length(room):  # some draft could pay: look for one, then size it
                 proposal = lookup.propose()[:room]
-                draft = proposal[:policy.length(len(proposal))]
+                draft = proposal[: policy.length(len(proposal))]
         if not draft:
             logits = runner.decode_one_token(token)
             continue

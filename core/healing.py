@@ -31,7 +31,7 @@ class TokenHealer:
             decoded = self._tokenizer.batch_decode([anchor + [i] for i in range(size)])
             texts: list[str | None] = []
             for i, text in enumerate(decoded):
-                piece = text[len(anchor_text):] if text.startswith(anchor_text) else None
+                piece = text[len(anchor_text) :] if text.startswith(anchor_text) else None
                 if i in self._special_ids or not piece or REPLACEMENT_CHAR in piece:
                     piece = None
                 texts.append(piece)
@@ -51,7 +51,8 @@ class TokenHealer:
         """Ids of tokens that agree with ``remaining``: they start with it, or it starts with them."""
         if remaining not in self._allowed_cache:
             ids = [
-                i for i, text in enumerate(self.token_texts())
+                i
+                for i, text in enumerate(self.token_texts())
                 if text and (text.startswith(remaining) or remaining.startswith(text))
             ]
             self._allowed_cache[remaining] = torch.tensor(ids, dtype=torch.long) if ids else None
@@ -62,7 +63,7 @@ class TokenHealer:
     def advance(self, remaining: str, token_id: int) -> str:
         """What is left to regrow after ``token_id`` was generated."""
         text = self.token_texts()[token_id] or ""
-        return "" if text.startswith(remaining) else remaining[len(text):]
+        return "" if text.startswith(remaining) else remaining[len(text) :]
 
 
 def strip_regrown(text: str, pending: str) -> tuple[str, str]:

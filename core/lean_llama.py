@@ -31,8 +31,12 @@ import torch.nn.functional as F
 from . import blas_decode, compact_weights
 from .devices import SHORT_NAMES
 from .backends import families, select
-from .backends.layers import (INT8_MAX_ROWS, Int8Weight, LayerWeights, Projection,  # noqa: F401 - re-exported
-                               StackedProjection)
+from .backends.layers import (
+    Int8Weight,
+    LayerWeights,
+    Projection,
+    StackedProjection,
+)
 
 DECODE_WEIGHTS = ("fp32",) + compact_weights.PRECISIONS
 # RoPE variants whose frequencies transformers computes once at load (its rotary module's
@@ -54,7 +58,9 @@ def unsupported_reason(model) -> str | None:
         return f"RoPE {rope_type!r} is not one the lean path computes ({', '.join(ROPE_TYPES)})"
     if getattr(model, "hf_device_map", None) is not None:
         return "the weights are spread over devices or offloaded (max_memory): accelerate's hooks run them"
-    if getattr(model, "quantization_method", None) is not None or getattr(model, "is_quantized", False):
+    if getattr(model, "quantization_method", None) is not None or getattr(
+        model, "is_quantized", False
+    ):
         return "the weights are quantized by bitsandbytes (load_in_8bit): its kernels run them"
     return None
 
@@ -90,9 +96,13 @@ class LeanLlamaBackend:
         self.embed = weight.detach()
         self.embed_scale = self.spec.embed_scale
         if decode_weights not in DECODE_WEIGHTS:
-            raise ValueError(f"decode weights must be one of {', '.join(DECODE_WEIGHTS)}, not {decode_weights!r}")
+            raise ValueError(
+                f"decode weights must be one of {', '.join(DECODE_WEIGHTS)}, not {decode_weights!r}"
+            )
         if decode_weights != "fp32" and self.device.type != "cpu":
-            raise ValueError(f"{decode_weights} decode weights are for the CPU only (use load_in_8bit on CUDA)")
+            raise ValueError(
+                f"{decode_weights} decode weights are for the CPU only (use load_in_8bit on CUDA)"
+            )
         self.decode_weights = decode_weights
         # In fp32, q and k rotate as complex numbers: one multiply instead of five ops. That
         # needs each rotating pair (i, i + rotary_dims/2) side by side, so their rows are
@@ -105,7 +115,9 @@ class LeanLlamaBackend:
         use_blas = blas is not False and why_not is None
         self.numpy_decode_why_not = why_not if blas is not False else "turned off by the caller"
         if decode_weights in ("fp16", "bf16") and not use_blas:
-            raise ValueError(f"{decode_weights} decode weights cannot run here: {self.numpy_decode_why_not}")
+            raise ValueError(
+                f"{decode_weights} decode weights cannot run here: {self.numpy_decode_why_not}"
+            )
         int8 = decode_weights == "int8" and not use_blas  # PyTorch's int8 kernel
         # Where one-row products all read compact copies, no stacked copy of q/k/v and gate/up.
         stacked = use_blas and decode_weights != "fp32"
@@ -118,37 +130,71 @@ class LeanLlamaBackend:
                     qb = None if qb is None else self._pair_rows(qb, self.heads)
                     kb = None if kb is None else self._pair_rows(kb, self.kv_heads)
                 biases = (qb, kb, t["v_bias"])
-                qkv_bias = None if all(b is None for b in biases) else torch.cat(
-                    [b if b is not None else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
-                     for b, w in zip(biases, (t["q"], t["k"], t["v"]))])
+                qkv_bias = (
+                    None
+                    if all(b is None for b in biases)
+                    else torch.cat(
+                        [
+                            b
+                            if b is not None
+                            else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device)
+                            for b, w in zip(biases, (t["q"], t["k"], t["v"]))
+                        ]
+                    )
+                )
                 mlp_in = [t["gate"], t["up"]] if self.spec.gated else [t["fc"]]
                 mlp_in_bias = t["gate_up_bias"] if self.spec.gated else t["fc_bias"]
-                if stacked:  # decode reads compact copies: prompts multiply the model's own matrices
-                    order = self._pair_order(t["q"].shape[0] + t["k"].shape[0] + t["v"].shape[0]) \
-                        if self.complex_rope else None
-                    qkv = StackedProjection([t["q"].detach(), t["k"].detach(), t["v"].detach()], order,
-                                            bias=self._act(qkv_bias))
-                    gate_up = StackedProjection([w.detach() for w in mlp_in], bias=self._act(mlp_in_bias))
+                if (
+                    stacked
+                ):  # decode reads compact copies: prompts multiply the model's own matrices
+                    order = (
+                        self._pair_order(t["q"].shape[0] + t["k"].shape[0] + t["v"].shape[0])
+                        if self.complex_rope
+                        else None
+                    )
+                    qkv = StackedProjection(
+                        [t["q"].detach(), t["k"].detach(), t["v"].detach()],
+                        order,
+                        bias=self._act(qkv_bias),
+                    )
+                    gate_up = StackedProjection(
+                        [w.detach() for w in mlp_in], bias=self._act(mlp_in_bias)
+                    )
                 else:
                     q, k = t["q"], t["k"]
                     if self.complex_rope:
                         q, k = self._pair_rows(q, self.heads), self._pair_rows(k, self.kv_heads)
-                    qkv = Projection(torch.cat([q, k, t["v"]]).detach(), transposed=True, int8=int8,
-                                     bias=self._act(qkv_bias))
-                    gate_up = Projection(torch.cat(mlp_in).detach(), transposed=True, int8=int8,
-                                         bias=self._act(mlp_in_bias))
-                self.layers.append(LayerWeights(
-                    input_norm=self._act(t["input_norm"]),
-                    input_norm_bias=self._act(t["input_norm_bias"]),
-                    qkv=qkv,
-                    o=Projection(t["o"].detach(), int8=int8, bias=self._act(t["o_bias"])),
-                    post_norm=self._act(t["post_norm"]),
-                    post_norm_bias=self._act(t["post_norm_bias"]),
-                    gate_up=gate_up,
-                    down=Projection(t["down"].detach(), int8=int8, bias=self._act(t["down_bias"])),
-                ))
-            self.lm_head = Projection(model.get_output_embeddings().weight.detach(), int8=int8,
-                                      bias=self._act(getattr(model.get_output_embeddings(), "bias", None)))
+                    qkv = Projection(
+                        torch.cat([q, k, t["v"]]).detach(),
+                        transposed=True,
+                        int8=int8,
+                        bias=self._act(qkv_bias),
+                    )
+                    gate_up = Projection(
+                        torch.cat(mlp_in).detach(),
+                        transposed=True,
+                        int8=int8,
+                        bias=self._act(mlp_in_bias),
+                    )
+                self.layers.append(
+                    LayerWeights(
+                        input_norm=self._act(t["input_norm"]),
+                        input_norm_bias=self._act(t["input_norm_bias"]),
+                        qkv=qkv,
+                        o=Projection(t["o"].detach(), int8=int8, bias=self._act(t["o_bias"])),
+                        post_norm=self._act(t["post_norm"]),
+                        post_norm_bias=self._act(t["post_norm_bias"]),
+                        gate_up=gate_up,
+                        down=Projection(
+                            t["down"].detach(), int8=int8, bias=self._act(t["down_bias"])
+                        ),
+                    )
+                )
+            self.lm_head = Projection(
+                model.get_output_embeddings().weight.detach(),
+                int8=int8,
+                bias=self._act(getattr(model.get_output_embeddings(), "bias", None)),
+            )
         self.projections = [p for layer in self.layers for p in layer.projections()]
         self.projections.append(self.lm_head)
         norm, norm_bias = families.final_norm(model, self.spec)
@@ -156,7 +202,7 @@ class LeanLlamaBackend:
         rotary = inner.rotary_emb
         self.inv_freq = rotary.inv_freq.detach().to(self.device, torch.float32)
         self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
-        self.scale = getattr(model.model.layers[0].self_attn, "scaling", self.head_dim ** -0.5)
+        self.scale = getattr(model.model.layers[0].self_attn, "scaling", self.head_dim**-0.5)
         self.k_cache = self.v_cache = None
         self.cos = self.sin = self.rope = None
         self.length = 0
@@ -193,8 +239,12 @@ class LeanLlamaBackend:
         """Rows of a q or k matrix (or bias) reordered per head as (0, r/2, 1, r/2 + 1, ...) over
         the ``r = rotary_dims`` rotated dims; the rest keep their place."""
         half = self.rotary_dims // 2
-        order = torch.cat([torch.stack((torch.arange(half), torch.arange(half, 2 * half)), dim=1).flatten(),
-                           torch.arange(2 * half, self.head_dim)])
+        order = torch.cat(
+            [
+                torch.stack((torch.arange(half), torch.arange(half, 2 * half)), dim=1).flatten(),
+                torch.arange(2 * half, self.head_dim),
+            ]
+        )
         return weight.reshape(heads, self.head_dim, -1)[:, order].reshape(weight.shape)
 
     def _pair_order(self, qkv_rows: int) -> torch.Tensor:
@@ -212,15 +262,17 @@ class LeanLlamaBackend:
         if end <= self.capacity and self.k_cache is not None:
             return
         if end > self.max_positions:
-            raise ValueError(f"sequence of {end} tokens exceeds the context of {self.max_positions}")
+            raise ValueError(
+                f"sequence of {end} tokens exceeds the context of {self.max_positions}"
+            )
         wanted = max(end, 2 * self.capacity)
         capacity = min(self.max_positions, -(-wanted // CACHE_STEP) * CACHE_STEP)
         shape = (len(self.layers), 1, self.kv_heads, capacity, self.head_dim)
         k_cache = torch.zeros(shape, dtype=self.act_dtype, device=self.device)
         v_cache = torch.zeros(shape, dtype=self.act_dtype, device=self.device)
         if self.k_cache is not None and self.length:
-            k_cache[..., :self.length, :] = self.k_cache[..., :self.length, :]
-            v_cache[..., :self.length, :] = self.v_cache[..., :self.length, :]
+            k_cache[..., : self.length, :] = self.k_cache[..., : self.length, :]
+            v_cache[..., : self.length, :] = self.v_cache[..., : self.length, :]
         self.k_cache, self.v_cache, self.capacity = k_cache, v_cache, capacity
         self.cos, self.sin = self._rope_table()
         if self.complex_rope:
@@ -238,13 +290,17 @@ class LeanLlamaBackend:
         self.k_cache = self.v_cache = self.cos = self.sin = self.rope = None
         self.length = self.capacity = 0
 
-    def _norm(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    def _norm(
+        self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The family's norm: LayerNorm with bias, or RMSNorm (one fused op in fp32; in 16-bit,
         normalized in fp32 and rounded before the weight, as transformers does)."""
         if self.spec.norm == "layer":
             return F.layer_norm(x, weight.shape, weight, bias, self.eps)
         if x.dtype == torch.float32:
-            return torch.rms_norm(x, weight.shape, weight, self.eps)  # not F.: its wrapper costs 15 us
+            return torch.rms_norm(
+                x, weight.shape, weight, self.eps
+            )  # not F.: its wrapper costs 15 us
         x32 = x.to(torch.float32)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
         return weight * x32.to(x.dtype)
@@ -277,8 +333,10 @@ class LeanLlamaBackend:
         positions = torch.arange(self.capacity, device=self.device, dtype=torch.float32)
         freqs = positions[:, None] * self.inv_freq[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)[:, None, :]  # (capacity, 1, rotary_dims)
-        return ((emb.cos() * self.rope_scale).to(self.act_dtype),
-                (emb.sin() * self.rope_scale).to(self.act_dtype))
+        return (
+            (emb.cos() * self.rope_scale).to(self.act_dtype),
+            (emb.sin() * self.rope_scale).to(self.act_dtype),
+        )
 
     def int8_weights(self) -> list[Int8Weight]:
         """The int8 copies used for decode (empty unless int8 decode runs through PyTorch)."""
@@ -300,7 +358,9 @@ class LeanLlamaBackend:
             logits = self.blas.forward(ids, all_logits)
             self.length = end
             return logits
-        x = F.embedding(torch.tensor(ids, device=self.device), self.embed).to(self.act_dtype)  # (T, hidden)
+        x = F.embedding(torch.tensor(ids, device=self.device), self.embed).to(
+            self.act_dtype
+        )  # (T, hidden)
         if self.embed_scale != 1.0:
             x = x * self.embed_scale
         if self.complex_rope:
@@ -315,7 +375,7 @@ class LeanLlamaBackend:
             h = self._norm(x, layer.input_norm, layer.input_norm_bias)
             qkv = layer.qkv(h)
             # q and k rotate together: one set of RoPE ops per layer, not two.
-            qk = qkv[:, :q_size + kv_size].view(count, qk_heads, self.head_dim)
+            qk = qkv[:, : q_size + kv_size].view(count, qk_heads, self.head_dim)
             if self.complex_rope:
                 pairs = torch.view_as_complex(qk[..., :rot].reshape(count, qk_heads, -1, 2))
                 turned = torch.view_as_real(pairs * rope).view(count, qk_heads, rot)
@@ -323,14 +383,19 @@ class LeanLlamaBackend:
                 turned = self._rotate(qk[..., :rot], cos, sin)
             qk = turned if rot == self.head_dim else torch.cat([turned, qk[..., rot:]], dim=-1)
             qk = qk.transpose(0, 1)  # (heads + kv_heads, T, head_dim)
-            q, k = qk[:self.heads], qk[self.heads:]
-            v = qkv[:, q_size + kv_size:].view(count, self.kv_heads, self.head_dim).transpose(0, 1)
+            q, k = qk[: self.heads], qk[self.heads :]
+            v = qkv[:, q_size + kv_size :].view(count, self.kv_heads, self.head_dim).transpose(0, 1)
             self.k_cache[i, 0, :, start:end] = k
             self.v_cache[i, 0, :, start:end] = v
             keys, values = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
             attn = F.scaled_dot_product_attention(
-                q[None], keys, values, attn_mask=mask, is_causal=count > 1 and mask is None,
-                scale=self.scale, enable_gqa=self.kv_heads != self.heads,
+                q[None],
+                keys,
+                values,
+                attn_mask=mask,
+                is_causal=count > 1 and mask is None,
+                scale=self.scale,
+                enable_gqa=self.kv_heads != self.heads,
             )
             x = x + layer.o(attn[0].transpose(0, 1).reshape(count, q_size))
             h = self._norm(x, layer.post_norm, layer.post_norm_bias)

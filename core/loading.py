@@ -48,7 +48,9 @@ def _hub_reachable() -> bool:
         return False
     url = urlparse(os.environ.get("HF_ENDPOINT", constants.ENDPOINT))
     try:
-        with socket.create_connection((url.hostname, url.port or 443), timeout=HUB_CONNECT_TIMEOUT_S):
+        with socket.create_connection(
+            (url.hostname, url.port or 443), timeout=HUB_CONNECT_TIMEOUT_S
+        ):
             return True
     except OSError:
         return False
@@ -74,7 +76,9 @@ def resolve_model_source(model_name: object) -> str:
             raise ModelNotFound(f"shipped model {name!r} is missing its files in {path}")
         return str(path)
     if "://" in name:
-        raise ModelNotFound(f"model {name!r}: URLs are not model names; give a hub id or a local directory")
+        raise ModelNotFound(
+            f"model {name!r}: URLs are not model names; give a hub id or a local directory"
+        )
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").exists():
@@ -99,13 +103,17 @@ def _check_int8_support(device: str) -> None:
     try:
         import bitsandbytes  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - a broken install is as unusable as a missing one
-        raise QuantizationUnavailable(f"load_in_8bit needs bitsandbytes, which cannot be imported: {exc}") from None
+        raise QuantizationUnavailable(
+            f"load_in_8bit needs bitsandbytes, which cannot be imported: {exc}"
+        ) from None
     from packaging.version import Version
 
     version = Version(bitsandbytes.__version__)
     base = device.split(":", 1)[0]
     if base == "cpu" and version < Version("0.47"):
-        raise QuantizationUnavailable(f"bitsandbytes {version} runs int8 only on CUDA; CPU needs >= 0.47")
+        raise QuantizationUnavailable(
+            f"bitsandbytes {version} runs int8 only on CUDA; CPU needs >= 0.47"
+        )
     if base == "mps":
         raise QuantizationUnavailable("load_in_8bit is not supported on MPS by bitsandbytes")
 
@@ -145,10 +153,17 @@ def load_model(
     except Exception as exc:
         if is_out_of_memory(exc):
             raise OutOfMemory(f"out of memory while loading {source!r}: {exc}") from exc
-        raise ModelLoadFailed(f"model {source!r} could not be loaded: {type(exc).__name__}: {exc}") from exc
+        raise ModelLoadFailed(
+            f"model {source!r} could not be loaded: {type(exc).__name__}: {exc}"
+        ) from exc
     model.eval()
-    return LoadedModel(model=model, tokenizer=tokenizer, source=source, quantization=quantization,
-                       stored_dtype=stored_dtype(source, trust_remote_code))
+    return LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        source=source,
+        quantization=quantization,
+        stored_dtype=stored_dtype(source, trust_remote_code),
+    )
 
 
 def stored_dtype(source: str, trust_remote_code: bool = False) -> torch.dtype | None:
@@ -156,7 +171,9 @@ def stored_dtype(source: str, trust_remote_code: bool = False) -> torch.dtype | 
     from transformers import AutoConfig
 
     try:
-        value = getattr(AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code), "dtype", None)
+        value = getattr(
+            AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code), "dtype", None
+        )
     except Exception:  # a config that loaded once loads again; anything else just means "unknown"
         return None
     if isinstance(value, str):

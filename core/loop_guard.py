@@ -54,8 +54,12 @@ def ends_in_repeated_phrase(text: str) -> bool:
     MAX_UNIT_CHARS characters, on one line, with a letter in it."""
     for size in range(MIN_UNIT_CHARS, min(MAX_UNIT_CHARS, len(text) // 3) + 1):
         unit = text[-size:]
-        if (text[-2 * size:-size] == unit and text[-3 * size:-2 * size] == unit
-                and "\n" not in unit and any(c.isalpha() for c in unit)):
+        if (
+            text[-2 * size : -size] == unit
+            and text[-3 * size : -2 * size] == unit
+            and "\n" not in unit
+            and any(c.isalpha() for c in unit)
+        ):
             return True
     return False
 
@@ -134,7 +138,7 @@ class LoopGuard:
     def _release(self) -> str:
         out, self._held = self._held, ""
         out = self._cut_prose_loop(out)
-        self._text_tail = (self._text_tail + out)[-(MAX_UNIT_CHARS * 3 + 1):]
+        self._text_tail = (self._text_tail + out)[-(MAX_UNIT_CHARS * 3 + 1) :]
         if out and ends_in_repeated_phrase(self._text_tail):
             self.looping = True
         return out

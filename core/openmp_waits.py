@@ -29,7 +29,9 @@ def settings(environ: Mapping[str, str]) -> dict[str, str]:
     return {"GOMP_SPINCOUNT": environ.get("DEEPSHIVA_OMP_SPIN") or str(SPIN_COUNT)}
 
 
-def apply(environ: MutableMapping[str, str] = os.environ, modules: Mapping = sys.modules) -> str | None:
+def apply(
+    environ: MutableMapping[str, str] = os.environ, modules: Mapping = sys.modules
+) -> str | None:
     """Set ``settings(environ)`` unless OpenMP already loaded; returns why nothing was set, or None."""
     if "torch" in modules:
         return "torch was imported before core: OpenMP keeps its own spin settings"

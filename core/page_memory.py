@@ -45,7 +45,9 @@ def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
     region = mmap.mmap(-1, span + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     start = -_address(region) % HUGE_PAGE
     region.madvise(mmap.MADV_HUGEPAGE, start, span)
-    return np.frombuffer(region, dtype=dtype, count=nbytes // dtype.itemsize, offset=start).reshape(shape)
+    return np.frombuffer(region, dtype=dtype, count=nbytes // dtype.itemsize, offset=start).reshape(
+        shape
+    )
 
 
 def _address(region: mmap.mmap) -> int:

@@ -48,12 +48,18 @@ def splits_at_line_ends(tokenizer) -> bool:
     pre = spec.get("pre_tokenizer") or {}
     if spec.get("normalizer") is not None or (spec.get("model") or {}).get("type") != "BPE":
         return False
-    if pre.get("type") != "ByteLevel" or not pre.get("use_regex", True) or pre.get("add_prefix_space"):
+    if (
+        pre.get("type") != "ByteLevel"
+        or not pre.get("use_regex", True)
+        or pre.get("add_prefix_space")
+    ):
         return False
     # Added tokens are matched before pre-tokenizing: one that holds a newline, or strips the
     # whitespace around it, could reach across a cut.
-    return not any(t.get("lstrip") or t.get("rstrip") or "\n" in t.get("content", "")
-                   for t in spec.get("added_tokens", []))
+    return not any(
+        t.get("lstrip") or t.get("rstrip") or "\n" in t.get("content", "")
+        for t in spec.get("added_tokens", [])
+    )
 
 
 class PromptEncoder:
@@ -63,7 +69,9 @@ class PromptEncoder:
         self._tokenizer = tokenizer
         self._backend = tokenizer.backend_tokenizer if splits_at_line_ends(tokenizer) else None
         self._dummy_prefix = adds_dummy_prefix(tokenizer)
-        self._sentinel_ids = tokenizer.encode(SENTINEL, add_special_tokens=False) if self._dummy_prefix else []
+        self._sentinel_ids = (
+            tokenizer.encode(SENTINEL, add_special_tokens=False) if self._dummy_prefix else []
+        )
         self._pieces: OrderedDict[str, list[int]] = OrderedDict()
         self._chars = 0
         self._lock = threading.Lock()
@@ -91,8 +99,8 @@ class PromptEncoder:
             return self.encode(text)
         lead = self._sentinel_ids
         ids = self._tokenizer.encode(SENTINEL + text, add_special_tokens=False)
-        if ids[:len(lead)] == lead:
-            return ids[len(lead):]
+        if ids[: len(lead)] == lead:
+            return ids[len(lead) :]
         # The sentinel merged with the text (no known vocabulary does this): drop a lone "▁".
         ids = self.encode(text)
         first = self._tokenizer.convert_ids_to_tokens(ids[:1])
@@ -101,7 +109,9 @@ class PromptEncoder:
     def _join(self, pieces: list[str]) -> list[int]:
         missing = list(dict.fromkeys(p for p in pieces if p not in self._pieces))
         if missing:
-            for piece, encoding in zip(missing, self._backend.encode_batch(missing, add_special_tokens=False)):
+            for piece, encoding in zip(
+                missing, self._backend.encode_batch(missing, add_special_tokens=False)
+            ):
                 self._pieces[piece] = encoding.ids
                 self._chars += len(piece)
         ids: list[int] = []
@@ -109,7 +119,9 @@ class PromptEncoder:
             ids.extend(self._pieces[piece])
             self._pieces.move_to_end(piece)
         # Forget the least recently used pieces, but never one this text needs right now.
-        while (len(self._pieces) > MAX_PIECES or self._chars > MAX_PIECE_CHARS) and len(self._pieces) > len(pieces):
+        while (len(self._pieces) > MAX_PIECES or self._chars > MAX_PIECE_CHARS) and len(
+            self._pieces
+        ) > len(pieces):
             old, _ = self._pieces.popitem(last=False)
             self._chars -= len(old)
         return ids

@@ -22,7 +22,20 @@ import re
 from dataclasses import dataclass, field
 
 COMPOUND_KEYWORDS = frozenset(
-    {"if", "elif", "else", "for", "while", "with", "def", "class", "try", "except", "finally", "async"}
+    {
+        "if",
+        "elif",
+        "else",
+        "for",
+        "while",
+        "with",
+        "def",
+        "class",
+        "try",
+        "except",
+        "finally",
+        "async",
+    }
 )
 # The clauses that continue a compound statement, and the clause that may come just before each.
 CONTINUATIONS = {
@@ -171,7 +184,9 @@ class _Layout:
     """The logical lines above the cursor: the enclosing indentation levels and the last line."""
 
     levels: list[int] = field(default_factory=lambda: [0])
-    headers: dict[int, str] = field(default_factory=dict)  # the last line's first word at each width
+    headers: dict[int, str] = field(
+        default_factory=dict
+    )  # the last line's first word at each width
     last_indent: int | None = None
     last_opens: bool = False
 
@@ -201,7 +216,7 @@ def read_layout(prefix: str) -> tuple[_Layout, LexState]:
     line_start = [0]  # where the current logical line began
 
     def on_line_end(at: int) -> None:
-        logical = prefix[line_start[0]:at]
+        logical = prefix[line_start[0] : at]
         line_start[0] = at + 1
         first = logical.split("\n", 1)[0]
         if not logical.strip() or first.lstrip().startswith("#"):
@@ -247,15 +262,23 @@ class PythonLineRules:
 
     def __init__(self, prefix: str, suffix: str | None, single_line: bool):
         self.single_line = single_line
-        self.line_prefix = prefix[prefix.rfind("\n") + 1:]
+        self.line_prefix = prefix[prefix.rfind("\n") + 1 :]
         layout, state = read_layout(prefix)
         rest_of_line = (suffix or "").split("\n", 1)[0]
-        at_line_end = not self.line_prefix.strip() and not rest_of_line.strip() and not state.comment
+        at_line_end = (
+            not self.line_prefix.strip() and not rest_of_line.strip() and not state.comment
+        )
         self.active = at_line_end and state.at_code
         # Inside brackets opened above (a call or a literal over several lines), a one-line fill
         # must leave open exactly the brackets the document below closes.
         self.keep_open = 0
-        if at_line_end and single_line and state.brackets and not state.quote and suffix is not None:
+        if (
+            at_line_end
+            and single_line
+            and state.brackets
+            and not state.quote
+            and suffix is not None
+        ):
             below = scan(suffix[:SUFFIX_SCAN_CHARS], LexState(state.brackets))
             if not below.broken:
                 self.active, self.keep_open = True, len(state.brackets) - below.low
@@ -284,8 +307,9 @@ class PythonLineRules:
             self.widths, self.min_width = None, 0  # the typed indentation already broke the layout
 
     @classmethod
-    def for_request(cls, language: str | None, prompt: str, suffix: str | None,
-                    stop_sequences: tuple[str, ...]) -> PythonLineRules | None:
+    def for_request(
+        cls, language: str | None, prompt: str, suffix: str | None, stop_sequences: tuple[str, ...]
+    ) -> PythonLineRules | None:
         """Rules for a request in Python whose cursor stands where they apply, else None."""
         if (language or "").lower() != "python":
             return None
@@ -329,11 +353,18 @@ class PythonLineRules:
                 before = self.headers.get(width)
                 if word.end() < len(code) and before not in CONTINUATIONS[word.group()]:
                     return False  # an else/elif/except/finally with no block of its kind above
-            elif word and word.group() not in COMPOUND_KEYWORDS and self._body_next(width) and self.single_line:
+            elif (
+                word
+                and word.group() not in COMPOUND_KEYWORDS
+                and self._body_next(width)
+                and self.single_line
+            ):
                 name = word.group()
                 if word.end() < len(code) or not any(k.startswith(name) for k in COMPOUND_KEYWORDS):
                     return False  # the next line is one step deeper: this line must open its block
-        elif code and self._body_next(self.prev_indent) and not self.prev_opens and self.single_line:
+        elif (
+            code and self._body_next(self.prev_indent) and not self.prev_opens and self.single_line
+        ):
             return False  # a comment cannot open the block the next line is indented for
         if not ends:
             return True
@@ -348,7 +379,10 @@ class PythonLineRules:
             return True
         if blank_or_comment:
             if self.prev_opens:  # the next line must be the block's body, one step deeper
-                return self._deeper_next(self.prev_indent) and self.next_indent <= self.prev_indent + self.unit
+                return (
+                    self._deeper_next(self.prev_indent)
+                    and self.next_indent <= self.prev_indent + self.unit
+                )
             return not self._deeper_next(self.prev_indent)
         return self._deeper_next(width) == _opens_block(line, _code_of(line))
 
@@ -383,7 +417,9 @@ class PythonLineRules:
     def _string_left_open(self, state: LexState) -> bool:
         """A string the line would leave open: a one-quote string, or a triple-quoted one the
         document below does not close."""
-        return bool(state.quote) and (len(state.quote) == 1 or self.suffix_triples[state.quote] % 2 == 0)
+        return bool(state.quote) and (
+            len(state.quote) == 1 or self.suffix_triples[state.quote] % 2 == 0
+        )
 
     def _deeper_next(self, width: int) -> bool:
         return self.next_indent is not None and self.next_indent > width

@@ -21,11 +21,11 @@ INT8_CAST_LOGGER = "bitsandbytes.autograd._functions"
 # fast single-stream decoding (not measured here: no GPU).
 INT8_TRADE = {
     "cpu": "load_in_8bit saves memory, not time, on the CPU: int8 weights take half the bytes of bf16 ones "
-           "(a net saving for models above a few hundred MB: bitsandbytes itself takes about 120 MB), and "
-           "decoding runs through transformers, slower than the default path (decode_weights=int8 is "
-           "DeepShiva's fast int8 path on the CPU)",
+    "(a net saving for models above a few hundred MB: bitsandbytes itself takes about 120 MB), and "
+    "decoding runs through transformers, slower than the default path (decode_weights=int8 is "
+    "DeepShiva's fast int8 path on the CPU)",
     "cuda": "load_in_8bit saves GPU memory, so a larger model fits: int8 weights (bitsandbytes LLM.int8) take "
-            "about half the memory of fp16/bf16 ones; token-by-token decoding is usually slower than fp16/bf16",
+    "about half the memory of fp16/bf16 ones; token-by-token decoding is usually slower than fp16/bf16",
 }
 
 

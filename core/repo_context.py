@@ -57,10 +57,14 @@ def check_context(value: object) -> tuple[ContextItem, ...]:
     if value is None:
         return ()
     if not isinstance(value, (list, tuple)):
-        raise InvalidParameter("context", f"context must be a list of {{\"path\", \"text\"}} objects "
-                                          f"(got {type(value).__name__})")
+        raise InvalidParameter(
+            "context",
+            f'context must be a list of {{"path", "text"}} objects (got {type(value).__name__})',
+        )
     if len(value) > MAX_CONTEXT_ITEMS:
-        raise InvalidParameter("context", f"context may hold at most {MAX_CONTEXT_ITEMS} items (got {len(value)})")
+        raise InvalidParameter(
+            "context", f"context may hold at most {MAX_CONTEXT_ITEMS} items (got {len(value)})"
+        )
     items, total = [], 0
     for i, raw in enumerate(value):
         if isinstance(raw, ContextItem):
@@ -68,20 +72,31 @@ def check_context(value: object) -> tuple[ContextItem, ...]:
         elif isinstance(raw, dict):
             path, text = raw.get("path"), raw.get("text")
         else:
-            raise InvalidParameter("context", f"context[{i}] must be an object with 'path' and 'text' "
-                                              f"(got {type(raw).__name__})")
+            raise InvalidParameter(
+                "context",
+                f"context[{i}] must be an object with 'path' and 'text' (got {type(raw).__name__})",
+            )
         if not isinstance(path, str) or not 0 < len(path) <= MAX_CONTEXT_PATH_CHARS or "\n" in path:
-            raise InvalidParameter("context", f"context[{i}].path must be a one-line string of 1 to "
-                                              f"{MAX_CONTEXT_PATH_CHARS} characters (got {_short(path)})")
+            raise InvalidParameter(
+                "context",
+                f"context[{i}].path must be a one-line string of 1 to "
+                f"{MAX_CONTEXT_PATH_CHARS} characters (got {_short(path)})",
+            )
         if not isinstance(text, str) or len(text) > MAX_CONTEXT_TEXT_CHARS:
             got = f"{len(text)} characters" if isinstance(text, str) else type(text).__name__
-            raise InvalidParameter("context", f"context[{i}].text must be a string of at most "
-                                              f"{MAX_CONTEXT_TEXT_CHARS} characters (got {got})")
+            raise InvalidParameter(
+                "context",
+                f"context[{i}].text must be a string of at most "
+                f"{MAX_CONTEXT_TEXT_CHARS} characters (got {got})",
+            )
         total += len(text)
         items.append(ContextItem(path, text))
     if total > MAX_CONTEXT_TOTAL_CHARS:
-        raise InvalidParameter("context", f"context's texts may hold at most {MAX_CONTEXT_TOTAL_CHARS} "
-                                          f"characters in all (got {total})")
+        raise InvalidParameter(
+            "context",
+            f"context's texts may hold at most {MAX_CONTEXT_TOTAL_CHARS} "
+            f"characters in all (got {total})",
+        )
     return tuple(items)
 
 
@@ -102,9 +117,13 @@ class RepoFormat:
 
 
 REPO_FORMATS = (
-    RepoFormat("qwen", "<|repo_name|>", "<|file_sep|>", newline_after_repo=True, newline_after_file=True),
+    RepoFormat(
+        "qwen", "<|repo_name|>", "<|file_sep|>", newline_after_repo=True, newline_after_file=True
+    ),
     RepoFormat("starcoder", "<repo_name>", "<file_sep>"),
-    RepoFormat("file_sep", None, "<file_sep>"),  # DeepShiva's own model: StarCoder2's, no repository name
+    RepoFormat(
+        "file_sep", None, "<file_sep>"
+    ),  # DeepShiva's own model: StarCoder2's, no repository name
     RepoFormat("file_sep", None, "<|file_sep|>", newline_after_file=True),
 )
 COMMENT_FORMAT = RepoFormat("comment")
@@ -120,23 +139,93 @@ def detect_repo_format(vocab: dict[str, int]) -> RepoFormat:
 
 # Line-comment prefix by LSP language id, then by file extension (for a request without language).
 _COMMENT_BY_LANGUAGE = {
-    **dict.fromkeys(("python", "ruby", "shellscript", "perl", "r", "julia", "yaml", "toml", "makefile",
-                     "dockerfile", "elixir", "powershell", "coffeescript", "nim", "crystal"), "#"),
-    **dict.fromkeys(("javascript", "typescript", "javascriptreact", "typescriptreact", "c", "cpp", "csharp",
-                     "java", "go", "rust", "swift", "kotlin", "scala", "dart", "php", "objective-c",
-                     "objective-cpp", "zig", "groovy", "jsonc", "proto", "solidity"), "//"),
+    **dict.fromkeys(
+        (
+            "python",
+            "ruby",
+            "shellscript",
+            "perl",
+            "r",
+            "julia",
+            "yaml",
+            "toml",
+            "makefile",
+            "dockerfile",
+            "elixir",
+            "powershell",
+            "coffeescript",
+            "nim",
+            "crystal",
+        ),
+        "#",
+    ),
+    **dict.fromkeys(
+        (
+            "javascript",
+            "typescript",
+            "javascriptreact",
+            "typescriptreact",
+            "c",
+            "cpp",
+            "csharp",
+            "java",
+            "go",
+            "rust",
+            "swift",
+            "kotlin",
+            "scala",
+            "dart",
+            "php",
+            "objective-c",
+            "objective-cpp",
+            "zig",
+            "groovy",
+            "jsonc",
+            "proto",
+            "solidity",
+        ),
+        "//",
+    ),
     **dict.fromkeys(("lua", "sql", "haskell", "ada", "elm"), "--"),
     **dict.fromkeys(("lisp", "clojure", "scheme", "racket"), ";;"),
     **dict.fromkeys(("erlang", "latex", "tex", "matlab"), "%"),
     "vim": '"',
 }
 _LANGUAGE_BY_SUFFIX = {
-    ".py": "python", ".pyi": "python", ".rb": "ruby", ".sh": "shellscript", ".js": "javascript",
-    ".mjs": "javascript", ".ts": "typescript", ".tsx": "typescriptreact", ".jsx": "javascriptreact",
-    ".c": "c", ".h": "c", ".cc": "cpp", ".cpp": "cpp", ".hpp": "cpp", ".cs": "csharp", ".java": "java",
-    ".go": "go", ".rs": "rust", ".swift": "swift", ".kt": "kotlin", ".scala": "scala", ".php": "php",
-    ".lua": "lua", ".sql": "sql", ".hs": "haskell", ".clj": "clojure", ".el": "lisp", ".erl": "erlang",
-    ".r": "r", ".jl": "julia", ".toml": "toml", ".yaml": "yaml", ".yml": "yaml", ".vim": "vim",
+    ".py": "python",
+    ".pyi": "python",
+    ".rb": "ruby",
+    ".sh": "shellscript",
+    ".js": "javascript",
+    ".mjs": "javascript",
+    ".ts": "typescript",
+    ".tsx": "typescriptreact",
+    ".jsx": "javascriptreact",
+    ".c": "c",
+    ".h": "c",
+    ".cc": "cpp",
+    ".cpp": "cpp",
+    ".hpp": "cpp",
+    ".cs": "csharp",
+    ".java": "java",
+    ".go": "go",
+    ".rs": "rust",
+    ".swift": "swift",
+    ".kt": "kotlin",
+    ".scala": "scala",
+    ".php": "php",
+    ".lua": "lua",
+    ".sql": "sql",
+    ".hs": "haskell",
+    ".clj": "clojure",
+    ".el": "lisp",
+    ".erl": "erlang",
+    ".r": "r",
+    ".jl": "julia",
+    ".toml": "toml",
+    ".yaml": "yaml",
+    ".yml": "yaml",
+    ".vim": "vim",
 }
 
 
@@ -153,8 +242,11 @@ def comment_prefix(language: str | None, items: tuple[ContextItem, ...] = ()) ->
 
 def repo_name(items: tuple[ContextItem, ...]) -> str:
     """The top folder all relative item paths share (the repository's name), else ""."""
-    tops = {PurePosixPath(item.path).parts[0] for item in items if not item.path.startswith("/")
-            and len(PurePosixPath(item.path).parts) > 1}
+    tops = {
+        PurePosixPath(item.path).parts[0]
+        for item in items
+        if not item.path.startswith("/") and len(PurePosixPath(item.path).parts) > 1
+    }
     absolute = any(item.path.startswith("/") for item in items)
     return tops.pop() if len(tops) == 1 and not absolute else ""
 
@@ -169,10 +261,14 @@ class ContextLayout:
     def __init__(self, encode, vocab: dict[str, int]):
         self._encode = encode
         self.format = detect_repo_format(vocab)
-        self._ids = {tok: vocab[tok] for tok in (self.format.repo_token, self.format.file_token) if tok}
+        self._ids = {
+            tok: vocab[tok] for tok in (self.format.repo_token, self.format.file_token) if tok
+        }
         # Tokens that end or hold a line break (byte-level BPE spells "\n" as "Ċ", SentencePiece as
         # <0x0A>): where an item too long for the budget is cut.
-        self._newline_ids = {i for tok, i in vocab.items() if "Ċ" in tok or "\n" in tok or tok == "<0x0A>"}
+        self._newline_ids = {
+            i for tok, i in vocab.items() if "Ċ" in tok or "\n" in tok or tok == "<0x0A>"
+        }
         self._last: tuple[object, list[int]] | None = None
         self._lock = threading.Lock()
 
@@ -181,7 +277,9 @@ class ContextLayout:
         """The most tokens context may take of a prompt budget (see the module's docstring)."""
         return int(prompt_budget * CONTEXT_SHARE)
 
-    def encode(self, items: tuple[ContextItem, ...], language: str | None, prompt_budget: int) -> list[int]:
+    def encode(
+        self, items: tuple[ContextItem, ...], language: str | None, prompt_budget: int
+    ) -> list[int]:
         """Ids of ``items`` laid out in this model's format, ending with the current file's header.
 
         Empty when there are no items (a request without context is laid out as before)."""
@@ -197,11 +295,16 @@ class ContextLayout:
         return list(ids)
 
     # -- layout ---------------------------------------------------------------------------
-    def _lay_out(self, items: tuple[ContextItem, ...], language: str | None, budget: int) -> list[int]:
+    def _lay_out(
+        self, items: tuple[ContextItem, ...], language: str | None, budget: int
+    ) -> list[int]:
         fmt = self.format
         if fmt.file_token is None:
             prefix = comment_prefix(language, items)
-            blocks = [self._encode(f"{prefix} path: {item.path}\n{_with_newline(item.text)}\n") for item in items]
+            blocks = [
+                self._encode(f"{prefix} path: {item.path}\n{_with_newline(item.text)}\n")
+                for item in items
+            ]
             head, tail = [], []
         else:
             sep = self._ids[fmt.file_token]
@@ -210,7 +313,10 @@ class ContextLayout:
             head, tail = [], [sep]
             name = repo_name(items) if fmt.repo_token else ""
             if name:
-                head = [self._ids[fmt.repo_token], *self._encode(name + ("\n" if fmt.newline_after_repo else ""))]
+                head = [
+                    self._ids[fmt.repo_token],
+                    *self._encode(name + ("\n" if fmt.newline_after_repo else "")),
+                ]
         room = budget - len(head) - len(tail)
         kept: list[list[int]] = []
         for block in reversed(blocks):  # the last items are nearest the cursor: they stay

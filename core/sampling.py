@@ -22,7 +22,9 @@ class SamplingParams:
     repetition_penalty: float = 1.1
 
 
-def apply_repetition_penalty(logits: torch.Tensor, recent_ids: list[int], penalty: float) -> torch.Tensor:
+def apply_repetition_penalty(
+    logits: torch.Tensor, recent_ids: list[int], penalty: float
+) -> torch.Tensor:
     """Make recently seen tokens less likely (divide positive logits, multiply negative ones).
 
     ``logits`` is a CPU float32 vector, changed in place (through ``penalize_recent``).
@@ -85,7 +87,9 @@ def sample_next(
         probs = torch.softmax(values, dim=-1)
         before = probs.cumsum(dim=-1) - probs  # mass of the better candidates
         drop = before >= params.top_p  # keeps the one crossing top_p
-        drop[0] = False  # and always the best: a top_p of 5e-324 is 0 in float32 and dropped them all
+        drop[0] = (
+            False  # and always the best: a top_p of 5e-324 is 0 in float32 and dropped them all
+        )
         values = values.masked_fill(drop, float("-inf"))
     choice = int(torch.multinomial(torch.softmax(values, dim=-1), 1, generator=generator))
     return choice if candidates is None else int(candidates[choice])

@@ -24,12 +24,14 @@ class IncrementalDecoder:
         """Add one token; return the text it completes (possibly empty)."""
         self._ids.append(token_id)
         decode = self._tokenizer.decode
-        before = decode(self._ids[self._prefix_offset:self._read_offset], skip_special_tokens=True)
-        after = decode(self._ids[self._prefix_offset:], skip_special_tokens=True)
+        before = decode(
+            self._ids[self._prefix_offset : self._read_offset], skip_special_tokens=True
+        )
+        after = decode(self._ids[self._prefix_offset :], skip_special_tokens=True)
         if len(after) > len(before) and not after.endswith(REPLACEMENT_CHAR):
             self._prefix_offset = self._read_offset
             self._read_offset = len(self._ids)
-            return after[len(before):]
+            return after[len(before) :]
         return ""
 
 

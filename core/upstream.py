@@ -32,7 +32,14 @@ import httpx
 from httpx_sse import EventSource
 
 from .engine import Completion, CompletionStream, OptimizedLLM
-from .errors import DeepShivaError, FIMNotSupported, InvalidParameter, ModelLoadFailed, ModelNotFound, UpstreamError
+from .errors import (
+    DeepShivaError,
+    FIMNotSupported,
+    InvalidParameter,
+    ModelLoadFailed,
+    ModelNotFound,
+    UpstreamError,
+)
 from .fim import check_order, choose_order, detect_dialect, stop_token_ids
 from .healing import TokenHealer, strip_regrown
 from .loop_guard import LoopGuard
@@ -43,8 +50,10 @@ from .text_stream import StopMatcher
 
 log = logging.getLogger("deepshiva.upstream")
 
-PYTHON_RULES_OFF = ("off: they choose among the model's next-best tokens at every step, which an "
-                    "OpenAI-compatible completions API does not expose")
+PYTHON_RULES_OFF = (
+    "off: they choose among the model's next-best tokens at every step, which an "
+    "OpenAI-compatible completions API does not expose"
+)
 
 
 def api_root(url: str) -> str:
@@ -63,10 +72,20 @@ class UpstreamEngine:
     _encode = OptimizedLLM._encode
     _heal = OptimizedLLM._heal
 
-    def __init__(self, url: str, model: Optional[str] = None, *, api_key: Optional[str] = None,
-                 tokenizer: Optional[str] = None, fim_order: str = "auto", concurrency: int = 16,
-                 timeout_s: float = 600.0, wait_s: float = 0.0, trust_remote_code: bool = False,
-                 loop_guard: bool = True):
+    def __init__(
+        self,
+        url: str,
+        model: Optional[str] = None,
+        *,
+        api_key: Optional[str] = None,
+        tokenizer: Optional[str] = None,
+        fim_order: str = "auto",
+        concurrency: int = 16,
+        timeout_s: float = 600.0,
+        wait_s: float = 0.0,
+        trust_remote_code: bool = False,
+        loop_guard: bool = True,
+    ):
         try:
             self.fim_order_requested = check_order(fim_order)
         except ValueError as exc:
@@ -78,14 +97,18 @@ class UpstreamEngine:
         self._client = httpx.Client(
             headers=headers,
             timeout=httpx.Timeout(timeout_s, connect=10.0),
-            limits=httpx.Limits(max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4),
+            limits=httpx.Limits(
+                max_connections=concurrency + 4, max_keepalive_connections=concurrency + 4
+            ),
         )
         try:
             entries = self._wait_for_models(wait_s)
             entry = self._choose(entries, model)
             self.model_name = entry["id"]
             self.upstream_kind = entry.get("owned_by") or "openai-compatible"
-            self._install_tokenizer(tokenizer or entry.get("root") or entry["id"], trust_remote_code)
+            self._install_tokenizer(
+                tokenizer or entry.get("root") or entry["id"], trust_remote_code
+            )
             self.context_length = int(entry.get("max_model_len") or self.context_length)
             self._vllm = self.upstream_kind == "vllm"
             self.token_ids_accepted = self._probe_token_ids()
@@ -102,8 +125,10 @@ class UpstreamEngine:
         except httpx.TransportError as exc:
             raise UpstreamError(f"the upstream {self.url} cannot be reached: {exc}", 503) from None
         if response.status_code != 200:
-            raise UpstreamError(f"the upstream {self.url}{path} answered {response.status_code}: "
-                                f"{response.text[:300]}")
+            raise UpstreamError(
+                f"the upstream {self.url}{path} answered {response.status_code}: "
+                f"{response.text[:300]}"
+            )
         return response
 
     def _wait_for_models(self, wait_s: float) -> list[dict]:
@@ -116,8 +141,11 @@ class UpstreamEngine:
                     return data
                 error = UpstreamError(f"the upstream {self.url} lists no models")
             except (UpstreamError, ValueError) as exc:
-                error = exc if isinstance(exc, UpstreamError) else UpstreamError(
-                    f"the upstream {self.url}/models did not answer JSON")
+                error = (
+                    exc
+                    if isinstance(exc, UpstreamError)
+                    else UpstreamError(f"the upstream {self.url}/models did not answer JSON")
+                )
             if time.monotonic() >= deadline:
                 raise error
             time.sleep(1.0)
@@ -131,8 +159,10 @@ class UpstreamEngine:
             if wanted in (entry.get("id"), entry.get("root")):
                 return entry
         names = ", ".join(repr(e.get("id")) for e in entries)
-        raise ModelNotFound(f"the upstream {self.url} does not serve {wanted!r}; it serves {names} "
-                            "(models are chosen when the upstream starts)")
+        raise ModelNotFound(
+            f"the upstream {self.url} does not serve {wanted!r}; it serves {names} "
+            "(models are chosen when the upstream starts)"
+        )
 
     def _install_tokenizer(self, source: str, trust_remote_code: bool) -> None:
         """The tokenizer (and FIM dialect) of the upstream's model, from ``source``: a directory
@@ -142,8 +172,10 @@ class UpstreamEngine:
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         except Exception as exc:  # noqa: BLE001 - any failure means the same thing to the user
-            raise ModelLoadFailed(f"cannot load the tokenizer of the upstream model from {source!r} "
-                                  f"({type(exc).__name__}: {exc}); pass --upstream-tokenizer DIR_OR_ID") from None
+            raise ModelLoadFailed(
+                f"cannot load the tokenizer of the upstream model from {source!r} "
+                f"({type(exc).__name__}: {exc}); pass --upstream-tokenizer DIR_OR_ID"
+            ) from None
         try:
             config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
         except Exception:  # noqa: BLE001 - a tokenizer-only repository has no model config
@@ -152,11 +184,15 @@ class UpstreamEngine:
         self.tokenizer = tokenizer
         self.fim_dialect = detect_dialect(vocab)
         self.fim_order = choose_order(self.fim_order_requested, self.fim_dialect, config)
-        self._fim_marker_ids = {m: vocab[m] for m in self.fim_dialect.markers} if self.fim_dialect else {}
+        self._fim_marker_ids = (
+            {m: vocab[m] for m in self.fim_dialect.markers} if self.fim_dialect else {}
+        )
         self._fim_stop_ids = stop_token_ids(self.fim_dialect, vocab) if self.fim_dialect else set()
         self._eos_ids = OptimizedLLM._collect_eos_ids(None, tokenizer)
         self._special_ids = set(tokenizer.all_special_ids) | {
-            i for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items() if getattr(tok, "special", False)
+            i
+            for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items()
+            if getattr(tok, "special", False)
         }
         self._healer = TokenHealer(tokenizer, self._special_ids)
         self._prompt_encoder = PromptEncoder(tokenizer)
@@ -164,7 +200,9 @@ class UpstreamEngine:
         self._adds_bos = OptimizedLLM._tokenizer_adds_bos(tokenizer)
         length = getattr(config, "max_position_embeddings", None) or 2048
         tok_max = getattr(tokenizer, "model_max_length", None)
-        self.context_length = int(tok_max if isinstance(tok_max, int) and 0 < tok_max < length else length)
+        self.context_length = int(
+            tok_max if isinstance(tok_max, int) and 0 < tok_max < length else length
+        )
 
     def _probe_token_ids(self) -> bool:
         """Whether the upstream takes a prompt of token ids (vLLM, llama.cpp do; TGI does not)."""
@@ -185,30 +223,46 @@ class UpstreamEngine:
         if not self._vllm:
             return None
         expected = "zq7"
-        for field, value in (("structured_outputs", {"regex": expected}), ("guided_regex", expected)):
+        for field, value in (
+            ("structured_outputs", {"regex": expected}),
+            ("guided_regex", expected),
+        ):
             try:
-                text = self._post_once({"prompt": self._prompt_of(self.tokenizer.encode("x = ", add_special_tokens=False)),
-                                        "max_tokens": 4, "temperature": 0, field: value})
+                text = self._post_once(
+                    {
+                        "prompt": self._prompt_of(
+                            self.tokenizer.encode("x = ", add_special_tokens=False)
+                        ),
+                        "max_tokens": 4,
+                        "temperature": 0,
+                        field: value,
+                    }
+                )
             except UpstreamError as exc:
                 if exc.status == 503:
                     raise
                 continue
             if text == expected:
                 return field
-        log.warning("the upstream %s does not constrain output to a regular expression: token healing is off",
-                    self.url)
+        log.warning(
+            "the upstream %s does not constrain output to a regular expression: token healing is off",
+            self.url,
+        )
         return None
 
     def _post_once(self, body: dict) -> str:
         """A small non-streamed completion (the probes); its text."""
         try:
-            response = self._client.post(self.url + "/completions", json={"model": self.model_name, **body},
-                                         timeout=60.0)
+            response = self._client.post(
+                self.url + "/completions", json={"model": self.model_name, **body}, timeout=60.0
+            )
         except httpx.TransportError as exc:
             raise UpstreamError(f"the upstream {self.url} cannot be reached: {exc}", 503) from None
         if response.status_code != 200:
-            raise UpstreamError(f"the upstream answered {response.status_code}: {response.text[:300]}",
-                                response.status_code)
+            raise UpstreamError(
+                f"the upstream answered {response.status_code}: {response.text[:300]}",
+                response.status_code,
+            )
         return response.json()["choices"][0]["text"]
 
     def _prompt_of(self, ids: list[int]):
@@ -241,8 +295,9 @@ class UpstreamEngine:
                 "url": self.url,
                 "kind": self.upstream_kind,
                 "prompt": "token ids" if self.token_ids_accepted else "text",
-                "token_healing": f"on ({self.healing})" if self.healing else
-                                 "off: the upstream cannot constrain its output to a regular expression",
+                "token_healing": f"on ({self.healing})"
+                if self.healing
+                else "off: the upstream cannot constrain its output to a regular expression",
                 "python_rules": PYTHON_RULES_OFF,
             },
         }
@@ -255,18 +310,23 @@ class UpstreamEngine:
         self._closed = True
         self._client.close()
 
-    def complete(self, prompt: str, cancel_event: threading.Event | None = None, **params) -> Completion:
+    def complete(
+        self, prompt: str, cancel_event: threading.Event | None = None, **params
+    ) -> Completion:
         stream = self.stream(prompt, cancel_event=cancel_event, **params)
         for _ in stream:
             pass
         return stream.result
 
-    def stream(self, prompt: str, cancel_event: threading.Event | None = None, **params) -> CompletionStream:
+    def stream(
+        self, prompt: str, cancel_event: threading.Event | None = None, **params
+    ) -> CompletionStream:
         """Start a generation whose text arrives chunk by chunk (validation errors raise here)."""
         request = GenerationRequest.checked(prompt, context_length=self.context_length, **params)
         if request.suffix is not None and self.fim_dialect is None:
             raise FIMNotSupported(
-                f"model {self.model_name!r} has no fill-in-the-middle tokens, so 'suffix' cannot be used")
+                f"model {self.model_name!r} has no fill-in-the-middle tokens, so 'suffix' cannot be used"
+            )
         cancel = cancel_event or threading.Event()
         result = Completion()
         return CompletionStream(self._run(request, cancel, result), result, cancel)
@@ -284,7 +344,9 @@ class UpstreamEngine:
         body: dict[str, Any] = {
             "model": self.model_name,
             "prompt": self._prompt_of(ids),
-            "max_tokens": max(1, min(request.max_length + (1 if heal_text else 0), self.context_length - len(ids))),
+            "max_tokens": max(
+                1, min(request.max_length + (1 if heal_text else 0), self.context_length - len(ids))
+            ),
             "temperature": request.temperature,
             "top_p": request.top_p,
             "stream": True,
@@ -293,7 +355,9 @@ class UpstreamEngine:
         # with the prompt text it regrows: a stop that could match there ("\n" after a healed
         # line end) would end it at once. Those stay with DeepShiva's own matcher, which reads the
         # output after the regrown text and closes the connection at a match (the upstream stops).
-        upstream_stops = [stop for stop in request.stop_sequences if not _reaches_into(heal_text, stop)]
+        upstream_stops = [
+            stop for stop in request.stop_sequences if not _reaches_into(heal_text, stop)
+        ]
         if upstream_stops:
             body["stop"] = upstream_stops
         if request.seed is not None:
@@ -304,16 +368,24 @@ class UpstreamEngine:
             body["stop_token_ids"] = sorted(stop_ids)
             body["return_token_ids"] = True  # to count tokens also when the stream is cut short
         else:  # the FIM stop tokens as text (the standard field takes only strings, at most 4)
-            names = [self.tokenizer.convert_ids_to_tokens(i) for i in sorted(self._fim_stop_ids)] if fim else []
+            names = (
+                [self.tokenizer.convert_ids_to_tokens(i) for i in sorted(self._fim_stop_ids)]
+                if fim
+                else []
+            )
             body["stop"] = (body.get("stop", []) + names)[:4] or None
         if heal_text and self.healing:
             # The completion must begin by regrowing the text of the prompt's last token, then
             # anything: the same tokens the local engine allows while it heals.
             pattern = re.escape(heal_text) + r"[\s\S]*"
-            body[self.healing] = {"regex": pattern} if self.healing == "structured_outputs" else pattern
+            body[self.healing] = (
+                {"regex": pattern} if self.healing == "structured_outputs" else pattern
+            )
         return body, heal_text, truncated, prompt_size
 
-    def _run(self, request: GenerationRequest, cancel: threading.Event, result: Completion) -> Iterator[str]:
+    def _run(
+        self, request: GenerationRequest, cancel: threading.Event, result: Completion
+    ) -> Iterator[str]:
         started = time.perf_counter()
         body, heal_text, result.truncated, result.prompt_tokens = self.request_body(request)
         stop_ids = self.stop_ids(request.suffix is not None)
@@ -326,8 +398,10 @@ class UpstreamEngine:
             result.finish_reason = "cancelled"
             return
         try:
-            with self._client.stream("POST", self.url + "/completions", json=body) as response, \
-                    HANG_UPS.watching(cancel, response):
+            with (
+                self._client.stream("POST", self.url + "/completions", json=body) as response,
+                HANG_UPS.watching(cancel, response),
+            ):
                 if response.status_code != 200:
                     response.read()
                     raise _refusal(response)
@@ -343,7 +417,9 @@ class UpstreamEngine:
                             result.generated_tokens += len(choice["token_ids"] or [])
                             last_id = (choice["token_ids"] or [last_id])[-1]
                         elif text:
-                            result.generated_tokens += 1  # one event per token, as these servers send
+                            result.generated_tokens += (
+                                1  # one event per token, as these servers send
+                            )
                         if choice.get("finish_reason"):
                             finish = "length" if choice["finish_reason"] == "length" else "stop"
                             if last_id in stop_ids:  # the end token is no part of the completion
@@ -354,7 +430,9 @@ class UpstreamEngine:
                             out = guard.feed(out)
                         if out:
                             if result.time_to_first_token_ms is None:
-                                result.time_to_first_token_ms = (time.perf_counter() - started) * 1000
+                                result.time_to_first_token_ms = (
+                                    time.perf_counter() - started
+                                ) * 1000
                             result.text += out
                             yield out
                     if matcher.stopped or (guard is not None and guard.looping):
@@ -380,7 +458,9 @@ class UpstreamEngine:
                 finish = "cancelled"
                 return
             finish = "error"
-            raise UpstreamError(f"the upstream {self.url} failed: {type(exc).__name__}: {exc}", 502) from None
+            raise UpstreamError(
+                f"the upstream {self.url} failed: {type(exc).__name__}: {exc}", 502
+            ) from None
         except BaseException:
             finish = "error"
             raise
@@ -416,7 +496,9 @@ class HangUps:
         with self._cond:
             self._watched[key] = (cancel, sock)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="deepshiva-upstream-hangups", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._run, name="deepshiva-upstream-hangups", daemon=True
+                )
                 self._thread.start()
             self._cond.notify()
         try:
@@ -445,7 +527,9 @@ HANG_UPS = HangUps()
 
 def _reaches_into(text: str, stop: str) -> bool:
     """Whether a match of ``stop`` in ``text + more`` could begin inside ``text``."""
-    return bool(text) and (stop in text or any(text.endswith(stop[:k]) for k in range(1, len(stop))))
+    return bool(text) and (
+        stop in text or any(text.endswith(stop[:k]) for k in range(1, len(stop)))
+    )
 
 
 def _refusal(response: httpx.Response) -> DeepShivaError:
@@ -456,5 +540,7 @@ def _refusal(response: httpx.Response) -> DeepShivaError:
         message = response.text
     if 400 <= response.status_code < 500 and response.status_code not in (401, 403, 404, 429):
         return InvalidParameter("prompt", f"the upstream refused the request: {message[:500]}")
-    return UpstreamError(f"the upstream answered {response.status_code}: {message[:500]}",
-                         503 if response.status_code == 429 else 502)
+    return UpstreamError(
+        f"the upstream answered {response.status_code}: {message[:500]}",
+        503 if response.status_code == 429 else 502,
+    )

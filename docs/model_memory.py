@@ -17,24 +17,63 @@ CONTEXT = 4096  # tokens of KV cache in the table's last column
 
 CONFIGS = {
     "Qwen/Qwen2.5-Coder-0.5B": tf.Qwen2Config(
-        vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-        num_attention_heads=14, num_key_value_heads=2, tie_word_embeddings=True),
+        vocab_size=151936,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    ),
     "Qwen/Qwen2.5-Coder-1.5B": tf.Qwen2Config(
-        vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
-        num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=True),
+        vocab_size=151936,
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    ),
     "Qwen/Qwen2.5-Coder-3B": tf.Qwen2Config(
-        vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
-        num_attention_heads=16, num_key_value_heads=2, tie_word_embeddings=True),
+        vocab_size=151936,
+        hidden_size=2048,
+        intermediate_size=11008,
+        num_hidden_layers=36,
+        num_attention_heads=16,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    ),
     "deepseek-ai/deepseek-coder-1.3b-base": tf.LlamaConfig(
-        vocab_size=32256, hidden_size=2048, intermediate_size=5504, num_hidden_layers=24,
-        num_attention_heads=16, num_key_value_heads=16, tie_word_embeddings=False),
+        vocab_size=32256,
+        hidden_size=2048,
+        intermediate_size=5504,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        tie_word_embeddings=False,
+    ),
     "stabilityai/stable-code-3b": tf.StableLmConfig(
-        vocab_size=50304, hidden_size=2560, intermediate_size=6912, num_hidden_layers=32,
-        num_attention_heads=32, num_key_value_heads=32, use_qkv_bias=False, tie_word_embeddings=False),
+        vocab_size=50304,
+        hidden_size=2560,
+        intermediate_size=6912,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        use_qkv_bias=False,
+        tie_word_embeddings=False,
+    ),
     "bigcode/starcoder2-3b": tf.Starcoder2Config(
-        vocab_size=49152, hidden_size=3072, intermediate_size=12288, num_hidden_layers=30,
-        num_attention_heads=24, num_key_value_heads=2, use_bias=True, tie_word_embeddings=True,
-        bos_token_id=0, eos_token_id=0),
+        vocab_size=49152,
+        hidden_size=3072,
+        intermediate_size=12288,
+        num_hidden_layers=30,
+        num_attention_heads=24,
+        num_key_value_heads=2,
+        use_bias=True,
+        tie_word_embeddings=True,
+        bos_token_id=0,
+        eos_token_id=0,
+    ),
 }
 
 
@@ -52,13 +91,17 @@ def kv_bytes_per_token(config, bytes_per_value: int = 2) -> int:
 
 
 def main() -> None:
-    print(f"| model | parameters | bf16 weights | fp32 weights | int8 weights (at least: embeddings stay 16-bit) | bf16 KV cache at {CONTEXT} tokens |")
+    print(
+        f"| model | parameters | bf16 weights | fp32 weights | int8 weights (at least: embeddings stay 16-bit) | bf16 KV cache at {CONTEXT} tokens |"
+    )
     print("|---|---|---|---|---|---|")
     for name, config in CONFIGS.items():
         n = parameters(config)
         kv = kv_bytes_per_token(config) * CONTEXT
-        print(f"| {name} | {n / 1e9:.2f} B | {2 * n / GiB:.1f} GiB | {4 * n / GiB:.1f} GiB "
-              f"| ~{n / GiB:.1f} GiB | {kv / GiB:.2f} GiB |")
+        print(
+            f"| {name} | {n / 1e9:.2f} B | {2 * n / GiB:.1f} GiB | {4 * n / GiB:.1f} GiB "
+            f"| ~{n / GiB:.1f} GiB | {kv / GiB:.2f} GiB |"
+        )
 
 
 if __name__ == "__main__":

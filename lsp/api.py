@@ -101,7 +101,9 @@ class ApiClient:
 
     async def health(self) -> dict:
         """GET /health (raises ApiError when not healthy)."""
-        return await self._json("GET", "/health", timeout=self.options.connect_timeout_ms / 1000 + 2)
+        return await self._json(
+            "GET", "/health", timeout=self.options.connect_timeout_ms / 1000 + 2
+        )
 
     async def model_status(self) -> dict:
         """GET /model_status."""

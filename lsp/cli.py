@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
         "section 'deepshiva'); see lsp/README.md.",
     )
     p.add_argument("--stdio", action="store_true", help="talk LSP over stdin/stdout (default)")
-    p.add_argument("--tcp", type=_host_port, metavar="HOST:PORT", help="listen for one client on TCP")
+    p.add_argument(
+        "--tcp", type=_host_port, metavar="HOST:PORT", help="listen for one client on TCP"
+    )
     p.add_argument("--log-file", help="write logs to this file (stderr by default)")
     p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING (default INFO)")
     p.add_argument("--version", action="version", version=f"deepshiva-lsp {__version__}")

@@ -48,7 +48,11 @@ class SuggestionReader:
     def feed(self, chunk: str) -> bool:
         self.text += chunk
         cut = postprocess.final_cut(
-            self.text, self.ctx, single=self.single, max_lines=self.max_lines, paragraph=self.paragraph
+            self.text,
+            self.ctx,
+            single=self.single,
+            max_lines=self.max_lines,
+            paragraph=self.paragraph,
         )
         if cut is not None:
             self.text, self.final = self.text[:cut], True
@@ -90,7 +94,13 @@ class Completer:
         """Apply new settings: a new connection pool if the endpoint changed, an empty cache."""
         old, self.options = self.options, options
         self.cache = SuggestionCache(options.cache_size)
-        endpoint = ("api_url", "api_key", "connect_timeout_ms", "request_timeout_ms", "load_timeout_ms")
+        endpoint = (
+            "api_url",
+            "api_key",
+            "connect_timeout_ms",
+            "request_timeout_ms",
+            "load_timeout_ms",
+        )
         if any(getattr(old, name) != getattr(options, name) for name in endpoint):
             self._drop(list(self._inflight))  # they use the old client, and old settings
             previous, self.api = self.api, ApiClient(options)
@@ -247,7 +257,9 @@ class Completer:
                 if self.fim.sends_suffix and refuses_fim(exc.status_code, exc.message):
                     self.fim.refused()  # the model cannot fill in the middle: prefix only
                     body = self._body(ctx, single)
-                    await asyncio.wait_for(self._read(body, reader), options.request_timeout_ms / 1000)
+                    await asyncio.wait_for(
+                        self._read(body, reader), options.request_timeout_ms / 1000
+                    )
                 else:
                     raise
         except asyncio.TimeoutError:

@@ -125,8 +125,12 @@ class ContextGatherer:
         """A document's new text, and the line ranges the change touched (new numbering)."""
         self._docs[uri] = _Document(uri, text, version)
         for first, last in lines:
-            if self._edits and self._edits[-1][0] == uri and first <= self._edits[-1][2] + 1 \
-                    and last >= self._edits[-1][1] - 1:
+            if (
+                self._edits
+                and self._edits[-1][0] == uri
+                and first <= self._edits[-1][2] + 1
+                and last >= self._edits[-1][1] - 1
+            ):
                 _, a, b = self._edits.pop()  # typing on in the same place: one range grows
                 first, last = min(first, a), max(last, b)
             self._edits.append((uri, first, last))
@@ -146,8 +150,9 @@ class ContextGatherer:
 
     # -- gathering -----------------------------------------------------------------------------
 
-    async def gather(self, uri: str, text: str, offset: int, language: str,
-                     settings: ProjectContext) -> list[dict]:
+    async def gather(
+        self, uri: str, text: str, offset: int, language: str, settings: ProjectContext
+    ) -> list[dict]:
         """The ``context`` items for a suggestion at ``offset`` of ``text`` (the document ``uri``)."""
         if not settings.enabled or settings.max_chars <= 0:
             return []
@@ -195,8 +200,10 @@ class ContextGatherer:
         if doc.snippets is None:
             lines = doc.text.splitlines(keepends=True)
             doc.snippets = []
-            for start in range(0, max(1, len(lines) - SNIPPET_LINES + SNIPPET_STRIDE), SNIPPET_STRIDE):
-                chunk = "".join(lines[start:start + SNIPPET_LINES])
+            for start in range(
+                0, max(1, len(lines) - SNIPPET_LINES + SNIPPET_STRIDE), SNIPPET_STRIDE
+            ):
+                chunk = "".join(lines[start : start + SNIPPET_LINES])
                 if chunk.strip():
                     doc.snippets.append(_Snippet(start, chunk, frozenset(identifiers(chunk))))
         return doc.snippets
@@ -216,8 +223,15 @@ class ContextGatherer:
             if any(d is doc and abs(s - snip.start) < SNIPPET_LINES for d, s in taken):
                 continue  # overlaps a better window of the same document
             taken.append((doc, snip.start))
-            out.append(Candidate(("open", doc.uri, snip.start), "openFiles", self.display_path(doc.uri),
-                                 snip.text, score))
+            out.append(
+                Candidate(
+                    ("open", doc.uri, snip.start),
+                    "openFiles",
+                    self.display_path(doc.uri),
+                    snip.text,
+                    score,
+                )
+            )
         return out
 
     def _edit_candidates(self, uri: str, words: frozenset[str]) -> list[Candidate]:
@@ -232,7 +246,15 @@ class ContextGatherer:
             text = "".join(lines[lo:hi])
             if text.strip():
                 score = _jaccard(words, frozenset(identifiers(text)))
-                out.append(Candidate(("edit", edit_uri, lo), "recentEdits", self.display_path(edit_uri), text, score))
+                out.append(
+                    Candidate(
+                        ("edit", edit_uri, lo),
+                        "recentEdits",
+                        self.display_path(edit_uri),
+                        text,
+                        score,
+                    )
+                )
         out.sort(key=lambda c: -c.score)
         return out
 
@@ -244,7 +266,9 @@ class ContextGatherer:
         if folder is None:
             return []
         importer = path.resolve().relative_to(folder).as_posix()
-        near = "\n".join(ln for ln in near.splitlines() if not ln.lstrip().startswith(("import ", "from ")))
+        near = "\n".join(
+            ln for ln in near.splitlines() if not ln.lstrip().startswith(("import ", "from "))
+        )
         wanted = identifiers(near)
         found: list[tuple[bool, int, Candidate]] = []
         modules: dict[tuple[int, str], tuple[Path, str] | None] = {}
@@ -265,18 +289,34 @@ class ContextGatherer:
                 if block:
                     blocks = [(module[0], imp.name, block)]
             if not blocks:  # a module: the definitions of what is read from it near the cursor
-                dotted = imp.module if imp.name is None else ".".join(p for p in (imp.module, imp.name) if p)
+                dotted = (
+                    imp.module
+                    if imp.name is None
+                    else ".".join(p for p in (imp.module, imp.name) if p)
+                )
                 attrs = attributes_used(near, imp.alias)
                 module = await module_of(imp.level, dotted) if attrs else None
                 if module:
-                    blocks = [(module[0], a, b) for a, b in ((a, definition(module[1], a)) for a in attrs) if b]
+                    blocks = [
+                        (module[0], a, b)
+                        for a, b in ((a, definition(module[1], a)) for a in attrs)
+                        if b
+                    ]
             for file, name, block in blocks:
-                cand = Candidate(("import", str(file), name), "imports", self.display_path(file.as_uri()), block, 1.0)
+                cand = Candidate(
+                    ("import", str(file), name),
+                    "imports",
+                    self.display_path(file.as_uri()),
+                    block,
+                    1.0,
+                )
                 found.append((imp.alias not in wanted, number, cand))
         found.sort(key=lambda item: item[:2])
         return [cand for _, _, cand in found]
 
-    async def _module(self, folder: Path, importer: str, level: int, module: str) -> tuple[Path, str] | None:
+    async def _module(
+        self, folder: Path, importer: str, level: int, module: str
+    ) -> tuple[Path, str] | None:
         """(path, text) of the module an import names, under the workspace folders, or None."""
         roots = [folder] if level else [folder, folder / "src"]
         for root in roots:

@@ -66,8 +66,10 @@ class FimSupport:
     def refused(self) -> None:
         """The API refused a suffix: whichever model it serves now cannot fill in the middle (its
         name comes with the next /model_status read, which should follow at once)."""
-        log.info("%s cannot fill in the middle: suggestions use the text before the cursor only",
-                 self.model or "the served model")
+        log.info(
+            "%s cannot fill in the middle: suggestions use the text before the cursor only",
+            self.model or "the served model",
+        )
         self.model = None
         self._can_fill[None] = False
         self._checked_at = None
@@ -85,5 +87,8 @@ class FimSupport:
 
     def _note(self, name: str | None, can_fill: bool) -> None:
         if self._can_fill.get(name) != can_fill and not can_fill:
-            log.info("%s cannot fill in the middle: suggestions use the text before the cursor only", name)
+            log.info(
+                "%s cannot fill in the middle: suggestions use the text before the cursor only",
+                name,
+            )
         self._can_fill[name] = can_fill

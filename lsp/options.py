@@ -58,9 +58,15 @@ class ProjectContext(_Model):
 
     enabled: bool = True
     max_chars: int = Field(1800, ge=0, le=262_144)
-    open_files: ContextSource = Field(default_factory=lambda: ContextSource(max_chars=800, max_items=3))
-    recent_edits: ContextSource = Field(default_factory=lambda: ContextSource(max_chars=400, max_items=2))
-    imports: ContextSource = Field(default_factory=lambda: ContextSource(max_chars=1200, max_items=6))
+    open_files: ContextSource = Field(
+        default_factory=lambda: ContextSource(max_chars=800, max_items=3)
+    )
+    recent_edits: ContextSource = Field(
+        default_factory=lambda: ContextSource(max_chars=400, max_items=2)
+    )
+    imports: ContextSource = Field(
+        default_factory=lambda: ContextSource(max_chars=1200, max_items=6)
+    )
 
 
 class Options(_Model):
@@ -71,13 +77,17 @@ class Options(_Model):
     api_key: str | None = None
     model: str | None = None  # model loaded by `deepshiva.loadModel` when no name is given
     max_tokens: int = Field(64, ge=1, le=4096)
-    temperature: float = Field(0.0, ge=0.0, le=2.0)  # greedy: stable ghost text, cache hits, prompt lookup
+    temperature: float = Field(
+        0.0, ge=0.0, le=2.0
+    )  # greedy: stable ghost text, cache hits, prompt lookup
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     seed: int | None = None
     stop: list[str] = Field(default_factory=list)
     stream: bool = True  # POST /stream (stops the model early) rather than /generate
     debounce_ms: int = Field(120, ge=0, le=10_000)  # the most; none for explicitly invoked requests
-    adaptive_debounce: bool = True  # no wait while answers beat typing, else at most the answer time
+    adaptive_debounce: bool = (
+        True  # no wait while answers beat typing, else at most the answer time
+    )
     enabled_languages: list[str] = Field(default_factory=lambda: ["*"])
     disabled_languages: list[str] = Field(default_factory=list)
     context_chars: ContextChars = Field(default_factory=ContextChars)
@@ -136,8 +146,12 @@ def merge(base: Options, data: Any) -> tuple[Options, list[str]]:
             incoming.get("contextChars"), dict
         ):
             candidate["contextChars"] = {**current["contextChars"], **incoming["contextChars"]}
-        if isinstance(incoming.get("projectContext"), dict):  # nested: a partial setting keeps the rest
-            candidate["projectContext"] = _deep_merge(current["projectContext"], incoming["projectContext"])
+        if isinstance(
+            incoming.get("projectContext"), dict
+        ):  # nested: a partial setting keeps the rest
+            candidate["projectContext"] = _deep_merge(
+                current["projectContext"], incoming["projectContext"]
+            )
         try:
             return Options.model_validate(candidate), problems
         except ValidationError as exc:
@@ -157,5 +171,9 @@ def _deep_merge(base: dict, update: dict) -> dict:
     merged = dict(base)
     for key, value in update.items():
         key = to_camel(str(key))
-        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+        merged[key] = (
+            _deep_merge(merged[key], value)
+            if isinstance(value, dict) and isinstance(merged.get(key), dict)
+            else value
+        )
     return merged

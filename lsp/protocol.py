@@ -33,12 +33,18 @@ class EditorProtocol(LanguageServerProtocol):
             return super().structure_message(data)
         except JsonRpcInvalidParams as exc:
             msg_id = data.get("id") if isinstance(data, dict) else None
-            if not isinstance(msg_id, (int, str)) or isinstance(msg_id, bool) or "method" not in data:
+            if (
+                not isinstance(msg_id, (int, str))
+                or isinstance(msg_id, bool)
+                or "method" not in data
+            ):
                 raise  # a notification or a broken response: nobody waits for an answer
             method = str(data.get("method"))[:100]
             message = f"Invalid params for {method}: {_describe(exc.__cause__)}"
             log.warning("%s", message)
-            self._send_response(msg_id, None, ResponseError(code=JsonRpcInvalidParams.CODE, message=message))
+            self._send_response(
+                msg_id, None, ResponseError(code=JsonRpcInvalidParams.CODE, message=message)
+            )
             return ANSWERED
 
     def handle_message(self, message):

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _FROM = re.compile(r"^\s*from\s+(\.*)([\w.]*)\s+import\s+(.*)$")
 _IMPORT = re.compile(r"^\s*import\s+(.*)$")
-_DEFINITION = re.compile(r"^(?:async\s+def|def|class)\s+([A-Za-z_]\w*)|^([A-Za-z_]\w*)\s*(?::[^=]*)?=(?!=)")
+_DEFINITION = re.compile(
+    r"^(?:async\s+def|def|class)\s+([A-Za-z_]\w*)|^([A-Za-z_]\w*)\s*(?::[^=]*)?=(?!=)"
+)
 _SELF_ATTRIBUTE = re.compile(r"^\s*self\.\w+\s*(?::[^=]*)?=(?!=)")
 MAX_BLOCK_LINES = 40
 
@@ -62,7 +64,9 @@ def imports(source: str) -> list[Import]:
                 pieces = part.split()
                 if not pieces or not re.fullmatch(r"[\w.]+", pieces[0]):
                     continue
-                alias = pieces[2] if len(pieces) == 3 and pieces[1] == "as" else pieces[0].split(".")[0]
+                alias = (
+                    pieces[2] if len(pieces) == 3 and pieces[1] == "as" else pieces[0].split(".")[0]
+                )
                 found.append(Import(0, pieces[0], None, alias))
     return found
 
@@ -95,7 +99,11 @@ def definition(source: str, name: str, max_lines: int = MAX_BLOCK_LINES) -> str 
     end = line + 1
     while end < len(lines):
         text = lines[end]
-        if text.strip() and not text[0].isspace() and not text.lstrip().startswith(("#", ")", "]", "}")):
+        if (
+            text.strip()
+            and not text[0].isspace()
+            and not text.lstrip().startswith(("#", ")", "]", "}"))
+        ):
             break
         end += 1
     while end > line + 1 and not lines[end - 1].strip():
@@ -126,17 +134,17 @@ def outline(block: list[str]) -> list[str]:
     if len(block) < head + 2:
         return block
     body_indent = None
-    for text in block[head + 1:]:
+    for text in block[head + 1 :]:
         if text.strip():
             body_indent = len(text) - len(text.lstrip())
             break
     if body_indent is None:
         return block
-    kept = block[:head + 1]
+    kept = block[: head + 1]
     in_string = False
-    for text in block[head + 1:]:
+    for text in block[head + 1 :]:
         indent = len(text) - len(text.lstrip())
-        quotes = text.count('"""') + text.count("\'\'\'")
+        quotes = text.count('"""') + text.count("'''")
         if in_string or quotes:  # docstrings: prose the budget is better spent without
             in_string = in_string != (quotes % 2 == 1)
             continue

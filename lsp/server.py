@@ -75,8 +75,12 @@ class EditorWorkspace(Workspace):
 
     def _create_text_document(self, doc_uri, source=None, version=None, language_id=None):
         return EditorDocument(
-            doc_uri, source=source, version=version, language_id=language_id,
-            sync_kind=self._sync_kind, position_codec=self.position_codec,
+            doc_uri,
+            source=source,
+            version=version,
+            language_id=language_id,
+            sync_kind=self._sync_kind,
+            position_codec=self.position_codec,
         )
 
 
@@ -85,7 +89,9 @@ class DeepShivaServer(LanguageServer):
 
     def __init__(self) -> None:
         super().__init__(
-            "deepshiva-lsp", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+            "deepshiva-lsp",
+            __version__,
+            text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
             protocol_cls=EditorProtocol,
         )
         self.options = Options()
@@ -141,7 +147,9 @@ class DeepShivaServer(LanguageServer):
         for problem in problems:
             log.warning(problem)
             self.window_show_message(
-                types.ShowMessageParams(type=types.MessageType.Warning, message=f"DeepShiva: {problem}")
+                types.ShowMessageParams(
+                    type=types.MessageType.Warning, message=f"DeepShiva: {problem}"
+                )
             )
         if options != self.options:
             self.options = options
@@ -179,7 +187,9 @@ class DeepShivaServer(LanguageServer):
             return
         for _ in range(40):
             doc = self.workspace.text_documents.get(uri)
-            if not isinstance(doc, EditorDocument) or not self.options.language_enabled(doc.language_id):
+            if not isinstance(doc, EditorDocument) or not self.options.language_enabled(
+                doc.language_id
+            ):
                 return
             index = doc.line_index
             source = index.text
@@ -227,14 +237,24 @@ class DeepShivaServer(LanguageServer):
             at = _position(index, offset, enc)
             rng = types.Range(start=at, end=at)
         window = self.options.context_chars
-        return cursor_context(source, offset, window.before, window.after, doc.language_id or ""), rng, source
+        return (
+            cursor_context(source, offset, window.before, window.after, doc.language_id or ""),
+            rng,
+            source,
+        )
 
-    async def with_project_context(self, uri: str, ctx: CursorContext, source: str) -> CursorContext:
+    async def with_project_context(
+        self, uri: str, ctx: CursorContext, source: str
+    ) -> CursorContext:
         """``ctx`` with the other files' context the settings ask for (lsp/context.py)."""
         found = source.find(ctx.prefix + ctx.suffix)  # the windows are one contiguous piece of it
         offset = found + len(ctx.prefix) if found >= 0 else len(ctx.prefix)
-        items = await self.context.gather(uri, source, offset, ctx.language_id, self.options.project_context)
-        return dataclasses.replace(ctx, project_context=tuple((i["path"], i["text"]) for i in items))
+        items = await self.context.gather(
+            uri, source, offset, ctx.language_id, self.options.project_context
+        )
+        return dataclasses.replace(
+            ctx, project_context=tuple((i["path"], i["text"]) for i in items)
+        )
 
 
 def _position(index: LineIndex, offset: int, encoding: str) -> types.Position:
@@ -252,8 +272,14 @@ def _accept_command(uri: str, kind: str, text: str, start: types.Position) -> ty
         title="DeepShiva: suggestion accepted",
         command=CMD_ACCEPTED,
         arguments=[
-            {"uri": uri, "kind": kind, "length": len(text), "text": text,
-             "line": start.line, "character": start.character}
+            {
+                "uri": uri,
+                "kind": kind,
+                "length": len(text),
+                "text": text,
+                "line": start.line,
+                "character": start.character,
+            }
         ],
     )
 
@@ -266,7 +292,9 @@ async def initialize(ls: DeepShivaServer, params: types.InitializeParams) -> Non
     for problem in problems:  # no messages before initialize has answered: log only
         log.warning(problem)
     ls.options = options
-    ls.context.set_folders(folders_from(params.workspace_folders, params.root_uri, params.root_path))
+    ls.context.set_folders(
+        folders_from(params.workspace_folders, params.root_uri, params.root_path)
+    )
     await ls.completer.reconfigure(options)
 
 
@@ -357,7 +385,9 @@ async def inline_completion(
 
 
 @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(resolve_provider=False))
-async def completion(ls: DeepShivaServer, params: types.CompletionParams) -> types.CompletionList | None:
+async def completion(
+    ls: DeepShivaServer, params: types.CompletionParams
+) -> types.CompletionList | None:
     if not ls.completion_fallback_wanted():
         return None
     uri, position = params.text_document.uri, params.position
@@ -399,8 +429,12 @@ def accepted(ls: DeepShivaServer, *args: Any) -> None:
 @server.command(CMD_STATS)
 def stats(ls: DeepShivaServer, *args: Any) -> dict:
     fim = ls.completer.fim
-    return {**ls.completer.stats.as_dict(), "debounceMs": round(ls.completer.debounce_ms(), 1),
-            "model": fim.model, "fillInTheMiddle": fim.sends_suffix}
+    return {
+        **ls.completer.stats.as_dict(),
+        "debounceMs": round(ls.completer.debounce_ms(), 1),
+        "model": fim.model,
+        "fillInTheMiddle": fim.sends_suffix,
+    }
 
 
 @server.command(CMD_STATUS)
@@ -474,4 +508,3 @@ def _model_argument(args: tuple) -> str | None:
             if value:
                 return str(value)
     return None
-

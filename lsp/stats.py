@@ -31,7 +31,9 @@ class Stats:
     shown: int = 0  # non-empty suggestions returned
     accepted: int = 0
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
-    typing_gaps_ms: deque = field(default_factory=lambda: deque(maxlen=8))  # between automatic requests
+    typing_gaps_ms: deque = field(
+        default_factory=lambda: deque(maxlen=8)
+    )  # between automatic requests
     _last_typed: float | None = None
 
     def recent_latency_ms(self, count: int = 8) -> float | None:

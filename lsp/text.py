@@ -101,8 +101,9 @@ class LineIndex:
         start = int(self.starts[line])
         return line, index_to_char(self.text[start:offset], offset - start, encoding)
 
-    def apply_change(self, start: tuple[int, int], end: tuple[int, int], new_text: str,
-                     encoding: str = UTF16) -> "LineIndex":
+    def apply_change(
+        self, start: tuple[int, int], end: tuple[int, int], new_text: str, encoding: str = UTF16
+    ) -> "LineIndex":
         """The index of the text with the LSP range ``start``..``end`` replaced by ``new_text``."""
         a = self.offset_at(start[0], start[1], encoding)
         b = max(a, self.offset_at(end[0], end[1], encoding))
@@ -177,7 +178,9 @@ class CursorContext:
     prefix: str
     suffix: str
     language_id: str = ""
-    project_context: tuple[tuple[str, str], ...] = ()  # (path, text) of other files (lsp/context.py)
+    project_context: tuple[
+        tuple[str, str], ...
+    ] = ()  # (path, text) of other files (lsp/context.py)
 
     @property
     def line_prefix(self) -> str:

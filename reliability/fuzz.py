@@ -40,7 +40,12 @@ def _checks():
         status_code_conformance,
     )
 
-    return [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    return [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
 
 
 def _error_shape(response) -> Optional[str]:
@@ -50,8 +55,12 @@ def _error_shape(response) -> Optional[str]:
         body = json.loads(response.content)
     except ValueError:
         return "4xx body is not JSON"
-    if not (isinstance(body, dict) and set(body) == {"status", "message"} and body["status"] == "error"
-            and isinstance(body["message"], str)):
+    if not (
+        isinstance(body, dict)
+        and set(body) == {"status", "message"}
+        and body["status"] == "error"
+        and isinstance(body["message"], str)
+    ):
         return f"4xx body is not the error shape: {str(body)[:200]}"
     return None
 
@@ -59,13 +68,23 @@ def _error_shape(response) -> Optional[str]:
 def _within_limit(case):
     """The document cannot know the server's --max-length-limit: fold max_length into it."""
     body = case.body
-    if isinstance(body, dict) and isinstance(body.get("max_length"), int) and not isinstance(body["max_length"], bool):
+    if (
+        isinstance(body, dict)
+        and isinstance(body.get("max_length"), int)
+        and not isinstance(body["max_length"], bool)
+    ):
         body["max_length"] = 1 + (body["max_length"] - 1) % MAX_LENGTH_LIMIT
     return case
 
 
-def run(url: str, api_key: Optional[str], examples: int, seed: int = 0,
-        modes: tuple[str, ...] = ("positive", "negative"), budget_s: float = 1800.0) -> dict:
+def run(
+    url: str,
+    api_key: Optional[str],
+    examples: int,
+    seed: int = 0,
+    modes: tuple[str, ...] = ("positive", "negative"),
+    budget_s: float = 1800.0,
+) -> dict:
     """Fuzz every operation of ``url``'s /openapi.json; return the figures (see module doc)."""
     import httpx
     import requests
@@ -97,24 +116,41 @@ def run(url: str, api_key: Optional[str], examples: int, seed: int = 0,
                 tried["inputs"] += 1
                 started = time.monotonic()
                 try:
-                    response = case.call(base_url=url, session=session, headers=headers, timeout=TIME_LIMIT_S)
+                    response = case.call(
+                        base_url=url, session=session, headers=headers, timeout=TIME_LIMIT_S
+                    )
                 except requests.exceptions.Timeout:
                     kinds["timeout"] += 1
-                    failures.append({"operation": label, "kind": "timeout", "curl": case.as_curl_command()})
+                    failures.append(
+                        {"operation": label, "kind": "timeout", "curl": case.as_curl_command()}
+                    )
                     return
                 except requests.exceptions.RequestException as exc:
                     kinds["transport"] += 1
-                    failures.append({"operation": label, "kind": f"transport: {type(exc).__name__}",
-                                     "curl": case.as_curl_command()})
+                    failures.append(
+                        {
+                            "operation": label,
+                            "kind": f"transport: {type(exc).__name__}",
+                            "curl": case.as_curl_command(),
+                        }
+                    )
                     return
-                except (Exception, BaseExceptionGroup) as exc:  # schemathesis may check inside call()
+                except (
+                    Exception,
+                    BaseExceptionGroup,
+                ) as exc:  # schemathesis may check inside call()
                     for failure in getattr(exc, "exceptions", [exc]):
                         kind = getattr(failure, "title", type(failure).__name__)
                         kinds[kind] += 1
                         if sum(1 for f in failures if f["kind"] == kind) < 5:
-                            failures.append({"operation": label, "kind": kind,
-                                             "message": str(getattr(failure, "message", failure))[:300],
-                                             "curl": case.as_curl_command(headers=headers)})
+                            failures.append(
+                                {
+                                    "operation": label,
+                                    "kind": kind,
+                                    "message": str(getattr(failure, "message", failure))[:300],
+                                    "curl": case.as_curl_command(headers=headers),
+                                }
+                            )
                     return
                 latencies.append((time.monotonic() - started) * 1000)
                 statuses[response.status_code] += 1
@@ -127,20 +163,36 @@ def run(url: str, api_key: Optional[str], examples: int, seed: int = 0,
                     case.validate_response(response, checks=checks, headers=headers)
                 except (Exception, BaseExceptionGroup) as exc:  # FailureGroup: checks failed
                     for failure in getattr(exc, "exceptions", [exc]):
-                        problems.append((getattr(failure, "title", type(failure).__name__),
-                                         str(getattr(failure, "message", failure))[:300]))
+                        problems.append(
+                            (
+                                getattr(failure, "title", type(failure).__name__),
+                                str(getattr(failure, "message", failure))[:300],
+                            )
+                        )
                 for kind, message in problems:
                     kinds[kind] += 1
                     if sum(1 for f in failures if f["kind"] == kind) < 5:  # keep a few of each kind
-                        failures.append({"operation": label, "kind": kind, "status": response.status_code,
-                                         "message": message, "curl": case.as_curl_command(headers=headers)})
+                        failures.append(
+                            {
+                                "operation": label,
+                                "kind": kind,
+                                "status": response.status_code,
+                                "message": message,
+                                "curl": case.as_curl_command(headers=headers),
+                            }
+                        )
 
             strategy = operation.as_strategy(generation_mode=GenerationMode(mode))
             if mode == "positive":  # keep valid inputs valid for this server's --max-length-limit
                 strategy = strategy.map(_within_limit)
-            test = settings(max_examples=examples, deadline=None, database=None, derandomize=False,
-                            phases=[Phase.explicit, Phase.generate],
-                            suppress_health_check=list(HealthCheck))(given(case=strategy)(attempt))
+            test = settings(
+                max_examples=examples,
+                deadline=None,
+                database=None,
+                derandomize=False,
+                phases=[Phase.explicit, Phase.generate],
+                suppress_health_check=list(HealthCheck),
+            )(given(case=strategy)(attempt))
             try:
                 hseed(seed)(test)()
             except Unsatisfiable:  # e.g. no invalid input exists for a GET without parameters
@@ -148,12 +200,18 @@ def run(url: str, api_key: Optional[str], examples: int, seed: int = 0,
             except (Exception, BaseExceptionGroup) as exc:  # schemathesis re-raises what it saw
                 if not any(f["operation"] == label for f in failures):
                     kinds[type(exc).__name__] += 1
-                    failures.append({"operation": label, "kind": type(exc).__name__, "message": str(exc)[:500]})
-            per_operation[label] = {"inputs": tried.pop("inputs", 0),
-                                    "statuses": {str(k): v for k, v in sorted(tried.items())}}
+                    failures.append(
+                        {"operation": label, "kind": type(exc).__name__, "message": str(exc)[:500]}
+                    )
+            per_operation[label] = {
+                "inputs": tried.pop("inputs", 0),
+                "statuses": {str(k): v for k, v in sorted(tried.items())},
+            }
 
     health = httpx.get(url + "/health", timeout=10).json()
-    served = httpx.post(url + "/generate", headers=headers, json={"prompt": "x = ", "max_length": 2}, timeout=30)
+    served = httpx.post(
+        url + "/generate", headers=headers, json={"prompt": "x = ", "max_length": 2}, timeout=30
+    )
     from .common import percentile
 
     return {
@@ -161,8 +219,11 @@ def run(url: str, api_key: Optional[str], examples: int, seed: int = 0,
         "statuses": {str(k): v for k, v in sorted(statuses.items())},
         "server_errors_5xx": sum(v for k, v in statuses.items() if k >= 500),
         "failures_by_kind": dict(kinds),
-        "latency_ms": {"p50": percentile(latencies, 50), "p95": percentile(latencies, 95),
-                       "max": round(max(latencies), 1) if latencies else None},
+        "latency_ms": {
+            "p50": percentile(latencies, 50),
+            "p95": percentile(latencies, 95),
+            "max": round(max(latencies), 1) if latencies else None,
+        },
         "still_serving_after": health.get("status") == "ok" and served.status_code == 200,
         "operations": per_operation,
         "failures": failures,
@@ -170,13 +231,21 @@ def run(url: str, api_key: Optional[str], examples: int, seed: int = 0,
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m reliability.fuzz", description=__doc__.split("\n\n")[0])
-    p.add_argument("--examples", type=int, default=150, help="inputs per operation and mode (default 150)")
+    p = argparse.ArgumentParser(
+        prog="python -m reliability.fuzz", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--examples", type=int, default=150, help="inputs per operation and mode (default 150)"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--budget-minutes", type=float, default=30.0, help="stop generating after this long")
+    p.add_argument(
+        "--budget-minutes", type=float, default=30.0, help="stop generating after this long"
+    )
     p.add_argument("--url", help="fuzz a running server instead of starting one (loopback only)")
     p.add_argument("--api-key", help="the running server's key (with --url)")
-    p.add_argument("--model", help="model for the server started here (default: shipped, else tiny test model)")
+    p.add_argument(
+        "--model", help="model for the server started here (default: shipped, else tiny test model)"
+    )
     p.add_argument("--out", help="results file (default reliability/results/fuzz.json)")
     args = p.parse_args(argv)
 
@@ -184,8 +253,18 @@ def main(argv: Optional[list[str]] = None) -> int:
     url, key = args.url, args.api_key
     if url is None:
         model = model_or_tiny(args.model)
-        server = start_server(model, api_key=API_KEY, args=["--allowed-models", model, "--queue-size", "4",
-                                                            "--max-length-limit", str(MAX_LENGTH_LIMIT)])
+        server = start_server(
+            model,
+            api_key=API_KEY,
+            args=[
+                "--allowed-models",
+                model,
+                "--queue-size",
+                "4",
+                "--max-length-limit",
+                str(MAX_LENGTH_LIMIT),
+            ],
+        )
         url, key = server.url, API_KEY
     else:
         from server.config import is_loopback
@@ -199,7 +278,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     finally:
         exit_code = server.stop() if server else None
     figures = {
-        "command": "python -m reliability.fuzz " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m reliability.fuzz "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "examples_per_operation_and_mode": args.examples,
         "seed": args.seed,
         "duration_s": round(time.monotonic() - started, 1),
@@ -208,8 +288,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         "environment": environment(),
     }
     path = write_results("fuzz", figures, args.out)
-    print(f"inputs tried {figures['inputs_tried']}, statuses {figures['statuses']}, 5xx {figures['server_errors_5xx']}, "
-          f"failures {figures['failures_by_kind'] or 'none'}, still serving {figures['still_serving_after']} -> {path}")
+    print(
+        f"inputs tried {figures['inputs_tried']}, statuses {figures['statuses']}, 5xx {figures['server_errors_5xx']}, "
+        f"failures {figures['failures_by_kind'] or 'none'}, still serving {figures['still_serving_after']} -> {path}"
+    )
     ok = not figures["failures_by_kind"] and figures["still_serving_after"]
     return 0 if ok else 1
 

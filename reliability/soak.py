@@ -32,8 +32,14 @@ from .common import environment, model_or_tiny, percentile, start_server, write_
 KINDS = ("generate", "stream", "abandoned_stream", "model_status", "large_prompt")
 WEIGHTS = (0.33, 0.29, 0.15, 0.2, 0.03)
 LARGE_PROMPT_CHARS = 100_000  # a whole large file as the prompt, different every time
-PROMPTS = ["def fibonacci(n):\n", "import os\n\nclass Config:\n    ", "for i in range(10):\n    ",
-           "x = [1, 2, 3]\nprint(", "# sort a list\ndef sort(items):\n", "async def fetch(url):\n    "]
+PROMPTS = [
+    "def fibonacci(n):\n",
+    "import os\n\nclass Config:\n    ",
+    "for i in range(10):\n    ",
+    "x = [1, 2, 3]\nprint(",
+    "# sort a list\ndef sort(items):\n",
+    "async def fetch(url):\n    ",
+]
 REQUEST_TIMEOUT_S = 60.0
 
 
@@ -42,12 +48,16 @@ def rss_bound(start: int) -> int:
 
 
 class Soak:
-    def __init__(self, url: str, headers: dict, clients: int, seconds: float, max_length: int, seed: int):
+    def __init__(
+        self, url: str, headers: dict, clients: int, seconds: float, max_length: int, seed: int
+    ):
         self.url, self.headers, self.clients, self.seconds = url, headers, clients, seconds
         self.max_length, self.seed = max_length, seed
         self.lock = threading.Lock()
         self.latency: dict[str, list[float]] = collections.defaultdict(list)
-        self.answered: collections.Counter = collections.Counter()  # kind -> requests with an answer
+        self.answered: collections.Counter = (
+            collections.Counter()
+        )  # kind -> requests with an answer
         self.statuses: collections.Counter = collections.Counter()
         self.errors: collections.Counter = collections.Counter()  # error kind -> count
         self.examples: list[str] = []
@@ -69,8 +79,12 @@ class Soak:
                 self.errors["busy_429 (answered, retry later)"] += 1
 
     def _body(self, rng: random.Random) -> dict:
-        return {"prompt": rng.choice(PROMPTS), "max_length": rng.randint(4, self.max_length),
-                "temperature": rng.choice([0, 0.2, 0.7, 1.0]), "seed": rng.randint(0, 1000)}
+        return {
+            "prompt": rng.choice(PROMPTS),
+            "max_length": rng.randint(4, self.max_length),
+            "temperature": rng.choice([0, 0.2, 0.7, 1.0]),
+            "seed": rng.randint(0, 1000),
+        }
 
     def _large_body(self, rng: random.Random) -> dict:
         """A distinct ~100 k-character prompt of code-like lines (new identifiers every time, so
@@ -126,7 +140,9 @@ class Soak:
 
     def client(self, n: int, stop_at: float) -> None:
         rng = random.Random(self.seed * 1000 + n)
-        with httpx.Client(base_url=self.url, headers=self.headers, timeout=REQUEST_TIMEOUT_S) as session:
+        with httpx.Client(
+            base_url=self.url, headers=self.headers, timeout=REQUEST_TIMEOUT_S
+        ) as session:
             first = list(KINDS)  # every kind at least once per client, then at random
             rng.shuffle(first)
             while time.monotonic() < stop_at:
@@ -134,8 +150,10 @@ class Soak:
 
     def run(self) -> None:
         stop_at = time.monotonic() + self.seconds
-        threads = [threading.Thread(target=self.client, args=(n, stop_at), name=f"soak-{n}", daemon=True)
-                   for n in range(self.clients)]
+        threads = [
+            threading.Thread(target=self.client, args=(n, stop_at), name=f"soak-{n}", daemon=True)
+            for n in range(self.clients)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -149,10 +167,14 @@ def _rss(pid: int) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m reliability.soak", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m reliability.soak", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--clients", type=int, default=8)
-    p.add_argument("--max-length", type=int, default=48, help="largest max_length a client asks for")
+    p.add_argument(
+        "--max-length", type=int, default=48, help="largest max_length a client asks for"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", help="model to serve (default: shipped, else the tiny test model)")
     p.add_argument("--out", help="results file (default reliability/results/soak.json)")
@@ -161,18 +183,25 @@ def main(argv: Optional[list[str]] = None) -> int:
     model = model_or_tiny(args.model)
     key = "soak-key"
     # queue of clients + 2: every request is admitted; a 429 would still count as an answer
-    server = start_server(model, api_key=key,
-                          args=["--queue-size", str(args.clients + 2), "--max-length-limit", str(args.max_length)])
+    server = start_server(
+        model,
+        api_key=key,
+        args=["--queue-size", str(args.clients + 2), "--max-length-limit", str(args.max_length)],
+    )
     headers = {"Authorization": f"Bearer {key}"}
     samples: list[tuple[float, int]] = []
     try:
         warm = Soak(server.url, headers, 1, 0, args.max_length, args.seed)
         rng = random.Random(args.seed)
-        with httpx.Client(base_url=server.url, headers=headers, timeout=REQUEST_TIMEOUT_S) as session:
+        with httpx.Client(
+            base_url=server.url, headers=headers, timeout=REQUEST_TIMEOUT_S
+        ) as session:
             for kind in KINDS * 3:  # warm-up: lazy initialisation is not a leak
                 warm.one(session, kind, rng)
         rss_start = _rss(server.process.pid)
-        soak = Soak(server.url, headers, args.clients, args.minutes * 60, args.max_length, args.seed)
+        soak = Soak(
+            server.url, headers, args.clients, args.minutes * 60, args.max_length, args.seed
+        )
         stop = threading.Event()
 
         def sample():
@@ -194,12 +223,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     finally:
         exit_code = server.stop()
 
-    lost = sum(v for k, v in soak.errors.items() if k in ("timeout", "transport", "stream_ended_without_done"))
+    lost = sum(
+        v
+        for k, v in soak.errors.items()
+        if k in ("timeout", "transport", "stream_ended_without_done")
+    )
     server_errors = sum(v for k, v in soak.errors.items() if k.startswith("http_5"))
     growth = rss_end - rss_start
     all_latencies = [v for values in soak.latency.values() for v in values]
     figures = {
-        "command": "python -m reliability.soak " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m reliability.soak "
+        + " ".join(argv if argv is not None else sys.argv[1:]),
         "clients": args.clients,
         "duration_s": round(duration, 1),
         "requests_sent": sum(soak.answered.values()) + lost,
@@ -211,14 +245,25 @@ def main(argv: Optional[list[str]] = None) -> int:
         "error_examples": soak.examples,
         "latency_ms": {
             "all": {"p50": percentile(all_latencies, 50), "p95": percentile(all_latencies, 95)},
-            **{kind: {"p50": percentile(v, 50), "p95": percentile(v, 95), "n": len(v)}
-               for kind, v in sorted(soak.latency.items())},
+            **{
+                kind: {"p50": percentile(v, 50), "p95": percentile(v, 95), "n": len(v)}
+                for kind, v in sorted(soak.latency.items())
+            },
         },
-        "rss_bytes": {"start": rss_start, "end": rss_end, "growth": growth, "bound": rss_bound(rss_start),
-                      "max_sampled": max([s[1] for s in samples] + [rss_end])},
-        "rss_mib": {"start": round(rss_start / 2**20, 1), "end": round(rss_end / 2**20, 1),
-                    "growth": round(growth / 2**20, 1), "bound": round(rss_bound(rss_start) / 2**20, 1),
-                    "max_sampled": round(max([s[1] for s in samples] + [rss_end]) / 2**20, 1)},
+        "rss_bytes": {
+            "start": rss_start,
+            "end": rss_end,
+            "growth": growth,
+            "bound": rss_bound(rss_start),
+            "max_sampled": max([s[1] for s in samples] + [rss_end]),
+        },
+        "rss_mib": {
+            "start": round(rss_start / 2**20, 1),
+            "end": round(rss_end / 2**20, 1),
+            "growth": round(growth / 2**20, 1),
+            "bound": round(rss_bound(rss_start) / 2**20, 1),
+            "max_sampled": round(max([s[1] for s in samples] + [rss_end]) / 2**20, 1),
+        },
         "large_prompts_sent": soak.answered.get("large_prompt", 0),
         "rss_samples": samples,
         "idle_after": idle,
@@ -227,13 +272,21 @@ def main(argv: Optional[list[str]] = None) -> int:
         "model": model,
         "environment": environment(),
     }
-    ok = lost == 0 and server_errors == 0 and idle and figures["healthy_after"] and growth <= rss_bound(rss_start)
+    ok = (
+        lost == 0
+        and server_errors == 0
+        and idle
+        and figures["healthy_after"]
+        and growth <= rss_bound(rss_start)
+    )
     figures["passed"] = ok
     path = write_results("soak", figures, args.out)
-    print(f"served {figures['requests_answered']} (lost {lost}), errors {figures['errors_by_kind'] or 'none'}, "
-          f"p50/p95 {figures['latency_ms']['all']['p50']}/{figures['latency_ms']['all']['p95']} ms, "
-          f"RSS {figures['rss_mib']['start']} -> {figures['rss_mib']['end']} MiB "
-          f"(bound +{figures['rss_mib']['bound']}), idle {idle} -> {path}")
+    print(
+        f"served {figures['requests_answered']} (lost {lost}), errors {figures['errors_by_kind'] or 'none'}, "
+        f"p50/p95 {figures['latency_ms']['all']['p50']}/{figures['latency_ms']['all']['p95']} ms, "
+        f"RSS {figures['rss_mib']['start']} -> {figures['rss_mib']['end']} MiB "
+        f"(bound +{figures['rss_mib']['bound']}), idle {idle} -> {path}"
+    )
     return 0 if ok else 1
 
 

@@ -61,8 +61,12 @@ class AdmissionQueue:
 
     def snapshot(self) -> dict:
         with self._cond:
-            return {"running": len(self._running), "waiting": len(self._waiting),
-                    "capacity": self.capacity, "concurrency": self.running_limit}
+            return {
+                "running": len(self._running),
+                "waiting": len(self._waiting),
+                "capacity": self.capacity,
+                "concurrency": self.running_limit,
+            }
 
     def acquire(self, client_gone: Callable[[], bool] = lambda: False) -> Slot:
         """Wait for the model; raise QueueFull at once if the line is full, ClientGone if the client leaves."""

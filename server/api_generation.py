@@ -55,13 +55,18 @@ def _admit(app_state: AppState, gone) -> Slot:
     try:
         return app_state.queue.acquire(gone)
     except QueueFull as exc:
-        raise ApiError(429, f"Server busy: {exc} (limit {app_state.queue.capacity}). Retry shortly.",
-                       {"Retry-After": "1"}) from None
+        raise ApiError(
+            429,
+            f"Server busy: {exc} (limit {app_state.queue.capacity}). Retry shortly.",
+            {"Retry-After": "1"},
+        ) from None
     except ClientGone:
         raise ApiError(CLIENT_CLOSED, "Client closed the connection while queued.") from None
 
 
-def _result_body(req: GenerateRequest, completion: Any, text: str, model_name: str, waited_ms: float) -> dict:
+def _result_body(
+    req: GenerateRequest, completion: Any, text: str, model_name: str, waited_ms: float
+) -> dict:
     return {
         "status": "success",
         "response": (req.prompt + text) if req.echo else text,
@@ -92,7 +97,9 @@ def generate():
     if cancel.client_left:
         app_state.metrics.cancelled.inc()
     _remember(app_state, "/generate", completion, client_left=cancel.client_left)
-    return jsonify(_result_body(req, completion, completion.text, engine.model_name, slot.waited_ms))
+    return jsonify(
+        _result_body(req, completion, completion.text, engine.model_name, slot.waited_ms)
+    )
 
 
 @bp.post("/stream")
@@ -117,7 +124,13 @@ class _StreamRun:
     """One /stream generation: yields SSE events, stops the engine when the client leaves."""
 
     def __init__(self, app_state, req, slot, gone, environ):
-        self.app_state, self.req, self.slot, self.gone, self.environ = app_state, req, slot, gone, environ
+        self.app_state, self.req, self.slot, self.gone, self.environ = (
+            app_state,
+            req,
+            slot,
+            gone,
+            environ,
+        )
         self.cancel = CancelOnDisconnect(gone, self._client_left)
         self.engine = self.chunks = None
         self.sent = 0  # chunks handed to the server so far
@@ -154,8 +167,13 @@ class _StreamRun:
                     return  # the client is gone: nobody to tell (cleanup closes the engine's stream)
                 completion = self.chunks.result
                 self.environ[TOKENS_KEY] = completion.generated_tokens
-                body = _result_body(self.req, completion, "".join(parts), self.engine.model_name,
-                                    self.slot.waited_ms)
+                body = _result_body(
+                    self.req,
+                    completion,
+                    "".join(parts),
+                    self.engine.model_name,
+                    self.slot.waited_ms,
+                )
                 yield sse.event(body, name="done")
             except GeneratorExit:
                 self._client_left()  # the server could not write: the client hung up
@@ -187,9 +205,16 @@ class _StreamRun:
             if self.noticed_at is not None and self.app_state.metrics is not None:
                 self.app_state.metrics.cancelled.inc()
             last_step = _decode_steps(self.engine)
-            _remember(self.app_state, "/stream", completion, sent=self.sent,
-                      decode_steps=last_step - self.first_step,
-                      steps_after_disconnect=None if self.noticed_at is None else last_step - self.noticed_at)
+            _remember(
+                self.app_state,
+                "/stream",
+                completion,
+                sent=self.sent,
+                decode_steps=last_step - self.first_step,
+                steps_after_disconnect=None
+                if self.noticed_at is None
+                else last_step - self.noticed_at,
+            )
         finally:
             self.slot.release()
 
@@ -202,10 +227,12 @@ def _decode_steps(engine: Any) -> int:
 
 def _remember(app_state: AppState, path: str, completion: Any, **extra: Any) -> None:
     """Keep a short record of a finished generation (what tests and operators inspect)."""
-    app_state.recent.append({
-        "path": path,
-        "time": time.time(),
-        "finish_reason": getattr(completion, "finish_reason", None),
-        "completion_tokens": getattr(completion, "generated_tokens", None),
-        **extra,
-    })
+    app_state.recent.append(
+        {
+            "path": path,
+            "time": time.time(),
+            "finish_reason": getattr(completion, "finish_reason", None),
+            "completion_tokens": getattr(completion, "generated_tokens", None),
+            **extra,
+        }
+    )

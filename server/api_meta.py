@@ -31,9 +31,14 @@ def index():
     """A person who opens the server's address in a browser learns what answers there."""
     status = state().manager.status()
     links = IndexLinks(health="/health", openapi="/openapi.json", metrics="/metrics", docs=DOCS)
-    index = ServiceIndex(name="DeepShiva", description="Self-hosted code-completion API",
-                         version=package_version(), model_name=status["model_name"],
-                         state=status["state"], links=links)
+    index = ServiceIndex(
+        name="DeepShiva",
+        description="Self-hosted code-completion API",
+        version=package_version(),
+        model_name=status["model_name"],
+        state=status["state"],
+        links=links,
+    )
     return jsonify(index.model_dump())
 
 
@@ -44,9 +49,14 @@ def health():
     manager = state().manager
     status = manager.status()
     if status["state"] == "loading" and not status["model_loaded"]:
-        return error_response(NO_MODEL_STATUS, f"The model {status['loading_model_name']} is still loading; "
-                              "retry in a few seconds.", {"Retry-After": "2"})
-    return jsonify({"status": "ok", "model_loaded": status["model_loaded"], "state": status["state"]})
+        return error_response(
+            NO_MODEL_STATUS,
+            f"The model {status['loading_model_name']} is still loading; retry in a few seconds.",
+            {"Retry-After": "2"},
+        )
+    return jsonify(
+        {"status": "ok", "model_loaded": status["model_loaded"], "state": status["state"]}
+    )
 
 
 @bp.get("/openapi.json")
@@ -56,8 +66,11 @@ def openapi():
     app_state = state()
     limits = [app_state.config.max_length_limit, app_state.manager.status().get("context_length")]
     max_length = min(limit for limit in limits if isinstance(limit, int) and limit > 0)
-    return jsonify(openapi_document(request.host_url.rstrip("/"), app_state.config.api_key is not None,
-                                    max_length))
+    return jsonify(
+        openapi_document(
+            request.host_url.rstrip("/"), app_state.config.api_key is not None, max_length
+        )
+    )
 
 
 @bp.get("/metrics")

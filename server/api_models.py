@@ -20,22 +20,28 @@ def load_model():
     req = parse(LoadModelRequest, json_body())
     name = app_state.config.default_model if req.model_name is None else req.model_name
     if name and not app_state.config.model_allowed(name):
-        raise ApiError(403, f"Model {name!r} is not in this server's allow-list (--allowed-models).")
+        raise ApiError(
+            403, f"Model {name!r} is not in this server's allow-list (--allowed-models)."
+        )
     try:
         engine, load_ms = app_state.manager.load(name)
     except Exception as exc:
         mapped = from_engine(exc, loading=True)
         log.warning("loading %r failed: %s: %s", name, type(exc).__name__, exc)
         raise mapped from exc
-    return jsonify({
-        "status": "success",
-        "message": f"Model {name} loaded successfully",
-        "model_name": engine.model_name,
-        "load_ms": round(load_ms, 1),
-    })
+    return jsonify(
+        {
+            "status": "success",
+            "message": f"Model {name} loaded successfully",
+            "model_name": engine.model_name,
+            "load_ms": round(load_ms, 1),
+        }
+    )
 
 
 @bp.get("/model_status")
 def model_status():
     app_state = state()
-    return jsonify({"status": "success", **app_state.manager.status(), "queue": app_state.queue.snapshot()})
+    return jsonify(
+        {"status": "success", **app_state.manager.status(), "queue": app_state.queue.snapshot()}
+    )

@@ -27,10 +27,16 @@ def default_factory(config: ServerConfig) -> Callable[[str], Any]:
     def build(name: str):
         from core import OptimizedLLM  # imported on first load: torch is slow to import
 
-        engine = OptimizedLLM(name, device=config.device, torch_dtype=config.torch_dtype,
-                              load_in_8bit=config.load_in_8bit, trust_remote_code=config.trust_remote_code,
-                              int8_decode=config.int8_decode, fim_order=config.fim_order,
-                              decode_weights=config.decode_weights)
+        engine = OptimizedLLM(
+            name,
+            device=config.device,
+            torch_dtype=config.torch_dtype,
+            load_in_8bit=config.load_in_8bit,
+            trust_remote_code=config.trust_remote_code,
+            int8_decode=config.int8_decode,
+            fim_order=config.fim_order,
+            decode_weights=config.decode_weights,
+        )
         # Pay for lazy set-up (token tables, first allocations) now, not in the first user's request.
         engine.warmup()
         return engine
@@ -48,15 +54,26 @@ def upstream_factory(config: ServerConfig) -> Callable[[str], Any]:
 
         wait_s, first["wait_s"] = first["wait_s"], 0.0
         key = config.upstream_key.get_secret_value() if config.upstream_key else None
-        return UpstreamEngine(config.upstream, name or None, api_key=key, tokenizer=config.upstream_tokenizer,
-                              fim_order=config.fim_order, concurrency=config.concurrency, wait_s=wait_s,
-                              trust_remote_code=config.trust_remote_code)
+        return UpstreamEngine(
+            config.upstream,
+            name or None,
+            api_key=key,
+            tokenizer=config.upstream_tokenizer,
+            fim_order=config.fim_order,
+            concurrency=config.concurrency,
+            wait_s=wait_s,
+            trust_remote_code=config.trust_remote_code,
+        )
 
     return build
 
 
-def create_app(config: Optional[ServerConfig] = None, engine: Any = None, *,
-               engine_factory: Optional[Callable[[str], Any]] = None) -> Flask:
+def create_app(
+    config: Optional[ServerConfig] = None,
+    engine: Any = None,
+    *,
+    engine_factory: Optional[Callable[[str], Any]] = None,
+) -> Flask:
     """A ready WSGI app. ``engine`` is served from the start (else POST /load_model first);
     ``engine_factory(name)`` builds engines for /load_model (default: core.OptimizedLLM).
     The app never loads a model by itself: the CLI preloads ``config.model``."""
@@ -70,8 +87,11 @@ def create_app(config: Optional[ServerConfig] = None, engine: Any = None, *,
     if config.backend != "openai":
         factory = generic_not_found(factory)
     manager = ModelManager(factory, engine)
-    app_state = AppState(config=config, manager=manager,
-                         queue=AdmissionQueue(config.queue_size, running_limit=config.running_limit))
+    app_state = AppState(
+        config=config,
+        manager=manager,
+        queue=AdmissionQueue(config.queue_size, running_limit=config.running_limit),
+    )
     app_state.metrics = Metrics(app_state.queue, manager)
     app.extensions["deepshiva"] = app_state
     key = config.api_key.get_secret_value() if config.api_key else None

@@ -27,5 +27,8 @@ def install_auth(app: Flask, api_key: str | None) -> None:
         sent = token.strip().encode("latin-1", "replace")
         if scheme.lower() == "bearer" and hmac.compare_digest(sent, expected):
             return None
-        return error_response(401, "Missing or invalid API key: send 'Authorization: Bearer <key>'.",
-                              {"WWW-Authenticate": 'Bearer realm="deepshiva"'})
+        return error_response(
+            401,
+            "Missing or invalid API key: send 'Authorization: Bearer <key>'.",
+            {"WWW-Authenticate": 'Bearer realm="deepshiva"'},
+        )

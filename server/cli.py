@@ -24,46 +24,102 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deepshiva-server",
         description="Serve DeepShiva's code-completion HTTP API. Every option can also be set with a "
-                    "DEEPSHIVA_<OPTION> environment variable (e.g. DEEPSHIVA_API_KEY).")
+        "DEEPSHIVA_<OPTION> environment variable (e.g. DEEPSHIVA_API_KEY).",
+    )
     add = p.add_argument
     add("--host", help="address to listen on (default 127.0.0.1; others need --allow-remote)")
     add("--port", type=int, help="port (default 5005; 0 = any free port)")
-    add("--model", help=f"model name or directory to preload (default {DEFAULT_MODEL}; 'none' = none)")
+    add(
+        "--model",
+        help=f"model name or directory to preload (default {DEFAULT_MODEL}; 'none' = none)",
+    )
     add("--api-key", help="require 'Authorization: Bearer KEY' on every path but /health")
     add("--allow-remote", action="store_true", default=None, help="allow listening beyond loopback")
-    add("--allowed-hosts", help="comma-separated extra names the Host header may carry (default: the "
-                               "listen address and loopback names only; off with --allow-remote)")
-    add("--allowed-models", help="comma-separated names/directories /load_model may load (default: any)")
-    add("--trust-remote-code", action="store_true", default=None,
-        help="let models run their own Python code (off by default: only for models you trust)")
-    add("--queue-size", type=int, help="requests that may wait for the model before 429 (default 8)")
+    add(
+        "--allowed-hosts",
+        help="comma-separated extra names the Host header may carry (default: the "
+        "listen address and loopback names only; off with --allow-remote)",
+    )
+    add(
+        "--allowed-models",
+        help="comma-separated names/directories /load_model may load (default: any)",
+    )
+    add(
+        "--trust-remote-code",
+        action="store_true",
+        default=None,
+        help="let models run their own Python code (off by default: only for models you trust)",
+    )
+    add(
+        "--queue-size", type=int, help="requests that may wait for the model before 429 (default 8)"
+    )
     add("--max-body-bytes", type=int, help="largest request body (default 1 MiB)")
     add("--max-length-limit", type=int, help="largest max_length a request may ask (default 4096)")
-    add("--receive-timeout", type=float,
-        help="seconds a client may take to send a whole request, headers and body (default 30)")
+    add(
+        "--receive-timeout",
+        type=float,
+        help="seconds a client may take to send a whole request, headers and body (default 30)",
+    )
     add("--device", help="auto, cpu, cuda or mps (default auto)")
     add("--dtype", dest="torch_dtype", help="bfloat16, float16, float32 or auto")
-    add("--load-in-8bit", action="store_true", default=None, help="int8 weights (needs bitsandbytes)")
-    add("--int8-decode", action="store_true", default=None,
-        help="CPU: decode through int8 copies of the weights (same as --decode-weights int8)")
-    add("--decode-weights", choices=["auto", "fp32", "fp16", "bf16", "int8"], default=None,
+    add(
+        "--load-in-8bit",
+        action="store_true",
+        default=None,
+        help="int8 weights (needs bitsandbytes)",
+    )
+    add(
+        "--int8-decode",
+        action="store_true",
+        default=None,
+        help="CPU: decode through int8 copies of the weights (same as --decode-weights int8)",
+    )
+    add(
+        "--decode-weights",
+        choices=["auto", "fp32", "fp16", "bf16", "int8"],
+        default=None,
         help="CPU, Llama models: weights a decode step reads. auto (default) = the checkpoint's own 16-bit "
-             "format when it is stored so; fp16/bf16 halve the bytes (exact for a checkpoint "
-             "stored that way), int8 quarters them (approximate)")
-    add("--fim-order", choices=["auto", "psm", "spm"], default=None,
-        help="FIM prompt order: auto = the model's own (SPM lets a keystroke reuse the whole cache)")
-    add("--backend", choices=["local", "openai"], default=None,
+        "format when it is stored so; fp16/bf16 halve the bytes (exact for a checkpoint "
+        "stored that way), int8 quarters them (approximate)",
+    )
+    add(
+        "--fim-order",
+        choices=["auto", "psm", "spm"],
+        default=None,
+        help="FIM prompt order: auto = the model's own (SPM lets a keystroke reuse the whole cache)",
+    )
+    add(
+        "--backend",
+        choices=["local", "openai"],
+        default=None,
         help="local (default): this process's engine, one generation at a time; openai: an OpenAI-compatible "
-             "server (vLLM, llama.cpp's server...) that batches many, DeepShiva building the prompts")
+        "server (vLLM, llama.cpp's server...) that batches many, DeepShiva building the prompts",
+    )
     add("--upstream", help="backend openai: the server's URL, e.g. http://127.0.0.1:8000")
-    add("--upstream-model", help="backend openai: which of its models to serve (default: its first)")
+    add(
+        "--upstream-model", help="backend openai: which of its models to serve (default: its first)"
+    )
     add("--upstream-key", help="backend openai: its API key, sent as 'Authorization: Bearer KEY'")
-    add("--upstream-tokenizer", help="backend openai: tokenizer directory or id (default: the model's own)")
-    add("--upstream-wait", dest="upstream_wait_s", type=float,
-        help="backend openai: seconds the first load waits for the upstream to come up (default 300)")
-    add("--concurrency", type=int,
-        help="backend openai: requests generating at once, before the queue (default 16); local: always 1")
-    add("--threads", type=int, help="WSGI worker threads (default queue size + running requests + 3)")
+    add(
+        "--upstream-tokenizer",
+        help="backend openai: tokenizer directory or id (default: the model's own)",
+    )
+    add(
+        "--upstream-wait",
+        dest="upstream_wait_s",
+        type=float,
+        help="backend openai: seconds the first load waits for the upstream to come up (default 300)",
+    )
+    add(
+        "--concurrency",
+        type=int,
+        help="backend openai: requests generating at once, before the queue (default 16); local: always 1",
+    )
+    add(
+        "--threads",
+        type=int,
+        help="WSGI worker threads (default queue size + running requests + 3)",
+    )
     add("--log-level", help="DEBUG, INFO, WARNING... (default INFO)")
     return p
 
@@ -80,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"deepshiva-server: {exc.errors()[0]['msg']}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     from .app import create_app  # the engine and torch load only once the options are valid
     from .serve import make_server
 
@@ -91,12 +148,20 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # one line a person can act on, not waitress's traceback
         print(f"deepshiva-server: {bind_failure(exc, config)}", file=sys.stderr)
         return 1
-    log.info("DeepShiva API on http://%s:%s (auth %s, queue %d, backend %s)", config.host, server.effective_port,
-             "on" if config.api_key else "off", config.queue_size,
-             config.backend if config.backend == "local" else f"{config.upstream}, {config.concurrency} at once")
+    log.info(
+        "DeepShiva API on http://%s:%s (auth %s, queue %d, backend %s)",
+        config.host,
+        server.effective_port,
+        "on" if config.api_key else "off",
+        config.queue_size,
+        config.backend
+        if config.backend == "local"
+        else f"{config.upstream}, {config.concurrency} at once",
+    )
     if config.model is not None:
-        threading.Thread(target=_preload, args=(app, config.model), name="deepshiva-preload",
-                         daemon=True).start()
+        threading.Thread(
+            target=_preload, args=(app, config.model), name="deepshiva-preload", daemon=True
+        ).start()
 
     def _stop(signum, frame):  # SIGTERM ends like Ctrl-C: waitress stops its workers cleanly
         raise KeyboardInterrupt
@@ -117,8 +182,10 @@ def bind_failure(exc: OSError, config: ServerConfig) -> str:
     """Why the server could not listen on its address, and the option that changes it."""
     where = f"{config.host}:{config.port}"
     if exc.errno == errno.EADDRINUSE:
-        return (f"port {config.port} is already in use on {config.host} (another DeepShiva server?); "
-                f"choose another with --port N (or DEEPSHIVA_PORT=N), or --port 0 for any free port")
+        return (
+            f"port {config.port} is already in use on {config.host} (another DeepShiva server?); "
+            f"choose another with --port N (or DEEPSHIVA_PORT=N), or --port 0 for any free port"
+        )
     if exc.errno == errno.EACCES:
         return f"not allowed to listen on {where} (ports below 1024 need root); choose another with --port N"
     if exc.errno == errno.EADDRNOTAVAIL:
@@ -132,8 +199,12 @@ def _preload(app, name: str) -> None:
         _, ms = manager.load(name)
         log.info("model %s loaded in %.0f ms", name, ms)
     except Exception as exc:
-        log.error("could not load model %r: %s: %s (the server stays up; POST /load_model to retry)",
-                  name, type(exc).__name__, exc)
+        log.error(
+            "could not load model %r: %s: %s (the server stays up; POST /load_model to retry)",
+            name,
+            type(exc).__name__,
+            exc,
+        )
 
 
 if __name__ == "__main__":

@@ -30,30 +30,42 @@ def is_loopback(host: str) -> bool:
 class ServerConfig(BaseSettings):
     """Everything the HTTP server can be told; environment variables use the ``DEEPSHIVA_`` prefix."""
 
-    model_config = SettingsConfigDict(env_prefix="DEEPSHIVA_", extra="ignore", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="DEEPSHIVA_", extra="ignore", validate_default=True
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(5005, ge=0, le=65535)
-    model: Optional[str] = Field(DEFAULT_MODEL, description="model preloaded at start; empty or 'none' = none")
+    model: Optional[str] = Field(
+        DEFAULT_MODEL, description="model preloaded at start; empty or 'none' = none"
+    )
     api_key: Optional[SecretStr] = None
-    queue_size: int = Field(8, ge=0, le=1024, description="requests allowed to wait behind the running one")
+    queue_size: int = Field(
+        8, ge=0, le=1024, description="requests allowed to wait behind the running one"
+    )
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest accepted request body")
-    max_length_limit: int = Field(4096, ge=1, description="largest max_length a request may ask for")
-    receive_timeout: float = Field(30.0, gt=0, le=3600,
-                                   description="seconds a client may take to send a whole request")
+    max_length_limit: int = Field(
+        4096, ge=1, description="largest max_length a request may ask for"
+    )
+    receive_timeout: float = Field(
+        30.0, gt=0, le=3600, description="seconds a client may take to send a whole request"
+    )
     allowed_models: Annotated[Optional[list[str]], NoDecode] = Field(
         None, description="names or directories /load_model may load; unset = any (loopback only)"
     )
     allow_remote: bool = False
     allowed_hosts: Annotated[Optional[list[str]], NoDecode] = Field(
-        None, description="extra names the Host header may carry (a proxy's, a LAN name); the listen "
-                          "address and loopback names are always accepted"
+        None,
+        description="extra names the Host header may carry (a proxy's, a LAN name); the listen "
+        "address and loopback names are always accepted",
     )
     trust_remote_code: bool = False
     device: str = "auto"
     torch_dtype: Optional[str] = None
     load_in_8bit: bool = False
-    int8_decode: bool = False  # CPU: decode through int8 weight copies (the older name of decode_weights=int8)
+    int8_decode: bool = (
+        False  # CPU: decode through int8 weight copies (the older name of decode_weights=int8)
+    )
     # CPU: the bytes a decode step reads (core.compact_weights); auto = the checkpoint's own 16-bit
     # format where that is exact, else fp32.
     decode_weights: Literal["auto", "fp32", "fp16", "bf16", "int8"] = "auto"
@@ -62,12 +74,22 @@ class ServerConfig(BaseSettings):
     # Where completions come from: this process's own engine (one generation at a time), or an
     # OpenAI-compatible server that batches many (vLLM, llama.cpp's server...; core/upstream.py).
     backend: Literal["local", "openai"] = "local"
-    upstream: Optional[str] = Field(None, description="the OpenAI-compatible server's URL (backend openai)")
-    upstream_model: Optional[str] = Field(None, description="which of the upstream's models; unset = its first")
+    upstream: Optional[str] = Field(
+        None, description="the OpenAI-compatible server's URL (backend openai)"
+    )
+    upstream_model: Optional[str] = Field(
+        None, description="which of the upstream's models; unset = its first"
+    )
     upstream_key: Optional[SecretStr] = None
-    upstream_tokenizer: Optional[str] = Field(None, description="tokenizer directory or id; unset = the model's")
-    upstream_wait_s: float = Field(300.0, ge=0, description="how long the first load waits for the upstream")
-    concurrency: int = Field(16, ge=1, le=4096, description="backend openai: requests generating at once")
+    upstream_tokenizer: Optional[str] = Field(
+        None, description="tokenizer directory or id; unset = the model's"
+    )
+    upstream_wait_s: float = Field(
+        300.0, ge=0, description="how long the first load waits for the upstream"
+    )
+    concurrency: int = Field(
+        16, ge=1, le=4096, description="backend openai: requests generating at once"
+    )
     log_level: str = "INFO"
 
     @field_validator("model", mode="before")
@@ -98,8 +120,12 @@ class ServerConfig(BaseSettings):
     def _upstream_settings(self):
         if self.backend == "openai":
             if not self.upstream:
-                raise ValueError("backend openai needs --upstream URL (DEEPSHIVA_UPSTREAM), e.g. http://127.0.0.1:8000")
-            if "model" not in self.model_fields_set:  # the shipped model's name means nothing upstream
+                raise ValueError(
+                    "backend openai needs --upstream URL (DEEPSHIVA_UPSTREAM), e.g. http://127.0.0.1:8000"
+                )
+            if (
+                "model" not in self.model_fields_set
+            ):  # the shipped model's name means nothing upstream
                 self.model = self.upstream_model or ""
         return self
 

@@ -18,8 +18,11 @@ NEVER_GONE: Callable[[], bool] = lambda: False  # noqa: E731  (servers without t
 class CancelOnDisconnect(threading.Event):
     """A cancel event that is also set when the client has gone; ``on_gone`` runs once when noticed."""
 
-    def __init__(self, client_gone: Callable[[], bool] = NEVER_GONE,
-                 on_gone: Optional[Callable[[], None]] = None):
+    def __init__(
+        self,
+        client_gone: Callable[[], bool] = NEVER_GONE,
+        on_gone: Optional[Callable[[], None]] = None,
+    ):
         super().__init__()
         self._client_gone = client_gone
         self._on_gone = on_gone

@@ -13,8 +13,14 @@ from typing import Any, Callable, Optional
 from flask import Flask, jsonify
 from werkzeug.exceptions import HTTPException
 
-from core.errors import (DeepShivaError, InvalidParameter, ModelNotFound, ModelNotLoaded, UpstreamError,
-                         is_out_of_memory)
+from core.errors import (
+    DeepShivaError,
+    InvalidParameter,
+    ModelNotFound,
+    ModelNotLoaded,
+    UpstreamError,
+    is_out_of_memory,
+)
 
 from .model_manager import ModelStillLoading
 
@@ -43,17 +49,30 @@ def from_engine(exc: BaseException, *, loading: bool = False) -> Optional[ApiErr
     if isinstance(exc, ModelNotFound):
         return ApiError(404, str(exc))
     if isinstance(exc, UpstreamError):  # the serving engine behind us (backend openai) failed
-        return ApiError(exc.status, f"Upstream error: {exc}", {"Retry-After": "2"} if exc.status == 503 else None)
+        return ApiError(
+            exc.status,
+            f"Upstream error: {exc}",
+            {"Retry-After": "2"} if exc.status == 503 else None,
+        )
     if isinstance(exc, ModelStillLoading):  # the server started moments ago: no action needed
-        return ApiError(NO_MODEL_STATUS, f"The model is not ready yet: {exc}; retry in a few seconds.",
-                        {"Retry-After": "2"})
+        return ApiError(
+            NO_MODEL_STATUS,
+            f"The model is not ready yet: {exc}; retry in a few seconds.",
+            {"Retry-After": "2"},
+        )
     if isinstance(exc, ModelNotLoaded):
-        return ApiError(NO_MODEL_STATUS, f"No model is loaded: {exc}. POST /load_model first.",
-                        {"Retry-After": "5"})
+        return ApiError(
+            NO_MODEL_STATUS,
+            f"No model is loaded: {exc}. POST /load_model first.",
+            {"Retry-After": "5"},
+        )
     if is_out_of_memory(exc):
         action = "loading the model" if loading else "generating"
-        return ApiError(OOM_STATUS, f"Out of memory while {action}: {exc}. The server is still up; "
-                        "try a smaller max_length, a shorter prompt or a smaller model.")
+        return ApiError(
+            OOM_STATUS,
+            f"Out of memory while {action}: {exc}. The server is still up; "
+            "try a smaller max_length, a shorter prompt or a smaller model.",
+        )
     if isinstance(exc, DeepShivaError) or loading:
         # A load that fails for any reason (broken files, bad config) is the model's fault, not ours.
         return ApiError(LOAD_FAILED_STATUS if loading else 500, f"{type(exc).__name__}: {exc}")
@@ -63,8 +82,10 @@ def from_engine(exc: BaseException, *, loading: bool = False) -> Optional[ApiErr
 def not_found_message(name: str) -> str:
     """The one answer for every model that cannot be found: the same whether a path exists, is a
     file or a directory without config.json, so /load_model cannot map the server's disk."""
-    return (f"model {name!r} not found: it is not a shipped model, a readable model directory "
-            "(with config.json) or a hub model this server can get (cached, or downloadable when online)")
+    return (
+        f"model {name!r} not found: it is not a shipped model, a readable model directory "
+        "(with config.json) or a hub model this server can get (cached, or downloadable when online)"
+    )
 
 
 def generic_not_found(factory: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -118,4 +139,6 @@ def register_error_handlers(app: Flask) -> None:
         if mapped is not None:
             return error_response(mapped.status, mapped.message, mapped.headers)
         app.logger.exception("unhandled error")
-        return error_response(500, f"Internal server error ({type(exc).__name__}); see the server log.")
+        return error_response(
+            500, f"Internal server error ({type(exc).__name__}); see the server log."
+        )

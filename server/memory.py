@@ -36,8 +36,9 @@ def find_malloc_trim() -> Optional[Callable[[int], int]]:
 class TrimAfterLargeRequests:
     """WSGI middleware: after a request with a body of ``threshold`` bytes or more, ``trim(0)``."""
 
-    def __init__(self, app, threshold: int = LARGE_BODY_BYTES,
-                 trim: Optional[Callable[[int], int]] = None):
+    def __init__(
+        self, app, threshold: int = LARGE_BODY_BYTES, trim: Optional[Callable[[int], int]] = None
+    ):
         self.app = app
         self.threshold = threshold
         self.trim = trim if trim is not None else find_malloc_trim()

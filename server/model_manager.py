@@ -40,7 +40,9 @@ class ModelManager:
         if engine is None and loading is not None:
             raise ModelStillLoading(f"{loading} is still loading")
         if engine is None or not getattr(engine, "is_loaded", True):
-            raise ModelNotLoaded("no model has been loaded" if engine is None else "the model was unloaded")
+            raise ModelNotLoaded(
+                "no model has been loaded" if engine is None else "the model was unloaded"
+            )
         return engine
 
     @property
@@ -97,7 +99,9 @@ class ModelManager:
                 "decode_weights": info.get("decode_weights"),
                 "backend": info.get("backend"),
                 "decode_path": info.get("decode_path"),
-                "path": info.get("path"),  # what runs prefill and decode, and why (core.backends.select)
+                "path": info.get(
+                    "path"
+                ),  # what runs prefill and decode, and why (core.backends.select)
                 "cpu": info.get("cpu"),
                 **({"upstream": info["upstream"]} if info.get("upstream") else {}),
                 "state": self.state,

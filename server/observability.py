@@ -16,7 +16,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from werkzeug.wsgi import ClosingIterator
 
 TOKENS_KEY = "deepshiva.tokens"
-KNOWN_PATHS = {"/generate", "/stream", "/load_model", "/model_status", "/health", "/openapi.json", "/metrics"}
+KNOWN_PATHS = {
+    "/generate",
+    "/stream",
+    "/load_model",
+    "/model_status",
+    "/health",
+    "/openapi.json",
+    "/metrics",
+}
 # Label values are bounded: anything a client invents (a 10 KB method, a random path) is "other",
 # so requests cannot grow /metrics or the server's memory.
 KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"}
@@ -32,22 +40,41 @@ class Metrics:
 
     def __init__(self, queue, manager):
         self.registry = CollectorRegistry()
-        self.requests = Counter("deepshiva_requests", "HTTP requests answered",
-                                ["method", "path", "status"], registry=self.registry)
-        self.latency = Histogram("deepshiva_request_duration_seconds", "Time to answer a request",
-                                 ["path"], registry=self.registry,
-                                 buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
-        self.tokens = Counter("deepshiva_generated_tokens", "Tokens generated", registry=self.registry)
-        self.cancelled = Counter("deepshiva_cancelled_generations",
-                                 "Generations stopped because the client went away", registry=self.registry)
-        Gauge("deepshiva_queue_waiting", "Requests waiting for the model",
-              registry=self.registry).set_function(lambda: queue.snapshot()["waiting"])
-        Gauge("deepshiva_queue_running", "Requests generating now",
-              registry=self.registry).set_function(lambda: queue.snapshot()["running"])
-        Gauge("deepshiva_queue_rejected_requests", "Requests answered 429 (queue full) since start",
-              registry=self.registry).set_function(lambda: queue.rejected)
-        Gauge("deepshiva_model_loaded", "1 while a model is loaded",
-              registry=self.registry).set_function(lambda: int(manager.loaded))
+        self.requests = Counter(
+            "deepshiva_requests",
+            "HTTP requests answered",
+            ["method", "path", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "deepshiva_request_duration_seconds",
+            "Time to answer a request",
+            ["path"],
+            registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.tokens = Counter(
+            "deepshiva_generated_tokens", "Tokens generated", registry=self.registry
+        )
+        self.cancelled = Counter(
+            "deepshiva_cancelled_generations",
+            "Generations stopped because the client went away",
+            registry=self.registry,
+        )
+        Gauge(
+            "deepshiva_queue_waiting", "Requests waiting for the model", registry=self.registry
+        ).set_function(lambda: queue.snapshot()["waiting"])
+        Gauge(
+            "deepshiva_queue_running", "Requests generating now", registry=self.registry
+        ).set_function(lambda: queue.snapshot()["running"])
+        Gauge(
+            "deepshiva_queue_rejected_requests",
+            "Requests answered 429 (queue full) since start",
+            registry=self.registry,
+        ).set_function(lambda: queue.rejected)
+        Gauge(
+            "deepshiva_model_loaded", "1 while a model is loaded", registry=self.registry
+        ).set_function(lambda: int(manager.loaded))
 
 
 class AccessLog:
@@ -80,13 +107,22 @@ class AccessLog:
         path = environ.get("PATH_INFO", "-")
         tokens = environ.get(TOKENS_KEY)
         label = path if path in KNOWN_PATHS else "other"
-        self.metrics.requests.labels(method if method in KNOWN_METHODS else "other", label,
-                                     str(status) if str(status) in KNOWN_STATUSES else "other").inc()
+        self.metrics.requests.labels(
+            method if method in KNOWN_METHODS else "other",
+            label,
+            str(status) if str(status) in KNOWN_STATUSES else "other",
+        ).inc()
         self.metrics.latency.labels(label).observe(seconds)
         if tokens:
             self.metrics.tokens.inc(tokens)
-        access_log.info("%s %s %d %.1fms tokens=%s", printable(method, 40), printable(_as_utf8(path)),
-                        status, seconds * 1000.0, "-" if tokens is None else tokens)
+        access_log.info(
+            "%s %s %d %.1fms tokens=%s",
+            printable(method, 40),
+            printable(_as_utf8(path)),
+            status,
+            seconds * 1000.0,
+            "-" if tokens is None else tokens,
+        )
 
 
 def printable(text: str, limit: int = LOGGED_CHARS) -> str:

@@ -64,11 +64,17 @@ def install_origin_guard(app: Flask, config: ServerConfig) -> None:
         host = request.headers.get("Host", "")
         if not name_allowed(host_name(host), names):
             return error_response(
-                403, f"Host {host[:100]!r} is not a name this server answers to (it answers to its listen "
-                     "address and loopback names); add it with --allowed-hosts (DEEPSHIVA_ALLOWED_HOSTS).")
+                403,
+                f"Host {host[:100]!r} is not a name this server answers to (it answers to its listen "
+                "address and loopback names); add it with --allowed-hosts (DEEPSHIVA_ALLOWED_HOSTS).",
+            )
         origin = request.headers.get("Origin")
-        if origin is not None and not name_allowed(host_name(origin) if origin != "null" else None, names):
+        if origin is not None and not name_allowed(
+            host_name(origin) if origin != "null" else None, names
+        ):
             return error_response(
-                403, f"Origin {origin[:100]!r} is not allowed: web pages may not use this API "
-                     "(add its host with --allowed-hosts if it must).")
+                403,
+                f"Origin {origin[:100]!r} is not allowed: web pages may not use this API "
+                "(add its host with --allowed-hosts if it must).",
+            )
         return None

@@ -40,8 +40,11 @@ class WaitressLogFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if message.startswith(DISCONNECTED):
-            log.debug("client disconnected during %s: generation cancelled (normal when an editor "
-                      "moves on)", printable(message[len(DISCONNECTED):]))
+            log.debug(
+                "client disconnected during %s: generation cancelled (normal when an editor "
+                "moves on)",
+                printable(message[len(DISCONNECTED) :]),
+            )
             return False
         record.msg, record.args = printable(message, 4000), None
         return True
@@ -55,7 +58,9 @@ class JsonErrorTask(ErrorTask):
         error = self.request.error
         message = f"{error.reason}: {error.body}"
         if error.code == 413:
-            message = f"Request body too large: the limit is {self.channel.server.app_body_limit} bytes."
+            message = (
+                f"Request body too large: the limit is {self.channel.server.app_body_limit} bytes."
+            )
         body = json.dumps({"status": "error", "message": message}).encode("utf-8")
         self.status = f"{error.code} {error.reason}"
         self.response_headers.append(("Content-Type", "application/json"))

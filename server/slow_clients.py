@@ -62,8 +62,11 @@ class SlowClientGuard:
         for channel in list(self.active_channels.values()):
             age = channel.receiving_for(now) if isinstance(channel, GuardedChannel) else None
             if age is not None and age > self.receive_timeout:
-                log.info("closing a connection from %s: no complete request after %.0f s",
-                         channel.addr[0] if channel.addr else "?", age)
+                log.info(
+                    "closing a connection from %s: no complete request after %.0f s",
+                    channel.addr[0] if channel.addr else "?",
+                    age,
+                )
                 channel.will_close = True
 
     def readable(self):
@@ -82,7 +85,9 @@ class SlowClientGuard:
             if age is not None and age >= oldest:
                 slowest, oldest = channel, age
         if slowest is not None:
-            log.debug("connection limit reached: closing the slowest incomplete request (%.1f s)", oldest)
+            log.debug(
+                "connection limit reached: closing the slowest incomplete request (%.1f s)", oldest
+            )
             slowest.will_close = True
 
 
@@ -98,8 +103,11 @@ def install(server, receive_timeout: float) -> None:
     """Guard every listening socket of a server from ``waitress.create_server``."""
     for each in listeners(server):
         if not isinstance(each, SlowClientGuard):
-            each.__class__ = type(f"Guarded{type(each).__name__}", (SlowClientGuard, type(each)), {})
+            each.__class__ = type(
+                f"Guarded{type(each).__name__}", (SlowClientGuard, type(each)), {}
+            )
         each.receive_timeout = receive_timeout
         if not issubclass(each.channel_class, GuardedChannel):
-            each.channel_class = type(f"Guarded{each.channel_class.__name__}",
-                                      (GuardedChannel, each.channel_class), {})
+            each.channel_class = type(
+                f"Guarded{each.channel_class.__name__}", (GuardedChannel, each.channel_class), {}
+            )

@@ -46,7 +46,9 @@ def json_body() -> dict:
         # A web page can POST text/plain or a form to 127.0.0.1 without a CORS preflight;
         # JSON needs one, and the server never grants it.
         sent = request.mimetype or "none"
-        raise ApiError(415, f"Unsupported Content-Type {sent[:100]!r}: send the body as application/json.")
+        raise ApiError(
+            415, f"Unsupported Content-Type {sent[:100]!r}: send the body as application/json."
+        )
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:

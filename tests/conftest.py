@@ -49,10 +49,11 @@ def vllm_upstream(shipped_model_dir):
 
     from vllm_server import attach_vllm, start_vllm
 
-    if os.environ.get("DEEPSHIVA_TEST_VLLM_URL"):  # one already serving the shipped model (development)
+    if os.environ.get(
+        "DEEPSHIVA_TEST_VLLM_URL"
+    ):  # one already serving the shipped model (development)
         yield attach_vllm(os.environ["DEEPSHIVA_TEST_VLLM_URL"])
         return
     server = start_vllm(shipped_model_dir)
     yield server
     server.stop()
-

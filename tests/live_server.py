@@ -74,17 +74,23 @@ class LiveServer:
             raise RuntimeError(f"deepshiva-server did not start:\n{self.output}")
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"deepshiva-server exited with {self.process.returncode}:\n{self.output}")
+                raise RuntimeError(
+                    f"deepshiva-server exited with {self.process.returncode}:\n{self.output}"
+                )
             try:
                 health = httpx.get(self.url + "/health", timeout=2)
                 if health.status_code == 200:
                     if not model_expected:
                         return
-                    status = httpx.get(self.url + "/model_status", headers=self.headers, timeout=2).json()
+                    status = httpx.get(
+                        self.url + "/model_status", headers=self.headers, timeout=2
+                    ).json()
                     if status.get("state") == "ready" and status.get("model_loaded"):
                         return
                     if status.get("state") != "loading" and status.get("last_load_error"):
-                        raise RuntimeError(f"model failed to load: {status['last_load_error']}\n{self.output}")
+                        raise RuntimeError(
+                            f"model failed to load: {status['last_load_error']}\n{self.output}"
+                        )
             except httpx.TransportError:
                 pass
             time.sleep(0.05)
@@ -103,19 +109,42 @@ class LiveServer:
         return self.process.returncode
 
 
-def start_live_server(model: Optional[str | os.PathLike], *, api_key: Optional[str] = None,
-                      args: Sequence[str] = (), env: Optional[dict] = None, timeout: float = 90.0) -> LiveServer:
+def start_live_server(
+    model: Optional[str | os.PathLike],
+    *,
+    api_key: Optional[str] = None,
+    args: Sequence[str] = (),
+    env: Optional[dict] = None,
+    timeout: float = 90.0,
+) -> LiveServer:
     """Start deepshiva-server on 127.0.0.1 and a free port; return once it is ready to serve."""
-    command = server_command() + ["--host", "127.0.0.1", "--port", "0",
-                                  "--model", str(model) if model is not None else "none", *args]
+    command = server_command() + [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--model",
+        str(model) if model is not None else "none",
+        *args,
+    ]
     if api_key:
         command += ["--api-key", api_key]
     child_env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSHIVA_")}
-    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), child_env.get("PYTHONPATH")]))
+    child_env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(ROOT), child_env.get("PYTHONPATH")])
+    )
     child_env["PYTHONUNBUFFERED"] = "1"
     child_env.update(env or {})
-    process = subprocess.Popen(command, cwd=ROOT, env=child_env, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=child_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    )
     server = LiveServer(process, api_key)
     try:
         server.wait_ready(timeout, model_expected=model is not None)
@@ -126,8 +155,14 @@ def start_live_server(model: Optional[str | os.PathLike], *, api_key: Optional[s
 
 
 @contextlib.contextmanager
-def live_server(model: Optional[str | os.PathLike], *, api_key: Optional[str] = None,
-                args: Sequence[str] = (), env: Optional[dict] = None, timeout: float = 90.0) -> Iterator[str]:
+def live_server(
+    model: Optional[str | os.PathLike],
+    *,
+    api_key: Optional[str] = None,
+    args: Sequence[str] = (),
+    env: Optional[dict] = None,
+    timeout: float = 90.0,
+) -> Iterator[str]:
     """Context manager: a ready deepshiva-server; yields its base URL and stops it on exit."""
     server = start_live_server(model, api_key=api_key, args=args, env=env, timeout=timeout)
     try:

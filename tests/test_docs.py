@@ -52,7 +52,9 @@ def test_python_example_prints_each_of_its_results():
     assert newline == "" and fim.strip(), "the fill-in-the-middle line printed nothing"
 
 
-def test_model_copied_into_the_hf_cache_loads_by_name_offline(tmp_path, monkeypatch, shipped_model_dir):
+def test_model_copied_into_the_hf_cache_loads_by_name_offline(
+    tmp_path, monkeypatch, shipped_model_dir
+):
     """The README's second offline route: a copied Hugging Face cache entry serves by its hub id."""
     from core import OptimizedLLM
 
@@ -75,15 +77,26 @@ def test_model_copied_into_the_hf_cache_loads_by_name_offline(tmp_path, monkeypa
 def test_serve_lines_name_the_recommended_models():
     section = readme_section("Use a real code model")
     served = re.findall(r"`scripts/serve --model ([^`]+)`", section)
-    for name in ("Qwen/Qwen2.5-Coder-0.5B", "Qwen/Qwen2.5-Coder-1.5B", "Qwen/Qwen2.5-Coder-3B",
-                 "deepseek-ai/deepseek-coder-1.3b-base", "stabilityai/stable-code-3b", "bigcode/starcoder2-3b"):
+    for name in (
+        "Qwen/Qwen2.5-Coder-0.5B",
+        "Qwen/Qwen2.5-Coder-1.5B",
+        "Qwen/Qwen2.5-Coder-3B",
+        "deepseek-ai/deepseek-coder-1.3b-base",
+        "stabilityai/stable-code-3b",
+        "bigcode/starcoder2-3b",
+    ):
         assert name in served, name
 
 
 def test_memory_figures_match_the_script():
     """The README's parameter counts are what docs/model_memory.py computes from the configs."""
-    out = subprocess.run([sys.executable, str(ROOT / "docs" / "model_memory.py")],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "model_memory.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     section = readme_section("Use a real code model")
     for row in out.splitlines()[2:]:
         cells = [c.strip() for c in row.strip("|").split("|")]
@@ -92,17 +105,23 @@ def test_memory_figures_match_the_script():
         assert f"| {params} | {bf16} | {fp32} |" in readme_row, (name, readme_row)
 
 
-FORBIDDEN = re.compile(r"/work/shared|\.\./shared|shared/spec|shared/notes|API_REFERENCE|FIELD_NOTES")
+FORBIDDEN = re.compile(
+    r"/work/shared|\.\./shared|shared/spec|shared/notes|API_REFERENCE|FIELD_NOTES"
+)
 
 
 def test_nothing_in_the_repo_points_outside_it():
     """A clone has no ../shared: no file may send a reader there."""
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
-                           check=True).stdout.split()
+    files = subprocess.run(
+        ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
     offenders = []
     for name in files:
         path = ROOT / name
-        if path.suffix not in {".py", ".md", ".lua", ".ts", ".js", ".json", ".toml", ".txt", ""} or not path.is_file():
+        if (
+            path.suffix not in {".py", ".md", ".lua", ".ts", ".js", ".json", ".toml", ".txt", ""}
+            or not path.is_file()
+        ):
             continue
         if name == "tests/test_docs.py":
             continue

@@ -112,20 +112,31 @@ def test_repository_samples_put_imported_definitions_before_the_file_in_the_engi
     from training import repo_samples
     from training.tokenizer import FILE_SEP
 
-    models = data.SourceFile("shop/models.py", "import os\n\n\nclass Basket:\n    def __init__(self):\n"
-                             "        self.items = []\n\n    def add(self, item):\n        self.items.append(item)\n"
-                             "        return len(self.items)\n\n\nLIMIT = 10\n")
-    views = data.SourceFile("shop/views.py", "from .models import Basket, LIMIT\n\n\ndef buy(item):\n"
-                            "    basket = Basket()\n    return basket.add(item)\n")
+    models = data.SourceFile(
+        "shop/models.py",
+        "import os\n\n\nclass Basket:\n    def __init__(self):\n"
+        "        self.items = []\n\n    def add(self, item):\n        self.items.append(item)\n"
+        "        return len(self.items)\n\n\nLIMIT = 10\n",
+    )
+    views = data.SourceFile(
+        "shop/views.py",
+        "from .models import Basket, LIMIT\n\n\ndef buy(item):\n"
+        "    basket = Basket()\n    return basket.add(item)\n",
+    )
     loose = data.SourceFile("single.py", "x = 1\n")
     samples = repo_samples.make_repo_samples([models, views, loose], random.Random(3), 20.0, 0.5)
     assert len(samples) == 40  # 20 per file of the two-file package; a lone module gives none
+
     def current_file(pieces):
         last_sep = len(pieces) - 1 - pieces[::-1].index(FILE_SEP)
-        return last_sep, "".join(p for p in pieces[last_sep + 1:] if not p.startswith("<"))
+        return last_sep, "".join(p for p in pieces[last_sep + 1 :] if not p.startswith("<"))
 
     from_views = [pieces for pieces, _ in samples if "def buy" in current_file(pieces)[1]]
-    assert from_views and any(not is_fim for _, is_fim in samples) and any(is_fim for _, is_fim in samples)
+    assert (
+        from_views
+        and any(not is_fim for _, is_fim in samples)
+        and any(is_fim for _, is_fim in samples)
+    )
     for pieces in from_views:
         last_sep, current = current_file(pieces)
         items = pieces[:last_sep]
@@ -134,6 +145,9 @@ def test_repository_samples_put_imported_definitions_before_the_file_in_the_engi
         assert "shop/models.py" in paths and "shop/views.py" not in paths
         context = "".join(items)
         # The class as an outline (method bodies left out, the attribute it sets kept), and the constant.
-        assert "class Basket:\n    def __init__(self):\n        self.items = []\n    def add(self, item):\n" in context
+        assert (
+            "class Basket:\n    def __init__(self):\n        self.items = []\n    def add(self, item):\n"
+            in context
+        )
         assert "append" not in context and "LIMIT = 10\n" in context
         assert sorted(current) == sorted(views.text)  # the whole file (one chunk), FIM or plain

@@ -14,7 +14,14 @@ FIM_TOKENS = ["<|endoftext|>", "<fim_prefix>", "<fim_middle>", "<fim_suffix>", "
 # The special tokens of each FIM family (core/README.md's FIM table); the first one is EOS.
 FAMILY_TOKENS = {
     "starcoder": FIM_TOKENS,
-    "qwen": ["<|endoftext|>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>", "<|file_sep|>", "<|fim_pad|>"],
+    "qwen": [
+        "<|endoftext|>",
+        "<|fim_prefix|>",
+        "<|fim_suffix|>",
+        "<|fim_middle|>",
+        "<|file_sep|>",
+        "<|fim_pad|>",
+    ],
     "deepseek": ["<｜end▁of▁sentence｜>", "<｜fim▁begin｜>", "<｜fim▁hole｜>", "<｜fim▁end｜>"],
     "codellama": ["</s>", "▁<PRE>", "▁<SUF>", "▁<MID>", "▁<EOT>"],
     "codestral": ["</s>", "[PREFIX]", "[SUFFIX]"],
@@ -59,7 +66,12 @@ def build_tiny_model(
     token limit whatever the CPU's rounding: tests that must catch a generation while it runs
     need that, and a lucky seed only held on the kind of CPU it was picked on."""
     import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import (
+        GenerationConfig,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+    )
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
-START_TIMEOUT_S = float(os.environ.get("DEEPSHIVA_TEST_VLLM_START_S", "420"))  # 35-60 s alone; a busy 2-core CI is slower
+START_TIMEOUT_S = float(
+    os.environ.get("DEEPSHIVA_TEST_VLLM_START_S", "420")
+)  # 35-60 s alone; a busy 2-core CI is slower
 
 
 class VllmNotAvailable(RuntimeError):
@@ -71,7 +73,9 @@ class VllmServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise VllmNotAvailable(f"vLLM exited with {self.process.returncode}:\n{self.tail()}")
+                raise VllmNotAvailable(
+                    f"vLLM exited with {self.process.returncode}:\n{self.tail()}"
+                )
             try:
                 if httpx.get(self.url + "/v1/models", timeout=2).status_code == 200:
                     return
@@ -92,21 +96,38 @@ class VllmServer:
         self._reader.join(5)
 
 
-def start_vllm(model: str | os.PathLike, *, extra_args: tuple[str, ...] = (),
-               timeout: Optional[float] = None) -> VllmServer:
+def start_vllm(
+    model: str | os.PathLike, *, extra_args: tuple[str, ...] = (), timeout: Optional[float] = None
+) -> VllmServer:
     """Start scripts/serve-vllm's settings for ``model`` on a free loopback port; return when it answers."""
     if not VLLM_PYTHON.exists():
-        raise VllmNotAvailable(f"vLLM's venv is missing ({VLLM_PYTHON}): run scripts/install-vllm, "
-                               "or deselect these tests with -m 'not vllm'")
+        raise VllmNotAvailable(
+            f"vLLM's venv is missing ({VLLM_PYTHON}): run scripts/install-vllm, "
+            "or deselect these tests with -m 'not vllm'"
+        )
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DEEPSHIVA_", "PYTHONPATH"))}
-    env.update(VLLM_CPU_KVCACHE_SPACE=env.get("VLLM_CPU_KVCACHE_SPACE", "1"), VLLM_HOST_IP="127.0.0.1",
-               VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1", PYTHONUNBUFFERED="1")
+    env.update(
+        VLLM_CPU_KVCACHE_SPACE=env.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+        VLLM_HOST_IP="127.0.0.1",
+        VLLM_NO_USAGE_STATS="1",
+        DO_NOT_TRACK="1",
+        PYTHONUNBUFFERED="1",
+    )
     # scripts/serve-vllm's command, without its install check (scripts/test installs first).
     command = [str(ROOT / "scripts" / "serve-vllm"), str(model), "--port", str(port), *extra_args]
     env["DEEPSHIVA_VLLM_SKIP_INSTALL"] = "1"
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
+    process = subprocess.Popen(
+        command,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+        start_new_session=True,
+    )
     server = VllmServer(process, f"http://127.0.0.1:{port}")
     try:
         server.wait_ready(timeout or START_TIMEOUT_S)

@@ -14,6 +14,7 @@ virtual environment (``EXTRA_PACKAGES``; their tests and vendored code left out)
 ``package_manifest`` records each one's distribution, version and license for the model card.
 Evaluation stays on the held-out stdlib files.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -27,23 +28,59 @@ HELDOUT_LIST = Path(__file__).with_name("heldout.txt")
 
 # Directory names (any path component) that are never used.
 _EXCLUDED_DIRS = {
-    "test", "tests", "idlelib", "lib2to3", "site-packages", "dist-packages",
-    "__pycache__", "turtledemo", "encodings", "pydoc_data", "idle_test",
+    "test",
+    "tests",
+    "idlelib",
+    "lib2to3",
+    "site-packages",
+    "dist-packages",
+    "__pycache__",
+    "turtledemo",
+    "encodings",
+    "pydoc_data",
+    "idle_test",
 }
 # Generated or data-like modules: huge literal tables, not code anyone writes.
 _EXCLUDED_FILES = {
-    "unicodedata.py", "_pydecimal.py", "pydoc_topics.py", "_sysconfigdata.py",
-    "keyword.py", "token.py", "_aix_support.py", "sre_constants.py", "stringprep.py",
-    "_opcode_metadata.py", "_pydatetime.py",
+    "unicodedata.py",
+    "_pydecimal.py",
+    "pydoc_topics.py",
+    "_sysconfigdata.py",
+    "keyword.py",
+    "token.py",
+    "_aix_support.py",
+    "sre_constants.py",
+    "stringprep.py",
+    "_opcode_metadata.py",
+    "_pydatetime.py",
 }
 MAX_FILE_BYTES = 400_000
 
 # Import names of permissively licensed packages (BSD, MIT, Apache-2.0) that DeepShiva's own
 # install (runtime and dev extras) brings into the venv: real-world library code.
 EXTRA_PACKAGES = (
-    "flask", "werkzeug", "jinja2", "click", "markupsafe", "httpx", "httpcore", "anyio",
-    "pydantic", "pygls", "lsprotocol", "attr", "cattrs", "accelerate", "huggingface_hub",
-    "packaging", "numpy", "networkx", "fsspec", "filelock", "_pytest", "rich",
+    "flask",
+    "werkzeug",
+    "jinja2",
+    "click",
+    "markupsafe",
+    "httpx",
+    "httpcore",
+    "anyio",
+    "pydantic",
+    "pygls",
+    "lsprotocol",
+    "attr",
+    "cattrs",
+    "accelerate",
+    "huggingface_hub",
+    "packaging",
+    "numpy",
+    "networkx",
+    "fsspec",
+    "filelock",
+    "_pytest",
+    "rich",
 )
 _PACKAGE_EXCLUDED_DIRS = _EXCLUDED_DIRS | {"testing", "_vendor", "vendored", "vendor"}
 
@@ -135,12 +172,22 @@ def package_manifest(names=EXTRA_PACKAGES) -> list[dict]:
         meta = importlib.metadata.metadata(dist)
         license_ = meta.get("License-Expression") or ""
         if not license_:
-            classifiers = [c.split(" :: ")[-1] for c in meta.get_all("Classifier") or []
-                           if c.startswith("License ::")]
+            classifiers = [
+                c.split(" :: ")[-1]
+                for c in meta.get_all("Classifier") or []
+                if c.startswith("License ::")
+            ]
             license_ = ", ".join(classifiers) or (meta.get("License") or "").split("\n")[0]
-        rows.append({"package": name, "distribution": dist,
-                     "version": importlib.metadata.version(dist), "license": license_,
-                     "files": len(files), "bytes": sum(len(f.text.encode()) for f in files)})
+        rows.append(
+            {
+                "package": name,
+                "distribution": dist,
+                "version": importlib.metadata.version(dist),
+                "license": license_,
+                "files": len(files),
+                "bytes": sum(len(f.text.encode()) for f in files),
+            }
+        )
     return rows
 
 
@@ -184,8 +231,12 @@ if __name__ == "__main__":
     tr, va = split(all_files)
     size = lambda fs: sum(len(f.text.encode()) for f in fs)  # noqa: E731
     print(f"stdlib: {stdlib_dir()}")
-    print(f"train: {len(tr)} files, {size(tr) / 1e6:.2f} MB; heldout: {len(va)} files, "
-          f"{size(va) / 1e6:.2f} MB")
+    print(
+        f"train: {len(tr)} files, {size(tr) / 1e6:.2f} MB; heldout: {len(va)} files, "
+        f"{size(va) / 1e6:.2f} MB"
+    )
     for row in package_manifest():
-        print(f"{row['package']:<16}{row['distribution']:<18}{row['version']:<11}"
-              f"{row['files']:>5} files {row['bytes'] / 1e6:>6.2f} MB  {row['license']}")
+        print(
+            f"{row['package']:<16}{row['distribution']:<18}{row['version']:<11}"
+            f"{row['files']:>5} files {row['bytes'] / 1e6:>6.2f} MB  {row['license']}"
+        )

@@ -20,6 +20,7 @@
 ``--carry LABEL ...`` keeps those labels' results from the existing ``--out`` file, so models
 measured before need not be run again.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from transformers import (AutoModelForCausalLM, AutoTokenizer, StoppingCriteria,
-                          StoppingCriteriaList)
+from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
 
 from core.fim import DIALECTS, choose_order
 from training import data, tokenizer as tk
@@ -47,7 +47,7 @@ SUFFIX_TOKENS = 150
 VAL_WINDOWS = 24  # plain windows; FIM gets twice as many (its loss counts only the middle)
 SAMPLE_PROMPTS = [
     "import os\n\n\ndef list_python_files(root):\n",
-    "class Stack:\n    \"\"\"A simple LIFO stack.\"\"\"\n\n    def __init__(self):\n",
+    'class Stack:\n    """A simple LIFO stack."""\n\n    def __init__(self):\n',
     "def parse_args(argv=None):\n    parser = argparse.ArgumentParser(",
     "    def __repr__(self):\n",
     "try:\n    import json\nexcept ImportError:\n",
@@ -73,8 +73,9 @@ class StopOnIds(StoppingCriteria):
 
 def newline_ids(tok) -> set[int]:
     """Ids of tokens whose text contains a newline (byte-level 'Ċ')."""
-    return {i for i, t in enumerate(tok.convert_ids_to_tokens(list(range(len(tok)))))
-            if t and "Ċ" in t}
+    return {
+        i for i, t in enumerate(tok.convert_ids_to_tokens(list(range(len(tok))))) if t and "Ċ" in t
+    }
 
 
 def special_ids(tok) -> list[int]:
@@ -82,22 +83,39 @@ def special_ids(tok) -> list[int]:
 
 
 @torch.no_grad()
-def greedy(model, tok, ids: list[int], max_new: int, stop: set[int],
-           repetition_penalty: float = 1.0, first_allowed: list[int] | None = None) -> list[int]:
+def greedy(
+    model,
+    tok,
+    ids: list[int],
+    max_new: int,
+    stop: set[int],
+    repetition_penalty: float = 1.0,
+    first_allowed: list[int] | None = None,
+) -> list[int]:
     """Greedy continuation of ids (ends at an EOS/FIM token or a token in stop).
 
     first_allowed restricts the first generated token (token healing)."""
     x = torch.tensor([ids])
     everything = list(range(len(tok)))
-    allow = None if first_allowed is None else (
-        lambda b, s: first_allowed if s.shape[0] == len(ids) else everything)
-    out = model.generate(x, attention_mask=torch.ones_like(x), do_sample=False,
-                         repetition_penalty=repetition_penalty, prefix_allowed_tokens_fn=allow,
-                         max_new_tokens=max_new, eos_token_id=special_ids(tok),
-                         pad_token_id=tok.pad_token_id,
-                         stopping_criteria=StoppingCriteriaList(
-                             [StopOnIds(stop, len(ids) + (first_allowed is not None))]))
-    return out[0, len(ids):].tolist()
+    allow = (
+        None
+        if first_allowed is None
+        else (lambda b, s: first_allowed if s.shape[0] == len(ids) else everything)
+    )
+    out = model.generate(
+        x,
+        attention_mask=torch.ones_like(x),
+        do_sample=False,
+        repetition_penalty=repetition_penalty,
+        prefix_allowed_tokens_fn=allow,
+        max_new_tokens=max_new,
+        eos_token_id=special_ids(tok),
+        pad_token_id=tok.pad_token_id,
+        stopping_criteria=StoppingCriteriaList(
+            [StopOnIds(stop, len(ids) + (first_allowed is not None))]
+        ),
+    )
+    return out[0, len(ids) :].tolist()
 
 
 def fim_ids(tok, prefix: str, suffix: str, heal: bool = False, order: str = "psm"):
@@ -142,8 +160,15 @@ def infill_cases(files: list[data.SourceFile], n: int, seed: int):
     return random.Random(seed).sample(cands, min(n, len(cands)))
 
 
-def single_line_infill(model, tok, cases, max_new: int = 48, heal: bool = False,
-                       indented: bool = False, order: str = "psm") -> dict:
+def single_line_infill(
+    model,
+    tok,
+    cases,
+    max_new: int = 48,
+    heal: bool = False,
+    indented: bool = False,
+    order: str = "psm",
+) -> dict:
     """Exact match and parse rate of greedy single-line fills (optionally token-healed).
 
     ``indented`` puts the line's own indentation at the end of the prefix, as an editor's
@@ -155,7 +180,7 @@ def single_line_infill(model, tok, cases, max_new: int = 48, heal: bool = False,
     def fill(prefix: str, suffix: str, indent: str) -> str:
         ids, heal_text, allowed = fim_ids(tok, prefix + indent, suffix, heal, order)
         new = greedy(model, tok, ids, max_new + 1, nl, first_allowed=allowed)
-        return tok.decode([t for t in new if t not in specials])[len(heal_text):]
+        return tok.decode([t for t in new if t not in specials])[len(heal_text) :]
 
     return score_fills(cases, fill, indented)
 
@@ -168,8 +193,8 @@ def score_fills(cases, fill, indented: bool = False) -> dict:
     for f, i in cases:
         lines = f.text.splitlines(keepends=True)
         target = lines[i].rstrip("\r\n")
-        prefix, suffix = "".join(lines[:i]), "\n" + "".join(lines[i + 1:])
-        indent = target[:len(target) - len(target.lstrip())] if indented else ""
+        prefix, suffix = "".join(lines[:i]), "\n" + "".join(lines[i + 1 :])
+        indent = target[: len(target) - len(target.lstrip())] if indented else ""
         text = indent + fill(prefix, suffix, indent).split("\n")[0]
         exact += text.rstrip() == target.rstrip()
         empty += not text.strip()
@@ -181,8 +206,13 @@ def score_fills(cases, fill, indented: bool = False) -> dict:
         if len(examples) < 12:
             examples.append({"file": f.rel, "line": i + 1, "target": target, "fill": text})
     n = len(cases)
-    return {"samples": n, "exact_match": exact / n, "parse_rate": parsed / n,
-            "empty_fill_rate": empty / n, "examples": examples}
+    return {
+        "samples": n,
+        "exact_match": exact / n,
+        "parse_rate": parsed / n,
+        "empty_fill_rate": empty / n,
+        "examples": examples,
+    }
 
 
 def engine_infill(path: str, cases, max_new: int = 48, language: str | None = None) -> dict:
@@ -191,9 +221,17 @@ def engine_infill(path: str, cases, max_new: int = 48, language: str | None = No
     ``language="python"`` (what the language server sends for a Python file) the engine keeps
     each fill within Python's layout rules (core/python_rules.py)."""
     with engine(path) as llm:
+
         def fill(prefix: str, suffix: str, indent: str) -> str:
-            return llm.generate(prefix + indent, suffix=suffix, max_length=max_new, temperature=0,
-                                repetition_penalty=1.0, stop_sequences=["\n"], language=language)
+            return llm.generate(
+                prefix + indent,
+                suffix=suffix,
+                max_length=max_new,
+                temperature=0,
+                repetition_penalty=1.0,
+                stop_sequences=["\n"],
+                language=language,
+            )
 
         result = score_fills(cases, fill)
         result["fim_order"] = llm.info()["fim_order"]
@@ -208,7 +246,7 @@ def loops(text: str) -> bool:
         return True
     if re.search(r"(.{3,20}?)\1{3,}", text, re.S):
         return True
-    return any(text.count(text[j:j + 20]) >= 4 for j in range(0, max(0, len(text) - 20), 5))
+    return any(text.count(text[j : j + 20]) >= 4 for j in range(0, max(0, len(text) - 20), 5))
 
 
 def samples(model, tok, max_new: int = 96, repetition_penalty: float = 1.0) -> list[dict]:
@@ -264,8 +302,7 @@ def speed(model, tok, files: list[data.SourceFile]) -> dict:
             best = min(best, time.perf_counter() - t)
         res[f"ttft_ms_{n}"] = round(best * 1000, 1)
     x = torch.tensor([ids[:512]])
-    kw = dict(attention_mask=torch.ones_like(x), do_sample=False, pad_token_id=0,
-              eos_token_id=None)
+    kw = dict(attention_mask=torch.ones_like(x), do_sample=False, pad_token_id=0, eos_token_id=None)
     model.generate(x, max_new_tokens=4, min_new_tokens=4, **kw)  # warm-up
     t = time.perf_counter()
     model.generate(x, max_new_tokens=1, min_new_tokens=1, **kw)
@@ -300,7 +337,9 @@ def _time_engine(llm, files: list[data.SourceFile]) -> dict:
     rates = []
     for _ in range(3):
         llm._runner.reset()
-        r = llm.complete(prompt, max_length=65, temperature=0, repetition_penalty=1.0, stop_sequences=[])
+        r = llm.complete(
+            prompt, max_length=65, temperature=0, repetition_penalty=1.0, stop_sequences=[]
+        )
         if r.generated_tokens > 1:
             rates.append((r.total_ms - r.time_to_first_token_ms) / (r.generated_tokens - 1))
     res["ms_per_token"] = round(min(rates), 2) if rates else None
@@ -311,9 +350,14 @@ def run(path: str, cases, val_files, do_speed: bool) -> dict:
     model, tok = load(path)
     args = SimpleNamespace(seq_len=1024, val_windows=VAL_WINDOWS)
     losses = val_loss(model, val_sets(tok, val_files, args), autocast=False)
-    res = {"model": path, "parameters": sum(p.numel() for p in model.parameters()),
-           "val_loss_plain": losses["plain"], "val_ppl_plain": math.exp(losses["plain"]),
-           "val_loss_fim": losses["fim"], "val_ppl_fim": math.exp(losses["fim"])}
+    res = {
+        "model": path,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "val_loss_plain": losses["plain"],
+        "val_ppl_plain": math.exp(losses["plain"]),
+        "val_loss_fim": losses["fim"],
+        "val_ppl_fim": math.exp(losses["fim"]),
+    }
     res["infill"] = single_line_infill(model, tok, cases)
     res["infill_healed"] = single_line_infill(model, tok, cases, heal=True)
     res["infill_indented"] = single_line_infill(model, tok, cases, heal=True, indented=True)
@@ -342,15 +386,22 @@ def main(argv=None) -> None:
     ap.add_argument("--speed", action="store_true", help="also measure decode speed (1st model)")
     ap.add_argument("--out", type=Path, default=None, help="results JSON")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--carry", nargs="*", default=[], metavar="LABEL",
-                    help="copy these labels' results unchanged from the existing --out file "
-                         "(models measured before, with the same cases)")
+    ap.add_argument(
+        "--carry",
+        nargs="*",
+        default=[],
+        metavar="LABEL",
+        help="copy these labels' results unchanged from the existing --out file "
+        "(models measured before, with the same cases)",
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     labels = args.labels or args.models
     _, val_files = data.split()
     cases = infill_cases(val_files, args.samples, args.seed)
-    earlier = json.loads(args.out.read_text()) if args.carry and args.out and args.out.exists() else {}
+    earlier = (
+        json.loads(args.out.read_text()) if args.carry and args.out and args.out.exists() else {}
+    )
     missing = [label for label in args.carry if label not in earlier]
     if missing:
         ap.error(f"--carry: {', '.join(missing)} not in {args.out}")
@@ -359,21 +410,25 @@ def main(argv=None) -> None:
         results[label] = run(path, cases, val_files, args.speed and i == 0)
         print(f"done {label}", flush=True)
     results.update({label: earlier[label] for label in args.carry})
-    print(f"\n{'model':<10}{'params':>9}{'loss':>7}{'ppl':>7}{'fim loss':>9}{'fim ppl':>8}"
-          f"{'exact':>8}{'parse':>8}{'empty':>8}{'healed exact':>13}{'healed parse':>13}"
-          f"{'engine parse':>13}{'py parse':>9}{'py exact':>9}{'loops':>7}{'loops@1.1':>10}{'engine loops':>13}")
+    print(
+        f"\n{'model':<10}{'params':>9}{'loss':>7}{'ppl':>7}{'fim loss':>9}{'fim ppl':>8}"
+        f"{'exact':>8}{'parse':>8}{'empty':>8}{'healed exact':>13}{'healed parse':>13}"
+        f"{'engine parse':>13}{'py parse':>9}{'py exact':>9}{'loops':>7}{'loops@1.1':>10}{'engine loops':>13}"
+    )
     for label, r in results.items():
         inf = r["infill"]
-        print(f"{label:<10}{r['parameters'] / 1e6:>8.2f}M{r['val_loss_plain']:>7.3f}"
-              f"{r['val_ppl_plain']:>7.1f}{r['val_loss_fim']:>9.3f}{r['val_ppl_fim']:>8.1f}"
-              f"{inf['exact_match']:>8.1%}{inf['parse_rate']:>8.1%}{inf['empty_fill_rate']:>8.1%}"
-              f"{r['infill_healed']['exact_match']:>13.1%}{r['infill_healed']['parse_rate']:>13.1%}"
-              f"{r.get('infill_engine', {}).get('parse_rate', float('nan')):>13.1%}"
-              f"{r.get('infill_engine_python', {}).get('parse_rate', float('nan')):>9.1%}"
-              f"{r.get('infill_engine_python', {}).get('exact_match', float('nan')):>9.1%}"
-              f"{sum(s['loops'] for s in r['samples']):>5}/{len(r['samples'])}"
-              f"{sum(s['loops'] for s in r['samples_rep1.1']):>8}/{len(r['samples'])}"
-              f"{sum(s['loops'] for s in r['samples_engine']):>11}/{len(r['samples'])}")
+        print(
+            f"{label:<10}{r['parameters'] / 1e6:>8.2f}M{r['val_loss_plain']:>7.3f}"
+            f"{r['val_ppl_plain']:>7.1f}{r['val_loss_fim']:>9.3f}{r['val_ppl_fim']:>8.1f}"
+            f"{inf['exact_match']:>8.1%}{inf['parse_rate']:>8.1%}{inf['empty_fill_rate']:>8.1%}"
+            f"{r['infill_healed']['exact_match']:>13.1%}{r['infill_healed']['parse_rate']:>13.1%}"
+            f"{r.get('infill_engine', {}).get('parse_rate', float('nan')):>13.1%}"
+            f"{r.get('infill_engine_python', {}).get('parse_rate', float('nan')):>9.1%}"
+            f"{r.get('infill_engine_python', {}).get('exact_match', float('nan')):>9.1%}"
+            f"{sum(s['loops'] for s in r['samples']):>5}/{len(r['samples'])}"
+            f"{sum(s['loops'] for s in r['samples_rep1.1']):>8}/{len(r['samples'])}"
+            f"{sum(s['loops'] for s in r['samples_engine']):>11}/{len(r['samples'])}"
+        )
         for k in ("speed_fp32", "speed_bf16", "speed_engine"):
             if k in r:
                 print(f"  {k}: {r[k]}")

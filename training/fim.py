@@ -27,6 +27,7 @@ Two details matter for an editor model:
   engine can reuse its cached keys and values (in PSM order the suffix follows the prefix and
   is recomputed at every keystroke).
 """
+
 from __future__ import annotations
 
 import itertools
@@ -64,8 +65,9 @@ def fim_split(text: str, rng: random.Random) -> tuple[str, str, str]:
     return text[:a], text[a:b], text[b:]
 
 
-def short_fim_split(text: str, rng: random.Random,
-                    max_middle: int = SHORT_MIDDLE_MAX) -> tuple[str, str, str]:
+def short_fim_split(
+    text: str, rng: random.Random, max_middle: int = SHORT_MIDDLE_MAX
+) -> tuple[str, str, str]:
     """(prefix, middle, suffix): the middle starts at a uniform character and its length is
     log-uniform in [1, max_middle] characters (clipped at the end of the text)."""
     a = rng.randint(0, len(text))
@@ -92,7 +94,9 @@ def line_fim_split(text: str, rng: random.Random) -> tuple[str, str, str]:
     code_end = len(line.rstrip("\r\n"))
     r = rng.random()
     offset = 0 if r < 0.5 else indent if r < 0.75 else rng.randint(indent, code_end - 1)
-    last = candidates[min(len(candidates) - 1, k + (rng.randint(1, 3) if rng.random() < 0.4 else 0))]
+    last = candidates[
+        min(len(candidates) - 1, k + (rng.randint(1, 3) if rng.random() < 0.4 else 0))
+    ]
     a = starts[i] + offset
     b = starts[last] + len(lines[last].rstrip("\r\n"))
     return text[:a], text[a:b], text[b:]
@@ -118,9 +122,14 @@ def spm(prefix: str, middle: str, suffix: str) -> list[str]:
     return [FIM_PREFIX, FIM_SUFFIX, suffix, FIM_MIDDLE, prefix, middle, EOS]
 
 
-def make_samples(texts: list[str], rng: random.Random, fim_rate: float, max_chars: int,
-                 line_share: float = LINE_MIDDLE_SHARE,
-                 spm_share: float = SPM_SHARE) -> list[tuple[list[str], bool]]:
+def make_samples(
+    texts: list[str],
+    rng: random.Random,
+    fim_rate: float,
+    max_chars: int,
+    line_share: float = LINE_MIDDLE_SHARE,
+    spm_share: float = SPM_SHARE,
+) -> list[tuple[list[str], bool]]:
     """Chunk texts and turn each chunk into (pieces, is_fim), file by file, in order.
 
     For each file its FIM samples come first (each ends with EOS, the end of its middle), then

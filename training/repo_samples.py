@@ -15,6 +15,7 @@ identifiers with the chunk, snippets first, definitions last, within ``CONTEXT_C
 Packages are the first path component of the training files (``email/`` of the stdlib,
 ``flask/`` of the extra packages); held-out files are never used, as target or as context.
 """
+
 from __future__ import annotations
 
 import random
@@ -40,8 +41,9 @@ def group_by_package(files: list[SourceFile]) -> dict[str, dict[str, SourceFile]
     return {name: members for name, members in groups.items() if len(members) >= 2}
 
 
-def imported_definitions(target: SourceFile, package: dict[str, SourceFile],
-                         wanted_text: str) -> list[tuple[str, str]]:
+def imported_definitions(
+    target: SourceFile, package: dict[str, SourceFile], wanted_text: str
+) -> list[tuple[str, str]]:
     """(path, block) of each name ``target`` imports from its package (for an imported module:
     of the attributes ``wanted_text`` reads from it), those used in ``wanted_text`` first, then
     in import order."""
@@ -55,7 +57,9 @@ def imported_definitions(target: SourceFile, package: dict[str, SourceFile],
             if block:
                 blocks = [(source.rel, block)]
         if not blocks:  # ``import pkg.mod`` or ``from . import mod``: what is read from the module
-            module = imp.module if imp.name is None else ".".join(p for p in (imp.module, imp.name) if p)
+            module = (
+                imp.module if imp.name is None else ".".join(p for p in (imp.module, imp.name) if p)
+            )
             source = _module(package, target, imp.level, module)
             attrs = attributes_used(wanted_text, imp.alias) if source else []
             blocks = [(source.rel, b) for b in (definition(source.text, a) for a in attrs) if b]
@@ -64,15 +68,18 @@ def imported_definitions(target: SourceFile, package: dict[str, SourceFile],
     return [(path, block) for _, path, block in found]
 
 
-def _module(package: dict[str, SourceFile], target: SourceFile, level: int, module: str) -> SourceFile | None:
+def _module(
+    package: dict[str, SourceFile], target: SourceFile, level: int, module: str
+) -> SourceFile | None:
     for candidate in module_paths(target.rel, level, module):
         if candidate in package and candidate != target.rel:
             return package[candidate]
     return None
 
 
-def best_snippet(chunk: str, target: SourceFile, package: dict[str, SourceFile],
-                 rng: random.Random) -> tuple[str, str] | None:
+def best_snippet(
+    chunk: str, target: SourceFile, package: dict[str, SourceFile], rng: random.Random
+) -> tuple[str, str] | None:
     """A window of ``SNIPPET_LINES`` lines of another file of the package: of a few random
     ones, the one whose identifiers overlap the chunk's most (Jaccard), as the server ranks."""
     others = [f for rel, f in package.items() if rel != target.rel]
@@ -82,7 +89,7 @@ def best_snippet(chunk: str, target: SourceFile, package: dict[str, SourceFile],
         other = rng.choice(others)
         lines = other.text.splitlines(keepends=True)
         start = rng.randrange(max(1, len(lines) - SNIPPET_LINES + 1))
-        text = "".join(lines[start:start + SNIPPET_LINES])
+        text = "".join(lines[start : start + SNIPPET_LINES])
         theirs = identifiers(text)
         score = len(words & theirs) / max(1, len(words | theirs))
         if score > best_score and text.strip():
@@ -90,8 +97,13 @@ def best_snippet(chunk: str, target: SourceFile, package: dict[str, SourceFile],
     return best
 
 
-def context_items(chunk: str, target: SourceFile, package: dict[str, SourceFile],
-                  rng: random.Random, budget: int = CONTEXT_CHARS) -> list[tuple[str, str]]:
+def context_items(
+    chunk: str,
+    target: SourceFile,
+    package: dict[str, SourceFile],
+    rng: random.Random,
+    budget: int = CONTEXT_CHARS,
+) -> list[tuple[str, str]]:
     """The (path, text) items before the chunk: a snippet, then definitions, within ``budget``."""
     definitions = imported_definitions(target, package, chunk)
     snippet = best_snippet(chunk, target, package, rng)
@@ -100,7 +112,11 @@ def context_items(chunk: str, target: SourceFile, package: dict[str, SourceFile]
         if len(text) + len(path) + 2 <= room:
             chosen.append((path, text))
             room -= len(text) + len(path) + 2
-    if snippet and snippet[0] not in {path for path, _ in chosen} and len(snippet[1]) + len(snippet[0]) + 2 <= room:
+    if (
+        snippet
+        and snippet[0] not in {path for path, _ in chosen}
+        and len(snippet[1]) + len(snippet[0]) + 2 <= room
+    ):
         chosen.insert(0, snippet)
     return chosen
 
@@ -115,12 +131,19 @@ def _pick_chunk(target: SourceFile, rng: random.Random) -> tuple[str, bool]:
 
 
 def _code_lines(chunk: str) -> str:
-    return "\n".join(ln for ln in chunk.splitlines() if not ln.lstrip().startswith(("import ", "from ")))
+    return "\n".join(
+        ln for ln in chunk.splitlines() if not ln.lstrip().startswith(("import ", "from "))
+    )
 
 
-def make_repo_samples(files: list[SourceFile], rng: random.Random, rate: float, fim_rate: float,
-                      line_share: float = fim.LINE_MIDDLE_SHARE,
-                      spm_share: float = fim.SPM_SHARE) -> list[tuple[list[str], bool]]:
+def make_repo_samples(
+    files: list[SourceFile],
+    rng: random.Random,
+    rate: float,
+    fim_rate: float,
+    line_share: float = fim.LINE_MIDDLE_SHARE,
+    spm_share: float = fim.SPM_SHARE,
+) -> list[tuple[list[str], bool]]:
     """Repository samples, (pieces, is_fim): ``rate`` per file of a multi-file package on
     average (0.5: every other file; 2.5: two or three each, with different chunks and draws)."""
     out = []
@@ -132,8 +155,14 @@ def make_repo_samples(files: list[SourceFile], rng: random.Random, rate: float, 
     return out
 
 
-def _sample(target: SourceFile, package: dict[str, SourceFile], rng: random.Random, fim_rate: float,
-            line_share: float, spm_share: float) -> tuple[list[str], bool]:
+def _sample(
+    target: SourceFile,
+    package: dict[str, SourceFile],
+    rng: random.Random,
+    fim_rate: float,
+    line_share: float,
+    spm_share: float,
+) -> tuple[list[str], bool]:
     """One sample: a chunk of ``target`` after its context items."""
     chunk, last = _pick_chunk(target, rng)
     pieces: list[str] = []

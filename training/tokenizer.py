@@ -4,6 +4,7 @@ Byte-level BPE with no normalizer and no added prefix space round-trips any text
 which completion needs (indentation and whitespace are code). The special tokens are the
 StarCoder FIM set, so the core detects the "starcoder" FIM dialect from the vocabulary.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

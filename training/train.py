@@ -12,6 +12,7 @@ together with the tokenizer and a generation config.
 ``--init-from`` continues a saved model with a fresh warmup and cosine: more compute for a model
 that is already shipped, without redoing the first run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,28 +47,65 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--warmup-steps", type=int, default=50)
     ap.add_argument("--weight-decay", type=float, default=0.1)
     ap.add_argument("--fim-rate", type=float, default=0.5)
-    ap.add_argument("--line-share", type=float, default=fim.LINE_MIDDLE_SHARE,
-                    help="share of FIM samples whose middle ends at a line end (0: v1-v3 mix)")
-    ap.add_argument("--spm-share", type=float, default=fim.SPM_SHARE,
-                    help="share of FIM samples in SPM order (0: PSM only, as v1-v3)")
-    ap.add_argument("--repo-rate", type=float, default=0.0,
-                    help="repository samples per file of a multi-file package per epoch, on average "
-                         "(training/repo_samples.py; 0: none, as v1-v5)")
-    ap.add_argument("--extra-packages", nargs="*", default=list(data.EXTRA_PACKAGES),
-                    help="installed packages whose sources join the stdlib (none: stdlib only)")
-    ap.add_argument("--stdlib-weight", type=int, default=2,
-                    help="times the stdlib (the evaluation's domain) is seen per epoch")
+    ap.add_argument(
+        "--line-share",
+        type=float,
+        default=fim.LINE_MIDDLE_SHARE,
+        help="share of FIM samples whose middle ends at a line end (0: v1-v3 mix)",
+    )
+    ap.add_argument(
+        "--spm-share",
+        type=float,
+        default=fim.SPM_SHARE,
+        help="share of FIM samples in SPM order (0: PSM only, as v1-v3)",
+    )
+    ap.add_argument(
+        "--repo-rate",
+        type=float,
+        default=0.0,
+        help="repository samples per file of a multi-file package per epoch, on average "
+        "(training/repo_samples.py; 0: none, as v1-v5)",
+    )
+    ap.add_argument(
+        "--extra-packages",
+        nargs="*",
+        default=list(data.EXTRA_PACKAGES),
+        help="installed packages whose sources join the stdlib (none: stdlib only)",
+    )
+    ap.add_argument(
+        "--stdlib-weight",
+        type=int,
+        default=2,
+        help="times the stdlib (the evaluation's domain) is seen per epoch",
+    )
     ap.add_argument("--eval-every", type=float, default=5.0, help="minutes between val evals")
     ap.add_argument("--val-windows", type=int, default=32, help="val windows per kind")
-    ap.add_argument("--snapshot-at", type=float, nargs="*", default=[],
-                    help="also save the model after these many minutes (<out>/snapshot-<m>min)")
-    ap.add_argument("--tokenizer", type=Path, default=None,
-                    help="existing tokenizer dir; default: train one into <out>/tokenizer")
-    ap.add_argument("--init-from", type=Path, default=None,
-                    help="continue from a saved model dir (its weights, config and tokenizer; "
-                         "--layers/--hidden/--tokenizer are then ignored)")
-    ap.add_argument("--dtype", choices=["auto", "fp32", "bf16"], default="auto",
-                    help="autocast dtype; auto uses bf16 only where the CPU has native bf16")
+    ap.add_argument(
+        "--snapshot-at",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also save the model after these many minutes (<out>/snapshot-<m>min)",
+    )
+    ap.add_argument(
+        "--tokenizer",
+        type=Path,
+        default=None,
+        help="existing tokenizer dir; default: train one into <out>/tokenizer",
+    )
+    ap.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="continue from a saved model dir (its weights, config and tokenizer; "
+        "--layers/--hidden/--tokenizer are then ignored)",
+    )
+    ap.add_argument(
+        "--dtype",
+        choices=["auto", "fp32", "bf16"],
+        default="auto",
+        help="autocast dtype; auto uses bf16 only where the CPU has native bf16",
+    )
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=1234)
     return ap.parse_args(argv)
@@ -113,10 +151,10 @@ def val_sets(tok, val_files, args) -> dict[str, tuple[torch.Tensor, torch.Tensor
     """Fixed validation windows: plain (loss on all tokens) and FIM (loss on middle + EOS)."""
     rng = random.Random(0)
     texts = [f.text for f in val_files]
-    plain = pack(encode_samples(tok, fim.make_samples(texts, rng, 0.0, CHARS_PER_CHUNK)),
-                 args.seq_len)[: args.val_windows]
-    fim_samples = fim.make_samples(texts, rng, 1.0, CHARS_PER_CHUNK, line_share=0.0,
-                                   spm_share=0.0)
+    plain = pack(
+        encode_samples(tok, fim.make_samples(texts, rng, 0.0, CHARS_PER_CHUNK)), args.seq_len
+    )[: args.val_windows]
+    fim_samples = fim.make_samples(texts, rng, 1.0, CHARS_PER_CHUNK, line_share=0.0, spm_share=0.0)
     mid_id = tok.convert_tokens_to_ids(tk.FIM_MIDDLE)
     rows, masks = [], []
     for ids in encode_samples(tok, fim_samples):
@@ -124,15 +162,14 @@ def val_sets(tok, val_files, args) -> dict[str, tuple[torch.Tensor, torch.Tensor
         if mid_id not in ids or ids.index(mid_id) >= len(ids) - 1:
             continue
         m = ids.index(mid_id)
-        labels = [-100] * (m + 1) + ids[m + 1:]
+        labels = [-100] * (m + 1) + ids[m + 1 :]
         pad = args.seq_len - len(ids)
         rows.append(ids + [0] * pad)
         masks.append(labels + [-100] * pad)
         if len(rows) >= args.val_windows * 2:
             break
     plain_labels = plain.clone()
-    return {"plain": (plain, plain_labels),
-            "fim": (torch.tensor(rows), torch.tensor(masks))}
+    return {"plain": (plain, plain_labels), "fim": (torch.tensor(rows), torch.tensor(masks))}
 
 
 @torch.no_grad()
@@ -143,12 +180,15 @@ def evaluate(model, sets, autocast: bool, bs: int = 4) -> dict[str, float]:
     for name, (x, y) in sets.items():
         tot, n = 0.0, 0
         for i in range(0, len(x), bs):
-            xb, yb = x[i:i + bs], y[i:i + bs]
+            xb, yb = x[i : i + bs], y[i : i + bs]
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
                 logits = model(input_ids=xb).logits.float()
             loss = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.size(-1)), yb[:, 1:].reshape(-1),
-                ignore_index=-100, reduction="sum")
+                logits[:, :-1].reshape(-1, logits.size(-1)),
+                yb[:, 1:].reshape(-1),
+                ignore_index=-100,
+                reduction="sum",
+            )
             tot += loss.item()
             n += int((yb[:, 1:] != -100).sum())
         result[name] = tot / max(n, 1)
@@ -160,12 +200,19 @@ def build_model(args, tok) -> LlamaForCausalLM:
     """A Llama with tied embeddings, SwiGLU width ~8/3 of hidden, context seq_len."""
     heads = max(1, args.hidden // args.head_dim)
     cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=args.hidden,
+        vocab_size=len(tok),
+        hidden_size=args.hidden,
         intermediate_size=int(round(args.hidden * 8 / 3 / 64)) * 64,
-        num_hidden_layers=args.layers, num_attention_heads=heads, num_key_value_heads=heads,
-        max_position_embeddings=args.seq_len, rope_theta=10000.0, tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id, initializer_range=0.02,
+        num_hidden_layers=args.layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=args.seq_len,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        initializer_range=0.02,
     )
     return LlamaForCausalLM(cfg)
 
@@ -183,9 +230,12 @@ def save(model, tok, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     m = copy.deepcopy(model).to(torch.bfloat16)
     m.generation_config = GenerationConfig(
-        bos_token_id=tok.bos_token_id, pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        pad_token_id=tok.pad_token_id,
         eos_token_id=[tok.convert_tokens_to_ids(t) for t in tk.SPECIAL_TOKENS],
-        do_sample=False, max_new_tokens=64)
+        do_sample=False,
+        max_new_tokens=64,
+    )
     m.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
 
@@ -209,12 +259,17 @@ def main(argv=None) -> None:
     extra_files = [f for name in args.extra_packages for f in data.collect_package(name)]
     extra = [f.text for f in extra_files]
     texts = stdlib_texts * args.stdlib_weight + extra
-    manifest = {"stdlib_files": len(train_files), "stdlib_weight": args.stdlib_weight,
-                "stdlib_bytes": sum(len(t.encode()) for t in stdlib_texts),
-                "packages": data.package_manifest(args.extra_packages)}
+    manifest = {
+        "stdlib_files": len(train_files),
+        "stdlib_weight": args.stdlib_weight,
+        "stdlib_bytes": sum(len(t.encode()) for t in stdlib_texts),
+        "packages": data.package_manifest(args.extra_packages),
+    }
     (args.out / "data.json").write_text(json.dumps(manifest, indent=2))
-    log(f"data: {len(train_files)} stdlib train files (x{args.stdlib_weight}), {len(extra)} "
-        f"package files, {len(val_files)} held-out; vocab {len(tok)}")
+    log(
+        f"data: {len(train_files)} stdlib train files (x{args.stdlib_weight}), {len(extra)} "
+        f"package files, {len(val_files)} held-out; vocab {len(tok)}"
+    )
 
     sets = val_sets(tok, val_files, args)
     if args.init_from:
@@ -224,13 +279,21 @@ def main(argv=None) -> None:
     if args.fim_rate > 0 and args.spm_share > 0:
         model.config.fim_order = "spm"  # the engine's fim_order=auto then lays prompts out SPM
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"model: {model.config.num_hidden_layers}x{model.config.hidden_size}, {n_params / 1e6:.2f}M parameters")
+    log(
+        f"model: {model.config.num_hidden_layers}x{model.config.hidden_size}, {n_params / 1e6:.2f}M parameters"
+    )
 
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=args.lr, betas=(0.9, 0.95), eps=1e-8)
+    opt = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": args.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=args.lr,
+        betas=(0.9, 0.95),
+        eps=1e-8,
+    )
 
     budget = args.minutes * 60
     snapshots = sorted(args.snapshot_at)
@@ -248,17 +311,24 @@ def main(argv=None) -> None:
             # A new epoch: fresh shuffle and fresh FIM split points.
             order = texts[:]
             rng.shuffle(order)
-            samples = fim.make_samples(order, rng, args.fim_rate, CHARS_PER_CHUNK,
-                                       args.line_share, args.spm_share)
+            samples = fim.make_samples(
+                order, rng, args.fim_rate, CHARS_PER_CHUNK, args.line_share, args.spm_share
+            )
             if args.repo_rate:
-                samples += repo_samples.make_repo_samples(train_files + extra_files, rng, args.repo_rate,
-                                                          args.fim_rate, args.line_share, args.spm_share)
+                samples += repo_samples.make_repo_samples(
+                    train_files + extra_files,
+                    rng,
+                    args.repo_rate,
+                    args.fim_rate,
+                    args.line_share,
+                    args.spm_share,
+                )
             windows, pos = pack(encode_samples(tok, samples), args.seq_len), 0
             windows = windows[torch.randperm(len(windows))]
             epoch += 1
             log(f"epoch {epoch}: {len(windows)} windows of {args.seq_len} tokens")
         t0 = time.time()
-        x = windows[pos:pos + args.batch]
+        x = windows[pos : pos + args.batch]
         pos += args.batch
         lr = lr_at(args, step, elapsed / budget)
         for g in opt.param_groups:
@@ -274,24 +344,42 @@ def main(argv=None) -> None:
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
         elapsed += time.time() - t0
         if step % 20 == 0:
-            log(f"step {step} tok {tokens} loss {ema:.3f} lr {lr:.2e} "
-                f"{tokens / elapsed:.0f} tok/s {elapsed / 60:.1f} min")
+            log(
+                f"step {step} tok {tokens} loss {ema:.3f} lr {lr:.2e} "
+                f"{tokens / elapsed:.0f} tok/s {elapsed / 60:.1f} min"
+            )
         if elapsed >= next_eval:
             v = evaluate(model, sets, autocast)
-            log(f"val step {step} plain {v['plain']:.3f} fim {v['fim']:.3f}",
-                step=step, tokens=tokens, minutes=elapsed / 60, train_loss=ema, **v)
+            log(
+                f"val step {step} plain {v['plain']:.3f} fim {v['fim']:.3f}",
+                step=step,
+                tokens=tokens,
+                minutes=elapsed / 60,
+                train_loss=ema,
+                **v,
+            )
             next_eval += args.eval_every * 60
         while snapshots and elapsed >= snapshots[0] * 60:
             save(model, tok, args.out / f"snapshot-{snapshots.pop(0):g}min")
 
     v = evaluate(model, sets, autocast)
     minutes = elapsed / 60
-    final = dict(step=step, tokens=tokens, minutes=minutes, train_loss=ema, epochs=epoch,
-                 wall_minutes=(time.time() - wall) / 60,
-                 parameters=n_params, final=True, **v)
-    log(f"final step {step} tokens {tokens} plain {v['plain']:.3f} "
+    final = dict(
+        step=step,
+        tokens=tokens,
+        minutes=minutes,
+        train_loss=ema,
+        epochs=epoch,
+        wall_minutes=(time.time() - wall) / 60,
+        parameters=n_params,
+        final=True,
+        **v,
+    )
+    log(
+        f"final step {step} tokens {tokens} plain {v['plain']:.3f} "
         f"(ppl {math.exp(v['plain']):.1f}) fim {v['fim']:.3f} (ppl {math.exp(v['fim']):.1f})",
-        **final)
+        **final,
+    )
     save(model, tok, args.out / "model")
     (args.out / "final.json").write_text(json.dumps(final, indent=2))
 

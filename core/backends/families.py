@@ -18,8 +18,14 @@ from dataclasses import dataclass
 import torch
 
 FAMILIES = ("llama", "mistral", "qwen2", "stablelm", "starcoder2", "gemma")
-ACTIVATIONS = {"silu": "silu", "swish": "silu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
-               "gelu_fast": "gelu_tanh", "gelu": "gelu"}
+ACTIVATIONS = {
+    "silu": "silu",
+    "swish": "silu",
+    "gelu_pytorch_tanh": "gelu_tanh",
+    "gelu_new": "gelu_tanh",
+    "gelu_fast": "gelu_tanh",
+    "gelu": "gelu",
+}
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,9 @@ def unsupported_reason(model) -> str | None:
         return f"activation {getattr(config, 'hidden_act', None)!r} is not one the lean forward computes"
     if family == "llama" and getattr(config, "mlp_bias", False):
         return "MLP biases are not in the lean Llama layer"
-    if family == "stablelm" and (getattr(config, "use_parallel_residual", False) or getattr(config, "qk_layernorm", False)):
+    if family == "stablelm" and (
+        getattr(config, "use_parallel_residual", False) or getattr(config, "qk_layernorm", False)
+    ):
         return "StableLM's parallel residual and q/k LayerNorm are not in the lean layer"
     if family == "qwen2" and "sliding_attention" in (getattr(config, "layer_types", None) or []):
         return "Qwen2 with per-layer sliding windows (use_sliding_window) is not in the lean layer"
@@ -64,11 +72,18 @@ def spec_of(model) -> FamilySpec:
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     rope = getattr(config, "rope_parameters", None) or {}
-    partial = rope.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0)) or 1.0
+    partial = (
+        rope.get("partial_rotary_factor", getattr(config, "partial_rotary_factor", 1.0)) or 1.0
+    )
     layer_norm = family in ("stablelm", "starcoder2")
-    eps = (getattr(config, "layer_norm_eps", None) or getattr(config, "norm_epsilon", None)) if layer_norm \
+    eps = (
+        (getattr(config, "layer_norm_eps", None) or getattr(config, "norm_epsilon", None))
+        if layer_norm
         else config.rms_norm_eps
-    window = getattr(config, "sliding_window", None) if family in ("mistral", "starcoder2") else None
+    )
+    window = (
+        getattr(config, "sliding_window", None) if family in ("mistral", "starcoder2") else None
+    )
     if window is not None and window >= config.max_position_embeddings:
         window = None  # never reached: the cache holds at most max_position_embeddings
     return FamilySpec(
@@ -93,19 +108,36 @@ def layer_tensors(layer, spec: FamilySpec) -> dict:
     attn, mlp = layer.self_attn, layer.mlp
     ln1, ln2 = layer.input_layernorm, layer.post_attention_layernorm
     out = {
-        "q": attn.q_proj.weight, "k": attn.k_proj.weight, "v": attn.v_proj.weight, "o": attn.o_proj.weight,
-        "q_bias": _bias(attn.q_proj), "k_bias": _bias(attn.k_proj), "v_bias": _bias(attn.v_proj),
+        "q": attn.q_proj.weight,
+        "k": attn.k_proj.weight,
+        "v": attn.v_proj.weight,
+        "o": attn.o_proj.weight,
+        "q_bias": _bias(attn.q_proj),
+        "k_bias": _bias(attn.k_proj),
+        "v_bias": _bias(attn.v_proj),
         "o_bias": _bias(attn.o_proj),
-        "input_norm": norm_weight(ln1, spec), "input_norm_bias": _bias(ln1),
-        "post_norm": norm_weight(ln2, spec), "post_norm_bias": _bias(ln2),
+        "input_norm": norm_weight(ln1, spec),
+        "input_norm_bias": _bias(ln1),
+        "post_norm": norm_weight(ln2, spec),
+        "post_norm_bias": _bias(ln2),
     }
     if spec.gated:
-        out.update(gate=mlp.gate_proj.weight, up=mlp.up_proj.weight, down=mlp.down_proj.weight,
-                   gate_up_bias=None if _bias(mlp.gate_proj) is None else torch.cat([_bias(mlp.gate_proj),
-                                                                                     _bias(mlp.up_proj)]),
-                   down_bias=_bias(mlp.down_proj))
+        out.update(
+            gate=mlp.gate_proj.weight,
+            up=mlp.up_proj.weight,
+            down=mlp.down_proj.weight,
+            gate_up_bias=None
+            if _bias(mlp.gate_proj) is None
+            else torch.cat([_bias(mlp.gate_proj), _bias(mlp.up_proj)]),
+            down_bias=_bias(mlp.down_proj),
+        )
     else:
-        out.update(fc=mlp.c_fc.weight, fc_bias=_bias(mlp.c_fc), down=mlp.c_proj.weight, down_bias=_bias(mlp.c_proj))
+        out.update(
+            fc=mlp.c_fc.weight,
+            fc_bias=_bias(mlp.c_fc),
+            down=mlp.c_proj.weight,
+            down_bias=_bias(mlp.c_proj),
+        )
     return out
 
 

@@ -65,7 +65,6 @@ class HFBackend:
         self.length += len(ids)
         return out.logits[0] if all_logits else out.logits[0, -1]
 
-
     def describe(self) -> dict:
         dtype = str(getattr(self.model, "dtype", "")).replace("torch.", "")
         path = f"transformers {dtype}".strip()

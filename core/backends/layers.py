@@ -43,8 +43,13 @@ class Projection:
     most ``INT8_MAX_ROWS`` tokens read an int8 copy instead.
     """
 
-    def __init__(self, weight: torch.Tensor, transposed: bool = False, int8: bool = False,
-                 bias: torch.Tensor | None = None):
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        transposed: bool = False,
+        int8: bool = False,
+        bias: torch.Tensor | None = None,
+    ):
         self.int8 = Int8Weight(weight) if int8 else None
         self.transposed = transposed
         self.weight = weight.t().contiguous() if transposed else weight
@@ -78,8 +83,12 @@ class StackedProjection:
     int8 = None
     transposed = False
 
-    def __init__(self, weights: list[torch.Tensor], order: torch.Tensor | None = None,
-                 bias: torch.Tensor | None = None):
+    def __init__(
+        self,
+        weights: list[torch.Tensor],
+        order: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+    ):
         self.weights, self.order, self.bias = weights, order, bias
 
     @property
@@ -122,8 +131,17 @@ class LayerWeights:
     post_norm_bias: torch.Tensor | None = None
 
     def has_biases(self) -> bool:
-        return any(x is not None for x in (self.input_norm_bias, self.post_norm_bias, self.qkv.bias, self.o.bias,
-                                           self.gate_up.bias, self.down.bias))
+        return any(
+            x is not None
+            for x in (
+                self.input_norm_bias,
+                self.post_norm_bias,
+                self.qkv.bias,
+                self.o.bias,
+                self.gate_up.bias,
+                self.down.bias,
+            )
+        )
 
     def projections(self) -> tuple[Projection, ...]:
         return (self.qkv, self.o, self.gate_up, self.down)

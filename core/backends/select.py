@@ -38,12 +38,19 @@ class PathChoice:
         return f"prefill: {self.prefill}; decode: {self.decode}"
 
     def as_dict(self) -> dict:
-        return {"summary": self.summary(), "backend": self.backend, "prefill": self.prefill,
-                "decode": self.decode, "reasons": list(self.reasons)}
+        return {
+            "summary": self.summary(),
+            "backend": self.backend,
+            "prefill": self.prefill,
+            "decode": self.decode,
+            "reasons": list(self.reasons),
+        }
 
 
 # -- master weights -------------------------------------------------------------------------
-def master_dtype(stored: torch.dtype | None = None, decode_weights: str = "auto") -> tuple[torch.dtype, str]:
+def master_dtype(
+    stored: torch.dtype | None = None, decode_weights: str = "auto"
+) -> tuple[torch.dtype, str]:
     """The CPU's master dtype when the user did not choose one, and why.
 
     fp32 on every CPU kind. Without native bf16, bf16 GEMMs are emulated and many times slower.
@@ -54,13 +61,21 @@ def master_dtype(stored: torch.dtype | None = None, decode_weights: str = "auto"
     for bf16 masters (half the master bytes), which then also decode in C."""
     caps = cpu_capabilities.current()
     if not caps.native_bf16:
-        return torch.float32, f"fp32 masters: this CPU ({caps.describe()}) emulates bf16 GEMMs, many times slower"
+        return (
+            torch.float32,
+            f"fp32 masters: this CPU ({caps.describe()}) emulates bf16 GEMMs, many times slower",
+        )
     if stored == torch.float16:
-        return torch.float32, "fp32 masters: bf16 would round the fp16 checkpoint (decode reads an fp16 copy)"
+        return (
+            torch.float32,
+            "fp32 masters: bf16 would round the fp16 checkpoint (decode reads an fp16 copy)",
+        )
     if decode_weights in ("fp32", "fp16"):
         return torch.float32, f"fp32 masters: {decode_weights} decode weights were asked for"
-    return torch.float32, ("fp32 masters: on this native-bf16 CPU decode from a bf16 copy measured faster behind "
-                           "fp32 masters than bf16 ones (torch_dtype=bfloat16 halves the masters' memory)")
+    return torch.float32, (
+        "fp32 masters: on this native-bf16 CPU decode from a bf16 copy measured faster behind "
+        "fp32 masters than bf16 ones (torch_dtype=bfloat16 halves the masters' memory)"
+    )
 
 
 # -- decode weights -------------------------------------------------------------------------
@@ -91,13 +106,21 @@ def decode_weights(
     if device != "cpu":
         return "fp32", "decode reads the model's own weights: compact copies are for the CPU"
     if lossless is None:
-        return "fp32", "decode reads the fp32 masters: the checkpoint is fp32, so a 16-bit copy would round it"
+        return (
+            "fp32",
+            "decode reads the fp32 masters: the checkpoint is fp32, so a 16-bit copy would round it",
+        )
     if not kernels:
         return "fp32", f"decode reads the masters: {compact_weights.unavailable_reason()}"
     if free_bytes is not None and copy_bytes > free_bytes // 2:
-        return "fp32", (f"decode reads the masters: a {lossless} copy ({copy_bytes >> 20} MiB) would take over "
-                        f"half the free memory ({free_bytes >> 20} MiB)")
-    return lossless, f"{lossless} decode weights: a compact copy exact for the {SHORT_NAMES.get(master)} masters"
+        return "fp32", (
+            f"decode reads the masters: a {lossless} copy ({copy_bytes >> 20} MiB) would take over "
+            f"half the free memory ({free_bytes >> 20} MiB)"
+        )
+    return (
+        lossless,
+        f"{lossless} decode weights: a compact copy exact for the {SHORT_NAMES.get(master)} masters",
+    )
 
 
 # -- backend and decode path ----------------------------------------------------------------
@@ -117,7 +140,9 @@ def numpy_decode_reason(backend, switch: bool = True) -> str | None:
         return "the NumPy/C decode path needs fp32 activations"
     if backend.decode_weights == "fp32":
         if backend.dtype != torch.float32:
-            return f"{SHORT_NAMES.get(backend.dtype)} masters without a compact copy decode in PyTorch"
+            return (
+                f"{SHORT_NAMES.get(backend.dtype)} masters without a compact copy decode in PyTorch"
+            )
         return None
     return compact_weights.unavailable_reason()
 
@@ -131,7 +156,11 @@ def backend(model, lean: bool | None = None, decode_weights: str = "fp32"):
 
     if lean is None:
         lean = lean_enabled()
-    why_not = "DEEPSHIVA_LEAN=0 turns the lean path off" if not lean else lean_llama.unsupported_reason(model)
+    why_not = (
+        "DEEPSHIVA_LEAN=0 turns the lean path off"
+        if not lean
+        else lean_llama.unsupported_reason(model)
+    )
     if why_not is None:
         return lean_llama.LeanLlamaBackend(model, decode_weights=decode_weights), []
     if decode_weights != "fp32":
@@ -151,11 +180,20 @@ def explain(runner_backend, reasons: list[str]) -> PathChoice:
         if blas is None:
             reasons.append(f"decode in PyTorch, not NumPy/C: {runner_backend.numpy_decode_why_not}")
         elif blas.fused is None and blas.compact:
-            why = blas.fused_why_not or "not every layer product fits the kernels' layout in one format"
-            reasons.append(f"decode op by op in NumPy and the C kernels, not one fused C call: {why}")
+            why = (
+                blas.fused_why_not
+                or "not every layer product fits the kernels' layout in one format"
+            )
+            reasons.append(
+                f"decode op by op in NumPy and the C kernels, not one fused C call: {why}"
+            )
         elif blas.fused is not None and runner_backend.window is not None:
-            reasons.append(f"past its sliding window ({runner_backend.window} keys) a step runs op by op in NumPy "
-                           f"and the C kernels: the fused C step's attention sees every cached key")
+            reasons.append(
+                f"past its sliding window ({runner_backend.window} keys) a step runs op by op in NumPy "
+                f"and the C kernels: the fused C step's attention sees every cached key"
+            )
         elif not blas.compact:
-            reasons.append("decode in NumPy/OpenBLAS from fp32 weights, not the fused C step: no compact copy")
+            reasons.append(
+                "decode in NumPy/OpenBLAS from fp32 weights, not the fused C step: no compact copy"
+            )
     return PathChoice(described["backend"], described["prefill"], described["decode"], reasons)

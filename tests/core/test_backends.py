@@ -5,22 +5,33 @@ import shutil
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+)
 
 from core import OptimizedLLM, compact_weights, cpu_capabilities
 from core.backends import Backend
 from core.generation import HFBackend, ModelRunner
 from core.lean_llama import CACHE_STEP, LeanLlamaBackend
 
-needs_kernels = pytest.mark.skipif(not compact_weights.available(), reason=str(compact_weights.unavailable_reason()))
+needs_kernels = pytest.mark.skipif(
+    not compact_weights.available(), reason=str(compact_weights.unavailable_reason())
+)
 
 
 @needs_kernels
-@pytest.mark.parametrize("preset, summary", [
-    ("native-bf16", "prefill: torch fp32; decode: NumPy/OpenBLAS, fp32 weights"),
-    ("avx2", "prefill: torch fp32; decode: NumPy/OpenBLAS, fp32 weights"),
-    ("portable", "prefill: torch fp32; decode: NumPy/OpenBLAS, fp32 weights"),
-])
+@pytest.mark.parametrize(
+    "preset, summary",
+    [
+        ("native-bf16", "prefill: torch fp32; decode: NumPy/OpenBLAS, fp32 weights"),
+        ("avx2", "prefill: torch fp32; decode: NumPy/OpenBLAS, fp32 weights"),
+        ("portable", "prefill: torch fp32; decode: NumPy/OpenBLAS, fp32 weights"),
+    ],
+)
 def test_each_cpu_kind_gets_its_path_and_says_why(tiny_model_dir, preset, summary):
     """The tiny model is saved in fp32: every CPU kind keeps fp32 (a 16-bit copy would round it),
     each for its own stated reason."""
@@ -30,8 +41,11 @@ def test_each_cpu_kind_gets_its_path_and_says_why(tiny_model_dir, preset, summar
     assert info["path"]["summary"] == summary
     assert info["cpu"] == cpu_capabilities.PRESETS[preset].describe()
     reasons = " | ".join(info["path"]["reasons"])
-    expected = {"native-bf16": "measured faster behind fp32 masters", "avx2": "the checkpoint is fp32",
-                "portable": "this CPU (no SIMD the kernels use)"}[preset]
+    expected = {
+        "native-bf16": "measured faster behind fp32 masters",
+        "avx2": "the checkpoint is fp32",
+        "portable": "this CPU (no SIMD the kernels use)",
+    }[preset]
     assert expected in reasons
     assert llm.generate("def f(x):\n", max_length=6, temperature=0) is not None
 
@@ -52,8 +66,16 @@ def test_both_backends_keep_the_protocol(tiny_model_dir):
 
 def _llama(**overrides) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096, **overrides)
+    config = LlamaConfig(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        **overrides,
+    )
     model = LlamaForCausalLM(config).eval()
     with torch.no_grad():  # norms randomized too, or a wrong norm would pass
         for name, p in model.named_parameters():
@@ -80,13 +102,27 @@ def test_the_kv_cache_grows_with_the_prompts_not_the_context():
         lean.backend.forward(list(range(5000)))
 
 
-@pytest.mark.parametrize("rope", [
-    {"rope_type": "linear", "factor": 4.0, "rope_theta": 100000.0},  # DeepSeek-Coder
-    {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0},
-    {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-     "original_max_position_embeddings": 128, "rope_theta": 500000.0},
-    {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 128, "rope_theta": 10000.0},
-])
+@pytest.mark.parametrize(
+    "rope",
+    [
+        {"rope_type": "linear", "factor": 4.0, "rope_theta": 100000.0},  # DeepSeek-Coder
+        {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0},
+        {
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 128,
+            "rope_theta": 500000.0,
+        },
+        {
+            "rope_type": "yarn",
+            "factor": 4.0,
+            "original_max_position_embeddings": 128,
+            "rope_theta": 10000.0,
+        },
+    ],
+)
 def test_rope_variants_run_on_the_lean_path_exactly(rope):
     model = _llama(rope_parameters=rope)
     lean, hf = ModelRunner(model), ModelRunner(model, lean=False)
@@ -101,8 +137,15 @@ def test_rope_variants_run_on_the_lean_path_exactly(rope):
 
 
 def test_an_unknown_rope_variant_falls_back_and_says_so():
-    model = _llama(rope_parameters={"rope_type": "longrope", "short_factor": [1.0] * 8, "long_factor": [2.0] * 8,
-                                    "original_max_position_embeddings": 128, "rope_theta": 10000.0})
+    model = _llama(
+        rope_parameters={
+            "rope_type": "longrope",
+            "short_factor": [1.0] * 8,
+            "long_factor": [2.0] * 8,
+            "original_max_position_embeddings": 128,
+            "rope_theta": 10000.0,
+        }
+    )
     runner = ModelRunner(model)
     assert runner.backend_name == "transformers"
     assert any("RoPE 'longrope'" in r for r in runner.path.reasons)
@@ -117,10 +160,18 @@ def sliding_window_dir(tiny_model_dir, tmp_path_factory):
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     tokenizer.save_pretrained(out)
     torch.manual_seed(1)
-    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                           sliding_window=48, bos_token_id=tokenizer.bos_token_id,
-                           eos_token_id=tokenizer.eos_token_id)
+    config = MistralConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        sliding_window=48,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     MistralForCausalLM(config).save_pretrained(out)
     yield out
     shutil.rmtree(out, ignore_errors=True)

@@ -17,14 +17,20 @@ from core.errors import InvalidParameter
 from core.generation import ModelRunner
 from core.lean_llama import LeanLlamaBackend
 
-needs_kernels = pytest.mark.skipif(not compact_weights.available(), reason=str(compact_weights.unavailable_reason()))
+needs_kernels = pytest.mark.skipif(
+    not compact_weights.available(), reason=str(compact_weights.unavailable_reason())
+)
 # The products themselves run in any variant, the portable one included (a build without SIMD).
-needs_build = pytest.mark.skipif(compact_weights._kernels is None, reason="the C kernels are not built here")
+needs_build = pytest.mark.skipif(
+    compact_weights._kernels is None, reason="the C kernels are not built here"
+)
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.machine() == "x86_64"),
-                    reason="the vectorized kernels are built for x86-64 Linux by scripts/install")
+@pytest.mark.skipif(
+    not (sys.platform.startswith("linux") and platform.machine() == "x86_64"),
+    reason="the vectorized kernels are built for x86-64 Linux by scripts/install",
+)
 def test_the_install_builds_the_kernels_here():
     """scripts/install compiles core/_kernels.c; without it every compact-weight path is skipped."""
     assert compact_weights.unavailable_reason() is None
@@ -56,7 +62,7 @@ def test_products_match_the_matrix_the_bytes_stand_for(precision, shape, kernel_
                 assert error.max() <= 2e-2 * np.abs(expected).max()
             elif precision == "bf16" and kernel_variant == "avx512bf16":
                 # The CPU's bf16 dot products: activations rounded to bf16 (2^-9 relative at most).
-                assert (error <= 2.0 ** -8 * magnitude + 1e-5).all()
+                assert (error <= 2.0**-8 * magnitude + 1e-5).all()
                 assert error.max() > 0  # it did round: this is not the widening loop
             else:
                 assert (error <= 1e-5 * magnitude).all()
@@ -77,7 +83,9 @@ def test_variants_agree_where_they_sum_alike():
                 compact_weights.use_variant(name)
                 results[name] = compact(x)
             for name, got in results.items():
-                np.testing.assert_allclose(got, results["portable"], rtol=1e-5, atol=1e-5, err_msg=name)
+                np.testing.assert_allclose(
+                    got, results["portable"], rtol=1e-5, atol=1e-5, err_msg=name
+                )
     finally:
         compact_weights.use_variant(before)
 
@@ -88,7 +96,9 @@ def test_the_variant_choice_takes_the_fastest_the_cpu_runs_or_the_one_asked_for(
     assert choose(("portable", "avx2")) == "avx2"
     assert choose(("portable", "avx2", "avx512bf16")) == "avx512bf16"
     assert choose(("portable", "avx2", "avx512bf16"), "avx2") == "avx2"
-    with pytest.raises(ValueError, match="cannot run the avx512bf16 kernels; it runs portable, avx2"):
+    with pytest.raises(
+        ValueError, match="cannot run the avx512bf16 kernels; it runs portable, avx2"
+    ):
         choose(("portable", "avx2"), "avx512bf16")
     with pytest.raises(ValueError, match="must be one of portable, avx2, avx512bf16, not 'sse9'"):
         choose(("portable",), "sse9")
@@ -97,15 +107,24 @@ def test_the_variant_choice_takes_the_fastest_the_cpu_runs_or_the_one_asked_for(
 @needs_build
 def test_the_environment_picks_the_variant_and_a_bad_name_is_named(tmp_path):
     """DEEPSHIVA_KERNELS (for benchmarks) forces a variant; one the CPU lacks warns and keeps the fastest."""
-    script = ("import warnings; warnings.simplefilter('always')\n"
-              "from core import compact_weights as c\n"
-              "print(c.variant(), c.available())")
+    script = (
+        "import warnings; warnings.simplefilter('always')\n"
+        "from core import compact_weights as c\n"
+        "print(c.variant(), c.available())"
+    )
     env = dict(os.environ, DEEPSHIVA_KERNELS="portable", PYTHONPATH=str(ROOT))
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.stdout.split() == ["portable", "False"], done.stderr
     env["DEEPSHIVA_KERNELS"] = "sse9"
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
-    assert done.stdout.split() == [compact_weights.variants()[-1], str(compact_weights.variants()[-1] != "portable")]
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.split() == [
+        compact_weights.variants()[-1],
+        str(compact_weights.variants()[-1] != "portable"),
+    ]
     assert "DEEPSHIVA_KERNELS must be one of portable, avx2, avx512bf16, not 'sse9'" in done.stderr
 
 
@@ -119,11 +138,11 @@ def test_int4_blocks_round_as_q4_0():
     assert compact.nbytes == 8 * 96 // 2 + 8 * 3 * 2  # 4.5 bits a weight
     widened = compact.widened()
     for b in range(3):
-        block, got = weight[:, 32 * b:32 * b + 32], widened[:, 32 * b:32 * b + 32]
+        block, got = weight[:, 32 * b : 32 * b + 32], widened[:, 32 * b : 32 * b + 32]
         step = block.abs().amax(dim=1, keepdim=True) / 8
         assert (got - block).abs().le(step * 1.01).all()
         largest = block.abs().amax(dim=1)  # exact but for the fp16 scale's rounding (2^-11)
-        assert (got.abs().amax(dim=1) - largest).abs().le(largest * 2.0 ** -10).all()
+        assert (got.abs().amax(dim=1) - largest).abs().le(largest * 2.0**-10).all()
     assert torch.equal(CompactWeight(torch.zeros(4, 32), "int4").widened(), torch.zeros(4, 32))
 
 
@@ -131,7 +150,9 @@ def test_int4_blocks_round_as_q4_0():
 def test_a_16_bit_checkpoint_is_held_exactly():
     torch.manual_seed(0)
     for precision, dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16)):
-        stored = torch.randn(64, 96).to(dtype).to(torch.float32)  # what loading a 16-bit checkpoint gives
+        stored = (
+            torch.randn(64, 96).to(dtype).to(torch.float32)
+        )  # what loading a 16-bit checkpoint gives
         assert torch.equal(CompactWeight(stored, precision).widened(), stored)
 
 
@@ -161,7 +182,10 @@ def test_bf16_decode_of_the_bf16_shipped_model_matches_fp32(shipped, widening_ke
     """The shipped checkpoint is stored in bf16: bf16 decode weights are the same numbers (with
     the kernels that widen them to fp32; the AVX512-BF16 ones round activations, next test)."""
     ids = shipped.tokenizer.encode("def mean(values):\n    total = sum(values)\n    return total /")
-    exact, compact = ModelRunner(shipped.model, decode_weights="fp32"), ModelRunner(shipped.model, decode_weights="bf16")
+    exact, compact = (
+        ModelRunner(shipped.model, decode_weights="fp32"),
+        ModelRunner(shipped.model, decode_weights="bf16"),
+    )
     assert compact.decode_weights == "bf16" and compact.decode_path == "numpy"
     assert compact.backend.blas.compact_bytes() > 0
     a, b = exact.prefill(ids), compact.prefill(ids)
@@ -193,7 +217,10 @@ def test_bf16_dot_product_kernels_stay_within_bf16_rounding(shipped):
     ids = shipped.tokenizer.encode("def mean(values):\n    total = sum(values)\n    return total /")
     try:
         compact_weights.use_variant("avx512bf16")
-        exact, compact = ModelRunner(shipped.model, decode_weights="fp32"), ModelRunner(shipped.model, decode_weights="bf16")
+        exact, compact = (
+            ModelRunner(shipped.model, decode_weights="fp32"),
+            ModelRunner(shipped.model, decode_weights="bf16"),
+        )
         exact.prefill(ids), compact.prefill(ids)
         for token in (7, 99, 1234):
             a, b = exact.decode_one_token(token), compact.decode_one_token(token)
@@ -207,7 +234,10 @@ def test_bf16_dot_product_kernels_stay_within_bf16_rounding(shipped):
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
 def test_rounded_decode_weights_stay_close(shipped, precision):
     ids = shipped.tokenizer.encode("import os\n\nfor name in os.listdir('.'):\n    print(")
-    exact, compact = ModelRunner(shipped.model, decode_weights="fp32"), ModelRunner(shipped.model, decode_weights=precision)
+    exact, compact = (
+        ModelRunner(shipped.model, decode_weights="fp32"),
+        ModelRunner(shipped.model, decode_weights=precision),
+    )
     exact.prefill(ids), compact.prefill(ids)
     for token in (7, 99):
         a, b = exact.decode_one_token(token), compact.decode_one_token(token)
@@ -222,8 +252,9 @@ def test_the_shipped_model_decodes_from_its_own_bf16_with_the_same_text(shipped_
         exact = OptimizedLLM(str(shipped_model_dir), decode_weights="fp32")
     assert shipped.info()["decode_weights"] == "bf16" and exact.info()["decode_weights"] == "fp32"
     prompt = "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n"
-    assert shipped.generate(prompt, max_length=40, temperature=0) == exact.generate(prompt, max_length=40,
-                                                                                    temperature=0)
+    assert shipped.generate(prompt, max_length=40, temperature=0) == exact.generate(
+        prompt, max_length=40, temperature=0
+    )
 
 
 @needs_kernels
@@ -232,8 +263,15 @@ def test_matrices_the_kernels_cannot_hold_stay_fp32():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=1001, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    config = LlamaConfig(
+        vocab_size=1001,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
     model = LlamaForCausalLM(config).eval()
     exact, compact = LeanLlamaBackend(model), LeanLlamaBackend(model, decode_weights="fp16")
     assert not isinstance(compact.blas.lm_head, CompactWeight)
@@ -246,18 +284,28 @@ def test_matrices_the_kernels_cannot_hold_stay_fp32():
 def test_auto_picks_the_checkpoints_own_16_bit_format_where_it_pays():
     big, small, plenty = 4 * 2**30, 8 * 2**20, 20 * 2**30
     assert choose_decode_weights("auto", "cpu", torch.bfloat16, big, plenty, kernels=True) == "bf16"
-    assert choose_decode_weights("auto", "cpu", torch.bfloat16, small, plenty, kernels=True) == "bf16"
+    assert (
+        choose_decode_weights("auto", "cpu", torch.bfloat16, small, plenty, kernels=True) == "bf16"
+    )
     assert choose_decode_weights("auto", "cpu", torch.float16, big, plenty, kernels=True) == "fp16"
     assert choose_decode_weights("auto", "cpu", torch.float16, big, None, kernels=True) == "fp16"
     # fp32 where 16 bits would round, without kernels, off the CPU, or where the copy would
     # crowd memory.
     assert choose_decode_weights("auto", "cpu", torch.float32, big, plenty, kernels=True) == "fp32"
     assert choose_decode_weights("auto", "cpu", None, big, plenty, kernels=True) == "fp32"
-    assert choose_decode_weights("auto", "cpu", torch.bfloat16, big, plenty, kernels=False) == "fp32"
-    assert choose_decode_weights("auto", "cuda", torch.bfloat16, big, plenty, kernels=True) == "fp32"
-    assert choose_decode_weights("auto", "cpu", torch.bfloat16, big, 3 * 2**30, kernels=True) == "fp32"
+    assert (
+        choose_decode_weights("auto", "cpu", torch.bfloat16, big, plenty, kernels=False) == "fp32"
+    )
+    assert (
+        choose_decode_weights("auto", "cuda", torch.bfloat16, big, plenty, kernels=True) == "fp32"
+    )
+    assert (
+        choose_decode_weights("auto", "cpu", torch.bfloat16, big, 3 * 2**30, kernels=True) == "fp32"
+    )
     # An explicit choice is kept; the engine reports what cannot run.
-    assert choose_decode_weights("int8", "cpu", torch.float32, small, plenty, kernels=True) == "int8"
+    assert (
+        choose_decode_weights("int8", "cpu", torch.float32, small, plenty, kernels=True) == "int8"
+    )
     with pytest.raises(InvalidParameter, match="decode_weights must be one of"):
         choose_decode_weights("fp8", "cpu", None, big, plenty, kernels=True)
     if sys.platform.startswith("linux"):  # what the engine passes as free_bytes
@@ -274,8 +322,12 @@ def test_the_engine_reports_and_refuses_decode_weights_clearly(tiny_model_dir):
     with pytest.raises(InvalidParameter, match="choose one"):
         OptimizedLLM(str(tiny_model_dir), int8_decode=True, decode_weights="fp16")
     # 16-bit decode weights need the NumPy decode path (here: the probe says no AVX2).
-    with cpu_capabilities.inject("portable"), pytest.raises(
-            InvalidParameter, match="fp16 decode weights cannot run here: this CPU has no AVX2") as err:
+    with (
+        cpu_capabilities.inject("portable"),
+        pytest.raises(
+            InvalidParameter, match="fp16 decode weights cannot run here: this CPU has no AVX2"
+        ) as err,
+    ):
         OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.bfloat16, decode_weights="fp16")
     assert err.value.param == "decode_weights"
 

@@ -6,7 +6,9 @@ import pytest
 from core import compact_weights, cpu_attention
 
 # Attention runs in every kernel variant, the portable one included (a build without SIMD).
-pytestmark = pytest.mark.skipif(compact_weights._kernels is None, reason="the C kernels are not built here")
+pytestmark = pytest.mark.skipif(
+    compact_weights._kernels is None, reason="the C kernels are not built here"
+)
 
 
 def reference(q, k, v, start, scale):
@@ -16,31 +18,35 @@ def reference(q, k, v, start, scale):
     out = np.zeros((count, heads, dim), np.float64)
     for r in range(count):
         for h in range(heads):
-            keys, values = k[h // group, :start + r + 1], v[h // group, :start + r + 1]
+            keys, values = k[h // group, : start + r + 1], v[h // group, : start + r + 1]
             scores = keys.astype(np.float64) @ q[r, h] * scale
             weights = np.exp(scores - scores.max())
             out[r, h] = weights @ values / weights.sum()
     return out.reshape(count, heads * dim)
 
 
-@pytest.mark.parametrize("heads, kv_heads, dim, capacity, start, count", [
-    (32, 4, 64, 2048, 1023, 1),  # the 1B shape's decode step: grouped query heads
-    (4, 4, 64, 1024, 300, 7),    # the shipped model's shape, a draft check of 7 rows
-    (6, 2, 20, 64, 0, 3),        # a head size the vector loops do not divide
-    (8, 8, 128, 512, 37, 8),
-    (2, 1, 64, 16, 5, 1),        # fewer keys than one vector
-])
+@pytest.mark.parametrize(
+    "heads, kv_heads, dim, capacity, start, count",
+    [
+        (32, 4, 64, 2048, 1023, 1),  # the 1B shape's decode step: grouped query heads
+        (4, 4, 64, 1024, 300, 7),  # the shipped model's shape, a draft check of 7 rows
+        (6, 2, 20, 64, 0, 3),  # a head size the vector loops do not divide
+        (8, 8, 128, 512, 37, 8),
+        (2, 1, 64, 16, 5, 1),  # fewer keys than one vector
+    ],
+)
 @pytest.mark.parametrize("threads", [1, 2])
-def test_matches_softmax_attention_with_the_causal_mask(heads, kv_heads, dim, capacity, start, count, threads,
-                                                        kernel_variant):
+def test_matches_softmax_attention_with_the_causal_mask(
+    heads, kv_heads, dim, capacity, start, count, threads, kernel_variant
+):
     rng = np.random.default_rng(heads * dim + start)
     q = rng.standard_normal((count, heads, dim), dtype=np.float32) * 3
     k = rng.standard_normal((kv_heads, capacity, dim), dtype=np.float32)
     v = rng.standard_normal((kv_heads, capacity, dim), dtype=np.float32)
-    k[:, start + count:] = 1e4  # beyond the rows' own positions: must not be seen
-    out = cpu_attention.attend(q, k, v, start, dim ** -0.5, threads)
+    k[:, start + count :] = 1e4  # beyond the rows' own positions: must not be seen
+    out = cpu_attention.attend(q, k, v, start, dim**-0.5, threads)
     assert out.shape == (count, heads * dim) and out.dtype == np.float32
-    np.testing.assert_allclose(out, reference(q, k, v, start, dim ** -0.5), rtol=0, atol=2e-5)
+    np.testing.assert_allclose(out, reference(q, k, v, start, dim**-0.5), rtol=0, atol=2e-5)
 
 
 def test_peaked_and_flat_scores_stay_finite(kernel_variant):
@@ -53,15 +59,24 @@ def test_peaked_and_flat_scores_stay_finite(kernel_variant):
     np.testing.assert_allclose(out[0, 64:], v[1].mean(axis=0), atol=1e-5)  # q = 0: every key alike
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(start=64), "exceeds the cache's capacity"),
-    (dict(q=np.zeros((1, 3, 8), np.float32)), "multiple of kv_heads"),
-    (dict(v=np.zeros((2, 32, 8), np.float32)), "k and v must be"),
-    (dict(threads=0), "threads must be positive"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(start=64), "exceeds the cache's capacity"),
+        (dict(q=np.zeros((1, 3, 8), np.float32)), "multiple of kv_heads"),
+        (dict(v=np.zeros((2, 32, 8), np.float32)), "k and v must be"),
+        (dict(threads=0), "threads must be positive"),
+    ],
+)
 def test_bad_shapes_are_refused_by_name(change, message):
-    args = dict(q=np.zeros((1, 4, 8), np.float32), k=np.zeros((2, 64, 8), np.float32),
-                v=np.zeros((2, 64, 8), np.float32), start=3, scale=1.0, threads=1)
+    args = dict(
+        q=np.zeros((1, 4, 8), np.float32),
+        k=np.zeros((2, 64, 8), np.float32),
+        v=np.zeros((2, 64, 8), np.float32),
+        start=3,
+        scale=1.0,
+        threads=1,
+    )
     args.update(change)
     with pytest.raises(ValueError, match=message):
         cpu_attention.attend(**args)

@@ -18,7 +18,9 @@ def hardware(monkeypatch):
         monkeypatch.setattr(devices, "cuda_available", lambda: cuda)
         monkeypatch.setattr(devices, "mps_available", lambda: mps)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_gpu)
-        monkeypatch.setattr(cpu_capabilities, "_injected", cpu_capabilities.from_cpuinfo(cpuinfo, "injected"))
+        monkeypatch.setattr(
+            cpu_capabilities, "_injected", cpu_capabilities.from_cpuinfo(cpuinfo, "injected")
+        )
 
     return set_hardware
 
@@ -68,7 +70,12 @@ def test_default_dtype_follows_the_device(hardware, device, kwargs, expected):
 
 @pytest.mark.parametrize(
     "given, expected",
-    [("bfloat16", torch.bfloat16), ("float16", torch.float16), ("float32", torch.float32), (torch.float16, torch.float16)],
+    [
+        ("bfloat16", torch.bfloat16),
+        ("float16", torch.float16),
+        ("float32", torch.float32),
+        (torch.float16, torch.float16),
+    ],
 )
 def test_dtype_override(given, expected):
     assert devices.select_dtype("cpu", given) == expected
@@ -86,7 +93,9 @@ def test_cpu_flag_parsing():
     assert not devices.cpu_has_native_bf16(AVX2_ONLY)
     full_avx2 = "flags\t\t: sse avx avx2 fma f16c\n"
     assert cpu_capabilities.from_cpuinfo(full_avx2) == cpu_capabilities.CpuCapabilities(False, True)
-    assert not cpu_capabilities.from_cpuinfo(AVX2_ONLY).avx2  # no F16C: the kernels' loops cannot run
+    assert not cpu_capabilities.from_cpuinfo(
+        AVX2_ONLY
+    ).avx2  # no F16C: the kernels' loops cannot run
     assert cpu_capabilities.from_cpuinfo(GRAVITON).native_bf16
 
 
@@ -106,7 +115,9 @@ def test_the_cpu_description_can_be_injected_or_named_for_a_server(monkeypatch):
     assert cpu_capabilities.current() == cpu_capabilities.PORTABLE
     assert cpu_capabilities.PORTABLE.describe() == "no SIMD the kernels use"
     monkeypatch.setenv("DEEPSHIVA_CPU", "risc")
-    with pytest.raises(ValueError, match="DEEPSHIVA_CPU must be one of native-bf16, avx2, portable"):
+    with pytest.raises(
+        ValueError, match="DEEPSHIVA_CPU must be one of native-bf16, avx2, portable"
+    ):
         cpu_capabilities.current()
 
 
@@ -128,11 +139,16 @@ def test_cpu_masters_are_fp32_unless_asked_for_and_say_why(hardware):
     from core.backends import select
 
     hardware(cpuinfo=ZEN4)
-    for stored, decode, why in ((torch.bfloat16, "auto", "measured faster"), (torch.float16, "auto", "fp16 checkpoint"),
-                                (torch.bfloat16, "fp32", "asked for")):
+    for stored, decode, why in (
+        (torch.bfloat16, "auto", "measured faster"),
+        (torch.float16, "auto", "fp16 checkpoint"),
+        (torch.bfloat16, "fp32", "asked for"),
+    ):
         dtype, reason = select.master_dtype(stored, decode)
         assert dtype == torch.float32 and why in reason
-    assert devices.select_dtype("cpu", "bfloat16", torch.float16, "fp32") == torch.bfloat16  # asked for
+    assert (
+        devices.select_dtype("cpu", "bfloat16", torch.float16, "fp32") == torch.bfloat16
+    )  # asked for
     hardware(cpuinfo=AVX2_ONLY)
     dtype, reason = select.master_dtype(torch.bfloat16)
     assert dtype == torch.float32 and "emulates bf16" in reason

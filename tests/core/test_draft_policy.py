@@ -25,7 +25,9 @@ def test_untimed_lengths_are_tried_once():
 
 
 def test_compute_bound_passes_need_high_acceptance():
-    costs = {rows: 0.001 * (1 + 0.45 * (rows - 1)) for rows in range(1, 8)}  # the shipped model here
+    costs = {
+        rows: 0.001 * (1 + 0.45 * (rows - 1)) for rows in range(1, 8)
+    }  # the shipped model here
     assert trained(costs, acceptance=0.12).length(6) == 0
     assert trained(costs, acceptance=0.95).length(6) >= 3
 

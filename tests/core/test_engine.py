@@ -51,7 +51,10 @@ def test_greedy_is_deterministic_and_seeded_sampling_repeats(llm):
 
 def test_sampling_parameters_change_the_output(llm):
     seeds = range(6)
-    wide = {llm.generate(PROMPT, max_length=6, temperature=2.0, top_k=0, top_p=1.0, seed=s) for s in seeds}
+    wide = {
+        llm.generate(PROMPT, max_length=6, temperature=2.0, top_k=0, top_p=1.0, seed=s)
+        for s in seeds
+    }
     narrow = {llm.generate(PROMPT, max_length=6, temperature=2.0, top_k=1, seed=s) for s in seeds}
     assert len(narrow) == 1  # top_k=1 is greedy whatever the temperature
     assert len(wide) > 1
@@ -100,10 +103,16 @@ def test_stop_sequence_across_token_boundary_ends_output_before_it(llm):
     ids = tokenizer.encode(free.text, add_special_tokens=False)
     # A stop string that straddles the boundary between two generated tokens.
     pieces = [tokenizer.decode(ids[:i]) for i in range(len(ids) + 1)]
-    boundary = next(i for i in range(2, len(pieces) - 1) if len(pieces[i]) >= 2 and len(pieces[i + 1]) > len(pieces[i]))
+    boundary = next(
+        i
+        for i in range(2, len(pieces) - 1)
+        if len(pieces[i]) >= 2 and len(pieces[i + 1]) > len(pieces[i])
+    )
     stop = pieces[boundary][-1] + pieces[boundary + 1][len(pieces[boundary])]
     cut = free.text.find(stop)
-    stopped = llm.complete(PROMPT, max_length=24, temperature=0, repetition_penalty=1.0, stop_sequences=[stop])
+    stopped = llm.complete(
+        PROMPT, max_length=24, temperature=0, repetition_penalty=1.0, stop_sequences=[stop]
+    )
     assert stopped.text == free.text[:cut]
     assert stop not in stopped.text
     assert stopped.finish_reason == "stop"
@@ -120,13 +129,28 @@ def test_streaming_yields_the_same_text_in_chunks(llm):
 def test_stream_holds_back_a_possible_stop_start(llm):
     whole = llm.generate(PROMPT, max_length=20, temperature=0, repetition_penalty=1.0)
     stop = whole[5:8] + "\x00never"
-    chunks = list(llm.generate(PROMPT, max_length=20, temperature=0, repetition_penalty=1.0,
-                               stop_sequences=[stop], stream=True))
+    chunks = list(
+        llm.generate(
+            PROMPT,
+            max_length=20,
+            temperature=0,
+            repetition_penalty=1.0,
+            stop_sequences=[stop],
+            stream=True,
+        )
+    )
     assert "".join(chunks) == whole
 
 
 def test_closing_a_stream_stops_decoding_at_once(llm):
-    stream = llm.generate(PROMPT, max_length=200, temperature=0, repetition_penalty=1.0, stream=True, stop_sequences=None)
+    stream = llm.generate(
+        PROMPT,
+        max_length=200,
+        temperature=0,
+        repetition_penalty=1.0,
+        stream=True,
+        stop_sequences=None,
+    )
     next(stream)
     steps_at_close = llm.decode_steps
     stream.close()
@@ -160,14 +184,18 @@ def test_generation_error_is_raised_in_the_caller_not_hung(llm, monkeypatch):
 
 def test_fim_request_uses_the_models_dialect_and_never_shows_markers(llm):
     assert llm.info()["fim_dialect"] == "starcoder"
-    result = llm.complete("def add(a, b):\n    ", suffix="\n\nprint(add(1, 2))\n", max_length=30, temperature=0)
+    result = llm.complete(
+        "def add(a, b):\n    ", suffix="\n\nprint(add(1, 2))\n", max_length=30, temperature=0
+    )
     for marker in ("<fim_prefix>", "<fim_suffix>", "<fim_middle>", "<|endoftext|>", "<file_sep>"):
         assert marker not in result.text
 
 
 def test_plain_completion_never_emits_fim_tokens(llm):
     for seed in range(5):
-        text = llm.generate("x = 1\n", max_length=40, temperature=2.0, top_k=0, top_p=1.0, seed=seed)
+        text = llm.generate(
+            "x = 1\n", max_length=40, temperature=2.0, top_k=0, top_p=1.0, seed=seed
+        )
         assert "<fim_" not in text and "<file_sep>" not in text
 
 
@@ -189,7 +217,9 @@ def test_long_prompt_keeps_the_text_nearest_the_cursor(llm):
         )
     )
     assert truncated
-    assert "last_line" in llm.tokenizer.decode(ids + [0])  # nearest text kept (plus the healed token)
+    assert "last_line" in llm.tokenizer.decode(
+        ids + [0]
+    )  # nearest text kept (plus the healed token)
     assert "value_0 =" not in llm.tokenizer.decode(ids)
 
 
@@ -204,7 +234,9 @@ def test_long_fim_prompt_trims_both_sides(llm):
 def test_token_healing_backs_off_a_partial_last_token(llm):
     from core.request import GenerationRequest
 
-    request = GenerationRequest.checked("def fibonacci(n):\n    ret", context_length=llm.context_length)
+    request = GenerationRequest.checked(
+        "def fibonacci(n):\n    ret", context_length=llm.context_length
+    )
     ids, heal, _, size = llm._encode(request)
     assert heal and "def fibonacci(n):\n    ret".endswith(heal)
     assert len(ids) == size - 1
@@ -273,7 +305,9 @@ def test_unknown_model_is_not_found_quickly_when_offline(monkeypatch):
     assert "## Use a real code model" in readme
 
 
-@pytest.mark.parametrize("name", ["../../etc/passwd", "https://example.invalid/model", "/no/such/dir/here"])
+@pytest.mark.parametrize(
+    "name", ["../../etc/passwd", "https://example.invalid/model", "/no/such/dir/here"]
+)
 def test_bad_model_names_are_not_found(name):
     with pytest.raises(ModelNotFound):
         OptimizedLLM(name)
@@ -302,7 +336,9 @@ def test_int8_on_cpu_loads_quantized_weights(tiny_model_dir):
     assert isinstance(llm.generate(PROMPT, max_length=4, temperature=0), str)
 
 
-def test_int8_without_bitsandbytes_is_a_clear_error_not_a_silent_full_load(tiny_model_dir, monkeypatch):
+def test_int8_without_bitsandbytes_is_a_clear_error_not_a_silent_full_load(
+    tiny_model_dir, monkeypatch
+):
     import builtins
 
     from core import QuantizationUnavailable

@@ -7,38 +7,89 @@ import threading
 
 import pytest
 import torch
-from transformers import (AutoTokenizer, GemmaConfig, GemmaForCausalLM, LlamaConfig, LlamaForCausalLM, MistralConfig,
-                          MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM, StableLmConfig, StableLmForCausalLM,
-                          Starcoder2Config, Starcoder2ForCausalLM)
+from transformers import (
+    AutoTokenizer,
+    GemmaConfig,
+    GemmaForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    StableLmConfig,
+    StableLmForCausalLM,
+    Starcoder2Config,
+    Starcoder2ForCausalLM,
+)
 
 from core import OptimizedLLM, compact_weights
 from core.generation import ModelRunner
 from tiny_model import build_tiny_model
 
-SHAPE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-             max_position_embeddings=1024)
+SHAPE = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=1024,
+)
 # family -> (config class, model class, extra config, the FIM tokens its tokenizer carries, FIM dialect)
 FAMILIES = {
-    "llama": (LlamaConfig, LlamaForCausalLM, dict(rope_parameters={"rope_type": "linear", "factor": 4.0,
-                                                                     "rope_theta": 100000.0}),
-              "deepseek", "deepseek"),  # DeepSeek-Coder: a Llama with linear RoPE scaling
-    "mistral": (MistralConfig, MistralForCausalLM, dict(sliding_window=48), "codestral", "codestral"),
+    "llama": (
+        LlamaConfig,
+        LlamaForCausalLM,
+        dict(rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 100000.0}),
+        "deepseek",
+        "deepseek",
+    ),  # DeepSeek-Coder: a Llama with linear RoPE scaling
+    "mistral": (
+        MistralConfig,
+        MistralForCausalLM,
+        dict(sliding_window=48),
+        "codestral",
+        "codestral",
+    ),
     "qwen2": (Qwen2Config, Qwen2ForCausalLM, dict(tie_word_embeddings=True), "qwen", "qwen"),
-    "stablelm": (StableLmConfig, StableLmForCausalLM, dict(use_qkv_bias=True, partial_rotary_factor=0.25),
-                 "starcoder", "starcoder"),
-    "starcoder2": (Starcoder2Config, Starcoder2ForCausalLM, dict(use_bias=True, sliding_window=48), "starcoder",
-                   "starcoder"),
-    "gemma": (GemmaConfig, GemmaForCausalLM, dict(head_dim=16, num_key_value_heads=1), "qwen", "qwen"),
+    "stablelm": (
+        StableLmConfig,
+        StableLmForCausalLM,
+        dict(use_qkv_bias=True, partial_rotary_factor=0.25),
+        "starcoder",
+        "starcoder",
+    ),
+    "starcoder2": (
+        Starcoder2Config,
+        Starcoder2ForCausalLM,
+        dict(use_bias=True, sliding_window=48),
+        "starcoder",
+        "starcoder",
+    ),
+    "gemma": (
+        GemmaConfig,
+        GemmaForCausalLM,
+        dict(head_dim=16, num_key_value_heads=1),
+        "qwen",
+        "qwen",
+    ),
 }
 
 
 def build_family(out, family: str):
     config_cls, model_cls, extra, fim_family, _ = FAMILIES[family]
-    build_tiny_model(out, family=fim_family, vocab_size=600)  # the tokenizer with this family's FIM tokens
+    build_tiny_model(
+        out, family=fim_family, vocab_size=600
+    )  # the tokenizer with this family's FIM tokens
     tokenizer = AutoTokenizer.from_pretrained(out)
     eos = tokenizer.eos_token_id
-    config = config_cls(**{**SHAPE, **extra}, vocab_size=len(tokenizer), bos_token_id=eos, eos_token_id=eos,
-                        pad_token_id=eos)
+    config = config_cls(
+        **{**SHAPE, **extra},
+        vocab_size=len(tokenizer),
+        bos_token_id=eos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+    )
     torch.manual_seed(1)
     model = model_cls(config).eval()
     with torch.no_grad():
@@ -53,7 +104,9 @@ def build_family(out, family: str):
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
 def family_dir(request, tmp_path_factory):
-    return request.param, build_family(tmp_path_factory.mktemp(f"family-{request.param}"), request.param)
+    return request.param, build_family(
+        tmp_path_factory.mktemp(f"family-{request.param}"), request.param
+    )
 
 
 def _greedy(runner, ids, n):
@@ -70,8 +123,13 @@ def test_the_family_runs_lean_with_transformers_greedy_tokens(family_dir):
     assert llm.info()["backend"] == f"lean-{family}", llm.info()["path"]
     ids = llm.tokenizer.encode("def fibonacci(n):\n    if n < 2:\n        return n\n" * 4)[:100]
     with torch.inference_mode():
-        expected = llm.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                      max_new_tokens=20, min_new_tokens=20, do_sample=False)[0, len(ids):].tolist()
+        expected = llm.model.generate(
+            torch.tensor([ids]),
+            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+            max_new_tokens=20,
+            min_new_tokens=20,
+            do_sample=False,
+        )[0, len(ids) :].tolist()
     assert _greedy(ModelRunner(llm.model), ids, 20) == expected
     # Past a sliding window (mistral, starcoder2: 48 tokens) and after a keystroke, with the
     # cache reused: the logits of a fresh transformers pass over the whole prompt.
@@ -90,14 +148,19 @@ def test_the_family_runs_lean_with_transformers_greedy_tokens(family_dir):
     assert float((all_logits - fresh).abs().max()) < 1e-4
 
 
-@pytest.mark.skipif(not compact_weights.available(), reason=str(compact_weights.unavailable_reason()))
+@pytest.mark.skipif(
+    not compact_weights.available(), reason=str(compact_weights.unavailable_reason())
+)
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
 def test_compact_decode_weights_run_every_family(family_dir, precision):
     family, path = family_dir
     llm = OptimizedLLM(str(path), torch_dtype=torch.float32, decode_weights=precision)
     info = llm.info()
     assert info["decode_weights"] == precision and info["decode_path"] == "numpy"
-    if family in ("llama", "mistral"):  # the fused C step computes their layer (mistral: within its window)
+    if family in (
+        "llama",
+        "mistral",
+    ):  # the fused C step computes their layer (mistral: within its window)
         assert info["path"]["decode"] == f"fused C step, {precision} weights"
     else:  # the select module says what the fused step lacks for this family
         assert any("fused C" in r for r in info["path"]["reasons"]), info["path"]
@@ -125,9 +188,13 @@ def test_the_engine_fills_in_the_middle_and_keeps_its_features(family_dir):
     for lookup in (False, True):
         llm.prompt_lookup = lookup
         llm._runner.reset()
-        outputs[lookup] = llm.complete(text, max_length=24, temperature=0, repetition_penalty=1.0).text
+        outputs[lookup] = llm.complete(
+            text, max_length=24, temperature=0, repetition_penalty=1.0
+        ).text
     assert outputs[True] == outputs[False]
-    assert isinstance(llm.complete("x = [1, 2,", max_length=8, temperature=0, language="python").text, str)
+    assert isinstance(
+        llm.complete("x = [1, 2,", max_length=8, temperature=0, language="python").text, str
+    )
     cancel = threading.Event()
     stream = llm.stream("import os\n", cancel_event=cancel, max_length=200, temperature=0.8, seed=3)
     next(iter(stream), None)

@@ -30,7 +30,9 @@ def test_fim_prompt_is_laid_out_in_the_models_own_dialect(family, tmp_path):
     llm = OptimizedLLM(str(build_tiny_model(tmp_path, family=family, vocab_size=400)))
     assert llm.info()["fim_dialect"] == family
     prefix, suffix = "def add(a, b):\n    ", "\n\nprint(add(1, 2))\n"
-    request = GenerationRequest.checked(prefix, suffix=suffix, max_length=8, context_length=llm.context_length)
+    request = GenerationRequest.checked(
+        prefix, suffix=suffix, max_length=8, context_length=llm.context_length
+    )
     ids, heal, truncated, _ = llm._encode(request)
     assert not truncated
     assert prefix.endswith(heal)  # the prefix's last token is healed: regrown by the model
@@ -81,11 +83,15 @@ def test_spm_order_puts_the_suffix_first_so_typing_reuses_the_whole_prompt(tiny_
     for order in ("psm", "spm"):
         llm = OptimizedLLM(str(tiny_model_dir), fim_order=order)
         assert llm.info()["fim_order"] == order
-        request = GenerationRequest.checked(prefix, suffix=suffix, max_length=4,
-                                            context_length=llm.context_length)
+        request = GenerationRequest.checked(
+            prefix, suffix=suffix, max_length=4, context_length=llm.context_length
+        )
         ids = llm._encode(request)[0]
-        expected = (["<fim_prefix>", "text", "<fim_suffix>", "text", "<fim_middle>"] if order == "psm"
-                    else ["<fim_prefix>", "<fim_suffix>", "text", "<fim_middle>", "text"])
+        expected = (
+            ["<fim_prefix>", "text", "<fim_suffix>", "text", "<fim_middle>"]
+            if order == "psm"
+            else ["<fim_prefix>", "<fim_suffix>", "text", "<fim_middle>", "text"]
+        )
         assert _marker_order(llm, ids, markers) == expected
         llm.complete(prefix, suffix=suffix, max_length=2, temperature=0)
         typed = llm.complete(prefix + "retu", suffix=suffix, max_length=2, temperature=0)
@@ -97,7 +103,9 @@ def test_spm_order_puts_the_suffix_first_so_typing_reuses_the_whole_prompt(tiny_
 
 def test_spm_keeps_a_cut_suffix_still_while_a_short_prefix_grows(tiny_model_dir):
     llm = OptimizedLLM(str(tiny_model_dir), fim_order="spm")
-    suffix = "".join(f"\nvalue_{i} = compute({i}, {i * 7})" for i in range(400))  # far past the context
+    suffix = "".join(
+        f"\nvalue_{i} = compute({i}, {i * 7})" for i in range(400)
+    )  # far past the context
     prefix = "import os\n\n\ndef add(a, b):\n    "
     first = llm.complete(prefix, suffix=suffix, max_length=2, temperature=0)
     assert first.truncated
@@ -108,7 +116,9 @@ def test_spm_keeps_a_cut_suffix_still_while_a_short_prefix_grows(tiny_model_dir)
         assert result.prompt_tokens - result.reused_prompt_tokens <= 4, typed
 
 
-def test_fim_order_auto_follows_the_models_config_and_bad_values_are_refused(tiny_model_dir, tmp_path):
+def test_fim_order_auto_follows_the_models_config_and_bad_values_are_refused(
+    tiny_model_dir, tmp_path
+):
     assert OptimizedLLM(str(tiny_model_dir)).info()["fim_order"] == "psm"
     spm_model = _with_config(tiny_model_dir, tmp_path / "spm", fim_order="spm")
     assert OptimizedLLM(str(spm_model)).info()["fim_order"] == "spm"
@@ -121,16 +131,30 @@ def test_a_dialect_with_one_order_keeps_it(tmp_path):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tiny_model import build_tiny_model
 
-    llm = OptimizedLLM(str(build_tiny_model(tmp_path, family="codestral", vocab_size=400)), fim_order="psm")
+    llm = OptimizedLLM(
+        str(build_tiny_model(tmp_path, family="codestral", vocab_size=400)), fim_order="psm"
+    )
     assert llm.info()["fim_order"] == "spm"  # Codestral's only order is suffix-first
-    request = GenerationRequest.checked("P = 1\n", suffix="S = 2\n", max_length=4, context_length=llm.context_length)
+    request = GenerationRequest.checked(
+        "P = 1\n", suffix="S = 2\n", max_length=4, context_length=llm.context_length
+    )
     ids = llm._encode(request)[0]
-    assert _marker_order(llm, ids, ["[SUFFIX]", "[PREFIX]"]) == ["[SUFFIX]", "text", "[PREFIX]", "text"]
+    assert _marker_order(llm, ids, ["[SUFFIX]", "[PREFIX]"]) == [
+        "[SUFFIX]",
+        "text",
+        "[PREFIX]",
+        "text",
+    ]
 
 
 @pytest.mark.parametrize(
     "prefix, suffix, budget, expected",
-    [(10, 10, 100, (10, 10)), (1000, 1000, 100, (75, 25)), (1000, 5, 100, (95, 5)), (5, 1000, 100, (5, 95))],
+    [
+        (10, 10, 100, (10, 10)),
+        (1000, 1000, 100, (75, 25)),
+        (1000, 5, 100, (95, 5)),
+        (5, 1000, 100, (5, 95)),
+    ],
 )
 def test_fim_budget_split(prefix, suffix, budget, expected):
     assert split_budget(prefix, suffix, budget) == expected
@@ -168,7 +192,10 @@ def test_clear_memory_lowers_the_process_rss(tmp_path):
     model_dir = build_tiny_model(tmp_path, hidden_size=1024, layers=8, vocab_size=600)
     root = Path(__file__).resolve().parents[2]
     out = subprocess.run(
-        [sys.executable, "-c", RSS_PROBE, str(model_dir), str(root)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", RSS_PROBE, str(model_dir), str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert out.returncode == 0, out.stderr
     rss = json.loads(out.stdout.strip().splitlines()[-1])

@@ -53,8 +53,12 @@ def _ids(tok, *names) -> list[int]:
 def reference(family: str, order: str, tok, p: str, s: str) -> list[int]:
     """The family's published FIM prompt for prefix ``p`` and suffix ``s``, as token ids."""
     if family == "starcoder":
-        return _whole(tok, f"<fim_prefix>{p}<fim_suffix>{s}<fim_middle>" if order == "psm"
-                      else f"<fim_prefix><fim_suffix>{s}<fim_middle>{p}")
+        return _whole(
+            tok,
+            f"<fim_prefix>{p}<fim_suffix>{s}<fim_middle>"
+            if order == "psm"
+            else f"<fim_prefix><fim_suffix>{s}<fim_middle>{p}",
+        )
     if family in ("qwen", "codegemma"):
         return _whole(tok, f"<|fim_prefix|>{p}<|fim_suffix|>{s}<|fim_middle|>")
     if family == "deepseek":
@@ -103,7 +107,9 @@ def family_models(tmp_path_factory):
 
 
 def _encoded(llm, prefix, suffix, heal):
-    request = GenerationRequest.checked(prefix, suffix=suffix, max_length=8, context_length=llm.context_length)
+    request = GenerationRequest.checked(
+        prefix, suffix=suffix, max_length=8, context_length=llm.context_length
+    )
     ids, heal_text, truncated, _ = llm._encode(request, heal=heal)
     assert not truncated
     return ids, heal_text
@@ -119,35 +125,55 @@ def test_fim_prompts_match_the_familys_reference_token_by_token(family, family_m
         for suffix in SUFFIXES:
             expected = reference(family, order, tok, PREFIX, suffix)
             ids, _ = _encoded(llm, PREFIX, suffix, heal=False)
-            assert tok.convert_ids_to_tokens(ids) == tok.convert_ids_to_tokens(expected), (order, suffix)
+            assert tok.convert_ids_to_tokens(ids) == tok.convert_ids_to_tokens(expected), (
+                order,
+                suffix,
+            )
             # With healing, the prefix's last token leaves the prompt and the model regrows its text.
             healed, heal_text = _encoded(llm, PREFIX, suffix, heal=True)
             prefix_end = len(_plain(tok, PREFIX)) - 1
             if order == "psm" and family != "codestral":
-                cut = ids.index(_ids(tok, {"starcoder": "<fim_suffix>", "deepseek": "<｜fim▁hole｜>",
-                                           "codellama": "▁<SUF>"}.get(family, "<|fim_suffix|>"))[0]) - 1
+                cut = (
+                    ids.index(
+                        _ids(
+                            tok,
+                            {
+                                "starcoder": "<fim_suffix>",
+                                "deepseek": "<｜fim▁hole｜>",
+                                "codellama": "▁<SUF>",
+                            }.get(family, "<|fim_suffix|>"),
+                        )[0]
+                    )
+                    - 1
+                )
             else:
                 cut = len(ids) - 1
             assert ids[cut] == _plain(tok, PREFIX)[prefix_end]
-            assert healed == ids[:cut] + ids[cut + 1:]
+            assert healed == ids[:cut] + ids[cut + 1 :]
             assert heal_text and PREFIX.endswith(heal_text)
         llm.clear_memory()
 
 
-@pytest.mark.parametrize("family, suffix_marker", [("codellama", "▁<SUF>"), ("codestral", "[SUFFIX]")])
+@pytest.mark.parametrize(
+    "family, suffix_marker", [("codellama", "▁<SUF>"), ("codestral", "[SUFFIX]")]
+)
 def test_sentencepiece_suffix_has_no_dummy_prefix_space(family, suffix_marker, family_models):
     """The issue's case: ``▁<SUF> ▁ \\n ▁ ▁ ▁ ▁return`` was built; the recipes give ``▁<SUF> \\n ▁ ▁ ▁ ▁return``."""
     llm = OptimizedLLM(str(family_models(family)))
     ids, _ = _encoded(llm, "def f(x):\n    y = x", "\n    return y\n", heal=False)
     tokens = llm.tokenizer.convert_ids_to_tokens(ids)
-    after = tokens[tokens.index(suffix_marker) + 1:]
+    after = tokens[tokens.index(suffix_marker) + 1 :]
     assert after[:5] == ["\n", "▁", "▁", "▁", "▁return"]
     # The prefix keeps its dummy prefix: the recipes encode it as a text of its own.
     prefix_start = tokens.index("▁<PRE>" if family == "codellama" else "[PREFIX]") + 1
     assert tokens[prefix_start] == "▁def"
     # And a completion never shows a marker or the end-of-text token.
-    text = llm.generate("def f(x):\n    y = x", suffix="\n    return y\n", max_length=16, temperature=1.5, seed=2)
-    assert not any(m in text for m in ("<PRE>", "<SUF>", "<MID>", "<EOT>", "[PREFIX]", "[SUFFIX]", "</s>"))
+    text = llm.generate(
+        "def f(x):\n    y = x", suffix="\n    return y\n", max_length=16, temperature=1.5, seed=2
+    )
+    assert not any(
+        m in text for m in ("<PRE>", "<SUF>", "<MID>", "<EOT>", "[PREFIX]", "[SUFFIX]", "</s>")
+    )
 
 
 def test_the_shipped_models_fim_prompt_is_starcoders_in_its_own_order(shipped_model_dir):
@@ -167,8 +193,11 @@ def test_a_middle_that_starts_with_a_space_keeps_it(family, marker):
     from core.text_stream import IncrementalDecoder
 
     tok = build_family_tokenizer(family)
-    before = _plain(tok, "\n    y = x")[-2:] + _ids(tok, marker) if family == "codellama" else \
-        _ids(tok, marker) + _plain(tok, "def f(x):\n   ")
+    before = (
+        _plain(tok, "\n    y = x")[-2:] + _ids(tok, marker)
+        if family == "codellama"
+        else _ids(tok, marker) + _plain(tok, "def f(x):\n   ")
+    )
     decoder = IncrementalDecoder(tok, context_ids=before[-4:])
     middle = _infilling(tok, " return y")  # what the model generates: ▁return ▁y
     assert tok.convert_ids_to_tokens(middle) == ["▁return", "▁y"]

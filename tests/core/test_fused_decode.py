@@ -8,7 +8,9 @@ from transformers import AutoModelForCausalLM
 from core import compact_weights
 from core.lean_llama import LeanLlamaBackend
 
-pytestmark = pytest.mark.skipif(not compact_weights.available(), reason="the C kernels are not built here")
+pytestmark = pytest.mark.skipif(
+    not compact_weights.available(), reason="the C kernels are not built here"
+)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,10 @@ def test_draft_checks_still_match_after_fused_steps(hf_model):
     for backend in (fused, op_by_op):
         backend.forward(list(range(5, 100)))
         backend.forward([7])
-    a, b = fused.forward([8, 9, 10, 11], all_logits=True), op_by_op.forward([8, 9, 10, 11], all_logits=True)
+    a, b = (
+        fused.forward([8, 9, 10, 11], all_logits=True),
+        op_by_op.forward([8, 9, 10, 11], all_logits=True),
+    )
     assert float((a - b).abs().max()) < 1e-4
 
 
@@ -63,9 +68,23 @@ def test_bad_buffers_are_refused_by_name(hf_model):
 
     def call(x=None, layers=None, start=2):
         x = np.zeros(shape["hidden"], np.float32) if x is None else x
-        _kernels.decode_layers(fused.kind, x, fused.layers if layers is None else layers, rope, k, v, shape["hidden"],
-                               shape["heads"], shape["kv_heads"], shape["dim"], shape["mlp"], start, shape["eps"],
-                               shape["scale"], 1)
+        _kernels.decode_layers(
+            fused.kind,
+            x,
+            fused.layers if layers is None else layers,
+            rope,
+            k,
+            v,
+            shape["hidden"],
+            shape["heads"],
+            shape["kv_heads"],
+            shape["dim"],
+            shape["mlp"],
+            start,
+            shape["eps"],
+            shape["scale"],
+            1,
+        )
 
     call()  # the real buffers pass
     with pytest.raises(ValueError, match="x is not hidden fp32"):

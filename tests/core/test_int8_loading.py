@@ -18,7 +18,9 @@ def test_an_8bit_request_logs_no_cast_notice_and_other_messages_still_pass(tiny_
         llm = OptimizedLLM(str(tiny_model_dir), load_in_8bit=True)
         assert "8bit" in type(llm.model.model.layers[0].self_attn.q_proj).__name__
         result = llm.complete("def add(a, b):\n", max_length=16, temperature=0, stop_sequences=[])
-    assert result.generated_tokens > 1 and result.decode_steps > 1  # the 8-bit layers really ran, step after step
+    assert (
+        result.generated_tokens > 1 and result.decode_steps > 1
+    )  # the 8-bit layers really ran, step after step
     casts = [r for r in caplog.records if "inputs will be cast" in r.getMessage()]
     casts += [w for w in warned if "inputs will be cast" in str(w.message)]
     assert casts == []

@@ -23,8 +23,11 @@ def run_both(model, steps):
     assert lean.backend_name == "lean-llama" and hf.backend_name == "transformers"
     diffs = []
     for kind, value in steps:
-        a, b = (lean.prefill(value), hf.prefill(value)) if kind == "prefill" else (
-            lean.decode_one_token(value), hf.decode_one_token(value))
+        a, b = (
+            (lean.prefill(value), hf.prefill(value))
+            if kind == "prefill"
+            else (lean.decode_one_token(value), hf.decode_one_token(value))
+        )
         diffs.append(float((a - b).abs().max()))
     return diffs, lean, hf
 
@@ -33,7 +36,15 @@ def test_prefill_decode_and_prefix_reuse_match_transformers(model):
     ids = model.tokenizer.encode("def fibonacci(n):\n    if n < 2:\n        return n\n" * 3)
     edited = ids[:20] + ids[25:40]
     diffs, lean, hf = run_both(
-        model, [("prefill", ids), ("decode", 7), ("decode", 99), ("prefill", edited), ("decode", 3), ("prefill", ids)]
+        model,
+        [
+            ("prefill", ids),
+            ("decode", 7),
+            ("decode", 99),
+            ("prefill", edited),
+            ("decode", 3),
+            ("prefill", ids),
+        ],
     )
     assert max(diffs) < 1e-4, diffs
     assert lean.reused_tokens == hf.reused_tokens > 0
@@ -165,10 +176,17 @@ def test_numpy_and_torch_decode_steps_write_the_same_cache(model, attention):
 
     if attention == "c" and not cpu_attention.available():
         pytest.skip("the C kernels are not built here")
-    ids = model.tokenizer.encode("class Stack:\n    def push(self, item):\n        self.items.append(item)\n")
-    numpy_path, torch_path = LeanLlamaBackend(model.model, blas=True), LeanLlamaBackend(model.model, blas=False)
+    ids = model.tokenizer.encode(
+        "class Stack:\n    def push(self, item):\n        self.items.append(item)\n"
+    )
+    numpy_path, torch_path = (
+        LeanLlamaBackend(model.model, blas=True),
+        LeanLlamaBackend(model.model, blas=False),
+    )
     assert numpy_path.blas is not None and torch_path.blas is None
-    numpy_path.blas.c_attention = attention == "c"  # the C loop wherever it is built; NumPy otherwise
+    numpy_path.blas.c_attention = (
+        attention == "c"
+    )  # the C loop wherever it is built; NumPy otherwise
     for backend in (numpy_path, torch_path):
         backend.forward(ids)
     for step in ([5], [6, 7, 8], [9]):
@@ -186,8 +204,12 @@ def test_numpy_decode_only_where_it_computes_the_same(tiny_model_dir, monkeypatc
         assert OptimizedLLM(str(tiny_model_dir)).info()["decode_path"] == "numpy"
     # 16-bit masters decode from their own weights in PyTorch unless a compact copy is asked for
     # (auto asks for one where the kernels run, see test_bf16_masters_decode_in_c_from_a_copy_of_themselves).
-    bf16_model = OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.bfloat16, decode_weights="fp32").info()
-    assert bf16_model["decode_path"] == "torch" and bf16_model["decode_weights"] == "bf16"  # its own weights
+    bf16_model = OptimizedLLM(
+        str(tiny_model_dir), torch_dtype=torch.bfloat16, decode_weights="fp32"
+    ).info()
+    assert (
+        bf16_model["decode_path"] == "torch" and bf16_model["decode_weights"] == "bf16"
+    )  # its own weights
     # So does DEEPSHIVA_BLAS_DECODE=0, where int8 decode falls back to PyTorch's int8 kernel.
     monkeypatch.setenv("DEEPSHIVA_BLAS_DECODE", "0")
     assert OptimizedLLM(str(tiny_model_dir)).info()["decode_path"] == "torch"
@@ -203,20 +225,31 @@ def test_bf16_masters_decode_in_c_from_a_copy_of_themselves(tiny_model_dir):
         fast = OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.bfloat16)
     info = fast.info()
     assert (info["dtype"], info["backend"], info["decode_path"], info["decode_weights"]) == (
-        "bfloat16", "lean-llama", "numpy", "bf16")
-    assert info["path"]["summary"] == "prefill: torch bf16 GEMMs, fp32 activations; decode: fused C step, bf16 weights"
+        "bfloat16",
+        "lean-llama",
+        "numpy",
+        "bf16",
+    )
+    assert (
+        info["path"]["summary"]
+        == "prefill: torch bf16 GEMMs, fp32 activations; decode: fused C step, bf16 weights"
+    )
     assert fast._runner.backend.blas.fused is not None  # one C call a token
     ids = fast.tokenizer.encode("class Stack:\n    def push(self, item):\n")
     lean, hf = ModelRunner(fast.model, decode_weights="bf16"), ModelRunner(fast.model, lean=False)
-    for a, b in ((lean.prefill(ids), hf.prefill(ids)), (lean.decode_one_token(11), hf.decode_one_token(11)),
-                 (lean.decode_one_token(12), hf.decode_one_token(12))):
+    for a, b in (
+        (lean.prefill(ids), hf.prefill(ids)),
+        (lean.decode_one_token(11), hf.decode_one_token(11)),
+        (lean.decode_one_token(12), hf.decode_one_token(12)),
+    ):
         assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) > 0.999
     # The same bf16 numbers widened to fp32 masters decode to the same greedy text.
     widened = OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.float32)
     widened._install(widened.model.to(torch.bfloat16).to(torch.float32), widened.tokenizer)
     for prompt in ("import os\n\ndef main():\n", "def add(a, b):\n    return"):
-        assert fast.generate(prompt, max_length=24, temperature=0) == widened.generate(prompt, max_length=24,
-                                                                                       temperature=0)
+        assert fast.generate(prompt, max_length=24, temperature=0) == widened.generate(
+            prompt, max_length=24, temperature=0
+        )
 
 
 def test_a_small_model_keeps_numpy_to_the_engines_thread_count(tiny_model_dir):
@@ -267,7 +300,9 @@ def test_the_reused_prefix_is_the_longest_common_one_leaving_a_token_to_run(mode
     runner = ModelRunner(model.model)
     for _ in range(3000):
         cached = [rng.randrange(3) for _ in range(rng.randrange(0, 30))]
-        ids = cached[:rng.randrange(0, len(cached) + 1)] + [rng.randrange(3) for _ in range(rng.randrange(0, 30))]
+        ids = cached[: rng.randrange(0, len(cached) + 1)] + [
+            rng.randrange(3) for _ in range(rng.randrange(0, 30))
+        ]
         runner._cached_ids = cached
         common = 0
         while common < min(len(cached), len(ids)) and cached[common] == ids[common]:

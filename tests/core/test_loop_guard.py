@@ -12,7 +12,7 @@ def guarded(chunks: list[str]) -> tuple[str, bool]:
 
 
 def tokens(text: str, size: int = 3) -> list[str]:
-    return [text[i:i + size] for i in range(0, len(text), size)]
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def test_a_line_is_shown_twice_at_most_and_the_third_copy_ends_the_completion():
@@ -36,17 +36,21 @@ def test_a_phrase_repeated_along_a_line_ends_after_three_copies():
 
 
 def test_prose_that_keeps_circling_ends_before_its_fourth_copy():
-    text = ('    """Return the files.\n\n    The filesystem is a directory, and the filesystem is a\n'
-            '    directory, and the filesystem is a directory.  If not, the filesystem is a directory,\n'
-            '    and the filesystem is a directory.\n')
+    text = (
+        '    """Return the files.\n\n    The filesystem is a directory, and the filesystem is a\n'
+        "    directory, and the filesystem is a directory.  If not, the filesystem is a directory,\n"
+        "    and the filesystem is a directory.\n"
+    )
     out, looping = guarded(tokens(text))
     assert looping and text.startswith(out) and out.count("filesystem is a") == 4
-    spans = [out[i:i + 20] for i in range(len(out) - 19)]
+    spans = [out[i : i + 20] for i in range(len(out) - 19)]
     assert max(spans.count(span) for span in spans) == 3  # no run of 20 characters a 4th time
 
 
 def test_code_that_repeats_its_own_calls_is_not_prose():
-    code = "".join(f"        self.assertEqual(result.value_{i}, expected_value)\n" for i in range(6))
+    code = "".join(
+        f"        self.assertEqual(result.value_{i}, expected_value)\n" for i in range(6)
+    )
     assert guarded(tokens(code)) == (code, False)
     text = "    # The value of the option.\n    # The value of the other one.\n"
     assert guarded(tokens(text)) == (text, False)

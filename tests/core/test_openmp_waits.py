@@ -25,10 +25,16 @@ def test_nothing_is_set_once_torch_has_loaded_openmp():
 
 
 def test_importing_core_first_sets_the_spin_before_torch_loads_openmp():
-    script = ("import os, core, torch\n"
-              "print(os.environ.get('GOMP_SPINCOUNT'), core.openmp_waits.NOT_APPLIED)")
+    script = (
+        "import os, core, torch\n"
+        "print(os.environ.get('GOMP_SPINCOUNT'), core.openmp_waits.NOT_APPLIED)"
+    )
     for extra, expected in (({}, "1000 None"), ({"OMP_WAIT_POLICY": "PASSIVE"}, "None None")):
-        env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+        env = {
+            k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")
+        }
         env.update(extra, PYTHONPATH=str(ROOT))
-        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+        )
         assert done.stdout.strip().splitlines()[-1] == expected, done.stderr[-2000:]

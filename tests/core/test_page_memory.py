@@ -10,8 +10,10 @@ import torch
 
 from core import compact_weights, page_memory
 
-needs_thp = pytest.mark.skipif(not (sys.platform.startswith("linux") and page_memory.huge_pages_offered()),
-                               reason="transparent huge pages are not offered here")
+needs_thp = pytest.mark.skipif(
+    not (sys.platform.startswith("linux") and page_memory.huge_pages_offered()),
+    reason="transparent huge pages are not offered here",
+)
 
 
 def _vm_flags(address: int) -> set[str]:
@@ -32,7 +34,9 @@ def _in_own_mapping(array: np.ndarray) -> bool:
     base = array.base
     while isinstance(base, np.ndarray):
         base = base.base
-    return isinstance(getattr(base, "obj", base), mmap.mmap)  # NumPy holds the mmap through a memoryview
+    return isinstance(
+        getattr(base, "obj", base), mmap.mmap
+    )  # NumPy holds the mmap through a memoryview
 
 
 @needs_thp

@@ -16,11 +16,13 @@ STDLIB = Path(sysconfig.get_paths()["stdlib"])
 def edited_texts(seed: int, count: int):
     """Slices of real files, some with trailing spaces, blank lines or a half-typed line added."""
     rng = random.Random(seed)
-    sources = [(STDLIB / name).read_text() for name in ("tokenize.py", "argparse.py", "json/decoder.py")]
+    sources = [
+        (STDLIB / name).read_text() for name in ("tokenize.py", "argparse.py", "json/decoder.py")
+    ]
     for _ in range(count):
         src = rng.choice(sources)
         start = rng.randrange(len(src))
-        text = src[start:start + rng.randrange(1, 4000)]
+        text = src[start : start + rng.randrange(1, 4000)]
         roll = rng.random()
         if roll < 0.2:
             text = text.replace("\n", " \n", 5)
@@ -33,7 +35,9 @@ def edited_texts(seed: int, count: int):
 
 @pytest.mark.parametrize("model_dir", ["shipped", "tiny"])
 def test_line_by_line_gives_the_whole_texts_tokens(model_dir, shipped_model_dir, tiny_model_dir):
-    tok = AutoTokenizer.from_pretrained(shipped_model_dir if model_dir == "shipped" else tiny_model_dir)
+    tok = AutoTokenizer.from_pretrained(
+        shipped_model_dir if model_dir == "shipped" else tiny_model_dir
+    )
     encoder = PromptEncoder(tok)
     assert encoder.incremental  # both are byte-level BPE with GPT-2's pre-tokenizer
     for text in edited_texts(seed=1, count=300):
@@ -52,7 +56,9 @@ def test_typing_a_file_key_by_key_matches_and_reuses_lines(shipped_model_dir):
 
 def test_a_tokenizer_that_could_merge_across_lines_is_tokenized_whole(shipped_model_dir):
     tok = AutoTokenizer.from_pretrained(shipped_model_dir)
-    tok.add_tokens([AddedToken(")\n    return", normalized=False)])  # an added token across a newline
+    tok.add_tokens(
+        [AddedToken(")\n    return", normalized=False)]
+    )  # an added token across a newline
     assert not splits_at_line_ends(tok)
     encoder = PromptEncoder(tok)
     assert not encoder.incremental

@@ -27,7 +27,9 @@ def stalled_upstream():
         conn, _ = listener.accept()
         with conn:
             conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
             conn.settimeout(20)
             try:
                 while conn.recv(4096):
@@ -48,8 +50,10 @@ def test_a_cancelled_stream_is_cut_while_it_waits_for_the_first_event(stalled_up
     hang_ups = HangUps(period_s=0.01)
     cancel = threading.Event()
     with httpx.Client(timeout=httpx.Timeout(20.0)) as client:
-        with client.stream("POST", url + "/v1/completions", json={}) as response, \
-                hang_ups.watching(cancel, response):
+        with (
+            client.stream("POST", url + "/v1/completions", json={}) as response,
+            hang_ups.watching(cancel, response),
+        ):
             threading.Timer(0.2, cancel.set).start()
             with pytest.raises(httpx.TransportError):
                 for _ in response.iter_bytes():

@@ -20,7 +20,15 @@ import httpx
 import pytest
 
 from editor_helpers import (  # noqa: F401
-    ARTIFACTS, IN_CI, ROOT, TOOLS, VENV_BIN, free_port, lsp_probe, missing, tool,
+    ARTIFACTS,
+    IN_CI,
+    ROOT,
+    TOOLS,
+    VENV_BIN,
+    free_port,
+    lsp_probe,
+    missing,
+    tool,
 )
 
 
@@ -36,12 +44,16 @@ def nvim_011() -> Path:
 
 @pytest.fixture(scope="session")
 def nvim_010() -> Path:
-    return tool(TOOLS / "bin" / "nvim-0.10", "Neovim 0.10 (Debian trixie, editors/.tools/bin/nvim-0.10)")
+    return tool(
+        TOOLS / "bin" / "nvim-0.10", "Neovim 0.10 (Debian trixie, editors/.tools/bin/nvim-0.10)"
+    )
 
 
 @pytest.fixture(scope="session")
 def nvim_07() -> Path:
-    return tool(TOOLS / "bin" / "nvim-0.7", "Neovim 0.7 (Debian 12's package, editors/.tools/bin/nvim-0.7)")
+    return tool(
+        TOOLS / "bin" / "nvim-0.7", "Neovim 0.7 (Debian 12's package, editors/.tools/bin/nvim-0.7)"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -36,8 +36,15 @@ def tool(path: Path, what: str) -> Path:
     return path
 
 
-def lsp_probe(lsp_command: list[str], settings: dict, text: str, line: int, character: int,
-              seeds: list[int], timeout: float = 60.0) -> int | None:
+def lsp_probe(
+    lsp_command: list[str],
+    settings: dict,
+    text: str,
+    line: int,
+    character: int,
+    seeds: list[int],
+    timeout: float = 60.0,
+) -> int | None:
     """The first seed in `seeds` for which deepshiva-lsp suggests something at (line, character)
     of a Python document `text`, asking it directly over stdio (no editor), or None.
 
@@ -47,8 +54,9 @@ def lsp_probe(lsp_command: list[str], settings: dict, text: str, line: int, char
     import subprocess
     import time
 
-    proc = subprocess.Popen(lsp_command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        lsp_command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
     next_id = [0]
     current = dict(settings)
 
@@ -86,20 +94,42 @@ def lsp_probe(lsp_command: list[str], settings: dict, text: str, line: int, char
     deadline = time.monotonic() + timeout
     try:
         uri = "file:///tmp/deepshiva-probe.py"
-        request("initialize", {"processId": None, "rootUri": None, "capabilities": {
-            "textDocument": {"inlineCompletion": {}}}, "initializationOptions": current})
+        request(
+            "initialize",
+            {
+                "processId": None,
+                "rootUri": None,
+                "capabilities": {"textDocument": {"inlineCompletion": {}}},
+                "initializationOptions": current,
+            },
+        )
         send({"method": "initialized", "params": {}})
-        send({"method": "textDocument/didOpen", "params": {"textDocument": {
-            "uri": uri, "languageId": "python", "version": 1, "text": text}}})
+        send(
+            {
+                "method": "textDocument/didOpen",
+                "params": {
+                    "textDocument": {"uri": uri, "languageId": "python", "version": 1, "text": text}
+                },
+            }
+        )
         for seed in seeds:
             if time.monotonic() > deadline:
                 break
             current = {**settings, "seed": seed, "cacheSize": 0}
-            send({"method": "workspace/didChangeConfiguration",
-                  "params": {"settings": {"deepshiva": current}}})
-            answer = request("textDocument/inlineCompletion", {
-                "textDocument": {"uri": uri}, "position": {"line": line, "character": character},
-                "context": {"triggerKind": 1}})
+            send(
+                {
+                    "method": "workspace/didChangeConfiguration",
+                    "params": {"settings": {"deepshiva": current}},
+                }
+            )
+            answer = request(
+                "textDocument/inlineCompletion",
+                {
+                    "textDocument": {"uri": uri},
+                    "position": {"line": line, "character": character},
+                    "context": {"triggerKind": 1},
+                },
+            )
             result = answer.get("result") or {}
             items = result.get("items", []) if isinstance(result, dict) else result
             if items and items[0].get("insertText", "").strip():

@@ -24,9 +24,7 @@ def initialized(ls: LanguageServer, params: types.InitializedParams) -> None:
     ls.protocol.notify("deepshiva/status", {"state": "ready", "message": "fake server ready"})
 
 
-@server.feature(
-    types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions()
-)
+@server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
 def inline_completion(
     ls: LanguageServer, params: types.InlineCompletionParams
 ) -> types.InlineCompletionList:
@@ -45,7 +43,9 @@ def inline_completion(
             types.InlineCompletionItem(
                 insert_text=before + rest,
                 range=types.Range(start=start, end=params.position),
-                command=types.Command(title="accepted", command="deepshiva.accepted", arguments=["x"]),
+                command=types.Command(
+                    title="accepted", command="deepshiva.accepted", arguments=["x"]
+                ),
             )
         ]
     )

@@ -57,7 +57,8 @@ class Nvim:
         self.n.command(f"edit {path}")
         wait_for(
             lambda: self.lua("return #vim.lsp.get_clients({name = 'deepshiva', bufnr = 0})") > 0,
-            20, "the deepshiva client to attach",
+            20,
+            "the deepshiva client to attach",
         )
 
     def lines(self) -> list[str]:
@@ -69,7 +70,9 @@ class Nvim:
     def marks(self, ns: str) -> int:
         return self.lua(
             "local ns = vim.api.nvim_get_namespaces()[...]; if not ns then return 0 end "
-            "return #vim.api.nvim_buf_get_extmarks(0, ns, 0, -1, {})", ns)
+            "return #vim.api.nvim_buf_get_extmarks(0, ns, 0, -1, {})",
+            ns,
+        )
 
     def wait_suggestion(self, timeout: float = 30) -> str:
         return wait_for(self.suggestion, timeout, "ghost text")
@@ -193,7 +196,8 @@ def test_lsp_config_file_alone(editor, fake_lsp_command, tmp_path):
     nv.lua("vim.lsp.enable('deepshiva', false)")
     cfg = nv.lua(
         "local c = dofile(vim.api.nvim_get_runtime_file('lsp/deepshiva.lua', false)[1]) "
-        "return {cmd = c.cmd, has_handler = c.handlers['deepshiva/status'] ~= nil}")
+        "return {cmd = c.cmd, has_handler = c.handlers['deepshiva/status'] ~= nil}"
+    )
     assert cfg["has_handler"]
     assert Path(cfg["cmd"][0]).name == "deepshiva-lsp"
 

@@ -43,14 +43,21 @@ class Pane:
         self.run("new-session", "-d", "-x", "100", "-y", "16", "-c", str(cwd), command)
 
     def run(self, *args: str) -> str:
-        return subprocess.run([self.tmux, "-L", self.socket, "-f", "/dev/null", *args], check=True,
-                              capture_output=True, text=True, timeout=20).stdout
+        return subprocess.run(
+            [self.tmux, "-L", self.socket, "-f", "/dev/null", *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout
 
     def keys(self, *keys: str) -> None:
         self.run("send-keys", "-t", "0", *keys)
 
     def screen(self, escapes: bool = False) -> list[str]:
-        return self.run("capture-pane", "-t", "0", "-p", "-J", *(["-e"] if escapes else [])).splitlines()
+        return self.run(
+            "capture-pane", "-t", "0", "-p", "-J", *(["-e"] if escapes else [])
+        ).splitlines()
 
     def text(self) -> str:
         """The screen as one string: Neovim wraps long messages itself, at the pane's width."""
@@ -65,7 +72,9 @@ class Pane:
         raise AssertionError(f"{text!r} never appeared on the screen:\n" + "\n".join(self.screen()))
 
     def close(self) -> None:
-        subprocess.run([self.tmux, "-L", self.socket, "kill-server"], capture_output=True, timeout=20)
+        subprocess.run(
+            [self.tmux, "-L", self.socket, "kill-server"], capture_output=True, timeout=20
+        )
 
 
 @pytest.fixture
@@ -86,14 +95,20 @@ def terminal_env(colours: int, tmp_path: Path) -> dict[str, str]:
     """TERM (and TERMINFO) of a terminal with `colours` colours and no true colour."""
     env = {"TERM": "tmux-256color", "COLORTERM": ""}
     if colours == 16:
-        source = subprocess.run(["infocmp", "-x", "tmux-256color"], capture_output=True, text=True,
-                                check=True).stdout
-        source = re.sub(r"^tmux-256color\|[^,]*,", "deepshiva-16color|tmux with 16 colours,", source, flags=re.M)
+        source = subprocess.run(
+            ["infocmp", "-x", "tmux-256color"], capture_output=True, text=True, check=True
+        ).stdout
+        source = re.sub(
+            r"^tmux-256color\|[^,]*,", "deepshiva-16color|tmux with 16 colours,", source, flags=re.M
+        )
         source = re.sub(r"colors#(0x100|256)", "colors#16", source)
         source = re.sub(r"pairs#(0x10000|65536|32767|0x7fff)", "pairs#256", source)
         (tmp_path / "terminfo.src").write_text(source)
-        subprocess.run(["tic", "-x", "-o", str(tmp_path / "terminfo"), str(tmp_path / "terminfo.src")],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["tic", "-x", "-o", str(tmp_path / "terminfo"), str(tmp_path / "terminfo.src")],
+            check=True,
+            capture_output=True,
+        )
         env = {"TERM": "deepshiva-16color", "TERMINFO": str(tmp_path / "terminfo"), "COLORTERM": ""}
     return env
 
@@ -126,8 +141,9 @@ def sgr_before(line: str, text: str) -> set[str]:
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("colours", [256, 16])
 @pytest.mark.parametrize("fixture", ["nvim_012", "nvim_011", "nvim_010"])
-def test_ghost_text_is_grey_italic_without_termguicolors(request, pane, fixture, colours,
-                                                         fake_lsp_command, tmp_path):
+def test_ghost_text_is_grey_italic_without_termguicolors(
+    request, pane, fixture, colours, fake_lsp_command, tmp_path
+):
     exe = request.getfixturevalue(fixture)
     init = write_init(tmp_path, {"cmd": fake_lsp_command})
     env = {**terminal_env(colours, tmp_path), "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
@@ -144,11 +160,15 @@ def test_ghost_text_is_grey_italic_without_termguicolors(request, pane, fixture,
 
 
 @pytest.mark.timeout(120)
-def test_a_colour_scheme_with_terminal_colours_keeps_them(pane, nvim_011, fake_lsp_command, tmp_path):
+def test_a_colour_scheme_with_terminal_colours_keeps_them(
+    pane, nvim_011, fake_lsp_command, tmp_path
+):
     """The fallback never overrides a colour scheme's own terminal colour for the ghost text."""
     init = write_init(tmp_path, {"cmd": fake_lsp_command})
-    init.write_text(init.read_text() + "vim.api.nvim_set_hl(0, 'DeepShivaSuggestion', { ctermfg = 33 })\n"
-                    "vim.cmd('doautocmd ColorScheme')\n")
+    init.write_text(
+        init.read_text() + "vim.api.nvim_set_hl(0, 'DeepShivaSuggestion', { ctermfg = 33 })\n"
+        "vim.cmd('doautocmd ColorScheme')\n"
+    )
     p = pane([str(nvim_011), "-n", "-u", str(init), "a.py"], terminal_env(256, tmp_path))
     p.wait_text("DeepShiva: ready", 30)
     p.keys("i", "def f(alpha, beta):", "Enter", "    tot")
@@ -157,7 +177,9 @@ def test_a_colour_scheme_with_terminal_colours_keeps_them(pane, nvim_011, fake_l
 
 
 @pytest.mark.timeout(60)
-def test_debian12_neovim_gets_one_message_naming_what_is_needed(pane, nvim_07, fake_lsp_command, tmp_path):
+def test_debian12_neovim_gets_one_message_naming_what_is_needed(
+    pane, nvim_07, fake_lsp_command, tmp_path
+):
     """`apt install neovim` on Debian 12 gives 0.7.2: the README's set-up must not die with a Lua
     error, and :checkhealth deepshiva must report instead of crashing."""
     init = write_init(tmp_path, {"cmd": fake_lsp_command})
@@ -179,10 +201,24 @@ def test_debian12_neovim_checkhealth_headless(nvim_07, fake_lsp_command, tmp_pat
     """The same through --headless, where the whole report can be read back."""
     init = write_init(tmp_path, {"cmd": fake_lsp_command})
     out = subprocess.run(
-        [str(nvim_07), "--headless", "-n", "-u", str(init), "+checkhealth deepshiva",
-         "+lua io.stdout:write(table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\\n'))", "+qa!"],
-        capture_output=True, text=True, timeout=30, cwd=tmp_path)
+        [
+            str(nvim_07),
+            "--headless",
+            "-n",
+            "-u",
+            str(init),
+            "+checkhealth deepshiva",
+            "+lua io.stdout:write(table.concat(vim.api.nvim_buf_get_lines(0, 0, -1, false), '\\n'))",
+            "+qa!",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=tmp_path,
+    )
     assert "needs Neovim 0.10 or later" in out.stderr + out.stdout
     assert "E5113" not in out.stderr
     assert "ERROR" in out.stdout and "too old" in out.stdout, out.stdout
-    assert "Failed to run healthcheck" not in out.stdout and "attempt to index" not in out.stdout, out.stdout
+    assert "Failed to run healthcheck" not in out.stdout and "attempt to index" not in out.stdout, (
+        out.stdout
+    )

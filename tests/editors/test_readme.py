@@ -19,7 +19,8 @@ def start_nvim(pynvim, exe, init_text: str, tmp_path):
     init = tmp_path / "init.lua"
     init.write_text(init_text)
     return pynvim.attach(
-        "child", argv=[str(exe), "--embed", "--headless", "--clean", "-n", "-u", str(init)])
+        "child", argv=[str(exe), "--embed", "--headless", "--clean", "-n", "-u", str(init)]
+    )
 
 
 # Bounds include starting the API server (a session fixture) for the first test that needs it.
@@ -34,8 +35,11 @@ def test_readme_neovim_setup(request, fixture, pynvim_mod, api_server, tmp_path)
         src = tmp_path / "hello.py"
         src.write_text("print('hi')\n")
         n.command(f"edit {src}")
-        wait_for(lambda: n.exec_lua("return require('deepshiva').status()") == "DeepShiva: ready",
-                 60, "the README's Neovim set-up to reach the server")
+        wait_for(
+            lambda: n.exec_lua("return require('deepshiva').status()") == "DeepShiva: ready",
+            60,
+            "the README's Neovim set-up to reach the server",
+        )
         line = n.api.eval_statusline(n.eval("&statusline"), {})
         assert "DeepShiva: ready" in line["str"]
         n.command("checkhealth deepshiva")
@@ -54,8 +58,11 @@ def test_readme_neovim_lsp_config(nvim_012, pynvim_mod, api_server, tmp_path):
         src = tmp_path / "hello.py"
         src.write_text("print('hi')\n")
         n.command(f"edit {src}")
-        wait_for(lambda: n.exec_lua("return require('deepshiva').status()") == "DeepShiva: ready",
-                 60, "the README's vim.lsp.config set-up to reach the server")
+        wait_for(
+            lambda: n.exec_lua("return require('deepshiva').status()") == "DeepShiva: ready",
+            60,
+            "the README's vim.lsp.config set-up to reach the server",
+        )
         assert n.exec_lua("return vim.lsp.inline_completion.is_enabled({bufnr = 0})")
     finally:
         n.close()
@@ -71,15 +78,18 @@ def test_readme_vscode_install(code_server, vsix, tmp_path):
 
     for line in lines:
         args = shlex.split(line.split("#")[0])[1:]
-        out = subprocess.run([*cs.common(), *args], cwd=ROOT, capture_output=True, text=True,
-                             timeout=120)
+        out = subprocess.run(
+            [*cs.common(), *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
         assert out.returncode == 0, out.stdout + out.stderr
     installed = [p.name for p in cs.extensions.iterdir()]
     assert any(name.startswith("deepshiva.deepshiva-") for name in installed), installed
     settings = json.loads(blocks("VS Code", "json")[0])
     package = json.loads((ROOT / "editors" / "vscode" / "package.json").read_text())
     known = package["contributes"]["configuration"]["properties"]
-    assert set(settings) <= set(known), f"README names unknown settings: {set(settings) - set(known)}"
+    assert set(settings) <= set(known), (
+        f"README names unknown settings: {set(settings) - set(known)}"
+    )
 
 
 @pytest.mark.timeout(300)
@@ -90,12 +100,16 @@ def test_readme_vscode_build_needs_node_only(tmp_path):
     block = blocks("VS Code", "sh")[0]
     builds = [ln.split("#")[0].strip() for ln in block.splitlines() if ln.startswith("scripts/")]
     assert builds == ["scripts/build-vscode-extension"], block
-    commands = [ln for ln in (ROOT / "scripts" / "build-vscode-extension").read_text().splitlines()
-                if not ln.lstrip().startswith("#")]
+    commands = [
+        ln
+        for ln in (ROOT / "scripts" / "build-vscode-extension").read_text().splitlines()
+        if not ln.lstrip().startswith("#")
+    ]
     for heavy in ("code-server", "chromium", "playwright", "install-editors"):
         assert not [ln for ln in commands if heavy in ln.lower()], heavy
-    out = subprocess.run(["scripts/build-vscode-extension"], cwd=ROOT, capture_output=True, text=True,
-                         timeout=280)
+    out = subprocess.run(
+        ["scripts/build-vscode-extension"], cwd=ROOT, capture_output=True, text=True, timeout=280
+    )
     assert out.returncode == 0, out.stderr
     assert (ROOT / "editors" / ".tools" / "deepshiva.vsix").resolve().stat().st_size > 10_000
     assert "install it: code --install-extension editors/.tools/deepshiva.vsix" in out.stderr

@@ -56,8 +56,10 @@ class CodeServer:
     def common(self) -> list[str]:
         return [
             str(self.exe),
-            "--user-data-dir", str(self.user_data),
-            "--extensions-dir", str(self.extensions),
+            "--user-data-dir",
+            str(self.user_data),
+            "--extensions-dir",
+            str(self.extensions),
             "--disable-telemetry",
             "--disable-update-check",
         ]
@@ -65,11 +67,14 @@ class CodeServer:
     def install_extension(self) -> None:
         out = subprocess.run(
             [*self.common(), "--install-extension", str(self.vsix), "--force"],
-            capture_output=True, text=True, timeout=120,
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
         assert out.returncode == 0, out.stdout + out.stderr
         assert any(p.name.startswith("deepshiva.deepshiva") for p in self.extensions.iterdir()), (
-            out.stdout + out.stderr)
+            out.stdout + out.stderr
+        )
 
     def start(self) -> str:
         env = dict(os.environ)
@@ -77,9 +82,19 @@ class CodeServer:
         with open(self.log, "wb") as log:
             # setsid: its own process group, killed as a whole in stop().
             self.proc = subprocess.Popen(
-                [*self.common(), "--bind-addr", f"127.0.0.1:{self.port}", "--auth", "none",
-                 "--disable-getting-started-override", str(self.project)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                [
+                    *self.common(),
+                    "--bind-addr",
+                    f"127.0.0.1:{self.port}",
+                    "--auth",
+                    "none",
+                    "--disable-getting-started-override",
+                    str(self.project),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=env,
             )
         url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 60
@@ -103,23 +118,50 @@ class CodeServer:
                 self.proc.wait(timeout=10)
 
 
-def drive(cs_url: str, file: str, text: str, shot: Path, playwright_core: Path, chromium: Path,
-          timeout_ms: int = 60000, **extra) -> dict:
+def drive(
+    cs_url: str,
+    file: str,
+    text: str,
+    shot: Path,
+    playwright_core: Path,
+    chromium: Path,
+    timeout_ms: int = 60000,
+    **extra,
+) -> dict:
     cfg = {
-        "url": cs_url, "file": file, "type": text, "screenshot": str(shot),
-        "timeoutMs": timeout_ms, "playwright": str(playwright_core), "chromium": str(chromium),
+        "url": cs_url,
+        "file": file,
+        "type": text,
+        "screenshot": str(shot),
+        "timeoutMs": timeout_ms,
+        "playwright": str(playwright_core),
+        "chromium": str(chromium),
         **extra,
     }
-    out = subprocess.run(["node", str(DRIVER), json.dumps(cfg)], capture_output=True, text=True,
-                         timeout=timeout_ms / 1000 * 3 + 60)
+    out = subprocess.run(
+        ["node", str(DRIVER), json.dumps(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_ms / 1000 * 3 + 60,
+    )
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     assert lines, f"driver printed no result: {out.stdout[-2000:]} {out.stderr[-2000:]}"
     return json.loads(lines[-1])
 
 
-def run_vscode(tmp_path, code_server, vsix, playwright_core, chromium, settings, shot_name,
-               source: str, typed: str, project_files: dict[str, str] | None = None,
-               **extra) -> tuple[dict, CodeServer]:
+def run_vscode(
+    tmp_path,
+    code_server,
+    vsix,
+    playwright_core,
+    chromium,
+    settings,
+    shot_name,
+    source: str,
+    typed: str,
+    project_files: dict[str, str] | None = None,
+    **extra,
+) -> tuple[dict, CodeServer]:
     cs = CodeServer(code_server, vsix, tmp_path, settings)
     (cs.project / "main.py").write_text(source)
     for name, text in (project_files or {}).items():
@@ -131,55 +173,84 @@ def run_vscode(tmp_path, code_server, vsix, playwright_core, chromium, settings,
     cs.install_extension()
     url = cs.start()
     try:
-        result = drive(url, "main.py", typed, ARTIFACTS / shot_name, playwright_core, chromium,
-                       **extra)
+        result = drive(
+            url, "main.py", typed, ARTIFACTS / shot_name, playwright_core, chromium, **extra
+        )
     finally:
         cs.stop()
     return result, cs
 
 
 @pytest.mark.timeout(300)
-def test_vscode_ghost_text_with_fake_server_in_restricted_mode(tmp_path, code_server, vsix, playwright_core,
-                                                               chromium, fake_lsp_command, artifacts):
+def test_vscode_ghost_text_with_fake_server_in_restricted_mode(
+    tmp_path, code_server, vsix, playwright_core, chromium, fake_lsp_command, artifacts
+):
     """The extension's plumbing, with a language server whose answer is known in advance, in a
     workspace the user does not trust (Restricted Mode): suggestions still come, and the programs
     the workspace names (its .venv's deepshiva-lsp, its deepshiva.serverPath) are never started."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     wrapper = bin_dir / "deepshiva-lsp"  # the fake server, named in the user's settings
-    wrapper.write_text(f"#!/bin/sh\nexec {fake_lsp_command[0]} {fake_lsp_command[1]} \"$@\"\n")
+    wrapper.write_text(f'#!/bin/sh\nexec {fake_lsp_command[0]} {fake_lsp_command[1]} "$@"\n')
     wrapper.chmod(0o755)
     started = tmp_path / "workspace-program-started"
-    evil = f"#!/bin/sh\necho \"$0\" >> {started}\nexit 1\n"
+    evil = f'#!/bin/sh\necho "$0" >> {started}\nexit 1\n'
     project_files = {
         ".venv/bin/deepshiva-lsp": evil,
         "tools/lsp.sh": evil,
         # A workspace that names a program to start and a server to send the code to.
-        ".vscode/settings.json": json.dumps({
-            "deepshiva.serverPath": str(tmp_path / "project" / "tools" / "lsp.sh"),
-            "deepshiva.apiUrl": "http://203.0.113.1:9",
-        }),
+        ".vscode/settings.json": json.dumps(
+            {
+                "deepshiva.serverPath": str(tmp_path / "project" / "tools" / "lsp.sh"),
+                "deepshiva.apiUrl": "http://203.0.113.1:9",
+            }
+        ),
     }
-    result, cs = run_vscode(tmp_path, code_server, vsix, playwright_core, chromium,
-                            {"deepshiva.serverPath": str(wrapper)},
-                            "vscode-fake.png", "def f(alpha, beta):\n    ", "tot",
-                            project_files=project_files, trust="no",
-                            acceptWordFirst=True, toggle=True)
-    assert result["ok"], f"{result.get('error')}\nsteps: {result['steps']}\n{cs.log.read_text()[-2000:]}"
-    assert result.get("restricted"), f"the workspace did not open in Restricted Mode: {result['steps']}"
+    result, cs = run_vscode(
+        tmp_path,
+        code_server,
+        vsix,
+        playwright_core,
+        chromium,
+        {"deepshiva.serverPath": str(wrapper)},
+        "vscode-fake.png",
+        "def f(alpha, beta):\n    ",
+        "tot",
+        project_files=project_files,
+        trust="no",
+        acceptWordFirst=True,
+        toggle=True,
+    )
+    assert result["ok"], (
+        f"{result.get('error')}\nsteps: {result['steps']}\n{cs.log.read_text()[-2000:]}"
+    )
+    assert result.get("restricted"), (
+        f"the workspace did not open in Restricted Mode: {result['steps']}"
+    )
     assert not started.exists(), f"a program of the untrusted workspace ran: {started.read_text()}"
     assert result["ghost"].startswith("al = alpha + beta"), result
     # Ctrl+Right (VS Code's own partial accept) inserts the start of the suggestion.
     word_line = result["afterWord"].split("\n")[1]
-    assert word_line.startswith("    total") and "    total = alpha + beta".startswith(word_line), result
+    assert word_line.startswith("    total") and "    total = alpha + beta".startswith(word_line), (
+        result
+    )
     assert result["after"].split("\n")[1:3] == ["    total = alpha + beta", "return total"], result
     assert result["statusText"] and "DeepShiva: ready" in result["statusText"], result
     assert result["statusAfterToggle"] == "DeepShiva: off", result
 
 
 @pytest.mark.timeout(600)  # includes starting the API server when it is the first to need it
-def test_vscode_ghost_text_real_servers(tmp_path, code_server, vsix, playwright_core, chromium,
-                                        lsp_command, api_server, tuned_settings, artifacts):
+def test_vscode_ghost_text_real_servers(
+    tmp_path,
+    code_server,
+    vsix,
+    playwright_core,
+    chromium,
+    lsp_command,
+    api_server,
+    tuned_settings,
+    artifacts,
+):
     """Real API server with the model, real deepshiva-lsp, the packaged extension in code-server,
     set up with the settings block of editors/README.md as written and VS Code's defaults
     otherwise (suggest widget, auto-indent, workspace trust: the user trusts their project)."""
@@ -188,15 +259,29 @@ def test_vscode_ghost_text_real_servers(tmp_path, code_server, vsix, playwright_
     source = "import os\n\n\ndef add(a, b):\n    return a + b\n\n\n"
     typed = "def mul(a, b):\n"  # Enter: VS Code's auto-indent puts the cursor at column 4
     tuned = tuned_settings(source + typed + "    ", 8, 4)
-    settings.update({
-        "deepshiva.debounceMs": tuned["debounceMs"],
-        "deepshiva.maxTokens": tuned["maxTokens"],
-        "deepshiva.temperature": tuned["temperature"],
-        "deepshiva.advanced": {k: v for k, v in tuned.items() if k == "seed"},
-    })
-    result, cs = run_vscode(tmp_path, code_server, vsix, playwright_core, chromium, settings,
-                            "vscode.png", source, typed, trust="yes")
-    assert result["ok"], f"{result.get('error')}\nsteps: {result['steps']}\n{cs.log.read_text()[-2000:]}"
+    settings.update(
+        {
+            "deepshiva.debounceMs": tuned["debounceMs"],
+            "deepshiva.maxTokens": tuned["maxTokens"],
+            "deepshiva.temperature": tuned["temperature"],
+            "deepshiva.advanced": {k: v for k, v in tuned.items() if k == "seed"},
+        }
+    )
+    result, cs = run_vscode(
+        tmp_path,
+        code_server,
+        vsix,
+        playwright_core,
+        chromium,
+        settings,
+        "vscode.png",
+        source,
+        typed,
+        trust="yes",
+    )
+    assert result["ok"], (
+        f"{result.get('error')}\nsteps: {result['steps']}\n{cs.log.read_text()[-2000:]}"
+    )
     assert result["ghost"].strip(), result
     # Tab inserted the suggestion at the cursor (its first line at least: the rest is below).
     first = result["ghost"].split("\n")[0]

@@ -93,7 +93,9 @@ class Session:
         self._versions[uri] = 1
         self.client.text_document_did_open(
             types.DidOpenTextDocumentParams(
-                text_document=types.TextDocumentItem(uri=uri, language_id=language, version=1, text=text)
+                text_document=types.TextDocumentItem(
+                    uri=uri, language_id=language, version=1, text=text
+                )
             )
         )
 
@@ -114,7 +116,9 @@ class Session:
             )
         )
 
-    def inline_params(self, uri: str, line: int, character: int, invoked: bool = True, selected=None):
+    def inline_params(
+        self, uri: str, line: int, character: int, invoked: bool = True, selected=None
+    ):
         kind = (
             types.InlineCompletionTriggerKind.Invoked
             if invoked
@@ -123,7 +127,9 @@ class Session:
         return types.InlineCompletionParams(
             text_document=types.TextDocumentIdentifier(uri=uri),
             position=types.Position(line=line, character=character),
-            context=types.InlineCompletionContext(trigger_kind=kind, selected_completion_info=selected),
+            context=types.InlineCompletionContext(
+                trigger_kind=kind, selected_completion_info=selected
+            ),
         )
 
     async def inline(self, uri: str, line: int, character: int, **kw):

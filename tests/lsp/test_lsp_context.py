@@ -32,13 +32,13 @@ def make_admin(name):
 
 LIMIT = 10
 '''
-VIEWS = '''from .models import User, LIMIT
+VIEWS = """from .models import User, LIMIT
 from . import models
 import os
 
 
 def show(name):
-    user = '''
+    user = """
 
 
 @pytest.fixture
@@ -67,7 +67,9 @@ def settings(**changes):
 
 
 def gather(g, uri, text, offset=None, **changes):
-    return asyncio.run(g.gather(uri, text, len(text) if offset is None else offset, "python", settings(**changes)))
+    return asyncio.run(
+        g.gather(uri, text, len(text) if offset is None else offset, "python", settings(**changes))
+    )
 
 
 def test_definitions_of_imported_names_come_from_the_workspace(workspace):
@@ -77,12 +79,16 @@ def test_definitions_of_imported_names_come_from_the_workspace(workspace):
     assert [i["path"] for i in items] == ["ws/pkg/models.py", "ws/pkg/models.py"]
     user, limit = items[0]["text"], items[1]["text"]
     # The class as an outline: decorator, fields, method signature; no method body.
-    assert user == ("@dataclasses.dataclass\nclass User:\n    name: str\n    email: str\n"
-                    "    def greeting(self) -> str:\n")
+    assert user == (
+        "@dataclasses.dataclass\nclass User:\n    name: str\n    email: str\n"
+        "    def greeting(self) -> str:\n"
+    )
     assert limit == "LIMIT = 10\n"
     # An imported module: what is read from it near the cursor.
     items = gather(g, views, VIEWS + "models.make_admin(", imports={"maxItems": 1})
-    assert items == [{"path": "ws/pkg/models.py", "text": "def make_admin(name):\n"}]  # a function: its signature
+    assert items == [
+        {"path": "ws/pkg/models.py", "text": "def make_admin(name):\n"}
+    ]  # a function: its signature
 
 
 def test_nothing_is_read_outside_the_workspace_folders(workspace, monkeypatch):
@@ -101,14 +107,19 @@ def test_nothing_is_read_outside_the_workspace_folders(workspace, monkeypatch):
     assert gather(g, uri, text) == []
     assert all(p.resolve().is_relative_to(workspace) for p in read), read
     # A document outside every folder gets no import context at all.
-    assert gather(g, (workspace.parent / "outside" / "a.py").as_uri(), "from .secret import KEY\nKEY") == []
+    assert (
+        gather(g, (workspace.parent / "outside" / "a.py").as_uri(), "from .secret import KEY\nKEY")
+        == []
+    )
 
 
 def test_files_are_read_off_the_event_loop_and_reread_after_a_save(workspace, monkeypatch):
     g = gatherer(workspace)
     threads = []
     original = g._load
-    monkeypatch.setattr(g, "_load", lambda *a: threads.append(threading.get_ident()) or original(*a))
+    monkeypatch.setattr(
+        g, "_load", lambda *a: threads.append(threading.get_ident()) or original(*a)
+    )
     uri = (workspace / "pkg" / "views.py").as_uri()
 
     async def run(text):
@@ -129,12 +140,28 @@ def test_files_are_read_off_the_event_loop_and_reread_after_a_save(workspace, mo
 def test_open_files_ranked_by_identifier_overlap(workspace):
     g = gatherer(workspace)
     here = (workspace / "pkg" / "here.py").as_uri()
-    g.opened((workspace / "pkg" / "billing.py").as_uri(),
-             "def charge(invoice, amount, currency):\n    invoice.total += amount\n    return invoice\n", 1)
-    g.opened((workspace / "pkg" / "weather.py").as_uri(), "def forecast(city):\n    return sunny\n", 1)
-    items = gather(g, here, "def refund(invoice, amount):\n    invoice.total -= ", imports={"enabled": False})
+    g.opened(
+        (workspace / "pkg" / "billing.py").as_uri(),
+        "def charge(invoice, amount, currency):\n    invoice.total += amount\n    return invoice\n",
+        1,
+    )
+    g.opened(
+        (workspace / "pkg" / "weather.py").as_uri(), "def forecast(city):\n    return sunny\n", 1
+    )
+    items = gather(
+        g, here, "def refund(invoice, amount):\n    invoice.total -= ", imports={"enabled": False}
+    )
     assert [i["path"] for i in items] == ["ws/pkg/billing.py"]
-    assert gather(g, here, "def refund(invoice, amount):\n    ", openFiles={"enabled": False}, imports={"enabled": False}) == []
+    assert (
+        gather(
+            g,
+            here,
+            "def refund(invoice, amount):\n    ",
+            openFiles={"enabled": False},
+            imports={"enabled": False},
+        )
+        == []
+    )
 
 
 def test_recent_edits_of_other_documents_are_sent(workspace):
@@ -144,8 +171,13 @@ def test_recent_edits_of_other_documents_are_sent(workspace):
     g.opened(other, "".join(lines), 1)
     lines[30] = "retry_budget = compute_retry_budget(config)\n"
     g.changed(other, "".join(lines), 2, [(30, 30)])
-    items = gather(g, (workspace / "pkg" / "here.py").as_uri(), "budget = retry_budget",
-                   openFiles={"enabled": False}, imports={"enabled": False})
+    items = gather(
+        g,
+        (workspace / "pkg" / "here.py").as_uri(),
+        "budget = retry_budget",
+        openFiles={"enabled": False},
+        imports={"enabled": False},
+    )
     assert len(items) == 1 and "retry_budget = compute_retry_budget(config)\n" in items[0]["text"]
     assert "line_0 " not in items[0]["text"]
 
@@ -156,11 +188,18 @@ def test_order_is_stable_oldest_first_and_budgets_hold(workspace):
     first = gather(g, views, VIEWS + "LIMIT")
     assert [i["text"].split("\n")[0] for i in first] == ["LIMIT = 10", "@dataclasses.dataclass"]
     # A new item (an open file that now matches) goes after those already sent.
-    g.opened((workspace / "pkg" / "limits.py").as_uri(), "def check(user, LIMIT):\n    return user.count < LIMIT\n", 1)
+    g.opened(
+        (workspace / "pkg" / "limits.py").as_uri(),
+        "def check(user, LIMIT):\n    return user.count < LIMIT\n",
+        1,
+    )
     second = gather(g, views, VIEWS + "LIMIT")
     assert second[: len(first)] == first and len(second) == len(first) + 1
     # Caps: items per source and characters in all.
-    assert len(gather(g, views, VIEWS + "LIMIT", imports={"maxItems": 1}, openFiles={"maxItems": 0})) == 1
+    assert (
+        len(gather(g, views, VIEWS + "LIMIT", imports={"maxItems": 1}, openFiles={"maxItems": 0}))
+        == 1
+    )
     small = gather(g, views, VIEWS + "LIMIT", maxChars=40)
     assert sum(len(i["text"]) + len(i["path"]) + 2 for i in small) <= 40
     assert gather(g, views, VIEWS + "LIMIT", enabled=False) == []
@@ -170,6 +209,8 @@ def test_changed_lines_of_incremental_and_full_changes():
     from lsprotocol import types
 
     pos = types.Position(line=4, character=0)
-    partial = types.TextDocumentContentChangePartial(range=types.Range(start=pos, end=pos), text="a\nb\n")
+    partial = types.TextDocumentContentChangePartial(
+        range=types.Range(start=pos, end=pos), text="a\nb\n"
+    )
     full = types.TextDocumentContentChangeWholeDocument(text="x")
     assert changed_lines([partial, full]) == [(4, 6)]

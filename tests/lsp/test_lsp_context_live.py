@@ -10,9 +10,11 @@ from live_server import start_live_server
 
 pytestmark = pytest.mark.slow
 
-BILLING = ("class Invoice:\n    def __init__(self, customer, amount_due):\n"
-           "        self.customer = customer\n        self.amount_due = amount_due\n\n"
-           "    def pay(self, amount):\n        self.amount_due -= amount\n        return self.amount_due\n")
+BILLING = (
+    "class Invoice:\n    def __init__(self, customer, amount_due):\n"
+    "        self.customer = customer\n        self.amount_due = amount_due\n\n"
+    "    def pay(self, amount):\n        self.amount_due -= amount\n        return self.amount_due\n"
+)
 VIEWS = "from .billing import Invoice\nfrom .secret import KEY\n\n\ndef overdue(invoice):\n    return invoice."
 
 
@@ -38,8 +40,15 @@ def workspace(tmp_path):
 
 
 async def test_the_api_gets_the_definitions_the_file_imports_and_uses_them(shipped_api, workspace):
-    settings = {"apiUrl": shipped_api.url, "temperature": 0.0, "maxTokens": 12, "multiline": "never",
-                "debounceMs": 0, "requestTimeoutMs": 60000, "slowThresholdMs": 60000}
+    settings = {
+        "apiUrl": shipped_api.url,
+        "temperature": 0.0,
+        "maxTokens": 12,
+        "multiline": "never",
+        "debounceMs": 0,
+        "requestTimeoutMs": 60000,
+        "slowThresholdMs": 60000,
+    }
     uri = (workspace / "shop" / "views.py").as_uri()
     async with lsp_session(settings, root=workspace) as session:
         session.open(uri, VIEWS + "\n")
@@ -49,18 +58,29 @@ async def test_the_api_gets_the_definitions_the_file_imports_and_uses_them(shipp
         # The class the file imports, as an outline, under its workspace-relative path; nothing
         # from the symbolic link that leads outside the workspace.
         assert [(i["path"], i["source"]) for i in items] == [("ws/shop/billing.py", "imports")]
-        assert items[0]["text"] == ("class Invoice:\n    def __init__(self, customer, amount_due):\n"
-                                    "        self.customer = customer\n        self.amount_due = amount_due\n"
-                                    "    def pay(self, amount):\n")
+        assert items[0]["text"] == (
+            "class Invoice:\n    def __init__(self, customer, amount_due):\n"
+            "        self.customer = customer\n        self.amount_due = amount_due\n"
+            "    def pay(self, amount):\n"
+        )
         suggestion = result.items[0].insert_text if result and result.items else ""
 
         # The language server's suggestion is what the API gives for this prompt with these
         # items (greedy), and not what it gives without them: the context reached the model.
-        body = {"prompt": VIEWS, "suffix": "\n", "max_length": 12, "temperature": 0.0, "top_p": 0.95,
-                "stop": ["\n"], "language": "python"}
+        body = {
+            "prompt": VIEWS,
+            "suffix": "\n",
+            "max_length": 12,
+            "temperature": 0.0,
+            "top_p": 0.95,
+            "stop": ["\n"],
+            "language": "python",
+        }
         context = [{"path": i["path"], "text": i["text"]} for i in items]
         with httpx.Client(base_url=shipped_api.url, timeout=60) as http:
-            with_context = http.post("/generate", json={**body, "context": context}).json()["response"]
+            with_context = http.post("/generate", json={**body, "context": context}).json()[
+                "response"
+            ]
             without = http.post("/generate", json=body).json()["response"]
         assert suggestion and with_context.startswith(suggestion.rstrip())
         assert with_context != without

@@ -20,13 +20,18 @@ from live_server import start_live_server
 
 pytestmark = pytest.mark.slow
 
-DOCS = [f"def {name}(a, b):\n    \n\nprint({name}(1, 2))\n" for name in ("add", "sub", "mul", "div", "mod", "pow")]
+DOCS = [
+    f"def {name}(a, b):\n    \n\nprint({name}(1, 2))\n"
+    for name in ("add", "sub", "mul", "div", "mod", "pow")
+]
 
 
 def refused(url: str) -> int:
     """How many /generate requests the API answered with 400 so far."""
     text = httpx.get(url + "/metrics", timeout=5).text
-    pattern = r'^deepshiva_requests_total\{[^}]*path="/generate"[^}]*status="400"[^}]*\} ([0-9.eE+-]+)$'
+    pattern = (
+        r'^deepshiva_requests_total\{[^}]*path="/generate"[^}]*status="400"[^}]*\} ([0-9.eE+-]+)$'
+    )
     return int(sum(float(v) for v in re.findall(pattern, text, re.M)))
 
 
@@ -47,12 +52,23 @@ async def test_a_model_without_fim_tokens_gets_prefix_only_suggestions(tmp_path,
     try:
         url = api.url
         # The API keeps refusing a suffix for this model, with a message that says why.
-        answer = httpx.post(url + "/generate", json={"prompt": "x = ", "suffix": "\n", "max_length": 2}, timeout=60)
+        answer = httpx.post(
+            url + "/generate", json={"prompt": "x = ", "suffix": "\n", "max_length": 2}, timeout=60
+        )
         assert answer.status_code == 400 and "fill-in-the-middle" in answer.json()["message"]
         assert refused(url) == 1
 
-        settings = {"apiUrl": url, "stream": False, "seed": 2, "temperature": 0.8, "maxTokens": 12,
-                    "debounceMs": 0, "requestTimeoutMs": 30000, "slowThresholdMs": 30000, "cacheSize": 0}
+        settings = {
+            "apiUrl": url,
+            "stream": False,
+            "seed": 2,
+            "temperature": 0.8,
+            "maxTokens": 12,
+            "debounceMs": 0,
+            "requestTimeoutMs": 30000,
+            "slowThresholdMs": 30000,
+            "cacheSize": 0,
+        }
         async with lsp_session(settings) as s:
             await s.wait_status("ready")  # its /model_status said: no FIM dialect
             answers = await suggestions(s, "plain")

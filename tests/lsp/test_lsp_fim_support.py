@@ -16,9 +16,13 @@ def status(name, fim_dialect):
 
 
 def test_refusal_is_recognised_only_for_the_fim_message():
-    assert refuses_fim(400, "model 'phi' has no fill-in-the-middle tokens, so 'suffix' cannot be used")
+    assert refuses_fim(
+        400, "model 'phi' has no fill-in-the-middle tokens, so 'suffix' cannot be used"
+    )
     assert not refuses_fim(400, "suffix must be a string (got int)")
-    assert not refuses_fim(500, "model 'phi' has no fill-in-the-middle tokens, so 'suffix' cannot be used")
+    assert not refuses_fim(
+        500, "model 'phi' has no fill-in-the-middle tokens, so 'suffix' cannot be used"
+    )
 
 
 def test_learned_per_model_and_rechecked_while_prefix_only():

@@ -85,7 +85,9 @@ async def wait_until(predicate, timeout: float = 20.0, what: str = "condition"):
 async def test_a_completion_arrives_and_accepts_are_counted(api):
     async with lsp_session(settings(api)) as s:
         await s.wait_status("ready")
-        docs = [(f"def {name}(a, b):\n    \n", 1, 4) for name in ("add", "sub", "mul", "div", "mod")]
+        docs = [
+            (f"def {name}(a, b):\n    \n", 1, 4) for name in ("add", "sub", "mul", "div", "mod")
+        ]
         uri, line, char, item = await _first_suggestion(s, docs)
         assert item.insert_text.strip()
         assert item.range == types.Range(
@@ -143,7 +145,9 @@ async def test_latest_request_wins_and_the_older_stream_is_closed(endless_api):
         assert newer is not None
         superseded = await asyncio.wait_for(older, 10)
         assert not superseded.items  # the older request gives way (an empty answer, no error)
-        await wait_until(lambda: api.metric(CANCELLED) == before + 1, what="the API to see the close")
+        await wait_until(
+            lambda: api.metric(CANCELLED) == before + 1, what="the API to see the close"
+        )
         assert api.metric(RUNNING) == 0
         stats = await s.command("deepshiva.stats")
         assert stats["cancelled"] == 1
@@ -165,7 +169,9 @@ async def test_cancel_request_stops_the_generation(endless_api):
         s.client.protocol.notify(types.CANCEL_REQUEST, types.CancelParams(id="cancel-me"))
         with pytest.raises(JsonRpcRequestCancelled):
             await asyncio.wait_for(asyncio.wrap_future(future), 10)
-        await wait_until(lambda: api.metric(CANCELLED) == before + 1, what="the API to see the close")
+        await wait_until(
+            lambda: api.metric(CANCELLED) == before + 1, what="the API to see the close"
+        )
         stats = await s.command("deepshiva.stats")
         assert stats["cancelled"] == 1
 
@@ -176,7 +182,9 @@ async def test_cancel_request_stops_the_generation(endless_api):
             types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
         )
         assert not (await asyncio.wait_for(pending, 10)).items
-        await wait_until(lambda: api.metric(CANCELLED) == before + 2, what="the API to see the close")
+        await wait_until(
+            lambda: api.metric(CANCELLED) == before + 2, what="the API to see the close"
+        )
 
 
 async def _first_suggestion(s, docs):
@@ -211,12 +219,16 @@ async def test_positions_with_non_ascii_emoji_and_tabs(api, encoding):
     doc = "# naïve ☃ 😀 façade\ndef f():\n" + line_text + " + x\n\treturn name\n"
     async with lsp_session(settings(api), encodings=(encoding,)) as s:
         assert s.initialize_result.capabilities.position_encoding == encoding
-        docs = [(doc.replace("name", n), 2, width(line_text.replace("name", n), encoding))
-                for n in ("name", "nom", "nm", "n", "title")]
+        docs = [
+            (doc.replace("name", n), 2, width(line_text.replace("name", n), encoding))
+            for n in ("name", "nom", "nm", "n", "title")
+        ]
         # The cursor inside the string, just after the emoji: where the shipped model (behind
         # vLLM) writes on, while after the closing quote it starts a new line (no inline text).
-        docs += [(doc.replace("name", n), 2, width(line_text.replace("name", n)[:-4], encoding))
-                 for n in ("name", "label", "s")]
+        docs += [
+            (doc.replace("name", n), 2, width(line_text.replace("name", n)[:-4], encoding))
+            for n in ("name", "label", "s")
+        ]
         uri, line, char, item = await _first_suggestion(s, docs)
         assert item.range.start == types.Position(line=line, character=char)
         text = item.insert_text
@@ -234,7 +246,8 @@ async def test_selected_completion_info_is_extended_over_its_range(api):
             s.open(uri, f"import os\n{line}\n")
             end = len(line)
             rng = types.Range(
-                start=types.Position(line=1, character=end - 2), end=types.Position(line=1, character=end)
+                start=types.Position(line=1, character=end - 2),
+                end=types.Position(line=1, character=end),
             )
             selected = types.SelectedCompletionInfo(range=rng, text="path")
             result = await s.inline(uri, 1, end, selected=selected)
@@ -242,7 +255,9 @@ async def test_selected_completion_info_is_extended_over_its_range(api):
                 break
         assert result.items, "no suggestion after the selected item"
         item = result.items[0]
-        assert item.range == rng and item.insert_text.startswith("path") and len(item.insert_text) > 4
+        assert (
+            item.range == rng and item.insert_text.startswith("path") and len(item.insert_text) > 4
+        )
 
 
 async def test_down_then_no_model_then_bad_key_then_recovery(tiny_model_dir_no_fim):
@@ -252,8 +267,16 @@ async def test_down_then_no_model_then_bad_key_then_recovery(tiny_model_dir_no_f
     tiny_model_dir = tiny_model_dir_no_fim
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    lsp_settings = {"apiUrl": url, "apiKey": "wrong", "healthPollMs": 200, "debounceMs": 0,
-                    "seed": 2, "temperature": 0.8, "maxTokens": 16, "requestTimeoutMs": 30000}
+    lsp_settings = {
+        "apiUrl": url,
+        "apiKey": "wrong",
+        "healthPollMs": 200,
+        "debounceMs": 0,
+        "seed": 2,
+        "temperature": 0.8,
+        "maxTokens": 16,
+        "requestTimeoutMs": 30000,
+    }
     async with lsp_session(lsp_settings) as s:
         await s.wait_status("unreachable")
         uri = "file:///tmp/story.py"
@@ -272,7 +295,9 @@ async def test_down_then_no_model_then_bad_key_then_recovery(tiny_model_dir_no_f
                 types.DidChangeConfigurationParams(settings={"deepshiva": {"apiKey": "secret"}})
             )
             # a new key makes the server look again at once: no model, but no longer refused
-            await wait_until(lambda: [x["state"] for x in s.statuses][-1] == "no_model", what="re-probe")
+            await wait_until(
+                lambda: [x["state"] for x in s.statuses][-1] == "no_model", what="re-probe"
+            )
             result = await s.command("deepshiva.loadModel", {"modelName": str(tiny_model_dir)})
             assert result["status"] == "success"
             await s.wait_status("ready")
@@ -333,7 +358,9 @@ async def test_automatic_requests_wait_no_longer_than_the_api_takes_to_answer(ap
         await s.wait_status("ready")
         uri = f"file:///tmp/adaptive-{adaptive}.py"
         s.open(uri, "import os\n\n")
-        assert (await s.command("deepshiva.stats"))["debounceMs"] == configured  # nothing answered yet
+        assert (await s.command("deepshiva.stats"))[
+            "debounceMs"
+        ] == configured  # nothing answered yet
         column = 0
         while (await s.command("deepshiva.stats"))["apiCalls"] < 3:  # explicitly invoked: never
             assert column < 12, "the API was never asked"  # debounced, but their answers are timed
@@ -388,10 +415,17 @@ async def test_time_cap_reports_slow_and_closes_the_stream(api):
         s.open(uri, "import os\n\n")
         # Only now, with the session ready, the other client's ~1000-token generation (about a
         # second even on a fast machine) starts: the suggestion is sure to queue behind it.
-        busy = asyncio.get_running_loop().run_in_executor(None, lambda: httpx.post(
-            api.url + "/generate", json={"prompt": "x = [", "max_length": 1000, "temperature": 1.0, "seed": 1},
-            timeout=120))
-        await wait_until(lambda: api.metric(RUNNING) == 1, what="the other client's generation to start")
+        busy = asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: httpx.post(
+                api.url + "/generate",
+                json={"prompt": "x = [", "max_length": 1000, "temperature": 1.0, "seed": 1},
+                timeout=120,
+            ),
+        )
+        await wait_until(
+            lambda: api.metric(RUNNING) == 1, what="the other client's generation to start"
+        )
         started = asyncio.get_running_loop().time()
         await s.inline(uri, 1, 0)  # whole lines that arrived in time may be shown
         assert asyncio.get_running_loop().time() - started < 5

@@ -33,7 +33,7 @@ def at(doc: str, language: str = "python") -> CursorContext:
     [
         ("x = 1  # note█", "python", True),
         ("x = '#'█", "python", False),  # inside a string, not a comment
-        ("s = \"a\\\"#\"█", "python", False),  # escaped quote
+        ('s = "a\\"#"█', "python", False),  # escaped quote
         ("int x; // note█", "c", True),
         ("int x; /* a█", "c", True),
         ("int x; /* a */ y█", "c", False),

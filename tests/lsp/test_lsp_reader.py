@@ -7,7 +7,9 @@ from lsp.completer import SuggestionReader, usable_text
 from lsp.text import CursorContext
 
 
-def reader_for(before: str, after: str, single: bool, chunks: list[str]) -> tuple[SuggestionReader, int]:
+def reader_for(
+    before: str, after: str, single: bool, chunks: list[str]
+) -> tuple[SuggestionReader, int]:
     """Feed ``chunks`` until the reader says final; return it and how many chunks it took."""
     reader = SuggestionReader(CursorContext(before, after, "python"), single, max_lines=12)
     for count, chunk in enumerate(chunks, 1):
@@ -35,7 +37,14 @@ def test_not_final_while_the_block_goes_on():
 @pytest.mark.parametrize(
     "text, final, finish, single, timed_out, expected",
     [
-        ("\n    a = 1\n    b =", False, "stop", False, False, "\n    a = 1\n    b ="),  # model ended
+        (
+            "\n    a = 1\n    b =",
+            False,
+            "stop",
+            False,
+            False,
+            "\n    a = 1\n    b =",
+        ),  # model ended
         ("\n    a = 1\n    b =", False, "length", False, False, "\n    a = 1\n"),  # out of tokens
         ("\n    a = 1\n    b =", False, None, False, True, "\n    a = 1\n"),  # time cap
         ("foo(a", False, None, True, True, ""),  # a single line cut by the time cap: nothing

@@ -28,8 +28,15 @@ def test_slow_pops_up_once_and_its_recovery_not_at_all():
 
 
 @pytest.mark.parametrize(
-    "state, down", [(State.READY, False), (State.SLOW, False), (State.LOADING, True),
-                    (State.UNREACHABLE, True), (State.NO_MODEL, True), (State.UNAUTHORIZED, True)]
+    "state, down",
+    [
+        (State.READY, False),
+        (State.SLOW, False),
+        (State.LOADING, True),
+        (State.UNREACHABLE, True),
+        (State.NO_MODEL, True),
+        (State.UNAUTHORIZED, True),
+    ],
 )
 def test_which_states_are_down(state, down):
     assert state.is_down is down
@@ -37,8 +44,14 @@ def test_which_states_are_down(state, down):
 
 @pytest.mark.parametrize(
     "values, q, expected",
-    [([], 50, None), ([5], 95, 5), ([1, 2, 3, 4], 50, 2), ([1, 2, 3, 4], 95, 4),
-     (list(range(1, 101)), 95, 95), ([3, 1, 2], 50, 2)],
+    [
+        ([], 50, None),
+        ([5], 95, 5),
+        ([1, 2, 3, 4], 50, 2),
+        ([1, 2, 3, 4], 95, 4),
+        (list(range(1, 101)), 95, 95),
+        ([3, 1, 2], 50, 2),
+    ],
 )
 def test_percentile(values, q, expected):
     assert percentile(values, q) == expected

@@ -151,7 +151,10 @@ _PIECES = st.text(alphabet="aé😀\n\r \x0c", max_size=30)
 
 
 @settings(max_examples=400, deadline=None, derandomize=True)
-@given(text=_PIECES, edits=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 10), _PIECES), max_size=8))
+@given(
+    text=_PIECES,
+    edits=st.lists(st.tuples(st.integers(0, 40), st.integers(0, 10), _PIECES), max_size=8),
+)
 def test_line_index_after_edits_equals_a_fresh_scan(text, edits):
     """Including edits that split a \\r\\n pair or join a \\r with a following \\n."""
     index = LineIndex(text)
@@ -201,13 +204,17 @@ def test_the_servers_document_keeps_its_index_across_keystrokes(monkeypatch):
 
     full_scans = []
     real = text_module.line_starts
-    monkeypatch.setattr(text_module, "line_starts", lambda text: full_scans.append(len(text)) or real(text))
+    monkeypatch.setattr(
+        text_module, "line_starts", lambda text: full_scans.append(len(text)) or real(text)
+    )
     document = "def f(x):\n    return x * 2\n" * 200_000
     doc = EditorDocument("file:///big.py", source=document, version=1)
     _ = doc.line_index  # the one full scan
     for n in range(10):
         at = types.Position(line=100_000, character=8 + n)
-        doc.apply_change(types.TextDocumentContentChangePartial(range=types.Range(start=at, end=at), text="y"))
+        doc.apply_change(
+            types.TextDocumentContentChangePartial(range=types.Range(start=at, end=at), text="y")
+        )
         doc.line_index.offset_at(100_000, 9 + n)
     assert len(full_scans) == 1, full_scans
     assert doc.source.split("\n")[100_000] == "def f(x)" + "y" * 10 + ":"

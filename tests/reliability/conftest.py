@@ -21,8 +21,17 @@ OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 @pytest.fixture(scope="module")
 def api(tiny_model_dir):
     """One real API server (tiny model, small limits) shared by a test module."""
-    server = start_live_server(tiny_model_dir, env=OFFLINE,
-                               args=["--max-length-limit", "64", "--queue-size", "4",
-                                     "--allowed-models", str(tiny_model_dir)])
+    server = start_live_server(
+        tiny_model_dir,
+        env=OFFLINE,
+        args=[
+            "--max-length-limit",
+            "64",
+            "--queue-size",
+            "4",
+            "--allowed-models",
+            str(tiny_model_dir),
+        ],
+    )
     yield server
     server.stop()

@@ -15,8 +15,30 @@ from hypothesis import strategies as st
 BREAK = re.compile(r"\r\n|\r|\n")
 # Multi-byte text, astral characters (2 UTF-16 units, 4 UTF-8 bytes), every line-break style, and
 # characters that Python's str.splitlines() treats as line breaks but LSP and editors do not.
-ALPHABET = ["a", "b", "x", " ", "\t", "(", ")", "é", "ß", "☃", "中", "😀", "𝔘", "\n", "\r\n", "\r",
-            "\x0c", "\x0b", "\x1c", "\x85", "\u2028", "\u2029"]
+ALPHABET = [
+    "a",
+    "b",
+    "x",
+    " ",
+    "\t",
+    "(",
+    ")",
+    "é",
+    "ß",
+    "☃",
+    "中",
+    "😀",
+    "𝔘",
+    "\n",
+    "\r\n",
+    "\r",
+    "\x0c",
+    "\x0b",
+    "\x1c",
+    "\x85",
+    "\u2028",
+    "\u2029",
+]
 
 
 def unit_len(ch: str, encoding: str) -> int:

@@ -47,8 +47,15 @@ class FakeApi:
                 if self.path == "/health":
                     self._json(200, {"status": "ok", "model_loaded": True, "state": "ready"})
                 elif self.path == "/model_status":
-                    self._json(200, {"status": "success", "model_loaded": True, "model_name": "fake",
-                                     "state": "ready"})
+                    self._json(
+                        200,
+                        {
+                            "status": "success",
+                            "model_loaded": True,
+                            "model_name": "fake",
+                            "state": "ready",
+                        },
+                    )
                 else:
                     self._json(404, {"status": "error", "message": "not found"})
 
@@ -86,8 +93,12 @@ class FakeApi:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="fake-api", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-api",
+            daemon=True,
+        )
 
     def __enter__(self) -> "FakeApi":
         self._thread.start()

@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def capabilities(encoding: str = "utf-16") -> types.ClientCapabilities:
     """An editor like VS Code or Neovim 0.12 (pytest-lsp's snapshots predate inline completion)."""
     return types.ClientCapabilities(
-        general=types.GeneralClientCapabilities(position_encodings=[types.PositionEncodingKind(encoding)]),
+        general=types.GeneralClientCapabilities(
+            position_encodings=[types.PositionEncodingKind(encoding)]
+        ),
         text_document=types.TextDocumentClientCapabilities(
             synchronization=types.TextDocumentSyncClientCapabilities(dynamic_registration=False),
             inline_completion=types.InlineCompletionClientCapabilities(dynamic_registration=False),
@@ -42,31 +44,52 @@ class Session:
 
     def open(self, uri: str, text: str, language: str = "python") -> None:
         self.versions[uri] = 1
-        self.client.text_document_did_open(types.DidOpenTextDocumentParams(
-            text_document=types.TextDocumentItem(uri=uri, language_id=language, version=1, text=text)))
+        self.client.text_document_did_open(
+            types.DidOpenTextDocumentParams(
+                text_document=types.TextDocumentItem(
+                    uri=uri, language_id=language, version=1, text=text
+                )
+            )
+        )
 
     def change(self, uri: str, start: tuple[int, int], end: tuple[int, int], text: str) -> None:
         self.versions[uri] = self.versions.get(uri, 0) + 1
-        rng = types.Range(start=types.Position(line=start[0], character=start[1]),
-                          end=types.Position(line=end[0], character=end[1]))
-        self.client.text_document_did_change(types.DidChangeTextDocumentParams(
-            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=self.versions[uri]),
-            content_changes=[types.TextDocumentContentChangePartial(range=rng, text=text)]))
+        rng = types.Range(
+            start=types.Position(line=start[0], character=start[1]),
+            end=types.Position(line=end[0], character=end[1]),
+        )
+        self.client.text_document_did_change(
+            types.DidChangeTextDocumentParams(
+                text_document=types.VersionedTextDocumentIdentifier(
+                    uri=uri, version=self.versions[uri]
+                ),
+                content_changes=[types.TextDocumentContentChangePartial(range=rng, text=text)],
+            )
+        )
 
     def close(self, uri: str) -> None:
-        self.client.text_document_did_close(types.DidCloseTextDocumentParams(
-            text_document=types.TextDocumentIdentifier(uri=uri)))
+        self.client.text_document_did_close(
+            types.DidCloseTextDocumentParams(text_document=types.TextDocumentIdentifier(uri=uri))
+        )
 
     async def inline(self, uri: str, line: int, character: int, invoked: bool = True):
-        kind = types.InlineCompletionTriggerKind.Invoked if invoked else types.InlineCompletionTriggerKind.Automatic
-        return await self.client.text_document_inline_completion_async(types.InlineCompletionParams(
-            text_document=types.TextDocumentIdentifier(uri=uri),
-            position=types.Position(line=line, character=character),
-            context=types.InlineCompletionContext(trigger_kind=kind)))
+        kind = (
+            types.InlineCompletionTriggerKind.Invoked
+            if invoked
+            else types.InlineCompletionTriggerKind.Automatic
+        )
+        return await self.client.text_document_inline_completion_async(
+            types.InlineCompletionParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                position=types.Position(line=line, character=character),
+                context=types.InlineCompletionContext(trigger_kind=kind),
+            )
+        )
 
     async def command(self, name: str, *arguments: Any) -> Any:
         return await self.client.workspace_execute_command_async(
-            types.ExecuteCommandParams(command=name, arguments=list(arguments)))
+            types.ExecuteCommandParams(command=name, arguments=list(arguments))
+        )
 
     async def wait_status(self, state: str, timeout: float = 20.0, after: int = 0) -> dict:
         """The first deepshiva/status with ``state`` among those announced from index ``after`` on."""
@@ -91,13 +114,21 @@ async def lsp_session(settings: Any, encoding: str = "utf-16") -> AsyncIterator[
 
     @client.feature("deepshiva/status")
     def _on_status(params):
-        session.statuses.append(params if isinstance(params, dict) else
-                                {"state": params.state, "message": params.message})
+        session.statuses.append(
+            params
+            if isinstance(params, dict)
+            else {"state": params.state, "message": params.message}
+        )
 
     await client.start_io(sys.executable, "-m", "lsp", "--log-level", "WARNING", cwd=str(ROOT))
     try:
-        session.initialize_result = await client.initialize_session(types.InitializeParams(
-            capabilities=capabilities(encoding), initialization_options=settings, root_uri=ROOT.as_uri()))
+        session.initialize_result = await client.initialize_session(
+            types.InitializeParams(
+                capabilities=capabilities(encoding),
+                initialization_options=settings,
+                root_uri=ROOT.as_uri(),
+            )
+        )
         yield session
     finally:
         with contextlib.suppress(Exception):
@@ -110,7 +141,9 @@ class LspThread:
 
     def __init__(self, settings: Any, encoding: str = "utf-16"):
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="lsp-client", daemon=True)
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="lsp-client", daemon=True
+        )
         self._thread.start()
         self._cm = lsp_session(settings, encoding)
         self.session: Session = self.call(self._cm.__aenter__(), timeout=60)
@@ -120,8 +153,10 @@ class LspThread:
 
     def run(self, fn, *args):
         """Run a plain function on the client's loop (notifications must be sent from there)."""
+
         async def _do():
             return fn(*args)
+
         return self.call(_do())
 
     def close(self) -> None:

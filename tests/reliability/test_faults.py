@@ -48,9 +48,18 @@ async def test_api_killed_mid_stream_then_back(endless_model_dir):
     port = _free_port()
     args = ["--port", str(port), "--queue-size", "2"]
     server = start_live_server(endless_model_dir, env=OFFLINE, args=args)
-    settings = {"apiUrl": server.url, "debounceMs": 0, "healthPollMs": 200, "seed": 2, "temperature": 1.0,
-                "maxTokens": 400, "multiline": "always", "maxLines": 500, "requestTimeoutMs": 60000,
-                "slowThresholdMs": 60000}
+    settings = {
+        "apiUrl": server.url,
+        "debounceMs": 0,
+        "healthPollMs": 200,
+        "seed": 2,
+        "temperature": 1.0,
+        "maxTokens": 400,
+        "multiline": "always",
+        "maxLines": 500,
+        "requestTimeoutMs": 60000,
+        "slowThresholdMs": 60000,
+    }
     try:
         async with lsp_session(settings) as s:
             await s.wait_status("ready")
@@ -75,10 +84,18 @@ async def test_api_killed_mid_stream_then_back(endless_model_dir):
             await s.wait_status("ready", timeout=30, after=seen)  # nobody typed: the poll found it
             s.client.workspace_did_change_configuration(  # shorter suggestions from here on
                 __import__("lsprotocol").types.DidChangeConfigurationParams(
-                    settings={"deepshiva": {"maxTokens": 16, "multiline": "auto", "temperature": 0.8}}))
-            for n, line in enumerate(("total = + 1\n", "count = + 1\n", "name = + 1\n", "value = + 1\n")):
+                    settings={
+                        "deepshiva": {"maxTokens": 16, "multiline": "auto", "temperature": 0.8}
+                    }
+                )
+            )
+            for n, line in enumerate(
+                ("total = + 1\n", "count = + 1\n", "name = + 1\n", "value = + 1\n")
+            ):
                 s.open(f"file:///tmp/rel/back{n}.py", line)
-                back = await asyncio.wait_for(s.inline(f"file:///tmp/rel/back{n}.py", 0, line.index("+")), 30)
+                back = await asyncio.wait_for(
+                    s.inline(f"file:///tmp/rel/back{n}.py", 0, line.index("+")), 30
+                )
                 if back.items:
                     break
             assert back.items, "no suggestion after the API came back"
@@ -88,6 +105,7 @@ async def test_api_killed_mid_stream_then_back(endless_model_dir):
 
 def _broken_models(tiny_model_dir: Path, root: Path) -> dict[str, Path]:
     """Copies of the tiny model, each broken in one way."""
+
     def copy(name: str) -> Path:
         return Path(shutil.copytree(tiny_model_dir, root / name))
 
@@ -104,7 +122,9 @@ def _broken_models(tiny_model_dir: Path, root: Path) -> dict[str, Path]:
     (cases["no_weights"] / "model.safetensors").unlink()
     cases["truncated_weights"] = copy("truncated-weights")
     weights = cases["truncated_weights"] / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # header intact, data cut
+    weights.write_bytes(
+        weights.read_bytes()[: weights.stat().st_size // 2]
+    )  # header intact, data cut
     cases["no_tokenizer"] = copy("no-tokenizer")
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (cases["no_tokenizer"] / name).unlink()
@@ -125,25 +145,43 @@ def test_failed_loads_keep_the_previous_model_serving(tiny_model_dir, tmp_path):
     root = tmp_path / "models"
     root.mkdir()
     cases = _broken_models(tiny_model_dir, root)
-    server = start_live_server(tiny_model_dir, env=OFFLINE,
-                               args=["--allowed-models", f"{root},{tiny_model_dir}", "--max-length-limit", "8"])
+    server = start_live_server(
+        tiny_model_dir,
+        env=OFFLINE,
+        args=["--allowed-models", f"{root},{tiny_model_dir}", "--max-length-limit", "8"],
+    )
     try:
         url = server.url
         for case, path in cases.items():
             response = httpx.post(url + "/load_model", json={"model_name": str(path)}, timeout=120)
             # a missing path cannot be inside an allowed directory: 403 before anything is read
-            assert response.status_code in ((403,) if case == "missing_dir" else (400, 404, 422)), \
-                (case, response.status_code, response.text)
+            assert response.status_code in ((403,) if case == "missing_dir" else (400, 404, 422)), (
+                case,
+                response.status_code,
+                response.text,
+            )
             body = response.json()
             assert set(body) == {"status", "message"} and body["status"] == "error", (case, body)
             status = httpx.get(url + "/model_status", timeout=5).json()
             assert status["model_loaded"] is True and status["state"] == "ready", (case, status)
             assert status["model_name"] == str(tiny_model_dir), (case, status)
             if path.exists():  # a missing path is refused before any load starts
-                assert status["last_load_error"] and path.name in status["last_load_error"], (case, status)
-            answer = httpx.post(url + "/generate", json={"prompt": "x", "max_length": 2}, timeout=30)
-            assert answer.status_code == 200 and answer.json()["model_name"] == str(tiny_model_dir), case
-        assert httpx.post(url + "/load_model", json={"model_name": str(tiny_model_dir)}, timeout=120).status_code == 200
+                assert status["last_load_error"] and path.name in status["last_load_error"], (
+                    case,
+                    status,
+                )
+            answer = httpx.post(
+                url + "/generate", json={"prompt": "x", "max_length": 2}, timeout=30
+            )
+            assert answer.status_code == 200 and answer.json()["model_name"] == str(
+                tiny_model_dir
+            ), case
+        assert (
+            httpx.post(
+                url + "/load_model", json={"model_name": str(tiny_model_dir)}, timeout=120
+            ).status_code
+            == 200
+        )
         assert httpx.get(url + "/model_status", timeout=5).json()["last_load_error"] is None
     finally:
         assert server.stop() == 0, server.output

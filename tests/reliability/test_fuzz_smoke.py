@@ -20,5 +20,7 @@ def test_fuzz_smoke(tmp_path, tiny_model_dir):
     assert figures["server_errors_5xx"] == 0, figures["failures"]
     assert figures["failures_by_kind"] == {}, figures["failures"]
     assert figures["still_serving_after"] and figures["server_exit_code"] == 0
-    assert {"200", "400", "401"} <= set(figures["statuses"])  # valid, invalid and unauthenticated inputs
+    assert {"200", "400", "401"} <= set(
+        figures["statuses"]
+    )  # valid, invalid and unauthenticated inputs
     assert code == 0

@@ -60,7 +60,11 @@ async def test_positions_are_clamped_in_the_answer_too():
                 result = await s.inline(uri, line, character)
                 assert result.items, (line, character)
                 rng = result.items[0].range
-                assert (rng.start.line, rng.start.character) == (want_line, want_char), (line, character, rng)
+                assert (rng.start.line, rng.start.character) == (want_line, want_char), (
+                    line,
+                    character,
+                    rng,
+                )
                 assert (rng.end.line, rng.end.character) == (want_line, want_char)
                 assert api.bodies[-1]["prompt"].endswith(prompt_end), api.bodies[-1]["prompt"]
 
@@ -69,8 +73,13 @@ class RawLsp:
     """deepshiva-lsp over stdio with hand-written JSON-RPC: a client that may send anything."""
 
     def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-m", "lsp", "--log-level", "ERROR"], cwd=ROOT,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lsp", "--log-level", "ERROR"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
         self.buffer = b""
 
     def send(self, message: dict) -> None:
@@ -105,19 +114,52 @@ class RawLsp:
 def test_requests_with_invalid_params_get_an_answer():
     lsp = RawLsp()
     try:
-        lsp.send({"id": 1, "method": "initialize", "params": {"capabilities": {}, "processId": None}})
+        lsp.send(
+            {"id": 1, "method": "initialize", "params": {"capabilities": {}, "processId": None}}
+        )
         assert "result" in lsp.response(1)
         lsp.send({"method": "initialized", "params": {}})
         uri = "file:///tmp/reliability/raw.py"
-        lsp.send({"method": "textDocument/didOpen", "params": {"textDocument": {
-            "uri": uri, "languageId": "python", "version": 1, "text": "x = 1\n"}}})
+        lsp.send(
+            {
+                "method": "textDocument/didOpen",
+                "params": {
+                    "textDocument": {
+                        "uri": uri,
+                        "languageId": "python",
+                        "version": 1,
+                        "text": "x = 1\n",
+                    }
+                },
+            }
+        )
         context = {"triggerKind": 1}
         bad = [
-            {"textDocument": {"uri": uri}, "position": {"line": -1, "character": 0}, "context": context},
-            {"textDocument": {"uri": uri}, "position": {"line": "zero", "character": 0}, "context": context},
-            {"textDocument": {"uri": uri}, "position": {"line": 0, "character": -5}, "context": context},
-            {"textDocument": {"uri": uri}, "position": {"line": 0, "character": 0}, "context": {"triggerKind": "x"}},
-            {"textDocument": {"uri": uri}, "position": {"line": [0], "character": 0}, "context": context},
+            {
+                "textDocument": {"uri": uri},
+                "position": {"line": -1, "character": 0},
+                "context": context,
+            },
+            {
+                "textDocument": {"uri": uri},
+                "position": {"line": "zero", "character": 0},
+                "context": context,
+            },
+            {
+                "textDocument": {"uri": uri},
+                "position": {"line": 0, "character": -5},
+                "context": context,
+            },
+            {
+                "textDocument": {"uri": uri},
+                "position": {"line": 0, "character": 0},
+                "context": {"triggerKind": "x"},
+            },
+            {
+                "textDocument": {"uri": uri},
+                "position": {"line": [0], "character": 0},
+                "context": context,
+            },
             {"position": {"line": 0, "character": 0}, "context": context},
             [1, 2, 3],
         ]
@@ -126,8 +168,16 @@ def test_requests_with_invalid_params_get_an_answer():
             answer = lsp.response(n)
             assert answer.get("error", {}).get("code") == -32602, (params, answer)
             assert "inlineCompletion" in answer["error"]["message"]
-        lsp.send({"id": "s", "method": "textDocument/completion",
-                  "params": {"textDocument": {"uri": uri}, "position": {"line": 0, "character": "end"}}})
+        lsp.send(
+            {
+                "id": "s",
+                "method": "textDocument/completion",
+                "params": {
+                    "textDocument": {"uri": uri},
+                    "position": {"line": 0, "character": "end"},
+                },
+            }
+        )
         assert lsp.response("s")["error"]["code"] == -32602
         lsp.send({"id": 99, "method": "shutdown"})  # and it still answers valid requests
         assert "error" not in lsp.response(99)

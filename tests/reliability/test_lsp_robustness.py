@@ -26,8 +26,12 @@ async def test_unknown_and_closed_documents_get_a_clean_answer():
     with FakeApi() as api:
         api.answer = lambda body: ("value = 1", 0.0)
         async with lsp_session({**BASE, "apiUrl": api.url}) as s:
-            for uri in ("file:///nonexistent/dir/never_opened.py", "untitled:Untitled-1",
-                        "file:///tmp/reliability/%ZZ%00bad.py", "not a uri at all"):
+            for uri in (
+                "file:///nonexistent/dir/never_opened.py",
+                "untitled:Untitled-1",
+                "file:///tmp/reliability/%ZZ%00bad.py",
+                "not a uri at all",
+            ):
                 assert _empty(await s.inline(uri, 3, 7)), uri
             closed = "file:///tmp/reliability/closed.py"
             s.open(closed, "import os\n")
@@ -53,8 +57,17 @@ BAD_SETTINGS = [
     42,
     {"deepshiva": "not a dict"},
     {"deepshiva": {"maxTokens": "lots", "temperature": float("inf"), "apiUrl": 5}},
-    {"maxTokens": -3, "contextChars": "everything", "stop": [1, None, {}], "multiline": "sometimes"},
-    {"contextChars": {"before": -1, "after": 10**12}, "debounceMs": None, "requestTimeoutMs": "soon"},
+    {
+        "maxTokens": -3,
+        "contextChars": "everything",
+        "stop": [1, None, {}],
+        "multiline": "sometimes",
+    },
+    {
+        "contextChars": {"before": -1, "after": 10**12},
+        "debounceMs": None,
+        "requestTimeoutMs": "soon",
+    },
     {"enabledLanguages": "python", "disabledLanguages": [None], "cacheSize": 1.5, "seed": "x"},
     {"deepshiva": {"deepshiva": {"deepshiva": {}}}, "": 1, "\u2028": [], "apiKey": 7},
 ]
@@ -68,15 +81,24 @@ async def test_malformed_configuration_never_breaks_the_server(initial):
         api.answer = lambda body: ("value = 1", 0.0)
         async with lsp_session(initial) as s:
             s.client.workspace_did_change_configuration(
-                types.DidChangeConfigurationParams(settings={"deepshiva": {**BASE, "apiUrl": api.url}}))
+                types.DidChangeConfigurationParams(
+                    settings={"deepshiva": {**BASE, "apiUrl": api.url}}
+                )
+            )
             await asyncio.sleep(0.2)
             uri = "file:///tmp/reliability/config.py"
             s.open(uri, "x = \n")
             for n, bad in enumerate(BAD_SETTINGS):
-                s.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(settings=bad))
+                s.client.workspace_did_change_configuration(
+                    types.DidChangeConfigurationParams(settings=bad)
+                )
                 s.change(uri, (0, 0), (0, 0), f"# {n}\n")
                 result = await asyncio.wait_for(s.inline(uri, n + 1, 4), 10)
                 assert result.items and result.items[0].insert_text == "value = 1", bad
             assert s.alive()
             body = api.bodies[-1]
-            assert body["max_length"] == 8 and 0 <= body["temperature"] <= 2 and isinstance(body["prompt"], str)
+            assert (
+                body["max_length"] == 8
+                and 0 <= body["temperature"] <= 2
+                and isinstance(body["prompt"], str)
+            )

@@ -49,7 +49,9 @@ async def test_a_slow_answer_never_blocks_the_editor():
             t0 = time.monotonic()
             status = await asyncio.wait_for(s.command("deepshiva.status"), 2)
             assert time.monotonic() - t0 < 0.5 and status["state"] is not None
-            other = await asyncio.wait_for(s.inline(other_uri, 0, 4), 2)  # another document: not held up
+            other = await asyncio.wait_for(
+                s.inline(other_uri, 0, 4), 2
+            )  # another document: not held up
             assert _texts(other) == ["v2"]
             s.change(slow_uri, (0, 4), (0, 4), "1")
             result = await asyncio.wait_for(pending, 3)

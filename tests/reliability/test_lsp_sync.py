@@ -18,8 +18,13 @@ from lsp_harness import LspThread
 
 pytestmark = pytest.mark.timeout(300)
 
-SETTINGS = {"debounceMs": 0, "cacheSize": 0, "maxTokens": 8, "requestTimeoutMs": 5000,
-            "contextChars": {"before": 200_000, "after": 200_000}}
+SETTINGS = {
+    "debounceMs": 0,
+    "cacheSize": 0,
+    "maxTokens": 8,
+    "requestTimeoutMs": 5000,
+    "contextChars": {"before": 200_000, "after": 200_000},
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,8 +45,12 @@ def lsp(request, fake_api):
 _counter = iter(range(10**9))
 
 
-@settings(max_examples=40, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(data=st.data(), initial=texts)
 def test_random_edits_keep_the_document_in_sync(lsp, fake_api, data, initial):
     encoding = lsp.encoding
@@ -73,9 +82,13 @@ def test_text_sync_helper_matches_the_editor(data, initial, encoding):
 
     from lsp.server import EditorDocument
 
-    doc = EditorDocument("file:///tmp/x.py", source=initial, version=1,
-                         sync_kind=types.TextDocumentSyncKind.Incremental,
-                         position_codec=PositionCodec(encoding=encoding))
+    doc = EditorDocument(
+        "file:///tmp/x.py",
+        source=initial,
+        version=1,
+        sync_kind=types.TextDocumentSyncKind.Incremental,
+        position_codec=PositionCodec(encoding=encoding),
+    )
     text = initial
     for _ in range(data.draw(st.integers(1, 10), label="edits")):
         start, end, new = data.draw(edit(text, encoding), label="edit")

@@ -38,8 +38,14 @@ def test_default_listens_on_loopback_only():
     """No --host at all: the server binds 127.0.0.1 and nothing else."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSHIVA_")}
     env.update(OFFLINE, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(server_command() + ["--port", "0", "--model", "none"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        server_command() + ["--port", "0", "--model", "none"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         line = ""
         deadline = time.monotonic() + 60
@@ -75,8 +81,12 @@ def test_non_loopback_hosts_from_the_environment_are_refused(host):
 
 @pytest.fixture(scope="module")
 def keyed(tiny_model_dir):
-    server = start_live_server(tiny_model_dir, api_key=KEY, env=OFFLINE,
-                               args=["--allowed-models", str(tiny_model_dir), "--max-length-limit", "16"])
+    server = start_live_server(
+        tiny_model_dir,
+        api_key=KEY,
+        env=OFFLINE,
+        args=["--allowed-models", str(tiny_model_dir), "--max-length-limit", "16"],
+    )
     yield server
     server.stop()
 
@@ -86,8 +96,12 @@ def _raw_request(url: str, method: str, path: str, headers: dict | None = None) 
     host, port = url.rsplit("//", 1)[1].split(":")
     conn = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
-        conn.request(method, path, body=b"{}" if method == "POST" else None,
-                     headers={"Content-Type": "application/json", **(headers or {})})
+        conn.request(
+            method,
+            path,
+            body=b"{}" if method == "POST" else None,
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
         return conn.getresponse().status
     finally:
         conn.close()
@@ -96,24 +110,48 @@ def _raw_request(url: str, method: str, path: str, headers: dict | None = None) 
 def test_no_path_or_method_trick_gets_past_the_key(keyed):
     url = keyed.url
     assert httpx.get(url + "/health", timeout=5).status_code == 200
-    tricks = [("GET", "/health/../model_status"), ("GET", "//model_status"), ("GET", "/model_status/"),
-              ("GET", "/Model_Status"), ("GET", "/model_status?health"), ("GET", "/model_status#/health"),
-              ("POST", "/health/../generate"), ("POST", "//generate"), ("POST", "/./generate"),
-              ("POST", "/generate%2f"), ("OPTIONS", "/generate"), ("HEAD", "/model_status"),
-              ("GET", "/nowhere"), ("GET", "/openapi.json"), ("GET", "/metrics"), ("POST", "/load_model")]
+    tricks = [
+        ("GET", "/health/../model_status"),
+        ("GET", "//model_status"),
+        ("GET", "/model_status/"),
+        ("GET", "/Model_Status"),
+        ("GET", "/model_status?health"),
+        ("GET", "/model_status#/health"),
+        ("POST", "/health/../generate"),
+        ("POST", "//generate"),
+        ("POST", "/./generate"),
+        ("POST", "/generate%2f"),
+        ("OPTIONS", "/generate"),
+        ("HEAD", "/model_status"),
+        ("GET", "/nowhere"),
+        ("GET", "/openapi.json"),
+        ("GET", "/metrics"),
+        ("POST", "/load_model"),
+    ]
     for method, path in tricks:
         assert _raw_request(url, method, path) == 401, (method, path)
         assert _raw_request(url, method, path, {"Authorization": "Bearer"}) == 401, (method, path)
-    for value in ("Bearer " + KEY[:-1], "Bearer " + KEY + "x", "Bearer " + KEY.upper(), "Token " + KEY,
-                  "Bearer\t" + KEY + "\x00", "Bearer " + "A" * 10_000, KEY):
+    for value in (
+        "Bearer " + KEY[:-1],
+        "Bearer " + KEY + "x",
+        "Bearer " + KEY.upper(),
+        "Token " + KEY,
+        "Bearer\t" + KEY + "\x00",
+        "Bearer " + "A" * 10_000,
+        KEY,
+    ):
         try:
-            response = httpx.get(url + "/model_status", headers={"Authorization": value.encode("utf-8")}, timeout=5)
+            response = httpx.get(
+                url + "/model_status", headers={"Authorization": value.encode("utf-8")}, timeout=5
+            )
         except (httpx.LocalProtocolError, httpx.RemoteProtocolError):  # refused before the app
             continue
         assert response.status_code == 401, value[:40]
     good = {"Authorization": ("Bearer " + KEY).encode("utf-8")}
     assert httpx.get(url + "/model_status", headers=good, timeout=5).status_code == 200
-    answer = httpx.post(url + "/generate", headers=good, json={"prompt": "x", "max_length": 2}, timeout=30)
+    answer = httpx.post(
+        url + "/generate", headers=good, json={"prompt": "x", "max_length": 2}, timeout=30
+    )
     assert answer.status_code == 200
 
 
@@ -123,13 +161,19 @@ def test_a_non_ascii_key_works_over_a_real_socket():
     (WSGI decodes header values as latin-1) and still refuse near misses."""
     server = start_live_server(None, env=OFFLINE, args=["--api-key", UNICODE_KEY])
     try:
+
         def status(value: str) -> int:
             headers = {"Authorization": ("Bearer " + value).encode("utf-8")}
             return httpx.get(server.url + "/model_status", headers=headers, timeout=5).status_code
 
         assert status(UNICODE_KEY) == 200
         assert status(UNICODE_KEY[:-1]) == 401 and status(UNICODE_KEY.upper()) == 401
-        latin1 = {"Authorization": ("Bearer " + UNICODE_KEY).encode("utf-8").decode("latin-1").encode("latin-1")}
+        latin1 = {
+            "Authorization": ("Bearer " + UNICODE_KEY)
+            .encode("utf-8")
+            .decode("latin-1")
+            .encode("latin-1")
+        }
         assert httpx.get(server.url + "/model_status", headers=latin1, timeout=5).status_code == 200
     finally:
         server.stop()
@@ -137,7 +181,9 @@ def test_a_non_ascii_key_works_over_a_real_socket():
 
 def test_the_key_never_appears_in_logs_or_answers(keyed):
     good = {"Authorization": ("Bearer " + KEY).encode("utf-8")}
-    bad = httpx.get(keyed.url + "/model_status", headers={"Authorization": "Bearer nope"}, timeout=5)
+    bad = httpx.get(
+        keyed.url + "/model_status", headers={"Authorization": "Bearer nope"}, timeout=5
+    )
     assert KEY not in bad.text
     for path in ("/model_status", "/openapi.json", "/metrics"):
         assert KEY not in httpx.get(keyed.url + path, headers=good, timeout=5).text
@@ -159,8 +205,13 @@ def test_key_is_compared_in_constant_time(engine_app_factory):
     auth.hmac.compare_digest = spy
     try:
         client = engine_app_factory(api_key=KEY).test_client()
-        assert client.get("/model_status", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert client.get("/model_status", headers={"Authorization": "Bearer " + KEY}).status_code in (200, 401)
+        assert (
+            client.get("/model_status", headers={"Authorization": "Bearer wrong"}).status_code
+            == 401
+        )
+        assert client.get(
+            "/model_status", headers={"Authorization": "Bearer " + KEY}
+        ).status_code in (200, 401)
     finally:
         auth.hmac.compare_digest = real
     assert calls and all(pair == (bytes, bytes) for pair in calls)
@@ -182,7 +233,7 @@ def _refuse(name):
 
 # ---- remote code -----------------------------------------------------------------------------
 
-EVIL_CONFIG = '''
+EVIL_CONFIG = """
 from pathlib import Path
 from transformers import LlamaConfig
 
@@ -191,14 +242,16 @@ Path(MARKER).write_text("the model's own code ran")
 
 class EvilConfig(LlamaConfig):
     model_type = "llama"
-'''
+"""
 
 
 @pytest.fixture
 def remote_code_model(tiny_model_dir, tmp_path):
     """The tiny model with an auto_map pointing at Python that leaves a marker file when imported."""
     path = Path(shutil.copytree(tiny_model_dir, tmp_path / "remote-code-model"))
-    (path / "evil_config.py").write_text(EVIL_CONFIG.replace("MARKER", repr(str(path / "REMOTE_CODE_RAN"))))
+    (path / "evil_config.py").write_text(
+        EVIL_CONFIG.replace("MARKER", repr(str(path / "REMOTE_CODE_RAN")))
+    )
     config = json.loads((path / "config.json").read_text())
     config["auto_map"] = {"AutoConfig": "evil_config.EvilConfig"}
     (path / "config.json").write_text(json.dumps(config))
@@ -215,8 +268,10 @@ def test_remote_code_never_runs_unless_allowed_at_start(tiny_model_dir, remote_c
     marker = remote_code_model / "REMOTE_CODE_RAN"
     server = start_live_server(tiny_model_dir, env=OFFLINE)
     try:
-        for body in ({"model_name": str(remote_code_model)},
-                     {"model_name": str(remote_code_model), "trust_remote_code": True}):
+        for body in (
+            {"model_name": str(remote_code_model)},
+            {"model_name": str(remote_code_model), "trust_remote_code": True},
+        ):
             response = httpx.post(server.url + "/load_model", json=body, timeout=120)
             assert response.status_code in (200, 404, 422), response.text
             assert not marker.exists(), "the model's own Python code ran"
@@ -241,6 +296,7 @@ def test_the_start_up_switch_is_what_gates_remote_code(remote_code_model, tmp_pa
 
 # ---- the allow-list ---------------------------------------------------------------------------
 
+
 def test_allow_list_confines_loads_to_its_directories(tiny_model_dir, tmp_path):
     """--allowed-models with a directory: models inside it load; traversal out of it, symlinks
     pointing out of it, other absolute paths, hub ids and URLs are 403 before anything is read
@@ -261,9 +317,21 @@ def test_allow_list_confines_loads_to_its_directories(tiny_model_dir, tmp_path):
 
     app = create_app(ServerConfig(model=None, allowed_models=[str(root)]), engine_factory=factory)
     client = app.test_client()
-    refused = [str(outside), str(root / ".." / "outside"), str(root / "escape"), str(root / "inside" / ".." / ".."),
-               "/etc", "/", "org/model", "deepshiva/tiny-python", "https://huggingface.co/org/model",
-               "file://" + str(inside), str(root) + "2", "~/" + str(inside), str(inside) + "\x00"]
+    refused = [
+        str(outside),
+        str(root / ".." / "outside"),
+        str(root / "escape"),
+        str(root / "inside" / ".." / ".."),
+        "/etc",
+        "/",
+        "org/model",
+        "deepshiva/tiny-python",
+        "https://huggingface.co/org/model",
+        "file://" + str(inside),
+        str(root) + "2",
+        "~/" + str(inside),
+        str(inside) + "\x00",
+    ]
     for name in refused:
         response = client.post("/load_model", json={"model_name": name})
         assert response.status_code in (400, 403), (name, response.get_json())

@@ -29,7 +29,9 @@ def test_environment_variables_and_flags(monkeypatch, tmp_path):
     config = load_config([])
     assert config.port == 7000 and config.api_key.get_secret_value() == "from-env"
     assert config.allowed_models == ["a/b", str(tmp_path)] and config.queue_size == 2
-    flagged = load_config(["--port", "6001", "--api-key", "flag", "--model", "none", "--queue-size", "5"])
+    flagged = load_config(
+        ["--port", "6001", "--api-key", "flag", "--model", "none", "--queue-size", "5"]
+    )
     assert flagged.port == 6001 and flagged.api_key.get_secret_value() == "flag"
     assert flagged.model is None and flagged.queue_size == 5
     assert "from-env" not in repr(config)  # the key never shows in logs or reprs
@@ -50,7 +52,9 @@ def test_other_hosts_need_allow_remote(host):
 def test_allow_list_matches_names_and_directories(tmp_path):
     inside = tmp_path / "models" / "one"
     inside.mkdir(parents=True)
-    config = ServerConfig(allowed_models=["org/model", str(tmp_path / "models")], model="shipped/model")
+    config = ServerConfig(
+        allowed_models=["org/model", str(tmp_path / "models")], model="shipped/model"
+    )
     assert config.model_allowed("org/model") and config.model_allowed(str(inside))
     assert config.model_allowed("shipped/model")  # the preloaded model is always allowed
     assert not config.model_allowed("org/other") and not config.model_allowed(str(tmp_path))
@@ -61,12 +65,22 @@ def test_allow_list_matches_names_and_directories(tmp_path):
 def test_auth_on(engine):
     client = create_app(make_config(api_key="k3y"), engine=engine).test_client()
     assert client.get("/health").status_code == 200
-    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Bearer "}, {"Authorization": "k3y"}):
+    for headers in (
+        {},
+        {"Authorization": "Bearer nope"},
+        {"Authorization": "Bearer "},
+        {"Authorization": "k3y"},
+    ):
         response = client.get("/model_status", headers=headers)
         assert response.status_code == 401 and response.get_json()["status"] == "error"
     for scheme in ("Bearer", "bearer"):
-        assert client.get("/model_status", headers={"Authorization": f"{scheme} k3y"}).status_code == 200
-    ok = client.post("/generate", headers={"Authorization": "Bearer k3y"}, json={"prompt": "x", "max_length": 2})
+        assert (
+            client.get("/model_status", headers={"Authorization": f"{scheme} k3y"}).status_code
+            == 200
+        )
+    ok = client.post(
+        "/generate", headers={"Authorization": "Bearer k3y"}, json={"prompt": "x", "max_length": 2}
+    )
     assert ok.status_code == 200
     assert client.get("/nowhere").status_code == 401  # unknown paths reveal nothing without the key
 
@@ -79,12 +93,15 @@ def test_non_ascii_key_over_a_real_socket(engine):
     key = "schlüssel-✓"
     app = create_app(make_config(api_key=key), engine=engine)
     with running(app) as url:
+
         def status(value: str) -> int:
             headers = {"Authorization": ("Bearer " + value).encode("utf-8")}
             return httpx.get(url + "/model_status", headers=headers, timeout=5).status_code
 
         assert status(key) == 200
-        assert status(key[:-1]) == 401 and status(key.upper()) == 401 and status("schlussel-?") == 401
+        assert (
+            status(key[:-1]) == 401 and status(key.upper()) == 401 and status("schlussel-?") == 401
+        )
 
 
 def test_auth_off(client):
@@ -116,6 +133,7 @@ def test_access_log_line(client, caplog):
 
 
 # ---- the admission queue on its own ----
+
 
 def test_queue_is_fifo_bounded_and_drops_vanished_clients():
     queue = AdmissionQueue(capacity=2, poll_s=0.01)
@@ -171,9 +189,13 @@ def test_backend_openai_needs_an_upstream_and_keeps_the_local_engine_at_one(caps
 
     assert load_config([]).running_limit == 1
     assert load_config(["--concurrency", "8"]).running_limit == 1  # the local engine: one at a time
-    config = load_config(["--backend", "openai", "--upstream", "http://127.0.0.1:8000", "--concurrency", "8"])
+    config = load_config(
+        ["--backend", "openai", "--upstream", "http://127.0.0.1:8000", "--concurrency", "8"]
+    )
     assert config.running_limit == 8 and config.model == "" and config.default_model == ""
-    named = load_config(["--backend", "openai", "--upstream", "http://h:1", "--upstream-model", "m"])
+    named = load_config(
+        ["--backend", "openai", "--upstream", "http://h:1", "--upstream-model", "m"]
+    )
     assert named.model == "m" and named.default_model == "m"
     assert main(["--backend", "openai"]) == 2
     assert "needs --upstream URL" in capsys.readouterr().err
@@ -224,7 +246,9 @@ def test_int8_decode_flag_reaches_the_engine(tiny_model_dir):
     assert engine.info()["int8_decode"] is True and engine.info()["decode_weights"] == "int8"
 
 
-def test_decode_weights_setting_reaches_the_engine_and_bad_values_are_named(tiny_model_dir, monkeypatch, capsys):
+def test_decode_weights_setting_reaches_the_engine_and_bad_values_are_named(
+    tiny_model_dir, monkeypatch, capsys
+):
     from server.app import default_factory
 
     assert load_config(["--model", "none"]).decode_weights == "auto"
@@ -243,7 +267,9 @@ def test_decode_weights_setting_reaches_the_engine_and_bad_values_are_named(tiny
 def test_fim_order_setting_reaches_the_engine_and_bad_values_are_named(tiny_model_dir, monkeypatch):
     from server.app import default_factory
 
-    engine = default_factory(load_config(["--fim-order", "spm", "--model", "none"]))(str(tiny_model_dir))
+    engine = default_factory(load_config(["--fim-order", "spm", "--model", "none"]))(
+        str(tiny_model_dir)
+    )
     assert engine.info()["fim_order"] == "spm"
     monkeypatch.setenv("DEEPSHIVA_FIM_ORDER", "sideways")
     with pytest.raises(ValidationError, match="fim_order"):

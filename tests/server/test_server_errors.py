@@ -62,7 +62,9 @@ def test_missing_prompt(client):
 
 @pytest.mark.parametrize("path", ["/generate", "/stream", "/load_model"])
 def test_invalid_json_and_non_object(client, path):
-    assert_error(client.post(path, data="{not json", content_type="application/json"), 400, "Invalid JSON")
+    assert_error(
+        client.post(path, data="{not json", content_type="application/json"), 400, "Invalid JSON"
+    )
     assert_error(client.post(path, json=[1, 2]), 400, "JSON object")
     assert_error(client.post(path, data=b"\xff\xfe", content_type="application/json"), 400, "JSON")
 
@@ -72,7 +74,9 @@ def test_fim_on_model_without_fim_tokens_is_400(tiny_model_dir_no_fim):
     from core import OptimizedLLM
 
     app = create_app(make_config(), engine=OptimizedLLM(str(tiny_model_dir_no_fim)))
-    response = app.test_client().post("/generate", json={"prompt": "a = ", "suffix": "\n", "max_length": 2})
+    response = app.test_client().post(
+        "/generate", json={"prompt": "a = ", "suffix": "\n", "max_length": 2}
+    )
     assert_error(response, 400, "suffix")
 
 
@@ -106,7 +110,9 @@ def test_generate_while_the_first_model_loads_says_so(tiny_model_dir):
         return OptimizedLLM(str(tiny_model_dir))
 
     app = create_app(make_config(), engine_factory=slow_factory)
-    loader = threading.Thread(target=app.extensions["deepshiva"].manager.load, args=("tiny-python",))
+    loader = threading.Thread(
+        target=app.extensions["deepshiva"].manager.load, args=("tiny-python",)
+    )
     loader.start()
     client = app.test_client()
     try:
@@ -172,17 +178,28 @@ def test_out_of_memory_during_generation_is_clear_and_server_stays_up(tiny_model
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(runner, "decode_one_token", oom)
-    assert_error(client.post("/generate", json={"prompt": "x", "max_length": 5}), 507, "Out of memory",
-                 "still up")
+    assert_error(
+        client.post("/generate", json={"prompt": "x", "max_length": 5}),
+        507,
+        "Out of memory",
+        "still up",
+    )
     monkeypatch.setattr(runner, "decode_one_token", real)
     ok = client.post("/generate", json={"prompt": "x", "max_length": 3})
     assert ok.status_code == 200 and ok.get_json()["status"] == "success"
 
 
-@pytest.mark.parametrize("field, value", [
-    ("prompt", "x\ud800"), ("prompt", "\udfff def f():"), ("suffix", "\ud83d"), ("stop", "\udc00"),
-    ("stop", ["ok", "a\ud800b"]), ("language", "py\ud800"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("prompt", "x\ud800"),
+        ("prompt", "\udfff def f():"),
+        ("suffix", "\ud83d"),
+        ("stop", "\udc00"),
+        ("stop", ["ok", "a\ud800b"]),
+        ("language", "py\ud800"),
+    ],
+)
 @pytest.mark.parametrize("path", ["/generate", "/stream"])
 def test_lone_surrogate_is_400_naming_the_field(client, path, field, value):
     """JSON may escape half a UTF-16 pair (``"\\ud800"``); that is no text, and the tokenizer
@@ -194,12 +211,18 @@ def test_lone_surrogate_is_400_naming_the_field(client, path, field, value):
 
 
 def test_lone_surrogate_in_model_name_is_400(client):
-    response = client.post("/load_model", data=json.dumps({"model_name": "org/m\udc80"}),
-                           content_type="application/json")
+    response = client.post(
+        "/load_model",
+        data=json.dumps({"model_name": "org/m\udc80"}),
+        content_type="application/json",
+    )
     assert_error(response, 400, "'model_name'", "surrogate")
 
 
 def test_escaped_surrogate_pairs_are_text(client):
-    response = client.post("/generate", data=json.dumps({"prompt": "# \U0001F600\n", "max_length": 2}),
-                           content_type="application/json")
+    response = client.post(
+        "/generate",
+        data=json.dumps({"prompt": "# \U0001f600\n", "max_length": 2}),
+        content_type="application/json",
+    )
     assert response.status_code == 200, response.get_data(as_text=True)

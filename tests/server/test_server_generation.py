@@ -58,8 +58,11 @@ def test_echo_prepends_the_prompt(client):
 def test_stop_sequence_is_cut_from_output(client):
     request = {"prompt": PROMPT, "max_length": 12, "seed": 5, "temperature": 1.0}
     full = client.post("/generate", json=request).get_json()["response"]
-    pairs = [full[i:i + 2] for i in range(1, len(full) - 1) if not full[i:i + 2].isspace()
-             and len(full[i:i + 2].strip()) == 2]
+    pairs = [
+        full[i : i + 2]
+        for i in range(1, len(full) - 1)
+        if not full[i : i + 2].isspace() and len(full[i : i + 2].strip()) == 2
+    ]
     assert pairs, f"pick another seed: {full!r}"
     stop = pairs[len(pairs) // 2]
     body = client.post("/generate", json={**request, "stop": [stop]}).get_json()
@@ -68,13 +71,21 @@ def test_stop_sequence_is_cut_from_output(client):
 
 
 def test_fill_in_the_middle_with_suffix(client):
-    body = client.post("/generate", json={"prompt": "x = ", "suffix": "\nprint(x)\n", "max_length": 4}).get_json()
+    body = client.post(
+        "/generate", json={"prompt": "x = ", "suffix": "\nprint(x)\n", "max_length": 4}
+    ).get_json()
     assert body["status"] == "success" and body["usage"]["prompt_tokens"] > 4
 
 
 def test_language_python_keeps_the_line_at_a_valid_indentation(client):
-    body = {"prompt": "x = 1\n", "suffix": "\ny = 2\n", "max_length": 8, "temperature": 0,
-            "stop": ["\n"], "language": "python"}
+    body = {
+        "prompt": "x = 1\n",
+        "suffix": "\ny = 2\n",
+        "max_length": 8,
+        "temperature": 0,
+        "stop": ["\n"],
+        "language": "python",
+    }
     text = client.post("/generate", json=body).get_json()["response"]
     assert not text[:1].isspace(), text  # top level, nothing opened: the line cannot be indented
     streamed = client.post("/stream", json=body)
@@ -92,13 +103,20 @@ def test_model_status_and_health(client, tiny_model_dir, engine):
     assert status["status"] == "success" and status["model_loaded"] is True
     assert status["model_name"] == str(tiny_model_dir) and status["device"] == "cpu"
     assert status["dtype"] in ("float32", "bfloat16") and status["quantization"] is None
-    assert status["context_length"] == engine.context_length and status["fim_dialect"] == "starcoder"
+    assert (
+        status["context_length"] == engine.context_length and status["fim_dialect"] == "starcoder"
+    )
     assert status["state"] == "ready" and status["loading_model_name"] is None
     assert status["queue"] == {"running": 0, "waiting": 0, "capacity": 4, "concurrency": 1}
-    assert client.get("/health").get_json() == {"status": "ok", "model_loaded": True, "state": "ready"}
+    assert client.get("/health").get_json() == {
+        "status": "ok",
+        "model_loaded": True,
+        "state": "ready",
+    }
 
 
 # ---- /stream ----
+
 
 def parse_sse(raw: bytes) -> list[tuple[str, dict]]:
     """Parse an SSE body by hand: events separated by a blank line, one JSON data line each."""
@@ -130,8 +148,15 @@ def test_event_framing_keeps_multiline_text_in_one_data_line():
 def _stream_with_newlines(http: httpx.Client) -> tuple[httpx.Response, bytes]:
     """A real stream whose chunks include a newline (the tiny model writes them often)."""
     for seed in range(20):
-        response = http.post("/stream", json={"prompt": "class A:\n    def f(self):\n", "max_length": 24,
-                                              "seed": seed, "temperature": 1.0})
+        response = http.post(
+            "/stream",
+            json={
+                "prompt": "class A:\n    def f(self):\n",
+                "max_length": 24,
+                "seed": seed,
+                "temperature": 1.0,
+            },
+        )
         if any("\n" in data.get("text", "") for _, data in parse_sse(response.content)):
             return response, response.content
     raise AssertionError("no seed produced a chunk containing a newline")
@@ -163,7 +188,9 @@ def test_stream_with_httpx_sse(http):
 
 
 def test_stream_with_sseclient_py(http):
-    with http.stream("POST", "/stream", json={"prompt": PROMPT, "max_length": 10, "seed": 8}) as response:
+    with http.stream(
+        "POST", "/stream", json={"prompt": PROMPT, "max_length": 10, "seed": 8}
+    ) as response:
         events = list(sseclient.SSEClient(response.iter_bytes()).events())
     assert [e.event for e in events][-1] == "done"
     chunks = [json.loads(e.data)["text"] for e in events[:-1]]
@@ -174,7 +201,9 @@ def test_stream_with_sseclient_py(http):
 def test_stream_events_arrive_while_generating(http):
     """Waitress must not buffer the stream: the first event arrives long before the last."""
     times = []
-    with connect_sse(http, "POST", "/stream", json={"prompt": PROMPT, "max_length": 40, "seed": 2}) as source:
+    with connect_sse(
+        http, "POST", "/stream", json={"prompt": PROMPT, "max_length": 40, "seed": 2}
+    ) as source:
         start = time.monotonic()
         for event in source.iter_sse():
             times.append((event.event, time.monotonic() - start))

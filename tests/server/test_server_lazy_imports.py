@@ -19,7 +19,9 @@ def test_server_errors_and_config_import_without_torch():
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env = {k: v for k, v in env.items() if not k.startswith("DEEPSHIVA_")}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     seen = json.loads(out.stdout.strip().splitlines()[-1])
     assert seen["torch"] == []
@@ -37,7 +39,11 @@ def test_one_out_of_memory_rule_for_engine_and_server():
     class OutOfMemoryError(RuntimeError):  # torch.OutOfMemoryError's name, without torch
         pass
 
-    for exc in (MemoryError(), OutOfMemoryError("CUDA"), RuntimeError("DefaultCPUAllocator: out of memory")):
+    for exc in (
+        MemoryError(),
+        OutOfMemoryError("CUDA"),
+        RuntimeError("DefaultCPUAllocator: out of memory"),
+    ):
         assert is_out_of_memory(exc)
         assert server.errors.from_engine(exc).status == server.errors.OOM_STATUS
     assert not is_out_of_memory(ValueError("bad value"))

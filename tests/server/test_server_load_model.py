@@ -52,11 +52,16 @@ def test_status_names_the_weights_decode_reads(tiny_model_dir, shipped_model_dir
     assert _status(client)["decode_weights"] is None
     assert client.post("/load_model", json={"model_name": str(tiny_model_dir)}).status_code == 200
     assert _status(client)["decode_weights"] == "fp32"
-    assert client.post("/load_model", json={"model_name": str(shipped_model_dir)}).status_code == 200
+    assert (
+        client.post("/load_model", json={"model_name": str(shipped_model_dir)}).status_code == 200
+    )
     assert _status(client)["decode_weights"] == ("bf16" if compact_weights.available() else "fp32")
     status = _status(client)  # which path runs, and why, are shown too
     assert status["backend"] == "lean-llama" and status["decode_path"] == "numpy" and status["cpu"]
-    assert status["path"]["summary"].startswith("prefill: torch fp32; decode: ") and status["path"]["reasons"]
+    assert (
+        status["path"]["summary"].startswith("prefill: torch fp32; decode: ")
+        and status["path"]["reasons"]
+    )
     # With native bf16 too: fp32 masters, and the status says why.
     monkeypatch.setenv("DEEPSHIVA_CPU", "native-bf16")
     assert client.post("/load_model", json={"model_name": str(tiny_model_dir)}).status_code == 200
@@ -80,7 +85,9 @@ def test_default_model_name_is_the_shipped_model(engine, monkeypatch):
     assert names == ["deepshiva/tiny-python"] * 2
 
 
-def test_failed_loads_leave_the_previous_model_serving(engine, tiny_model_dir, broken_model, tmp_path):
+def test_failed_loads_leave_the_previous_model_serving(
+    engine, tiny_model_dir, broken_model, tmp_path
+):
     client = create_app(make_config(), engine=engine).test_client()
     cases = [
         ({"model_name": str(tmp_path / "missing")}, 404, "not found"),
@@ -138,7 +145,9 @@ def test_loading_state_is_reported_while_the_old_model_serves(engine, tiny_model
 
     app = create_app(make_config(), engine=engine, engine_factory=slow_factory)
     with running(app) as url, ThreadPoolExecutor(1) as pool:
-        load = pool.submit(httpx.post, url + "/load_model", json={"model_name": str(model_copy)}, timeout=30)
+        load = pool.submit(
+            httpx.post, url + "/load_model", json={"model_name": str(model_copy)}, timeout=30
+        )
         deadline = time.monotonic() + 5
         while httpx.get(url + "/model_status").json()["state"] != "loading":
             assert time.monotonic() < deadline
@@ -183,7 +192,10 @@ def test_concurrent_loads_are_serialized(tiny_model_dir, model_copy):
     state = app.extensions["deepshiva"]
     assert state.manager.loads == 2
     assert state.manager.status()["model_name"] in (str(tiny_model_dir), str(model_copy))
-    assert app.test_client().post("/generate", json={"prompt": "x", "max_length": 2}).status_code == 200
+    assert (
+        app.test_client().post("/generate", json={"prompt": "x", "max_length": 2}).status_code
+        == 200
+    )
 
 
 def test_load_under_traffic(engine, tiny_model_dir, model_copy, broken_model):
@@ -196,6 +208,7 @@ def test_load_under_traffic(engine, tiny_model_dir, model_copy, broken_model):
     outcomes: list[tuple[int, str]] = []
 
     with running(app) as url:
+
         def traffic(i: int):
             with httpx.Client(base_url=url, timeout=60) as session:
                 n = 0
@@ -267,7 +280,11 @@ def test_health_is_503_while_the_first_model_loads(engine):
 
     app = create_app(make_config(), engine_factory=slow_factory)
     client = app.test_client()
-    assert client.get("/health").get_json() == {"status": "ok", "model_loaded": False, "state": "not_loaded"}
+    assert client.get("/health").get_json() == {
+        "status": "ok",
+        "model_loaded": False,
+        "state": "not_loaded",
+    }
     with ThreadPoolExecutor(1) as pool:
         load = pool.submit(app.extensions["deepshiva"].manager.load, "first")
         deadline = time.monotonic() + 5
@@ -277,16 +294,28 @@ def test_health_is_503_while_the_first_model_loads(engine):
         health = client.get("/health")
         assert health.status_code == 503 and health.headers["Retry-After"]
         body = health.get_json()
-        assert body["status"] == "error" and "loading" in body["message"] and "first" in body["message"]
+        assert (
+            body["status"] == "error"
+            and "loading" in body["message"]
+            and "first" in body["message"]
+        )
         release.set()
         load.result()
-    assert client.get("/health").get_json() == {"status": "ok", "model_loaded": True, "state": "ready"}
+    assert client.get("/health").get_json() == {
+        "status": "ok",
+        "model_loaded": True,
+        "state": "ready",
+    }
     release.clear()
     with ThreadPoolExecutor(1) as pool:
         swap = pool.submit(app.extensions["deepshiva"].manager.load, "second")
         while app.extensions["deepshiva"].manager.state != "loading":
             time.sleep(0.01)
-        assert client.get("/health").get_json() == {"status": "ok", "model_loaded": True, "state": "loading"}
+        assert client.get("/health").get_json() == {
+            "status": "ok",
+            "model_loaded": True,
+            "state": "loading",
+        }
         release.set()
         swap.result()
 
@@ -298,13 +327,24 @@ def test_not_found_does_not_say_which_paths_exist(engine, tmp_path):
     server log only."""
     (tmp_path / "a-file").write_text("x")
     client = create_app(make_config(), engine=engine).test_client()
-    names = [str(tmp_path), str(tmp_path / "missing"), str(tmp_path / "a-file"), "~", "/", "/etc/passwd",
-             "/no/such/dir", ".", "no-such-org/no-such-model"]
+    names = [
+        str(tmp_path),
+        str(tmp_path / "missing"),
+        str(tmp_path / "a-file"),
+        "~",
+        "/",
+        "/etc/passwd",
+        "/no/such/dir",
+        ".",
+        "no-such-org/no-such-model",
+    ]
     messages, errors = set(), set()
     for name in names:
         response = client.post("/load_model", json={"model_name": name})
         assert response.status_code == 404, (name, response.get_json())
         messages.add(response.get_json()["message"].replace(repr(name), "NAME"))
-        errors.add(_status(client)["last_load_error"].replace(repr(name), "NAME").removeprefix(f"{name}: "))
+        errors.add(
+            _status(client)["last_load_error"].replace(repr(name), "NAME").removeprefix(f"{name}: ")
+        )
     assert len(messages) == 1 and len(errors) == 1, (messages, errors)
     assert "config.json" in messages.pop()  # it still says what a model directory needs

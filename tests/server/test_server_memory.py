@@ -33,7 +33,9 @@ def test_large_requests_are_followed_by_a_trim(engine):
     assert b"event: done" in streamed.get_data()
     streamed.close()
     assert calls == [0, 0]
-    client.post("/generate", data="x" * 100_000, content_type="text/plain").close()  # refused, still large
+    client.post(
+        "/generate", data="x" * 100_000, content_type="text/plain"
+    ).close()  # refused, still large
     assert calls == [0, 0, 0]
 
 

@@ -31,7 +31,9 @@ def test_invented_methods_paths_and_statuses_do_not_become_labels(app):
     assert "XXXX" not in text and "invented" not in text
     assert 'deepshiva_requests_total{method="other",path="/health",status="405"} 30.0' in text
     assert 'deepshiva_requests_total{method="GET",path="other",status="404"} 30.0' in text
-    label_lines = [line for line in text.splitlines() if line.startswith("deepshiva_requests_total{")]
+    label_lines = [
+        line for line in text.splitlines() if line.startswith("deepshiva_requests_total{")
+    ]
     assert len(label_lines) <= 3, label_lines
 
 
@@ -56,10 +58,13 @@ def test_client_leaving_a_stream_is_a_quiet_cancellation_with_an_escaped_path(ap
         host, port = url.removeprefix("http://").split(":")
         body = b'{"prompt": "def f():\\n", "max_length": 1000, "temperature": 0.0}'
         with socket.create_connection((host, int(port)), timeout=10) as sock:
-            sock.sendall(b"POST /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                         b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            sock.sendall(
+                b"POST /stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
+            )
             assert sock.recv(100).startswith(b"HTTP/1.1 200")
         from server_helpers import wait_idle
+
         wait_idle(app, timeout=30)
     waitress_lines = [r for r in caplog.records if "disconnected" in r.getMessage().lower()]
     assert waitress_lines, [r.getMessage() for r in caplog.records]

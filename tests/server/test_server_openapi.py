@@ -43,7 +43,12 @@ def check(doc, response, path: str, method: str = "post") -> None:
 
 def test_document_is_openapi_3_with_valid_schemas(doc):
     assert doc["openapi"].startswith("3.1")
-    for path, method in {**SPEC_PATHS, "/health": "get", "/openapi.json": "get", "/metrics": "get"}.items():
+    for path, method in {
+        **SPEC_PATHS,
+        "/health": "get",
+        "/openapi.json": "get",
+        "/metrics": "get",
+    }.items():
         assert method in doc["paths"][path]
     for schema in doc["components"]["schemas"].values():
         jsonschema.Draft202012Validator.check_schema(schema)
@@ -52,7 +57,9 @@ def test_document_is_openapi_3_with_valid_schemas(doc):
     assert set(GenerateRequest.model_fields) <= set(documented)
     assert set(GenerateRequest.model_fields) <= set(ALLOWED)
     assert doc["components"]["schemas"]["GenerateRequest"]["required"] == ["prompt"]
-    assert documented["temperature"]["maximum"] == 2 and documented["top_p"]["exclusiveMinimum"] == 0
+    assert (
+        documented["temperature"]["maximum"] == 2 and documented["top_p"]["exclusiveMinimum"] == 0
+    )
     assert doc["paths"]["/health"]["get"]["security"] == []
 
 
@@ -74,24 +81,38 @@ def test_live_responses_match_the_document(client, app, doc, engine, tiny_model_
     # 413, 503, 401
     small = create_app(make_config(max_body_bytes=1024), engine=engine).test_client()
     check(doc, small.post("/generate", json={"prompt": "y" * 4000}), "/generate")
-    check(doc, create_app(make_config()).test_client().post("/generate", json={"prompt": "x"}), "/generate")
+    check(
+        doc,
+        create_app(make_config()).test_client().post("/generate", json={"prompt": "x"}),
+        "/generate",
+    )
     keyed = create_app(make_config(api_key="k"), engine=engine).test_client()
     check(doc, keyed.get("/model_status"), "/model_status", "get")
     # 507 (injected: the real decode step raises an out-of-memory error)
-    monkeypatch.setattr(engine._runner, "decode_one_token",
-                        lambda token: (_ for _ in ()).throw(torch.OutOfMemoryError("out of memory")))
+    monkeypatch.setattr(
+        engine._runner,
+        "decode_one_token",
+        lambda token: (_ for _ in ()).throw(torch.OutOfMemoryError("out of memory")),
+    )
     check(doc, client.post("/generate", json={"prompt": "x", "max_length": 3}), "/generate")
 
 
 def test_load_model_responses_match_the_document(doc, engine, tiny_model_dir, tmp_path):
     from core import OptimizedLLM
 
-    client = create_app(make_config(allowed_models=[str(tiny_model_dir), str(tmp_path)]), engine=engine,
-                        engine_factory=OptimizedLLM).test_client()
+    client = create_app(
+        make_config(allowed_models=[str(tiny_model_dir), str(tmp_path)]),
+        engine=engine,
+        engine_factory=OptimizedLLM,
+    ).test_client()
     check(doc, client.post("/load_model", json={"model_name": str(tiny_model_dir)}), "/load_model")
     check(doc, client.post("/load_model", json={"model_name": 3}), "/load_model")
     check(doc, client.post("/load_model", json={"model_name": "/elsewhere"}), "/load_model")  # 403
-    check(doc, client.post("/load_model", json={"model_name": str(tmp_path / "nothing")}), "/load_model")  # 404
+    check(
+        doc,
+        client.post("/load_model", json={"model_name": str(tmp_path / "nothing")}),
+        "/load_model",
+    )  # 404
     broken = shutil.copytree(tiny_model_dir, tmp_path / "broken")
     (broken / "model.safetensors").write_bytes(b"garbage" * 20)
     response = client.post("/load_model", json={"model_name": str(broken)})
@@ -105,8 +126,8 @@ def test_stream_events_match_the_document(client, doc):
     blocks = [block for block in raw.split("\n\n") if block]
     for block in blocks:
         lines = block.split("\n")
-        name = lines[0][len("event: "):] if lines[0].startswith("event: ") else "message"
-        _validate(doc, events[name], json.loads(lines[-1][len("data: "):]))
+        name = lines[0][len("event: ") :] if lines[0].startswith("event: ") else "message"
+        _validate(doc, events[name], json.loads(lines[-1][len("data: ") :]))
     assert blocks[-1].startswith("event: done")
 
 
@@ -124,8 +145,19 @@ def test_root_says_what_answers_here_and_links_to_the_rest(client, doc, engine):
     assert (Path(__file__).parents[2] / "docs" / "API.md").is_file()  # the link names a real file
     empty = create_app(make_config()).test_client().get("/").get_json()
     assert empty["model_name"] is None and empty["state"] == "not_loaded"
-@pytest.mark.parametrize("body", [{"prompt": ""}, {"prompt": "", "suffix": ""}, {"prompt": "", "suffix": None},
-                                  {"prompt": "", "suffix": "\n"}, {"prompt": "x"}, {"prompt": "x", "suffix": ""}])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"prompt": ""},
+        {"prompt": "", "suffix": ""},
+        {"prompt": "", "suffix": None},
+        {"prompt": "", "suffix": "\n"},
+        {"prompt": "x"},
+        {"prompt": "x", "suffix": ""},
+    ],
+)
 def test_document_and_server_agree_on_empty_prompts(client, doc, body):
     """The document allowed {"prompt": ""}, which the server rejects (an empty prompt is only
     fill-in-the-middle with a suffix)."""
@@ -166,12 +198,18 @@ def test_body_over_waitress_limit_gets_the_json_413(engine):
 
     app = create_app(make_config(max_body_bytes=1024), engine=engine)
     with running(app) as url:
-        response = httpx.post(url + "/generate", content=b"x" * (2 << 20),
-                              headers={"Content-Type": "application/json"}, timeout=30)
+        response = httpx.post(
+            url + "/generate",
+            content=b"x" * (2 << 20),
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
         assert response.status_code == 413, response.text[:200]
         assert response.headers["content-type"].startswith("application/json")
-        assert response.json() == {"status": "error",
-                                   "message": "Request body too large: the limit is 1024 bytes."}
+        assert response.json() == {
+            "status": "error",
+            "message": "Request body too large: the limit is 1024 bytes.",
+        }
         assert httpx.get(url + "/health", timeout=10).status_code == 200
 
 
@@ -180,18 +218,27 @@ def test_document_states_the_max_length_the_server_accepts(engine):
     server started with --max-length-limit 48; the model's context length bounds it too."""
     small = create_app(make_config(max_length_limit=48), engine=engine).test_client()
     doc = small.get("/openapi.json").get_json()
-    assert doc["components"]["schemas"]["GenerateRequest"]["properties"]["max_length"]["maximum"] == 48
+    assert (
+        doc["components"]["schemas"]["GenerateRequest"]["properties"]["max_length"]["maximum"] == 48
+    )
     assert small.post("/generate", json={"prompt": "x", "max_length": 49}).status_code == 400
     # omitted, max_length is the documented default, which the limit caps (schemathesis found the
     # default 512 answered 400 by a server whose limit is 48)
-    assert doc["components"]["schemas"]["GenerateRequest"]["properties"]["max_length"]["default"] == 48
+    assert (
+        doc["components"]["schemas"]["GenerateRequest"]["properties"]["max_length"]["default"] == 48
+    )
     omitted = small.post("/generate", json={"prompt": "x", "temperature": 0})
     assert omitted.status_code == 200 and omitted.get_json()["usage"]["completion_tokens"] <= 48
     large = create_app(make_config(max_length_limit=100_000), engine=engine).test_client()
     context = large.get("/model_status").get_json()["context_length"]
     doc = large.get("/openapi.json").get_json()
-    assert doc["components"]["schemas"]["GenerateRequest"]["properties"]["max_length"]["maximum"] == context
-    assert large.post("/generate", json={"prompt": "x", "max_length": context + 1}).status_code == 400
+    assert (
+        doc["components"]["schemas"]["GenerateRequest"]["properties"]["max_length"]["maximum"]
+        == context
+    )
+    assert (
+        large.post("/generate", json={"prompt": "x", "max_length": context + 1}).status_code == 400
+    )
 
 
 @pytest.mark.parametrize("stop", ["", [""], ["a", ""], ["a"] * 17, "a", ["a"] * 16, None])

@@ -48,7 +48,9 @@ def test_health_answers_with_more_slow_connections_than_the_limit(engine):
                 started = time.monotonic()
                 health = httpx.get(url + "/health", timeout=5)
                 assert health.status_code == 200 and time.monotonic() - started < 5
-                answer = httpx.post(url + "/generate", json={"prompt": "x", "max_length": 2}, timeout=30)
+                answer = httpx.post(
+                    url + "/generate", json={"prompt": "x", "max_length": 2}, timeout=30
+                )
                 assert answer.status_code == 200, answer.text
                 time.sleep(0.3)
         finally:

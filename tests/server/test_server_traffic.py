@@ -76,7 +76,9 @@ def realistic_steps(engine, monkeypatch):
     monkeypatch.setattr(engine._runner, "decode_one_token", step)
 
 
-def test_stream_disconnect_stops_generation_within_a_decode_step(app, live, engine, realistic_steps):
+def test_stream_disconnect_stops_generation_within_a_decode_step(
+    app, live, engine, realistic_steps
+):
     with httpx.Client(base_url=live, timeout=30) as session:
         with session.stream("POST", "/stream", json=LONG) as response:
             lines = response.iter_lines()
@@ -90,7 +92,9 @@ def test_stream_disconnect_stops_generation_within_a_decode_step(app, live, engi
     assert record["path"] == "/stream" and record["finish_reason"] == "cancelled"
     # The server stopped at once: no step after it noticed the hang-up beyond the one in flight,
     # and from the client's close at most that step plus one before waitress's loop read the EOF.
-    assert record["steps_after_disconnect"] is not None and record["steps_after_disconnect"] <= 1, record
+    assert record["steps_after_disconnect"] is not None and record["steps_after_disconnect"] <= 1, (
+        record
+    )
     assert after_close <= 2, (after_close, record)
     assert record["decode_steps"] < 100  # far from the 900 asked for
 
@@ -120,7 +124,12 @@ def test_queued_request_of_a_vanished_client_never_runs(app, live, realistic_ste
             deadline = time.monotonic() + 3
             while state.queue.snapshot()["waiting"] and time.monotonic() < deadline:
                 time.sleep(0.02)
-            assert state.queue.snapshot() == {"running": 1, "waiting": 0, "capacity": 4, "concurrency": 1}
+            assert state.queue.snapshot() == {
+                "running": 1,
+                "waiting": 0,
+                "capacity": 4,
+                "concurrency": 1,
+            }
             assert state.queue.abandoned == 1
         finally:
             stream.close()
@@ -134,8 +143,9 @@ def test_full_queue_answers_429(engine, realistic_steps):
         stream = _Holder(session)
         try:
             with ThreadPoolExecutor(1) as pool:
-                waiting = pool.submit(httpx.post, url + "/generate",
-                                      json={"prompt": "x", "max_length": 3}, timeout=30)
+                waiting = pool.submit(
+                    httpx.post, url + "/generate", json={"prompt": "x", "max_length": 3}, timeout=30
+                )
                 deadline = time.monotonic() + 3
                 while app.extensions["deepshiva"].queue.snapshot()["waiting"] < 1:
                     assert time.monotonic() < deadline
@@ -149,20 +159,27 @@ def test_full_queue_answers_429(engine, realistic_steps):
                 assert httpx.get(url + "/health", timeout=2).status_code == 200
                 assert httpx.get(url + "/model_status", timeout=2).json()["queue"]["waiting"] == 1
                 stream.close()
-                assert waiting.result().status_code == 200  # the queued one runs once the model is free
+                assert (
+                    waiting.result().status_code == 200
+                )  # the queued one runs once the model is free
         finally:
             stream.close()
         metrics = httpx.get(url + "/metrics").text
-        assert 'deepshiva_requests_total{method="POST",path="/generate",status="429"} 1.0' in metrics
+        assert (
+            'deepshiva_requests_total{method="POST",path="/generate",status="429"} 1.0' in metrics
+        )
         assert "deepshiva_queue_rejected_requests 2.0" in metrics
 
 
 def test_many_concurrent_clients_each_get_an_answer_or_a_clear_error(engine):
     app = create_app(make_config(queue_size=3), engine=engine)
     with running(app) as url:
+
         def one(i: int):
             path = "/stream" if i % 2 else "/generate"
-            response = httpx.post(url + path, json={"prompt": f"x{i} = ", "max_length": 4, "seed": i}, timeout=60)
+            response = httpx.post(
+                url + path, json={"prompt": f"x{i} = ", "max_length": 4, "seed": i}, timeout=60
+            )
             return path, response
 
         with ThreadPoolExecutor(12) as pool:

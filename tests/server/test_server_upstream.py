@@ -24,12 +24,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 PLAIN = "def fibonacci(n):\n    "
 PROMPT_CASES = [
     {"prompt": "def fibonacci(n):\n    "},
-    {"prompt": "import os\n\n\ndef list_python_files(path):\n    return [f for f in os.listdir(path) if f.en"},
-    {"prompt": "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n",
-     "suffix": "\n\n    def pop(self):\n        return self.items.pop()\n"},
+    {
+        "prompt": "import os\n\n\ndef list_python_files(path):\n    return [f for f in os.listdir(path) if f.en"
+    },
+    {
+        "prompt": "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n",
+        "suffix": "\n\n    def pop(self):\n        return self.items.pop()\n",
+    },
     {"prompt": "def add(a, b):\n    return a", "suffix": "\n\nprint(add(1, 2))\n"},
     # An editor at a line end: healing regrows the prompt's "\n", which must not meet the stop.
-    {"prompt": "import os\n\n\ndef list_python_files(path):\n", "suffix": "\n\nprint(1)\n", "stop": ["\n"]},
+    {
+        "prompt": "import os\n\n\ndef list_python_files(path):\n",
+        "suffix": "\n\nprint(1)\n",
+        "stop": ["\n"],
+    },
     {"prompt": "class Point:\n    def __init__(self, x, y):\n        self.x = x\n", "stop": ["\n"]},
 ]
 
@@ -37,7 +45,9 @@ PROMPT_CASES = [
 @pytest.fixture(scope="module")
 def front(vllm_upstream):
     """deepshiva-server in front of vLLM."""
-    server = start_live_server(vllm_upstream.model, args=upstream_server_args(vllm_upstream), timeout=180)
+    server = start_live_server(
+        vllm_upstream.model, args=upstream_server_args(vllm_upstream), timeout=180
+    )
     yield server
     server.stop()
 
@@ -59,7 +69,10 @@ def test_generate_and_stream_keep_the_spec_contract(front):
     assert usage["total_ms"] > 0 and usage["time_to_first_token_ms"] is not None
 
     chunks, done = [], None
-    with httpx.Client(timeout=120) as client, connect_sse(client, "POST", front.url + "/stream", json=body) as events:
+    with (
+        httpx.Client(timeout=120) as client,
+        connect_sse(client, "POST", front.url + "/stream", json=body) as events,
+    ):
         assert events.response.headers["content-type"].startswith("text/event-stream")
         for event in events.iter_sse():
             if event.event == "done":
@@ -73,18 +86,29 @@ def test_generate_and_stream_keep_the_spec_contract(front):
 
 
 def test_stop_sequences_fill_in_the_middle_and_echo(front):
-    stopped = _post(front.url, "/generate", {"prompt": PLAIN, "max_length": 64, "temperature": 0,
-                                             "stop": ["\n"]}).json()
+    stopped = _post(
+        front.url,
+        "/generate",
+        {"prompt": PLAIN, "max_length": 64, "temperature": 0, "stop": ["\n"]},
+    ).json()
     assert stopped["finish_reason"] == "stop" and "\n" not in stopped["response"]
-    fim = _post(front.url, "/generate", {**PROMPT_CASES[2], "max_length": 48, "temperature": 0}).json()
+    fim = _post(
+        front.url, "/generate", {**PROMPT_CASES[2], "max_length": 48, "temperature": 0}
+    ).json()
     assert fim["status"] == "success" and fim["response"].strip(), fim
-    echoed = _post(front.url, "/generate", {"prompt": PLAIN, "max_length": 4, "temperature": 0, "echo": True}).json()
+    echoed = _post(
+        front.url, "/generate", {"prompt": PLAIN, "max_length": 4, "temperature": 0, "echo": True}
+    ).json()
     assert echoed["response"].startswith(PLAIN)
 
 
 def test_bad_requests_get_the_spec_errors(front):
     bad = _post(front.url, "/generate", {"prompt": PLAIN, "temperature": 5})
-    assert bad.status_code == 400 and bad.json()["status"] == "error" and "temperature" in bad.json()["message"]
+    assert (
+        bad.status_code == 400
+        and bad.json()["status"] == "error"
+        and "temperature" in bad.json()["message"]
+    )
     too_long = _post(front.url, "/generate", {"prompt": PLAIN, "max_length": 5000})
     assert too_long.status_code == 400
 
@@ -123,20 +147,28 @@ def test_greedy_completions_are_the_local_engines(front, shipped_model_dir):
     local = OptimizedLLM(str(shipped_model_dir))
     for case in PROMPT_CASES:
         params = {"max_length": 32, "temperature": 0.0, "repetition_penalty": 1.0}
-        expected = local.complete(case["prompt"], suffix=case.get("suffix"), stop_sequences=case.get("stop"),
-                                  **params).text
-        got = _post(front.url, "/generate", {**case, "max_length": 32, "temperature": 0,
-                                             "repetition_penalty": 1.0}).json()
+        expected = local.complete(
+            case["prompt"], suffix=case.get("suffix"), stop_sequences=case.get("stop"), **params
+        ).text
+        got = _post(
+            front.url,
+            "/generate",
+            {**case, "max_length": 32, "temperature": 0, "repetition_penalty": 1.0},
+        ).json()
         assert got["response"] == expected, case
         if case.get("stop"):
             assert expected.strip(), "the case should give a line to compare"
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "timing: on a quiet machine vLLM writes the tiny model's tokens faster than DeepShiva relays "
-    "them, so the request has ended in vLLM before the client's third event arrives and there is "
-    "nothing left to abort (issue 24 stays open on it); the hang-up path itself is tested with a "
-    "stalled upstream in tests/core/test_upstream_hang_ups.py"))
+@pytest.mark.xfail(
+    strict=False,
+    reason=(
+        "timing: on a quiet machine vLLM writes the tiny model's tokens faster than DeepShiva relays "
+        "them, so the request has ended in vLLM before the client's third event arrives and there is "
+        "nothing left to abort (issue 24 stays open on it); the hang-up path itself is tested with a "
+        "stalled upstream in tests/core/test_upstream_hang_ups.py"
+    ),
+)
 def test_a_client_that_hangs_up_stops_the_generation_in_vllm(front, vllm_upstream):
     """vLLM 0.32 counts no abort in request_success_total{finished_reason="abort"} for a closed
     stream (checked against vLLM directly), so its /metrics show the abort this way: the request
@@ -144,26 +176,41 @@ def test_a_client_that_hangs_up_stops_the_generation_in_vllm(front, vllm_upstrea
     part of its 900 tokens."""
     finished_before = _vllm_metric(vllm_upstream, "vllm:request_success_total")
     tokens_before = _vllm_metric(vllm_upstream, "vllm:generation_tokens_total")
-    body = {"prompt": PLAIN, "max_length": 900, "temperature": 1.0, "seed": 3, "repetition_penalty": 1.0}
+    body = {
+        "prompt": PLAIN,
+        "max_length": 900,
+        "temperature": 1.0,
+        "seed": 3,
+        "repetition_penalty": 1.0,
+    }
     host, port = front.url.removeprefix("http://").split(":")
     payload = json.dumps(body).encode()
     with socket.create_connection((host, int(port)), timeout=30) as sock:
-        sock.sendall(f"POST /stream HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n".encode()
-                     + f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
+        sock.sendall(
+            f"POST /stream HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n".encode()
+            + f"Content-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
         received = b""
         while received.count(b"data:") < 3:
             received += sock.recv(4096)
-        deadline = time.monotonic() + 10  # vLLM's gauges are refreshed a step or more behind its events
+        deadline = (
+            time.monotonic() + 10
+        )  # vLLM's gauges are refreshed a step or more behind its events
         while _vllm_metric(vllm_upstream, "vllm:num_requests_running") != 1:
             assert time.monotonic() < deadline, "the request never showed as running in vLLM"
             time.sleep(0.02)
     # hung up after the first events, with ~900 tokens still to go
     deadline = time.monotonic() + 30
     while _vllm_metric(vllm_upstream, "vllm:num_requests_running") > 0:
-        assert time.monotonic() < deadline, "the request kept running in vLLM after its client hung up"
+        assert time.monotonic() < deadline, (
+            "the request kept running in vLLM after its client hung up"
+        )
         time.sleep(0.1)
     generated = _vllm_metric(vllm_upstream, "vllm:generation_tokens_total") - tokens_before
-    assert _vllm_metric(vllm_upstream, "vllm:request_success_total") == finished_before, "it finished, not aborted"
+    assert _vllm_metric(vllm_upstream, "vllm:request_success_total") == finished_before, (
+        "it finished, not aborted"
+    )
     assert 3 <= generated < 450, generated
     assert float(_prometheus(front.url, "deepshiva_cancelled_generations_total")) >= 1
 
@@ -182,18 +229,29 @@ def _prometheus(url: str, name: str) -> float:
 
 
 def test_admission_lets_the_concurrency_through_and_answers_429_beyond_the_queue(vllm_upstream):
-    server = start_live_server(vllm_upstream.model, args=upstream_server_args(
-        vllm_upstream, "--concurrency", "3", "--queue-size", "2"), timeout=180)
+    server = start_live_server(
+        vllm_upstream.model,
+        args=upstream_server_args(vllm_upstream, "--concurrency", "3", "--queue-size", "2"),
+        timeout=180,
+    )
     try:
         # ~570 tokens, about 4 s each on a quiet machine: all eight arrive while the first three run
         # (200 tokens ended in a fraction of a second there, before the last ones came).
-        body = {"prompt": PLAIN, "max_length": 900, "temperature": 1.0, "seed": 1, "repetition_penalty": 1.0}
+        body = {
+            "prompt": PLAIN,
+            "max_length": 900,
+            "temperature": 1.0,
+            "seed": 1,
+            "repetition_penalty": 1.0,
+        }
         seen_running = []
 
         def watch():
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
-                seen_running.append(httpx.get(server.url + "/model_status", timeout=5).json()["queue"]["running"])
+                seen_running.append(
+                    httpx.get(server.url + "/model_status", timeout=5).json()["queue"]["running"]
+                )
                 if max(seen_running) >= 3:
                     return
 
