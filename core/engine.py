@@ -47,7 +47,7 @@ from .loop_guard import LoopGuard
 from .prompt_encoding import PromptEncoder
 from .python_rules import PythonLineRules
 from .repo_context import ContextLayout
-from .request import GenerationRequest
+from .request import DEFAULTS, GenerationRequest
 from .sampling import REPETITION_WINDOW, SamplingParams, sample_next
 from .text_stream import IncrementalDecoder, StopMatcher
 
@@ -354,11 +354,11 @@ class OptimizedLLM:
     def generate(
         self,
         prompt: str,
-        max_length: int = 512,
-        temperature: float = 0.7,
-        top_p: float = 0.9,
-        top_k: int = 50,
-        repetition_penalty: float = 1.1,
+        max_length: int = DEFAULTS.max_length,
+        temperature: float = DEFAULTS.temperature,
+        top_p: float = DEFAULTS.top_p,
+        top_k: int = DEFAULTS.top_k,
+        repetition_penalty: float = DEFAULTS.repetition_penalty,
         stop_sequences: list[str] | None = None,
         stream: bool = False,
         suffix: str | None = None,
@@ -402,14 +402,20 @@ class OptimizedLLM:
         """Start a generation whose text arrives chunk by chunk (validation errors raise here)."""
         if not self.is_loaded:
             raise ModelNotLoaded("no model is loaded: load one first")
+        request = self.check_request(prompt, **params)
+        cancel = cancel_event or threading.Event()
+        result = Completion()
+        return CompletionStream(self._run(request, cancel, result), result, cancel)
+
+    def check_request(self, prompt: str, **params) -> GenerationRequest:
+        """The request, checked against this model (its context length, FIM support), without
+        waiting for the model: the server calls it before a request joins the queue."""
         request = GenerationRequest.checked(prompt, context_length=self.context_length, **params)
         if request.suffix is not None and self.fim_dialect is None:
             raise FIMNotSupported(
                 f"model {self.model_name!r} has no fill-in-the-middle tokens, so 'suffix' cannot be used"
             )
-        cancel = cancel_event or threading.Event()
-        result = Completion()
-        return CompletionStream(self._run(request, cancel, result), result, cancel)
+        return request
 
     def warmup(self) -> None:
         """One short generation, so the first user request does not pay for lazy initialization."""

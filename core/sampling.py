@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .request import DEFAULTS
+
 # Like llama.cpp's repeat_last_n: code repeats its context legitimately, so the penalty looks
 # only at the most recent tokens rather than the whole prompt.
 REPETITION_WINDOW = 64
@@ -16,10 +18,10 @@ _F32_MAX = np.finfo(np.float32).max
 
 @dataclass(frozen=True)
 class SamplingParams:
-    temperature: float = 0.7
-    top_p: float = 0.9
-    top_k: int = 50
-    repetition_penalty: float = 1.1
+    temperature: float = DEFAULTS.temperature
+    top_p: float = DEFAULTS.top_p
+    top_k: int = DEFAULTS.top_k
+    repetition_penalty: float = DEFAULTS.repetition_penalty
 
 
 def apply_repetition_penalty(

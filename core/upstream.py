@@ -318,15 +318,20 @@ class UpstreamEngine:
             pass
         return stream.result
 
-    def stream(
-        self, prompt: str, cancel_event: threading.Event | None = None, **params
-    ) -> CompletionStream:
-        """Start a generation whose text arrives chunk by chunk (validation errors raise here)."""
+    def check_request(self, prompt: str, **params) -> GenerationRequest:
+        """The request, checked against this model (context length, FIM), before any waiting."""
         request = GenerationRequest.checked(prompt, context_length=self.context_length, **params)
         if request.suffix is not None and self.fim_dialect is None:
             raise FIMNotSupported(
                 f"model {self.model_name!r} has no fill-in-the-middle tokens, so 'suffix' cannot be used"
             )
+        return request
+
+    def stream(
+        self, prompt: str, cancel_event: threading.Event | None = None, **params
+    ) -> CompletionStream:
+        """Start a generation whose text arrives chunk by chunk (validation errors raise here)."""
+        request = self.check_request(prompt, **params)
         cancel = cancel_event or threading.Event()
         result = Completion()
         return CompletionStream(self._run(request, cancel, result), result, cancel)

@@ -19,7 +19,7 @@ from .admission import ClientGone, QueueFull, Slot
 from .disconnect import CancelOnDisconnect
 from .errors import ApiError, error_body, from_engine
 from .observability import TOKENS_KEY
-from .schemas import GenerateRequest, parse
+from .schemas import GenerationRequestBody, parse
 from .state import AppState, client_gone, json_body, state
 
 bp = Blueprint("generation", __name__)
@@ -28,25 +28,17 @@ log = logging.getLogger("deepshiva.server")
 CLIENT_CLOSED = 499  # logged for requests whose client left while queued (nobody reads the answer)
 
 
-def _engine_kwargs(req: GenerateRequest) -> dict:
-    return {
-        "max_length": req.max_length,
-        "temperature": req.temperature,
-        "top_p": req.top_p,
-        "top_k": req.top_k,
-        "repetition_penalty": req.repetition_penalty,
-        "stop_sequences": req.stop,
-        "suffix": req.suffix,
-        "seed": req.seed,
-        "language": req.language,
-        "context": [item.model_dump() for item in req.context] if req.context else None,
-    }
-
-
-def _parse_request() -> GenerateRequest:
+def _parse_request() -> GenerationRequestBody:
+    """The request, checked in full before it may wait for the model: its body (a 400 names the
+    field), a loaded model (else 503) and what that model can do (its context length, FIM)."""
     app_state = state()
-    req = parse(GenerateRequest, json_body(), max_length_limit=app_state.config.max_length_limit)
-    app_state.manager.engine()  # no model: 503 now rather than after waiting in line
+    req = parse(
+        GenerationRequestBody, json_body(), max_length_limit=app_state.config.max_length_limit
+    )
+    engine = app_state.manager.engine()
+    check = getattr(engine, "check_request", None)  # engines of tests may have none
+    if check is not None:
+        check(req.prompt, **req.engine_kwargs())
     return req
 
 
@@ -65,7 +57,7 @@ def _admit(app_state: AppState, gone) -> Slot:
 
 
 def _result_body(
-    req: GenerateRequest, completion: Any, text: str, model_name: str, waited_ms: float
+    req: GenerationRequestBody, completion: Any, text: str, model_name: str, waited_ms: float
 ) -> dict:
     return {
         "status": "success",
@@ -92,7 +84,7 @@ def generate():
     with slot:
         engine = app_state.manager.engine()  # a load may have swapped models while we waited
         cancel = CancelOnDisconnect(gone)
-        completion = engine.complete(req.prompt, cancel_event=cancel, **_engine_kwargs(req))
+        completion = engine.complete(req.prompt, cancel_event=cancel, **req.engine_kwargs())
     request.environ[TOKENS_KEY] = completion.generated_tokens
     if cancel.client_left:
         app_state.metrics.cancelled.inc()
@@ -111,7 +103,7 @@ def stream():
     run = _StreamRun(app_state, req, slot, gone, request.environ)
     try:
         engine = app_state.manager.engine()
-        run.start(engine, engine.stream(req.prompt, cancel_event=run.cancel, **_engine_kwargs(req)))
+        run.start(engine, engine.stream(req.prompt, cancel_event=run.cancel, **req.engine_kwargs()))
     except BaseException:
         slot.release()
         raise

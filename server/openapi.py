@@ -65,7 +65,7 @@ SSE_EVENT = {
     "required": ["data"],
 }
 
-REQUEST_MODELS = [schemas.GenerateRequest, schemas.LoadModelRequest]
+REQUEST_MODELS = [schemas.GenerationRequestBody, schemas.LoadModelRequest]
 RESPONSE_MODELS = [
     schemas.GenerateResponse,
     schemas.StreamChunk,
@@ -125,7 +125,7 @@ def openapi_document(
     _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
     component_schemas = defs.get("$defs", {})
     if max_length is not None:
-        field = component_schemas["GenerateRequest"]["properties"]["max_length"]
+        field = component_schemas["GenerationRequestBody"]["properties"]["max_length"]
         field["maximum"] = max_length
         field["default"] = min(
             field["default"], max_length
@@ -136,7 +136,7 @@ def openapi_document(
     )
     generate_body = {
         "required": True,
-        "content": {"application/json": {"schema": _ref("GenerateRequest")}},
+        "content": {"application/json": {"schema": _ref("GenerationRequestBody")}},
     }
     sse_description = (
         "Server-Sent Events. Each chunk is an unnamed event whose data is a StreamChunk JSON object; "

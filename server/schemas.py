@@ -1,13 +1,15 @@
 """Request and response shapes of the API, as pydantic models.
 
-They validate requests (strict types: ``"5"`` is not an int, ``true`` is not a number) and are the
-single source of the OpenAPI document's schemas. Validation failures become one 400 message that
-names the field and its allowed range.
+The generation body is core's ``GenerationRequest`` (core/request.py: every parameter's default,
+type, range and meaning, written there once) plus ``echo``, so the engine, the 400 messages and
+the OpenAPI document agree by construction. Validation is strict (``"5"`` is not an int, ``true``
+is not a number) and complete before a request joins the queue; a failure becomes one 400
+message that names the field and its allowed range.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -17,13 +19,18 @@ from core.repo_context import (
     MAX_CONTEXT_TEXT_CHARS,
     MAX_CONTEXT_TOTAL_CHARS,
 )
+from core.request import (
+    EMPTY_PROMPT,
+    LONE_SURROGATE,
+    GenerationRequest,
+    allowed,
+    first_error,
+    item_shown,
+    reject_lone_surrogates,
+    shown,
+)
 
 from .errors import ApiError
-
-MAX_STOP_SEQUENCES = 16
-
-
-LONE_SURROGATE = "contains a lone UTF-16 surrogate (\\ud800-\\udfff), which is not text"
 
 
 class _Request(BaseModel):
@@ -33,14 +40,7 @@ class _Request(BaseModel):
     @field_validator("*")
     @classmethod
     def _text_only(cls, value):
-        """JSON can escape half a surrogate pair; such a string cannot be encoded or tokenized."""
-        for item in value if isinstance(value, list) else [value]:
-            if isinstance(item, str):
-                try:
-                    item.encode("utf-8")
-                except UnicodeEncodeError:
-                    raise ValueError(LONE_SURROGATE) from None
-        return value
+        return reject_lone_surrogates(value)
 
 
 class ContextItem(_Request):
@@ -57,10 +57,6 @@ class ContextItem(_Request):
     )
 
 
-# The stop strings' limits, in the types so the OpenAPI document states them too.
-NonEmptyStr = Annotated[str, Field(min_length=1)]
-StopList = Annotated[list[NonEmptyStr], Field(max_length=MAX_STOP_SEQUENCES)]
-
 # An empty prompt is fill-in-the-middle only: it needs a non-empty suffix (core/request.py).
 PROMPT_OR_SUFFIX = [
     {"properties": {"prompt": {"minLength": 1}}},
@@ -68,43 +64,17 @@ PROMPT_OR_SUFFIX = [
 ]
 
 
-class GenerateRequest(_Request):
-    """Body of POST /generate and POST /stream."""
+class GenerationRequestBody(GenerationRequest):
+    """Body of POST /generate and POST /stream: a GenerationRequest (JSON names: ``stop`` for
+    ``stop_sequences``, ``context`` items as objects) plus ``echo``."""
 
-    model_config = ConfigDict(json_schema_extra={"anyOf": PROMPT_OR_SUFFIX})
+    model_config = ConfigDict(extra="ignore", json_schema_extra={"anyOf": PROMPT_OR_SUFFIX})
 
-    prompt: str = Field(description="The input prompt (code before the cursor).")
-    max_length: int = Field(512, ge=1, description="Maximum number of tokens to generate.")
-    temperature: float = Field(0.7, ge=0.0, le=2.0, description="Sampling temperature; 0 = greedy.")
-    top_p: float = Field(0.9, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-    top_k: int = Field(50, ge=0, description="Top-k sampling; 0 disables it.")
-    repetition_penalty: float = Field(
-        1.1, gt=0.0, le=10.0, description="Penalty for repeated tokens."
-    )
-    stop: Optional[Union[StopList, NonEmptyStr]] = Field(
-        None,
-        description=f"Up to {MAX_STOP_SEQUENCES} non-empty strings; generation ends before the first match.",
-    )
-    suffix: Optional[str] = Field(
-        None, description="Code after the cursor: enables fill-in-the-middle."
-    )
-    seed: Optional[int] = Field(
-        None, ge=0, le=2**63 - 1, description="Seed for reproducible sampling."
-    )
-    language: Optional[str] = Field(
-        None,
-        min_length=1,
-        max_length=64,
-        description='Language id of the document (an LSP languageId such as "python"). With "python" and a '
-        "cursor at a statement's start, the completion's first line keeps the file's indentation and block "
-        "layout (see core/python_rules.py).",
-    )
     echo: bool = Field(
         False, description="Prepend the prompt to `response` (the completion alone by default)."
     )
-    context: Optional[list[ContextItem]] = Field(
+    context: Optional[Annotated[list[ContextItem], Field(max_length=MAX_CONTEXT_ITEMS)]] = Field(
         None,
-        max_length=MAX_CONTEXT_ITEMS,
         description=f"Other files of the project, at most {MAX_CONTEXT_ITEMS} items of at most "
         f"{MAX_CONTEXT_TEXT_CHARS} characters each ({MAX_CONTEXT_TOTAL_CHARS} in all). They are laid out before "
         "the current file in the model's repository format (`<file_sep>` + path for StarCoder2, Qwen2.5-Coder "
@@ -121,16 +91,13 @@ class GenerateRequest(_Request):
             return int(value)
         return value
 
-    @field_validator("stop")
-    @classmethod
-    def _stop_list(cls, value):
-        if value is None:
-            return None
-        if isinstance(value, str):
-            value = [value]
-        if len(value) > MAX_STOP_SEQUENCES or any(not item for item in value):
-            raise ValueError("bad stop")
-        return value
+    def engine_kwargs(self) -> dict:
+        """The keyword arguments of ``OptimizedLLM.complete``/``stream`` for this body."""
+        return {
+            name: getattr(self, name)
+            for name in GenerationRequest.model_fields
+            if name not in ("prompt", "context")
+        } | {"context": [item.model_dump() for item in self.context] if self.context else None}
 
 
 class LoadModelRequest(_Request):
@@ -141,53 +108,30 @@ class LoadModelRequest(_Request):
     )
 
 
-# Allowed values, in words, for each field: used to build the 400 message.
+# Allowed values, in words, for each JSON field: used to build the 400 message. The generation
+# parameters' words come from core's GenerationRequest (``{max_length_limit}``: the server's).
 ALLOWED = {
-    "prompt": "a string (non-empty unless a suffix is given)",
-    "max_length": "an integer from 1 to {max_length_limit}",
-    "temperature": "a number from 0 to 2",
-    "top_p": "a number greater than 0 and at most 1",
-    "top_k": "an integer >= 0",
-    "repetition_penalty": "a number greater than 0 and at most 10",
-    "stop": f"a string or a list of at most {MAX_STOP_SEQUENCES} non-empty strings",
-    "suffix": "a string or null",
-    "seed": "an integer from 0 to 2^63-1, or null",
-    "language": 'a language id of 1 to 64 characters (such as "python"), or null',
+    **{
+        field.alias or name: allowed(name, "{max_length_limit}")
+        for name, field in GenerationRequest.model_fields.items()
+    },
     "echo": "a boolean",
     "model_name": "a non-empty string (model name or local directory) or null",
-    "context": f'a list of at most {MAX_CONTEXT_ITEMS} objects with string fields "path" and "text", or null',
+    "context": allowed("context") + ", or null",
     "path": f"a one-line string of 1 to {MAX_CONTEXT_PATH_CHARS} characters",
     "text": f"a string of at most {MAX_CONTEXT_TEXT_CHARS} characters",
 }
 
 
-def parse(model: type[_Request], body: Any, **limits: Any) -> _Request:
-    """Validate a JSON body against ``model``; raise ApiError(400) naming the first bad field."""
+def parse(model: type[BaseModel], body: Any, **limits: Any) -> BaseModel:
+    """Validate a JSON body against ``model``; raise ApiError(400) naming the first bad field.
+    ``max_length_limit`` bounds a generation's max_length (an omitted one is capped at it)."""
     if not isinstance(body, dict):
         raise ApiError(400, "Invalid request: the body must be a JSON object.")
     try:
-        request = model.model_validate(body)
+        request = model.model_validate(body, context=limits)
     except ValidationError as exc:
-        errors = exc.errors()
-        # A lone surrogate is the reason whichever member of a union pydantic reports first.
-        error = next(
-            (e for e in errors if e["type"] == "string_unicode" or LONE_SURROGATE in e["msg"]),
-            errors[0],
-        )
-        field = str(error["loc"][0]) if error["loc"] else "body"
-        if field == "context" and len(error["loc"]) > 1:  # an item: name it, never echo its text
-            raise ApiError(400, _context_item_error(error)) from None
-        allowed = ALLOWED.get(field, "a valid value").format(**limits)
-        if error["type"] == "missing":
-            raise ApiError(400, f"Missing required field '{field}': must be {allowed}.") from None
-        if LONE_SURROGATE in error["msg"] or error["type"] == "string_unicode":
-            raise ApiError(400, f"Invalid '{field}': it {LONE_SURROGATE}.") from None
-        got = body.get(field)
-        if field == "context" and isinstance(got, list):
-            raise ApiError(
-                400, f"Invalid 'context': must be {allowed} (got {len(got)} items)."
-            ) from None
-        raise ApiError(400, f"Invalid '{field}': must be {allowed} (got {got!r}).") from None
+        raise ApiError(400, _message(exc, body, limits)) from None
     total = sum(len(item.text) for item in getattr(request, "context", None) or ())
     if total > MAX_CONTEXT_TOTAL_CHARS:
         raise ApiError(
@@ -195,27 +139,29 @@ def parse(model: type[_Request], body: Any, **limits: Any) -> _Request:
             f"Invalid 'context': its texts may hold at most {MAX_CONTEXT_TOTAL_CHARS} "
             f"characters in all (got {total}).",
         )
-    if isinstance(request, GenerateRequest) and not request.prompt and not request.suffix:
-        raise ApiError(
-            400,
-            "Invalid 'prompt': must not be empty, unless a non-empty 'suffix' asks for "
-            "fill-in-the-middle.",
-        )
-    limit = limits.get("max_length_limit")
-    if (
-        limit is not None
-        and "max_length" in type(request).model_fields
-        and "max_length" not in request.model_fields_set
-    ):
-        request.max_length = min(
-            request.max_length, limit
-        )  # the default never exceeds the server's limit
-    if limit is not None and getattr(request, "max_length", 0) > limit:
-        got = request.max_length
-        raise ApiError(
-            400, f"Invalid 'max_length': must be an integer from 1 to {limit} (got {got!r})."
-        )
     return request
+
+
+def _message(exc: ValidationError, body: dict, limits: dict) -> str:
+    """The 400 message for a failed validation: the field, what it must be, what it got."""
+    error = first_error(exc)
+    if not error["loc"] and EMPTY_PROMPT in error["msg"]:
+        return f"Invalid 'prompt': {EMPTY_PROMPT}."
+    field = str(error["loc"][0]) if error["loc"] else "body"
+    if field == "context" and len(error["loc"]) > 1:  # an item: name it, never echo its text
+        return _context_item_error(error)
+    words = ALLOWED.get(field, "a valid value").format(**limits)
+    if error["type"] == "missing":
+        return f"Missing required field '{field}': must be {words}."
+    if LONE_SURROGATE in error["msg"] or error["type"] == "string_unicode":
+        return f"Invalid '{field}': it {LONE_SURROGATE}."
+    got = body.get(field)
+    if field == "context" and isinstance(got, list):
+        return f"Invalid 'context': must be {words} (got {len(got)} items)."
+    shown_got = shown(got)
+    if len(error["loc"]) > 1 and isinstance(error["loc"][1], int):  # one item of a list
+        shown_got = f"{item_shown(error['input'])} at index {error['loc'][1]}"
+    return f"Invalid '{field}': must be {words} (got {shown_got})."
 
 
 def _context_item_error(error: dict) -> str:

@@ -68,13 +68,13 @@ def test_greedy_emits_no_sampling_warnings(llm, recwarn):
 @pytest.mark.parametrize(
     "field, value, words",
     [
-        ("max_length", 0, "max_length must be an integer between 1 and"),
+        ("max_length", 0, "max_length must be an integer from 1 to"),
         ("max_length", -5, "max_length"),
         ("max_length", 10**9, "context length"),
         ("max_length", 2.5, "max_length"),
-        ("temperature", 2.5, "temperature must be a number in [0, 2]"),
+        ("temperature", 2.5, "temperature must be a number from 0 to 2"),
         ("temperature", float("nan"), "temperature"),
-        ("top_p", 0, "top_p must be a number in (0, 1]"),
+        ("top_p", 0, "top_p must be a number greater than 0 and at most 1"),
         ("top_p", 1.5, "top_p"),
         ("top_k", -1, "top_k must be an integer >= 0"),
         ("repetition_penalty", 0, "repetition_penalty"),

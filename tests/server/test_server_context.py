@@ -60,7 +60,7 @@ def test_bad_context_is_a_400_that_names_the_problem(client, path, context, mess
 def test_openapi_documents_context(client):
     doc = client.get("/openapi.json").get_json()
     schemas = doc["components"]["schemas"]
-    field = schemas["GenerateRequest"]["properties"]["context"]
+    field = schemas["GenerationRequestBody"]["properties"]["context"]
     listing = next(option for option in field["anyOf"] if option.get("type") == "array")
     assert listing["maxItems"] == 32
     assert listing["items"] == {"$ref": "#/components/schemas/ContextItem"}

@@ -226,3 +226,52 @@ def test_escaped_surrogate_pairs_are_text(client):
         content_type="application/json",
     )
     assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def _post_while_busy(engine, body: dict, path: str = "/generate", queue_size: int = 4):
+    """POST ``body`` while another request holds the model (and with ``queue_size=0`` the line
+    is full); the answer, or None when it did not come within 10 s (it waited for the model)."""
+    import threading
+
+    app = create_app(make_config(queue_size=queue_size), engine=engine)
+    slot = app.extensions["deepshiva"].queue.acquire()
+    answers = []
+    asker = threading.Thread(
+        target=lambda: answers.append(app.test_client().post(path, json=body)), daemon=True
+    )
+    try:
+        asker.start()
+        asker.join(timeout=10)
+    finally:
+        slot.release()
+        asker.join(timeout=30)
+    return answers[0] if answers and not asker.is_alive() else None, answers
+
+
+@pytest.mark.parametrize("queue_size", [0, 4])
+@pytest.mark.parametrize("path", ["/generate", "/stream"])
+def test_a_too_long_stop_sequence_is_400_before_waiting_for_the_model(engine, path, queue_size):
+    """The 256-character limit of a stop string is checked before the request joins the queue:
+    a busy model (a waiting line, or a full one) answers the 400 at once, never a 429 or a wait."""
+    response, _ = _post_while_busy(
+        engine, {"prompt": "x", "stop": ["ok", "s" * 257]}, path, queue_size
+    )
+    assert response is not None, "the bad request waited for the model"
+    assert_error(response, 400, "'stop'", "at most 256 characters", "257 characters at index 1")
+    response, _ = _post_while_busy(engine, {"prompt": "x", "stop": "s" * 256}, path, 0)
+    assert response.status_code == 429  # 256 is allowed: that one would have queued
+
+
+def test_what_the_model_cannot_do_is_400_before_waiting_for_it(engine, tiny_model_dir_no_fim):
+    """max_length beyond the model's context length (within the server's limit) and a suffix
+    for a model without FIM tokens are refused before the queue too."""
+    too_long = {"prompt": "x", "max_length": engine.context_length + 1}
+    response, _ = _post_while_busy(engine, too_long)
+    assert response is not None, "the bad request waited for the model"
+    assert_error(response, 400, "max_length", f"1 to {engine.context_length}", "context length")
+    from core import OptimizedLLM
+
+    no_fim = OptimizedLLM(str(tiny_model_dir_no_fim))
+    response, _ = _post_while_busy(no_fim, {"prompt": "a = ", "suffix": "\n"})
+    assert response is not None, "the bad request waited for the model"
+    assert_error(response, 400, "suffix", "fill-in-the-middle")

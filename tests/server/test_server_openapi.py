@@ -12,7 +12,7 @@ import torch
 from server_helpers import make_config
 
 from server import create_app
-from server.schemas import ALLOWED, GenerateRequest
+from server.schemas import ALLOWED, GenerationRequestBody
 
 SPEC_PATHS = {"/load_model": "post", "/generate": "post", "/stream": "post", "/model_status": "get"}
 
@@ -53,10 +53,10 @@ def test_document_is_openapi_3_with_valid_schemas(doc):
     for schema in doc["components"]["schemas"].values():
         jsonschema.Draft202012Validator.check_schema(schema)
     # every request field is documented, with its allowed range in words somewhere
-    documented = doc["components"]["schemas"]["GenerateRequest"]["properties"]
-    assert set(GenerateRequest.model_fields) <= set(documented)
-    assert set(GenerateRequest.model_fields) <= set(ALLOWED)
-    assert doc["components"]["schemas"]["GenerateRequest"]["required"] == ["prompt"]
+    documented = doc["components"]["schemas"]["GenerationRequestBody"]["properties"]
+    json_names = {f.alias or name for name, f in GenerationRequestBody.model_fields.items()}
+    assert "stop" in json_names and json_names <= set(documented) and json_names <= set(ALLOWED)
+    assert doc["components"]["schemas"]["GenerationRequestBody"]["required"] == ["prompt"]
     assert (
         documented["temperature"]["maximum"] == 2 and documented["top_p"]["exclusiveMinimum"] == 0
     )
@@ -161,7 +161,7 @@ def test_root_says_what_answers_here_and_links_to_the_rest(client, doc, engine):
 def test_document_and_server_agree_on_empty_prompts(client, doc, body):
     """The document allowed {"prompt": ""}, which the server rejects (an empty prompt is only
     fill-in-the-middle with a suffix)."""
-    schema = {"$ref": "#/components/schemas/GenerateRequest"}
+    schema = {"$ref": "#/components/schemas/GenerationRequestBody"}
     try:
         _validate(doc, schema, {**body, "max_length": 2})
         documented_valid = True
@@ -219,13 +219,15 @@ def test_document_states_the_max_length_the_server_accepts(engine):
     small = create_app(make_config(max_length_limit=48), engine=engine).test_client()
     doc = small.get("/openapi.json").get_json()
     assert (
-        doc["components"]["schemas"]["GenerateRequest"]["properties"]["max_length"]["maximum"] == 48
+        doc["components"]["schemas"]["GenerationRequestBody"]["properties"]["max_length"]["maximum"]
+        == 48
     )
     assert small.post("/generate", json={"prompt": "x", "max_length": 49}).status_code == 400
     # omitted, max_length is the documented default, which the limit caps (schemathesis found the
     # default 512 answered 400 by a server whose limit is 48)
     assert (
-        doc["components"]["schemas"]["GenerateRequest"]["properties"]["max_length"]["default"] == 48
+        doc["components"]["schemas"]["GenerationRequestBody"]["properties"]["max_length"]["default"]
+        == 48
     )
     omitted = small.post("/generate", json={"prompt": "x", "temperature": 0})
     assert omitted.status_code == 200 and omitted.get_json()["usage"]["completion_tokens"] <= 48
@@ -233,7 +235,7 @@ def test_document_states_the_max_length_the_server_accepts(engine):
     context = large.get("/model_status").get_json()["context_length"]
     doc = large.get("/openapi.json").get_json()
     assert (
-        doc["components"]["schemas"]["GenerateRequest"]["properties"]["max_length"]["maximum"]
+        doc["components"]["schemas"]["GenerationRequestBody"]["properties"]["max_length"]["maximum"]
         == context
     )
     assert (
@@ -246,7 +248,7 @@ def test_document_and_server_agree_on_stop(client, doc, stop):
     """schemathesis --checks all found ``"stop": ""`` documented as valid and answered 400."""
     body = {"prompt": "x", "max_length": 2, "stop": stop}
     try:
-        _validate(doc, {"$ref": "#/components/schemas/GenerateRequest"}, body)
+        _validate(doc, {"$ref": "#/components/schemas/GenerationRequestBody"}, body)
         documented_valid = True
     except jsonschema.ValidationError:
         documented_valid = False
@@ -257,6 +259,6 @@ def test_document_and_server_agree_on_stop(client, doc, stop):
 def test_integral_numbers_are_integers_as_in_json_schema(client, doc):
     """schemathesis --checks all sent ``"max_length": 43.0``, a valid JSON Schema integer, and got 400."""
     body = {"prompt": "x", "max_length": 3.0, "top_k": 5.0, "seed": 7.0}
-    _validate(doc, {"$ref": "#/components/schemas/GenerateRequest"}, body)
+    _validate(doc, {"$ref": "#/components/schemas/GenerationRequestBody"}, body)
     assert client.post("/generate", json=body).status_code == 200
     assert client.post("/generate", json={**body, "max_length": 2.5}).status_code == 400
