@@ -10,7 +10,7 @@ token and the busy/quiet ratio per setting. Settings:
 - ``default``: what the package does by default (short OpenMP spins, ``core/openmp_waits.py``);
 - ``spin``: libgomp's own default spin (``GOMP_SPINCOUNT=300000``, what the package did before);
 - ``passive``: ``OMP_WAIT_POLICY=PASSIVE`` (idle threads sleep at once);
-- ``one-thread``: ``DEEPSHIVA_THREADS=1``.
+- ``one-thread``: ``DEEPSHIVA_CPU_THREADS=1``.
 
     .venv/bin/python -m benchmarks.contention [--models shipped,llama-30m] [--rounds 5] [--tokens 48]
         [--busy 2] [--weights bf16] [--settings default,spin,passive,one-thread]
@@ -30,7 +30,7 @@ SETTINGS = {
     "default": {},
     "spin": {"GOMP_SPINCOUNT": "300000"},
     "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
-    "one-thread": {"DEEPSHIVA_THREADS": "1"},
+    "one-thread": {"DEEPSHIVA_CPU_THREADS": "1"},
 }
 BUSY_SECONDS = 300  # a busy process never outlives this, even if the parent dies
 

@@ -21,13 +21,12 @@ bf16: 8). ``int8`` and ``int4`` always round (symmetric; int4 to 16 levels a blo
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import numpy as np
 import torch
 
-from . import cpu_capabilities, page_memory
+from . import cpu_capabilities, options, page_memory
 from .devices import DTYPE_NAMES
 
 try:
@@ -79,7 +78,7 @@ def use_variant(name: str | None = None) -> str:
 
 
 def _apply_environment() -> None:
-    requested = os.environ.get(VARIANT_ENV) or None
+    requested = options.read("kernels") or None
     if _kernels is None or requested is None:
         return
     try:

@@ -12,9 +12,10 @@ each branch of the path decision runs on any machine.
 from __future__ import annotations
 
 import contextlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import options
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def current() -> CpuCapabilities:
     global _probed
     if _injected is not None:
         return _injected
-    preset = os.environ.get("DEEPSHIVA_CPU", "").strip().lower()
+    preset = (options.read("cpu") or "").strip().lower()
     if preset:
         if preset not in PRESETS:
             raise ValueError(f"DEEPSHIVA_CPU must be one of {', '.join(PRESETS)} (got {preset!r})")

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from threadpoolctl import threadpool_limits
 
-from . import cpu_capabilities
+from . import cpu_capabilities, options
 from .errors import DeviceUnavailable, InvalidParameter
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
@@ -132,9 +132,9 @@ def available_cores() -> int:
 def choose_cpu_threads(weight_bytes: int, requested: int | None = None) -> int:
     """Intra-op threads for CPU inference: one for small models, every core for large ones.
 
-    ``DEEPSHIVA_THREADS`` (or ``requested``) overrides the choice.
+    ``DEEPSHIVA_CPU_THREADS`` (or ``requested``) overrides the choice.
     """
-    override = requested or os.environ.get("DEEPSHIVA_THREADS")
+    override = requested or options.read("cpu_threads")
     if override:
         try:
             value = int(override)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from . import compact_weights, cpu_capabilities
+from . import compact_weights, cpu_capabilities, options
 from .backends import select
 from .devices import (
     available_memory_bytes,
@@ -155,9 +154,9 @@ class OptimizedLLM:
         load_in_8bit: bool = False,
         torch_dtype: object = None,
         trust_remote_code: bool = False,
-        int8_decode: bool | None = None,
         fim_order: str | None = None,
         decode_weights: str | None = None,
+        cpu_threads: int | None = None,
     ):
         if max_memory is not None and not isinstance(max_memory, dict):
             raise InvalidParameter(
@@ -170,34 +169,19 @@ class OptimizedLLM:
         )  # a bad value is named before the slow load
         self.model_name = model_name
         # Prompt-lookup decoding for greedy requests (DEEPSHIVA_PROMPT_LOOKUP=0 turns it off).
-        self.prompt_lookup = os.environ.get("DEEPSHIVA_PROMPT_LOOKUP", "1") != "0"
+        self.prompt_lookup = options.read("prompt_lookup")
         # End completions that repeat themselves (core/loop_guard.py; DEEPSHIVA_LOOP_GUARD=0 turns it off).
-        self.loop_guard = os.environ.get("DEEPSHIVA_LOOP_GUARD", "1") != "0"
+        self.loop_guard = options.read("loop_guard")
         self.trust_remote_code = bool(trust_remote_code)
         # The bytes a CPU decode step reads (core.compact_weights): auto, fp32, fp16, bf16 or int8
-        # (DEEPSHIVA_DECODE_WEIGHTS); int8_decode (DEEPSHIVA_INT8_DECODE=1) is the older name of int8.
-        if int8_decode is None:
-            int8_decode = os.environ.get("DEEPSHIVA_INT8_DECODE", "0") == "1"
+        # (DEEPSHIVA_DECODE_WEIGHTS).
         if decode_weights is None:
-            decode_weights = os.environ.get("DEEPSHIVA_DECODE_WEIGHTS", "auto")
-        if int8_decode:
-            if decode_weights not in ("auto", "int8"):
-                raise InvalidParameter(
-                    "decode_weights",
-                    f"int8_decode asks for int8 decode weights, "
-                    f"decode_weights for {decode_weights}: choose one",
-                )
-            decode_weights = "int8"
-        self._decode_weights_param = (
-            "int8_decode" if int8_decode else "decode_weights"
-        )  # for errors
+            decode_weights = options.read("decode_weights")
         self.decode_weights_requested = check_decode_weights(decode_weights)  # before the slow load
         self.decode_weights = "fp32"
         # FIM prompt order: auto (the model's own), psm or spm (DEEPSHIVA_FIM_ORDER).
         try:
-            self.fim_order_requested = check_order(
-                fim_order or os.environ.get("DEEPSHIVA_FIM_ORDER", "auto")
-            )
+            self.fim_order_requested = check_order(fim_order or options.read("fim_order"))
         except ValueError as exc:
             raise InvalidParameter("fim_order", str(exc)) from None
         self.model = None
@@ -220,7 +204,7 @@ class OptimizedLLM:
         self._install(loaded.model, loaded.tokenizer)
         self.quantization = loaded.quantization
         if self.device == "cpu":
-            self.cpu_threads = choose_cpu_threads(weight_bytes(self.model))
+            self.cpu_threads = choose_cpu_threads(weight_bytes(self.model), cpu_threads)
             use_cpu_threads(self.cpu_threads)
 
     # -- set-up ---------------------------------------------------------------------------
@@ -279,7 +263,7 @@ class OptimizedLLM:
             runner = ModelRunner(model, decode_weights=choice)
         except ValueError as exc:
             if requested != "auto":
-                raise InvalidParameter(self._decode_weights_param, str(exc)) from None
+                raise InvalidParameter("decode_weights", str(exc)) from None
             runner = ModelRunner(model)
             why = f"decode reads the model's own weights: {choice} copies need the lean path on the CPU"
         self._cpu_described = (
@@ -288,10 +272,6 @@ class OptimizedLLM:
         runner.path.reasons[:0] = [getattr(self, "_master_reason", "masters: as loaded"), why]
         self.decode_weights = runner.decode_weights
         return runner
-
-    @property
-    def int8_decode(self) -> bool:
-        return self.decode_weights == "int8"
 
     @staticmethod
     def _collect_eos_ids(model, tokenizer) -> set[int]:
@@ -346,7 +326,6 @@ class OptimizedLLM:
             # What runs prefill and decode, and why (core.backends.select), on this CPU.
             "path": self._runner.path.as_dict() if loaded else None,
             "cpu": getattr(self, "_cpu_described", None),
-            "int8_decode": self.int8_decode,
             "decode_weights": self.decode_weights,
             "loop_guard": self.loop_guard,
         }

@@ -19,6 +19,8 @@ import os
 import sys
 from collections.abc import Mapping, MutableMapping
 
+from . import options
+
 SPIN_COUNT = 1000
 
 
@@ -26,7 +28,7 @@ def settings(environ: Mapping[str, str]) -> dict[str, str]:
     """The OpenMP variables to add to ``environ``: none where the user chose a wait policy."""
     if "GOMP_SPINCOUNT" in environ or "OMP_WAIT_POLICY" in environ:
         return {}
-    return {"GOMP_SPINCOUNT": environ.get("DEEPSHIVA_OMP_SPIN") or str(SPIN_COUNT)}
+    return {"GOMP_SPINCOUNT": options.read("omp_spin", environ) or str(SPIN_COUNT)}
 
 
 def apply(

@@ -12,10 +12,11 @@ ordinary NumPy memory and nothing else changes.
 from __future__ import annotations
 
 import mmap
-import os
 from pathlib import Path
 
 import numpy as np
+
+from . import options
 
 HUGE_PAGE = 2 * 1024 * 1024
 _THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
@@ -24,7 +25,7 @@ _THP_SETTING = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 def huge_pages_offered() -> bool:
     """True when this kernel gives huge pages to memory that asks for them (``madvise``/``always``)
     and ``DEEPSHIVA_HUGE_PAGES`` is not ``0``."""
-    if os.environ.get("DEEPSHIVA_HUGE_PAGES", "1") == "0":
+    if not options.read("huge_pages"):
         return False
     try:
         setting = _THP_SETTING.read_text()

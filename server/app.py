@@ -33,9 +33,9 @@ def default_factory(config: ServerConfig) -> Callable[[str], Any]:
             torch_dtype=config.torch_dtype,
             load_in_8bit=config.load_in_8bit,
             trust_remote_code=config.trust_remote_code,
-            int8_decode=config.int8_decode,
             fim_order=config.fim_order,
             decode_weights=config.decode_weights,
+            cpu_threads=config.cpu_threads,
         )
         # Pay for lazy set-up (token tables, first allocations) now, not in the first user's request.
         engine.warmup()

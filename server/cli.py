@@ -12,8 +12,11 @@ import logging
 import signal
 import sys
 import threading
+from typing import get_args
 
 from pydantic import ValidationError
+
+from core.options import DecodeWeights, FimOrder
 
 from .config import DEFAULT_MODEL, ServerConfig
 
@@ -69,14 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="int8 weights (needs bitsandbytes)",
     )
     add(
-        "--int8-decode",
-        action="store_true",
-        default=None,
-        help="CPU: decode through int8 copies of the weights (same as --decode-weights int8)",
-    )
-    add(
         "--decode-weights",
-        choices=["auto", "fp32", "fp16", "bf16", "int8"],
+        choices=get_args(DecodeWeights),
         default=None,
         help="CPU, Llama models: weights a decode step reads. auto (default) = the checkpoint's own 16-bit "
         "format when it is stored so; fp16/bf16 halve the bytes (exact for a checkpoint "
@@ -84,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--fim-order",
-        choices=["auto", "psm", "spm"],
+        choices=get_args(FimOrder),
         default=None,
         help="FIM prompt order: auto = the model's own (SPM lets a keystroke reuse the whole cache)",
     )
@@ -116,9 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="backend openai: requests generating at once, before the queue (default 16); local: always 1",
     )
     add(
-        "--threads",
+        "--http-threads",
         type=int,
-        help="WSGI worker threads (default queue size + running requests + 3)",
+        help="WSGI worker threads (default and minimum: queue size + running requests + 3)",
+    )
+    add(
+        "--cpu-threads",
+        type=int,
+        help="the engine's CPU threads for torch and OpenBLAS (default 1 for models under 64 MiB, "
+        "else every core; DEEPSHIVA_CPU_THREADS, or its older name DEEPSHIVA_THREADS)",
     )
     add("--log-level", help="DEBUG, INFO, WARNING... (default INFO)")
     return p

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Annotated, Literal, Optional
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
+
+from core.options import EngineOptions
 
 from core.shipped import DEFAULT_MODEL  # noqa: F401 - also the CLI's and /load_model's default
 
@@ -27,8 +29,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class ServerConfig(BaseSettings):
-    """Everything the HTTP server can be told; environment variables use the ``DEEPSHIVA_`` prefix."""
+class ServerConfig(EngineOptions):
+    """Everything the HTTP server can be told; environment variables use the ``DEEPSHIVA_`` prefix.
+
+    It extends the engine's options (``core.options.EngineOptions``: the same variables, declared
+    there once), so a server checks them all when it starts."""
 
     model_config = SettingsConfigDict(
         env_prefix="DEEPSHIVA_", extra="ignore", validate_default=True
@@ -63,14 +68,10 @@ class ServerConfig(BaseSettings):
     device: str = "auto"
     torch_dtype: Optional[str] = None
     load_in_8bit: bool = False
-    int8_decode: bool = (
-        False  # CPU: decode through int8 weight copies (the older name of decode_weights=int8)
+    # decode_weights, fim_order, cpu_threads and the engine's switches: core.options.EngineOptions
+    http_threads: int = Field(
+        0, ge=0, description="WSGI worker threads; never fewer than queue_size + running + 3"
     )
-    # CPU: the bytes a decode step reads (core.compact_weights); auto = the checkpoint's own 16-bit
-    # format where that is exact, else fp32.
-    decode_weights: Literal["auto", "fp32", "fp16", "bf16", "int8"] = "auto"
-    fim_order: Literal["auto", "psm", "spm"] = "auto"  # FIM prompt order; auto = the model's own
-    threads: int = Field(0, ge=0, description="WSGI worker threads; 0 = queue_size + running + 3")
     # Where completions come from: this process's own engine (one generation at a time), or an
     # OpenAI-compatible server that batches many (vLLM, llama.cpp's server...; core/upstream.py).
     backend: Literal["local", "openai"] = "local"
@@ -150,8 +151,9 @@ class ServerConfig(BaseSettings):
 
     @property
     def worker_threads(self) -> int:
-        """Threads for the WSGI server: enough that a full queue never blocks /health or a 429."""
-        return self.threads or self.queue_size + self.running_limit + 3
+        """Threads for the WSGI server: enough that a full queue never blocks /health or a 429
+        (``http_threads`` may add more, never fewer)."""
+        return max(self.http_threads, self.queue_size + self.running_limit + 3)
 
     def model_allowed(self, name: str) -> bool:
         """Whether /load_model may load ``name``: on the allow-list, or inside an allowed directory."""

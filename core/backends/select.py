@@ -16,12 +16,11 @@ The CPU's capabilities come from ``core.cpu_capabilities`` (injectable), so test
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import torch
 
-from .. import compact_weights, cpu_capabilities
+from .. import compact_weights, cpu_capabilities, options
 from ..devices import SHORT_NAMES, check_decode_weights
 
 
@@ -126,13 +125,13 @@ def decode_weights(
 # -- backend and decode path ----------------------------------------------------------------
 def lean_enabled() -> bool:
     """The lean path is on unless ``DEEPSHIVA_LEAN=0``."""
-    return os.environ.get("DEEPSHIVA_LEAN", "1") != "0"
+    return options.read("lean")
 
 
 def numpy_decode_reason(backend, switch: bool = True) -> str | None:
     """Why the lean backend's short passes cannot run through NumPy and the C kernels, or None
     (``switch``: whether DEEPSHIVA_BLAS_DECODE=0 may turn it off)."""
-    if switch and os.environ.get("DEEPSHIVA_BLAS_DECODE", "1") == "0":
+    if switch and not options.read("blas_decode"):
         return "DEEPSHIVA_BLAS_DECODE=0 turns the NumPy/C decode path off"
     if backend.device.type != "cpu":
         return f"the NumPy/C decode path is for the CPU (the model is on {backend.device.type})"

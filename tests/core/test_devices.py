@@ -123,13 +123,17 @@ def test_the_cpu_description_can_be_injected_or_named_for_a_server(monkeypatch):
 
 def test_cpu_threads_one_for_small_models_all_cores_for_large(monkeypatch):
     monkeypatch.delenv("DEEPSHIVA_THREADS", raising=False)
+    monkeypatch.delenv("DEEPSHIVA_CPU_THREADS", raising=False)
     monkeypatch.setattr(devices, "available_cores", lambda: 8)
     assert devices.choose_cpu_threads(10 * 2**20) == 1
     assert devices.choose_cpu_threads(4 * 2**30) == 8
-    monkeypatch.setenv("DEEPSHIVA_THREADS", "3")
+    monkeypatch.setenv("DEEPSHIVA_THREADS", "3")  # the older name still means these threads
     assert devices.choose_cpu_threads(4 * 2**30) == 3
-    monkeypatch.setenv("DEEPSHIVA_THREADS", "zero")
-    with pytest.raises(InvalidParameter, match="threads must be a positive integer"):
+    monkeypatch.setenv("DEEPSHIVA_CPU_THREADS", "2")  # and the new one wins
+    assert devices.choose_cpu_threads(4 * 2**30) == 2
+    assert devices.choose_cpu_threads(4 * 2**30, requested=5) == 5
+    monkeypatch.setenv("DEEPSHIVA_CPU_THREADS", "zero")
+    with pytest.raises(InvalidParameter, match="DEEPSHIVA_CPU_THREADS must be a positive integer"):
         devices.choose_cpu_threads(1)
 
 

@@ -127,8 +127,8 @@ def test_int8_decode_keeps_prefill_exact_and_decode_close(model, path, monkeypat
 
 
 def test_int8_decode_generates_and_is_reported(tiny_model_dir):
-    llm = OptimizedLLM(str(tiny_model_dir), int8_decode=True)
-    assert llm.info()["int8_decode"] is True and llm.info()["backend"] == "lean-llama"
+    llm = OptimizedLLM(str(tiny_model_dir), decode_weights="int8")
+    assert llm.info()["decode_weights"] == "int8" and llm.info()["backend"] == "lean-llama"
     result = llm.complete("import os\n\ndef main():\n", max_length=12, temperature=0)
     assert result.generated_tokens > 0
 
@@ -138,8 +138,8 @@ def test_int8_decode_is_refused_clearly_where_it_cannot_run(tiny_model_dir):
 
     # Offloaded (sharded) models run through transformers, where there is no int8 decode path.
     with pytest.raises(InvalidParameter, match="int8 decode weights need a plain Llama") as err:
-        OptimizedLLM(str(tiny_model_dir), max_memory={"cpu": "200KB"}, int8_decode=True)
-    assert err.value.param == "int8_decode"
+        OptimizedLLM(str(tiny_model_dir), max_memory={"cpu": "200KB"}, decode_weights="int8")
+    assert err.value.param == "decode_weights"
 
 
 def test_prompt_lookup_built_from_a_context_proposes_as_if_fed_token_by_token():
@@ -213,7 +213,8 @@ def test_numpy_decode_only_where_it_computes_the_same(tiny_model_dir, monkeypatc
     # So does DEEPSHIVA_BLAS_DECODE=0, where int8 decode falls back to PyTorch's int8 kernel.
     monkeypatch.setenv("DEEPSHIVA_BLAS_DECODE", "0")
     assert OptimizedLLM(str(tiny_model_dir)).info()["decode_path"] == "torch"
-    assert OptimizedLLM(str(tiny_model_dir), int8_decode=True).info()["decode_path"] == "torch"
+    int8 = OptimizedLLM(str(tiny_model_dir), decode_weights="int8")
+    assert int8.info()["decode_path"] == "torch"
 
 
 @pytest.mark.skipif(not compact_weights.available(), reason="the C kernels are not built here")

@@ -237,13 +237,43 @@ def test_queue_cap_holds_between_a_release_and_the_next_start():
     assert queue.snapshot() == {"running": 0, "waiting": 0, "capacity": 1, "concurrency": 1}
 
 
-def test_int8_decode_flag_reaches_the_engine(tiny_model_dir):
+@pytest.mark.parametrize("queue_size", [0, 8, 100])
+def test_worker_threads_never_fall_below_the_queue_it_promises(monkeypatch, queue_size):
+    """The server answers /health and 429s while the queue is full only with queue_size +
+    running + 3 WSGI threads: no setting lowers that. DEEPSHIVA_THREADS is the engine's CPU
+    threads (its documented meaning), not the server's: it once set both, and 2 left 2 workers."""
+    monkeypatch.setenv("DEEPSHIVA_THREADS", "2")
+    floor = queue_size + 1 + 3
+    config = load_config(["--queue-size", str(queue_size), "--model", "none"])
+    assert config.worker_threads == floor and config.cpu_threads == 2
+    config = load_config(["--queue-size", str(queue_size), "--http-threads", "2"])
+    assert config.worker_threads == floor
+    monkeypatch.setenv("DEEPSHIVA_HTTP_THREADS", "1")
+    assert load_config(["--queue-size", str(queue_size)]).worker_threads == floor
+    config = load_config(["--queue-size", str(queue_size), "--http-threads", str(floor + 10)])
+    assert config.worker_threads == floor + 10
+    upstream = ["--backend", "openai", "--upstream", "http://127.0.0.1:9", "--concurrency", "4"]
+    config = load_config([*upstream, "--queue-size", str(queue_size), "--http-threads", "2"])
+    assert config.worker_threads == queue_size + 4 + 3
+
+
+def test_cpu_threads_setting_reaches_the_engine(tiny_model_dir, monkeypatch):
     from server.app import default_factory
 
-    config = load_config(["--int8-decode", "--model", "none"])
-    assert config.int8_decode and not load_config([]).int8_decode
-    engine = default_factory(config)(str(tiny_model_dir))
-    assert engine.info()["int8_decode"] is True and engine.info()["decode_weights"] == "int8"
+    monkeypatch.delenv("DEEPSHIVA_THREADS", raising=False)
+    config = load_config(["--cpu-threads", "2", "--model", "none"])
+    assert config.cpu_threads == 2 and config.http_threads == 0
+    import torch
+
+    from core.devices import use_cpu_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert default_factory(config)(str(tiny_model_dir)).info()["cpu_threads"] == 2
+    finally:
+        use_cpu_threads(before)  # the count is the process's: leave it as the other tests had it
+    with pytest.raises(ValidationError, match="cpu_threads"):
+        load_config(["--cpu-threads", "0"])
 
 
 def test_decode_weights_setting_reaches_the_engine_and_bad_values_are_named(
