@@ -16,7 +16,7 @@ from typing import get_args
 
 from pydantic import ValidationError
 
-from core.options import DecodeWeights, FimOrder
+from core.options import DecodeWeights, EngineOptions, FimOrder, variables
 
 from .config import DEFAULT_MODEL, ServerConfig
 
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(argv)
     except ValidationError as exc:
-        print(f"deepshiva-server: {exc.errors()[0]['msg']}", file=sys.stderr)
+        print(f"deepshiva-server: {setting_error(exc)}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=config.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -179,6 +179,19 @@ def main(argv: list[str] | None = None) -> int:
         server.close()
     log.info("stopped")
     return 0
+
+
+def setting_error(exc: ValidationError) -> str:
+    """One line naming the bad setting (its flag and variable) and what is wrong with it."""
+    error = exc.errors()[0]
+    if not error["loc"]:  # a rule across settings: its message names them
+        return error["msg"].removeprefix("Value error, ")
+    name = str(error["loc"][0])  # a field's name, or the variable of one read by its alias
+    for field_name in EngineOptions.model_fields:
+        if name in variables(field_name):
+            name = field_name
+    named = variables(name) if name in EngineOptions.model_fields else [f"DEEPSHIVA_{name.upper()}"]
+    return f"{name} ({' or '.join(named)}): {error['msg']} (got {error.get('input')!r})"
 
 
 def bind_failure(exc: OSError, config: ServerConfig) -> str:

@@ -134,3 +134,20 @@ def test_a_port_in_use_is_one_line_naming_the_port_and_the_flag():
     assert len(lines) == 1, result.stderr
     assert f"port {port} is already in use" in lines[0] and "--port" in lines[0]
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_bad_setting_is_one_line_naming_its_variable(capsys, monkeypatch):
+    """A server checks the engine's variables too when it starts (ServerConfig extends
+    core.options.EngineOptions), and says which one is wrong."""
+    from server.cli import main
+
+    for variable, value, words in (
+        ("DEEPSHIVA_LEAN", "maybe", "lean (DEEPSHIVA_LEAN)"),
+        ("DEEPSHIVA_THREADS", "0", "cpu_threads (DEEPSHIVA_CPU_THREADS or DEEPSHIVA_THREADS)"),
+        ("DEEPSHIVA_HTTP_THREADS", "-1", "http_threads (DEEPSHIVA_HTTP_THREADS)"),
+    ):
+        with monkeypatch.context() as env:
+            env.setenv(variable, value)
+            assert main(["--model", "none"]) == 2
+        lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(lines) == 1 and words in lines[0] and repr(value) in lines[0], lines
