@@ -571,7 +571,7 @@ class OptimizedLLM:
                 )
             picker = self._token_picker(request, prompt, rules)
             decoder = IncrementalDecoder(self.tokenizer, context_ids=ids[-4:])
-            text = TextPipeline.for_completion(
+            pipeline = TextPipeline.for_completion(
                 prompt.heal_text, request.stop_sequences, self.loop_guard, watch=picker.watch
             )
             budget = min(
@@ -600,11 +600,11 @@ class OptimizedLLM:
                         break
                     result.generated_tokens += 1
                     picker.accept(token)
-                    out = text.feed(decoder.push(token))
+                    out = pipeline.feed(decoder.push(token))
                     if out:
                         result.show(out, started)
                         yield out
-                    if text.stopped:
+                    if pipeline.stopped:
                         finish = "stop"
                         break
                     if cancel.is_set():
@@ -613,7 +613,7 @@ class OptimizedLLM:
                 # The token that regrows a healed prompt token is counted in prompt_tokens already.
                 if prompt.heal_text and result.generated_tokens:
                     result.generated_tokens -= 1
-                tail = text.flush()
+                tail = pipeline.flush()
                 if tail:
                     result.text += tail
                     yield tail
