@@ -547,6 +547,18 @@ class OptimizedLLM:
             ),
         )
 
+    @staticmethod
+    def _prefill(
+        runner: ModelRunner, ids: list[int], cancel: threading.Event, result: Completion
+    ) -> torch.Tensor | None:
+        """Run the prompt (what the cache holds is reused) and record in ``result`` how much was
+        reused and computed; the logits of its last position, None when cancelled meanwhile."""
+        reused_before, prefilled_before = runner.reused_tokens, runner.prefill_tokens
+        logits = runner.prefill(ids, cancel)
+        result.reused_prompt_tokens = runner.reused_tokens - reused_before
+        result.computed_prompt_tokens = runner.prefill_tokens - prefilled_before
+        return logits
+
     def _run(
         self, request: GenerationRequest, cancel: threading.Event, result: Completion
     ) -> Iterator[str]:
@@ -582,11 +594,8 @@ class OptimizedLLM:
                 result.finish_reason = "cancelled"
                 return
             try:
-                reused_before, steps_before = runner.reused_tokens, runner.decode_steps
-                prefilled_before = runner.prefill_tokens
-                logits = runner.prefill(ids, cancel)
-                result.reused_prompt_tokens = runner.reused_tokens - reused_before
-                result.computed_prompt_tokens = runner.prefill_tokens - prefilled_before
+                steps_before = runner.decode_steps
+                logits = self._prefill(runner, ids, cancel, result)
                 if logits is None:  # superseded while its prompt ran: the chunks done stay cached
                     finish = "cancelled"
                     return
