@@ -105,4 +105,7 @@ class TextPipeline:
     @property
     def stopped(self) -> bool:
         """Whether a stage ended the completion (a stop sequence, a loop)."""
-        return any(stage.stopped for stage in self.stages)
+        for stage in self.stages:  # a plain loop: this runs once per token
+            if stage.stopped:
+                return True
+        return False
