@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ids = prompt_ids(llm.tokenizer, args.prompt)
     # One runner at a time: each holds its own fused fp32 matrices, compact copies and KV cache
     # (about 4.5 GB on the 1B shape), and three at once would not fit beside the model.
-    llm._runner.release()
-    llm._runner = None
+    llm.runner.release()
+    llm.runner = None
     gc.collect()
     from core import compact_weights
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     for precision in args.precisions.split(","):
-        llm._runner = ModelRunner(llm.model, decode_weights=precision)
+        llm.runner = ModelRunner(llm.model, decode_weights=precision)
         llm.warmup()
         cpp = llamacpp.load(
             llamacpp.gguf_for(directory, CPP_TYPES[precision]),
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
             measured = pair_rounds(llm, cpp, ids, args.new, args.rounds)
         finally:
             del cpp
-            llm._runner.release()
-            llm._runner = None
+            llm.runner.release()
+            llm.runner = None
             gc.collect()
         results["precisions"][precision] = measured
         print(

@@ -36,7 +36,7 @@ def measure_ours(llm: OptimizedLLM, ids: list[int], new: int, repeats: int) -> d
     prompt = llm.tokenizer.decode(ids)
     ttfts, rates = [], []
     for _ in range(repeats):
-        llm._runner.reset()  # a cold prompt: no reuse from the previous run
+        llm.runner.reset()  # a cold prompt: no reuse from the previous run
         result = llm.complete(prompt, max_length=new, temperature=0, repetition_penalty=1.0)
         decode_ms = result.total_ms - result.time_to_first_token_ms
         ttfts.append(result.time_to_first_token_ms)
@@ -67,17 +67,17 @@ def measure_decode_weights(
     llm: OptimizedLLM, precision: str, prompts: dict, new: int, repeats: int
 ) -> dict | None:
     """The same engine with a runner decoding through ``precision`` weights, at every prompt."""
-    own = llm._runner
+    own = llm.runner
     try:
-        llm._runner = ModelRunner(llm.model, decode_weights=precision)
+        llm.runner = ModelRunner(llm.model, decode_weights=precision)
     except ValueError:
-        llm._runner = own
+        llm.runner = own
         return None
     try:
         llm.warmup()
         return {n: measure_ours(llm, ids, new, repeats) for n, ids in prompts.items()}
     finally:
-        llm._runner = own
+        llm.runner = own
 
 
 def measure_llamacpp(

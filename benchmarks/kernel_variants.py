@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     llm.prompt_lookup = False  # random weights repeat themselves: measure the plain decode loop
     llm.loop_guard = False
     ids = prompt_ids(llm.tokenizer, args.prompt)
-    llm._runner.release()  # one runner at a time (the 1B shape's copies are gigabytes)
-    llm._runner = None
+    llm.runner.release()  # one runner at a time (the 1B shape's copies are gigabytes)
+    llm.runner = None
     gc.collect()
     results = {
         "model": args.model,
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     for precision in args.precisions.split(","):
-        llm._runner = ModelRunner(llm.model, decode_weights=precision)
+        llm.runner = ModelRunner(llm.model, decode_weights=precision)
         llm.warmup()
         rates: dict[str, list[float]] = {v: [] for v in variants}
         try:
@@ -80,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
                     rates[variant].append(measure_ours(llm, ids, args.new, 1)["decode_tok_s"])
         finally:
             compact_weights.use_variant(default)
-            llm._runner.release()
-            llm._runner = None
+            llm.runner.release()
+            llm.runner = None
             gc.collect()
         base = rates.get(default) or rates[variants[-1]]
         row = {}

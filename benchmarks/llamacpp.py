@@ -115,7 +115,7 @@ def replay_engine(llm, deepshiva_llm, max_tokens: int = 48):
     from core.request import GenerationRequest
 
     lock = threading.Lock()
-    healer = deepshiva_llm._healer
+    healer = deepshiva_llm.healer
 
     def complete(prefix: str, suffix: str, cancel: threading.Event) -> tuple[int, int, str]:
         request = GenerationRequest.checked(
@@ -124,7 +124,7 @@ def replay_engine(llm, deepshiva_llm, max_tokens: int = 48):
             max_length=max_tokens,
             context_length=deepshiva_llm.context_length,
         )
-        ids, heal, _, _ = deepshiva_llm._encode(request)
+        ids, heal, _, _ = deepshiva_llm.encode_prompt(request)
         state = {"heal": heal, "seen": len(ids)}
 
         def regrow_healed_text(input_ids, scores):

@@ -68,7 +68,7 @@ def _worker(model: str, setting: dict, prompt_tokens: int, new: int) -> dict:
         llm = OptimizedLLM(directory, **kwargs)
         load_s = time.perf_counter() - started
         ids = prompt_ids(llm.tokenizer, prompt_tokens)
-        runner = llm._runner
+        runner = llm.runner
         llm.warmup()
         runner.reset()
         t0 = time.perf_counter()

@@ -225,7 +225,7 @@ def plain_generate_engine(llm, max_tokens: int = 48, drop_queued: bool = False):
         request = GenerationRequest.checked(
             prefix, suffix=suffix, max_length=max_tokens, context_length=llm.context_length
         )
-        ids = llm._encode(request, heal=False)[0]
+        ids = llm.encode_prompt(request, heal=False)[0]
         with lock:
             if drop_queued and cancel.is_set():
                 return 0, 0, ""

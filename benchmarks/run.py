@@ -176,9 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         replay.replay(replay.deepshiva_engine(llm), schedule)
     )
     llm.prompt_lookup = True
-    drafted, accepted = llm._runner.drafted_tokens, llm._runner.accepted_tokens
+    drafted, accepted = llm.runner.drafted_tokens, llm.runner.accepted_tokens
     results["deepshiva"] = replay.summary(replay.replay(replay.deepshiva_engine(llm), schedule))
-    drafted, accepted = llm._runner.drafted_tokens - drafted, llm._runner.accepted_tokens - accepted
+    drafted, accepted = llm.runner.drafted_tokens - drafted, llm.runner.accepted_tokens - accepted
     results["deepshiva"]["lookup_acceptance"] = round(accepted / drafted, 3) if drafted else None
     from . import llamacpp
 

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -40,17 +41,16 @@ from .fim import (
     stop_token_ids,
 )
 from .generation import ModelRunner, PromptLookup, decode_n_tokens
-from .healing import TokenHealer, strip_regrown
+from .healing import TokenHealer
 from .loading import DEFAULT_MODEL, is_out_of_memory, load_model, resolve_model_source, stored_dtype
-from .loop_guard import LoopGuard
 from .prompt_encoding import PromptEncoder
 from .python_rules import PythonLineRules
 from .repo_context import ContextLayout
 from .request import DEFAULTS, GenerationRequest
-from .sampling import REPETITION_WINDOW, SamplingParams, sample_next
-from .text_stream import IncrementalDecoder, StopMatcher
-
-RULE_TRIES = 8  # candidates tried, best first, for a token that keeps Python's layout rules
+from .sampling import REPETITION_WINDOW, SamplingParams
+from .text_pipeline import TextPipeline
+from .text_stream import IncrementalDecoder
+from .token_picker import TokenPicker
 
 log = logging.getLogger("deepshiva.core")
 
@@ -69,6 +69,22 @@ class Completion:
     reused_prompt_tokens: int = 0
     computed_prompt_tokens: int = 0  # prompt tokens run through the model (cancelled: fewer)
     decode_steps: int = 0
+
+    def show(self, text: str, started: float) -> None:
+        """Add text released while generating; the first, ``started`` (perf_counter) ago, is the
+        time to first token. (Text held back to the very end is added to ``text`` only.)"""
+        if self.time_to_first_token_ms is None:
+            self.time_to_first_token_ms = (time.perf_counter() - started) * 1000
+        self.text += text
+
+
+class EncodedPrompt(NamedTuple):
+    """A request's prompt as the model reads it."""
+
+    ids: list[int]
+    heal_text: str  # the text of the prompt's last token, backed off for the model to regrow
+    truncated: bool  # cut from the left (or its suffix from the right) to fit the context
+    prompt_tokens: int  # its size as usage reports it (a healed token counts)
 
 
 class CompletionStream:
@@ -307,6 +323,24 @@ class OptimizedLLM:
         """Forward passes of one generated token so far (to measure what cancellation saves)."""
         return self._runner.decode_steps if self._runner else 0
 
+    @property
+    def runner(self) -> ModelRunner | None:
+        """The model's forward passes and KV cache (core/generation.py): benchmarks and training
+        time prefill and decode through it, and ``runner.reset()`` makes the next prompt cold."""
+        return self._runner
+
+    @runner.setter
+    def runner(self, runner: ModelRunner | None) -> None:
+        """Generate through another runner (benchmarks: the same model with other decode
+        weights). None leaves the engine without one: generation raises ModelNotLoaded."""
+        self._runner = runner
+
+    @property
+    def healer(self) -> TokenHealer | None:
+        """The tokenizer's token-healing tables (core/healing.py), for a pipeline that heals the
+        prompts ``encode_prompt`` returns itself (benchmarks/llamacpp.py)."""
+        return self._healer
+
     def info(self) -> dict:
         """What is loaded, for status displays."""
         loaded = self.is_loaded
@@ -421,10 +455,9 @@ class OptimizedLLM:
             return healed, heal_text
         return ids, ""
 
-    def _encode(
-        self, request: GenerationRequest, heal: bool = True
-    ) -> tuple[list[int], str, bool, int]:
-        """Token ids of the prompt, the healing text, whether it was truncated, prompt size.
+    def encode_prompt(self, request: GenerationRequest, heal: bool = True) -> EncodedPrompt:
+        """The request's prompt as the model reads it: context files, the prompt (FIM: with its
+        suffix) cut to fit, the last token backed off for healing.
 
         ``heal=False`` keeps the prompt's last token (benchmarks: what a plain pipeline sees).
         """
@@ -444,7 +477,7 @@ class OptimizedLLM:
             ids = bos + ids
             size = len(ids)
             ids, heal_text = self._heal(ids) if heal else (ids, "")
-            return ids, heal_text, truncated, size
+            return EncodedPrompt(ids, heal_text, truncated, size)
         dialect = self.fim_dialect
         prefix_ids = self._prompt_encoder.encode(request.prompt)
         suffix_ids = self._prompt_encoder.encode_continuation(
@@ -473,58 +506,48 @@ class OptimizedLLM:
                 ids.append(self._fim_marker_ids[value])
             else:
                 ids.extend(prefix_ids if kind == "prefix" else suffix_ids)
-        return ids, heal_text, truncated, len(ids) + (1 if heal_text else 0)
+        return EncodedPrompt(ids, heal_text, truncated, len(ids) + (1 if heal_text else 0))
 
-    def _pick_within_rules(
-        self,
-        rules: PythonLineRules,
-        stop_ids: set[int],
-        heal: str,
-        logits,
-        params,
-        recent,
-        generator,
-        allowed,
-        banned,
-    ) -> int:
-        """The token ``sample_next`` picks among those that keep Python's layout rules: the
-        model's choice, else its next best (up to ``RULE_TRIES``), else its first choice."""
-        rejected: list[int] = []
-        for _ in range(RULE_TRIES):
-            excluded = (
-                torch.cat([banned, torch.tensor(rejected, dtype=torch.long)])
-                if rejected
-                else banned
-            )
-            token = sample_next(logits, params, recent, generator, allowed=allowed, banned=excluded)
-            piece = ""
-            if token in stop_ids:
-                if rules.allows("", ends=True):
-                    return token
-            else:
-                texts = self._healer.token_texts()  # each token's text, as healing reads it too
-                piece = (texts[token] if token < len(texts) else None) or ""
-                if heal:  # the part that regrows the healed prompt text is not new text
-                    piece = piece[len(heal) :] if piece.startswith(heal) else ""
-                if rules.allows(piece):
-                    return token
-            if not rejected and (token in stop_ids or "\n" in piece):
-                closer = self._single_token(rules.closer())
-                if closer is not None:  # it wants to end the line: close what it left open first
-                    return closer
-            rejected.append(token)
-        return rejected[0]
+    _encode = encode_prompt  # the old name, for branches written before it was public
 
-    def _single_token(self, text: str) -> int | None:
-        """The id of the one token that spells ``text``, if there is one."""
-        if not text:
-            return None
-        ids = self.tokenizer.encode(text, add_special_tokens=False)
-        return ids[0] if len(ids) == 1 else None
+    def _token_picker(
+        self, request: GenerationRequest, prompt: EncodedPrompt, rules: PythonLineRules | None
+    ) -> TokenPicker:
+        """What chooses each token of ``request``: its sampling settings, the ids never generated
+        (FIM allows the special tokens plain prompts ban), its end tokens, healing and rules."""
+        fim = request.suffix is not None
+        return TokenPicker(
+            self.tokenizer,
+            self._healer,
+            SamplingParams(
+                request.temperature, request.top_p, request.top_k, request.repetition_penalty
+            ),
+            stop_ids=self._eos_ids | (self._fim_stop_ids if fim else set()),
+            banned=self._banned_always if fim else self._banned_in_plain,
+            recent=prompt.ids[-REPETITION_WINDOW:],
+            heal_text=prompt.heal_text,
+            rules=rules,
+            generator=(
+                torch.Generator().manual_seed(request.seed) if request.seed is not None else None
+            ),
+        )
+
+    @staticmethod
+    def _prefill(
+        runner: ModelRunner, ids: list[int], cancel: threading.Event, result: Completion
+    ) -> torch.Tensor | None:
+        """Run the prompt (what the cache holds is reused) and record in ``result`` how much was
+        reused and computed; the logits of its last position, None when cancelled meanwhile."""
+        reused_before, prefilled_before = runner.reused_tokens, runner.prefill_tokens
+        logits = runner.prefill(ids, cancel)
+        result.reused_prompt_tokens = runner.reused_tokens - reused_before
+        result.computed_prompt_tokens = runner.prefill_tokens - prefilled_before
+        return logits
 
     def _run(
         self, request: GenerationRequest, cancel: threading.Event, result: Completion
     ) -> Iterator[str]:
+        """Prefill, then per token: pick it, feed its text through the pipeline, yield what shows."""
         started = time.perf_counter()
         # Reading the document's layout needs no model: done before waiting for it.
         rules = PythonLineRules.for_request(
@@ -534,61 +557,30 @@ class OptimizedLLM:
             runner = self._runner
             if runner is None:
                 raise ModelNotLoaded("no model is loaded: load one first")
-            ids, heal_text, result.truncated, result.prompt_tokens = self._encode(request)
+            prompt = self.encode_prompt(request)
+            ids = prompt.ids
+            result.truncated, result.prompt_tokens = prompt.truncated, prompt.prompt_tokens
             if result.truncated:
                 log.info(
                     "prompt truncated to %d tokens to fit the context (%d)",
                     len(ids),
                     self.context_length,
                 )
-            fim = request.suffix is not None
-            stop_ids = self._eos_ids | (self._fim_stop_ids if fim else set())
-            banned = self._banned_always if fim else self._banned_in_plain
-            params = SamplingParams(
-                request.temperature, request.top_p, request.top_k, request.repetition_penalty
-            )
-            generator = (
-                torch.Generator().manual_seed(request.seed) if request.seed is not None else None
-            )
+            picker = self._token_picker(request, prompt, rules)
             decoder = IncrementalDecoder(self.tokenizer, context_ids=ids[-4:])
-            matcher = StopMatcher(list(request.stop_sequences))
-            guard = LoopGuard() if self.loop_guard else None
-            healer = self._healer
-            recent = ids[-REPETITION_WINDOW:]
-            state = {"heal": heal_text}
-            to_strip = heal_text
-            budget = min(
-                request.max_length + (1 if heal_text else 0), self.context_length - len(ids)
+            pipeline = TextPipeline.for_completion(
+                prompt.heal_text, request.stop_sequences, self.loop_guard, watch=picker.watch
             )
-
-            def pick(logits: torch.Tensor) -> int:
-                allowed = healer.allowed(state["heal"]) if state["heal"] else None
-                if rules is None or rules.done:
-                    return sample_next(
-                        logits, params, recent, generator, allowed=allowed, banned=banned
-                    )
-                return self._pick_within_rules(
-                    rules,
-                    stop_ids,
-                    state["heal"],
-                    logits,
-                    params,
-                    recent,
-                    generator,
-                    allowed,
-                    banned,
-                )
-
+            budget = min(
+                request.max_length + (1 if prompt.heal_text else 0), self.context_length - len(ids)
+            )
             finish = "length"
             if cancel.is_set():  # cancelled while it waited for the model: never run it
                 result.finish_reason = "cancelled"
                 return
             try:
-                reused_before, steps_before = runner.reused_tokens, runner.decode_steps
-                prefilled_before = runner.prefill_tokens
-                logits = runner.prefill(ids, cancel)
-                result.reused_prompt_tokens = runner.reused_tokens - reused_before
-                result.computed_prompt_tokens = runner.prefill_tokens - prefilled_before
+                steps_before = runner.decode_steps
+                logits = self._prefill(runner, ids, cancel, result)
                 if logits is None:  # superseded while its prompt ran: the chunks done stay cached
                     finish = "cancelled"
                     return
@@ -596,38 +588,26 @@ class OptimizedLLM:
                 lookup = (
                     PromptLookup(ids) if self.prompt_lookup and request.temperature == 0 else None
                 )
-                for token in decode_n_tokens(runner, logits, max(budget, 0), pick, lookup):
-                    if token in stop_ids:
+                for token in decode_n_tokens(runner, logits, max(budget, 0), picker.pick, lookup):
+                    if picker.ends(token):
                         finish = "stop"
                         break
                     result.generated_tokens += 1
-                    recent.append(token)
-                    if state["heal"]:
-                        state["heal"] = healer.advance(state["heal"], token)
-                    text = decoder.push(token)
-                    text, to_strip = strip_regrown(text, to_strip)
-                    if rules is not None:
-                        rules.accept(text)
-                    out = matcher.feed(text)
-                    if guard is not None:
-                        out = guard.feed(out)
+                    picker.accept(token)
+                    out = pipeline.feed(decoder.push(token))
                     if out:
-                        if result.time_to_first_token_ms is None:
-                            result.time_to_first_token_ms = (time.perf_counter() - started) * 1000
-                        result.text += out
+                        result.show(out, started)
                         yield out
-                    if matcher.stopped or (guard is not None and guard.looping):
+                    if pipeline.stopped:
                         finish = "stop"
                         break
                     if cancel.is_set():
                         finish = "cancelled"
                         break
                 # The token that regrows a healed prompt token is counted in prompt_tokens already.
-                if heal_text and result.generated_tokens:
+                if prompt.heal_text and result.generated_tokens:
                     result.generated_tokens -= 1
-                tail = matcher.flush()
-                if guard is not None:
-                    tail = guard.feed(tail) + guard.flush()
+                tail = pipeline.flush()
                 if tail:
                     result.text += tail
                     yield tail

@@ -93,6 +93,11 @@ class LoopGuard:
             out.append(self._feed_piece(piece))
         return "".join(out)
 
+    @property
+    def stopped(self) -> bool:
+        """``looping``, under the name every stage of core/text_pipeline.py answers to."""
+        return self.looping
+
     def flush(self) -> str:
         """At the end of generation: release a held line unless it was a repeat."""
         if self.looping:

@@ -41,12 +41,11 @@ from .errors import (
     UpstreamError,
 )
 from .fim import check_order, choose_order, detect_dialect, stop_token_ids
-from .healing import TokenHealer, strip_regrown
-from .loop_guard import LoopGuard
+from .healing import TokenHealer
 from .prompt_encoding import PromptEncoder
 from .repo_context import ContextLayout
 from .request import GenerationRequest
-from .text_stream import StopMatcher
+from .text_pipeline import TextPipeline
 
 log = logging.getLogger("deepshiva.upstream")
 
@@ -69,7 +68,7 @@ class UpstreamEngine:
     # The local engine's prompt layout, used as is (see the module docstring). They read only
     # tokenizer, _adds_bos, _prompt_encoder, _context_layout, context_length, fim_dialect, fim_order,
     # _fim_marker_ids and _healer, all set in _install_tokenizer.
-    _encode = OptimizedLLM._encode
+    _encode = OptimizedLLM.encode_prompt
     _heal = OptimizedLLM._heal
 
     def __init__(
@@ -395,9 +394,7 @@ class UpstreamEngine:
         body, heal_text, result.truncated, result.prompt_tokens = self.request_body(request)
         stop_ids = self.stop_ids(request.suffix is not None)
         last_id = None
-        matcher = StopMatcher(list(request.stop_sequences))
-        guard = LoopGuard() if self.loop_guard else None
-        to_strip = heal_text
+        pipeline = TextPipeline.for_completion(heal_text, request.stop_sequences, self.loop_guard)
         finish = "length"
         if cancel.is_set():  # cancelled while it waited: never sent
             result.finish_reason = "cancelled"
@@ -429,18 +426,11 @@ class UpstreamEngine:
                             finish = "length" if choice["finish_reason"] == "length" else "stop"
                             if last_id in stop_ids:  # the end token is no part of the completion
                                 result.generated_tokens -= 1
-                        text, to_strip = strip_regrown(text, to_strip)
-                        out = matcher.feed(text)
-                        if guard is not None:
-                            out = guard.feed(out)
+                        out = pipeline.feed(text)
                         if out:
-                            if result.time_to_first_token_ms is None:
-                                result.time_to_first_token_ms = (
-                                    time.perf_counter() - started
-                                ) * 1000
-                            result.text += out
+                            result.show(out, started)
                             yield out
-                    if matcher.stopped or (guard is not None and guard.looping):
+                    if pipeline.stopped:
                         finish = "stop"
                         break  # leaving the block closes the connection: the upstream stops too
                     if cancel.is_set():
@@ -449,9 +439,7 @@ class UpstreamEngine:
             # The token that regrows a healed prompt token is counted in prompt_tokens already.
             if heal_text and result.generated_tokens:
                 result.generated_tokens -= 1
-            tail = matcher.flush()
-            if guard is not None:
-                tail = guard.feed(tail) + guard.flush()
+            tail = pipeline.flush()
             if tail and finish != "cancelled":
                 result.text += tail
                 yield tail

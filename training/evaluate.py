@@ -330,13 +330,13 @@ def _time_engine(llm, files: list[data.SourceFile]) -> dict:
         prompt = llm.tokenizer.decode(ids[:n])
         best = math.inf
         for _ in range(3):
-            llm._runner.reset()
+            llm.runner.reset()
             best = min(best, llm.complete(prompt, max_length=1, temperature=0).total_ms)
         res[f"ttft_ms_{n}"] = round(best, 1)
     prompt = llm.tokenizer.decode(ids[:512])
     rates = []
     for _ in range(3):
-        llm._runner.reset()
+        llm.runner.reset()
         r = llm.complete(
             prompt, max_length=65, temperature=0, repetition_penalty=1.0, stop_sequences=[]
         )

@@ -169,7 +169,7 @@ def test_cancel_event_stops_a_whole_generation(llm):
 
 
 def test_generation_error_is_raised_in_the_caller_not_hung(llm, monkeypatch):
-    runner = llm._runner
+    runner = llm.runner
 
     def broken(token_id):
         raise RuntimeError("kernel exploded")
@@ -211,7 +211,7 @@ def test_long_prompt_keeps_the_text_nearest_the_cursor(llm):
     result = llm.complete(lines + "last_line = ", max_length=16, temperature=0)
     assert result.truncated
     assert result.prompt_tokens <= llm.context_length - 16
-    ids, _, truncated, _ = llm._encode(
+    ids, _, truncated, _ = llm.encode_prompt(
         __import__("core.request", fromlist=["GenerationRequest"]).GenerationRequest.checked(
             lines + "last_line = ", max_length=16, context_length=llm.context_length
         )
@@ -237,7 +237,7 @@ def test_token_healing_backs_off_a_partial_last_token(llm):
     request = GenerationRequest.checked(
         "def fibonacci(n):\n    ret", context_length=llm.context_length
     )
-    ids, heal, _, size = llm._encode(request)
+    ids, heal, _, size = llm.encode_prompt(request)
     assert heal and "def fibonacci(n):\n    ret".endswith(heal)
     assert len(ids) == size - 1
     # Generation regrows the removed text, and it is not repeated in the output.
@@ -250,7 +250,7 @@ def test_fim_prompts_are_token_healed_and_the_fill_does_not_repeat_the_prefix(ll
 
     prefix, suffix = "def fibonacci(n):\n    ret", "\n\nprint(fibonacci(3))\n"
     request = GenerationRequest.checked(prefix, suffix=suffix, context_length=llm.context_length)
-    ids, heal, _, size = llm._encode(request)
+    ids, heal, _, size = llm.encode_prompt(request)
     assert heal and prefix.endswith(heal)
     assert len(ids) == size - 1
     assert llm.tokenizer.decode(ids).count("ret") == 0  # the partial word is regrown, not sent

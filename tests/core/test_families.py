@@ -165,7 +165,7 @@ def test_compact_decode_weights_run_every_family(family_dir, precision):
     else:  # the select module says what the fused step lacks for this family
         assert any("fused C" in r for r in info["path"]["reasons"]), info["path"]
     ids = llm.tokenizer.encode("import os\n\nfor name in os.listdir('.'):\n    print(")
-    exact, compact = ModelRunner(llm.model, decode_weights="fp32"), llm._runner
+    exact, compact = ModelRunner(llm.model, decode_weights="fp32"), llm.runner
     exact.prefill(ids), compact.prefill(ids)
     for token in (7, 99):
         a, b = exact.decode_one_token(token), compact.decode_one_token(token)
@@ -187,7 +187,7 @@ def test_the_engine_fills_in_the_middle_and_keeps_its_features(family_dir):
     outputs = {}
     for lookup in (False, True):
         llm.prompt_lookup = lookup
-        llm._runner.reset()
+        llm.runner.reset()
         outputs[lookup] = llm.complete(
             text, max_length=24, temperature=0, repetition_penalty=1.0
         ).text

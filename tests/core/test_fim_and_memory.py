@@ -33,7 +33,7 @@ def test_fim_prompt_is_laid_out_in_the_models_own_dialect(family, tmp_path):
     request = GenerationRequest.checked(
         prefix, suffix=suffix, max_length=8, context_length=llm.context_length
     )
-    ids, heal, truncated, _ = llm._encode(request)
+    ids, heal, truncated, _ = llm.encode_prompt(request)
     assert not truncated
     assert prefix.endswith(heal)  # the prefix's last token is healed: regrown by the model
     tok = llm.tokenizer
@@ -86,7 +86,7 @@ def test_spm_order_puts_the_suffix_first_so_typing_reuses_the_whole_prompt(tiny_
         request = GenerationRequest.checked(
             prefix, suffix=suffix, max_length=4, context_length=llm.context_length
         )
-        ids = llm._encode(request)[0]
+        ids = llm.encode_prompt(request)[0]
         expected = (
             ["<fim_prefix>", "text", "<fim_suffix>", "text", "<fim_middle>"]
             if order == "psm"
@@ -138,7 +138,7 @@ def test_a_dialect_with_one_order_keeps_it(tmp_path):
     request = GenerationRequest.checked(
         "P = 1\n", suffix="S = 2\n", max_length=4, context_length=llm.context_length
     )
-    ids = llm._encode(request)[0]
+    ids = llm.encode_prompt(request)[0]
     assert _marker_order(llm, ids, ["[SUFFIX]", "[PREFIX]"]) == [
         "[SUFFIX]",
         "text",
@@ -214,7 +214,7 @@ def test_clear_memory_lets_every_weight_copy_and_the_cache_go(tiny_model_dir):
 
     llm = OptimizedLLM(str(tiny_model_dir))
     llm.generate("def f(x):\n", max_length=4, temperature=0)
-    backend = llm._runner.backend
+    backend = llm.runner.backend
     held = [weakref.ref(llm.model), weakref.ref(backend)]
     if getattr(backend, "k_cache", None) is not None:
         held.append(weakref.ref(backend.k_cache))

@@ -110,7 +110,7 @@ def _encoded(llm, prefix, suffix, heal):
     request = GenerationRequest.checked(
         prefix, suffix=suffix, max_length=8, context_length=llm.context_length
     )
-    ids, heal_text, truncated, _ = llm._encode(request, heal=heal)
+    ids, heal_text, truncated, _ = llm.encode_prompt(request, heal=heal)
     assert not truncated
     return ids, heal_text
 

@@ -53,11 +53,11 @@ def test_prefill_decode_and_prefix_reuse_match_transformers(model):
 def test_greedy_text_is_the_same_on_both_backends(model, monkeypatch):
     prompt = "import os\n\ndef main():\n"
     lean_text = model.generate(prompt, max_length=30, temperature=0)
-    model._runner = ModelRunner(model.model, lean=False)
+    model.runner = ModelRunner(model.model, lean=False)
     try:
         assert model.generate(prompt, max_length=30, temperature=0) == lean_text
     finally:
-        model._runner = ModelRunner(model.model)
+        model.runner = ModelRunner(model.model)
 
 
 def test_bf16_weights_match_too(tiny_model_dir):
@@ -77,7 +77,7 @@ def test_prompt_lookup_gives_exactly_the_greedy_text_in_fewer_steps(model):
     outputs, steps = {}, {}
     for lookup in (False, True):
         model.prompt_lookup = lookup
-        model._runner.reset()
+        model.runner.reset()
         result = model.complete(prompt, max_length=40, temperature=0, repetition_penalty=1.0)
         outputs[lookup], steps[lookup] = result.text, result.decode_steps
     model.prompt_lookup = True
@@ -235,7 +235,7 @@ def test_bf16_masters_decode_in_c_from_a_copy_of_themselves(tiny_model_dir):
         info["path"]["summary"]
         == "prefill: torch bf16 GEMMs, fp32 activations; decode: fused C step, bf16 weights"
     )
-    assert fast._runner.backend.blas.fused is not None  # one C call a token
+    assert fast.runner.backend.blas.fused is not None  # one C call a token
     ids = fast.tokenizer.encode("class Stack:\n    def push(self, item):\n")
     lean, hf = ModelRunner(fast.model, decode_weights="bf16"), ModelRunner(fast.model, lean=False)
     for a, b in (

@@ -171,7 +171,7 @@ def test_out_of_memory_during_generation_is_clear_and_server_stays_up(tiny_model
 
     llm = OptimizedLLM(str(tiny_model_dir))
     client = create_app(make_config(), engine=llm).test_client()
-    runner = llm._runner
+    runner = llm.runner
     real = runner.decode_one_token
 
     def oom(token_id):

@@ -215,7 +215,7 @@ def test_stream_events_arrive_while_generating(http):
 def test_stream_error_event_mid_stream(app, http, engine, monkeypatch):
     """A failure after the stream began ends it with an error event (fault injected: the real engine's
     decode step raises after a few tokens, as a device error would)."""
-    runner = engine._runner
+    runner = engine.runner
     real = runner.decode_one_token
     calls = {"n": 0}
 
@@ -241,7 +241,7 @@ def test_stream_out_of_memory_mid_stream(http, engine, monkeypatch):
     code 507 and the server keeps serving."""
     import torch
 
-    runner = engine._runner
+    runner = engine.runner
     real = runner.decode_one_token
 
     def oom(token_id):

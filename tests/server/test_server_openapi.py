@@ -90,7 +90,7 @@ def test_live_responses_match_the_document(client, app, doc, engine, tiny_model_
     check(doc, keyed.get("/model_status"), "/model_status", "get")
     # 507 (injected: the real decode step raises an out-of-memory error)
     monkeypatch.setattr(
-        engine._runner,
+        engine.runner,
         "decode_one_token",
         lambda token: (_ for _ in ()).throw(torch.OutOfMemoryError("out of memory")),
     )

@@ -67,13 +67,13 @@ def realistic_steps(engine, monkeypatch):
     """Make each decode step of the real engine last 20 ms more, as a real-size model's step does
     (the 3B model takes ~100 ms here). The tiny model's ~4 ms steps are shorter than a scheduling
     hiccup on a busy 2-core machine, which would make 'steps after the hang-up' measure the OS."""
-    real = engine._runner.decode_one_token
+    real = engine.runner.decode_one_token
 
     def step(token_id):
         time.sleep(0.02)
         return real(token_id)
 
-    monkeypatch.setattr(engine._runner, "decode_one_token", step)
+    monkeypatch.setattr(engine.runner, "decode_one_token", step)
 
 
 def test_stream_disconnect_stops_generation_within_a_decode_step(
