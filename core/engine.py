@@ -45,7 +45,7 @@ from .healing import TokenHealer, strip_regrown
 from .loading import DEFAULT_MODEL, is_out_of_memory, load_model, resolve_model_source, stored_dtype
 from .loop_guard import LoopGuard
 from .prompt_encoding import PromptEncoder
-from .python_rules import PythonLineRules
+from .layout_rules import LayoutRules
 from .repo_context import ContextLayout
 from .request import GenerationRequest
 from .sampling import REPETITION_WINDOW, SamplingParams, sample_next
@@ -369,7 +369,7 @@ class OptimizedLLM:
         """The completion text (prompt excluded), or with ``stream=True`` a CompletionStream.
 
         ``language="python"`` keeps the first line within Python's layout rules (see
-        ``core/python_rules.py``). ``context``: other files as ``{"path", "text"}`` items, laid
+        ``core/layout_rules.py``). ``context``: other files as ``{"path", "text"}`` items, laid
         out before the prompt in the model's repository format (``core/repo_context.py``)."""
         kwargs = dict(
             max_length=max_length,
@@ -492,7 +492,7 @@ class OptimizedLLM:
 
     def _pick_within_rules(
         self,
-        rules: PythonLineRules,
+        rules: LayoutRules,
         stop_ids: set[int],
         heal: str,
         logits,
@@ -542,7 +542,7 @@ class OptimizedLLM:
     ) -> Iterator[str]:
         started = time.perf_counter()
         # Reading the document's layout needs no model: done before waiting for it.
-        rules = PythonLineRules.for_request(
+        rules = LayoutRules.for_request(
             request.language, request.prompt, request.suffix, request.stop_sequences
         )
         with self._lock:

@@ -97,7 +97,7 @@ class GenerateRequest(_Request):
         max_length=64,
         description='Language id of the document (an LSP languageId such as "python"). With "python" and a '
         "cursor at a statement's start, the completion's first line keeps the file's indentation and block "
-        "layout (see core/python_rules.py).",
+        "layout (see core/layout_rules.py).",
     )
     echo: bool = Field(
         False, description="Prepend the prompt to `response` (the completion alone by default)."
