@@ -81,9 +81,7 @@ class Lexer:
                 spans_lines = q in lang.multiline_quotes
                 end = _string_end(text, pos, q, spans_lines)
                 if end < 0:
-                    if (
-                        not spans_lines and "\n" in text[pos:]
-                    ):  # such a string ends at the line's end
+                    if not spans_lines and "\n" in text[pos:]:  # it ends with its line
                         state.quote = ""
                         pos = text.index("\n", pos)
                         continue

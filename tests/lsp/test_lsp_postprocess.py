@@ -127,6 +127,14 @@ def test_final_cut(doc, text, single, eof, expected):
     assert (None if cut is None else text[:cut]) == expected
 
 
+def test_a_model_writing_spaces_in_a_tab_indented_file_is_cut_as_displayed():
+    """Tabs count 8 columns, the model's 4 spaces one tab: its lines are measured after that
+    rewrite, so its body (8 spaces, two tabs) stays and a line back at the ``if`` ends it."""
+    ctx = at("def f():\n\tx = 1\n\t█")
+    text = "if x:\n        y()\n    z()\nprint(1)\n"
+    assert postprocess(text, ctx, single=False) == "if x:\n\t\ty()"
+
+
 @pytest.mark.parametrize(
     "language, doc, text, expected",
     [
