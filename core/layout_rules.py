@@ -235,7 +235,7 @@ def read_layout(prefix: str, language: Language) -> tuple[_Layout, LexState]:
 def opens_block(first_line: str, last_code: str, layout: Layout) -> bool:
     """A logical line that opens an indented block: it starts with a block keyword and ends with
     ``block_start`` (Python: a compound statement ending in a colon). The language server's
-    ``Language.opens_block`` asks a looser question (does the next line sit deeper?) of any
+    ``Language.indents_next_line`` asks a looser question (does the next line sit deeper?) of any
     language; this one decides what parses."""
     word = _WORD.match(first_line.lstrip())
     return (

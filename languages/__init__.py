@@ -109,7 +109,7 @@ class Language:
         """Whether ``code`` (a line's text after its indentation) is a comment from its start."""
         return code.startswith(self.comment_starts) if self.comment_starts else False
 
-    def opens_block(self, line: str) -> bool:
+    def indents_next_line(self, line: str) -> bool:
         """Whether ``line`` ends so that the next line is indented deeper (``block_openers``)."""
         return bool(self.block_openers) and line.rstrip().endswith(self.block_openers)
 

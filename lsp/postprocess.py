@@ -10,6 +10,9 @@ is displayed (the server's decide which tokens to generate; see the README).
 
 from __future__ import annotations
 
+import re
+from functools import lru_cache
+
 import languages
 from languages import Language, indent_width, leading_ws
 
@@ -129,7 +132,7 @@ def final_cut(
         base, opens = indent_width(ctx.line_prefix, lang.tab_width), False
     else:
         base = indent_width(head, lang.tab_width)
-        opens = lang.opens_block(head)
+        opens = lang.indents_next_line(head)
     uses_tabs = _document_uses_tabs(ctx) if len(lines) > 1 else False
 
     previous, repeats, run_start = None, 0, 0
@@ -184,13 +187,17 @@ def fix_indentation(text: str, ctx: CursorContext) -> str:
     return "\n".join(lines)
 
 
+_TAB_LINE = re.compile(r"^\t", re.MULTILINE)
+_SPACE_LINE = re.compile(r"^ [^\S\n]*\S", re.MULTILINE)  # space-indented, not blank
+
+
+@lru_cache(maxsize=8)
 def _document_uses_tabs(ctx: CursorContext) -> bool:
-    tabs = spaces = 0
-    for line in ctx.lines_above + [ctx.line_prefix] + ctx.lines_below:
-        if line.startswith("\t"):
-            tabs += 1
-        elif line.startswith(" ") and line.strip():
-            spaces += 1
+    """More lines of the window start with a tab than with spaces. Cached: the stream reader
+    asks at every chunk of one suggestion, with the same context."""
+    below = ctx.suffix.split("\n", 1)[1] if "\n" in ctx.suffix else ""
+    tabs = len(_TAB_LINE.findall(ctx.prefix)) + len(_TAB_LINE.findall(below))
+    spaces = len(_SPACE_LINE.findall(ctx.prefix)) + len(_SPACE_LINE.findall(below))
     return tabs > spaces
 
 
@@ -200,7 +207,7 @@ def _expected_indent(ctx: CursorContext, lang: Language, level: int) -> int:
     for line in reversed(ctx.lines_above):
         if line.strip():
             width = indent_width(line, lang.tab_width)
-            return width + level if lang.opens_block(line) else width
+            return width + level if lang.indents_next_line(line) else width
     return 0
 
 
