@@ -15,6 +15,7 @@ from functools import lru_cache
 
 import languages
 from languages import Language, indent_width, leading_ws
+from languages.lexer import lexer_for
 
 from .text import CursorContext
 
@@ -28,31 +29,11 @@ def comment_markers(language_id: str) -> tuple[str, ...]:
 
 
 def in_comment(ctx: CursorContext) -> bool:
-    """True when the cursor is inside a comment (or a multi-line string such as a docstring)."""
+    """True when the cursor is inside a comment or a multi-line string (a docstring): where the
+    language's lexer (the one the server's layout rules use) stands after the text above it."""
     lang = languages.lookup(ctx.language_id)
-    quote = ""
-    line = ctx.line_prefix
-    quote_starts = {q[0] for q in lang.quotes}
-    i = 0
-    while i < len(line):
-        ch = line[i]
-        if quote:
-            if ch == "\\":
-                i += 2
-                continue
-            if ch == quote:
-                quote = ""
-        elif ch in quote_starts:
-            quote = ch
-        else:
-            for marker in lang.line_comments:
-                if line.startswith(marker, i):
-                    return True
-            block = lang.block_comment
-            if block and line.startswith(block[0], i):
-                return block[1] not in line[i + len(block[0]) :]
-        i += 1
-    return any(ctx.prefix.count(q) % 2 == 1 for q in lang.multiline_quotes)
+    state = lexer_for(lang).scan_quoted(ctx.prefix)
+    return bool(state.comment) or state.quote in lang.multiline_quotes
 
 
 def _only_closers(text: str, lang: Language) -> bool:

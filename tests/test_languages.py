@@ -4,11 +4,15 @@ new entry is all a language needs on both sides."""
 
 from __future__ import annotations
 
+import sysconfig
+from pathlib import Path
+
 import pytest
 
 import languages
 from core.layout_rules import LayoutRules
 from core.repo_context import comment_prefix
+from languages.lexer import LexState, lexer_for
 from lsp.postprocess import balance_brackets, final_cut, in_comment
 from lsp.text import CursorContext
 
@@ -30,7 +34,7 @@ def test_every_id_and_extension_names_one_entry():
 @pytest.mark.parametrize("lang", [languages.UNKNOWN, *languages.LANGUAGES], ids=lambda x: x.name)
 def test_each_entry_is_consistent(lang):
     assert all(len(pair) == 2 for pair in lang.brackets)
-    assert set(lang.multiline_quotes) <= set(lang.quotes) or lang is languages.UNKNOWN
+    assert set(lang.multiline_quotes) <= set(lang.quotes)
     for i, quote in enumerate(lang.quotes):  # a quote never hides a longer one after it
         assert not any(later.startswith(quote) for later in lang.quotes[i + 1 :]), lang.quotes
     assert not set(lang.line_comments) & set(lang.quotes)  # Vim's '"' is a comment, not a string
@@ -136,3 +140,18 @@ def test_a_new_entry_gets_the_language_servers_display_rules(toy):
     # the repository context's file headers are written in its comments
     assert comment_prefix("toy") == "%"
     assert comment_prefix(None, ()) == "#"
+
+
+@pytest.mark.parametrize("name", ["python", "c", "lua", "unknown"])
+def test_the_quick_string_and_comment_scan_agrees_with_the_full_one(name):
+    """The language server's ``scan_quoted`` (strings and comments only) ends where the full scan
+    of the server's layout rules does, at every cut of real code."""
+    lang = languages.UNKNOWN if name == "unknown" else languages.find(name)
+    lexer = lexer_for(lang)
+    source = Path(sysconfig.get_paths()["stdlib"], "argparse.py").read_text(encoding="utf-8")[
+        :12000
+    ]
+    source += '\n/* a "block\n comment */ x = "s\\"t" // c\n--[[ lua\n]] y = 1 -- z\n"""doc\n'
+    for cut in [*range(0, len(source), 31), *range(len(source) - 90, len(source))]:
+        full, quick = lexer.scan(source[:cut], LexState()), lexer.scan_quoted(source[:cut])
+        assert (quick.quote, quick.comment) == (full.quote, full.comment), (name, cut)

@@ -10,14 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from core.layout_rules import (
-    LayoutRules,
-    LexState,
-    lexer_for,
-    next_code_indent,
-    read_layout,
-)
+from core.layout_rules import LayoutRules, next_code_indent, read_layout
 from languages import PYTHON
+from languages.lexer import LexState, lexer_for
 
 COMPOUND_KEYWORDS = PYTHON.layout.block_keywords
 scan = lexer_for(PYTHON).scan

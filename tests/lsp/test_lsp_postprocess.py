@@ -43,6 +43,12 @@ def at(doc: str, language: str = "python") -> CursorContext:
         ("-- sql█", "sql", True),
         ("plain█", "unknownlang", False),
         ("x # y█", "unknownlang", True),
+        # a block comment opened on a line above (the line alone shows no marker)
+        ("/**\n * Returns█", "c", True),
+        ("/* a */\nint x = █", "c", False),
+        ("--[[ a note\nmore█", "lua", True),
+        ("--[[ a ]] x = █", "lua", False),
+        ("let x = 1 \"█", "vim", True),
     ],
 )
 def test_in_comment(doc, language, expected):
