@@ -48,7 +48,7 @@ def at(doc: str, language: str = "python") -> CursorContext:
         ("/* a */\nint x = █", "c", False),
         ("--[[ a note\nmore█", "lua", True),
         ("--[[ a ]] x = █", "lua", False),
-        ("let x = 1 \"█", "vim", True),
+        ('let x = 1 "█', "vim", True),
     ],
 )
 def test_in_comment(doc, language, expected):
