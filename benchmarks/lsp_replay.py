@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from lsprotocol import types
 from pytest_lsp.client import make_test_lsp_client
 
+from .common import print_table, process_cpu_s, start_server, write_report
 from .replay import build_schedule
 
 CAPABILITIES = types.ClientCapabilities(
@@ -148,18 +147,8 @@ def replay_through_lsp(
     return asyncio.run(_replay(api_url, file_name, first_line, lines, debounce_ms, adaptive))
 
 
-def process_cpu_s(pid: int) -> float | None:
-    """CPU seconds (user + system) a process has used so far; None where /proc is missing."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def main(argv: list[str] | None = None) -> int:
     """The LSP replay at several debounce settings against one API server: latency against work."""
-    from .run import print_table, start_server, write_report
     from .shapes import model_dir
 
     parser = argparse.ArgumentParser(description=main.__doc__)

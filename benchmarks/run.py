@@ -11,55 +11,14 @@ slows both sides alike.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-import httpx
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def print_table(rows: list[dict], columns: list[str]) -> None:
-    widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
-    print("  ".join(c.ljust(widths[c]) for c in columns))
-    for row in rows:
-        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
-
-
-def write_report(report: dict, path: str) -> int:
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"\nwritten to {out}")
-    return 0
-
-
-def start_server(model: str, port: int) -> subprocess.Popen:
-    server = subprocess.Popen(
-        [str(ROOT / ".venv" / "bin" / "deepshiva-server"), "--port", str(port), "--model", model],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        try:
-            if (
-                httpx.get(f"http://127.0.0.1:{port}/model_status", timeout=2)
-                .json()
-                .get("model_loaded")
-            ):
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    server.kill()
-    raise RuntimeError("deepshiva-server did not come up within 180 s")
+from .common import ROOT, print_table, process_cpu_s, start_server, write_report
 
 
 def ratio_rows(results: dict[str, dict], plain: str, llamacpp: str) -> list[dict]:
@@ -197,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         server = start_server(str(model_dir(args.replay_model)), port)
         try:
             url = f"http://127.0.0.1:{port}"
-            from .lsp_replay import process_cpu_s, replay_through_lsp
+            from .lsp_replay import replay_through_lsp
 
             cpu = process_cpu_s(server.pid)
             results["deepshiva-http"] = replay.summary(

@@ -44,7 +44,7 @@ from .generation import ModelRunner, PromptLookup, decode_n_tokens
 from .healing import TokenHealer
 from .loading import DEFAULT_MODEL, is_out_of_memory, load_model, resolve_model_source, stored_dtype
 from .prompt_encoding import PromptEncoder
-from .python_rules import PythonLineRules
+from .layout_rules import LayoutRules
 from .repo_context import ContextLayout
 from .request import DEFAULTS, GenerationRequest
 from .sampling import REPETITION_WINDOW, SamplingParams
@@ -382,7 +382,7 @@ class OptimizedLLM:
         """The completion text (prompt excluded), or with ``stream=True`` a CompletionStream.
 
         ``language="python"`` keeps the first line within Python's layout rules (see
-        ``core/python_rules.py``). ``context``: other files as ``{"path", "text"}`` items, laid
+        ``core/layout_rules.py``). ``context``: other files as ``{"path", "text"}`` items, laid
         out before the prompt in the model's repository format (``core/repo_context.py``)."""
         kwargs = dict(
             max_length=max_length,
@@ -511,7 +511,7 @@ class OptimizedLLM:
     _encode = encode_prompt  # the old name, for branches written before it was public
 
     def _token_picker(
-        self, request: GenerationRequest, prompt: EncodedPrompt, rules: PythonLineRules | None
+        self, request: GenerationRequest, prompt: EncodedPrompt, rules: LayoutRules | None
     ) -> TokenPicker:
         """What chooses each token of ``request``: its sampling settings, the ids never generated
         (FIM allows the special tokens plain prompts ban), its end tokens, healing and rules."""
@@ -550,7 +550,7 @@ class OptimizedLLM:
         """Prefill, then per token: pick it, feed its text through the pipeline, yield what shows."""
         started = time.perf_counter()
         # Reading the document's layout needs no model: done before waiting for it.
-        rules = PythonLineRules.for_request(
+        rules = LayoutRules.for_request(
             request.language, request.prompt, request.suffix, request.stop_sequences
         )
         with self._lock:

@@ -34,6 +34,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+import languages
+
 from .errors import InvalidParameter
 
 MAX_CONTEXT_ITEMS = 32
@@ -137,107 +139,16 @@ def detect_repo_format(vocab: dict[str, int]) -> RepoFormat:
     return COMMENT_FORMAT
 
 
-# Line-comment prefix by LSP language id, then by file extension (for a request without language).
-_COMMENT_BY_LANGUAGE = {
-    **dict.fromkeys(
-        (
-            "python",
-            "ruby",
-            "shellscript",
-            "perl",
-            "r",
-            "julia",
-            "yaml",
-            "toml",
-            "makefile",
-            "dockerfile",
-            "elixir",
-            "powershell",
-            "coffeescript",
-            "nim",
-            "crystal",
-        ),
-        "#",
-    ),
-    **dict.fromkeys(
-        (
-            "javascript",
-            "typescript",
-            "javascriptreact",
-            "typescriptreact",
-            "c",
-            "cpp",
-            "csharp",
-            "java",
-            "go",
-            "rust",
-            "swift",
-            "kotlin",
-            "scala",
-            "dart",
-            "php",
-            "objective-c",
-            "objective-cpp",
-            "zig",
-            "groovy",
-            "jsonc",
-            "proto",
-            "solidity",
-        ),
-        "//",
-    ),
-    **dict.fromkeys(("lua", "sql", "haskell", "ada", "elm"), "--"),
-    **dict.fromkeys(("lisp", "clojure", "scheme", "racket"), ";;"),
-    **dict.fromkeys(("erlang", "latex", "tex", "matlab"), "%"),
-    "vim": '"',
-}
-_LANGUAGE_BY_SUFFIX = {
-    ".py": "python",
-    ".pyi": "python",
-    ".rb": "ruby",
-    ".sh": "shellscript",
-    ".js": "javascript",
-    ".mjs": "javascript",
-    ".ts": "typescript",
-    ".tsx": "typescriptreact",
-    ".jsx": "javascriptreact",
-    ".c": "c",
-    ".h": "c",
-    ".cc": "cpp",
-    ".cpp": "cpp",
-    ".hpp": "cpp",
-    ".cs": "csharp",
-    ".java": "java",
-    ".go": "go",
-    ".rs": "rust",
-    ".swift": "swift",
-    ".kt": "kotlin",
-    ".scala": "scala",
-    ".php": "php",
-    ".lua": "lua",
-    ".sql": "sql",
-    ".hs": "haskell",
-    ".clj": "clojure",
-    ".el": "lisp",
-    ".erl": "erlang",
-    ".r": "r",
-    ".jl": "julia",
-    ".toml": "toml",
-    ".yaml": "yaml",
-    ".yml": "yaml",
-    ".vim": "vim",
-}
-
-
 def comment_prefix(language: str | None, items: tuple[ContextItem, ...] = ()) -> str:
-    """The line-comment prefix of ``language``; without one, of the items' files; else ``#``."""
-    if language and language.lower() in _COMMENT_BY_LANGUAGE:
-        return _COMMENT_BY_LANGUAGE[language.lower()]
-    for item in items:
-        guess = _LANGUAGE_BY_SUFFIX.get(PurePosixPath(item.path).suffix.lower())
-        if guess:
-            return _COMMENT_BY_LANGUAGE[guess]
-    return "#"
+    """The line-comment marker of ``language`` (from the languages table); without one, of the
+    first item whose file extension the table knows; else ``#``."""
+    entry = languages.find(language)
+    if entry is None or not entry.line_comments:
+        entry = next(
+            (found for item in items if (found := languages.for_path(item.path)) is not None),
+            None,
+        )
+    return entry.line_comments[0] if entry is not None and entry.line_comments else "#"
 
 
 def repo_name(items: tuple[ContextItem, ...]) -> str:

@@ -108,7 +108,7 @@ class GenerationRequest(BaseModel):
         examples=["python"],
         description='Language id of the document (an LSP languageId such as "python"). With '
         "\"python\" and a cursor at a statement's start, the completion's first line keeps the "
-        "file's indentation and block layout (see core/python_rules.py).",
+        "file's indentation and block layout (see core/layout_rules.py).",
     )
     # Other files of the project, laid out before the prompt (core/repo_context.py); checked by
     # check_context, whose rules the server's JSON schema states with the same limits.

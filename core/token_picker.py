@@ -4,7 +4,7 @@
 asks it: the sampling settings and the recent tokens the repetition penalty reads, the ids never
 generated (padding rows past the tokenizer, special tokens outside FIM), the text a healed prompt
 token must regrow (core/healing.py), and Python's layout rules for the first line
-(core/python_rules.py), which pick among the model's next-best tokens when its first choice
+(core/layout_rules.py), which pick among the model's next-best tokens when its first choice
 would break them.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from .healing import TokenHealer
-from .python_rules import PythonLineRules
+from .layout_rules import LayoutRules
 from .sampling import SamplingParams, sample_next
 
 RULE_TRIES = 8  # candidates tried, best first, for a token that keeps Python's layout rules
@@ -36,7 +36,7 @@ class TokenPicker:
         banned: torch.Tensor,
         recent: list[int],
         heal_text: str = "",
-        rules: PythonLineRules | None = None,
+        rules: LayoutRules | None = None,
         generator: torch.Generator | None = None,
     ):
         self._tokenizer = tokenizer

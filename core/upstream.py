@@ -12,7 +12,7 @@ leaving the ``with`` block closes the connection, which makes vLLM abort the req
 
 What the upstream cannot do is reported in ``info()['upstream']``, which /model_status shows:
 token healing needs an engine that constrains output to a regular expression (vLLM's structured
-outputs); the Python layout rules (core/python_rules.py) pick among the model's next-best tokens
+outputs); the Python layout rules (core/layout_rules.py) pick among the model's next-best tokens
 at every step, which no completions API exposes, so they are off with an upstream.
 """
 

@@ -3,80 +3,48 @@
 Each rule is a pure function of the completion and the :class:`~lsp.text.CursorContext`, with
 its own table of tests. :func:`final_cut` is shared by the stream reader (to stop the model as
 soon as the suggestion cannot change any more) and by :func:`postprocess` (for ``/generate``).
+What a language's comments, strings, brackets and blocks look like comes from the languages
+table (``languages/``), the same one the server's layout rules read; these rules decide only what
+is displayed (the server's decide which tokens to generate; see the README).
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
-from .text import CursorContext, indent_width, leading_ws
+import languages
+from languages import Language, indent_width, leading_ws
+from languages.lexer import lexer_for
 
-OPENERS = "([{"
-CLOSERS = ")]}"
-MATCH = {")": "(", "]": "[", "}": "{"}
+from .text import CursorContext
 
-_HASH = {
-    "python", "shellscript", "sh", "bash", "zsh", "ruby", "perl", "r", "yaml", "toml",
-    "makefile", "dockerfile", "powershell", "elixir", "julia", "nim", "coffeescript", "cmake",
-}  # fmt: skip
-_SLASH = {
-    "c", "cpp", "java", "javascript", "typescript", "javascriptreact", "typescriptreact", "go",
-    "rust", "csharp", "kotlin", "swift", "scala", "dart", "php", "objective-c", "zig", "jsonc",
-    "groovy", "proto",
-}  # fmt: skip
-_DASH = {"lua", "sql", "haskell", "ada", "elm"}
-_PERCENT = {"tex", "latex", "erlang", "matlab", "prolog"}
-_SEMI = {"lisp", "clojure", "scheme", "racket", "asm", "ini"}
+INDENT_UNIT = 4  # spaces of the model's output that stand for one tab in a tab-indented document
 
 
 def comment_markers(language_id: str) -> tuple[str, ...]:
-    """Line-comment markers of a language (``#`` and ``//`` when unknown)."""
-    lang = (language_id or "").lower()
-    for group, markers in (
-        (_HASH, ("#",)),
-        (_SLASH, ("//", "/*")),
-        (_DASH, ("--",)),
-        (_PERCENT, ("%",)),
-        (_SEMI, (";",)),
-    ):
-        if lang in group:
-            return markers
-    return ("#", "//", "/*")
+    """What opens a comment in a language (line markers, then a block comment's opener); for a
+    language the table lacks, the common ones (``#``, ``//``, ``/*``)."""
+    return languages.lookup(language_id).comment_starts
 
 
 def in_comment(ctx: CursorContext) -> bool:
-    """True when the cursor is inside a comment (or a Python docstring)."""
-    markers = comment_markers(ctx.language_id)
-    quote = ""
-    line = ctx.line_prefix
-    i = 0
-    while i < len(line):
-        ch = line[i]
-        if quote:
-            if ch == "\\":
-                i += 2
-                continue
-            if ch == quote:
-                quote = ""
-        elif ch in "\"'`":
-            quote = ch
-        else:
-            for marker in markers:
-                if line.startswith(marker, i):
-                    return not (marker == "/*" and "*/" in line[i:])
-        i += 1
-    if (ctx.language_id or "python").lower() == "python":
-        for triple in ('"""', "'''"):
-            if ctx.prefix.count(triple) % 2 == 1:
-                return True
-    return False
+    """True when the cursor is inside a comment or a multi-line string (a docstring): where the
+    language's lexer (the one the server's layout rules use) stands after the text above it."""
+    lang = languages.lookup(ctx.language_id)
+    state = lexer_for(lang).scan_quoted(ctx.prefix)
+    return bool(state.comment) or state.quote in lang.multiline_quotes
+
+
+def _only_closers(text: str, lang: Language) -> bool:
+    """Closing brackets and ``;:,`` alone (what an editor's auto-closed pair leaves)."""
+    return all(ch in lang.closers + ";:, \t" for ch in text)
 
 
 def is_mid_line(ctx: CursorContext) -> bool:
     """True when real text follows the cursor on its line (closing brackets and ``;:,`` alone
     do not count: a multi-line suggestion can still end before them)."""
-    rest = ctx.line_suffix.strip()
-    return any(ch not in CLOSERS + ";:, \t" for ch in rest)
+    return not _only_closers(ctx.line_suffix.strip(), languages.lookup(ctx.language_id))
 
 
 def single_line(ctx: CursorContext, policy: str = "auto") -> bool:
@@ -95,16 +63,16 @@ def _first_meaningful_below(ctx: CursorContext) -> str | None:
     return None
 
 
-def _opens_block(head: str) -> bool:
-    return head.rstrip().endswith((":", "{", "(", "[", "=>", " do", " then"))
-
-
-_KEYWORD_CLOSER = re.compile(r"(end|fi|done|esac)\b")
-
-
-def _is_closer_line(stripped: str) -> bool:
-    """A line that closes a block: a closing bracket, or Ruby/Lua/shell's end words."""
-    return (bool(stripped) and stripped[0] in CLOSERS) or bool(_KEYWORD_CLOSER.match(stripped))
+def _as_displayed(line: str, uses_tabs: bool) -> str:
+    """``line`` with its indentation in the document's style, as :func:`fix_indentation` will
+    show it (``INDENT_UNIT`` spaces to a tab in a tab-indented document, a tab to as many spaces
+    in a space-indented one): widths are measured on what the user will see."""
+    ws = leading_ws(line)
+    if uses_tabs and " " * INDENT_UNIT in ws:
+        return ws.replace(" " * INDENT_UNIT, "\t") + line[len(ws) :]
+    if not uses_tabs and "\t" in ws:
+        return ws.replace("\t", " " * INDENT_UNIT) + line[len(ws) :]
+    return line
 
 
 def final_cut(
@@ -135,16 +103,18 @@ def final_cut(
     starts = [0]
     for line in lines[:-1]:
         starts.append(starts[-1] + len(line) + 1)
+    lang = languages.lookup(ctx.language_id)
     below = _first_meaningful_below(ctx)
     head = ctx.line_prefix + lines[0]
     head_complete = len(lines) > 1 or eof
     if head_complete and not ctx.line_prefix.strip() and below and head.strip() == below:
         return 0  # the cursor line itself would repeat the next line
     if not head.strip() and len(lines) > 1:  # the cursor's line stays blank
-        base, opens = indent_width(ctx.line_prefix), False
+        base, opens = indent_width(ctx.line_prefix, lang.tab_width), False
     else:
-        base = indent_width(head)
-        opens = _opens_block(head)
+        base = indent_width(head, lang.tab_width)
+        opens = lang.indents_next_line(head)
+    uses_tabs = _document_uses_tabs(ctx) if len(lines) > 1 else False
 
     previous, repeats, run_start = None, 0, 0
     seen_content = bool(lines[0].strip())
@@ -159,12 +129,13 @@ def final_cut(
                 return starts[i] - 1  # outside a new block, a suggestion ends with its paragraph
             continue
         seen_content = True
-        width = indent_width(line)
+        width = indent_width(_as_displayed(line, uses_tabs), lang.tab_width)
         if complete and below is not None and stripped == below:
             return starts[i] - 1
-        if width < base or (opens and width == base and not _is_closer_line(stripped)):
+        closes = lang.closes_block(stripped)
+        if width < base or (opens and width == base and not closes):
             return starts[i] - 1
-        if opens and width == base and _is_closer_line(stripped) and complete:
+        if opens and width == base and closes and complete:
             return starts[i] + len(line)  # the block's closing line ends it
         if complete:
             if stripped == previous:
@@ -176,50 +147,48 @@ def final_cut(
     return len(text) if eof else None
 
 
-def fix_indentation(text: str, ctx: CursorContext, tab_size: int = 4) -> str:
+def fix_indentation(text: str, ctx: CursorContext) -> str:
     """Keep the document's indentation: tabs or spaces as the document uses, and no extra
     indentation on the first line when the cursor already stands at the indentation."""
     lines = text.split("\n")
     uses_tabs = _document_uses_tabs(ctx)
-    for i in range(1, len(lines)):
-        ws = leading_ws(lines[i])
-        if not ws:
-            continue
-        if uses_tabs and " " * tab_size in ws:
-            ws2 = ws.replace(" " * tab_size, "\t")
-        elif not uses_tabs and "\t" in ws:
-            ws2 = ws.replace("\t", " " * tab_size)
-        else:
-            continue
-        lines[i] = ws2 + lines[i][len(ws) :]
+    lines[1:] = [_as_displayed(line, uses_tabs) for line in lines[1:]]
 
     cursor_ws = ctx.line_prefix
     if cursor_ws and not cursor_ws.strip() and leading_ws(lines[0]) and lines[0].strip():
-        expected = _expected_indent(ctx, tab_size)
-        current = indent_width(cursor_ws + lines[0], tab_size)
-        have = indent_width(cursor_ws, tab_size)
+        lang = languages.lookup(ctx.language_id)
+        level = lang.tab_width if uses_tabs else INDENT_UNIT  # one indentation step, in columns
+        expected = _expected_indent(ctx, lang, level)
+        current = indent_width(cursor_ws + lines[0], lang.tab_width)
+        have = indent_width(cursor_ws, lang.tab_width)
         if current > expected:
             extra = max(0, expected - have)
-            pad = "\t" * (extra // tab_size) if uses_tabs else " " * extra
+            pad = "\t" * (extra // lang.tab_width) if uses_tabs else " " * extra
             lines[0] = pad + lines[0].lstrip(" \t")
     return "\n".join(lines)
 
 
+_TAB_LINE = re.compile(r"^\t", re.MULTILINE)
+_SPACE_LINE = re.compile(r"^ [^\S\n]*\S", re.MULTILINE)  # space-indented, not blank
+
+
+@lru_cache(maxsize=8)
 def _document_uses_tabs(ctx: CursorContext) -> bool:
-    tabs = spaces = 0
-    for line in ctx.lines_above + [ctx.line_prefix] + ctx.lines_below:
-        if line.startswith("\t"):
-            tabs += 1
-        elif line.startswith(" ") and line.strip():
-            spaces += 1
+    """More lines of the window start with a tab than with spaces. Cached: the stream reader
+    asks at every chunk of one suggestion, with the same context."""
+    below = ctx.suffix.split("\n", 1)[1] if "\n" in ctx.suffix else ""
+    tabs = len(_TAB_LINE.findall(ctx.prefix)) + len(_TAB_LINE.findall(below))
+    spaces = len(_SPACE_LINE.findall(ctx.prefix)) + len(_SPACE_LINE.findall(below))
     return tabs > spaces
 
 
-def _expected_indent(ctx: CursorContext, tab_size: int) -> int:
+def _expected_indent(ctx: CursorContext, lang: Language, level: int) -> int:
+    """Columns the cursor's line should be indented: the last line above's, one ``level`` more
+    when that line opens a block."""
     for line in reversed(ctx.lines_above):
         if line.strip():
-            width = indent_width(line, tab_size)
-            return width + tab_size if _opens_block(line) else width
+            width = indent_width(line, lang.tab_width)
+            return width + level if lang.indents_next_line(line) else width
     return 0
 
 
@@ -241,8 +210,8 @@ def drop_lines_below(text: str, ctx: CursorContext) -> str:
 def trim_line_suffix(text: str, ctx: CursorContext) -> str:
     """Cut the end of the suggestion when it repeats the text after the cursor on its line."""
     rest = ctx.line_suffix.strip()
-    if not rest or all(ch in CLOSERS + ";:, \t" for ch in rest):
-        return text  # closers only: balance_brackets decides
+    if _only_closers(rest, languages.lookup(ctx.language_id)):
+        return text  # nothing, or closers only: balance_brackets decides
     body = text.rstrip()
     spaced = ctx.line_suffix[:1] in (" ", "\t")
     for k in range(len(rest), 3, -1):
@@ -260,10 +229,11 @@ def trim_line_suffix(text: str, ctx: CursorContext) -> str:
 def balance_brackets(text: str, ctx: CursorContext) -> str:
     """Stop the suggestion at a closing bracket that it did not open when the same bracket
     already follows the cursor (the editor's auto-closed pair)."""
+    lang = languages.lookup(ctx.language_id)
     rest = ctx.line_suffix.lstrip()
     following = ""
     for ch in rest:
-        if ch in CLOSERS:
+        if ch in lang.closers:
             following += ch
         elif ch not in " \t":
             break
@@ -271,6 +241,7 @@ def balance_brackets(text: str, ctx: CursorContext) -> str:
         return text
     stack: list[str] = []
     quote = ""
+    quote_starts = {q[0] for q in lang.quotes}
     i = 0
     while i < len(text):
         ch = text[i]
@@ -280,12 +251,12 @@ def balance_brackets(text: str, ctx: CursorContext) -> str:
                 continue
             if ch == quote or ch == "\n":
                 quote = ""
-        elif ch in "\"'`":
+        elif ch in quote_starts:
             quote = ch
-        elif ch in OPENERS:
+        elif ch in lang.closer_of:
             stack.append(ch)
-        elif ch in CLOSERS:
-            if stack and stack[-1] == MATCH[ch]:
+        elif ch in lang.opener_of:
+            if stack and stack[-1] == lang.opener_of[ch]:
                 stack.pop()
             elif following[0] == ch:
                 return text[:i]
@@ -320,7 +291,6 @@ def postprocess(
     *,
     single: bool,
     max_lines: int = 12,
-    tab_size: int = 4,
     paragraph: bool = True,
 ) -> str:
     """The suggestion to show for the model's ``text`` ("" when there is none)."""
@@ -328,7 +298,7 @@ def postprocess(
     cut = final_cut(text, ctx, single=single, max_lines=max_lines, eof=True, paragraph=paragraph)
     if cut is not None:
         text = text[:cut]
-    text = fix_indentation(text, ctx, tab_size)
+    text = fix_indentation(text, ctx)
     text = drop_lines_below(text, ctx)
     text = trim_line_suffix(text, ctx)
     text = balance_brackets(text, ctx)
@@ -342,6 +312,6 @@ def closers_on_own_line(text: str, ctx: CursorContext) -> str:
     """When a multi-line suggestion is inserted before closing brackets (``{|}``), end it with a
     line break at the cursor line's indentation so the closers land on their own line."""
     rest = ctx.line_suffix.strip()
-    if "\n" in text and rest and all(ch in CLOSERS + ";:, \t" for ch in rest):
+    if "\n" in text and rest and _only_closers(rest, languages.lookup(ctx.language_id)):
         return text + "\n" + leading_ws(ctx.line_prefix)
     return text

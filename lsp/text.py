@@ -154,19 +154,6 @@ def end_position(start: tuple[int, int], inserted: str, encoding: str = UTF16) -
     return start[0] + len(parts) - 1, width(parts[-1], encoding)
 
 
-def leading_ws(line: str) -> str:
-    """The run of spaces and tabs that starts ``line``."""
-    return line[: len(line) - len(line.lstrip(" \t"))]
-
-
-def indent_width(line: str, tab_size: int = 4) -> int:
-    """Visual width of ``line``'s indentation, tabs expanded to ``tab_size`` columns."""
-    col = 0
-    for ch in leading_ws(line):
-        col = (col // tab_size + 1) * tab_size if ch == "\t" else col + 1
-    return col
-
-
 @dataclass(frozen=True)
 class CursorContext:
     """The text around the cursor that a suggestion is computed from.

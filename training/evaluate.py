@@ -219,7 +219,7 @@ def engine_infill(path: str, cases, max_new: int = 48, language: str | None = No
     """The same fills through DeepShiva's engine, greedy and stopped at the line end: what an
     editor gets from the server (its own FIM order, healing and prompt budget). With
     ``language="python"`` (what the language server sends for a Python file) the engine keeps
-    each fill within Python's layout rules (core/python_rules.py)."""
+    each fill within Python's layout rules (core/layout_rules.py)."""
     with engine(path) as llm:
 
         def fill(prefix: str, suffix: str, indent: str) -> str:

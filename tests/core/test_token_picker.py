@@ -7,7 +7,7 @@ import torch
 from transformers import AutoTokenizer
 
 from core.healing import TokenHealer
-from core.python_rules import PythonLineRules
+from core.layout_rules import LayoutRules
 from core.sampling import SamplingParams
 from core.token_picker import TokenPicker
 
@@ -64,7 +64,7 @@ def test_a_healed_prompt_token_is_regrown_first_then_anything_goes(tokenizer, he
 
 
 def test_python_rules_pass_over_a_token_that_breaks_the_layout(tokenizer, healer):
-    rules = PythonLineRules.for_request("python", "def f():\n", None, ())
+    rules = LayoutRules.for_request("python", "def f():\n", None, ())
     picker = make_picker(tokenizer, healer, rules=rules)
     logits = ranked(healer, "x", "    ")  # "x" would leave the function's body empty
     assert picker.pick(logits) == token(healer, "    ")

@@ -43,6 +43,12 @@ def at(doc: str, language: str = "python") -> CursorContext:
         ("-- sql█", "sql", True),
         ("plain█", "unknownlang", False),
         ("x # y█", "unknownlang", True),
+        # a block comment opened on a line above (the line alone shows no marker)
+        ("/**\n * Returns█", "c", True),
+        ("/* a */\nint x = █", "c", False),
+        ("--[[ a note\nmore█", "lua", True),
+        ("--[[ a ]] x = █", "lua", False),
+        ('let x = 1 "█', "vim", True),
     ],
 )
 def test_in_comment(doc, language, expected):
@@ -93,9 +99,6 @@ FINAL = [
     ("def f(x):\n    █", "y = x\n    return y\nprint(1)\n", False, False, "y = x\n    return y"),
     # brace block: the closing line at the block's indentation belongs to it
     ("if (x) {█", "\n  a();\n}\nb();\n", False, False, "\n  a();\n}"),
-    # keyword-closed blocks (Ruby, Lua, shell); "endpoint" is no closer
-    ("if x then█", "\n  y()\nend\nprint(1)\n", False, False, "\n  y()\nend"),
-    ("if x then█", "\n  y()\nendpoint = 1\n", False, False, "\n  y()"),
     # a line equal to the next line of the document ends the suggestion
     ("def f():\n    █\n    return 1\n", "x = 1\n    return 1\n", False, False, "x = 1"),
     # the suggested cursor line repeats the line below
@@ -127,6 +130,31 @@ def test_the_paragraph_rule_can_be_switched_off():
 @pytest.mark.parametrize("doc, text, single, eof, expected", FINAL)
 def test_final_cut(doc, text, single, eof, expected):
     cut = final_cut(text, at(doc), single=single, max_lines=3 if "e\n" in text else 12, eof=eof)
+    assert (None if cut is None else text[:cut]) == expected
+
+
+def test_a_model_writing_spaces_in_a_tab_indented_file_is_cut_as_displayed():
+    """Tabs count 8 columns, the model's 4 spaces one tab: its lines are measured after that
+    rewrite, so its body (8 spaces, two tabs) stays and a line back at the ``if`` ends it."""
+    ctx = at("def f():\n\tx = 1\n\t█")
+    text = "if x:\n        y()\n    z()\nprint(1)\n"
+    assert postprocess(text, ctx, single=False) == "if x:\n\t\ty()"
+
+
+@pytest.mark.parametrize(
+    "language, doc, text, expected",
+    [
+        # keyword-closed blocks: the closing word at the block's indentation belongs to it
+        ("lua", "if x then█", "\n  y()\nend\nprint(1)\n", "\n  y()\nend"),
+        ("lua", "if x then█", "\n  y()\nendpoint = 1\n", "\n  y()"),  # "endpoint" is no closer
+        ("ruby", "5.times do█", "\n  puts 1\nend\nputs 2\n", "\n  puts 1\nend"),
+        ("shellscript", "if [ -f x ]; then█", "\n  cat x\nfi\necho\n", "\n  cat x\nfi"),
+        # Python has no closing words: "end" back at the block's indentation leaves the block
+        ("python", "if x:█", "\n    y()\nend = 1\n", "\n    y()"),
+    ],
+)
+def test_final_cut_ends_a_block_at_the_languages_closing_word(language, doc, text, expected):
+    cut = final_cut(text, at(doc, language), single=False, max_lines=12)
     assert (None if cut is None else text[:cut]) == expected
 
 

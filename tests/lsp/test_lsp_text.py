@@ -10,7 +10,6 @@ from lsp.text import (
     cursor_context,
     end_position,
     index_to_char,
-    indent_width,
     lines_of,
     offset_at,
     position_at,
@@ -105,13 +104,6 @@ def test_end_position():
     assert end_position((3, 4), "ab😀", UTF16) == (3, 8)
     assert end_position((3, 4), "ab\n\tc😀", UTF16) == (4, 4)
     assert end_position((3, 4), "x\n", UTF8) == (4, 0)
-
-
-@pytest.mark.parametrize(
-    "line, expected", [("    x", 4), ("\tx", 4), ("  \tx", 4), ("\t  x", 6), ("", 0), ("x", 0)]
-)
-def test_indent_width(line, expected):
-    assert indent_width(line) == expected
 
 
 def test_cursor_context_cuts_windows_at_line_boundaries():

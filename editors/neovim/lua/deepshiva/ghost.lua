@@ -1,13 +1,18 @@
--- Ghost text drawn by the plugin itself (Neovim 0.10 and 0.11, which have no native inline
--- completion): asks the server for `textDocument/inlineCompletion` after a pause in typing and
--- shows the first item as extmark virtual text at the cursor.
+-- The renderer of Neovim 0.10 and 0.11, which have no native inline completion (the interface
+-- is described in native.lua, the 0.12+ implementation): asks the server for
+-- `textDocument/inlineCompletion` as the user types and shows the first item as extmark virtual
+-- text at the cursor.
+--
+-- No debounce here: the language server waits for a pause in typing itself (its debounceMs,
+-- adaptive to how fast the model answers) and keeps only the newest request of a document, and
+-- this module cancels the request it replaces. A client-side delay would only add to the
+-- server's. Events of one tick (InsertEnter with TextChangedI, a paste) still make one request.
 local util = require('deepshiva.util')
 local api = vim.api
 
-local M = {}
+local M = { name = 'plugin' }
 
 M.ns = api.nvim_create_namespace('deepshiva.ghost')
-M.debounce_ms = 75
 M.enabled = true
 
 ---@class deepshiva.Ghost
@@ -21,7 +26,7 @@ M.enabled = true
 
 ---@class deepshiva.BufState
 ---@field client_id integer
----@field timer? uv.uv_timer_t
+---@field scheduled? boolean a request is due at the end of this tick
 ---@field pending? integer request id
 ---@field current? deepshiva.Ghost
 ---@field augroup integer
@@ -48,11 +53,7 @@ local function draw(buf, g)
 end
 
 local function cancel_pending(st)
-  if st.timer then
-    st.timer:stop()
-    st.timer:close()
-    st.timer = nil
-  end
+  st.scheduled = nil
   if st.pending then
     local client = vim.lsp.get_client_by_id(st.client_id)
     if client then
@@ -173,25 +174,19 @@ function M.request(buf, kind)
   end
 end
 
+--- Asks for the cursor's suggestion once this tick's events are handled (no delay).
 local function schedule_request(buf)
   local st = buffers[buf]
-  if not st or not M.enabled then
+  if not st or not M.enabled or st.scheduled then
     return
   end
-  if st.timer then
-    st.timer:stop()
-    st.timer:close()
-    st.timer = nil
-  end
-  local timer = (vim.uv or vim.loop).new_timer()
-  st.timer = timer
-  timer:start(M.debounce_ms, 0, vim.schedule_wrap(function()
-    if st.timer == timer then
-      st.timer = nil
-      timer:close()
+  st.scheduled = true
+  vim.schedule(function()
+    if st.scheduled then
+      st.scheduled = nil
       M.request(buf, 2)
     end
-  end))
+  end)
 end
 
 --- Keeps the suggestion while the user types what it suggests; hides it otherwise.
@@ -224,8 +219,9 @@ local function reconcile(buf)
   api.nvim_buf_clear_namespace(buf, M.ns, 0, -1)
 end
 
---- Starts drawing ghost text in `buf` from the client `client_id`.
-function M.attach(buf, client_id)
+--- Starts drawing ghost text in `buf` from `client`.
+function M.attach(buf, client)
+  local client_id = client.id
   if buffers[buf] then
     buffers[buf].client_id = client_id
     return
@@ -296,10 +292,10 @@ function M.current(buf)
   return g
 end
 
---- Inserts all of the suggestion (`piece` nil) or its first `piece` characters' worth.
----@param pick fun(text: string): string chooses what to insert from the remaining text
+--- Inserts what `pick` chooses of the suggestion's remaining text, now.
+---@param pick fun(text: string): string
 ---@return boolean accepted
-function M.accept(pick)
+local function insert(pick)
   local buf = api.nvim_get_current_buf()
   local g = M.current(buf)
   if not g then
@@ -333,6 +329,54 @@ function M.accept(pick)
     draw(buf, g)
   end
   return true
+end
+
+-- The renderer interface (see native.lua)
+
+function M.capabilities()
+  -- This module asks for inline completions itself: say so, so that the server treats the
+  -- client as one with inline completion (and not as one needing the completion fallback).
+  return { textDocument = { inlineCompletion = { dynamicRegistration = false } } }
+end
+
+function M.start(on)
+  M.enabled = on
+end
+
+function M.suggestion(buf)
+  local g = M.current(buf)
+  return g and g.text or ''
+end
+
+--- Accepts `pick(remaining)` (nil: all of it). Safe in an <expr> mapping: the buffer changes on
+--- the next tick.
+function M.accept(pick)
+  if not M.current() then
+    return false
+  end
+  vim.schedule(function()
+    insert(pick or function(text)
+      return text
+    end)
+  end)
+  return true
+end
+
+function M.dismiss(buf)
+  M.clear(buf)
+end
+
+function M.trigger(buf)
+  M.request(buf, 1)
+end
+
+function M.enable(on)
+  M.enabled = on
+  if not on then
+    for _, buf in ipairs(api.nvim_list_bufs()) do
+      M.clear(buf)
+    end
+  end
 end
 
 return M

@@ -4,7 +4,8 @@
 --   require('deepshiva').setup({ api_url = 'http://127.0.0.1:5005' })
 --
 -- Neovim 0.12+ shows suggestions with the native vim.lsp.inline_completion; 0.10 and 0.11 get
--- ghost text drawn by this plugin (lua/deepshiva/ghost.lua). Both share the keymaps below.
+-- ghost text drawn by this plugin. Both are renderers with one interface (lua/deepshiva/native.lua
+-- and ghost.lua; M.renderer() picks one), so the functions and keymaps below do not branch on it.
 -- Older versions get one message saying what is needed (M.version_problem).
 local util = require('deepshiva.util')
 local api = vim.api
@@ -82,6 +83,12 @@ function M.native()
   return vim.lsp.inline_completion ~= nil
 end
 
+--- The renderer that asks for and shows suggestions: Neovim's own (native.lua) or the plugin's
+--- extmark ghost text (ghost.lua), as M.native() says.
+function M.renderer()
+  return require(M.native() and 'deepshiva.native' or 'deepshiva.ghost')
+end
+
 --- Settings sent to the server (initializationOptions and the "deepshiva" section), camelCase.
 function M.server_settings(opts)
   opts = opts or M.options
@@ -106,66 +113,12 @@ function M.server_settings(opts)
 end
 
 -- ---------------------------------------------------------------------------------------------
--- The native (0.12+) ghost text
-
-local function native_ns()
-  return api.nvim_get_namespaces()['nvim.lsp.inline_completion']
-end
-
---- The item the native inline completion would accept, with the text still to insert at the
---- cursor, or nil. Reads the item through get()'s on_accept, which only happens on accept, so
---- this is used inside accept functions.
-local function native_remaining(item)
-  local text = util.item_text(item.insert_text)
-  local buf = api.nvim_get_current_buf()
-  local c = api.nvim_win_get_cursor(0)
-  local row, col = c[1] - 1, c[2]
-  if item.range then
-    local srow, scol = item.range:to_extmark()
-    if srow == row and scol <= col then
-      local typed = api.nvim_buf_get_text(buf, row, scol, row, col, {})[1] or ''
-      if text:sub(1, #typed) == typed then
-        return text:sub(#typed + 1)
-      end
-    end
-    return nil
-  end
-  return text
-end
-
--- ---------------------------------------------------------------------------------------------
 -- Public functions (usable in your own mappings)
 
 --- Text of the suggestion shown in the current buffer ("" when none).
 ---@return string
 function M.suggestion()
-  local buf = api.nvim_get_current_buf()
-  if M.native() then
-    local ns = native_ns()
-    if not ns then
-      return ''
-    end
-    local marks = api.nvim_buf_get_extmarks(buf, ns, 0, -1, { details = true })
-    local parts = {}
-    for _, mark in ipairs(marks) do
-      local d = mark[4] or {}
-      local line = {}
-      for _, chunk in ipairs(d.virt_text or {}) do
-        line[#line + 1] = chunk[1]
-      end
-      parts[#parts + 1] = table.concat(line)
-      for _, vl in ipairs(d.virt_lines or {}) do
-        local l = {}
-        for _, chunk in ipairs(vl) do
-          l[#l + 1] = chunk[1]
-        end
-        parts[#parts + 1] = table.concat(l)
-      end
-    end
-    return table.concat(parts, '\n')
-  end
-  local g = require('deepshiva.ghost').current(buf)
-  return g and g.text or ''
+  return M.renderer().suggestion(api.nvim_get_current_buf())
 end
 
 --- True when a suggestion is shown in the current buffer.
@@ -173,59 +126,20 @@ function M.visible()
   return M.suggestion() ~= ''
 end
 
---- Accepts with `pick` choosing what to insert of the remaining text (nil: all of it).
---- Returns true when something is (or is about to be) inserted. Safe to call from an <expr>
---- mapping: the buffer is changed on the next tick.
-local function accept_with(pick)
-  if M.native() then
-    if not M.visible() then
-      return false
-    end
-    return vim.lsp.inline_completion.get({
-      on_accept = function(item)
-        if not pick then
-          return item
-        end
-        local rest = native_remaining(item)
-        if not rest or rest == '' then
-          return item
-        end
-        local piece = pick(rest)
-        if piece == rest then
-          return item
-        end
-        if piece ~= '' then
-          util.insert_at_cursor(piece)
-        end
-        return nil
-      end,
-    })
-  end
-  local ghost = require('deepshiva.ghost')
-  if not ghost.current() then
-    return false
-  end
-  vim.schedule(function()
-    ghost.accept(pick or function(text)
-      return text
-    end)
-  end)
-  return true
-end
-
---- Accepts the whole suggestion.
+--- Accepts the whole suggestion. Returns true when something is (or is about to be) inserted.
+--- Safe to call from an <expr> mapping: the buffer is changed on the next tick.
 function M.accept()
-  return accept_with(nil)
+  return M.renderer().accept(nil)
 end
 
 --- Accepts the next word of the suggestion.
 function M.accept_word()
-  return accept_with(util.next_word)
+  return M.renderer().accept(util.next_word)
 end
 
 --- Accepts the next line of the suggestion.
 function M.accept_line()
-  return accept_with(util.next_line)
+  return M.renderer().accept(util.next_line)
 end
 
 --- Hides the suggestion. Returns false when none was shown.
@@ -233,25 +147,13 @@ function M.dismiss()
   if not M.visible() then
     return false
   end
-  local buf = api.nvim_get_current_buf()
-  if M.native() then
-    vim.lsp.inline_completion.enable(false, { bufnr = buf })
-    vim.lsp.inline_completion.enable(true, { bufnr = buf })
-  else
-    require('deepshiva.ghost').clear(buf)
-  end
+  M.renderer().dismiss(api.nvim_get_current_buf())
   return true
 end
 
 --- Asks for a suggestion now (without waiting for a pause in typing).
 function M.trigger()
-  local buf = api.nvim_get_current_buf()
-  if M.native() then
-    -- The native completion asks on InsertEnter/CursorMovedI; nudge it the same way.
-    pcall(api.nvim_exec_autocmds, 'CursorMovedI', { buffer = buf, modeline = false })
-  else
-    require('deepshiva.ghost').request(buf, 1)
-  end
+  M.renderer().trigger(api.nvim_get_current_buf())
 end
 
 function M.is_enabled()
@@ -265,17 +167,7 @@ function M.enable(on)
     on = not enabled
   end
   enabled = on
-  if M.native() then
-    vim.lsp.inline_completion.enable(on)
-  else
-    local ghost = require('deepshiva.ghost')
-    ghost.enabled = on
-    if not on then
-      for _, buf in ipairs(api.nvim_list_bufs()) do
-        ghost.clear(buf)
-      end
-    end
-  end
+  M.renderer().enable(on)
   pcall(vim.cmd.redrawstatus)
 end
 
@@ -352,10 +244,7 @@ local function on_attach(buf, client)
         end
       end, buf)
   end
-  if M.native() then
-    return -- vim.lsp.inline_completion.enable() covers every buffer
-  end
-  require('deepshiva.ghost').attach(buf, client.id)
+  M.renderer().attach(buf, client)
 end
 
 local function create_commands()
@@ -419,12 +308,11 @@ function M.setup(opts)
   if M.options.filetypes then
     cfg.filetypes = M.options.filetypes
   end
-  if not M.native() then
-    -- The plugin asks for inline completions itself: say so, so that the server treats this
-    -- client as one with inline completion (and not as one needing the completion fallback).
-    cfg.capabilities = vim.tbl_deep_extend('force', vim.lsp.protocol.make_client_capabilities(), {
-      textDocument = { inlineCompletion = { dynamicRegistration = false } },
-    })
+  local renderer = M.renderer()
+  local capabilities = renderer.capabilities()
+  if capabilities then
+    cfg.capabilities =
+      vim.tbl_deep_extend('force', vim.lsp.protocol.make_client_capabilities(), capabilities)
   end
 
   local group = api.nvim_create_augroup('deepshiva', { clear = true })
@@ -472,11 +360,7 @@ function M.setup(opts)
     end
   end
 
-  if M.native() then
-    vim.lsp.inline_completion.enable(enabled)
-  else
-    require('deepshiva.ghost').enabled = enabled
-  end
+  renderer.start(enabled)
   set_keymaps(M.options.keymaps)
   create_commands()
 end

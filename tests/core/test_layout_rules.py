@@ -1,4 +1,4 @@
-"""Python's layout rules for a completion's first line (core/python_rules.py), and the engine
+"""Python's layout rules for a completion's first line (core/layout_rules.py), and the engine
 keeping them for ``language="python"`` requests with the shipped model."""
 
 from __future__ import annotations
@@ -10,20 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from core.python_rules import (
-    COMPOUND_KEYWORDS,
-    LexState,
-    PythonLineRules,
-    next_code_indent,
-    read_layout,
-    scan,
-)
+from core.layout_rules import LayoutRules, next_code_indent, read_layout
+from languages import PYTHON
+from languages.lexer import LexState, lexer_for
+
+COMPOUND_KEYWORDS = PYTHON.layout.block_keywords
+scan = lexer_for(PYTHON).scan
 
 FUNC = "def f(x):\n    if x:\n        return 1\n"
 
 
-def rules(prefix: str, suffix: str | None, single: bool = True) -> PythonLineRules:
-    return PythonLineRules(prefix, suffix, single_line=single)
+def rules(prefix: str, suffix: str | None, single: bool = True) -> LayoutRules:
+    return LayoutRules(PYTHON, prefix, suffix, single_line=single)
 
 
 @pytest.mark.parametrize(
@@ -108,12 +106,12 @@ def test_multi_line_completions_may_end_their_first_line_anywhere():
     ],
 )
 def test_continuation_line_inside_a_call_the_document_closes_below(line, ok):
-    r = PythonLineRules.for_request("python", "x = foo(a,\n", "\n        c)\ny = 1\n", ("\n",))
+    r = LayoutRules.for_request("python", "x = foo(a,\n", "\n        c)\ny = 1\n", ("\n",))
     assert r.allows(line) is ok
 
 
 def test_continuation_line_must_close_the_call_when_nothing_below_does():
-    r = PythonLineRules.for_request("python", "x = foo(a,\n", "\ny = 1\n", ("\n",))
+    r = LayoutRules.for_request("python", "x = foo(a,\n", "\ny = 1\n", ("\n",))
     assert (
         r.allows("        b)\n") and not r.allows("        b,\n") and not r.allows("        b))\n")
     )
@@ -122,11 +120,11 @@ def test_continuation_line_must_close_the_call_when_nothing_below_does():
 
 
 def test_no_rule_applies_mid_line_in_a_string_or_in_brackets():
-    assert PythonLineRules.for_request("python", "x = foo(", "\n)\n", ("\n",)) is None
-    assert PythonLineRules.for_request("python", 'x = """\n', '\n"""\n', ("\n",)) is None
-    assert PythonLineRules.for_request("python", "x = ", " + 1\n", ("\n",)) is None
-    assert PythonLineRules.for_request("rust", "fn f() {\n", "\n}\n", ("\n",)) is None
-    assert PythonLineRules.for_request("Python", "x = 1\n", "\ny = 2\n", ("\n",)) is not None
+    assert LayoutRules.for_request("python", "x = foo(", "\n)\n", ("\n",)) is None
+    assert LayoutRules.for_request("python", 'x = """\n', '\n"""\n', ("\n",)) is None
+    assert LayoutRules.for_request("python", "x = ", " + 1\n", ("\n",)) is None
+    assert LayoutRules.for_request("rust", "fn f() {\n", "\n}\n", ("\n",)) is None
+    assert LayoutRules.for_request("Python", "x = 1\n", "\ny = 2\n", ("\n",)) is not None
 
 
 def test_accepting_text_moves_the_rules_along_the_line():
@@ -147,11 +145,12 @@ def test_scan_and_layout_helpers():
     assert scan("x = 1  # (", LexState()).brackets == ""
     assert scan("x = 1)", LexState()).broken
     layout, _ = read_layout(
-        "class A:\n    def f(self):\n        if x:\n            y()\n        z = (1,\n             2)\n"
+        "class A:\n    def f(self):\n        if x:\n            y()\n        z = (1,\n             2)\n",
+        PYTHON,
     )
     assert layout.levels == [0, 4, 8] and layout.last_indent == 8 and not layout.last_opens
-    assert next_code_indent("rest\n\n    # c\n  x\n") == 2
-    assert next_code_indent("rest\n") is None
+    assert next_code_indent("rest\n\n    # c\n  x\n", PYTHON) == 2
+    assert next_code_indent("rest\n", PYTHON) is None
 
 
 # -- through the engine, with the shipped model ---------------------------------------------
