@@ -29,12 +29,12 @@ Fields of an entry (``[[language]]`` in the table; all but ``ids`` optional):
 
 **Tab width.** Both sides measure indentation with :func:`indent_width` and the language's
 ``tab_width``, 8 by default: Python's tokenizer puts tab stops every 8 columns, and so do
-``expand``, terminals and git. For code Python accepts the number changes no answer (a file
-whose lines compare differently at tab stops of 1 and 8 is a ``TabError``), so it matters only
-where tabs and spaces mix, and there 8 is what decides whether the file parses. Neither side
-knows the editor's tab size (LSP's inline completion request does not carry it). The language
-server's ``indent_unit`` (4 spaces) is another fact: how many spaces of the model's output stand
-for one tab when it rewrites them to a tab-indented document's style.
+``expand``, terminals and git. For code Python accepts, any tab width from 1 to 8 gives the same
+answers (a file whose lines compare differently at tab stops of 1 and 8 is a ``TabError``), so
+it matters only where tabs and spaces mix, and there 8 decides whether the file parses. Neither
+side knows the editor's tab size (LSP's inline completion request does not carry it). The
+language server's ``INDENT_UNIT`` (4 spaces) is another fact: how many spaces of the model's
+output stand for one tab when it rewrites them in a tab-indented document's style.
 """
 
 from __future__ import annotations
