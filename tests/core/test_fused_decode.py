@@ -7,6 +7,7 @@ from transformers import AutoModelForCausalLM
 
 from core import compact_weights
 from core.lean_llama import LeanLlamaBackend
+from test_families import FAMILIES, SHAPE
 
 pytestmark = pytest.mark.skipif(
     not compact_weights.available(), reason="the C kernels are not built here"
@@ -34,6 +35,44 @@ def test_fused_steps_give_the_op_by_op_logits_and_cache(hf_model, precision, ker
         assert float((a - b).abs().max()) < 1e-4
     a, b = fused.forward([14], all_logits=True), op_by_op.forward([14], all_logits=True)
     assert a.shape == b.shape == (1, hf_model.config.vocab_size)
+    n = fused.length
+    for cache in ("k_cache", "v_cache"):
+        diff = getattr(fused, cache)[..., :n, :] - getattr(op_by_op, cache)[..., :n, :]
+        assert float(diff.abs().max()) < 1e-5
+
+
+def family_model(family: str):
+    """A tiny random model of ``family`` (test_families' configs), norm and bias weights
+    randomized too, so a norm or bias the fused step gets wrong shows in the logits."""
+    config_cls, model_cls, extra = FAMILIES[family][:3]
+    torch.manual_seed(2)
+    model = model_cls(config_cls(**{**SHAPE, **extra}, vocab_size=512)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.uniform_(-0.5, 0.5) if family == "gemma" else p.uniform_(0.5, 1.5)
+            elif name.endswith("bias"):
+                p.normal_(0.0, 0.2)
+    return model
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_every_family_steps_fused_as_op_by_op(family, precision, kernel_variant):
+    """Each family's layer (LayerNorm with bias, q/k/v and MLP biases, GELU, a plain MLP, partial
+    RoPE, (1 + w) RMSNorm, a sliding window) in the fused C step: the op-by-op NumPy path's
+    logits and cache, in every kernel variant, before and past the window (48 keys here)."""
+    model = family_model(family)
+    compact_weights.use_variant()
+    fused, op_by_op = (LeanLlamaBackend(model, decode_weights=precision) for _ in range(2))
+    compact_weights.use_variant(kernel_variant)
+    assert fused.blas.fused is not None, fused.blas.fused_why_not
+    op_by_op.blas.fused = None
+    prompt = list(range(5, 45))
+    fused.forward(prompt), op_by_op.forward(prompt)
+    for token in range(11, 23):  # positions 40..51: across the window's edge
+        a, b = fused.forward([token]), op_by_op.forward([token])
+        assert float((a - b).abs().max()) < 1e-4 * max(1.0, float(b.abs().max()))
     n = fused.length
     for cache in ("k_cache", "v_cache"):
         diff = getattr(fused, cache)[..., :n, :] - getattr(op_by_op, cache)[..., :n, :]
