@@ -5,9 +5,11 @@ around those products. On the CPU, PyTorch's wheel multiplies with Intel MKL and
 microseconds of dispatch per op; NumPy multiplies with OpenBLAS and pays about one. On this
 project's AMD (Zen 3) machine OpenBLAS's one-row products ran 1.3-3.3x faster than PyTorch's
 on the shipped model's matrices, and on two threads it splits a large matrix-vector product
-where PyTorch does not (benchmarks/RESULTS.md). So passes of at most ``MAX_ROWS`` tokens run
-here, over the same weights and the same KV cache (NumPy views of the backend's tensors, no
-copies); prefill stays in PyTorch, whose fused attention and matrix products suit many rows.
+where PyTorch does not (benchmarks/RESULTS.md). So one-token steps, and draft checks of at most
+``MAX_ROWS`` tokens from compact copies, run here, over the same weights and the same KV cache
+(NumPy views of the backend's tensors, no copies); prefill, and draft checks from fp32 weights
+(where PyTorch's few-row GEMMs measured faster: ``benchmarks.forward_variants``), stay in
+PyTorch.
 
 The matrix products read the backend's fp32 weights, or compact copies of them (fp16, bf16 or
 int8, ``backend.decode_weights``) through the C kernels of ``core.compact_weights``, which halve

@@ -105,7 +105,7 @@ def test_bad_buffers_are_refused_by_name(hf_model):
     k, v = backend.k_cache.numpy(), backend.v_cache.numpy()
     rope = backend.rope[2].numpy()
 
-    def call(x=None, layers=None, start=2):
+    def call(x=None, layers=None, start=2, ops=()):
         x = np.zeros(shape["hidden"], np.float32) if x is None else x
         _kernels.decode_layers(
             fused.kind,
@@ -123,6 +123,7 @@ def test_bad_buffers_are_refused_by_name(hf_model):
             shape["eps"],
             shape["scale"],
             1,
+            *ops,
         )
 
     call()  # the real buffers pass
@@ -136,3 +137,37 @@ def test_bad_buffers_are_refused_by_name(hf_model):
     swapped[1], swapped[3] = swapped[3], swapped[1]  # o where qkv belongs
     with pytest.raises(ValueError, match="qkv is not"):
         call(layers=[tuple(swapped)] + fused.layers[1:])
+    short_bias = fused.layers[0][:10] + (None, None, np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="a bias is not fp32 of its product's"):
+        call(layers=[short_bias] + fused.layers[1:])
+    norm_bias = fused.layers[0][:10] + (np.zeros(shape["hidden"], np.float32),)
+    with pytest.raises(ValueError, match="RMSNorm has no bias"):
+        call(layers=[norm_bias] + fused.layers[1:])
+    with pytest.raises(ValueError, match="rotary_dims must be even"):
+        call(ops=(0, 0, 1, 3, 0))
+    with pytest.raises(ValueError, match="activation must be"):
+        call(ops=(0, 7))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_draft_checks_run_where_they_measured_fastest(hf_model, precision):
+    """A one-token step always runs in NumPy/C; a draft check (several rows) too from compact
+    copies, but from fp32 weights in PyTorch, whose few-row GEMMs beat OpenBLAS's
+    (benchmarks/RESULTS.md); both give the same logits as a plain pass."""
+    backend = LeanLlamaBackend(hf_model, decode_weights=precision)
+    reference = LeanLlamaBackend(hf_model, decode_weights="fp32", blas=False)  # PyTorch only
+    rows_seen = []
+    numpy_forward = backend.blas.forward
+    backend.blas.forward = lambda ids, all_logits=False: (
+        rows_seen.append(len(ids)) or numpy_forward(ids, all_logits)
+    )
+    for b in (backend, reference):
+        b.forward(list(range(5, 60)))
+    backend.forward([7]), reference.forward([7])
+    a, b = (
+        backend.forward([8, 9, 10], all_logits=True),
+        reference.forward([8, 9, 10], all_logits=True),
+    )
+    assert rows_seen == ([1] if precision == "fp32" else [1, 3])
+    tolerance = 1e-4 if precision == "fp32" else 2e-2  # bf16 copies round the fp32 weights
+    assert float((a - b).abs().max()) < tolerance * max(1.0, float(b.abs().max()))
