@@ -8,8 +8,8 @@ precision), both loaded at once, and the ratio is taken per round; the median of
 is the result. Needs llama-cpp-python (``scripts/install-llamacpp``). ``int4`` is compared with
 llama.cpp's Q4_0 (the same blocks of 32 with one 16-bit scale each), quantized by llama.cpp from
 the BF16 file. ``--dtype float32`` keeps fp32 masters (what the NumPy decode path reads today on
-a CPU with native bf16, where the automatic dtype would be bf16); ``DEEPSHIVA_KERNELS`` picks the
-kernel variant.
+a CPU with native bf16, where the automatic dtype would be bf16); ``DEEPSHIVA_CPU=avx2`` runs
+the AVX2 kernels (and decides paths as on a CPU without native bf16).
 
     .venv/bin/python -m benchmarks.decode_pairs --model llama-1b --rounds 7 [--dtype float32]
 """

@@ -24,6 +24,8 @@ import sys
 import time
 
 FORMATS = ("fp32", "fp16", "bf16", "int8", "int4")
+# The CPU kind (core.cpu_capabilities preset) whose fastest kernels are each variant.
+CPU_OF_VARIANT = {"portable": "portable", "avx2": "avx2", "avx512bf16": "native-bf16"}
 BYTES = {
     "fp32": 4,
     "fp16": 2,
@@ -106,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
             env = dict(
                 os.environ,
                 DEEPSHIVA_HUGE_PAGES="0" if pages == "4 KiB pages" else "1",
-                DEEPSHIVA_KERNELS=variant,
+                **({"DEEPSHIVA_CPU": CPU_OF_VARIANT[variant]} if variant else {}),
             )
             done = subprocess.run(
                 [

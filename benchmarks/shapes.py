@@ -110,6 +110,19 @@ SHAPES = {
     ),
 }
 
+# Each family at ~400M parameters (Qwen2.5-Coder-0.5B's scale): the 30M shape widened to hidden
+# 1024 over 24 layers, 16 heads, MLPs 4x (gated) or 6x (plain) the hidden size.
+for _family in ("llama", "mistral", "qwen2", "stablelm", "starcoder2", "gemma"):
+    _small = SHAPES[f"{_family}-30m"]
+    SHAPES[f"{_family}-400m"] = dict(
+        _small,
+        hidden_size=1024,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        num_key_value_heads={"stablelm": 16, "gemma": 1}.get(_family, 4),
+        intermediate_size=6144 if _family == "starcoder2" else 4096,
+    )
+
 
 def model_dir(name: str) -> Path:
     """Directory of the model called ``name`` ("shipped" or a key of SHAPES), built if needed."""

@@ -174,11 +174,13 @@ static PyObject *py_attend(PyObject *self, PyObject *args) {
 
 typedef struct {
     Py_buffer input_norm, qkv, qkv_scales, o, o_scales, post_norm, gate_up, gate_up_scales, down, down_scales;
+    Py_buffer input_norm_bias, post_norm_bias, qkv_bias, o_bias, gate_up_bias, down_bias; /* buf NULL: none */
 } LayerBuffers;
 
 static void release_layer(LayerBuffers *b) {
     Py_buffer *all[] = {&b->input_norm, &b->qkv, &b->qkv_scales, &b->o, &b->o_scales, &b->post_norm,
-                        &b->gate_up, &b->gate_up_scales, &b->down, &b->down_scales};
+                        &b->gate_up, &b->gate_up_scales, &b->down, &b->down_scales, &b->input_norm_bias,
+                        &b->post_norm_bias, &b->qkv_bias, &b->o_bias, &b->gate_up_bias, &b->down_bias};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) PyBuffer_Release(all[i]);
 }
 
@@ -186,29 +188,45 @@ static void release_layer(LayerBuffers *b) {
 static const char *layer_problem(const StepShape *s, const LayerBuffers *b) {
     const int kind = s->kind;
     const Py_ssize_t q_size = s->heads * s->dim, qkv_size = q_size + 2 * s->kv_heads * s->dim;
+    const Py_ssize_t mlp_in = s->gated ? 2 * s->mlp : s->mlp;
     if (b->input_norm.len != s->hidden * 4 || b->post_norm.len != s->hidden * 4) return "norms are not hidden fp32";
     if (b->qkv.len != weight_bytes(kind, qkv_size * s->hidden)) return "qkv is not (q + k + v) x hidden";
     if (b->o.len != weight_bytes(kind, s->hidden * q_size)) return "o is not hidden x (heads * dim)";
-    if (b->gate_up.len != weight_bytes(kind, 2 * s->mlp * s->hidden)) return "gate_up is not (2 * mlp) x hidden";
+    if (b->gate_up.len != weight_bytes(kind, mlp_in * s->hidden))
+        return "gate_up is not (2 * mlp) x hidden (gated) or mlp x hidden (plain)";
     if (b->down.len != weight_bytes(kind, s->hidden * s->mlp)) return "down is not hidden x mlp";
     if (b->qkv_scales.len != scale_bytes(kind, qkv_size, s->hidden) ||
         b->o_scales.len != scale_bytes(kind, s->hidden, q_size) ||
-        b->gate_up_scales.len != scale_bytes(kind, 2 * s->mlp, s->hidden) ||
+        b->gate_up_scales.len != scale_bytes(kind, mlp_in, s->hidden) ||
         b->down_scales.len != scale_bytes(kind, s->hidden, s->mlp))
         return "int8 matrices need one fp32 scale a row, int4 one fp16 scale a row's block; 16-bit ones none";
+    const struct {
+        const Py_buffer *bias;
+        Py_ssize_t width;
+    } biases[] = {{&b->input_norm_bias, s->hidden}, {&b->post_norm_bias, s->hidden}, {&b->qkv_bias, qkv_size},
+                  {&b->o_bias, s->hidden},          {&b->gate_up_bias, mlp_in},    {&b->down_bias, s->hidden}};
+    for (size_t i = 0; i < sizeof biases / sizeof biases[0]; i++)
+        if (biases[i].bias->buf != NULL && biases[i].bias->len != biases[i].width * 4)
+            return "a bias is not fp32 of its product's (or norm's) width";
+    if (s->norm == NORM_RMS && (b->input_norm_bias.buf != NULL || b->post_norm_bias.buf != NULL))
+        return "RMSNorm has no bias";
     return NULL;
 }
 
 static const void *scales_or_null(const Py_buffer *b) { return b->len ? b->buf : NULL; }
+static const float *bias_or_null(const Py_buffer *b) { return b->buf; }
 
 static PyObject *py_decode_layers(PyObject *self, PyObject *args) {
     StepShape s;
     PyObject *layers;
     Py_buffer x, rope, k_cache, v_cache;
     (void)self;
-    if (!PyArg_ParseTuple(args, "iw*O!y*w*w*nnnnnnffi", &s.kind, &x, &PyList_Type, &layers, &rope, &k_cache, &v_cache,
-                          &s.hidden, &s.heads, &s.kv_heads, &s.dim, &s.mlp, &s.start, &s.eps, &s.scale, &s.threads))
+    s.norm = NORM_RMS, s.activation = ACT_SILU, s.gated = 1, s.rotary_dims = -1, s.window = 0; /* Llama's */
+    if (!PyArg_ParseTuple(args, "iw*O!y*w*w*nnnnnnffi|iiinn", &s.kind, &x, &PyList_Type, &layers, &rope, &k_cache,
+                          &v_cache, &s.hidden, &s.heads, &s.kv_heads, &s.dim, &s.mlp, &s.start, &s.eps, &s.scale,
+                          &s.threads, &s.norm, &s.activation, &s.gated, &s.rotary_dims, &s.window))
         return NULL;
+    if (s.rotary_dims < 0) s.rotary_dims = s.dim;
     const Py_ssize_t count = PyList_GET_SIZE(layers);
     const Py_ssize_t layer_bytes = count > 0 && s.kv_heads > 0 && s.dim > 0 ? count * s.kv_heads * s.dim * 4 : 1;
     s.capacity = k_cache.len / layer_bytes;
@@ -219,8 +237,12 @@ static PyObject *py_decode_layers(PyObject *self, PyObject *args) {
              s.heads < 1 || s.kv_heads < 1 || s.heads % s.kv_heads || (s.heads * s.dim) % BLOCK)
         problem = "shape does not fit the kernels (hidden, mlp and heads * dim in blocks of 32, heads in kv groups)";
     else if (s.threads < 1) problem = "threads must be positive";
+    else if (s.norm != NORM_RMS && s.norm != NORM_LAYER) problem = "norm must be 0 (RMSNorm) or 1 (LayerNorm)";
+    else if (s.activation < ACT_SILU || s.activation > ACT_GELU) problem = "activation must be 0 (SiLU), 1 (GELU tanh) or 2 (GELU)";
+    else if (s.rotary_dims < 2 || s.rotary_dims > s.dim || s.rotary_dims % 2) problem = "rotary_dims must be even, 2 to dim";
+    else if (s.window < 0) problem = "window must not be negative";
     else if (x.len != s.hidden * 4) problem = "x is not hidden fp32";
-    else if (rope.len != s.dim * 4) problem = "rope is not dim / 2 complex64";
+    else if (rope.len != s.rotary_dims * 4) problem = "rope is not rotary_dims / 2 complex64";
     else if (k_cache.len % layer_bytes || v_cache.len != k_cache.len) problem = "caches are not (layers, kv_heads, capacity, dim) fp32";
     else if (s.start < 0 || s.start >= s.capacity) problem = "start is outside the cache";
     LayerBuffers *buffers = problem ? NULL : PyMem_Calloc((size_t)count, sizeof(LayerBuffers));
@@ -228,10 +250,13 @@ static PyObject *py_decode_layers(PyObject *self, PyObject *args) {
     Py_ssize_t acquired = 0; /* layers whose buffers are held (a failed parse holds none) */
     for (; problem == NULL && !failed && acquired < count; acquired++) {
         LayerBuffers *b = &buffers[acquired];
-        if (!PyArg_ParseTuple(PyList_GET_ITEM(layers, acquired), "y*y*y*y*y*y*y*y*y*y*", &b->input_norm, &b->qkv,
-                              &b->qkv_scales, &b->o, &b->o_scales, &b->post_norm, &b->gate_up, &b->gate_up_scales,
-                              &b->down, &b->down_scales)) {
-            problem = "a layer is not a tuple of ten buffers";
+        PyObject *layer = PyList_GET_ITEM(layers, acquired);
+        if (!PyTuple_Check(layer) ||
+            !PyArg_ParseTuple(layer, "y*y*y*y*y*y*y*y*y*y*|z*z*z*z*z*z*", &b->input_norm, &b->qkv, &b->qkv_scales, &b->o,
+                              &b->o_scales, &b->post_norm, &b->gate_up, &b->gate_up_scales, &b->down, &b->down_scales,
+                              &b->input_norm_bias, &b->post_norm_bias, &b->qkv_bias, &b->o_bias, &b->gate_up_bias,
+                              &b->down_bias)) {
+            problem = "a layer is not a tuple of ten buffers (then up to six biases, each a buffer or None)";
             PyErr_Clear();
             break;
         }
@@ -244,7 +269,10 @@ static PyObject *py_decode_layers(PyObject *self, PyObject *args) {
             const LayerBuffers *b = &buffers[i];
             pointers[i] = (LayerPointers){b->input_norm.buf, b->post_norm.buf, b->qkv.buf, b->o.buf, b->gate_up.buf,
                                           b->down.buf, scales_or_null(&b->qkv_scales), scales_or_null(&b->o_scales),
-                                          scales_or_null(&b->gate_up_scales), scales_or_null(&b->down_scales)};
+                                          scales_or_null(&b->gate_up_scales), scales_or_null(&b->down_scales),
+                                          bias_or_null(&b->input_norm_bias), bias_or_null(&b->post_norm_bias),
+                                          bias_or_null(&b->qkv_bias), bias_or_null(&b->o_bias),
+                                          bias_or_null(&b->gate_up_bias), bias_or_null(&b->down_bias)};
         }
         const KernelTable *kernels = active;
         Py_BEGIN_ALLOW_THREADS
@@ -280,8 +308,11 @@ static PyMethodDef METHODS[] = {
      "count query rows at positions start.. over one layer's (kv_heads, capacity, dim) fp32 KV cache"},
     {"decode_layers", py_decode_layers, METH_VARARGS,
      "decode_layers(kind, x, layers, rope, k_cache, v_cache, hidden, heads, kv_heads, dim, mlp, start, eps, scale, "
-     "threads): every Llama layer for one token, x (hidden fp32) updated in place; each layer a tuple (input_norm, "
-     "qkv, qkv_scales, o, o_scales, post_norm, gate_up, gate_up_scales, down, down_scales)"},
+     "threads, norm=0, activation=0, gated=1, rotary_dims=dim, window=0): every layer for one token, x (hidden fp32) "
+     "updated in place; each layer a tuple (input_norm, qkv, qkv_scales, o, o_scales, post_norm, gate_up, "
+     "gate_up_scales, down, down_scales[, input_norm_bias, post_norm_bias, qkv_bias, o_bias, gate_up_bias, "
+     "down_bias]), a bias None where absent; norm 0 RMSNorm / 1 LayerNorm, activation 0 SiLU / 1 GELU (tanh) / "
+     "2 GELU, gated 0 for act(fc), window 0 for every cached key"},
     {"simd", py_simd, METH_NOARGS,
      "the variant the calls run: 'avx512bf16', 'avx2' (vectorized) or 'portable' (plain C)"},
     {"variants", py_variants, METH_NOARGS, "the variants this build and CPU run, slowest first"},

@@ -31,17 +31,26 @@ static inline ptrdiff_t scale_bytes(int kind, ptrdiff_t out, ptrdiff_t in) {
     return kind == KIND_I8 ? 4 * out : kind == KIND_I4 ? 2 * out * (in / BLOCK) : 0;
 }
 
-/* One layer's weights for the fused step, as raw pointers (norms fp32, products of one kind). */
+/* One layer's weights for the fused step, as raw pointers (norms fp32, products of one kind). A
+   bias (fp32, the width of what it is added to) is NULL where the family has none. */
 typedef struct {
     const float *input_norm, *post_norm;
     const char *qkv, *o, *gate_up, *down;
     const void *qkv_scales, *o_scales, *gate_up_scales, *down_scales;
+    const float *input_norm_bias, *post_norm_bias, *qkv_bias, *o_bias, *gate_up_bias, *down_bias;
 } LayerPointers;
+
+/* The ops a family's layer names (core/backends/families.py): the norm, the MLP's activation and
+   whether it is gated, how many of a head's dims RoPE turns, the sliding window. */
+enum { NORM_RMS = 0, NORM_LAYER = 1 };
+enum { ACT_SILU = 0, ACT_GELU_TANH = 1, ACT_GELU = 2 };
 
 typedef struct {
     int kind, threads;
     ptrdiff_t hidden, heads, kv_heads, dim, mlp, capacity, start;
     float eps, scale;
+    int norm, activation, gated;
+    ptrdiff_t rotary_dims, window; /* window 0: every cached key */
 } StepShape;
 
 /* Each returns 0, or -1 when a working buffer could not be allocated. */

@@ -590,13 +590,17 @@ static int attend(const float *q, const float *k, const float *v, float *out, pt
 
 /* ---- A whole decode step's layers in one call ----
 
-   For one token, each Llama layer is: RMSNorm, the fused q/k/v product, RoPE on q and k, the new
-   key and value written to the cache, attention, the output product added to the residual,
-   RMSNorm, the fused gate/up product, SiLU(gate) * up, the down product added to the residual.
-   Called op by op from NumPy that is about twenty calls a layer of a few microseconds each, as
-   much time as the products themselves on a model as small as the shipped one. Here it is one
-   call for every layer; the arithmetic is the same as core/blas_decode.py's, in the same order
-   per value except for sums. */
+   For one token, each layer is: the input norm, the fused q/k/v product (plus its bias), RoPE on
+   q and k, the new key and value written to the cache, attention (over the sliding window where
+   the family has one), the output product added to the residual, the post-attention norm, the
+   MLP's input product (gate and up side by side, or one matrix for a plain MLP), the activation
+   (times up where gated), the down product added to the residual. What differs between the
+   families (RMSNorm or LayerNorm with bias, SiLU or GELU, gated or not, partial RoPE, biases, a
+   window) is named by the StepShape and the layer's pointers, not another loop. Called op by op
+   from NumPy that is about twenty calls a layer of a few microseconds each, as much time as the
+   products themselves on a model as small as the shipped one. Here it is one call for every
+   layer; the arithmetic is the same as core/blas_decode.py's, in the same order per value except
+   for sums (and GELU's tanh, computed from e^x in the SIMD variants). */
 
 #ifdef DS_AVX2
 /* e^x in eight lanes for any x (clamped to [-87, 88], where 2^n stays a normal float). */
@@ -613,25 +617,73 @@ static void rms_norm(const float *x, const float *weight, ptrdiff_t n, float eps
     for (ptrdiff_t i = 0; i < n; i++) out[i] = x[i] * inverse * weight[i];
 }
 
-/* act[i] = silu(gate[i]) * up[i] = gate / (1 + e^-gate) * up. */
-static void silu_times(const float *gate, const float *up, ptrdiff_t n, float *act) {
-    ptrdiff_t i = 0;
-#ifdef DS_AVX2
-    const __m256 one = _mm256_set1_ps(1.0f);
-    for (; i + 8 <= n; i += 8) {
-        const __m256 g = _mm256_loadu_ps(gate + i);
-        const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
-        _mm256_storeu_ps(act + i, _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), _mm256_loadu_ps(up + i)));
-    }
-#endif
-    for (; i < n; i++) act[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+/* out = (x - mean) / sqrt(var + eps) * weight + bias (LayerNorm; bias may be NULL). */
+static void layer_norm(const float *x, const float *weight, const float *bias, ptrdiff_t n, float eps, float *out) {
+    double sum = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++) sum += x[i];
+    const float mean = (float)(sum / n);
+    double squares = 0.0;
+    for (ptrdiff_t i = 0; i < n; i++) squares += (double)(x[i] - mean) * (x[i] - mean);
+    const float inverse = 1.0f / sqrtf((float)(squares / n) + eps);
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = (x[i] - mean) * inverse * weight[i] + (bias ? bias[i] : 0.0f);
 }
 
-/* Rotate the rows' (re, im) pairs by the position's (cos, sin) pairs, each head alike. */
-static void rotate_pairs(float *qk, ptrdiff_t heads, ptrdiff_t dim, const float *rope) {
+static void family_norm(const StepShape *s, const float *x, const float *weight, const float *bias, float *out) {
+    if (s->norm == NORM_LAYER) layer_norm(x, weight, bias, s->hidden, s->eps, out);
+    else rms_norm(x, weight, s->hidden, s->eps, out);
+}
+
+static void add_bias(float *y, const float *bias, ptrdiff_t n) {
+    if (bias != NULL)
+        for (ptrdiff_t i = 0; i < n; i++) y[i] += bias[i];
+}
+
+static inline float gelu_tanh(float x) {
+    return 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+}
+
+/* act[i] = activation(gate[i]) * up[i], or activation(gate[i]) where up is NULL (a plain MLP). */
+static void activate(int activation, const float *gate, const float *up, ptrdiff_t n, float *act) {
+    ptrdiff_t i = 0;
+#ifdef DS_AVX2
+    const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f), half = _mm256_set1_ps(0.5f);
+    if (activation == ACT_SILU) {
+        for (; i + 8 <= n; i += 8) {
+            const __m256 g = _mm256_loadu_ps(gate + i);
+            const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+            __m256 a = _mm256_div_ps(g, _mm256_add_ps(one, e));
+            if (up != NULL) a = _mm256_mul_ps(a, _mm256_loadu_ps(up + i));
+            _mm256_storeu_ps(act + i, a);
+        }
+    } else if (activation == ACT_GELU_TANH) { /* tanh(u) = 1 - 2 / (e^2u + 1) */
+        for (; i + 8 <= n; i += 8) {
+            const __m256 g = _mm256_loadu_ps(gate + i);
+            const __m256 cube = _mm256_mul_ps(_mm256_mul_ps(g, g), g);
+            const __m256 u = _mm256_mul_ps(_mm256_set1_ps(0.7978845608028654f),
+                                           _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), cube, g));
+            const __m256 e = exp8(_mm256_mul_ps(two, u));
+            const __m256 t = _mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(e, one)));
+            __m256 a = _mm256_mul_ps(_mm256_mul_ps(half, g), _mm256_add_ps(one, t));
+            if (up != NULL) a = _mm256_mul_ps(a, _mm256_loadu_ps(up + i));
+            _mm256_storeu_ps(act + i, a);
+        }
+    }
+#endif
+    for (; i < n; i++) {
+        const float g = gate[i];
+        const float a = activation == ACT_SILU        ? g / (1.0f + expf(-g))
+                        : activation == ACT_GELU_TANH ? gelu_tanh(g)
+                                                      : 0.5f * g * (1.0f + erff(g * 0.7071067811865476f));
+        act[i] = up != NULL ? a * up[i] : a;
+    }
+}
+
+/* Rotate the first ``rotary`` dims of each head, as (re, im) pairs, by the position's (cos, sin)
+   pairs (``rotary`` / 2 of them); the head's other dims stay. */
+static void rotate_pairs(float *qk, ptrdiff_t heads, ptrdiff_t dim, ptrdiff_t rotary, const float *rope) {
     for (ptrdiff_t h = 0; h < heads; h++) {
         float *row = qk + h * dim;
-        for (ptrdiff_t i = 0; i < dim; i += 2) {
+        for (ptrdiff_t i = 0; i < rotary; i += 2) {
             const float a = row[i], b = row[i + 1], c = rope[i], s = rope[i + 1];
             row[i] = a * c - b * s;
             row[i + 1] = a * s + b * c;
@@ -643,26 +695,32 @@ static void rotate_pairs(float *qk, ptrdiff_t heads, ptrdiff_t dim, const float 
 static int decode_layer(const StepShape *s, const LayerPointers *b, float *x, const float *rope, float *k_layer,
                         float *v_layer, float *scratch) {
     const ptrdiff_t q_size = s->heads * s->dim, kv_size = s->kv_heads * s->dim;
-    const ptrdiff_t qkv_size = q_size + 2 * kv_size;
+    const ptrdiff_t qkv_size = q_size + 2 * kv_size, mlp_in = s->gated ? 2 * s->mlp : s->mlp;
     float *h = scratch, *qkv = h + s->hidden, *attn = qkv + qkv_size, *gate_up = attn + q_size,
           *act = gate_up + 2 * s->mlp, *delta = act + s->mlp;
     int failed = 0;
-    rms_norm(x, b->input_norm, s->hidden, s->eps, h);
+    family_norm(s, x, b->input_norm, b->input_norm_bias, h);
     failed |= matmul_any(s->kind, b->qkv, b->qkv_scales, h, qkv, qkv_size, s->hidden, 1, s->threads);
-    rotate_pairs(qkv, s->heads + s->kv_heads, s->dim, rope);
+    add_bias(qkv, b->qkv_bias, qkv_size);
+    rotate_pairs(qkv, s->heads + s->kv_heads, s->dim, s->rotary_dims, rope);
     for (ptrdiff_t kh = 0; kh < s->kv_heads; kh++) {
         memcpy(k_layer + (kh * s->capacity + s->start) * s->dim, qkv + q_size + kh * s->dim, sizeof(float) * s->dim);
         memcpy(v_layer + (kh * s->capacity + s->start) * s->dim, qkv + q_size + kv_size + kh * s->dim,
                sizeof(float) * s->dim);
     }
-    failed |= attend(qkv, k_layer, v_layer, attn, 1, s->heads, s->kv_heads, s->dim, s->capacity, s->start, s->scale,
-                     s->threads);
+    /* A sliding window hides keys at or before start - window: attention starts past them. */
+    const ptrdiff_t first = s->window > 0 && s->start >= s->window ? s->start - s->window + 1 : 0;
+    failed |= attend(qkv, k_layer + first * s->dim, v_layer + first * s->dim, attn, 1, s->heads, s->kv_heads,
+                     s->dim, s->capacity, s->start - first, s->scale, s->threads);
     failed |= matmul_any(s->kind, b->o, b->o_scales, attn, delta, s->hidden, q_size, 1, s->threads);
+    add_bias(delta, b->o_bias, s->hidden);
     for (ptrdiff_t i = 0; i < s->hidden; i++) x[i] += delta[i];
-    rms_norm(x, b->post_norm, s->hidden, s->eps, h);
-    failed |= matmul_any(s->kind, b->gate_up, b->gate_up_scales, h, gate_up, 2 * s->mlp, s->hidden, 1, s->threads);
-    silu_times(gate_up, gate_up + s->mlp, s->mlp, act);
+    family_norm(s, x, b->post_norm, b->post_norm_bias, h);
+    failed |= matmul_any(s->kind, b->gate_up, b->gate_up_scales, h, gate_up, mlp_in, s->hidden, 1, s->threads);
+    add_bias(gate_up, b->gate_up_bias, mlp_in);
+    activate(s->activation, gate_up, s->gated ? gate_up + s->mlp : NULL, s->mlp, act);
     failed |= matmul_any(s->kind, b->down, b->down_scales, act, delta, s->hidden, s->mlp, 1, s->threads);
+    add_bias(delta, b->down_bias, s->hidden);
     for (ptrdiff_t i = 0; i < s->hidden; i++) x[i] += delta[i];
     return failed ? -1 : 0;
 }

@@ -5,9 +5,11 @@ around those products. On the CPU, PyTorch's wheel multiplies with Intel MKL and
 microseconds of dispatch per op; NumPy multiplies with OpenBLAS and pays about one. On this
 project's AMD (Zen 3) machine OpenBLAS's one-row products ran 1.3-3.3x faster than PyTorch's
 on the shipped model's matrices, and on two threads it splits a large matrix-vector product
-where PyTorch does not (benchmarks/RESULTS.md). So passes of at most ``MAX_ROWS`` tokens run
-here, over the same weights and the same KV cache (NumPy views of the backend's tensors, no
-copies); prefill stays in PyTorch, whose fused attention and matrix products suit many rows.
+where PyTorch does not (benchmarks/RESULTS.md). So one-token steps, and draft checks of at most
+``MAX_ROWS`` tokens from compact copies, run here, over the same weights and the same KV cache
+(NumPy views of the backend's tensors, no copies); prefill, and draft checks from fp32 weights
+(where PyTorch's few-row GEMMs measured faster: ``benchmarks.forward_variants``), stay in
+PyTorch.
 
 The matrix products read the backend's fp32 weights, or compact copies of them (fp16, bf16 or
 int8, ``backend.decode_weights``) through the C kernels of ``core.compact_weights``, which halve
@@ -122,21 +124,10 @@ def _numpy(tensor: torch.Tensor | None) -> np.ndarray | None:
 
 def fused_reason(backend) -> str | None:
     """Why one-token steps of ``backend`` cannot run in the fused C step (None: they can, given
-    compact weights of one format)."""
-    spec = backend.spec
-    missing = [
-        what
-        for what, present in (
-            ("LayerNorm", spec.norm != "rms"),
-            (f"{spec.activation} MLP", spec.activation != "silu"),
-            ("an ungated MLP", not spec.gated),
-            ("partial RoPE", backend.rotary_dims != backend.head_dim),
-            ("biases", any(layer.has_biases() for layer in backend.layers)),
-        )
-        if present
-    ]
-    if missing:
-        return f"the fused C step has no {', '.join(missing)} ({spec.family})"
+    compact weights of one format). The step computes every family's ops (``FamilySpec``);
+    only an odd rotary width is beyond it."""
+    if backend.rotary_dims % 2 or backend.rotary_dims < 2:
+        return f"the fused C step turns pairs of dims: rotary_dims {backend.rotary_dims} is odd"
     return None
 
 
@@ -182,15 +173,17 @@ class BlasDecoder:
         self.compact = self.compact_bytes() > 0
         self._blas_threads = ThreadpoolController() if self.compact else None
         self.c_attention = cpu_attention.available()
-        # One-token steps run every layer in one C call where all products are compact and the
-        # layer is Llama's (the C step computes RMSNorm, SiLU-gated MLP, full RoPE, no biases),
-        # until a sliding window starts hiding keys (its attention sees every cached key).
+        # One-token steps run every layer in one C call where all products are compact (the C
+        # step computes every family's ops: the norm, biases, activation, partial RoPE, window).
         self.fused_why_not = fused_reason(backend)
         self.fused = (
             None
             if self.fused_why_not
             else FusedLayers.build(
                 self.layers,
+                self.spec,
+                backend.rotary_dims,
+                backend.window,
                 hidden=self.embed.shape[1],
                 heads=backend.heads,
                 kv_heads=backend.kv_heads,
@@ -277,13 +270,14 @@ class BlasDecoder:
         qk_size = (heads + kv_heads) * dim
         k_cache, v_cache = b.k_cache.numpy(), b.v_cache.numpy()
         rope = b.rope[start:end].numpy()  # (T, 1, dim / 2) complex64
-        windowed = b.window is not None and end > b.window  # the fused step sees every key
-        if count == 1 and self.fused is not None and not windowed:
-            x = self.fused(self._embed(ids)[0], rope, k_cache, v_cache, start, threads)[None]
-            logits = self.lm_head(_rms_norm(x, self.norm, b.eps), threads)
-            return torch.from_numpy(logits if all_logits else logits[0])
         spec, rot = self.spec, b.rotary_dims
         layer_norm = spec.norm == "layer"
+        if count == 1 and self.fused is not None:
+            x = self.fused(self._embed(ids)[0], rope, k_cache, v_cache, start, threads)[None]
+            norm = _norm(x, self.norm, b.eps, self.norm_bias, layer_norm)
+            logits = self.lm_head(norm, threads)
+            return torch.from_numpy(logits if all_logits else logits[0])
+        windowed = b.window is not None and end > b.window
         c_attention = self.c_attention and not windowed  # the C loop has no window
         # The pass's own rows see keys up to their own position (and within the window).
         mask = None

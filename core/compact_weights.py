@@ -4,8 +4,10 @@ A decode step streams every weight once, so on the CPU its time is bytes over me
 A 16-bit copy halves those bytes, an int8 copy (one fp32 scale per output row) quarters them and
 an int4 copy (one fp16 scale per 32 weights of a row, as llama.cpp's Q4_0) takes 4.5 bits a
 weight. The C loops in ``core/_kernels*.c`` read them; one build holds a variant per kind of CPU
-(``variants()``: ``portable`` C, ``avx2``, ``avx512bf16``) and runs the fastest this CPU has,
-unless ``use_variant`` or the environment variable ``DEEPSHIVA_KERNELS`` names another. Measured
+(``variants()``: ``portable`` C, ``avx2``, ``avx512bf16``) and runs the fastest that both the
+CPU description of ``core.cpu_capabilities`` allows (probed, injected by a test, or
+``DEEPSHIVA_CPU``) and the hardware executes; ``use_variant(name)`` forces one (tests and
+benchmarks comparing the loops). Measured
 here on the 1B shape's 11264x2048 gate/up matrix, 2 threads, twelve matrices in turn so none stays
 in cache: see benchmarks/RESULTS.md (``python -m benchmarks.matvec``).
 
@@ -26,7 +28,7 @@ import warnings
 import numpy as np
 import torch
 
-from . import cpu_capabilities, options, page_memory
+from . import cpu_capabilities, page_memory
 from .devices import DTYPE_NAMES
 
 try:
@@ -38,24 +40,27 @@ PRECISIONS = ("fp16", "bf16", "int8", "int4")
 BLOCK = 32  # the kernels' column block: rows are stored in fours, interleaved by blocks
 _KINDS = {"fp16": 0, "bf16": 1, "int8": 2, "int4": 3}
 VARIANTS = ("portable", "avx2", "avx512bf16")  # slowest first
-VARIANT_ENV = "DEEPSHIVA_KERNELS"
 
 
-def choose_variant(runnable: tuple[str, ...], requested: str | None = None) -> str:
+def choose_variant(
+    runnable: tuple[str, ...], requested: str | None = None, allowed: str = VARIANTS[-1]
+) -> str:
     """The kernel variant to run: ``requested`` (a name from VARIANTS) where the CPU runs it, else
-    the fastest of ``runnable`` (what the CPU probe found). A request it cannot honour raises
+    the fastest of ``runnable`` (what the hardware executes) no faster than ``allowed`` (what the
+    CPU description allows, ``CpuCapabilities.kernels``). A request it cannot honour raises
     ValueError naming what this CPU runs."""
     if requested:
         if requested not in VARIANTS:
             raise ValueError(
-                f"{VARIANT_ENV} must be one of {', '.join(VARIANTS)}, not {requested!r}"
+                f"the kernel variant must be one of {', '.join(VARIANTS)}, not {requested!r}"
             )
         if requested not in runnable:
             raise ValueError(
                 f"this CPU cannot run the {requested} kernels; it runs {', '.join(runnable)}"
             )
         return requested
-    return max(runnable, key=VARIANTS.index)
+    ceiling = VARIANTS.index(allowed)
+    return max((v for v in runnable if VARIANTS.index(v) <= ceiling), key=VARIANTS.index)
 
 
 def variants() -> tuple[str, ...]:
@@ -69,25 +74,37 @@ def variant() -> str | None:
 
 
 def use_variant(name: str | None = None) -> str:
-    """Run the kernel variant ``name`` from now on (None: the fastest this CPU runs); returns it."""
+    """Run the kernel variant ``name`` from now on (None: the one the CPU description allows,
+    ``use_variant_of(cpu_capabilities.current())``); returns it."""
     if _kernels is None:
         raise RuntimeError(unavailable_reason())
+    if name is None:
+        return use_variant_of(cpu_capabilities.current())
     chosen = choose_variant(variants(), name)
     _kernels.set_variant(chosen)
     return chosen
 
 
-def _apply_environment() -> None:
-    requested = options.read("kernels") or None
-    if _kernels is None or requested is None:
-        return
+def use_variant_of(capabilities: cpu_capabilities.CpuCapabilities) -> str | None:
+    """Run the fastest variant that ``capabilities`` allow and this CPU executes (None without
+    the kernels). ``cpu_capabilities.inject`` calls it, so an injected CPU kind moves the path
+    decision and the kernels together."""
+    if _kernels is None:
+        return None
+    chosen = choose_variant(variants(), allowed=capabilities.kernels)
+    _kernels.set_variant(chosen)
+    return chosen
+
+
+def _follow_the_cpu_description() -> None:
     try:
-        use_variant(requested)
-    except ValueError as error:  # a benchmark's setting, not a reason to break imports
+        use_variant_of(cpu_capabilities.current())
+    except ValueError as error:  # a bad DEEPSHIVA_CPU: named again where paths are chosen
         warnings.warn(f"{error}; running the {variant()} kernels", RuntimeWarning, stacklevel=2)
 
 
-_apply_environment()
+if _kernels is not None:
+    _follow_the_cpu_description()
 
 
 def unavailable_reason() -> str | None:
@@ -96,7 +113,7 @@ def unavailable_reason() -> str | None:
         return "the C kernels (core/_kernels.c) are not compiled on this machine: rerun scripts/install"
     if _kernels.simd() == "portable":
         return (
-            "the C kernels run their portable loops here (no AVX2/FMA/F16C, or DEEPSHIVA_KERNELS=portable): "
+            "the C kernels run their portable loops here (no AVX2/FMA/F16C, or DEEPSHIVA_CPU=portable): "
             "slower than fp32 NumPy"
         )
     if not cpu_capabilities.current().avx2:

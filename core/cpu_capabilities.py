@@ -4,14 +4,17 @@ The fastest CPU path depends on two facts about the processor: whether it multip
 natively (AVX512-BF16 or AMX on x86, BF16 on Arm: PyTorch's bf16 GEMMs are then 2.6x faster
 than its fp32 ones; without it bf16 is emulated and many times slower), and whether it has the
 AVX2/FMA/F16C vectors the compact-weight kernels (``core/_kernels.c``) are written for. Every
-decision that depends on them asks ``current()``. Tests and benchmarks describe another machine
-with ``inject(...)`` (or ``DEEPSHIVA_CPU=native-bf16|avx2|portable`` for a server process), so
-each branch of the path decision runs on any machine.
+decision that depends on them asks ``current()``, the C kernels' variant included
+(``CpuCapabilities.kernels``: ``core.compact_weights`` runs the fastest variant the description
+allows and the hardware runs). Tests and benchmarks describe another machine with
+``inject(...)`` (or ``DEEPSHIVA_CPU=native-bf16|avx2|portable`` for a server process), so each
+branch of the path decision and each kernel variant runs on any machine that can execute it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,14 @@ class CpuCapabilities:
     native_bf16: bool  # bf16 arithmetic in hardware (AVX512-BF16, AMX-BF16, Arm BF16)
     avx2: bool  # AVX2 + FMA + F16C: the compact kernels' vector loops can run
     source: str = "probed"  # "probed" (/proc/cpuinfo), "injected", or the DEEPSHIVA_CPU preset
+
+    @property
+    def kernels(self) -> str:
+        """The fastest C kernel variant this CPU allows (``core.compact_weights.VARIANTS``): the
+        AVX512 one with bf16 dot products where bf16 is native (on x86), AVX2, else portable C."""
+        if self.avx2:
+            return "avx512bf16" if self.native_bf16 else "avx2"
+        return "portable"
 
     def describe(self) -> str:
         if self.native_bf16:
@@ -91,7 +102,17 @@ def inject(capabilities: CpuCapabilities | str | None):
     if isinstance(capabilities, str):
         capabilities = PRESETS[capabilities]
     previous, _injected = _injected, capabilities
+    _kernels_follow()
     try:
         yield capabilities
     finally:
         _injected = previous
+        _kernels_follow()
+
+
+def _kernels_follow() -> None:
+    """Point the C kernels at the variant ``current()`` allows (where they are loaded already;
+    ``core.compact_weights`` does the same when it loads)."""
+    compact_weights = sys.modules.get(f"{__package__}.compact_weights")
+    if compact_weights is not None:
+        compact_weights.use_variant_of(current())

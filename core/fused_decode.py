@@ -1,11 +1,13 @@
 """A one-token decode step through every layer in a single C call (``decode_layers`` in ``core/_kernels.c``).
 
-Op by op from NumPy a Llama layer is about twenty calls of a few microseconds each; on a model as
-small as the shipped one that is as much time as the matrix products. When every product of every
-layer reads compact weights of one format, the C loop runs the whole layer stack for a token:
-the same arithmetic as ``core.blas_decode`` (RMSNorm, fused q/k/v, RoPE on paired rows, the
-cache write, attention, fused gate/up, SiLU) with sums taken in another order. Draft checks (more
-than one row) and fp32 weights keep the NumPy path.
+Op by op from NumPy a layer is about twenty calls of a few microseconds each; on a model as small
+as the shipped one that is as much time as the matrix products. When every product of every layer
+reads compact weights of one format, the C loop runs the whole layer stack for a token: the same
+arithmetic as ``core.blas_decode`` (the family's norm, fused q/k/v with its bias, RoPE on paired
+rows over all or part of a head, the cache write, attention within the sliding window, the gated
+or plain MLP with its activation) with sums taken in another order. What differs between the
+families is data passed here (``OPS`` codes, biases or None), not another loop. Draft checks
+(more than one row) and fp32 weights keep the NumPy path.
 """
 
 from __future__ import annotations
@@ -14,39 +16,70 @@ import numpy as np
 
 from . import compact_weights
 
+NORMS = {"rms": 0, "layer": 1}  # the C step's codes (core/_kernels.h)
+ACTIVATIONS = {"silu": 0, "gelu_tanh": 1, "gelu": 2}
+
+
+def _fp32(array: np.ndarray | None) -> np.ndarray | None:
+    return None if array is None else np.ascontiguousarray(array, dtype=np.float32)
+
 
 class FusedLayers:
     """The decoder's layers as the C step takes them; built only where they all fit (``build``)."""
 
-    def __init__(self, layers, shape: dict):
-        self.kind = layers[0].qkv.kind  # every product's (build checks they agree)
+    def __init__(self, layers, shape: dict, spec, rotary_dims: int, window: int | None):
+        self.kind = _unbiased(layers[0].qkv).kind  # every product's (build checks they agree)
         self.shape = shape  # hidden, heads, kv_heads, dim, mlp, eps, scale
-        self.layers = [
-            (
-                layer.input_norm,
-                layer.qkv.values,
-                layer.qkv.scales,
-                layer.o.values,
-                layer.o.scales,
-                layer.post_norm,
-                layer.gate_up.values,
-                layer.gate_up.scales,
-                layer.down.values,
-                layer.down.scales,
-            )
-            for layer in layers
-        ]
+        # The family's ops, in the C step's codes: norm, activation, gated, rotary dims, window.
+        self.ops = (
+            NORMS[spec.norm],
+            ACTIVATIONS[spec.activation],
+            int(spec.gated),
+            rotary_dims,
+            window or 0,
+        )
+        self.layers = [self._layer(layer) for layer in layers]
+
+    @staticmethod
+    def _layer(layer) -> tuple:
+        """(input_norm, qkv, qkv_scales, o, o_scales, post_norm, gate_up, gate_up_scales, down,
+        down_scales, input_norm_bias, post_norm_bias, qkv_bias, o_bias, gate_up_bias, down_bias)."""
+        qkv, o, gate_up, down = (
+            _unbiased(p) for p in (layer.qkv, layer.o, layer.gate_up, layer.down)
+        )
+        return (
+            _fp32(layer.input_norm),
+            qkv.values,
+            qkv.scales,
+            o.values,
+            o.scales,
+            _fp32(layer.post_norm),
+            gate_up.values,
+            gate_up.scales,
+            down.values,
+            down.scales,
+            _fp32(layer.input_norm_bias),
+            _fp32(layer.post_norm_bias),
+            *(_fp32(_bias_of(p)) for p in (layer.qkv, layer.o, layer.gate_up, layer.down)),
+        )
 
     @classmethod
-    def build(cls, layers, **shape) -> FusedLayers | None:
-        """The fused step for ``layers`` (blas_decode's), or None unless every product is a
-        compact weight of one format (which also means the kernels are built)."""
-        products = [p for layer in layers for p in (layer.qkv, layer.o, layer.gate_up, layer.down)]
+    def build(
+        cls, layers, spec, rotary_dims: int, window: int | None, **shape
+    ) -> FusedLayers | None:
+        """The fused step for ``layers`` (blas_decode's ``_Layer``s, a biased product wrapped
+        with its bias), or None unless every product is a compact weight of one format (which
+        also means the kernels are built)."""
+        products = [
+            _unbiased(p)
+            for layer in layers
+            for p in (layer.qkv, layer.o, layer.gate_up, layer.down)
+        ]
         if not all(isinstance(p, compact_weights.CompactWeight) for p in products):
             return None
         if len({p.precision for p in products}) != 1:
             return None
-        return cls(layers, shape)
+        return cls(layers, shape, spec, rotary_dims, window)
 
     def __call__(
         self,
@@ -79,5 +112,16 @@ class FusedLayers:
             s["eps"],
             s["scale"],
             threads,
+            *self.ops,
         )
         return x
+
+
+def _unbiased(product):
+    """The product under a bias wrapper (``blas_decode._Biased``), or the product itself."""
+    return getattr(product, "matmul", product)
+
+
+def _bias_of(product) -> np.ndarray | None:
+    """The bias a ``blas_decode._Biased`` wrapper adds after its product (None: no wrapper)."""
+    return product.bias if hasattr(product, "matmul") else None

@@ -354,7 +354,12 @@ class LeanLlamaBackend:
         count, start = len(ids), self.length
         end = start + count
         self._reserve(end)
-        if self.blas is not None and count <= blas_decode.MAX_ROWS:
+        if self.blas is not None and (
+            count == 1 or (self.blas.compact and count <= blas_decode.MAX_ROWS)
+        ):
+            # Draft checks from fp32 weights run below: PyTorch's few-row GEMMs beat OpenBLAS's
+            # there (llama-30m, 8 rows: 33 against 39 CPU ms; benchmarks.forward_variants),
+            # while one-row steps (12 against 15) and compact copies' drafts stay in NumPy/C.
             logits = self.blas.forward(ids, all_logits)
             self.length = end
             return logits

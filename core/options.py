@@ -57,11 +57,6 @@ class EngineOptions(BaseSettings):
         description="the CPU kind the path decision assumes: native-bf16, avx2 or portable "
         "(core/cpu_capabilities.py); unset = probed",
     )
-    kernels: Optional[str] = Field(
-        None,
-        description="the C kernels' variant: portable, avx2 or avx512bf16 "
-        "(core/compact_weights.py); unset = the fastest this CPU runs",
-    )
     omp_spin: Optional[str] = Field(
         None,
         description="GOMP_SPINCOUNT set before torch loads (core/openmp_waits.py); unset = 1000",

@@ -130,18 +130,5 @@ class LayerWeights:
     input_norm_bias: torch.Tensor | None = None  # LayerNorm families
     post_norm_bias: torch.Tensor | None = None
 
-    def has_biases(self) -> bool:
-        return any(
-            x is not None
-            for x in (
-                self.input_norm_bias,
-                self.post_norm_bias,
-                self.qkv.bias,
-                self.o.bias,
-                self.gate_up.bias,
-                self.down.bias,
-            )
-        )
-
     def projections(self) -> tuple[Projection, ...]:
         return (self.qkv, self.o, self.gate_up, self.down)

@@ -186,11 +186,6 @@ def explain(runner_backend, reasons: list[str]) -> PathChoice:
             reasons.append(
                 f"decode op by op in NumPy and the C kernels, not one fused C call: {why}"
             )
-        elif blas.fused is not None and runner_backend.window is not None:
-            reasons.append(
-                f"past its sliding window ({runner_backend.window} keys) a step runs op by op in NumPy "
-                f"and the C kernels: the fused C step's attention sees every cached key"
-            )
         elif not blas.compact:
             reasons.append(
                 "decode in NumPy/OpenBLAS from fp32 weights, not the fused C step: no compact copy"

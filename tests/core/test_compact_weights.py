@@ -105,27 +105,50 @@ def test_the_variant_choice_takes_the_fastest_the_cpu_runs_or_the_one_asked_for(
 
 
 @needs_build
-def test_the_environment_picks_the_variant_and_a_bad_name_is_named(tmp_path):
-    """DEEPSHIVA_KERNELS (for benchmarks) forces a variant; one the CPU lacks warns and keeps the fastest."""
+def test_the_cpu_kind_a_server_is_told_picks_the_kernels_too(tmp_path):
+    """DEEPSHIVA_CPU moves the kernel variant with the path decision (one description of the
+    CPU decides both); a bad name warns at import and keeps the fastest variant."""
     script = (
         "import warnings; warnings.simplefilter('always')\n"
         "from core import compact_weights as c\n"
         "print(c.variant(), c.available())"
     )
-    env = dict(os.environ, DEEPSHIVA_KERNELS="portable", PYTHONPATH=str(ROOT))
+    runs = compact_weights.variants()
+    expected = {
+        "portable": ["portable", "False"],
+        "avx2": ["avx2", "True"] if "avx2" in runs else ["portable", "False"],
+    }
+    for preset, want in expected.items():
+        env = dict(os.environ, DEEPSHIVA_CPU=preset, PYTHONPATH=str(ROOT))
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.stdout.split() == want, (preset, done.stderr)
+    env = dict(os.environ, DEEPSHIVA_CPU="sse9", PYTHONPATH=str(ROOT))
+    script = script.replace("c.variant(), c.available()", "c.variant()")  # paths would refuse it
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
     )
-    assert done.stdout.split() == ["portable", "False"], done.stderr
-    env["DEEPSHIVA_KERNELS"] = "sse9"
-    done = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    assert done.stdout.split() == [runs[-1]], done.stderr
+    assert "DEEPSHIVA_CPU must be one of native-bf16, avx2, portable" in done.stderr
+
+
+@needs_build
+def test_an_injected_cpu_kind_runs_its_kernels_and_the_probe_comes_back():
+    """A test that injects a CPU kind gets that kind's kernels (where this CPU executes them)
+    with its path decision, and the probed machine's variant when the block ends."""
+    runs = compact_weights.variants()
+    before = compact_weights.variant()
+    assert before == cpu_capabilities.current().kernels or before == runs[-1]
+    for preset, want in (("avx2", "avx2"), ("portable", "portable"), ("native-bf16", "avx512bf16")):
+        with cpu_capabilities.inject(preset) as described:
+            assert described.kernels == want
+            assert compact_weights.variant() == (want if want in runs else runs[-1])
+            assert compact_weights.available() == (compact_weights.variant() != "portable")
+        assert compact_weights.variant() == before
+    assert compact_weights.choose_variant(runs, allowed="avx2") == (
+        "avx2" if "avx2" in runs else "portable"
     )
-    assert done.stdout.split() == [
-        compact_weights.variants()[-1],
-        str(compact_weights.variants()[-1] != "portable"),
-    ]
-    assert "DEEPSHIVA_KERNELS must be one of portable, avx2, avx512bf16, not 'sse9'" in done.stderr
 
 
 @needs_build

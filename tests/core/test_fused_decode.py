@@ -7,6 +7,7 @@ from transformers import AutoModelForCausalLM
 
 from core import compact_weights
 from core.lean_llama import LeanLlamaBackend
+from test_families import FAMILIES, SHAPE
 
 pytestmark = pytest.mark.skipif(
     not compact_weights.available(), reason="the C kernels are not built here"
@@ -40,6 +41,44 @@ def test_fused_steps_give_the_op_by_op_logits_and_cache(hf_model, precision, ker
         assert float(diff.abs().max()) < 1e-5
 
 
+def family_model(family: str):
+    """A tiny random model of ``family`` (test_families' configs), norm and bias weights
+    randomized too, so a norm or bias the fused step gets wrong shows in the logits."""
+    config_cls, model_cls, extra = FAMILIES[family][:3]
+    torch.manual_seed(2)
+    model = model_cls(config_cls(**{**SHAPE, **extra}, vocab_size=512)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name and name.endswith("weight"):
+                p.uniform_(-0.5, 0.5) if family == "gemma" else p.uniform_(0.5, 1.5)
+            elif name.endswith("bias"):
+                p.normal_(0.0, 0.2)
+    return model
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_every_family_steps_fused_as_op_by_op(family, precision, kernel_variant):
+    """Each family's layer (LayerNorm with bias, q/k/v and MLP biases, GELU, a plain MLP, partial
+    RoPE, (1 + w) RMSNorm, a sliding window) in the fused C step: the op-by-op NumPy path's
+    logits and cache, in every kernel variant, before and past the window (48 keys here)."""
+    model = family_model(family)
+    compact_weights.use_variant()
+    fused, op_by_op = (LeanLlamaBackend(model, decode_weights=precision) for _ in range(2))
+    compact_weights.use_variant(kernel_variant)
+    assert fused.blas.fused is not None, fused.blas.fused_why_not
+    op_by_op.blas.fused = None
+    prompt = list(range(5, 45))
+    fused.forward(prompt), op_by_op.forward(prompt)
+    for token in range(11, 23):  # positions 40..51: across the window's edge
+        a, b = fused.forward([token]), op_by_op.forward([token])
+        assert float((a - b).abs().max()) < 1e-4 * max(1.0, float(b.abs().max()))
+    n = fused.length
+    for cache in ("k_cache", "v_cache"):
+        diff = getattr(fused, cache)[..., :n, :] - getattr(op_by_op, cache)[..., :n, :]
+        assert float(diff.abs().max()) < 1e-5
+
+
 def test_fp32_decode_weights_keep_the_numpy_path(hf_model):
     assert LeanLlamaBackend(hf_model, decode_weights="fp32").blas.fused is None
 
@@ -66,7 +105,7 @@ def test_bad_buffers_are_refused_by_name(hf_model):
     k, v = backend.k_cache.numpy(), backend.v_cache.numpy()
     rope = backend.rope[2].numpy()
 
-    def call(x=None, layers=None, start=2):
+    def call(x=None, layers=None, start=2, ops=()):
         x = np.zeros(shape["hidden"], np.float32) if x is None else x
         _kernels.decode_layers(
             fused.kind,
@@ -84,6 +123,7 @@ def test_bad_buffers_are_refused_by_name(hf_model):
             shape["eps"],
             shape["scale"],
             1,
+            *ops,
         )
 
     call()  # the real buffers pass
@@ -97,3 +137,37 @@ def test_bad_buffers_are_refused_by_name(hf_model):
     swapped[1], swapped[3] = swapped[3], swapped[1]  # o where qkv belongs
     with pytest.raises(ValueError, match="qkv is not"):
         call(layers=[tuple(swapped)] + fused.layers[1:])
+    short_bias = fused.layers[0][:10] + (None, None, np.zeros(3, np.float32))
+    with pytest.raises(ValueError, match="a bias is not fp32 of its product's"):
+        call(layers=[short_bias] + fused.layers[1:])
+    norm_bias = fused.layers[0][:10] + (np.zeros(shape["hidden"], np.float32),)
+    with pytest.raises(ValueError, match="RMSNorm has no bias"):
+        call(layers=[norm_bias] + fused.layers[1:])
+    with pytest.raises(ValueError, match="rotary_dims must be even"):
+        call(ops=(0, 0, 1, 3, 0))
+    with pytest.raises(ValueError, match="activation must be"):
+        call(ops=(0, 7))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_draft_checks_run_where_they_measured_fastest(hf_model, precision):
+    """A one-token step always runs in NumPy/C; a draft check (several rows) too from compact
+    copies, but from fp32 weights in PyTorch, whose few-row GEMMs beat OpenBLAS's
+    (benchmarks/RESULTS.md); both give the same logits as a plain pass."""
+    backend = LeanLlamaBackend(hf_model, decode_weights=precision)
+    reference = LeanLlamaBackend(hf_model, decode_weights="fp32", blas=False)  # PyTorch only
+    rows_seen = []
+    numpy_forward = backend.blas.forward
+    backend.blas.forward = lambda ids, all_logits=False: (
+        rows_seen.append(len(ids)) or numpy_forward(ids, all_logits)
+    )
+    for b in (backend, reference):
+        b.forward(list(range(5, 60)))
+    backend.forward([7]), reference.forward([7])
+    a, b = (
+        backend.forward([8, 9, 10], all_logits=True),
+        reference.forward([8, 9, 10], all_logits=True),
+    )
+    assert rows_seen == ([1] if precision == "fp32" else [1, 3])
+    tolerance = 1e-4 if precision == "fp32" else 2e-2  # bf16 copies round the fp32 weights
+    assert float((a - b).abs().max()) < tolerance * max(1.0, float(b.abs().max()))

@@ -49,7 +49,7 @@ def test_a_portable_build_without_simd_compiles_and_passes_the_kernel_tests(tmp_
     env = dict(
         os.environ, DEEPSHIVA_MARCH="x86-64", DEEPSHIVA_PORTABLE_ONLY="1", PYTHONPATH=str(tmp_path)
     )
-    env.pop("DEEPSHIVA_KERNELS", None)
+    env.pop("DEEPSHIVA_CPU", None)
     built = _run([sys.executable, "setup.py", "build_ext", "--inplace", "-q"], tmp_path, env, 600)
     assert built.returncode == 0, built.stderr[-3000:]
     library = next((tmp_path / "core").glob("_kernels*.so"))
