@@ -45,13 +45,11 @@ from .healing import TokenHealer, strip_regrown
 from .loading import DEFAULT_MODEL, is_out_of_memory, load_model, resolve_model_source, stored_dtype
 from .loop_guard import LoopGuard
 from .prompt_encoding import PromptEncoder
-from .python_rules import PythonLineRules
+from .python_rules import RULE_TRIES, PythonLineRules
 from .repo_context import ContextLayout
 from .request import GenerationRequest
 from .sampling import REPETITION_WINDOW, SamplingParams, sample_next
 from .text_stream import IncrementalDecoder, StopMatcher
-
-RULE_TRIES = 8  # candidates tried, best first, for a token that keeps Python's layout rules
 
 log = logging.getLogger("deepshiva.core")
 

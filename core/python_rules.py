@@ -44,6 +44,7 @@ CONTINUATIONS = {
     "except": {"try", "except"},
     "finally": {"try", "except", "else"},
 }
+RULE_TRIES = 8  # candidates tried, best first, for a token that keeps the rules
 SUFFIX_SCAN_CHARS = 4000  # how far below the cursor to look for the brackets' closers
 OPENERS = {")": "(", "]": "[", "}": "{"}
 CLOSERS = {opener: closer for closer, opener in OPENERS.items()}

@@ -39,6 +39,20 @@ PROMPT_CASES = [
         "stop": ["\n"],
     },
     {"prompt": "class Point:\n    def __init__(self, x, y):\n        self.x = x\n", "stop": ["\n"]},
+    # Python's layout rules, kept inside vLLM: without them the model writes "    else:" here
+    # (a block opener with no block below) and leaves a docstring open in the next one.
+    {
+        "prompt": "def f(x):\n    if x:\n        return 1\n",
+        "suffix": "\n    return 2\n",
+        "stop": ["\n"],
+        "language": "python",
+    },
+    {
+        "prompt": "for i in range(3):\n",
+        "suffix": "\nprint(i)\n",
+        "stop": ["\n"],
+        "language": "python",
+    },
 ]
 
 
@@ -121,8 +135,9 @@ def test_model_status_says_what_the_upstream_serves_and_can_do(front, vllm_upstr
     upstream = status["upstream"]
     assert upstream["url"] == vllm_upstream.url + "/v1" and upstream["kind"] == "vllm"
     assert upstream["prompt"] == "token ids"
-    assert upstream["token_healing"].startswith("on")  # vLLM's structured outputs constrain it
-    assert upstream["python_rules"].startswith("off:")
+    # DeepShiva's logits processor (scripts/serve-vllm loads it into vLLM) heals and keeps the rules
+    assert upstream["token_healing"].startswith("on (DeepShiva's logits processor")
+    assert upstream["python_rules"].startswith("on (DeepShiva's logits processor")
     assert status["queue"]["concurrency"] == 16
 
 
@@ -148,7 +163,11 @@ def test_greedy_completions_are_the_local_engines(front, shipped_model_dir):
     for case in PROMPT_CASES:
         params = {"max_length": 32, "temperature": 0.0, "repetition_penalty": 1.0}
         expected = local.complete(
-            case["prompt"], suffix=case.get("suffix"), stop_sequences=case.get("stop"), **params
+            case["prompt"],
+            suffix=case.get("suffix"),
+            stop_sequences=case.get("stop"),
+            language=case.get("language"),
+            **params,
         ).text
         got = _post(
             front.url,
