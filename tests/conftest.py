@@ -57,3 +57,20 @@ def vllm_upstream(shipped_model_dir):
     server = start_vllm(shipped_model_dir)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_endless(endless_model_dir):
+    """The real vLLM serving the endless tiny model (its sampled completions run to the token
+    limit): for tests that must catch a generation in vLLM while it runs (a hang-up, a superseded
+    or cancelled suggestion), which the shipped model can end before they look."""
+    import os
+
+    from vllm_server import attach_vllm, start_vllm
+
+    if os.environ.get("DEEPSHIVA_TEST_VLLM_ENDLESS_URL"):  # one already serving it (development)
+        yield attach_vllm(os.environ["DEEPSHIVA_TEST_VLLM_ENDLESS_URL"])
+        return
+    server = start_vllm(endless_model_dir)
+    yield server
+    server.stop()
