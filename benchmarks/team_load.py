@@ -20,7 +20,9 @@ errors (429s, failures) and line-end suggestions that never came within the repl
     .venv/bin/python -m benchmarks.team_load --developers 1 8 32 --lines 3 --out benchmarks/results/team_load.json
 
 ``--rounds R`` interleaves the two vLLM targets R times per N, flipping which goes first: both
-send the same prompts, so whichever goes second finds them in vLLM's prefix cache.
+send the same prompts, so whichever goes second would find them in vLLM's prefix cache; vLLM's
+prefix cache is also emptied before each run where vLLM serves /reset_prefix_cache (a vLLM this
+benchmark starts does: VLLM_SERVER_DEV_MODE=1).
 """
 
 from __future__ import annotations
@@ -310,6 +312,15 @@ def pooled(runs: list[tuple[Tally, dict]]) -> tuple[Tally, dict]:
     return tally, result
 
 
+def reset_prefix_cache(vllm_url: str) -> bool:
+    """Empty vLLM's prefix cache (its /reset_prefix_cache, served with VLLM_SERVER_DEV_MODE=1), so
+    each target's run starts as cold as the other's; False where the endpoint is not served."""
+    try:
+        return httpx.post(vllm_url + "/reset_prefix_cache", timeout=30).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 class Process:
     """A server subprocess (its own process group) and its output."""
 
@@ -394,7 +405,13 @@ def start_deepshiva(*args: str) -> tuple[Process, str]:
 
 
 def start_vllm(port: int) -> Process:
-    env = dict(os.environ, DEEPSHIVA_VLLM_SKIP_INSTALL="1", PYTHONUNBUFFERED="1")
+    # Dev mode for /reset_prefix_cache between the targets' runs (a benchmark's loopback vLLM).
+    env = dict(
+        os.environ,
+        DEEPSHIVA_VLLM_SKIP_INSTALL="1",
+        PYTHONUNBUFFERED="1",
+        VLLM_SERVER_DEV_MODE="1",
+    )
     env.pop("PYTHONPATH", None)
     proc = Process(
         [str(ROOT / "scripts" / "serve-vllm"), str(MODEL), "--port", str(port)],
@@ -506,12 +523,14 @@ def main(argv: list[str] | None = None) -> int:
                     for r in range(args.rounds):
                         for target in chosen if r % 2 == 0 else chosen[::-1]:
                             tally = Tally()
+                            cold = reset_prefix_cache(vllm_url)
                             team = run_team(targets[target](tally), n, args.lines, r)
                             runs[target].append((tally, team))
                             print(
                                 json.dumps(
                                     {"round": r, "target": target, "developers": n}
                                     | {k: team[k] for k in ("p50_ms", "p95_ms", "wall_s")}
+                                    | {"prefix_cache_reset": cold}
                                 ),
                                 flush=True,
                             )
