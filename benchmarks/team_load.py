@@ -18,6 +18,11 @@ errors (429s, failures) and line-end suggestions that never came within the repl
 
     scripts/install-vllm
     .venv/bin/python -m benchmarks.team_load --developers 1 8 32 --lines 3 --out benchmarks/results/team_load.json
+
+``--rounds R`` interleaves the two vLLM targets R times per N, flipping which goes first: both
+send the same prompts, so whichever goes second would find them in vLLM's prefix cache; vLLM's
+prefix cache is also emptied before each run where vLLM serves /reset_prefix_cache (a vLLM this
+benchmark starts does: VLLM_SERVER_DEV_MODE=1).
 """
 
 from __future__ import annotations
@@ -246,12 +251,15 @@ def one_at_a_time(
     return out
 
 
-def run_team(complete, developers: int, lines: int) -> dict:
-    """N developers typing at once; their line-end latencies merged."""
+def run_team(complete, developers: int, lines: int, round_: int = 0) -> dict:
+    """N developers typing at once; their line-end latencies merged (the merged Outcome is kept
+    under ``outcome`` for pooling rounds). Round r moves every developer's region r*lines lines on,
+    so each round types code the server has not seen yet."""
     schedules = []
     for i in range(developers):
         name, first = REGIONS[i % len(REGIONS)]
-        schedules.append(build_schedule(name, first + 12 * (i // len(REGIONS)), lines, seed=i))
+        start = first + 12 * (i // len(REGIONS)) + round_ * lines
+        schedules.append(build_schedule(name, start, lines, seed=i))
     outcomes: list[Outcome] = [Outcome() for _ in range(developers)]
 
     def developer(i: int) -> None:
@@ -275,7 +283,42 @@ def run_team(complete, developers: int, lines: int) -> dict:
     result = summary(merged)
     result["line_ends"] = line_ends
     result["wall_s"] = round(wall, 1)
+    result["outcome"] = merged
     return result
+
+
+def pooled(runs: list[tuple[Tally, dict]]) -> tuple[Tally, dict]:
+    """One target's rounds as one row: latencies, requests and tokens together, walls summed."""
+    tally, merged = Tally(), Outcome()
+    line_ends, wall = 0, 0.0
+    for t, team in runs:
+        tally.requests += t.requests
+        tally.completed += t.completed
+        tally.superseded += t.superseded
+        tally.tokens += t.tokens
+        for what, count in t.errors.items():
+            tally.errors[what] = tally.errors.get(what, 0) + count
+        o = team["outcome"]
+        merged.latencies_ms += o.latencies_ms
+        merged.shown += o.shown
+        merged.requests += o.requests
+        merged.superseded += o.superseded
+        line_ends += team["line_ends"]
+        wall += team["wall_s"]
+    result = summary(merged)
+    result["line_ends"] = line_ends
+    result["wall_s"] = round(wall, 1)
+    result["rounds"] = len(runs)
+    return tally, result
+
+
+def reset_prefix_cache(vllm_url: str) -> bool:
+    """Empty vLLM's prefix cache (its /reset_prefix_cache, served with VLLM_SERVER_DEV_MODE=1), so
+    each target's run starts as cold as the other's; False where the endpoint is not served."""
+    try:
+        return httpx.post(vllm_url + "/reset_prefix_cache", timeout=30).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 class Process:
@@ -362,7 +405,13 @@ def start_deepshiva(*args: str) -> tuple[Process, str]:
 
 
 def start_vllm(port: int) -> Process:
-    env = dict(os.environ, DEEPSHIVA_VLLM_SKIP_INSTALL="1", PYTHONUNBUFFERED="1")
+    # Dev mode for /reset_prefix_cache between the targets' runs (a benchmark's loopback vLLM).
+    env = dict(
+        os.environ,
+        DEEPSHIVA_VLLM_SKIP_INSTALL="1",
+        PYTHONUNBUFFERED="1",
+        VLLM_SERVER_DEV_MODE="1",
+    )
     env.pop("PYTHONPATH", None)
     proc = Process(
         [str(ROOT / "scripts" / "serve-vllm"), str(MODEL), "--port", str(port)],
@@ -384,6 +433,14 @@ def main(argv: list[str] | None = None) -> int:
         "and straight to vLLM (DeepShiva's own cost without the team's load)",
     )
     parser.add_argument("--lines", type=int, default=3, help="lines each developer retypes")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="rounds per N of deepshiva+vllm and vllm direct, interleaved, the order flipping "
+        "each round (each round's code is new to vLLM's prefix cache for whichever goes first, "
+        "cached for the other: alternating shares that out); rows pool the rounds",
+    )
     parser.add_argument("--targets", nargs="+", default=["local", "deepshiva+vllm", "vllm direct"])
     parser.add_argument(
         "--concurrency", type=int, default=32, help="DeepShiva's --concurrency in front of vLLM"
@@ -415,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     def record(target: str, n: int, tally: Tally, team: dict) -> None:
+        team = {k: v for k, v in team.items() if k != "outcome"}
         row = {
             "target": target,
             "developers": n,
@@ -454,24 +512,30 @@ def main(argv: list[str] | None = None) -> int:
                 "--concurrency",
                 str(args.concurrency),
             )
+            targets = {
+                "deepshiva+vllm": lambda tally: deepshiva_target(front_url, tally),
+                "vllm direct": lambda tally: vllm_direct_target(engine, tally),
+            }
+            chosen = [t for t in targets if t in args.targets]
             try:
                 for n in args.developers:
-                    if "deepshiva+vllm" in args.targets:
-                        tally = Tally()
-                        record(
-                            "deepshiva+vllm",
-                            n,
-                            tally,
-                            run_team(deepshiva_target(front_url, tally), n, args.lines),
-                        )
-                    if "vllm direct" in args.targets:
-                        tally = Tally()
-                        record(
-                            "vllm direct",
-                            n,
-                            tally,
-                            run_team(vllm_direct_target(engine, tally), n, args.lines),
-                        )
+                    runs: dict[str, list] = {t: [] for t in chosen}
+                    for r in range(args.rounds):
+                        for target in chosen if r % 2 == 0 else chosen[::-1]:
+                            tally = Tally()
+                            cold = reset_prefix_cache(vllm_url)
+                            team = run_team(targets[target](tally), n, args.lines, r)
+                            runs[target].append((tally, team))
+                            print(
+                                json.dumps(
+                                    {"round": r, "target": target, "developers": n}
+                                    | {k: team[k] for k in ("p50_ms", "p95_ms", "wall_s")}
+                                    | {"prefix_cache_reset": cold}
+                                ),
+                                flush=True,
+                            )
+                    for target in chosen:
+                        record(target, n, *pooled(runs[target]))
                 if args.overhead_rounds:
                     orders = (
                         ["fixed", "alternating"]

@@ -13,6 +13,15 @@ import torch
 REPLACEMENT_CHAR = "\ufffd"
 
 
+def special_token_ids(tokenizer) -> set[int]:
+    """The tokenizer's special tokens (never regrown, never read as text)."""
+    return set(tokenizer.all_special_ids) | {
+        i
+        for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items()
+        if getattr(tok, "special", False)
+    }
+
+
 class TokenHealer:
     """Per-tokenizer tables for healing; built lazily since most of it is one pass over the vocab."""
 

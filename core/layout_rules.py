@@ -27,6 +27,7 @@ import languages
 from languages import Language, Layout
 from languages.lexer import LexState, lexer_for
 
+RULE_TRIES = 8  # candidates tried, best first, for a token that keeps the rules
 SUFFIX_SCAN_CHARS = 4000  # how far below the cursor to look for the brackets' closers
 _WORD = re.compile(r"[A-Za-z_]\w*")
 

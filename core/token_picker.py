@@ -13,10 +13,8 @@ from __future__ import annotations
 import torch
 
 from .healing import TokenHealer
-from .layout_rules import LayoutRules
+from .layout_rules import RULE_TRIES, LayoutRules
 from .sampling import SamplingParams, sample_next
-
-RULE_TRIES = 8  # candidates tried, best first, for a token that keeps Python's layout rules
 
 
 class TokenPicker:

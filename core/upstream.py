@@ -10,10 +10,14 @@ start stays stable for the server's prefix cache. Completions always stream from
 also for a whole ``/generate``: between two events the request's cancel event is checked, and
 leaving the ``with`` block closes the connection, which makes vLLM abort the request.
 
-What the upstream cannot do is reported in ``info()['upstream']``, which /model_status shows:
-token healing needs an engine that constrains output to a regular expression (vLLM's structured
-outputs); the Python layout rules (core/layout_rules.py) pick among the model's next-best tokens
-at every step, which no completions API exposes, so they are off with an upstream.
+Token healing and the Python layout rules (core/layout_rules.py) decide among the model's
+candidates token by token. A vLLM started with DeepShiva's logits processor (``scripts/serve-vllm``
+starts it so; ``core/vllm_logits.py``) runs both inside vLLM, asked per request in ``vllm_xargs``.
+Another vLLM still heals through its structured outputs (a regular expression the first tokens
+must follow; it slows every token of the request a little on a CPU), and other servers heal not
+at all; the Python rules need the processor, since no completions API lets a client pick among
+the model's next-best tokens. What the upstream does is reported in ``info()['upstream']``, which
+/model_status shows.
 """
 
 from __future__ import annotations
@@ -41,18 +45,28 @@ from .errors import (
     UpstreamError,
 )
 from .fim import check_order, choose_order, detect_dialect, stop_token_ids
-from .healing import TokenHealer
+from .healing import TokenHealer, special_token_ids
+from .output_constraint import request_args
 from .prompt_encoding import PromptEncoder
+from .layout_rules import LayoutRules
 from .repo_context import ContextLayout
 from .request import GenerationRequest
 from .text_pipeline import TextPipeline
 
 log = logging.getLogger("deepshiva.upstream")
 
+PROCESSOR = "core.vllm_logits:DeepShivaLogitsProcessor"
 PYTHON_RULES_OFF = (
-    "off: they choose among the model's next-best tokens at every step, which an "
-    "OpenAI-compatible completions API does not expose"
+    "off: they choose among the model's next-best tokens at every step, which only DeepShiva's "
+    f"logits processor inside vLLM can (start vLLM with scripts/serve-vllm, or with "
+    f"--logits-processors {PROCESSOR} and this repository on its PYTHONPATH)"
 )
+PYTHON_RULES_OFF_OTHER = (
+    "off: they choose among the model's next-best tokens at every step, which an "
+    "OpenAI-compatible completions API does not expose (they run in front of vLLM started by "
+    "scripts/serve-vllm)"
+)
+HEALING_BY_PROCESSOR = "logits processor"
 
 
 def api_root(url: str) -> str:
@@ -111,7 +125,12 @@ class UpstreamEngine:
             self.context_length = int(entry.get("max_model_len") or self.context_length)
             self._vllm = self.upstream_kind == "vllm"
             self.token_ids_accepted = self._probe_token_ids()
-            self.healing = self._probe_regex_constraint()
+            # DeepShiva's logits processor in vLLM heals and keeps the Python rules; without it,
+            # healing falls back to a regular expression where the upstream follows one.
+            self.logits_processor = self._probe_logits_processor()
+            self.healing = (
+                HEALING_BY_PROCESSOR if self.logits_processor else self._probe_regex_constraint()
+            )
         except BaseException:
             self._client.close()
             raise
@@ -188,11 +207,7 @@ class UpstreamEngine:
         )
         self._fim_stop_ids = stop_token_ids(self.fim_dialect, vocab) if self.fim_dialect else set()
         self._eos_ids = OptimizedLLM._collect_eos_ids(None, tokenizer)
-        self._special_ids = set(tokenizer.all_special_ids) | {
-            i
-            for i, tok in getattr(tokenizer, "added_tokens_decoder", {}).items()
-            if getattr(tok, "special", False)
-        }
+        self._special_ids = special_token_ids(tokenizer)
         self._healer = TokenHealer(tokenizer, self._special_ids)
         self._prompt_encoder = PromptEncoder(tokenizer)
         self._context_layout = ContextLayout(self._prompt_encoder.encode, vocab)
@@ -214,6 +229,37 @@ class UpstreamEngine:
                 raise
             log.info("the upstream refuses token-id prompts (%s): sending text", exc)
             return False
+
+    def _probe_logits_processor(self) -> bool:
+        """Whether vLLM runs DeepShiva's logits processor: asked to heal a text the model would
+        not write by itself, the completion begins with it only where the processor runs (vLLM
+        ignores vllm_xargs that nothing reads)."""
+        if not self._vllm:
+            return False
+        expected = "zq7"
+        try:
+            text = self._post_once(
+                {
+                    "prompt": self._prompt_of(
+                        self.tokenizer.encode("x = ", add_special_tokens=False)
+                    ),
+                    "max_tokens": 4,
+                    "temperature": 0,
+                    "vllm_xargs": request_args(expected, None),
+                }
+            )
+        except UpstreamError as exc:
+            if exc.status == 503:
+                raise
+            return False
+        if not text.startswith(expected):
+            log.info(
+                "the upstream %s does not run DeepShiva's logits processor (%s): the Python rules "
+                "are off",
+                self.url,
+                PROCESSOR,
+            )
+        return text.startswith(expected)
 
     def _probe_regex_constraint(self) -> Optional[str]:
         """The request field that makes the upstream follow a regular expression, if it has one
@@ -294,12 +340,27 @@ class UpstreamEngine:
                 "url": self.url,
                 "kind": self.upstream_kind,
                 "prompt": "token ids" if self.token_ids_accepted else "text",
-                "token_healing": f"on ({self.healing})"
-                if self.healing
-                else "off: the upstream cannot constrain its output to a regular expression",
-                "python_rules": PYTHON_RULES_OFF,
+                "token_healing": self._healing_said(),
+                "python_rules": (
+                    f"on (DeepShiva's logits processor in vLLM, {PROCESSOR}; a sampled "
+                    "completion leaves out the model's best candidates that break them)"
+                    if self.logits_processor
+                    else PYTHON_RULES_OFF
+                    if self._vllm
+                    else PYTHON_RULES_OFF_OTHER
+                ),
             },
         }
+
+    def _healing_said(self) -> str:
+        if self.healing == HEALING_BY_PROCESSOR:
+            return f"on (DeepShiva's logits processor in vLLM, {PROCESSOR})"
+        if self.healing:
+            return (
+                f"on ({self.healing}: a regular expression the first tokens follow, which vLLM "
+                "checks at every token of the request)"
+            )
+        return "off: the upstream cannot constrain its output to a regular expression"
 
     def warmup(self) -> None:
         """Nothing to warm here: the probes at start already ran a completion upstream."""
@@ -378,7 +439,18 @@ class UpstreamEngine:
                 else []
             )
             body["stop"] = (body.get("stop", []) + names)[:4] or None
-        if heal_text and self.healing:
+        if self.logits_processor:
+            # Healing and the Python rules inside vLLM, decided as the local engine does.
+            rules = LayoutRules.for_request(
+                request.language, request.prompt, request.suffix, request.stop_sequences
+            )
+            xargs = request_args(
+                heal_text,
+                (request.prompt, request.suffix, rules.single_line) if rules else None,
+            )
+            if xargs:
+                body["vllm_xargs"] = xargs
+        elif heal_text and self.healing:
             # The completion must begin by regrowing the text of the prompt's last token, then
             # anything: the same tokens the local engine allows while it heals.
             pattern = re.escape(heal_text) + r"[\s\S]*"

@@ -298,10 +298,11 @@ class UpstreamStatus(BaseModel):
         description="How DeepShiva's prompts are sent to it."
     )
     token_healing: str = Field(
-        description="'on (field)' where the upstream constrains output, else 'off: why'."
+        description="'on (how)': DeepShiva's logits processor in vLLM, else vLLM's structured "
+        "outputs; 'off: why' where the upstream constrains nothing."
     )
     python_rules: str = Field(
-        description="Whether the Python layout rules apply ('off: why' with an upstream)."
+        description="'on (how)' where vLLM runs DeepShiva's logits processor, else 'off: why'."
     )
 
 

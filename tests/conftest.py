@@ -57,3 +57,26 @@ def vllm_upstream(shipped_model_dir):
     server = start_vllm(shipped_model_dir)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def vllm_endless(tmp_path_factory):
+    """The real vLLM serving an endless tiny model (its sampled completions run to the token
+    limit): for tests that must catch a generation in vLLM while it runs (a hang-up, a superseded
+    or cancelled suggestion), which the shipped model can end before they look. As wide as the
+    shipped model (heads of 64 dimensions: vLLM's CPU attention takes none under 32) and served
+    in its own float32 (vLLM 0.32's CPU worker died of SIGILL on its first step with this random
+    model cast to bfloat16, on a Zen 4 CPU)."""
+    import os
+
+    from vllm_server import attach_vllm, start_vllm
+
+    if os.environ.get("DEEPSHIVA_TEST_VLLM_ENDLESS_URL"):  # one already serving it (development)
+        yield attach_vllm(os.environ["DEEPSHIVA_TEST_VLLM_ENDLESS_URL"])
+        return
+    model = build_tiny_model(
+        tmp_path_factory.mktemp("tiny-model-endless-vllm"), endless=True, hidden_size=256
+    )
+    server = start_vllm(model, extra_args=("--dtype", "float32"))
+    yield server
+    server.stop()
