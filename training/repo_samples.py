@@ -18,18 +18,12 @@ Packages are the first path component of the training files (``email/`` of the s
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import defaultdict
 
-from lsp.python_symbols import (
-    IDENTIFIER,
-    attributes_used,
-    definition,
-    identifiers,
-    imports,
-    module_paths,
-    top_level_names,
-)
+from lsp import python_symbols
+from lsp.python_symbols import IDENTIFIER, attributes_used, identifiers, module_paths
 from training import fim
 from training.data import SourceFile
 from training.tokenizer import EOS, FILE_SEP
@@ -42,6 +36,12 @@ CROSS_LINE_SHARE = 0.5  # of repository samples: the middle is the rest of a lin
 # imported name, from the name on (what an editor asks for where the name lives in another file)
 CROSS_LINE_SPM = 0.8  # of those, in SPM order (the engine's order for this model)
 _SKIP_LINES = ("#", "import ", "from ", "def ", "class ", "@", '"', "'")
+
+
+# A package's files are read again for every sample drawn from them: parse each text once.
+definition = functools.lru_cache(maxsize=65536)(python_symbols.definition)
+imports = functools.lru_cache(maxsize=8192)(python_symbols.imports)
+top_level_names = functools.lru_cache(maxsize=8192)(python_symbols.top_level_names)
 
 
 def group_by_package(files: list[SourceFile]) -> dict[str, dict[str, SourceFile]]:
