@@ -609,7 +609,9 @@ class OptimizedLLM:
                     return
                 # Guessing ahead from the context is exact only when decoding is greedy.
                 lookup = (
-                    PromptLookup(ids) if self.prompt_lookup and request.temperature == 0 else None
+                    PromptLookup(ids, cache=runner.lookup_index)
+                    if self.prompt_lookup and request.temperature == 0
+                    else None
                 )
                 for token in decode_n_tokens(runner, logits, max(budget, 0), pick, lookup):
                     if token in stop_ids:
