@@ -586,7 +586,9 @@ class OptimizedLLM:
                     return
                 # Guessing ahead from the context is exact only when decoding is greedy.
                 lookup = (
-                    PromptLookup(ids) if self.prompt_lookup and request.temperature == 0 else None
+                    PromptLookup(ids, cache=runner.lookup_index)
+                    if self.prompt_lookup and request.temperature == 0
+                    else None
                 )
                 for token in decode_n_tokens(runner, logits, max(budget, 0), picker.pick, lookup):
                     if picker.ends(token):

@@ -151,3 +151,47 @@ def test_repository_samples_put_imported_definitions_before_the_file_in_the_engi
         )
         assert "append" not in context and "LIMIT = 10\n" in context
         assert sorted(current) == sorted(views.text)  # the whole file (one chunk), FIM or plain
+
+
+def test_cross_file_line_samples_complete_a_line_from_an_imported_name_after_its_definition():
+    """A share of repository samples asks for what the cross-file benchmark asks for: the rest of
+    a line from a name the file imports from its package, with that name's definition in the
+    context before the file (so copying it across files is what lowers the loss)."""
+    from training import repo_samples
+    from training.tokenizer import FILE_SEP
+
+    helpers = data.SourceFile(
+        "pkg/helpers.py",
+        "def normalize_header(name):\n    return name.lower()\n\n\n"
+        + "".join(f"def helper_{i}(x):\n    return x\n\n\n" for i in range(30)),
+    )
+    client = data.SourceFile(
+        "pkg/client.py",
+        "from .helpers import normalize_header, helper_1, helper_2, helper_3\n\n\n"
+        "def send(headers):\n    # build the request\n"
+        "    fixed = normalize_header(headers)\n    return fixed\n",
+    )
+    package = {f.rel: f for f in (helpers, client)}
+    assert repo_samples.package_names(client, package) == {
+        "normalize_header",
+        "helper_1",
+        "helper_2",
+        "helper_3",
+    }
+    prefix, middle, suffix, name = repo_samples.cross_line_split(
+        client.text, {"normalize_header"}, random.Random(0)
+    )
+    assert (middle, name) == ("normalize_header(headers)", "normalize_header")
+    assert prefix.endswith("    fixed = ") and suffix == "\n    return fixed\n"
+    # Names in imports, definitions and comments are not uses.
+    assert (
+        repo_samples.cross_line_split("from .h import a_name\n# a_name\n", {"a_name"}, None) is None
+    )
+
+    samples = repo_samples.make_repo_samples([helpers, client], random.Random(1), 60.0, 0.5)
+    cross = [pieces for pieces, is_fim in samples if is_fim and pieces[-2] == middle]
+    assert len(cross) >= 10  # about CROSS_LINE_SHARE of the 60 samples of client.py
+    for pieces in cross:
+        last_sep = len(pieces) - 1 - pieces[::-1].index(FILE_SEP)
+        context = "".join(pieces[:last_sep])
+        assert "pkg/helpers.py\ndef normalize_header(name):\n" in context

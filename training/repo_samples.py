@@ -18,10 +18,12 @@ Packages are the first path component of the training files (``email/`` of the s
 
 from __future__ import annotations
 
+import functools
 import random
 from collections import defaultdict
 
-from lsp.python_symbols import attributes_used, definition, identifiers, imports, module_paths
+from lsp import python_symbols
+from lsp.python_symbols import IDENTIFIER, attributes_used, identifiers, module_paths
 from training import fim
 from training.data import SourceFile
 from training.tokenizer import EOS, FILE_SEP
@@ -30,6 +32,16 @@ CONTEXT_CHARS = 1600  # ~420 tokens: the context's share of a 1024-token window,
 TARGET_CHARS = 1800  # the current file's chunk
 SNIPPET_LINES = 16
 SNIPPET_TRIES = 6  # random snippets compared with the chunk; the most similar is kept
+CROSS_LINE_SHARE = 0.5  # of repository samples: the middle is the rest of a line that uses an
+# imported name, from the name on (what an editor asks for where the name lives in another file)
+CROSS_LINE_SPM = 0.8  # of those, in SPM order (the engine's order for this model)
+_SKIP_LINES = ("#", "import ", "from ", "def ", "class ", "@", '"', "'")
+
+
+# A package's files are read again for every sample drawn from them: parse each text once.
+definition = functools.lru_cache(maxsize=65536)(python_symbols.definition)
+imports = functools.lru_cache(maxsize=8192)(python_symbols.imports)
+top_level_names = functools.lru_cache(maxsize=8192)(python_symbols.top_level_names)
 
 
 def group_by_package(files: list[SourceFile]) -> dict[str, dict[str, SourceFile]]:
@@ -42,11 +54,11 @@ def group_by_package(files: list[SourceFile]) -> dict[str, dict[str, SourceFile]
 
 
 def imported_definitions(
-    target: SourceFile, package: dict[str, SourceFile], wanted_text: str
+    target: SourceFile, package: dict[str, SourceFile], wanted_text: str, first: str = ""
 ) -> list[tuple[str, str]]:
     """(path, block) of each name ``target`` imports from its package (for an imported module:
-    of the attributes ``wanted_text`` reads from it), those used in ``wanted_text`` first, then
-    in import order."""
+    of the attributes ``wanted_text`` reads from it), ``first`` before all, then those used in
+    ``wanted_text``, then in import order."""
     wanted = identifiers(wanted_text)
     found = []
     for imp in imports(target.text):
@@ -63,8 +75,9 @@ def imported_definitions(
             source = _module(package, target, imp.level, module)
             attrs = attributes_used(wanted_text, imp.alias) if source else []
             blocks = [(source.rel, b) for b in (definition(source.text, a) for a in attrs) if b]
-        found += [(imp.alias in wanted, path, block) for path, block in blocks]
-    found.sort(key=lambda item: not item[0])  # stable: wanted first, import order within
+        rank = 0 if first and imp.alias == first else 1 if imp.alias in wanted else 2
+        found += [(rank, path, block) for path, block in blocks]
+    found.sort(key=lambda item: item[0])  # stable: first, wanted, then import order within
     return [(path, block) for _, path, block in found]
 
 
@@ -103,9 +116,11 @@ def context_items(
     package: dict[str, SourceFile],
     rng: random.Random,
     budget: int = CONTEXT_CHARS,
+    first: str = "",
 ) -> list[tuple[str, str]]:
-    """The (path, text) items before the chunk: a snippet, then definitions, within ``budget``."""
-    definitions = imported_definitions(target, package, chunk)
+    """The (path, text) items before the chunk: a snippet, then definitions (``first``'s
+    definition given room before the others), within ``budget``."""
+    definitions = imported_definitions(target, package, chunk, first)
     snippet = best_snippet(chunk, target, package, rng)
     chosen, room = [], budget
     for path, text in definitions:
@@ -121,11 +136,14 @@ def context_items(
     return chosen
 
 
-def _pick_chunk(target: SourceFile, rng: random.Random) -> tuple[str, bool]:
-    """A chunk of the target (preferring one that uses an imported name) and whether it is the last."""
+def _pick_chunk(
+    target: SourceFile, rng: random.Random, prefer: set[str] | None = None
+) -> tuple[str, bool]:
+    """A chunk of the target, preferring one whose code uses a name in ``prefer`` (default: the
+    file's imported names), and whether it is the last."""
     chunks = fim.chunk_text(target.text, TARGET_CHARS)
-    aliases = {imp.alias for imp in imports(target.text)}
-    using = [i for i, chunk in enumerate(chunks) if identifiers(_code_lines(chunk)) & aliases]
+    names = prefer or {imp.alias for imp in imports(target.text)}
+    using = [i for i, chunk in enumerate(chunks) if identifiers(_code_lines(chunk)) & names]
     index = rng.choice(using) if using else rng.randrange(len(chunks))
     return chunks[index], index == len(chunks) - 1
 
@@ -134,6 +152,46 @@ def _code_lines(chunk: str) -> str:
     return "\n".join(
         ln for ln in chunk.splitlines() if not ln.lstrip().startswith(("import ", "from "))
     )
+
+
+def package_names(target: SourceFile, package: dict[str, SourceFile]) -> set[str]:
+    """The names ``target`` imports from other files of its package (``from .m import name``)."""
+    found = set()
+    for imp in imports(target.text):
+        if imp.name is not None and imp.alias == imp.name:
+            source = _module(package, target, imp.level, imp.module)
+            if source is not None and imp.name in top_level_names(source.text):
+                found.add(imp.name)
+    return found
+
+
+def cross_line_split(
+    chunk: str, names: set[str], rng: random.Random
+) -> tuple[str, str, str, str] | None:
+    """(prefix, middle, suffix, name): the middle runs from a use of one of ``names`` (not an
+    attribute, not in an import, definition, comment or string line) to its line's end; None
+    when the chunk has no such use. The answer the cross-file benchmark asks for, on training
+    code."""
+    uses, offset, in_string = [], 0, False
+    for line in chunk.splitlines(keepends=True):
+        start, offset = offset, offset + len(line)
+        code = line.strip()
+        quotes = code.count('"""') + code.count("'''")
+        if in_string or quotes:
+            in_string = in_string != (quotes % 2 == 1)
+            continue
+        if not code or code.startswith(_SKIP_LINES):
+            continue
+        end = start + len(line.rstrip("\r\n"))
+        for match in IDENTIFIER.finditer(line):
+            if match.group() in names and (match.start() == 0 or line[match.start() - 1] != "."):
+                if end - (start + match.start()) >= 3:
+                    uses.append((start + match.start(), end, match.group()))
+                break
+    if not uses:
+        return None
+    a, b, name = rng.choice(uses)
+    return chunk[:a], chunk[a:b], chunk[b:], name
 
 
 def make_repo_samples(
@@ -150,25 +208,38 @@ def make_repo_samples(
     for package in group_by_package(files).values():
         for target in package.values():
             count = int(rate) + (rng.random() < rate - int(rate))
-            for _ in range(count if target.text.strip() else 0):
-                out.append(_sample(target, package, rng, fim_rate, line_share, spm_share))
+            if not count or not target.text.strip():
+                continue
+            names = package_names(target, package)
+            for _ in range(count):
+                out.append(_sample(target, package, names, rng, fim_rate, line_share, spm_share))
     return out
 
 
 def _sample(
     target: SourceFile,
     package: dict[str, SourceFile],
+    package_names: set[str],
     rng: random.Random,
     fim_rate: float,
     line_share: float,
     spm_share: float,
 ) -> tuple[list[str], bool]:
-    """One sample: a chunk of ``target`` after its context items."""
-    chunk, last = _pick_chunk(target, rng)
+    """One sample: a chunk of ``target`` after its context items; ``package_names`` are the
+    names it imports from its package (a share of samples completes a line from one of them)."""
+    names = package_names if rng.random() < CROSS_LINE_SHARE else set()
+    chunk, last = _pick_chunk(target, rng, names)
+    cross = cross_line_split(chunk, names, rng) if names else None
     pieces: list[str] = []
-    for path, text in context_items(chunk, target, package, rng):
+    # The language server ranks definitions by the names near the cursor, the answer's line
+    # left out (it is not typed yet): the chunk without the middle.
+    near = cross[0] + cross[2] if cross else chunk
+    for path, text in context_items(near, target, package, rng, first=cross[3] if cross else ""):
         pieces += [FILE_SEP, f"{path}\n{text}"]
     pieces.append(FILE_SEP)
+    if cross:
+        order = fim.spm if rng.random() < CROSS_LINE_SPM else fim.psm
+        return pieces + order(cross[0], cross[1], cross[2]), True
     if rng.random() < fim_rate:
         split = fim.pick_split(rng, line_share)
         order = fim.spm if spm_share and rng.random() < spm_share else fim.psm

@@ -295,6 +295,10 @@ def main(argv=None) -> None:
         eps=1e-8,
     )
 
+    if args.init_from:  # where the continued model starts, on the same windows as every check
+        v = evaluate(model, sets, autocast)
+        log(f"val step 0 plain {v['plain']:.3f} fim {v['fim']:.3f}", step=0, tokens=0, **v)
+
     budget = args.minutes * 60
     snapshots = sorted(args.snapshot_at)
     wall = time.time()

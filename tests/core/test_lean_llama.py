@@ -309,3 +309,28 @@ def test_the_reused_prefix_is_the_longest_common_one_leaving_a_token_to_run(mode
         while common < min(len(cached), len(ids)) and cached[common] == ids[common]:
             common += 1
         assert runner.reusable_prefix(ids) == max(min(common, len(ids) - 1), 0)
+
+
+def test_prompt_lookup_reusing_the_last_prompts_index_proposes_as_a_fresh_one():
+    """Keystrokes reuse the index of the previous prompt's front (other files, the suffix): the
+    guesses are those of an index built from scratch, whether the prompt grew at its end, lost
+    its end, or changed at its front."""
+    from core.generation import NgramIndexCache
+
+    rng = random.Random(1)
+    cache = NgramIndexCache()
+    cache.TAIL = 20
+    prompt = [rng.randrange(8) for _ in range(120)]
+    for _ in range(300):
+        change = rng.random()
+        if change < 0.6:  # typed at the end
+            prompt = prompt + [rng.randrange(8) for _ in range(rng.randrange(1, 4))]
+        elif change < 0.8:  # deleted at the end
+            prompt = prompt[: max(3, len(prompt) - rng.randrange(1, 30))]
+        else:  # the front changed (new context, a truncation step)
+            prompt = [rng.randrange(8) for _ in range(rng.randrange(1, 10))] + prompt[5:]
+        cached, fresh = PromptLookup(prompt, cache=cache), PromptLookup(prompt)
+        for token in [rng.randrange(8) for _ in range(5)]:
+            assert cached.propose() == fresh.propose()
+            assert cached.index == fresh.index
+            cached.add(token), fresh.add(token)
