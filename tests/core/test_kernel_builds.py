@@ -17,6 +17,7 @@ COPIED = [
     "setup.py",
     "pyproject.toml",
     "core",
+    "languages",  # the layout rules the engine imports read its table
     "tests/conftest.py",
     "tests/tiny_model.py",
     "tests/core/conftest.py",
