@@ -517,6 +517,7 @@ def long_context_timing(shape: str = "shipped", keys: int = 30, context_tokens: 
             "ratio_cpu": round(p50["context"] / p50["none"], 3),
             "p50_wall_ms": p50_wall,
             "ratio_wall": round(p50_wall["context"] / p50_wall["none"], 3),
+            "peak_rss_mb": _peak_rss_mb(),
         }
 
 
@@ -557,7 +558,15 @@ def decode_step_timing(shape: str = "llama-1b", lengths=(400, 2400), rounds: int
         "seven_row_check_cpu_ms": check_ms,
         "step_ratio": round(step_ms[high] / step_ms[low], 3),
         "check_ratio": round(check_ms[high] / check_ms[low], 3),
+        "peak_rss_mb": _peak_rss_mb(),
     }
+
+
+def _peak_rss_mb() -> int:
+    """This process's peak resident memory so far (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
 
 def main(argv=None) -> int:

@@ -5,11 +5,14 @@ candidate is one ``LeanLlamaBackend`` over the same loaded model (fp32 masters),
 within every round (a drift of the shared machine's speed touches each alike); the medians and
 their ratios to the first candidate are the result:
 
-- ``numpy fp32``: one-token steps and draft checks in NumPy/OpenBLAS from the fp32 masters
-  (``core.blas_decode``, what fp32 decode runs);
+- ``numpy fp32``: one-token steps in NumPy/OpenBLAS from the fp32 masters (``core.blas_decode``,
+  what fp32 decode runs; its draft checks ran there too until they measured slower than
+  PyTorch's, and now run in the lean PyTorch forward, as ``torch fp32``'s);
 - ``torch fp32``: the same passes through the lean PyTorch forward (``blas=False``);
 - ``torch int8``: PyTorch's int8 weight kernel (``torch._weight_int8pack_mm``), what int8
   decode ran where the C kernels are not available;
+- ``op-by-op C bf16``: one-token steps op by op in NumPy with the C products (what every family
+  but Llama's and Mistral's ran before the fused step computed their layers);
 - ``fused C bf16`` / ``fused C int8``: the fused C step from compact copies (the default's path).
 
 A step is one token after a prompt; a draft check is ``--draft`` tokens in one pass with every
@@ -45,6 +48,8 @@ def candidates(model) -> dict[str, LeanLlamaBackend]:
     }
     with cpu_capabilities.inject("portable"):  # no C kernels: int8 runs in PyTorch
         built["torch int8"] = LeanLlamaBackend(model, decode_weights="int8")
+    built["op-by-op C bf16"] = LeanLlamaBackend(model, decode_weights="bf16")
+    built["op-by-op C bf16"].blas.fused = None  # what non-Llama families ran before this branch
     built["fused C bf16"] = LeanLlamaBackend(model, decode_weights="bf16")
     built["fused C int8"] = LeanLlamaBackend(model, decode_weights="int8")
     assert built["torch int8"].describe()["decode"] == "torch int8 kernel"

@@ -111,13 +111,13 @@ def unavailable_reason() -> str | None:
     """Why compact decode weights cannot run here, or None when they can."""
     if _kernels is None:
         return "the C kernels (core/_kernels.c) are not compiled on this machine: rerun scripts/install"
-    if _kernels.simd() == "portable":
-        return (
-            "the C kernels run their portable loops here (no AVX2/FMA/F16C, or DEEPSHIVA_CPU=portable): "
-            "slower than fp32 NumPy"
-        )
     if not cpu_capabilities.current().avx2:
         return "this CPU has no AVX2/FMA/F16C (core.cpu_capabilities), so the kernels are slower than fp32 NumPy"
+    if _kernels.simd() == "portable":
+        return (
+            "the C kernels run their portable loops here (built without SIMD, or forced with "
+            "use_variant): slower than fp32 NumPy"
+        )
     return None
 
 

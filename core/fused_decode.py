@@ -6,8 +6,8 @@ reads compact weights of one format, the C loop runs the whole layer stack for a
 arithmetic as ``core.blas_decode`` (the family's norm, fused q/k/v with its bias, RoPE on paired
 rows over all or part of a head, the cache write, attention within the sliding window, the gated
 or plain MLP with its activation) with sums taken in another order. What differs between the
-families is data passed here (``OPS`` codes, biases or None), not another loop. Draft checks
-(more than one row) and fp32 weights keep the NumPy path.
+families is data passed here (``NORMS``/``ACTIVATIONS`` codes, biases or None), not another
+loop. Draft checks (more than one row) and fp32 weights keep the NumPy path.
 """
 
 from __future__ import annotations
