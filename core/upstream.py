@@ -566,11 +566,21 @@ class HangUps:
                 )
                 self._thread.start()
             self._cond.notify()
+        if hasattr(cancel, "add_listener"):  # the server's event says when: no wait for a poll
+            cancel.add_listener(lambda: self._shut(key))
         try:
             yield
         finally:  # before the connection goes back to the pool, so no other request's is shut
             with self._cond:
                 self._watched.pop(key, None)
+
+    def _shut(self, key: object) -> None:
+        """Shut the watched stream ``key``'s connection down, if it is still watched."""
+        with self._cond:  # still watched: its stream has not let the connection go (the lock
+            entry = self._watched.pop(key, None)  # keeps it from going back to the pool meanwhile)
+            if entry is not None:
+                with contextlib.suppress(OSError):
+                    entry[1].shutdown(socket.SHUT_RDWR)
 
     def _run(self) -> None:
         while True:
@@ -578,12 +588,9 @@ class HangUps:
                 while not self._watched:
                     self._cond.wait()
                 watched = list(self._watched.items())
-            for key, (cancel, sock) in watched:
+            for key, (cancel, _sock) in watched:
                 if cancel.is_set():
-                    with self._cond:  # still watched: its stream has not let the connection go
-                        if self._watched.pop(key, None) is not None:
-                            with contextlib.suppress(OSError):
-                                sock.shutdown(socket.SHUT_RDWR)
+                    self._shut(key)
             time.sleep(self.period_s)
 
 

@@ -16,7 +16,7 @@ from flask import Blueprint, Response, jsonify, request
 
 from . import sse
 from .admission import ClientGone, QueueFull, Slot
-from .disconnect import CancelOnDisconnect
+from .disconnect import CancelOnDisconnect, on_channel_close
 from .errors import ApiError, error_body, from_engine
 from .observability import TOKENS_KEY
 from .schemas import GenerationRequestBody, parse
@@ -124,6 +124,7 @@ class _StreamRun:
             environ,
         )
         self.cancel = CancelOnDisconnect(gone, self._client_left)
+        self._unhook = on_channel_close(environ, self._client_left)
         self.engine = self.chunks = None
         self.sent = 0  # chunks handed to the server so far
         self.first_step = 0
@@ -188,6 +189,7 @@ class _StreamRun:
             if self._done:
                 return
             self._done = True
+        self._unhook()
         try:
             if not self.finished:  # closing a finished stream would relabel it "cancelled"
                 self.chunks.close()

@@ -36,6 +36,16 @@ class GuardedChannel(HTTPChannel):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.receiving_since = self.creation_time  # a new connection owes us a request
+        self.close_hooks: list = []  # run when the client's connection closes (disconnect.py)
+
+    def handle_close(self):
+        hooks, self.close_hooks = self.close_hooks, []
+        for hook in hooks:  # the running request stops now, not at its next poll
+            try:
+                hook()
+            except Exception:  # noqa: BLE001 - a hook's failure must not keep the socket open
+                log.exception("a close hook failed")
+        super().handle_close()
 
     def received(self, data):
         if data and self.request is None and self.receiving_since is None:

@@ -70,3 +70,37 @@ def test_a_stream_that_ends_normally_is_no_longer_watched(stalled_upstream):
             with hang_ups.watching(cancel, response):
                 assert len(hang_ups._watched) == 1
             assert not hang_ups._watched  # a later cancel cannot shut a pooled connection
+
+
+def test_the_servers_cancel_event_cuts_at_once_without_waiting_for_a_poll(stalled_upstream):
+    """The API server's cancel event (set by waitress's main loop the moment the client's
+    connection closes) tells HangUps itself: the cut does not wait for the next poll (an hour
+    here), so a request superseded by a keystroke leaves the upstream as fast as a direct
+    client's would."""
+    from server.disconnect import CancelOnDisconnect
+
+    url, closed = stalled_upstream
+    hang_ups = HangUps(period_s=3600)
+    cancel = CancelOnDisconnect()
+    with httpx.Client(timeout=httpx.Timeout(20.0)) as client:
+        with (
+            client.stream("POST", url + "/v1/completions", json={}) as response,
+            hang_ups.watching(cancel, response),
+        ):
+            threading.Timer(0.2, cancel.set).start()
+            with pytest.raises(httpx.TransportError):
+                for _ in response.iter_bytes():
+                    pass
+    assert closed.wait(5), "the upstream never saw the connection close"
+
+
+def test_a_listener_runs_once_and_at_once_when_already_set():
+    from server.disconnect import CancelOnDisconnect
+
+    calls = []
+    cancel = CancelOnDisconnect()
+    cancel.add_listener(lambda: calls.append("first"))
+    cancel.set()
+    cancel.set()
+    cancel.add_listener(lambda: calls.append("late"))
+    assert calls == ["first", "late"]
