@@ -174,8 +174,8 @@ class OptimizedLLM:
         # End completions that repeat themselves (core/loop_guard.py; DEEPSHIVA_LOOP_GUARD=0 turns it off).
         self.loop_guard = os.environ.get("DEEPSHIVA_LOOP_GUARD", "1") != "0"
         self.trust_remote_code = bool(trust_remote_code)
-        # The bytes a CPU decode step reads (core.compact_weights): auto, fp32, fp16, bf16 or int8
-        # (DEEPSHIVA_DECODE_WEIGHTS); int8_decode (DEEPSHIVA_INT8_DECODE=1) is the older name of int8.
+        # The bytes a CPU decode step reads (core.compact_weights): auto, fp32, fp16, bf16, int8 or
+        # int4 (DEEPSHIVA_DECODE_WEIGHTS); int8_decode (DEEPSHIVA_INT8_DECODE=1) is the older name of int8.
         if int8_decode is None:
             int8_decode = os.environ.get("DEEPSHIVA_INT8_DECODE", "0") == "1"
         if decode_weights is None:
@@ -192,6 +192,9 @@ class OptimizedLLM:
             "int8_decode" if int8_decode else "decode_weights"
         )  # for errors
         self.decode_weights_requested = check_decode_weights(decode_weights)  # before the slow load
+        why_not = select.decode_weights_refusal(self.decode_weights_requested, self.device)
+        if why_not is not None:
+            raise InvalidParameter(self._decode_weights_param, why_not)
         self.decode_weights = "fp32"
         # FIM prompt order: auto (the model's own), psm or spm (DEEPSHIVA_FIM_ORDER).
         try:
@@ -209,9 +212,10 @@ class OptimizedLLM:
             if torch_dtype not in (None, "auto")
             else f"the {self.device.split(':')[0]} default"
         )
+        stored = stored_dtype(source, self.trust_remote_code) if self.device == "cpu" else None
         if self.device == "cpu" and torch_dtype in (None, "auto"):
             self.dtype, self._master_reason = select.master_dtype(
-                stored_dtype(source, self.trust_remote_code), self.decode_weights_requested
+                stored, self.decode_weights_requested
             )
         loaded = load_model(
             source, self.device, self.dtype, max_memory, bool(load_in_8bit), self.trust_remote_code

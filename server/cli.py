@@ -76,11 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--decode-weights",
-        choices=["auto", "fp32", "fp16", "bf16", "int8"],
+        choices=["auto", "fp32", "fp16", "bf16", "int8", "int4"],
         default=None,
         help="CPU, Llama models: weights a decode step reads. auto (default) = the checkpoint's own 16-bit "
         "format when it is stored so; fp16/bf16 halve the bytes (exact for a checkpoint "
-        "stored that way), int8 quarters them (approximate)",
+        "stored that way), int8 quarters them (approximate), int4 takes 4.5 bits a weight "
+        "(blocks of 32 with one fp16 scale, as llama.cpp's Q4_0; approximate)",
     )
     add(
         "--fim-order",

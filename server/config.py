@@ -68,7 +68,7 @@ class ServerConfig(BaseSettings):
     )
     # CPU: the bytes a decode step reads (core.compact_weights); auto = the checkpoint's own 16-bit
     # format where that is exact, else fp32.
-    decode_weights: Literal["auto", "fp32", "fp16", "bf16", "int8"] = "auto"
+    decode_weights: Literal["auto", "fp32", "fp16", "bf16", "int8", "int4"] = "auto"
     fim_order: Literal["auto", "psm", "spm"] = "auto"  # FIM prompt order; auto = the model's own
     threads: int = Field(0, ge=0, description="WSGI worker threads; 0 = queue_size + running + 3")
     # Where completions come from: this process's own engine (one generation at a time), or an
