@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from . import compact_weights, cpu_capabilities
-from .backends import select
+from .backends import footprint, select
 from .devices import (
     available_memory_bytes,
     SHORT_NAMES,
@@ -216,6 +216,11 @@ class OptimizedLLM:
         if self.device == "cpu" and torch_dtype in (None, "auto"):
             self.dtype, self._master_reason = select.master_dtype(
                 stored, self.decode_weights_requested
+            )
+        if self.device == "cpu" and not load_in_8bit and max_memory is None:
+            # refused before anything is allocated, naming the settings that would fit
+            footprint.check(
+                source, self.dtype, self.decode_weights_requested, stored, self.trust_remote_code
             )
         loaded = load_model(
             source, self.device, self.dtype, max_memory, bool(load_in_8bit), self.trust_remote_code
