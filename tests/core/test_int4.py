@@ -90,3 +90,9 @@ def test_int4_is_refused_by_name_where_the_kernels_cannot_run(tiny_model_dir, mo
     # int8 still runs (PyTorch's int8 kernel); on a GPU compact copies are refused by name
     assert select.decode_weights_refusal("int8", "cpu") is None
     assert "for the CPU only" in select.decode_weights_refusal("int4", "cuda:0")
+
+
+def test_the_server_takes_int4_from_its_flag():
+    from server.cli import load_config
+
+    assert load_config(["--decode-weights", "int4", "--model", "none"]).decode_weights == "int4"
