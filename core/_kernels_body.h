@@ -22,10 +22,12 @@ How each variant sums:
 - avx2: weights widened to fp32 in registers (F16C for fp16, a shift for bf16), FMA in fp32.
 - avx512: as avx2, except that bf16 weights meet activations rounded to bf16 once per product
   (AVX512-BF16 dot products, as llama.cpp does on such CPUs: results differ from the widening
-  variants within bf16 rounding of the activations, about 2^-9 relative), and one int8 row uses
-  VNNI byte dot products.
+  variants within bf16 rounding of the activations, about 2^-9 relative), and one int8 or int4
+  row uses VNNI byte dot products.
 - every variant: one int8 or int4 row (a decode step) also rounds x to int8 in blocks of 32, as
-  llama.cpp's Q8_0 does, to multiply bytes by bytes.
+  llama.cpp's Q8_0 does, to multiply bytes by bytes; int4 bytes (q + 8, unsigned) meet them
+  without unpacking to signed values, the 8 * sum(x) they add taken off once a block (the sums
+  are integers, so this is exact).
 Output rows are shared among threads with OpenMP where the compiler has it. */
 
 #ifndef PREFETCH_BYTES
@@ -178,23 +180,49 @@ static inline void group_dot_q8(const int8_t *g, const int8_t *xq, const float *
     totals[0] = sum8(a0), totals[1] = sum8(a1), totals[2] = sum8(a2), totals[3] = sum8(a3);
 }
 
-/* A group of four int4 rows (fp16 block scales ``d``, 4 a block) against a quantized activation row. */
-static inline void group_dot_q4(const char *g, const uint16_t *d, const int8_t *xq, const float *dx, ptrdiff_t in,
-                                float *totals) {
-    __m256 acc[4];
-    for (int k = 0; k < 4; k++) acc[k] = _mm256_setzero_ps();
+/* Minus twice each block's sum of quantized activations: an int4 byte holds q + 8, so a block's
+   byte dot product is 8 * sum(x) too large, and the int4 loops below start each of a row's four
+   32-bit lanes at -2 * sum(x) to take it off exactly. */
+static inline void block_offsets(const int8_t *xq, ptrdiff_t blocks, int32_t *offsets) {
+    for (ptrdiff_t b = 0; b < blocks; b++) {
+        int32_t total = 0;
+        for (int i = 0; i < BLOCK; i++) total += xq[b * BLOCK + i];
+        offsets[b] = -2 * total;
+    }
+}
+
+/* A group of four int4 rows (fp16 block scales ``d``, 4 a block) against a quantized activation
+   row: the block b of the four rows is 64 bytes, two registers of two rows each. Their low
+   nibbles (weights 0-15 + 8 of each row) meet x's first 16 values, their high nibbles x's last
+   16, as unsigned-by-signed byte products (maddubs: at most 2 * 15 * 127 a pair, no overflow);
+   ``offsets`` (block_offsets) removes the + 8. Four 32-bit lanes a row, scaled once a block. */
+static inline void group_dot_q4(const char *g, const uint16_t *d, const int8_t *xq, const float *dx,
+                                const int32_t *offsets, ptrdiff_t in, float *totals) {
+    const __m256i low = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    const __m256i lanes01 = _mm256_set_epi32(1, 1, 1, 1, 0, 0, 0, 0), lanes23 = _mm256_set_epi32(3, 3, 3, 3, 2, 2, 2, 2);
+    __m256 a01 = _mm256_setzero_ps(), a23 = _mm256_setzero_ps();
     for (ptrdiff_t b = 0; b < in / BLOCK; b++) {
-        const __m256i xv = _mm256_loadu_si256((const __m256i *)(xq + b * BLOCK));
         const char *wb = g + 4 * b * (BLOCK / 2);
         _mm_prefetch(wb + PREFETCH_BYTES, _MM_HINT_T0);
-        /* the four rows' scales times the activations' scale */
-        const __m128 scales = _mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(d + 4 * b))), _mm_set1_ps(dx[b]));
-        float s[4];
-        _mm_storeu_ps(s, scales);
-        for (int k = 0; k < 4; k++)
-            acc[k] = _mm256_fmadd_ps(block_dot_bytes(unpack_i4(wb + k * (BLOCK / 2)), xv), _mm256_set1_ps(s[k]), acc[k]);
+        const __m256i x_low = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(xq + b * BLOCK)));
+        const __m256i x_high = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(xq + b * BLOCK + 16)));
+        const __m256i w01 = _mm256_loadu_si256((const __m256i *)wb), w23 = _mm256_loadu_si256((const __m256i *)(wb + 32));
+        const __m256i offset = _mm256_set1_epi32(offsets[b]);
+        const __m256i p01 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(w01, low), x_low),
+                                             _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w01, 4), low), x_high));
+        const __m256i p23 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(w23, low), x_low),
+                                             _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(w23, 4), low), x_high));
+        /* the four rows' scales times the activations' scale, each spread over its row's lanes */
+        const __m256 s = _mm256_castps128_ps256(
+            _mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(d + 4 * b))), _mm_set1_ps(dx[b])));
+        a01 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_madd_epi16(p01, ones), offset)),
+                              _mm256_permutevar8x32_ps(s, lanes01), a01);
+        a23 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_madd_epi16(p23, ones), offset)),
+                              _mm256_permutevar8x32_ps(s, lanes23), a23);
     }
-    for (int k = 0; k < 4; k++) totals[k] = sum8(acc[k]);
+    float lanes[16];
+    _mm256_storeu_ps(lanes, a01), _mm256_storeu_ps(lanes + 8, a23);
+    for (int k = 0; k < 4; k++) totals[k] = (lanes[4 * k] + lanes[4 * k + 1]) + (lanes[4 * k + 2] + lanes[4 * k + 3]);
 }
 #endif
 
@@ -263,6 +291,54 @@ static inline void group_dot_q8_vnni(const int8_t *g, const int8_t *xq, const fl
     totals[0] = sum8(_mm512_castps512_ps256(a01)), totals[1] = sum8(_mm512_extractf32x8_ps(a01, 1));
     totals[2] = sum8(_mm512_castps512_ps256(a23)), totals[3] = sum8(_mm512_extractf32x8_ps(a23, 1));
 }
+
+/* A group of four int4 rows against one quantized activation row, with VNNI: the block b of the
+   four rows is 64 bytes, one register (16 bytes a row). Its low nibbles (each row's weights 0-15,
+   stored + 8) meet x's first 16 values broadcast to every row's lane, its high nibbles x's last
+   16, in unsigned-by-signed byte dot products (dpbusd), starting from ``offsets`` (block_offsets)
+   to take the + 8 off; four 32-bit lanes a row, scaled once a block. Four blocks a pass. */
+static inline void group_dot_q4_vnni(const char *g, const uint16_t *d, const int8_t *xq, const float *dx,
+                                     const int32_t *offsets, ptrdiff_t in, float *totals) {
+    const __m512i low = _mm512_set1_epi8(0x0f);
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    const ptrdiff_t blocks = in / BLOCK;
+    ptrdiff_t b = 0;
+#define DS_Q4_BLOCK(j, scale)                                                                                         \
+    do {                                                                                                              \
+        const char *wb = g + 4 * (b + (j)) * (BLOCK / 2);                                                             \
+        _mm_prefetch(wb + PREFETCH_BYTES, _MM_HINT_T0);                                                               \
+        const __m512i w = _mm512_loadu_si512((const void *)wb);                                                       \
+        const int8_t *xb = xq + (b + (j)) * BLOCK;                                                                    \
+        __m512i sum = _mm512_dpbusd_epi32(_mm512_set1_epi32(offsets[b + (j)]), _mm512_and_si512(w, low),              \
+                                          _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)xb)));              \
+        sum = _mm512_dpbusd_epi32(sum, _mm512_and_si512(_mm512_srli_epi16(w, 4), low),                                \
+                                  _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(xb + 16))));               \
+        acc[(j) & 1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), (scale), acc[(j) & 1]);                               \
+    } while (0)
+    /* four blocks' 16 scales (weights' times activations') at once, each spread over its row's lanes */
+    const __m512i spread[4] = {
+        _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0),
+        _mm512_set_epi32(7, 7, 7, 7, 6, 6, 6, 6, 5, 5, 5, 5, 4, 4, 4, 4),
+        _mm512_set_epi32(11, 11, 11, 11, 10, 10, 10, 10, 9, 9, 9, 9, 8, 8, 8, 8),
+        _mm512_set_epi32(15, 15, 15, 15, 14, 14, 14, 14, 13, 13, 13, 13, 12, 12, 12, 12)};
+    const __m512i dx_index = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    for (; b + 4 <= blocks; b += 4) {
+        const __m512 dx4 = _mm512_permutexvar_ps(dx_index, _mm512_castps128_ps512(_mm_loadu_ps(dx + b)));
+        const __m512 s = _mm512_mul_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(d + 4 * b))), dx4);
+        DS_Q4_BLOCK(0, _mm512_permutexvar_ps(spread[0], s));
+        DS_Q4_BLOCK(1, _mm512_permutexvar_ps(spread[1], s));
+        DS_Q4_BLOCK(2, _mm512_permutexvar_ps(spread[2], s));
+        DS_Q4_BLOCK(3, _mm512_permutexvar_ps(spread[3], s));
+    }
+    for (; b < blocks; b++) {
+        const __m128 s = _mm_mul_ps(_mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)(d + 4 * b))), _mm_set1_ps(dx[b]));
+        DS_Q4_BLOCK(0, _mm512_permutexvar_ps(spread[0], _mm512_castps128_ps512(s)));
+    }
+#undef DS_Q4_BLOCK
+    float all[16];
+    _mm512_storeu_ps(all, _mm512_add_ps(acc[0], acc[1]));
+    for (int k = 0; k < 4; k++) totals[k] = (all[4 * k] + all[4 * k + 1]) + (all[4 * k + 2] + all[4 * k + 3]);
+}
 #endif
 
 /* Row k of a group against n fp32 activation rows, weights widened to fp32 (draft checks, and
@@ -325,6 +401,17 @@ static inline __attribute__((always_inline)) int matmul_kind(int kind, const cha
             return -1;
         }
         quantize_blocks(x, in, xq, dx);
+#ifdef DS_AVX2
+        int32_t *offsets = NULL;
+        if (kind == KIND_I4) {
+            offsets = malloc(sizeof(int32_t) * (size_t)blocks);
+            if (offsets == NULL) {
+                free(xq), free(dx);
+                return -1;
+            }
+            block_offsets(xq, blocks, offsets);
+        }
+#endif
 #ifdef _OPENMP
 #pragma omp parallel for num_threads(threads) schedule(static)
 #endif
@@ -335,18 +422,22 @@ static inline __attribute__((always_inline)) int matmul_kind(int kind, const cha
                 group_dot_q8_vnni((const int8_t *)w + g * group_bytes, xq, dx, in, totals);
                 for (int k = 0; k < 4; k++) totals[k] *= ((const float *)scales)[4 * g + k];
             } else
-                group_dot_q4(w + g * group_bytes, (const uint16_t *)scales + 4 * g * blocks, xq, dx, in, totals);
+                group_dot_q4_vnni(w + g * group_bytes, (const uint16_t *)scales + 4 * g * blocks, xq, dx, offsets, in,
+                                  totals);
 #elif defined(DS_AVX2)
             if (kind == KIND_I8) {
                 group_dot_q8((const int8_t *)w + g * group_bytes, xq, dx, in, totals);
                 for (int k = 0; k < 4; k++) totals[k] *= ((const float *)scales)[4 * g + k];
             } else
-                group_dot_q4(w + g * group_bytes, (const uint16_t *)scales + 4 * g * blocks, xq, dx, in, totals);
+                group_dot_q4(w + g * group_bytes, (const uint16_t *)scales + 4 * g * blocks, xq, dx, offsets, in, totals);
 #else
             group_dot_quantized_portable(kind, w + g * group_bytes, scales, g, xq, dx, in, totals);
 #endif
             for (int k = 0; k < 4; k++) y[4 * g + k] = totals[k];
         }
+#ifdef DS_AVX2
+        free(offsets);
+#endif
         free(xq), free(dx);
         return 0;
     }

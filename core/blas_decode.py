@@ -11,9 +11,9 @@ where PyTorch does not (benchmarks/RESULTS.md). So one-token steps, and draft ch
 (where PyTorch's few-row GEMMs measured faster: ``benchmarks.forward_variants``), stay in
 PyTorch.
 
-The matrix products read the backend's fp32 weights, or compact copies of them (fp16, bf16 or
-int8, ``backend.decode_weights``) through the C kernels of ``core.compact_weights``, which halve
-or quarter the bytes a step streams. The rest of the arithmetic is the backend's: fp32
+The matrix products read the backend's fp32 weights, or compact copies of them (fp16, bf16,
+int8 or int4, ``backend.decode_weights``) through the C kernels of ``core.compact_weights``, which
+halve, quarter or (int4) nearly eighth the bytes a step streams. The rest of the arithmetic is the backend's: fp32
 throughout, q and k rotated as complex numbers with their rows paired at load, softmax attention
 with the causal mask for the pass's own rows. With fp32 weights, logits agree with PyTorch's to
 within float rounding (tests compare both with transformers). Where the C kernels are built,

@@ -157,7 +157,7 @@ def use_cpu_threads(count: int) -> None:
     threadpool_limits(limits=count, user_api="blas")
 
 
-DECODE_WEIGHTS = ("auto", "fp32", "fp16", "bf16", "int8")
+DECODE_WEIGHTS = ("auto", "fp32", "fp16", "bf16", "int8", "int4")
 
 
 def check_decode_weights(requested: str) -> str:

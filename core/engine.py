@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 
 from . import compact_weights, cpu_capabilities, options
-from .backends import select
+from .backends import footprint, select
 from .devices import (
     available_memory_bytes,
     SHORT_NAMES,
@@ -189,11 +189,14 @@ class OptimizedLLM:
         # End completions that repeat themselves (core/loop_guard.py; DEEPSHIVA_LOOP_GUARD=0 turns it off).
         self.loop_guard = options.read("loop_guard")
         self.trust_remote_code = bool(trust_remote_code)
-        # The bytes a CPU decode step reads (core.compact_weights): auto, fp32, fp16, bf16 or int8
-        # (DEEPSHIVA_DECODE_WEIGHTS).
+        # The bytes a CPU decode step reads (core.compact_weights): auto, fp32, fp16, bf16, int8 or
+        # int4 (DEEPSHIVA_DECODE_WEIGHTS).
         if decode_weights is None:
             decode_weights = options.read("decode_weights")
         self.decode_weights_requested = check_decode_weights(decode_weights)  # before the slow load
+        why_not = select.decode_weights_refusal(self.decode_weights_requested, self.device)
+        if why_not is not None:
+            raise InvalidParameter("decode_weights", why_not)
         self.decode_weights = "fp32"
         # FIM prompt order: auto (the model's own), psm or spm (DEEPSHIVA_FIM_ORDER).
         try:
@@ -209,9 +212,15 @@ class OptimizedLLM:
             if torch_dtype not in (None, "auto")
             else f"the {self.device.split(':')[0]} default"
         )
+        stored = stored_dtype(source, self.trust_remote_code) if self.device == "cpu" else None
         if self.device == "cpu" and torch_dtype in (None, "auto"):
             self.dtype, self._master_reason = select.master_dtype(
-                stored_dtype(source, self.trust_remote_code), self.decode_weights_requested
+                stored, self.decode_weights_requested
+            )
+        if self.device == "cpu" and not load_in_8bit and max_memory is None:
+            # refused before anything is allocated, naming the settings that would fit
+            footprint.check(
+                source, self.dtype, self.decode_weights_requested, stored, self.trust_remote_code
             )
         loaded = load_model(
             source, self.device, self.dtype, max_memory, bool(load_in_8bit), self.trust_remote_code

@@ -34,6 +34,11 @@ class OutOfMemory(DeepShivaError):
     """The device ran out of memory while loading or generating."""
 
 
+class ModelTooLarge(OutOfMemory):
+    """A model refused before loading: its estimated memory (core.backends.footprint) is more
+    than is available; the message names both and the settings that would fit."""
+
+
 class DeviceUnavailable(InvalidParameter):
     """An explicitly requested device (cuda, mps) is not available on this machine."""
 

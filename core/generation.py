@@ -68,7 +68,7 @@ class ModelRunner:
 
     @property
     def decode_weights(self) -> str:
-        """The format of the weights a decode step reads: a compact copy's (fp16, bf16, int8), else
+        """The format of the weights a decode step reads: a compact copy's (fp16, bf16, int8, int4), else
         the model's own dtype (fp32, fp16 or bf16)."""
         chosen = getattr(self.backend, "decode_weights", "fp32")
         if chosen != "fp32":

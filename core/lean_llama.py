@@ -16,11 +16,12 @@ On the CPU the activations, norms, RoPE, attention and KV cache are fp32 whateve
 dtype: 16-bit masters (``torch_dtype=bfloat16``) run only their GEMMs in 16 bits.
 
 ``decode_weights`` (CPU only) chooses the bytes a decode step reads: ``fp32`` (the masters
-themselves), or compact copies (``fp16``, ``bf16``, ``int8``; ``core.compact_weights``) that the
-NumPy decode path (``core.blas_decode``) multiplies with the C kernels, from fp32 or bf16
-masters alike. Prefill keeps the masters, so it is unchanged. Where the C kernels are not
-built, ``int8`` falls back to PyTorch's int8 weight kernel (one scale per output row, bf16 activations inside the product; very slow for many
-rows, so only passes of at most ``INT8_MAX_ROWS`` tokens use it).
+themselves), or compact copies (``fp16``, ``bf16``, ``int8``, ``int4``; ``core.compact_weights``)
+that the NumPy decode path (``core.blas_decode``) multiplies with the C kernels, from fp32 or
+bf16 masters alike. Prefill keeps the masters, so it is unchanged. Where the C kernels are not
+built, ``int8`` falls back to PyTorch's int8 weight kernel (one scale per output row, bf16
+activations inside the product; very slow for many rows, so only passes of at most
+``INT8_MAX_ROWS`` tokens use it); the other compact formats are refused with the reason.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ class LeanLlamaBackend:
         why_not = select.numpy_decode_reason(self, switch=blas is None)
         use_blas = blas is not False and why_not is None
         self.numpy_decode_why_not = why_not if blas is not False else "turned off by the caller"
-        if decode_weights in ("fp16", "bf16") and not use_blas:
+        if decode_weights in ("fp16", "bf16", "int4") and not use_blas:
             raise ValueError(
                 f"{decode_weights} decode weights cannot run here: {self.numpy_decode_why_not}"
             )

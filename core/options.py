@@ -22,7 +22,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from .errors import InvalidParameter
 
 PREFIX = "DEEPSHIVA_"
-DecodeWeights = Literal["auto", "fp32", "fp16", "bf16", "int8"]
+DecodeWeights = Literal["auto", "fp32", "fp16", "bf16", "int8", "int4"]
 FimOrder = Literal["auto", "psm", "spm"]
 
 

@@ -1,16 +1,18 @@
 """Print the parameters and weight memory of the models README.md recommends.
 
-The numbers are those of each model's published config.json (Hugging Face model pages). The
-model is built on PyTorch's ``meta`` device, which allocates nothing, so this runs in a second
-on any machine with DeepShiva installed and needs no download:
+The numbers are those of each model's published config.json (Hugging Face model pages), counted
+by the engine's own estimate (``core.backends.footprint``, which also refuses a model that would
+not fit before loading it): the model is built on PyTorch's ``meta`` device, which allocates
+nothing, so this runs in a second on any machine with DeepShiva installed and needs no download:
 
     .venv/bin/python docs/model_memory.py
 """
 
 from __future__ import annotations
 
-import torch
 import transformers as tf
+
+from core.backends.footprint import parameters
 
 GiB = 2**30
 CONTEXT = 4096  # tokens of KV cache in the table's last column
@@ -75,13 +77,6 @@ CONFIGS = {
         eos_token_id=0,
     ),
 }
-
-
-def parameters(config) -> int:
-    """Parameters of the model ``config`` describes (tied embeddings counted once)."""
-    with torch.device("meta"):
-        model = tf.AutoModelForCausalLM.from_config(config)
-    return sum(p.numel() for p in model.parameters())
 
 
 def kv_bytes_per_token(config, bytes_per_value: int = 2) -> int:

@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="CPU, Llama models: weights a decode step reads. auto (default) = the checkpoint's own 16-bit "
         "format when it is stored so; fp16/bf16 halve the bytes (exact for a checkpoint "
-        "stored that way), int8 quarters them (approximate)",
+        "stored that way), int8 quarters them (approximate), int4 takes 4.5 bits a weight "
+        "(blocks of 32 with one fp16 scale, as llama.cpp's Q4_0; approximate)",
     )
     add(
         "--fim-order",

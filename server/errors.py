@@ -17,6 +17,7 @@ from core.errors import (
     DeepShivaError,
     InvalidParameter,
     ModelNotFound,
+    ModelTooLarge,
     ModelNotLoaded,
     UpstreamError,
     is_out_of_memory,
@@ -65,6 +66,11 @@ def from_engine(exc: BaseException, *, loading: bool = False) -> Optional[ApiErr
             NO_MODEL_STATUS,
             f"No model is loaded: {exc}. POST /load_model first.",
             {"Retry-After": "5"},
+        )
+    if isinstance(exc, ModelTooLarge):  # refused before anything was allocated
+        return ApiError(
+            OOM_STATUS,
+            f"{exc}. Nothing was loaded: the server is still up, serving the model it served.",
         )
     if is_out_of_memory(exc):
         action = "loading the model" if loading else "generating"

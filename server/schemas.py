@@ -248,7 +248,7 @@ class ModelStatus(BaseModel):
     parameters: Optional[int]
     decode_weights: Optional[str] = Field(
         None,
-        description="The weights a decode step reads: fp32, fp16, bf16 or int8 (compact copies on the CPU "
+        description="The weights a decode step reads: fp32, fp16, bf16, int8 or int4 (compact copies on the CPU "
         "for fp32 models; otherwise the model's own dtype). Null while no model is loaded.",
     )
     backend: Optional[str] = Field(

@@ -215,12 +215,19 @@ def score_fills(cases, fill, indented: bool = False) -> dict:
     }
 
 
-def engine_infill(path: str, cases, max_new: int = 48, language: str | None = None) -> dict:
+def engine_infill(
+    path: str,
+    cases,
+    max_new: int = 48,
+    language: str | None = None,
+    decode_weights: str | None = None,
+) -> dict:
     """The same fills through DeepShiva's engine, greedy and stopped at the line end: what an
     editor gets from the server (its own FIM order, healing and prompt budget). With
     ``language="python"`` (what the language server sends for a Python file) the engine keeps
-    each fill within Python's layout rules (core/layout_rules.py)."""
-    with engine(path) as llm:
+    each fill within Python's layout rules (core/layout_rules.py). ``decode_weights`` as the
+    engine takes it (None: its own choice)."""
+    with engine(path, decode_weights) as llm:
 
         def fill(prefix: str, suffix: str, indent: str) -> str:
             return llm.generate(
@@ -263,13 +270,13 @@ def samples(model, tok, max_new: int = 96, repetition_penalty: float = 1.0) -> l
 
 
 @contextlib.contextmanager
-def engine(path: str):
+def engine(path: str, decode_weights: str | None = None):
     """DeepShiva's engine on ``path``; it picks its own CPU thread count, restored afterwards."""
     from core import OptimizedLLM
 
     threads = torch.get_num_threads()
     try:
-        yield OptimizedLLM(path)
+        yield OptimizedLLM(path, decode_weights=decode_weights)
     finally:
         torch.set_num_threads(threads)
 

@@ -122,6 +122,21 @@ def decode_weights(
     )
 
 
+def decode_weights_refusal(requested: str, device: str) -> str | None:
+    """Why the decode weights asked for cannot run on ``device`` at all (said before the slow
+    load), or None. Compact copies are for the CPU; all but int8 (which has PyTorch's int8
+    kernel to fall back on) need the C kernels."""
+    if requested in ("auto", "fp32"):
+        return None
+    if device.split(":", 1)[0] != "cpu":
+        return (
+            f"{requested} decode weights are for the CPU only (the model is on {device}; "
+            "load_in_8bit saves memory there)"
+        )
+    why = None if requested == "int8" else compact_weights.unavailable_reason()
+    return None if why is None else f"{requested} decode weights cannot run here: {why}"
+
+
 # -- backend and decode path ----------------------------------------------------------------
 def lean_enabled() -> bool:
     """The lean path is on unless ``DEEPSHIVA_LEAN=0``."""

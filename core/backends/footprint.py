@@ -1,0 +1,233 @@
+"""The memory a model will take in this process, from its config.json and the load settings, and
+the refusal when that is more than the machine has: before anything is allocated.
+
+One estimate serves every caller: the engine checks it before the slow load (``check``), and
+``docs/model_memory.py`` prints the parameter counts README.md quotes (``parameters``). The
+parameter count comes from the model built on PyTorch's ``meta`` device, which allocates
+nothing, so any architecture transformers knows is counted exactly.
+
+What the engine holds today on the CPU (``footprint``), per setting:
+
+- masters: every parameter in the master dtype (fp32, or bf16/fp16 when asked for);
+- the decode step's copy (``core.blas_decode``): each layer matrix the kernels' layout holds,
+  and the output head, in the decode format (2 bytes a weight for fp16/bf16, 1 plus an fp32
+  scale a row for int8, half a byte plus an fp16 scale a block of 32 for int4); with fp32 decode
+  weights, the q/k/v and gate/up matrices are concatenated into copies in the master dtype
+  instead (``core.lean_llama``);
+- the KV cache: fp32 keys and values of every layer for ``KV_TOKENS`` tokens (it grows with the
+  prompts, up to the context length);
+- ``WORKING_BYTES`` for prefill activations, the tokenizer and load buffers.
+
+When the engine comes to hold one copy of the weights at the decode precision, ``footprint`` is
+the one function to change.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from ..devices import SHORT_NAMES
+from ..errors import InvalidParameter, ModelTooLarge
+
+GiB = 2**30
+BLOCK = 32  # the kernels' column block (core.compact_weights.BLOCK)
+KV_TOKENS = 4096  # tokens of KV cache counted (or the model's context, when shorter)
+WORKING_BYTES = 256 * 2**20
+MEMORY_ENV = "DEEPSHIVA_MEMORY_AVAILABLE"  # a pretend memory limit, in bytes (tests, trials)
+MASTER_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+STACKED = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")  # fp32 decode concatenates
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What sizes a model's memory, read from its config (``shape_of``)."""
+
+    parameters: int
+    compact_weights: int  # weights a decode step reads from a compact copy
+    compact_rows: int  # their output rows (int8 keeps one scale a row)
+    stacked_weights: int  # q/k/v and gate/up weights (fp32 decode concatenates copies of them)
+    kv_bytes_per_token: int  # fp32 keys and values over every layer
+    context: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The load settings that size the memory: master dtype and decode weights."""
+
+    master: str  # fp32, bf16 or fp16
+    decode_weights: str  # fp32, fp16, bf16, int8 or int4
+
+    def describe(self) -> str:
+        dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}[self.master]
+        return (
+            f"torch_dtype={dtype!r} with decode_weights={self.decode_weights!r} "
+            f"(--dtype {dtype} --decode-weights {self.decode_weights})"
+        )
+
+
+@dataclass(frozen=True)
+class Footprint:
+    """Bytes a model takes with one setting, by part."""
+
+    masters: int
+    decode_copy: int
+    kv_cache: int
+    working: int = WORKING_BYTES
+
+    @property
+    def total(self) -> int:
+        return self.masters + self.decode_copy + self.kv_cache + self.working
+
+    def describe(self, settings: Settings) -> str:
+        copy = (
+            "q/k/v and gate/up concatenated"
+            if settings.decode_weights == "fp32"
+            else f"{settings.decode_weights} decode copy"
+        )
+        return (
+            f"{settings.master} masters {gib(self.masters)}, {copy} {gib(self.decode_copy)}, "
+            f"KV cache {gib(self.kv_cache)}, working memory {gib(self.working)}"
+        )
+
+
+def gib(count: int) -> str:
+    """``count`` bytes in GiB, or MiB below one GiB."""
+    return f"{count / GiB:.2f} GiB" if count >= GiB else f"{count / 2**20:.1f} MiB"
+
+
+def meta_model(config, trust_remote_code: bool = False):
+    """The model ``config`` describes, on the meta device (no memory)."""
+    import transformers as tf
+
+    with torch.device("meta"):
+        return tf.AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+
+
+def parameters(config, trust_remote_code: bool = False) -> int:
+    """Parameters of the model ``config`` describes (tied embeddings counted once)."""
+    return sum(p.numel() for p in meta_model(config, trust_remote_code).parameters())
+
+
+def shape_of(config, trust_remote_code: bool = False) -> Shape:
+    """The ``Shape`` of the model ``config`` describes, counted on the meta device."""
+    model = meta_model(config, trust_remote_code)
+    compact = rows = stacked = 0
+    matrices = [(n, m.weight) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    head = model.get_output_embeddings()
+    for name, weight in matrices:
+        out, cols = weight.shape
+        decoded = ".layers." in name or (head is not None and weight is head.weight)
+        if decoded and out % 4 == 0 and cols % BLOCK == 0:
+            compact, rows = compact + out * cols, rows + out
+        if name.rsplit(".", 1)[-1] in STACKED:
+            stacked += out * cols
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    heads = text.num_attention_heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    context = getattr(text, "max_position_embeddings", None) or KV_TOKENS
+    return Shape(
+        parameters=sum(p.numel() for p in model.parameters()),
+        compact_weights=compact,
+        compact_rows=rows,
+        stacked_weights=stacked,
+        kv_bytes_per_token=2 * text.num_hidden_layers * kv_heads * head_dim * 4,
+        context=int(context),
+    )
+
+
+def footprint(shape: Shape, settings: Settings) -> Footprint:
+    """The bytes the engine holds for ``shape`` with ``settings`` (the module docstring's parts)."""
+    master = MASTER_BYTES[settings.master]
+    fmt = settings.decode_weights
+    if fmt == "fp32":
+        copy = shape.stacked_weights * master
+    elif fmt in ("fp16", "bf16"):
+        copy = shape.compact_weights * 2
+    elif fmt == "int8":
+        copy = shape.compact_weights + 4 * shape.compact_rows
+    else:  # int4: 16 bytes and an fp16 scale a block of 32
+        copy = shape.compact_weights // 2 + 2 * (shape.compact_weights // BLOCK)
+    kv = shape.kv_bytes_per_token * min(shape.context, KV_TOKENS)
+    return Footprint(masters=shape.parameters * master, decode_copy=copy, kv_cache=kv)
+
+
+def available_bytes() -> int | None:
+    """Memory this process may still allocate: ``DEEPSHIVA_MEMORY_AVAILABLE`` (bytes) where set,
+    a pretend limit for tests and trials, else the system's (``core.devices``)."""
+    from ..devices import available_memory_bytes
+
+    value = os.environ.get(MEMORY_ENV)
+    if value:
+        try:
+            return int(value)
+        except ValueError:
+            raise InvalidParameter(
+                MEMORY_ENV, f"{MEMORY_ENV} must be a number of bytes (got {value!r})"
+            ) from None
+    return available_memory_bytes()
+
+
+def alternatives(shape: Shape, kernels: bool) -> list[Settings]:
+    """The settings a CPU can run, largest first (compact copies but int8 need the kernels)."""
+    compact = ["bf16", "int8", "int4"] if kernels else ["int8"]
+    options = [Settings("fp32", f) for f in ["fp32"] + compact]
+    options += [Settings("bf16", f) for f in compact]  # bf16 masters decode from a compact copy
+    return sorted(options, key=lambda s: -footprint(shape, s).total)
+
+
+def refusal(shape: Shape, settings: Settings, available: float, kernels: bool) -> str | None:
+    """Why ``settings`` do not fit in ``available`` bytes, naming the settings that would (the
+    largest first: the closest to full precision), or None when they fit."""
+    needed = footprint(shape, settings)
+    if needed.total <= available:
+        return None
+    fitting = [s for s in alternatives(shape, kernels) if footprint(shape, s).total <= available]
+    message = (
+        f"the model needs about {gib(needed.total)} ({needed.total} bytes: "
+        f"{needed.describe(settings)}) but {gib(available)} ({int(available)} bytes) are available"
+    )
+    if fitting:
+        options = "; ".join(
+            f"{s.describe()}: {gib(footprint(shape, s).total)}" for s in fitting[:3]
+        )
+        return f"{message}. Settings that would fit: {options}"
+    return f"{message}, and no setting of this engine fits it: choose a smaller model"
+
+
+def check(
+    source: str,
+    master: torch.dtype,
+    decode_weights: str,
+    stored: torch.dtype | None,
+    trust_remote_code: bool = False,
+    available: int | None = None,
+) -> None:
+    """Raise ModelTooLarge (an OutOfMemory), naming the bytes needed and available and the settings that would fit,
+    when the model at ``source`` would not fit with these settings on the CPU. A config that
+    cannot be read or built here is not refused (the load says what is wrong with it)."""
+    from transformers import AutoConfig
+
+    from .. import compact_weights
+    from . import select
+
+    available = available_bytes() if available is None else available
+    if available is None:
+        return
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+        shape = shape_of(config, trust_remote_code)
+    except Exception:  # not ours to judge here: the load reports it
+        return
+    kernels = compact_weights.available()
+    master_bytes = MASTER_BYTES.get(SHORT_NAMES.get(master, "fp32"), 4)
+    chosen, _ = select.decode_weights(
+        decode_weights, "cpu", stored, shape.parameters * master_bytes, available, kernels, master
+    )
+    settings = Settings(SHORT_NAMES.get(master, "fp32"), chosen)
+    why = refusal(shape, settings, available, kernels)
+    if why is not None:
+        raise ModelTooLarge(f"Not enough memory to load {source}: {why}")
