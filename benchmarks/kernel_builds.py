@@ -7,7 +7,7 @@ cache. ``--baseline`` (int8 by default, this tree's build) runs in the same roun
 format's speed is also a ratio to it. Reports the median ms per product, the ratio to the
 baseline and the largest difference between the two builds' results.
 
-    .venv/bin/python -m benchmarks.kernel_builds --other /work/main/core/_kernels.cpython-311-x86_64-linux-gnu.so \\
+    .venv/bin/python -m benchmarks.kernel_builds --other MAIN/core/_kernels.cpython-311-x86_64-linux-gnu.so \\
         [--format int4] [--out 11264] [--in 2048] [--threads 2] [--rounds 11]
 """
 

@@ -1,6 +1,6 @@
 /* The AVX512 variant (AVX512 F/BW/VL/DQ with BF16 dot products and VNNI: AMD Zen 4, Intel Cooper
    Lake, Sapphire Rapids and later): the AVX2 loops plus bf16 weights against bf16-rounded
-   activations (vdpbf16ps) and int8 rows with vpdpbusd. core/_kernels.c runs it only where the CPU
+   activations (vdpbf16ps) and int8 and int4 rows with vpdpbusd. core/_kernels.c runs it only where the CPU
    reports every one of those instruction sets. */
 #include "_kernels.h"
 #ifdef DS_X86_VARIANTS
