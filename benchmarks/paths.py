@@ -10,6 +10,11 @@ new token's call, ms/token the rest divided by the extra tokens.
 
     .venv/bin/python -m benchmarks.paths --model shipped --rounds 3
     .venv/bin/python -m benchmarks.paths --model llama-30m --rounds 3
+    .venv/bin/python -m benchmarks.paths --model llama-400m --rounds 3 --settings default \
+        "fp32 masters + bf16 C decode" "transformers generate (bf16)"
+
+The last column is what the engine holds: its weights (each storage once) and its KV cache; the
+peak RSS beside it adds the interpreter, PyTorch and transformers, and loading's transients.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ def _worker(model: str, setting: dict, prompt_tokens: int, new: int) -> dict:
     from .shapes import model_dir
 
     directory = str(model_dir(model))
+    held_mb = kv_mb = None  # the weights and KV cache the engine holds (not known for generate)
     started = time.perf_counter()
     if "hf" in setting:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -83,12 +89,18 @@ def _worker(model: str, setting: dict, prompt_tokens: int, new: int) -> dict:
         described = (
             info["path"]["summary"] if info.get("path") else f"{info['dtype']} / {info['backend']}"
         )
+        backend = runner.backend
+        if hasattr(backend, "weight_bytes"):
+            held_mb = backend.weight_bytes() / 2**20
+            kv_mb = 2 * backend.k_cache.nbytes / 2**20
     return {
         "ttft_ms": ttft,
         "ms_per_token": per_token,
         "load_s": load_s,
         "described": described,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "held_mb": held_mb,
+        "kv_mb": kv_mb,
     }
 
 
@@ -140,18 +152,23 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"model {args.model}, prompt {args.prompt_tokens} tokens, {args.new} new, median of {args.rounds} rounds"
     )
-    print("| setting | path | first token ms | ms/token | peak RSS MB |")
-    print("|---|---|---|---|---|")
+    print(
+        "| setting | path | load s | first token ms | ms/token | peak RSS MB "
+        "| weights held + KV cache MB |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, results in runs.items():
         if not results:
             continue
         med = {
             k: statistics.median(r[k] for r in results)
-            for k in ("ttft_ms", "ms_per_token", "peak_rss_mb")
+            for k in ("ttft_ms", "ms_per_token", "peak_rss_mb", "load_s")
         }
+        held = results[0].get("held_mb")
+        held = f"{held:.0f} + {results[0]['kv_mb']:.0f}" if held is not None else "-"
         print(
-            f"| {name} | {results[0]['described']} | {med['ttft_ms']:.1f} | {med['ms_per_token']:.2f} "
-            f"| {med['peak_rss_mb']:.0f} |"
+            f"| {name} | {results[0]['described']} | {med['load_s']:.1f} | {med['ttft_ms']:.1f} "
+            f"| {med['ms_per_token']:.2f} | {med['peak_rss_mb']:.0f} | {held} |"
         )
 
 

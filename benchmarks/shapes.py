@@ -27,6 +27,18 @@ SHAPES = {
         num_key_value_heads=4,
         max_position_embeddings=4096,
     ),
+    # A ~400M-parameter Llama (0.8 GB in bf16): big enough that a second copy of the weights
+    # stands out of the process's own few hundred MB (benchmarks.paths, the memory column).
+    "llama-400m": dict(
+        family="llama",
+        vocab_size=32000,
+        hidden_size=1536,
+        intermediate_size=4096,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
+    ),
     # A ~30M-parameter Llama: small enough for a quick paired run on a shared machine.
     "llama-30m": dict(
         family="llama",
