@@ -114,6 +114,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--cpu", default=None, help="DEEPSHIVA_CPU for every setting (default: the probe)"
     )
+    parser.add_argument(
+        "--baseline-tree",
+        default=None,
+        help="another checkout of DeepShiva (e.g. /work/main): its default runs as one more "
+        "setting, from its own code, in the same interleaved rounds",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
@@ -122,19 +128,35 @@ def main(argv: list[str] | None = None) -> None:
     env = dict(os.environ)
     if args.cpu:
         env["DEEPSHIVA_CPU"] = args.cpu
-    runs: dict[str, list[dict]] = {name: [] for name in args.settings}
+    settings = list(args.settings)
+    model = args.model
+    trees = {name: None for name in settings}
+    if args.baseline_tree:
+        from .shapes import model_dir
+
+        model = str(model_dir(args.model).resolve())  # the other tree may not know the shape
+        commit = subprocess.run(
+            ["git", "-C", args.baseline_tree, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        label = f"default at {args.baseline_tree} ({commit})"
+        settings.append(label)
+        trees[label] = args.baseline_tree
+    runs: dict[str, list[dict]] = {name: [] for name in settings}
     for r in range(args.rounds):
-        order = args.settings if r % 2 == 0 else list(reversed(args.settings))
+        order = settings if r % 2 == 0 else list(reversed(settings))
         for name in order:
+            tree = trees[name]
             out = subprocess.run(
                 [
                     sys.executable,
                     "-m",
                     "benchmarks.paths",
                     "--model",
-                    args.model,
+                    model,
                     "--worker",
-                    name,
+                    "default" if tree else name,
                     "--prompt-tokens",
                     str(args.prompt_tokens),
                     "--new",
@@ -142,7 +164,8 @@ def main(argv: list[str] | None = None) -> None:
                 ],
                 capture_output=True,
                 text=True,
-                env=env,
+                env=dict(env, PYTHONPATH=tree) if tree else env,
+                cwd=tree,
                 timeout=900,
             )
             if out.returncode != 0:

@@ -114,11 +114,21 @@ def available() -> bool:
     return unavailable_reason() is None
 
 
+QUANTIZE_ROWS = 1024  # rows widened to fp32 at a time while quantizing (bounds the temporaries)
+
+
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 rows with one fp32 scale per row (per output channel): (values, scales)."""
-    w = weight.detach().to(torch.float32)
-    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
-    return torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8), scales
+    """Symmetric int8 rows with one fp32 scale per row (per output channel): (values, scales).
+    Rows are rounded a slice at a time, so a vocabulary-sized matrix never exists in fp32."""
+    weight = weight.detach()
+    values = torch.empty(weight.shape, dtype=torch.int8)
+    scales = torch.empty(weight.shape[0], dtype=torch.float32)
+    for start in range(0, weight.shape[0], QUANTIZE_ROWS):
+        w = weight[start : start + QUANTIZE_ROWS].to(torch.float32, copy=True)
+        part = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+        scales[start : start + QUANTIZE_ROWS] = part
+        values[start : start + QUANTIZE_ROWS] = w.div_(part[:, None]).round_().clamp_(-127, 127)
+    return values, scales
 
 
 def fits(weight: torch.Tensor) -> bool:
