@@ -39,6 +39,18 @@ SETTINGS = {
 }
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM where Linux reports it (a child's ru_maxrss starts at its
+    parent's peak), else ru_maxrss."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _worker(model: str, setting: dict, prompt_tokens: int, new: int) -> dict:
     import torch
 
@@ -98,7 +110,7 @@ def _worker(model: str, setting: dict, prompt_tokens: int, new: int) -> dict:
         "ms_per_token": per_token,
         "load_s": load_s,
         "described": described,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": _peak_rss_mb(),
         "held_mb": held_mb,
         "kv_mb": kv_mb,
     }
