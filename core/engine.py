@@ -284,8 +284,20 @@ class OptimizedLLM:
         except ValueError as exc:
             if requested != "auto":
                 raise InvalidParameter(self._decode_weights_param, str(exc)) from None
-            runner = ModelRunner(model, release_model=True)
             why = f"decode reads the model's own weights: {choice} copies need the lean path on the CPU"
+            if (
+                self.device == "cpu"
+                and self.dtype in (torch.bfloat16, torch.float16)
+                and not cpu_capabilities.current().native_bf16
+                and getattr(model, "hf_device_map", None) is None
+            ):  # 16-bit masters were for the lean path; transformers would emulate bf16 here
+                model = model.to(torch.float32)
+                self.dtype = torch.float32
+                self._master_reason = (
+                    "fp32 masters: the model runs through transformers, and this CPU emulates "
+                    "16-bit GEMMs"
+                )
+            runner = ModelRunner(model, release_model=True)
         self._cpu_described = (
             cpu_capabilities.current().describe() if self.device == "cpu" else None
         )

@@ -92,6 +92,21 @@ def test_each_cpu_kind_gets_its_path_for_a_bf16_checkpoint_and_says_why(
         )
 
 
+@needs_kernels
+def test_a_bf16_checkpoint_through_transformers_runs_fp32_where_bf16_is_emulated(
+    bf16_model_dir, monkeypatch
+):
+    """bf16 masters are for the lean path: where transformers runs the model instead, a CPU
+    without native bf16 gets fp32 masters back (its bf16 GEMMs would be many times slower)."""
+    monkeypatch.setenv("DEEPSHIVA_LEAN", "0")
+    with cpu_capabilities.inject("avx2"):
+        llm = OptimizedLLM(str(bf16_model_dir))
+    info = llm.info()
+    assert (info["backend"], info["dtype"]) == ("transformers", "float32")
+    assert "emulates 16-bit GEMMs" in " | ".join(info["path"]["reasons"])
+    assert llm.generate("def f(x):\n", max_length=6, temperature=0) is not None
+
+
 def test_the_fallback_says_it_is_the_fallback_and_why(tiny_model_dir):
     llm = OptimizedLLM(str(tiny_model_dir), max_memory={"cpu": "200KB"})
     path = llm.info()["path"]
