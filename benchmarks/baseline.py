@@ -39,3 +39,12 @@ class PlainGenerate:
             "tokens": len(new),
             "ms": (time.perf_counter() - started) * 1000,
         }
+
+
+def transformers_model(directory, dtype: torch.dtype):
+    """The checkpoint at ``directory`` as transformers runs it: the baseline's model, and a model
+    for extra runners. An engine's own model object cannot serve: the engine keeps each weight
+    once and empties the tensors of it that its backend does not read."""
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype).eval()

@@ -28,6 +28,7 @@ from core import OptimizedLLM
 from core.generation import ModelRunner
 
 from . import llamacpp
+from .baseline import transformers_model
 from .engine import LLAMACPP_TYPES, measure_ours, prompt_ids
 from .shapes import model_dir
 
@@ -96,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     for precision in args.precisions.split(","):
-        llm.runner = ModelRunner(llm.model, decode_weights=precision)
+        llm.runner = None  # the engine's runner is replaced: its memory goes first
+        model = transformers_model(directory, llm.dtype)
+        llm.runner = ModelRunner(model, decode_weights=precision, release_model=True)
         llm.warmup()
         cpp = llamacpp.load(
             llamacpp.gguf_for(directory, CPP_TYPES[precision]),

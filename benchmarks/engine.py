@@ -18,7 +18,7 @@ from core import OptimizedLLM
 from . import llamacpp
 from core.generation import ModelRunner
 
-from .baseline import PlainGenerate
+from .baseline import PlainGenerate, transformers_model
 from .hardware import matmul_peak_gflops, memory_bandwidth_gbs
 from .shapes import model_dir
 
@@ -69,7 +69,8 @@ def measure_decode_weights(
     """The same engine with a runner decoding through ``precision`` weights, at every prompt."""
     own = llm.runner
     try:
-        llm.runner = ModelRunner(llm.model, decode_weights=precision)
+        model = transformers_model(llm.model.name_or_path, llm.dtype)
+        llm.runner = ModelRunner(model, decode_weights=precision, release_model=True)
     except ValueError:
         llm.runner = own
         return None
@@ -108,7 +109,7 @@ def run(
         # Every engine here decodes the same fixed number of tokens: no early end at a loop.
         llm.loop_guard = False
         peak = matmul_peak_gflops(llm.model.dtype)
-        params = sum(p.numel() for p in llm.model.parameters())
+        params = llm.info()["parameters"]
         threads = torch.get_num_threads()
         llm.warmup()
         prompts = {
@@ -121,7 +122,7 @@ def run(
             own,
             {n: measure_ours(llm, ids, new, repeats) for n, ids in prompts.items()},
         )
-        base = PlainGenerate(llm.model, llm.tokenizer)
+        base = PlainGenerate(transformers_model(model_dir(name), llm.dtype), llm.tokenizer)
         measured["plain-generate"] = (
             "fp32",
             {n: measure_baseline(base, ids, new, repeats) for n, ids in prompts.items()},

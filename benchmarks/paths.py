@@ -13,6 +13,11 @@ work itself.
 
     .venv/bin/python -m benchmarks.paths --model shipped --rounds 3
     .venv/bin/python -m benchmarks.paths --model llama-30m --rounds 3
+    .venv/bin/python -m benchmarks.paths --model llama-400m --rounds 3 --settings default \
+        "fp32 masters + bf16 C decode" "transformers generate (bf16)"
+
+The last column is what the engine holds: its weights (each storage once) and its KV cache; the
+peak RSS beside it adds the interpreter, PyTorch and transformers, and loading's transients.
 """
 
 from __future__ import annotations
@@ -37,6 +42,18 @@ SETTINGS = {
 }
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM where Linux reports it (a child's ru_maxrss starts at its
+    parent's peak), else ru_maxrss."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _worker(model: str, setting: dict, prompt_tokens: int, new: int, clock: str = "wall") -> dict:
     import torch
 
@@ -47,6 +64,7 @@ def _worker(model: str, setting: dict, prompt_tokens: int, new: int, clock: str 
     from .shapes import model_dir
 
     directory = str(model_dir(model))
+    held_mb = kv_mb = None  # the weights and KV cache the engine holds (not known for generate)
     started = time.perf_counter()
     if "hf" in setting:
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -92,12 +110,18 @@ def _worker(model: str, setting: dict, prompt_tokens: int, new: int, clock: str 
         described = (
             info["path"]["summary"] if info.get("path") else f"{info['dtype']} / {info['backend']}"
         )
+        backend = runner.backend
+        if hasattr(backend, "weight_bytes"):
+            held_mb = backend.weight_bytes() / 2**20
+            kv_mb = 2 * backend.k_cache.nbytes / 2**20
     return {
         "ttft_ms": ttft,
         "ms_per_token": per_token,
         "load_s": load_s,
         "described": described,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": _peak_rss_mb(),
+        "held_mb": held_mb,
+        "kv_mb": kv_mb,
     }
 
 
@@ -112,6 +136,12 @@ def main(argv: list[str] | None = None) -> None:
         "--cpu", default=None, help="DEEPSHIVA_CPU for every setting (default: the probe)"
     )
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    parser.add_argument(
+        "--baseline-tree",
+        default=None,
+        help="another checkout of DeepShiva (e.g. /work/main): its default runs as one more "
+        "setting, from its own code, in the same interleaved rounds",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
@@ -121,19 +151,35 @@ def main(argv: list[str] | None = None) -> None:
     env = dict(os.environ)
     if args.cpu:
         env["DEEPSHIVA_CPU"] = args.cpu
-    runs: dict[str, list[dict]] = {name: [] for name in args.settings}
+    settings = list(args.settings)
+    model = args.model
+    trees = {name: None for name in settings}
+    if args.baseline_tree:
+        from .shapes import model_dir
+
+        model = str(model_dir(args.model).resolve())  # the other tree may not know the shape
+        commit = subprocess.run(
+            ["git", "-C", args.baseline_tree, "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        label = f"default at {args.baseline_tree} ({commit})"
+        settings.append(label)
+        trees[label] = args.baseline_tree
+    runs: dict[str, list[dict]] = {name: [] for name in settings}
     for r in range(args.rounds):
-        order = args.settings if r % 2 == 0 else list(reversed(args.settings))
+        order = settings if r % 2 == 0 else list(reversed(settings))
         for name in order:
+            tree = trees[name]
             out = subprocess.run(
                 [
                     sys.executable,
                     "-m",
                     "benchmarks.paths",
                     "--model",
-                    args.model,
+                    model,
                     "--worker",
-                    name,
+                    "default" if tree else name,
                     "--prompt-tokens",
                     str(args.prompt_tokens),
                     "--new",
@@ -143,7 +189,8 @@ def main(argv: list[str] | None = None) -> None:
                 ],
                 capture_output=True,
                 text=True,
-                env=env,
+                env=dict(env, PYTHONPATH=tree) if tree else env,
+                cwd=tree,
                 timeout=900,
             )
             if out.returncode != 0:
@@ -154,18 +201,23 @@ def main(argv: list[str] | None = None) -> None:
         f"model {args.model}, prompt {args.prompt_tokens} tokens, {args.new} new, median of "
         f"{args.rounds} rounds, {args.clock} time"
     )
-    print("| setting | path | first token ms | ms/token | peak RSS MB |")
-    print("|---|---|---|---|---|")
+    print(
+        "| setting | path | load s | first token ms | ms/token | peak RSS MB "
+        "| weights held + KV cache MB |"
+    )
+    print("|---|---|---|---|---|---|---|")
     for name, results in runs.items():
         if not results:
             continue
         med = {
             k: statistics.median(r[k] for r in results)
-            for k in ("ttft_ms", "ms_per_token", "peak_rss_mb")
+            for k in ("ttft_ms", "ms_per_token", "peak_rss_mb", "load_s")
         }
+        held = results[0].get("held_mb")
+        held = f"{held:.0f} + {results[0]['kv_mb']:.0f}" if held is not None else "-"
         print(
-            f"| {name} | {results[0]['described']} | {med['ttft_ms']:.1f} | {med['ms_per_token']:.2f} "
-            f"| {med['peak_rss_mb']:.0f} |"
+            f"| {name} | {results[0]['described']} | {med['load_s']:.1f} | {med['ttft_ms']:.1f} "
+            f"| {med['ms_per_token']:.2f} | {med['peak_rss_mb']:.0f} | {held} |"
         )
     per_round = {name: [round(r["ms_per_token"], 2) for r in rs] for name, rs in runs.items()}
     print("ms/token per round:", json.dumps(per_round))

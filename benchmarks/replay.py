@@ -215,10 +215,10 @@ def plain_generate_engine(llm, max_tokens: int = 48, drop_queued: bool = False):
     superseded while it waited for the model: a kinder baseline, needed when the client asks at
     every keystroke (running them all would take ten times the replay's length).
     """
-    from .baseline import PlainGenerate
+    from .baseline import PlainGenerate, transformers_model
     from core.request import GenerationRequest
 
-    base = PlainGenerate(llm.model, llm.tokenizer)
+    base = PlainGenerate(transformers_model(llm.model.name_or_path, llm.dtype), llm.tokenizer)
     lock = threading.Lock()
 
     def complete(prefix: str, suffix: str, cancel: threading.Event) -> tuple[int, int, str]:

@@ -27,6 +27,18 @@ SHAPES = {
         num_key_value_heads=4,
         max_position_embeddings=4096,
     ),
+    # A ~400M-parameter Llama (0.8 GB in bf16): big enough that a second copy of the weights
+    # stands out of the process's own few hundred MB (benchmarks.paths, the memory column).
+    "llama-400m": dict(
+        family="llama",
+        vocab_size=32000,
+        hidden_size=1536,
+        intermediate_size=4096,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        num_key_value_heads=4,
+        max_position_embeddings=4096,
+    ),
     # A ~30M-parameter Llama: small enough for a quick paired run on a shared machine.
     "llama-30m": dict(
         family="llama",
@@ -124,6 +136,62 @@ for _family in ("llama", "mistral", "qwen2", "stablelm", "starcoder2", "gemma"):
     )
 
 
+def write_random_checkpoint(
+    model_cls, config, out: Path, dtype=torch.bfloat16, seed: int = 0, shard_bytes: int = 2**30
+) -> int:
+    """Save a random-weight checkpoint of ``model_cls(config)`` to ``out`` in ``dtype`` without
+    building the model: names and shapes come from a model on the meta device, and each tensor is
+    drawn (normal, std 0.02; norms 1, biases 0) and written in safetensors shards of about
+    ``shard_bytes``, so a 3B model needs one shard of memory, not the model's. Returns the bytes
+    of weights written."""
+    import json
+
+    from safetensors.torch import save_file
+
+    with torch.device("meta"):
+        meta = model_cls(config)
+    tied = getattr(config, "tie_word_embeddings", False)
+    shapes = {
+        name: tuple(t.shape)
+        for name, t in meta.state_dict().items()
+        if not (tied and name == "lm_head.weight")
+    }
+    size = torch.tensor([], dtype=dtype).element_size()
+    shards: list[list[str]] = [[]]
+    filled = 0
+    for name, shape in shapes.items():
+        nbytes = size * int(torch.Size(shape).numel())
+        if shards[-1] and filled + nbytes > shard_bytes:
+            shards.append([])
+            filled = 0
+        shards[-1].append(name)
+        filled += nbytes
+    out.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    weight_map, total = {}, 0
+    for i, names in enumerate(shards):
+        file = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        tensors = {}
+        for name in names:
+            shape = shapes[name]
+            if name.endswith("bias"):
+                tensor = torch.zeros(shape, dtype=dtype)
+            elif "norm" in name:
+                tensor = torch.ones(shape, dtype=dtype)
+            else:
+                tensor = (torch.randn(shape, generator=generator) * 0.02).to(dtype)
+            tensors[name] = tensor
+            weight_map[name] = file
+            total += tensor.numel() * size
+        save_file(tensors, str(out / file), metadata={"format": "pt"})
+        del tensors
+    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+    config.dtype = dtype
+    config.save_pretrained(out)
+    return total
+
+
 def model_dir(name: str) -> Path:
     """Directory of the model called ``name`` ("shipped" or a key of SHAPES), built if needed."""
     if name == "shipped":
@@ -154,11 +222,7 @@ def model_dir(name: str) -> Path:
     config = config_cls(
         **spec, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id
     )
-    torch.manual_seed(0)
-    with torch.device("cpu"):
-        model = model_cls(config).to(torch.bfloat16)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    write_random_checkpoint(model_cls, config, out)
     # The stand-in tokenizer must not cap the context at the shipped model's 1024 tokens.
     tokenizer.model_max_length = config.max_position_embeddings
     tokenizer.save_pretrained(out)

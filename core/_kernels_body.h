@@ -9,9 +9,12 @@ Matrix products from compact weights (fp16, bf16, int8 or int4 rows, fp32 activa
 with w[r, j] = q[r, j] * scale[r] for int8 and q[r, j] * scale[r, j / BLOCK] for int4. A decode
 step multiplies a few rows of activations by every weight matrix, so its time is the time to
 stream the weights from memory: 16 bits halve those bytes, int8 quarters them, int4 (4.5 bits with
-its fp16 block scales) an eighth and a bit. Layout: rows in groups of four, interleaved in blocks
-of BLOCK columns (block b of row 4g + k starts at weight 4g * in + (4b + k) * BLOCK), so each
-thread reads one sequential stream; a core streamed four separate rows at 60-70% of that speed.
+its fp16 block scales) an eighth and a bit. Layout: rows in groups of four. fp16 and
+bf16 rows lie whole, one after another: the plain (out, in) matrix, so PyTorch's GEMMs (prefill)
+read the very bytes a decode step reads and no second copy is kept; a group's four rows are four
+streams, each prefetched ahead. int8 and int4 rows are interleaved in blocks of BLOCK columns
+(block b of row 4g + k starts at weight 4g * in + (4b + k) * BLOCK), so each thread reads one
+sequential stream (``block_of`` says where a block lies in either layout).
 An int4 block is 16 bytes: byte i holds weight i (low nibble) and weight i + 16 (high nibble),
 each stored as q + 8 for q in [-8, 7], as in llama.cpp's Q4_0. core/compact_weights.py lays the
 weights out so; out must be a multiple of 4 and in of BLOCK.
@@ -74,6 +77,13 @@ static inline float weight_at(const char *block, int kind, ptrdiff_t e) {
     return (float)((e < BLOCK / 2 ? byte & 0x0f : byte >> 4) - 8);
 }
 
+/* Where block b of row k of the group at g starts: 16-bit rows whole (row-major), quantized rows
+   interleaved by blocks. ``kind`` is a constant wherever this inlines, so the branch folds away. */
+static inline const char *block_of(const char *g, int kind, ptrdiff_t in, ptrdiff_t b, int k) {
+    if (kind == KIND_F16 || kind == KIND_BF16) return g + weight_bytes(kind, k * in + b * BLOCK);
+    return g + (4 * b + k) * weight_bytes(kind, BLOCK);
+}
+
 /* x (in) rounded to int8 in blocks of BLOCK, each with its scale dx[b] (Q8_0's rounding). */
 static void quantize_blocks(const float *x, ptrdiff_t in, int8_t *xq, float *dx) {
     for (ptrdiff_t b = 0; b < in / BLOCK; b++) {
@@ -97,11 +107,11 @@ static inline float row_scale(int kind, const void *scales, ptrdiff_t g, ptrdiff
 /* Quantized group of four rows against one quantized activation row, in plain C. */
 static void group_dot_quantized_portable(int kind, const char *g, const void *scales, ptrdiff_t gi, const int8_t *xq,
                                          const float *dx, ptrdiff_t in, float *totals) {
-    const ptrdiff_t blocks = in / BLOCK, block_bytes = weight_bytes(kind, BLOCK);
+    const ptrdiff_t blocks = in / BLOCK;
     for (int k = 0; k < 4; k++) totals[k] = 0.0f;
     for (ptrdiff_t b = 0; b < blocks; b++) {
         for (int k = 0; k < 4; k++) {
-            const char *wb = g + (4 * b + k) * block_bytes;
+            const char *wb = block_of(g, kind, in, b, k);
             int32_t sum = 0;
             for (int e = 0; e < BLOCK; e++) sum += (int32_t)weight_at(wb, kind, e) * xq[b * BLOCK + e];
             const float d = kind == KIND_I4 ? row_scale(kind, scales, gi, blocks, b, k) : 1.0f;
@@ -139,17 +149,17 @@ static inline __m256i unpack_i4(const char *p) {
 /* A group of four 16-bit rows against one activation row. */
 static inline __attribute__((always_inline)) void group_dot16(const char *g, int kind, const float *x, ptrdiff_t in,
                                                               float *totals) {
-    const ptrdiff_t block_bytes = BLOCK * 2;
+    const ptrdiff_t block_bytes = BLOCK * 2, row_bytes = 2 * in;
     __m256 acc[8];
     for (int a = 0; a < 8; a++) acc[a] = _mm256_setzero_ps();
     for (ptrdiff_t b = 0; b < in / BLOCK; b++) {
-        const char *wb = g + 4 * b * block_bytes;
-        for (int line = 0; line < 4; line++) _mm_prefetch(wb + PREFETCH_BYTES + 64 * line, _MM_HINT_T0);
+        const char *wb = g + b * block_bytes; /* row k's block: wb + k * row_bytes */
+        for (int k = 0; k < 4; k++) _mm_prefetch(wb + k * row_bytes + PREFETCH_BYTES, _MM_HINT_T0);
         for (int v = 0; v < BLOCK / 8; v++) {
             const __m256 xv = _mm256_loadu_ps(x + b * BLOCK + v * 8);
             for (int k = 0; k < 4; k++) {  /* two accumulators a row: alternate vectors */
                 const int a = 2 * k + (v & 1);
-                acc[a] = _mm256_fmadd_ps(load8(wb + k * block_bytes + v * 16, kind), xv, acc[a]);
+                acc[a] = _mm256_fmadd_ps(load8(wb + k * row_bytes + v * 16, kind), xv, acc[a]);
             }
         }
     }
@@ -239,20 +249,24 @@ static inline __m512bh load_bf16(const char *p) {
 
 /* A group of four bf16 rows against one activation row already in bf16: 32 products a row a block. */
 static inline void group_dot_bf16(const char *g, const __m512bh *xb, ptrdiff_t blocks, float *totals) {
+    const ptrdiff_t row_bytes = blocks * (BLOCK * 2);
     __m512 acc[8];
     for (int a = 0; a < 8; a++) acc[a] = _mm512_setzero_ps();
     ptrdiff_t b = 0;
     for (; b + 2 <= blocks; b += 2) { /* two blocks a pass: two accumulators a row */
-        const char *wb = g + 4 * b * (BLOCK * 2);
-        for (int line = 0; line < 8; line++) _mm_prefetch(wb + PREFETCH_BYTES + 64 * line, _MM_HINT_T0);
+        const char *wb = g + b * (BLOCK * 2); /* row k's blocks: wb + k * row_bytes */
         for (int k = 0; k < 4; k++) {
-            acc[k] = _mm512_dpbf16_ps(acc[k], load_bf16(wb + 64 * k), xb[b]);
-            acc[4 + k] = _mm512_dpbf16_ps(acc[4 + k], load_bf16(wb + 256 + 64 * k), xb[b + 1]);
+            _mm_prefetch(wb + k * row_bytes + PREFETCH_BYTES, _MM_HINT_T0);
+            _mm_prefetch(wb + k * row_bytes + PREFETCH_BYTES + 64, _MM_HINT_T0);
+        }
+        for (int k = 0; k < 4; k++) {
+            acc[k] = _mm512_dpbf16_ps(acc[k], load_bf16(wb + k * row_bytes), xb[b]);
+            acc[4 + k] = _mm512_dpbf16_ps(acc[4 + k], load_bf16(wb + k * row_bytes + 64), xb[b + 1]);
         }
     }
     for (; b < blocks; b++) {
-        const char *wb = g + 4 * b * (BLOCK * 2);
-        for (int k = 0; k < 4; k++) acc[k] = _mm512_dpbf16_ps(acc[k], load_bf16(wb + 64 * k), xb[b]);
+        const char *wb = g + b * (BLOCK * 2);
+        for (int k = 0; k < 4; k++) acc[k] = _mm512_dpbf16_ps(acc[k], load_bf16(wb + k * row_bytes), xb[b]);
     }
     for (int k = 0; k < 4; k++) totals[k] = _mm512_reduce_add_ps(_mm512_add_ps(acc[k], acc[4 + k]));
 }
@@ -263,7 +277,7 @@ static inline void row_dot_many_bf16(const char *g, int k, const __m512bh *xb, p
     __m512 acc[MAX_ROWS];
     for (ptrdiff_t t = 0; t < n; t++) acc[t] = _mm512_setzero_ps();
     for (ptrdiff_t b = 0; b < blocks; b++) {
-        const __m512bh wv = load_bf16(g + (4 * b + k) * (BLOCK * 2));
+        const __m512bh wv = load_bf16(block_of(g, KIND_BF16, blocks * BLOCK, b, k));
         for (ptrdiff_t t = 0; t < n; t++) acc[t] = _mm512_dpbf16_ps(acc[t], wv, xb[t * blocks + b]);
     }
     for (ptrdiff_t t = 0; t < n; t++) totals[t] = _mm512_reduce_add_ps(acc[t]);
@@ -346,14 +360,14 @@ static inline void group_dot_q4_vnni(const char *g, const uint16_t *d, const int
 static inline __attribute__((always_inline)) void row_dot_many(const char *g, int kind, const void *scales,
                                                                ptrdiff_t gi, int k, const float *x, ptrdiff_t in,
                                                                ptrdiff_t n, float *totals) {
-    const ptrdiff_t blocks = in / BLOCK, block_bytes = weight_bytes(kind, BLOCK);
+    const ptrdiff_t blocks = in / BLOCK;
     ptrdiff_t b = 0;
     for (ptrdiff_t t = 0; t < n; t++) totals[t] = 0.0f;
 #ifdef DS_AVX2
     __m256 acc[MAX_ROWS];
     for (ptrdiff_t t = 0; t < n; t++) acc[t] = _mm256_setzero_ps();
     for (; b < blocks; b++) {
-        const char *wb = g + (4 * b + k) * block_bytes;
+        const char *wb = block_of(g, kind, in, b, k);
         if (kind == KIND_I4) {
             const __m256i bytes = unpack_i4(wb);
             const __m256 d = _mm256_set1_ps(row_scale(kind, scales, gi, blocks, b, k));
@@ -375,7 +389,7 @@ static inline __attribute__((always_inline)) void row_dot_many(const char *g, in
     for (ptrdiff_t t = 0; t < n; t++) totals[t] = sum8(acc[t]);
 #endif
     for (; b < blocks; b++) {
-        const char *wb = g + (4 * b + k) * block_bytes;
+        const char *wb = block_of(g, kind, in, b, k);
         const float d = kind == KIND_I4 ? row_scale(kind, scales, gi, blocks, b, k) : 1.0f;
         for (int e = 0; e < BLOCK; e++) {
             const float we = weight_at(wb, kind, e) * d;

@@ -30,6 +30,7 @@ import torch
 from threadpoolctl import ThreadpoolController
 
 from . import compact_weights, cpu_attention
+from .backends.layers import CompactProjection
 from .fused_decode import FusedLayers
 
 MAX_ROWS = 8  # passes of at most this many tokens (a decode step, a prompt-lookup draft check)
@@ -89,7 +90,10 @@ class _Biased:
 
 def _product(projection, transposed: bool, precision: str) -> MatMul:
     """One of the backend's ``Projection``s as a NumPy-side product, with its bias if it has one."""
-    matmul = _matmul(projection.weight, projection.transposed, precision)
+    if isinstance(projection, CompactProjection):  # the backend's one storage of this product
+        matmul = projection.compact
+    else:
+        matmul = _matmul(projection.weight, projection.transposed, precision)
     return matmul if projection.bias is None else _Biased(matmul, projection.bias.numpy())
 
 

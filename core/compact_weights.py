@@ -1,6 +1,9 @@
 """Weight matrices kept in fewer bytes for decode steps: fp16, bf16, int8 or int4, multiplied in fp32.
 
 A decode step streams every weight once, so on the CPU its time is bytes over memory bandwidth.
+fp16/bf16 weights are kept as the plain (out, in) matrix, so PyTorch's prefill GEMMs read the same
+bytes and a model needs one copy; int8/int4 rows are interleaved for the kernels (``dense``
+widens one matrix at a time for PyTorch).
 A 16-bit copy halves those bytes, an int8 copy (one fp32 scale per output row) quarters them and
 an int4 copy (one fp16 scale per 32 weights of a row, as llama.cpp's Q4_0) takes 4.5 bits a
 weight. The C loops in ``core/_kernels*.c`` read them; one build holds a variant per kind of CPU
@@ -37,7 +40,9 @@ except ImportError:  # not compiled on this machine (setup.py builds it where a 
     _kernels = None
 
 PRECISIONS = ("fp16", "bf16", "int8", "int4")
-BLOCK = 32  # the kernels' column block: rows are stored in fours, interleaved by blocks
+SIXTEEN_BIT = ("fp16", "bf16")  # stored as the plain (out, in) matrix, which PyTorch reads too
+MAX_ROWS = 8  # the most activation rows one kernel call multiplies
+BLOCK = 32  # the kernels' column block: int8/int4 rows are stored in fours, interleaved by blocks
 _KINDS = {"fp16": 0, "bf16": 1, "int8": 2, "int4": 3}
 VARIANTS = ("portable", "avx2", "avx512bf16")  # slowest first
 
@@ -125,11 +130,21 @@ def available() -> bool:
     return unavailable_reason() is None
 
 
+QUANTIZE_ROWS = 1024  # rows widened to fp32 at a time while quantizing (bounds the temporaries)
+
+
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 rows with one fp32 scale per row (per output channel): (values, scales)."""
-    w = weight.detach().to(torch.float32)
-    scales = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
-    return torch.round(w / scales[:, None]).clamp(-127, 127).to(torch.int8), scales
+    """Symmetric int8 rows with one fp32 scale per row (per output channel): (values, scales).
+    Rows are rounded a slice at a time, so a vocabulary-sized matrix never exists in fp32."""
+    weight = weight.detach()
+    values = torch.empty(weight.shape, dtype=torch.int8)
+    scales = torch.empty(weight.shape[0], dtype=torch.float32)
+    for start in range(0, weight.shape[0], QUANTIZE_ROWS):
+        w = weight[start : start + QUANTIZE_ROWS].to(torch.float32, copy=True)
+        part = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+        scales[start : start + QUANTIZE_ROWS] = part
+        values[start : start + QUANTIZE_ROWS] = w.div_(part[:, None]).round_().clamp_(-127, 127)
+    return values, scales
 
 
 def fits(weight: torch.Tensor) -> bool:
@@ -184,10 +199,25 @@ def _deinterleave(values: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
     return values.reshape(out // 4, cols // block, 4, block).transpose(1, 2).reshape(out, cols)
 
 
-class CompactWeight:
-    """``x @ W.T`` for a few rows of fp32 activations, from W (out, in) kept in ``precision``."""
+def _plain_copy(weight: torch.Tensor, dtype: torch.dtype) -> tuple[np.ndarray, torch.Tensor]:
+    """``weight`` rounded to ``dtype`` (nearest even), written straight into huge-page memory where
+    the OS offers it (``core.page_memory``), no full-size temporary: (the bits as int16, the
+    same memory as a ``dtype`` tensor)."""
+    laid_out = page_memory.empty(tuple(weight.shape), np.int16)
+    tensor = torch.from_numpy(laid_out).view(dtype)
+    tensor.copy_(weight)
+    return laid_out, tensor
 
-    def __init__(self, weight: torch.Tensor, precision: str):
+
+class CompactWeight:
+    """``x @ W.T`` for a few rows of fp32 activations, from W (out, in) kept in ``precision``.
+
+    fp16 and bf16 are kept as the plain (out, in) matrix (``tensor``), which PyTorch's GEMMs read
+    as they are: a prompt's products and a decode step's read the same bytes. With ``share`` a
+    ``weight`` already in that format is used where it lies (no copy at all). int8 and int4 are
+    interleaved for the kernels; PyTorch reads them through ``dense``, one matrix at a time."""
+
+    def __init__(self, weight: torch.Tensor, precision: str, share: bool = False):
         if precision not in _KINDS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         if not fits(weight):
@@ -209,8 +239,15 @@ class CompactWeight:
                 self.values = _interleave(_pack_int4(q), block=BLOCK // 2)
                 return
             else:  # torch rounds to nearest even; the bits travel as int16 (NumPy has no bfloat16)
-                values = weight.detach().to(DTYPE_NAMES[precision]).view(torch.int16)
+                dtype = DTYPE_NAMES[precision]
+                weight = weight.detach()
+                if share and weight.dtype == dtype and weight.is_contiguous():
+                    self.tensor = weight
+                    self.values = weight.view(torch.int16).numpy()
+                else:
+                    self.values, self.tensor = _plain_copy(weight, dtype)
                 self.scales = b""
+                return
             self.values = _interleave(values)
 
     @property
@@ -234,8 +271,20 @@ class CompactWeight:
         )
         return y
 
+    def dense(self, dtype: torch.dtype) -> torch.Tensor:
+        """The matrix (out, in) in ``dtype`` for PyTorch's products: the stored tensor itself when
+        it is 16-bit in ``dtype``, else a temporary widened from it (one matrix at a time)."""
+        if self.precision in SIXTEEN_BIT:
+            return self.tensor if self.tensor.dtype == dtype else self.tensor.to(dtype)
+        if self.precision == "int8":  # int8 rows, then scaled in place: no fp32 temporaries
+            rows = _deinterleave(torch.from_numpy(self.values)).to(dtype)
+            return rows.mul_(torch.from_numpy(self.scales).to(dtype)[:, None])
+        return self.widened().to(dtype)
+
     def widened(self) -> torch.Tensor:
         """The fp32 matrix (out, in) these bytes stand for (for tests and error estimates)."""
+        if self.precision in SIXTEEN_BIT:
+            return self.tensor.to(torch.float32)
         if self.precision == "int4":
             q = _unpack_int4(_deinterleave(torch.from_numpy(self.values), block=BLOCK // 2))
             scales = (

@@ -229,13 +229,21 @@ class OptimizedLLM:
         self._install(loaded.model, loaded.tokenizer)
         self.quantization = loaded.quantization
         if self.device == "cpu":
-            self.cpu_threads = choose_cpu_threads(weight_bytes(self.model), cpu_threads)
+            self.cpu_threads = choose_cpu_threads(self._weight_bytes, cpu_threads)
             use_cpu_threads(self.cpu_threads)
 
     # -- set-up ---------------------------------------------------------------------------
     def _install(self, model, tokenizer) -> None:
         self.model = model
         self.tokenizer = tokenizer
+        # Read before the runner empties the model's tensors its backend does not read.
+        self._weight_bytes = weight_bytes(model)
+        self._parameter_count = sum(p.numel() for p in model.parameters())
+        model_vocab = (
+            model.get_output_embeddings().weight.shape[0]
+            if model.get_output_embeddings() is not None
+            else 0
+        )
         self._runner = self._make_runner(model)
         vocab = tokenizer.get_vocab()
         self.fim_dialect = detect_dialect(vocab)
@@ -254,11 +262,6 @@ class OptimizedLLM:
         }
         # Models often pad their vocabulary past the tokenizer's (stable-code: 50304 rows); ids the
         # tokenizer cannot decode are never generated.
-        model_vocab = (
-            model.get_output_embeddings().weight.shape[0]
-            if model.get_output_embeddings() is not None
-            else 0
-        )
         undecodable = set(range(len(tokenizer), model_vocab))
         self._banned_always = torch.tensor(sorted(undecodable), dtype=torch.long)
         self._banned_in_plain = torch.tensor(
@@ -279,18 +282,31 @@ class OptimizedLLM:
             requested,
             self.device,
             getattr(self, "_stored_dtype", None),
-            weight_bytes(model),
+            self._weight_bytes,
             available_memory_bytes(),
             compact_weights.available(),
             master=self.dtype if self.device == "cpu" else torch.float32,
         )
         try:
-            runner = ModelRunner(model, decode_weights=choice)
+            # The runner keeps each weight once: it empties the model's tensors it does not read.
+            runner = ModelRunner(model, decode_weights=choice, release_model=True)
         except ValueError as exc:
             if requested != "auto":
                 raise InvalidParameter("decode_weights", str(exc)) from None
-            runner = ModelRunner(model)
             why = f"decode reads the model's own weights: {choice} copies need the lean path on the CPU"
+            if (
+                self.device == "cpu"
+                and self.dtype in (torch.bfloat16, torch.float16)
+                and not cpu_capabilities.current().native_bf16
+                and getattr(model, "hf_device_map", None) is None
+            ):  # 16-bit masters were for the lean path; transformers would emulate bf16 here
+                model = model.to(torch.float32)
+                self.dtype = torch.float32
+                self._master_reason = (
+                    "fp32 masters: the model runs through transformers, and this CPU emulates "
+                    "16-bit GEMMs"
+                )
+            runner = ModelRunner(model, release_model=True)
         self._cpu_described = (
             cpu_capabilities.current().describe() if self.device == "cpu" else None
         )
@@ -362,7 +378,7 @@ class OptimizedLLM:
             "context_length": self.context_length if loaded else None,
             "fim_dialect": self.fim_dialect.name if loaded and self.fim_dialect else None,
             "fim_order": self.fim_order if loaded and self.fim_dialect else None,
-            "parameters": sum(p.numel() for p in self.model.parameters()) if loaded else None,
+            "parameters": self._parameter_count if loaded else None,
             "cpu_threads": getattr(self, "cpu_threads", None),
             "backend": self._runner.backend_name if loaded else None,
             "decode_path": self._runner.decode_path if loaded else None,

@@ -38,8 +38,17 @@ def prefill_chunk_for(model) -> int:
 class ModelRunner:
     """Forward passes over one model with a KV cache kept between requests."""
 
-    def __init__(self, model, lean: bool | None = None, decode_weights: str = "fp32"):
-        self.backend, reasons = select.backend(model, lean, decode_weights)
+    def __init__(
+        self,
+        model,
+        lean: bool | None = None,
+        decode_weights: str = "fp32",
+        release_model: bool = False,
+    ):
+        """``release_model``: the runner may empty the model's tensors its backend does not read
+        (the engine holds each weight once; ``model`` cannot run by itself afterwards)."""
+        self.prefill_chunk = prefill_chunk_for(model)  # before any tensor is released
+        self.backend, reasons = select.backend(model, lean, decode_weights, release_model)
         self.path = select.explain(self.backend, reasons)
         self._cached_ids: list[int] = []
         # The last prompt's length and its final logits: the same prompt again (a repeated request,
@@ -55,7 +64,6 @@ class ModelRunner:
         self.accepted_tokens = 0
         self.draft_policy = DraftPolicy()  # learned across requests: this model on this machine
         self.lookup_index = NgramIndexCache()  # prompt lookup's index of the last prompt's front
-        self.prefill_chunk = prefill_chunk_for(model)
 
     @property
     def backend_name(self) -> str:

@@ -16,11 +16,14 @@ On the CPU the activations, norms, RoPE, attention and KV cache are fp32 whateve
 dtype: 16-bit masters (``torch_dtype=bfloat16``) run only their GEMMs in 16 bits.
 
 ``decode_weights`` (CPU only) chooses the bytes a decode step reads: ``fp32`` (the masters
-themselves), or compact copies (``fp16``, ``bf16``, ``int8``, ``int4``; ``core.compact_weights``)
-that the NumPy decode path (``core.blas_decode``) multiplies with the C kernels, from fp32 or
-bf16 masters alike. Prefill keeps the masters, so it is unchanged. Where the C kernels are not
-built, ``int8`` falls back to PyTorch's int8 weight kernel (one scale per output row, bf16
-activations inside the product; very slow for many rows, so only passes of at most
+themselves), or compact weights (``fp16``, ``bf16``, ``int8``, ``int4``;
+``core.compact_weights``) that the
+NumPy decode path (``core.blas_decode``) and the fused C step multiply. Compact weights are the
+model's only copy (``CompactProjection``): prompts multiply the same bytes in PyTorch, 16-bit ones
+as they lie, quantized ones widened a matrix at a time, in ``prefill_dtype``; with
+``release_model`` the model's own tensors are emptied as each layer is built. Where the C kernels
+are not built, ``int8`` falls back to PyTorch's int8 weight kernel (one scale per output row,
+bf16 activations inside the product; very slow for many rows, so only passes of at most
 ``INT8_MAX_ROWS`` tokens use it); the other compact formats are refused with the reason.
 """
 
@@ -33,11 +36,14 @@ from . import blas_decode, compact_weights
 from .devices import SHORT_NAMES
 from .backends import families, select
 from .backends.layers import (
+    CompactProjection,
     Int8Weight,
     LayerWeights,
     Projection,
-    StackedProjection,
+    held_tensors,
 )
+from .devices import DTYPE_NAMES
+from . import page_memory
 
 DECODE_WEIGHTS = ("fp32",) + compact_weights.PRECISIONS
 # RoPE variants whose frequencies transformers computes once at load (its rotary module's
@@ -66,6 +72,20 @@ def unsupported_reason(model) -> str | None:
     return None
 
 
+def _release_unused(module: torch.nn.Module, held: list[torch.Tensor]) -> None:
+    """Empty every parameter of ``module`` whose memory none of ``held`` shares: what the backend
+    no longer reads is freed as soon as it is built, not when the model object goes."""
+    kept = {t.untyped_storage().data_ptr() for t in held}
+    released = []
+    for parameter in module.parameters():
+        if parameter.untyped_storage().data_ptr() not in kept and parameter.numel():
+            released.append(parameter.data)
+            parameter.data = torch.empty(0, dtype=parameter.dtype, device=parameter.device)
+    # transformers maps a safetensors checkpoint into memory and its tensors are views of the
+    # file: emptying them does not unmap it, so the pages already read would stay resident.
+    page_memory.drop_file_pages(released)
+
+
 def supports(model) -> bool:
     """True when ``model`` is a Llama this module computes exactly."""
     return unsupported_reason(model) is None
@@ -75,7 +95,18 @@ class LeanLlamaBackend:
     """Forward passes over a decoder's weights with its own KV cache; same logits as transformers.
     (The name is historical: it serves every family of ``core.backends.families``.)"""
 
-    def __init__(self, model, decode_weights: str = "fp32", blas: bool | None = None):
+    def __init__(
+        self,
+        model,
+        decode_weights: str = "fp32",
+        blas: bool | None = None,
+        prefill_dtype: torch.dtype | None = None,
+        release_model: bool = False,
+    ):
+        """``prefill_dtype``: the dtype of prompts' GEMMs over compact weights (default: the
+        model's); ``release_model``: empty every tensor of ``model`` this backend does not read,
+        layer by layer as it is built, so the weights are held once (the engine's choice; the
+        model cannot run by itself afterwards)."""
         config = model.config
         inner = model.model
         self.spec = families.spec_of(model)
@@ -105,6 +136,7 @@ class LeanLlamaBackend:
                 f"{decode_weights} decode weights are for the CPU only (use load_in_8bit on CUDA)"
             )
         self.decode_weights = decode_weights
+        self.prefill_dtype = prefill_dtype or self.dtype
         # In fp32, q and k rotate as complex numbers: one multiply instead of five ops. That
         # needs each rotating pair (i, i + rotary_dims/2) side by side, so their rows are
         # interleaved; q.k is the same sum in another order, and v keeps its rows. (Not on MPS,
@@ -120,8 +152,9 @@ class LeanLlamaBackend:
                 f"{decode_weights} decode weights cannot run here: {self.numpy_decode_why_not}"
             )
         int8 = decode_weights == "int8" and not use_blas  # PyTorch's int8 kernel
-        # Where one-row products all read compact copies, no stacked copy of q/k/v and gate/up.
-        stacked = use_blas and decode_weights != "fp32"
+        # Where one-row products read compact weights, each product is kept once, at the decode
+        # precision, and prompts multiply the same storage (``CompactProjection``).
+        compact = self.compact = use_blas and decode_weights != "fp32"
         self.layers = []
         with torch.no_grad():
             for layer in inner.layers:
@@ -145,38 +178,41 @@ class LeanLlamaBackend:
                 )
                 mlp_in = [t["gate"], t["up"]] if self.spec.gated else [t["fc"]]
                 mlp_in_bias = t["gate_up_bias"] if self.spec.gated else t["fc_bias"]
-                if (
-                    stacked
-                ):  # decode reads compact copies: prompts multiply the model's own matrices
-                    order = (
-                        self._pair_order(t["q"].shape[0] + t["k"].shape[0] + t["v"].shape[0])
-                        if self.complex_rope
-                        else None
-                    )
-                    qkv = StackedProjection(
-                        [t["q"].detach(), t["k"].detach(), t["v"].detach()],
-                        order,
-                        bias=self._act(qkv_bias),
-                    )
-                    gate_up = StackedProjection(
-                        [w.detach() for w in mlp_in], bias=self._act(mlp_in_bias)
-                    )
-                else:
+                if compact:
                     q, k = t["q"], t["k"]
                     if self.complex_rope:
                         q, k = self._pair_rows(q, self.heads), self._pair_rows(k, self.kv_heads)
-                    qkv = Projection(
-                        torch.cat([q, k, t["v"]]).detach(),
-                        transposed=True,
-                        int8=int8,
-                        bias=self._act(qkv_bias),
+                    self.layers.append(
+                        LayerWeights(
+                            input_norm=self._act(t["input_norm"]),
+                            input_norm_bias=self._act(t["input_norm_bias"]),
+                            qkv=self._compact([q, k, t["v"]], qkv_bias),
+                            o=self._compact([t["o"]], t["o_bias"]),
+                            post_norm=self._act(t["post_norm"]),
+                            post_norm_bias=self._act(t["post_norm_bias"]),
+                            gate_up=self._compact(mlp_in, mlp_in_bias),
+                            down=self._compact([t["down"]], t["down_bias"]),
+                        )
                     )
-                    gate_up = Projection(
-                        torch.cat(mlp_in).detach(),
-                        transposed=True,
-                        int8=int8,
-                        bias=self._act(mlp_in_bias),
-                    )
+                    del q, k, t
+                    if release_model:
+                        _release_unused(layer, self.layers[-1].tensors())
+                    continue
+                q, k = t["q"], t["k"]
+                if self.complex_rope:
+                    q, k = self._pair_rows(q, self.heads), self._pair_rows(k, self.kv_heads)
+                qkv = Projection(
+                    torch.cat([q, k, t["v"]]).detach(),
+                    transposed=True,
+                    int8=int8,
+                    bias=self._act(qkv_bias),
+                )
+                gate_up = Projection(
+                    torch.cat(mlp_in).detach(),
+                    transposed=True,
+                    int8=int8,
+                    bias=self._act(mlp_in_bias),
+                )
                 self.layers.append(
                     LayerWeights(
                         input_norm=self._act(t["input_norm"]),
@@ -191,11 +227,17 @@ class LeanLlamaBackend:
                         ),
                     )
                 )
-            self.lm_head = Projection(
-                model.get_output_embeddings().weight.detach(),
-                int8=int8,
-                bias=self._act(getattr(model.get_output_embeddings(), "bias", None)),
-            )
+                if release_model:  # the stacked q/k/v and gate/up are copies: free the originals
+                    del q, k, t
+                    _release_unused(layer, self.layers[-1].tensors())
+            head = model.get_output_embeddings()
+            head_bias = getattr(head, "bias", None)
+            if compact:
+                self.lm_head = self._compact([head.weight], head_bias)
+            else:
+                self.lm_head = Projection(
+                    head.weight.detach(), int8=int8, bias=self._act(head_bias)
+                )
         self.projections = [p for layer in self.layers for p in layer.projections()]
         self.projections.append(self.lm_head)
         norm, norm_bias = families.final_norm(model, self.spec)
@@ -207,8 +249,28 @@ class LeanLlamaBackend:
         self.k_cache = self.v_cache = None
         self.cos = self.sin = self.rope = None
         self.length = 0
+        if release_model:
+            held = [self.embed, self.norm, self.norm_bias, self.inv_freq]
+            held += [t for layer in self.layers for t in layer.tensors()]
+            held += held_tensors(self.lm_head)
+            _release_unused(model, [t for t in held if t is not None])
         # Decode steps through NumPy's OpenBLAS (and the C kernels) where that computes the same thing.
         self.blas = blas_decode.BlasDecoder(self) if use_blas else None
+
+    def weight_bytes(self) -> int:
+        """Bytes of weights this backend holds, each storage once (PyTorch tensors, and the NumPy
+        arrays of quantized compact weights), for memory reports and the one-copy test."""
+        tensors = [self.embed, self.norm, self.norm_bias]
+        tensors += [t for layer in self.layers for t in layer.tensors()]
+        tensors += held_tensors(self.lm_head)
+        storages = {
+            t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+            for t in tensors
+            if t is not None
+        }
+        quantized = [p.compact for p in self.projections if isinstance(p, CompactProjection)]
+        arrays = sum(c.nbytes for c in quantized if getattr(c, "tensor", None) is None)
+        return sum(storages.values()) + arrays
 
     def describe(self) -> dict:
         """The path this backend runs, in words (``core.backends.select`` adds the reasons)."""
@@ -217,6 +279,15 @@ class LeanLlamaBackend:
             prefill = f"torch {masters}"
         else:
             prefill = f"torch {masters} GEMMs, {SHORT_NAMES.get(self.act_dtype)} activations"
+        if self.compact:
+            gemm = SHORT_NAMES.get(self.prefill_dtype, str(self.prefill_dtype))
+            stored = self.decode_weights
+            over = (
+                "over the decode weights"
+                if stored == gemm
+                else f"from the {stored} decode weights, widened a matrix at a time"
+            )
+            prefill = f"torch {gemm} GEMMs {over}, {SHORT_NAMES.get(self.act_dtype)} activations"
         if self.blas is None:
             decode = "torch int8 kernel" if self.decode_weights == "int8" else prefill
         elif self.blas.fused is not None:
@@ -226,6 +297,27 @@ class LeanLlamaBackend:
         else:
             decode = "NumPy/OpenBLAS, fp32 weights"
         return {"backend": self.name, "prefill": prefill, "decode": decode}
+
+    def _compact(self, parts: list[torch.Tensor], bias: torch.Tensor | None):
+        """One product kept once at the decode precision (``parts`` stacked by rows: q/k/v,
+        gate/up), read by decode steps and prompts alike; a shape the kernels' layout cannot hold
+        stays a plain matrix (decode reads it in fp32 NumPy)."""
+        parts = [p.detach() for p in parts]
+        shape = (sum(p.shape[0] for p in parts), parts[0].shape[1])
+        bias = self._act(bias)
+        if not compact_weights.fits(torch.empty(shape, device="meta")):
+            return Projection(parts[0] if len(parts) == 1 else torch.cat(parts), bias=bias)
+        precision = self.decode_weights
+        dtype = DTYPE_NAMES.get(precision)
+        if len(parts) == 1:
+            weight = parts[0]  # shared where it is already in the decode format
+        elif dtype is not None and parts[0].dtype == dtype:  # stacked straight into its place
+            weight = torch.from_numpy(page_memory.empty(shape, "int16")).view(dtype)
+            torch.cat(parts, out=weight)
+        else:
+            weight = torch.cat(parts)
+        stored = compact_weights.CompactWeight(weight, precision, share=True)
+        return CompactProjection(stored, self.prefill_dtype, bias=bias)
 
     @property
     def name(self) -> str:
@@ -247,14 +339,6 @@ class LeanLlamaBackend:
             ]
         )
         return weight.reshape(heads, self.head_dim, -1)[:, order].reshape(weight.shape)
-
-    def _pair_order(self, qkv_rows: int) -> torch.Tensor:
-        """The output order of a stacked q/k/v product that pairs q's and k's rows per head as
-        ``_pair_rows`` does (v keeps its place)."""
-        index = torch.arange(qkv_rows)
-        qk_rows = (self.heads + self.kv_heads) * self.head_dim
-        paired = self._pair_rows(index[:qk_rows], self.heads + self.kv_heads)
-        return torch.cat([paired, index[qk_rows:]])
 
     def _reserve(self, end: int) -> None:
         """Make the KV cache hold ``end`` positions: it starts at what the first prompt needs

@@ -53,3 +53,52 @@ def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
 
 def _address(region: mmap.mmap) -> int:
     return np.frombuffer(region, dtype=np.uint8, count=1).ctypes.data
+
+
+def _file_mappings() -> list[tuple[int, int]]:
+    """(start, end) of this process's file-backed mappings (Linux; empty elsewhere)."""
+    try:
+        lines = Path("/proc/self/maps").read_text().splitlines()
+    except OSError:
+        return []
+    spans = []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith("/"):
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            spans.append((start, end))
+    return spans
+
+
+def drop_file_pages(tensors) -> int:
+    """Take the pages of memory-mapped checkpoint tensors that nothing reads any more out of this
+    process's resident memory (``madvise(MADV_DONTNEED)``; the file's pages stay in the OS's page
+    cache, and a read would fetch them again). Only whole pages inside a file-backed mapping are
+    touched, never anonymous memory. Returns the bytes advised (0 where the OS has no such call)."""
+    advise = getattr(mmap, "MADV_DONTNEED", None)
+    if advise is None:
+        return 0
+    spans = _file_mappings()
+    if not spans:
+        return 0
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    page = mmap.PAGESIZE
+    dropped = 0
+    for tensor in tensors:
+        start = tensor.data_ptr()
+        end = (
+            start
+            + tensor.untyped_storage().nbytes()
+            - tensor.storage_offset() * tensor.element_size()
+        )
+        if not any(lo <= start and end <= hi for lo, hi in spans):
+            continue
+        first, last = -(-start // page) * page, end // page * page
+        if (
+            last > first
+            and libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), advise) == 0
+        ):
+            dropped += last - first
+    return dropped

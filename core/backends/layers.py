@@ -70,43 +70,38 @@ class Projection:
         return y if self.bias is None else y + self.bias
 
 
-class StackedProjection:
-    """Several of the model's own matrices (q, k, v or gate, up) applied as one, without a copy.
-
-    Where decode steps read compact copies (``core.compact_weights``), PyTorch runs only prompts,
-    whose many-row products gain nothing from the stacked, transposed copy ``Projection`` keeps
-    for one-row speed: that copy would be a second full set of these weights. Here each matrix is
-    multiplied where it lies and the outputs are put side by side (in ``order``, the paired-row
-    order RoPE wants, where given).
-    """
+class CompactProjection:
+    """One product whose only storage is a compact weight (``core.compact_weights``): decode steps
+    hand it to the C kernels, prompts multiply it in PyTorch in ``compute_dtype`` (the stored
+    16-bit matrix itself where that is its dtype, else widened one matrix at a time), so the
+    model is held once, at the decode precision."""
 
     int8 = None
     transposed = False
 
-    def __init__(
-        self,
-        weights: list[torch.Tensor],
-        order: torch.Tensor | None = None,
-        bias: torch.Tensor | None = None,
-    ):
-        self.weights, self.order, self.bias = weights, order, bias
+    def __init__(self, compact, compute_dtype: torch.dtype, bias: torch.Tensor | None = None):
+        self.compact, self.compute_dtype, self.bias = compact, compute_dtype, bias
 
     @property
     def out_features(self) -> int:
-        return sum(w.shape[0] for w in self.weights)
+        return self.compact.out_features
 
     @property
     def weight(self) -> torch.Tensor:
-        """The stacked matrix (out, in): a temporary copy, for building compact copies from."""
-        stacked = torch.cat(self.weights)
-        return stacked if self.order is None else stacked[self.order]
+        """The matrix (out, in) PyTorch multiplies (a temporary unless it is the stored one)."""
+        return self.compact.dense(self.compute_dtype)
+
+    def storage(self) -> torch.Tensor | None:
+        """The tensor this product keeps (16-bit), or None (quantized: NumPy arrays)."""
+        return getattr(self.compact, "tensor", None)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.to(self.weights[0].dtype)
-        y = torch.cat([F.linear(h, w) for w in self.weights], dim=-1)
-        if self.order is not None:
-            y = y[:, self.order]
-        y = y.to(x.dtype)
+        if x.shape[0] <= compact_weights.MAX_ROWS and x.dtype == torch.float32:
+            # a few rows (a prompt's last row through the output matrix): the kernels read the
+            # stored bytes, where widening would build the whole matrix for one row
+            y = torch.from_numpy(self.compact(x.numpy(), torch.get_num_threads()))
+        else:
+            y = F.linear(x.to(self.compute_dtype), self.weight).to(x.dtype)
         return y if self.bias is None else y + self.bias
 
 
@@ -122,13 +117,29 @@ class LayerWeights:
     """
 
     input_norm: torch.Tensor
-    qkv: Projection | StackedProjection
-    o: Projection
+    qkv: Projection | CompactProjection
+    o: Projection | CompactProjection
     post_norm: torch.Tensor
-    gate_up: Projection | StackedProjection
-    down: Projection
+    gate_up: Projection | CompactProjection
+    down: Projection | CompactProjection
     input_norm_bias: torch.Tensor | None = None  # LayerNorm families
     post_norm_bias: torch.Tensor | None = None
 
     def projections(self) -> tuple[Projection, ...]:
         return (self.qkv, self.o, self.gate_up, self.down)
+
+    def tensors(self) -> list[torch.Tensor]:
+        """Every tensor this layer keeps (to tell which of the model's own it still reads)."""
+        held = [self.input_norm, self.post_norm, self.input_norm_bias, self.post_norm_bias]
+        held += [t for p in self.projections() for t in held_tensors(p)]
+        return [t for t in held if t is not None]
+
+
+def held_tensors(projection) -> list[torch.Tensor]:
+    """The tensors a product keeps: its weight storage (none for quantized compact weights, whose
+    arrays are NumPy's) and its bias."""
+    if isinstance(projection, CompactProjection):
+        held = [projection.storage()]
+    else:
+        held = [projection.weight]
+    return [t for t in held + [projection.bias] if t is not None]

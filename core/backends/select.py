@@ -1,11 +1,13 @@
 """The one place that decides how a model runs on this machine, and says why.
 
-Three choices, each returned with its reason (and, where a faster path was not taken, why not):
+Four choices, each returned with its reason (and, where a faster path was not taken, why not):
 
-- the master weights' dtype on the CPU (``master_dtype``): fp32 (bf16 masters only when asked
-  for: see ``master_dtype`` for the measurement);
-- the bytes a CPU decode step reads (``decode_weights``): a compact copy of the masters in a
-  format that is exact for them, where the C kernels run, else the masters themselves;
+- the master weights' dtype on the CPU (``master_dtype``): a 16-bit checkpoint's own format where
+  the C kernels run (the model's one copy), else fp32;
+- the bytes a CPU decode step reads (``decode_weights``): the 16-bit masters themselves, or a
+  compact format asked for (int8, int4), where the C kernels run, else the masters;
+- the dtype of prompts' GEMMs over those weights (``prefill_dtype``): bf16 where the CPU has it,
+  else fp32 with each matrix widened in turn (never a second copy of the model);
 - the backend and its decode path (``backend``): the lean forward (``core.lean_llama``) where it
   computes the model exactly, with decode steps in NumPy and the C kernels (one fused C call a
   token where every layer product is compact) on the CPU; transformers (``HFBackend``), the
@@ -48,32 +50,60 @@ class PathChoice:
 
 # -- master weights -------------------------------------------------------------------------
 def master_dtype(
-    stored: torch.dtype | None = None, decode_weights: str = "auto"
+    stored: torch.dtype | None = None, decode_weights: str = "auto", kernels: bool | None = None
 ) -> tuple[torch.dtype, str]:
     """The CPU's master dtype when the user did not choose one, and why.
 
-    fp32 on every CPU kind. Without native bf16, bf16 GEMMs are emulated and many times slower.
-    With it, bf16 masters make prompts' GEMMs faster, but decode (most of a completion's time)
-    reads a compact bf16 copy in C either way, and measured slower behind bf16 masters on this
-    project's native-bf16 CPU (llama-30m, in-process interleaved rounds: 77 against 220 ms a
-    token median, 44 against 60 best; benchmarks/RESULTS.md). ``torch_dtype="bfloat16"`` asks
-    for bf16 masters (half the master bytes), which then also decode in C."""
+    A 16-bit checkpoint loads in its own format wherever the C kernels run: it is then the
+    model's one copy, which decode steps read in C and prompts' GEMMs read in PyTorch (bf16 GEMMs
+    where the CPU has native bf16, else each matrix widened to fp32 in turn, see
+    ``prefill_dtype``); int8/int4 decode weights replace it layer by layer as they are built. An
+    fp32 checkpoint, fp32 decode weights, or a machine without the kernels keep fp32 masters
+    (NumPy/OpenBLAS decodes from them; bf16 GEMMs are emulated and many times slower on a CPU
+    without native bf16). ``kernels``: whether the C kernels run here (default: probed)."""
+    if kernels is None:
+        kernels = compact_weights.available()
+    stored_name = SHORT_NAMES.get(stored)
+    if decode_weights == "fp32":
+        return torch.float32, "fp32 masters: fp32 decode weights were asked for"
+    if stored not in (torch.bfloat16, torch.float16):
+        return torch.float32, (
+            f"fp32 masters: the checkpoint is {stored_name or 'of unknown dtype'}, "
+            "so a 16-bit copy would round it"
+        )
+    if not kernels:
+        why = compact_weights.unavailable_reason() or "the C kernels do not run here"
+        return torch.float32, f"fp32 masters, decoded through NumPy/OpenBLAS: {why}"
+    if decode_weights in ("int8", "int4"):
+        return stored, (
+            f"{stored_name} masters, the checkpoint's own, replaced layer by layer by the "
+            f"{decode_weights} decode weights (one copy)"
+        )
+    return stored, (
+        f"{stored_name} masters, the checkpoint's own: the model's one copy, read by prompts' "
+        "GEMMs and the C decode step alike"
+    )
+
+
+def prefill_dtype(decode_weights: str) -> tuple[torch.dtype, str]:
+    """The dtype of prompts' GEMMs over weights kept at ``decode_weights`` (a compact format), and
+    why: bf16 where the CPU multiplies bf16 natively (bf16 weights read as they are, others widened
+    a matrix at a time), else fp32 (each matrix widened in turn: a temporary of one matrix, where a
+    second, fp32 copy of the model would double its memory)."""
     caps = cpu_capabilities.current()
-    if not caps.native_bf16:
-        return (
-            torch.float32,
-            f"fp32 masters: this CPU ({caps.describe()}) emulates bf16 GEMMs, many times slower",
+    if caps.native_bf16 and decode_weights != "fp16":
+        how = "as they are" if decode_weights == "bf16" else "widened a matrix at a time"
+        return torch.bfloat16, (
+            f"prefill: torch bf16 GEMMs ({caps.describe()}) over the {decode_weights} weights {how}"
         )
-    if stored == torch.float16:
-        return (
-            torch.float32,
-            "fp32 masters: bf16 would round the fp16 checkpoint (decode reads an fp16 copy)",
-        )
-    if decode_weights in ("fp32", "fp16"):
-        return torch.float32, f"fp32 masters: {decode_weights} decode weights were asked for"
+    why = (
+        "fp16 GEMMs are slow on CPUs"
+        if decode_weights == "fp16"
+        else f"this CPU ({caps.describe()}) emulates bf16 GEMMs, many times slower"
+    )
     return torch.float32, (
-        "fp32 masters: on this native-bf16 CPU decode from a bf16 copy measured faster behind "
-        "fp32 masters than bf16 ones (torch_dtype=bfloat16 halves the masters' memory)"
+        f"prefill: torch fp32 GEMMs, the {decode_weights} weights widened a matrix at a time "
+        f"({why}; no second copy of the model)"
     )
 
 
@@ -97,8 +127,8 @@ def decode_weights(
     """
     if check_decode_weights(requested) != "auto":
         return requested, f"{requested} decode weights: asked for"
-    if master in (torch.bfloat16, torch.float16):
-        lossless, copy_bytes = SHORT_NAMES[master], model_bytes
+    if master in (torch.bfloat16, torch.float16):  # the masters are the decode weights: no copy
+        lossless, copy_bytes = SHORT_NAMES[master], 0
     else:
         lossless = SHORT_NAMES.get(stored) if stored != torch.float32 else None
         copy_bytes = model_bytes // 2
@@ -116,6 +146,8 @@ def decode_weights(
             f"decode reads the masters: a {lossless} copy ({copy_bytes >> 20} MiB) would take over "
             f"half the free memory ({free_bytes >> 20} MiB)"
         )
+    if copy_bytes == 0:
+        return lossless, f"{lossless} decode weights: the masters themselves (one copy)"
     return (
         lossless,
         f"{lossless} decode weights: a compact copy exact for the {SHORT_NAMES.get(master)} masters",
@@ -161,10 +193,13 @@ def numpy_decode_reason(backend, switch: bool = True) -> str | None:
     return compact_weights.unavailable_reason()
 
 
-def backend(model, lean: bool | None = None, decode_weights: str = "fp32"):
+def backend(
+    model, lean: bool | None = None, decode_weights: str = "fp32", release_model: bool = False
+):
     """The backend for ``model`` and the reasons for it: the lean path where it is exact (and
     not turned off), else transformers. ``decode_weights`` other than fp32 needs the lean path
-    on the CPU; asking for it elsewhere is a ValueError."""
+    on the CPU; asking for it elsewhere is a ValueError. ``release_model`` lets the lean backend
+    empty the model's tensors it does not read (the engine's one copy)."""
     from .. import lean_llama
     from .hf import HFBackend
 
@@ -176,7 +211,19 @@ def backend(model, lean: bool | None = None, decode_weights: str = "fp32"):
         else lean_llama.unsupported_reason(model)
     )
     if why_not is None:
-        return lean_llama.LeanLlamaBackend(model, decode_weights=decode_weights), []
+        reasons, gemm_dtype = [], None
+        if decode_weights != "fp32":
+            gemm_dtype, why = prefill_dtype(decode_weights)
+            reasons.append(why)
+        runner_backend = lean_llama.LeanLlamaBackend(
+            model,
+            decode_weights=decode_weights,
+            prefill_dtype=gemm_dtype,
+            release_model=release_model,
+        )
+        if not runner_backend.compact:  # compact weights without the C kernels: PyTorch's int8
+            reasons.clear()
+        return runner_backend, reasons
     if decode_weights != "fp32":
         raise ValueError(
             f"{decode_weights} decode weights need a plain Llama-architecture model on the CPU "

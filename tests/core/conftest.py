@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from core import compact_weights
 
@@ -17,3 +18,15 @@ def kernel_variant(request):
     compact_weights.use_variant(request.param)
     yield request.param
     compact_weights.use_variant(before)
+
+
+@pytest.fixture(scope="session")
+def load_transformers():
+    """Loads a checkpoint as transformers builds it, for runners and reference logits: an engine
+    keeps each weight once and empties its own transformers model, which cannot run afterwards."""
+    from core.loading import load_model
+
+    def load(directory, dtype=torch.float32):
+        return load_model(str(directory), "cpu", dtype).model
+
+    return load

@@ -24,29 +24,86 @@ needs_kernels = pytest.mark.skipif(
 
 
 @needs_kernels
-@pytest.mark.parametrize(
-    "preset, summary",
-    [
-        ("native-bf16", "prefill: torch fp32; decode: NumPy/OpenBLAS, fp32 weights"),
-        ("avx2", "prefill: torch fp32; decode: NumPy/OpenBLAS, fp32 weights"),
-        ("portable", "prefill: torch fp32; decode: NumPy/OpenBLAS, fp32 weights"),
-    ],
-)
-def test_each_cpu_kind_gets_its_path_and_says_why(tiny_model_dir, preset, summary):
-    """The tiny model is saved in fp32: every CPU kind keeps fp32 (a 16-bit copy would round it),
-    each for its own stated reason."""
+@pytest.mark.parametrize("preset", ["native-bf16", "avx2", "portable"])
+def test_each_cpu_kind_keeps_an_fp32_checkpoint_in_fp32(tiny_model_dir, preset):
+    """The tiny model is saved in fp32: every CPU kind keeps fp32 (a 16-bit copy would round it)
+    and says so."""
     with cpu_capabilities.inject(preset):
         llm = OptimizedLLM(str(tiny_model_dir))
     info = llm.info()
-    assert info["path"]["summary"] == summary
+    assert info["path"]["summary"] == "prefill: torch fp32; decode: NumPy/OpenBLAS, fp32 weights"
     assert info["cpu"] == cpu_capabilities.PRESETS[preset].describe()
-    reasons = " | ".join(info["path"]["reasons"])
-    expected = {
-        "native-bf16": "measured faster behind fp32 masters",
-        "avx2": "the checkpoint is fp32",
-        "portable": "this CPU (no SIMD the kernels use)",
-    }[preset]
-    assert expected in reasons
+    assert "the checkpoint is fp32" in " | ".join(info["path"]["reasons"])
+    assert llm.generate("def f(x):\n", max_length=6, temperature=0) is not None
+
+
+@pytest.fixture(scope="module")
+def bf16_model_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model saved in bf16, as most code models are published."""
+    out = tmp_path_factory.mktemp("bf16-model")
+    shutil.copytree(tiny_model_dir, out, dirs_exist_ok=True)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    model.save_pretrained(out)
+    return out
+
+
+@needs_kernels
+@pytest.mark.parametrize(
+    "preset, dtype, summary, reason",
+    [
+        (
+            "native-bf16",
+            "bfloat16",
+            "prefill: torch bf16 GEMMs over the decode weights, fp32 activations; "
+            "decode: fused C step, bf16 weights",
+            "the model's one copy",
+        ),
+        (
+            "avx2",
+            "bfloat16",
+            "prefill: torch fp32 GEMMs from the bf16 decode weights, widened a matrix at a time, "
+            "fp32 activations; decode: fused C step, bf16 weights",
+            "emulates bf16 GEMMs",
+        ),
+        (
+            "portable",
+            "float32",
+            "prefill: torch fp32; decode: NumPy/OpenBLAS, fp32 weights",
+            "this CPU has no AVX2/FMA/F16C",
+        ),
+    ],
+)
+def test_each_cpu_kind_gets_its_path_for_a_bf16_checkpoint_and_says_why(
+    bf16_model_dir, preset, dtype, summary, reason
+):
+    """A bf16 checkpoint is held once at bf16 where the kernels run (prefill in bf16 GEMMs on a
+    native-bf16 CPU, widened to fp32 a matrix at a time elsewhere), in fp32 where they do not;
+    the greedy text is the same on each path."""
+    with cpu_capabilities.inject(preset):
+        llm = OptimizedLLM(str(bf16_model_dir))
+    info = llm.info()
+    assert (info["dtype"], info["path"]["summary"]) == (dtype, summary)
+    assert reason in " | ".join(info["path"]["reasons"]), info["path"]["reasons"]
+    text = llm.generate("def f(x):\n", max_length=12, temperature=0)
+    with cpu_capabilities.inject("portable"):  # fp32 arithmetic over the same bf16 numbers
+        assert (
+            OptimizedLLM(str(bf16_model_dir)).generate("def f(x):\n", max_length=12, temperature=0)
+            == text
+        )
+
+
+@needs_kernels
+def test_a_bf16_checkpoint_through_transformers_runs_fp32_where_bf16_is_emulated(
+    bf16_model_dir, monkeypatch
+):
+    """bf16 masters are for the lean path: where transformers runs the model instead, a CPU
+    without native bf16 gets fp32 masters back (its bf16 GEMMs would be many times slower)."""
+    monkeypatch.setenv("DEEPSHIVA_LEAN", "0")
+    with cpu_capabilities.inject("avx2"):
+        llm = OptimizedLLM(str(bf16_model_dir))
+    info = llm.info()
+    assert (info["backend"], info["dtype"]) == ("transformers", "float32")
+    assert "emulates 16-bit GEMMs" in " | ".join(info["path"]["reasons"])
     assert llm.generate("def f(x):\n", max_length=6, temperature=0) is not None
 
 
@@ -181,8 +238,7 @@ def test_sliding_window_models_stay_exact_past_the_window_with_reuse(sliding_win
     """A 130-token prompt on a 48-token window, then a keystroke: the cache is cropped and
     reused (it used to raise 'crop was called...' here) and every logit is what a fresh
     transformers pass over the whole prompt gives."""
-    llm = OptimizedLLM(str(sliding_window_dir), torch_dtype=torch.float32)
-    model = llm.model
+    model = AutoModelForCausalLM.from_pretrained(sliding_window_dir, dtype=torch.float32)
     ids = [(i * 17) % 900 + 5 for i in range(130)]
 
     def fresh(tokens):
@@ -202,6 +258,7 @@ def test_sliding_window_models_stay_exact_past_the_window_with_reuse(sliding_win
         assert float((runner.decode_one_token(9) - fresh(keystroke + [5, 6, 9])).abs().max()) < 1e-4
     # And through the engine: two requests a keystroke apart, past the window, greedy.
     prompt = "def add(a, b):\n    return a + b\n" * 12
+    llm = OptimizedLLM(str(sliding_window_dir), torch_dtype=torch.float32)
     first = llm.complete(prompt, max_length=8, temperature=0)
     second = llm.complete(prompt + "x", max_length=8, temperature=0)
     assert first.prompt_tokens > 48 and second.reused_prompt_tokens > 48

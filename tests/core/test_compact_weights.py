@@ -194,25 +194,36 @@ def test_bad_shapes_and_buffers_are_refused_by_name():
 
 @pytest.fixture(scope="module")
 def shipped(shipped_model_dir):
-    """The shipped model as an AVX2 CPU without native bf16 loads it: fp32 masters (widened from
-    its bf16 checkpoint) and bf16 decode copies; these tests compare against the fp32 masters."""
+    """The shipped model as an AVX2 CPU without native bf16 loads it: its bf16 checkpoint held
+    once, decode steps in C and prompts' fp32 GEMMs over the same bf16 numbers."""
     with cpu_capabilities.inject("avx2"):
         return OptimizedLLM(str(shipped_model_dir))
 
 
+@pytest.fixture(scope="module")
+def shipped_fp32(shipped_model_dir, load_transformers):
+    """The shipped model widened to fp32 by transformers: what these tests compare against."""
+    return load_transformers(shipped_model_dir)
+
+
 @needs_kernels
-def test_bf16_decode_of_the_bf16_shipped_model_matches_fp32(shipped, widening_kernels):
+def test_bf16_decode_of_the_bf16_shipped_model_matches_fp32(
+    shipped, shipped_fp32, widening_kernels
+):
     """The shipped checkpoint is stored in bf16: bf16 decode weights are the same numbers (with
-    the kernels that widen them to fp32; the AVX512-BF16 ones round activations, next test)."""
+    the kernels that widen them to fp32; the AVX512-BF16 ones round activations, next test), and
+    so are prompts' fp32 GEMMs over them, widened a matrix at a time (a CPU without native bf16)."""
     ids = shipped.tokenizer.encode("def mean(values):\n    total = sum(values)\n    return total /")
-    exact, compact = (
-        ModelRunner(shipped.model, decode_weights="fp32"),
-        ModelRunner(shipped.model, decode_weights="bf16"),
-    )
+    with cpu_capabilities.inject("avx2"):
+        exact, compact = (
+            ModelRunner(shipped_fp32, decode_weights="fp32"),
+            ModelRunner(shipped_fp32, decode_weights="bf16"),
+        )
     assert compact.decode_weights == "bf16" and compact.decode_path == "numpy"
     assert compact.backend.blas.compact_bytes() > 0
+    assert compact.backend.prefill_dtype == torch.float32
     a, b = exact.prefill(ids), compact.prefill(ids)
-    assert torch.equal(a, b)  # prefill keeps the fp32 weights
+    assert float((a - b).abs().max()) < 1e-4
     for token in (7, 99, 1234):
         a, b = exact.decode_one_token(token), compact.decode_one_token(token)
         assert float((a - b).abs().max()) < 1e-4
@@ -231,7 +242,7 @@ def widening_kernels():
 
 
 @needs_kernels
-def test_bf16_dot_product_kernels_stay_within_bf16_rounding(shipped):
+def test_bf16_dot_product_kernels_stay_within_bf16_rounding(shipped, shipped_fp32):
     """The AVX512-BF16 kernels round activations to bf16 (as llama.cpp does): their logits stay
     within that rounding of the exact ones, and greedy picks agree."""
     if "avx512bf16" not in compact_weights.variants():
@@ -241,8 +252,8 @@ def test_bf16_dot_product_kernels_stay_within_bf16_rounding(shipped):
     try:
         compact_weights.use_variant("avx512bf16")
         exact, compact = (
-            ModelRunner(shipped.model, decode_weights="fp32"),
-            ModelRunner(shipped.model, decode_weights="bf16"),
+            ModelRunner(shipped_fp32, decode_weights="fp32"),
+            ModelRunner(shipped_fp32, decode_weights="bf16"),
         )
         exact.prefill(ids), compact.prefill(ids)
         for token in (7, 99, 1234):
@@ -255,11 +266,11 @@ def test_bf16_dot_product_kernels_stay_within_bf16_rounding(shipped):
 
 @needs_kernels
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_rounded_decode_weights_stay_close(shipped, precision):
+def test_rounded_decode_weights_stay_close(shipped, shipped_fp32, precision):
     ids = shipped.tokenizer.encode("import os\n\nfor name in os.listdir('.'):\n    print(")
     exact, compact = (
-        ModelRunner(shipped.model, decode_weights="fp32"),
-        ModelRunner(shipped.model, decode_weights=precision),
+        ModelRunner(shipped_fp32, decode_weights="fp32"),
+        ModelRunner(shipped_fp32, decode_weights=precision),
     )
     exact.prefill(ids), compact.prefill(ids)
     for token in (7, 99):
@@ -354,12 +365,12 @@ def test_the_engine_reports_and_refuses_decode_weights_clearly(tiny_model_dir):
 
 
 @needs_kernels
-def test_the_same_prompt_again_starts_from_the_same_logits(shipped):
+def test_the_same_prompt_again_starts_from_the_same_logits(shipped, shipped_fp32):
     """A repeated prompt must not re-run its last token through the decode step: compact weights
     (and bf16-rounded activations) give slightly different logits from prefill's, and a seeded
     request then sampled different text the second time (a server test saw it)."""
     ids = shipped.tokenizer.encode("import os\n\ndef walk(path):\n    for root, dirs, files in")
-    runner = ModelRunner(shipped.model, decode_weights="bf16")
+    runner = ModelRunner(shipped_fp32, decode_weights="bf16")
     first = runner.prefill(ids)
     for token in (7, 99, 1234):
         runner.decode_one_token(token)

@@ -137,22 +137,31 @@ def test_cpu_threads_one_for_small_models_all_cores_for_large(monkeypatch):
         devices.choose_cpu_threads(1)
 
 
-def test_cpu_masters_are_fp32_unless_asked_for_and_say_why(hardware):
-    """fp32 masters on every CPU kind (on native-bf16 CPUs decode from a bf16 copy measured faster
-    behind them); bf16 masters when asked for. The reason names what decided."""
+def test_cpu_masters_follow_a_16_bit_checkpoint_and_say_why(hardware):
+    """Where the kernels run, a 16-bit checkpoint is held in its own format (the model's one copy,
+    int8 replacing it layer by layer); fp32 when asked for, for an fp32 checkpoint, and where the
+    kernels do not run. Prompts' GEMMs: bf16 on a native-bf16 CPU, else fp32 widened a matrix at
+    a time. The reason names what decided."""
     from core.backends import select
 
+    bf16, fp16, fp32 = torch.bfloat16, torch.float16, torch.float32
+    for cpuinfo in (ZEN4, AVX2_ONLY):
+        hardware(cpuinfo=cpuinfo)
+        for stored, decode, expected, why in (
+            (bf16, "auto", bf16, "one copy"),
+            (fp16, "auto", fp16, "one copy"),
+            (bf16, "int8", bf16, "replaced layer by layer"),
+            (bf16, "fp32", fp32, "asked for"),
+            (fp32, "auto", fp32, "the checkpoint is fp32"),
+        ):
+            dtype, reason = select.master_dtype(stored, decode, kernels=True)
+            assert dtype == expected and why in reason, reason
+        dtype, reason = select.master_dtype(bf16, kernels=False)
+        assert dtype == fp32 and "NumPy" in reason
+    assert devices.select_dtype("cpu", "bfloat16", fp16, "fp32") == bf16  # asked for
     hardware(cpuinfo=ZEN4)
-    for stored, decode, why in (
-        (torch.bfloat16, "auto", "measured faster"),
-        (torch.float16, "auto", "fp16 checkpoint"),
-        (torch.bfloat16, "fp32", "asked for"),
-    ):
-        dtype, reason = select.master_dtype(stored, decode)
-        assert dtype == torch.float32 and why in reason
-    assert (
-        devices.select_dtype("cpu", "bfloat16", torch.float16, "fp32") == torch.bfloat16
-    )  # asked for
+    assert select.prefill_dtype("bf16")[0] == bf16 and select.prefill_dtype("int8")[0] == bf16
+    assert select.prefill_dtype("fp16")[0] == fp32
     hardware(cpuinfo=AVX2_ONLY)
-    dtype, reason = select.master_dtype(torch.bfloat16)
-    assert dtype == torch.float32 and "emulates bf16" in reason
+    dtype, reason = select.prefill_dtype("bf16")
+    assert dtype == fp32 and "emulates bf16" in reason and "widened a matrix at a time" in reason

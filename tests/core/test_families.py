@@ -118,34 +118,35 @@ def _greedy(runner, ids, n):
     return tokens
 
 
-def test_the_family_runs_lean_with_transformers_greedy_tokens(family_dir):
+def test_the_family_runs_lean_with_transformers_greedy_tokens(family_dir, load_transformers):
     family, path = family_dir
     llm = OptimizedLLM(str(path), torch_dtype=torch.float32)
+    model = load_transformers(path)  # the engine's own copy is emptied as its backend is built
     assert llm.info()["backend"] == f"lean-{family}", llm.info()["path"]
     ids = llm.tokenizer.encode("def fibonacci(n):\n    if n < 2:\n        return n\n" * 4)[:100]
     with torch.inference_mode():
-        expected = llm.model.generate(
+        expected = model.generate(
             torch.tensor([ids]),
             attention_mask=torch.ones(1, len(ids), dtype=torch.long),
             max_new_tokens=20,
             min_new_tokens=20,
             do_sample=False,
         )[0, len(ids) :].tolist()
-    assert _greedy(ModelRunner(llm.model), ids, 20) == expected
+    assert _greedy(llm._runner, ids, 20) == expected
     # Past a sliding window (mistral, starcoder2: 48 tokens) and after a keystroke, with the
     # cache reused: the logits of a fresh transformers pass over the whole prompt.
-    runner = ModelRunner(llm.model)
+    runner = ModelRunner(model)
     runner.prefill(ids + expected[:10])
     keystroke = ids + expected[:9] + [7]
     logits = runner.prefill(keystroke)
     with torch.inference_mode():
-        fresh = llm.model(input_ids=torch.tensor([keystroke])).logits[0, -1]
+        fresh = model(input_ids=torch.tensor([keystroke])).logits[0, -1]
     assert runner.reused_tokens >= len(keystroke) - 1
     assert float((logits - fresh).abs().max()) < 1e-4
     # A draft check (several rows at once) gives every row's logits too.
     all_logits = runner.verify_draft(9, [10, 11, 12])
     with torch.inference_mode():
-        fresh = llm.model(input_ids=torch.tensor([keystroke + [9, 10, 11, 12]])).logits[0, -4:]
+        fresh = model(input_ids=torch.tensor([keystroke + [9, 10, 11, 12]])).logits[0, -4:]
     assert float((all_logits - fresh).abs().max()) < 1e-4
 
 
@@ -153,7 +154,7 @@ def test_the_family_runs_lean_with_transformers_greedy_tokens(family_dir):
     not compact_weights.available(), reason=str(compact_weights.unavailable_reason())
 )
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
-def test_compact_decode_weights_run_every_family(family_dir, precision):
+def test_compact_decode_weights_run_every_family(family_dir, precision, load_transformers):
     family, path = family_dir
     llm = OptimizedLLM(str(path), torch_dtype=torch.float32, decode_weights=precision)
     info = llm.info()
@@ -161,7 +162,8 @@ def test_compact_decode_weights_run_every_family(family_dir, precision):
     # the fused C step computes every family's layer (its norm, biases, MLP, RoPE, window)
     assert info["path"]["decode"] == f"fused C step, {precision} weights", info["path"]
     ids = llm.tokenizer.encode("import os\n\nfor name in os.listdir('.'):\n    print(")
-    exact, compact = ModelRunner(llm.model, decode_weights="fp32"), llm.runner
+    exact = ModelRunner(load_transformers(path), decode_weights="fp32")
+    compact = llm._runner
     exact.prefill(ids), compact.prefill(ids)
     for token in (7, 99):
         a, b = exact.decode_one_token(token), compact.decode_one_token(token)

@@ -18,8 +18,14 @@ def model(tiny_model_dir):
     return llm
 
 
-def run_both(model, steps):
-    lean, hf = ModelRunner(model.model, lean=True), ModelRunner(model.model, lean=False)
+@pytest.fixture(scope="module")
+def hf_model(tiny_model_dir, load_transformers):
+    """The same checkpoint in fp32 as transformers runs it (the engine's own is emptied)."""
+    return load_transformers(tiny_model_dir)
+
+
+def run_both(hf_model, steps):
+    lean, hf = ModelRunner(hf_model, lean=True), ModelRunner(hf_model, lean=False)
     assert lean.backend_name == "lean-llama" and hf.backend_name == "transformers"
     diffs = []
     for kind, value in steps:
@@ -32,11 +38,11 @@ def run_both(model, steps):
     return diffs, lean, hf
 
 
-def test_prefill_decode_and_prefix_reuse_match_transformers(model):
+def test_prefill_decode_and_prefix_reuse_match_transformers(model, hf_model):
     ids = model.tokenizer.encode("def fibonacci(n):\n    if n < 2:\n        return n\n" * 3)
     edited = ids[:20] + ids[25:40]
     diffs, lean, hf = run_both(
-        model,
+        hf_model,
         [
             ("prefill", ids),
             ("decode", 7),
@@ -50,20 +56,20 @@ def test_prefill_decode_and_prefix_reuse_match_transformers(model):
     assert lean.reused_tokens == hf.reused_tokens > 0
 
 
-def test_greedy_text_is_the_same_on_both_backends(model, monkeypatch):
+def test_greedy_text_is_the_same_on_both_backends(model, hf_model, monkeypatch):
     prompt = "import os\n\ndef main():\n"
     lean_text = model.generate(prompt, max_length=30, temperature=0)
-    model.runner = ModelRunner(model.model, lean=False)
+    engines_runner, model._runner = model._runner, ModelRunner(hf_model, lean=False)
     try:
         assert model.generate(prompt, max_length=30, temperature=0) == lean_text
     finally:
-        model.runner = ModelRunner(model.model)
+        model._runner = engines_runner
 
 
-def test_bf16_weights_match_too(tiny_model_dir):
-    llm = OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.bfloat16)
-    ids = llm.tokenizer.encode("class Stack:\n    def push(self, item):\n")
-    diffs, _, _ = run_both(llm, [("prefill", ids), ("decode", 11), ("decode", 12)])
+def test_bf16_weights_match_too(tiny_model_dir, model, load_transformers):
+    ids = model.tokenizer.encode("class Stack:\n    def push(self, item):\n")
+    bf16 = load_transformers(tiny_model_dir, torch.bfloat16)
+    diffs, _, _ = run_both(bf16, [("prefill", ids), ("decode", 11), ("decode", 12)])
     assert max(diffs) < 0.1, diffs  # bf16 rounding differs only in the order of additions
 
 
@@ -95,7 +101,7 @@ def test_prompt_lookup_proposes_what_followed_the_last_ngram():
 
 
 @pytest.mark.parametrize("path", ["numpy", "torch"])
-def test_int8_decode_keeps_prefill_exact_and_decode_close(model, path, monkeypatch):
+def test_int8_decode_keeps_prefill_exact_and_decode_close(model, hf_model, path, monkeypatch):
     """int8 decode runs in the C kernels (numpy path), or in PyTorch's int8 kernel without them."""
     from core import compact_weights
 
@@ -104,20 +110,25 @@ def test_int8_decode_keeps_prefill_exact_and_decode_close(model, path, monkeypat
     if path == "torch":
         monkeypatch.setenv("DEEPSHIVA_BLAS_DECODE", "0")
     ids = model.tokenizer.encode("def fibonacci(n):\n    if n < 2:\n        return n\n" * 2)
-    exact = ModelRunner(model.model, lean=True)
-    int8 = ModelRunner(model.model, lean=True, decode_weights="int8")
+    exact = ModelRunner(hf_model, lean=True)
+    int8 = ModelRunner(hf_model, lean=True, decode_weights="int8")
     assert int8.decode_path == path and int8.decode_weights == "int8"
     if path == "torch":
         assert {w.q.dtype for w in int8.backend.int8_weights()} == {torch.int8}
     else:
         assert int8.backend.blas.compact_bytes() > 0 and not int8.backend.int8_weights()
-    # A long pass (prefill) uses the full-precision weights: the same KV cache; only the one row
-    # of logits at its end goes through the int8 output matrix.
+    # Through PyTorch's int8 kernel a long pass (prefill) uses the full-precision weights: the
+    # same KV cache. With the C kernels the int8 weights are the model's only copy, so prompts
+    # multiply them too (widened a matrix at a time): a close cache, not the same one.
     a, b = exact.prefill(ids), int8.prefill(ids)
     n = len(ids)
     for cache in ("k_cache", "v_cache"):
-        diff = getattr(exact.backend, cache)[..., :n, :] - getattr(int8.backend, cache)[..., :n, :]
-        assert float(diff.abs().max()) < 1e-5
+        reference = getattr(exact.backend, cache)[..., :n, :]
+        diff = reference - getattr(int8.backend, cache)[..., :n, :]
+        if path == "torch":
+            assert float(diff.abs().max()) < 1e-5
+        else:
+            assert 0 < float(diff.abs().max()) < 0.05 * float(reference.abs().max())
     assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) > 0.99
     # A one-token pass goes through the int8 weights: close, but not the same numbers.
     for token in (7, 99):
@@ -154,14 +165,14 @@ def test_prompt_lookup_built_from_a_context_proposes_as_if_fed_token_by_token():
             built.add(token), fed.add(token)
 
 
-def test_draft_checks_match_transformers(model):
+def test_draft_checks_match_transformers(model, hf_model):
     """A prompt-lookup draft check runs several rows through the NumPy decode path at once."""
     ids = model.tokenizer.encode("for item in items:\n    total += item\n" * 2)
-    lean, hf = ModelRunner(model.model, lean=True), ModelRunner(model.model, lean=False)
+    lean, hf = ModelRunner(hf_model, lean=True), ModelRunner(hf_model, lean=False)
     assert lean.decode_path == "numpy" and hf.decode_path == "torch"
     lean.prefill(ids), hf.prefill(ids)
     a, b = lean.verify_draft(ids[3], ids[4:9]), hf.verify_draft(ids[3], ids[4:9])
-    assert a.shape == b.shape == (6, model.model.config.vocab_size)
+    assert a.shape == b.shape == (6, hf_model.config.vocab_size)
     assert float((a - b).abs().max()) < 1e-4
     # A rejected draft is dropped and decoding goes on from the kept positions.
     lean.drop_last(3), hf.drop_last(3)
@@ -170,7 +181,7 @@ def test_draft_checks_match_transformers(model):
 
 
 @pytest.mark.parametrize("attention", ["c", "numpy"])
-def test_numpy_and_torch_decode_steps_write_the_same_cache(model, attention):
+def test_numpy_and_torch_decode_steps_write_the_same_cache(model, hf_model, attention):
     from core import cpu_attention
     from core.lean_llama import LeanLlamaBackend
 
@@ -180,8 +191,8 @@ def test_numpy_and_torch_decode_steps_write_the_same_cache(model, attention):
         "class Stack:\n    def push(self, item):\n        self.items.append(item)\n"
     )
     numpy_path, torch_path = (
-        LeanLlamaBackend(model.model, blas=True),
-        LeanLlamaBackend(model.model, blas=False),
+        LeanLlamaBackend(hf_model, blas=True),
+        LeanLlamaBackend(hf_model, blas=False),
     )
     assert numpy_path.blas is not None and torch_path.blas is None
     numpy_path.blas.c_attention = (
@@ -203,7 +214,7 @@ def test_numpy_decode_only_where_it_computes_the_same(tiny_model_dir, monkeypatc
     with cpu_capabilities.inject("avx2"):  # fp32 masters by default
         assert OptimizedLLM(str(tiny_model_dir)).info()["decode_path"] == "numpy"
     # 16-bit masters decode from their own weights in PyTorch unless a compact copy is asked for
-    # (auto asks for one where the kernels run, see test_bf16_masters_decode_in_c_from_a_copy_of_themselves).
+    # (auto asks for one where the kernels run, see test_bf16_masters_decode_in_c_from_themselves).
     bf16_model = OptimizedLLM(
         str(tiny_model_dir), torch_dtype=torch.bfloat16, decode_weights="fp32"
     ).info()
@@ -218,10 +229,10 @@ def test_numpy_decode_only_where_it_computes_the_same(tiny_model_dir, monkeypatc
 
 
 @pytest.mark.skipif(not compact_weights.available(), reason="the C kernels are not built here")
-def test_bf16_masters_decode_in_c_from_a_copy_of_themselves(tiny_model_dir):
-    """bf16 masters (asked for) run their GEMMs for prompts and decode through the C step from a
-    bf16 copy of the same numbers: the tokens fp32 arithmetic over those numbers gives, and the
-    bf16 model's own logits to bf16 rounding."""
+def test_bf16_masters_decode_in_c_from_themselves(tiny_model_dir, load_transformers):
+    """bf16 masters run their GEMMs for prompts and decode through the C step over the same bf16
+    bytes (one copy): the tokens fp32 arithmetic over those numbers gives, and the bf16 model's
+    own logits to bf16 rounding."""
     with cpu_capabilities.inject("native-bf16"):
         fast = OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.bfloat16)
     info = fast.info()
@@ -233,11 +244,16 @@ def test_bf16_masters_decode_in_c_from_a_copy_of_themselves(tiny_model_dir):
     )
     assert (
         info["path"]["summary"]
-        == "prefill: torch bf16 GEMMs, fp32 activations; decode: fused C step, bf16 weights"
+        == "prefill: torch bf16 GEMMs over the decode weights, fp32 activations; "
+        "decode: fused C step, bf16 weights"
     )
-    assert fast.runner.backend.blas.fused is not None  # one C call a token
+    backend = fast._runner.backend
+    assert backend.blas.fused is not None  # one C call a token
+    prefill_bytes = backend.layers[0].gate_up.weight.data_ptr()
+    assert prefill_bytes == backend.blas.layers[0].gate_up.values.ctypes.data  # the same memory
     ids = fast.tokenizer.encode("class Stack:\n    def push(self, item):\n")
-    lean, hf = ModelRunner(fast.model, decode_weights="bf16"), ModelRunner(fast.model, lean=False)
+    bf16 = load_transformers(tiny_model_dir, torch.bfloat16)
+    lean, hf = ModelRunner(bf16, decode_weights="bf16"), ModelRunner(bf16, lean=False)
     for a, b in (
         (lean.prefill(ids), hf.prefill(ids)),
         (lean.decode_one_token(11), hf.decode_one_token(11)),
@@ -246,7 +262,8 @@ def test_bf16_masters_decode_in_c_from_a_copy_of_themselves(tiny_model_dir):
         assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) > 0.999
     # The same bf16 numbers widened to fp32 masters decode to the same greedy text.
     widened = OptimizedLLM(str(tiny_model_dir), torch_dtype=torch.float32)
-    widened._install(widened.model.to(torch.bfloat16).to(torch.float32), widened.tokenizer)
+    rounded = load_transformers(tiny_model_dir).to(torch.bfloat16).to(torch.float32)
+    widened._install(rounded, widened.tokenizer)
     for prompt in ("import os\n\ndef main():\n", "def add(a, b):\n    return"):
         assert fast.generate(prompt, max_length=24, temperature=0) == widened.generate(
             prompt, max_length=24, temperature=0
@@ -263,26 +280,26 @@ def test_a_small_model_keeps_numpy_to_the_engines_thread_count(tiny_model_dir):
     assert blas and all(pool["num_threads"] == 1 for pool in blas)
 
 
-def test_long_prompts_run_in_chunks_with_the_same_logits(model):
+def test_long_prompts_run_in_chunks_with_the_same_logits(model, hf_model):
     from core.generation import PREFILL_CHUNK
 
     text = "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n"
     ids = model.tokenizer.encode(text * 40)[: PREFILL_CHUNK + 37]
     assert len(ids) == PREFILL_CHUNK + 37
     with torch.inference_mode():
-        whole = model.model(input_ids=torch.tensor([ids])).logits[0, -1]
+        whole = hf_model(input_ids=torch.tensor([ids])).logits[0, -1]
     for lean in (True, False):
-        runner = ModelRunner(model.model, lean=lean)
+        runner = ModelRunner(hf_model, lean=lean)
         assert float((runner.prefill(ids) - whole).abs().max()) < 1e-4
         assert runner.prefill_tokens == len(ids)
 
 
-def test_a_cancelled_prompt_stops_after_one_chunk_and_keeps_it_cached(model):
+def test_a_cancelled_prompt_stops_after_one_chunk_and_keeps_it_cached(model, hf_model):
     import threading
 
     from core import generation
 
-    runner = ModelRunner(model.model)
+    runner = ModelRunner(hf_model)
     PREFILL_CHUNK = runner.prefill_chunk
     assert PREFILL_CHUNK == generation.SMALL_MODEL_PREFILL_CHUNK  # a small model: short chunks
     ids = model.tokenizer.encode("import os\nimport sys\n" * 80)[: 3 * PREFILL_CHUNK]
@@ -296,9 +313,9 @@ def test_a_cancelled_prompt_stops_after_one_chunk_and_keeps_it_cached(model):
     assert runner.prefill_tokens == len(ids) + 1
 
 
-def test_the_reused_prefix_is_the_longest_common_one_leaving_a_token_to_run(model):
+def test_the_reused_prefix_is_the_longest_common_one_leaving_a_token_to_run(model, hf_model):
     rng = random.Random(3)
-    runner = ModelRunner(model.model)
+    runner = ModelRunner(hf_model)
     for _ in range(3000):
         cached = [rng.randrange(3) for _ in range(rng.randrange(0, 30))]
         ids = cached[: rng.randrange(0, len(cached) + 1)] + [

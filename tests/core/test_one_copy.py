@@ -1,0 +1,120 @@
+"""The engine holds a model's weights once: a 16-bit checkpoint stays 16-bit, prompts and decode
+steps read the same bytes, and nothing of transformers' copy stays resident.
+
+Measured on a ~300M-parameter random-weight Llama saved in bf16 (0.6 GB), big enough that a
+second copy of the weights (0.6 GB more in bf16, 1.2 GB in fp32) stands far above the noise of
+a process's own few hundred MB; the engine runs in a fresh process so its peak RSS is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from core import compact_weights
+
+pytestmark = pytest.mark.skipif(
+    not compact_weights.available(), reason=str(compact_weights.unavailable_reason())
+)
+
+PROBE = textwrap.dedent(
+    """
+    import json, sys
+    import torch, transformers  # noqa: F401
+    from core import OptimizedLLM
+
+    def status_mb(field):  # not ru_maxrss: a child's starts at its parent's peak
+        for line in open("/proc/self/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+
+    before = status_mb("VmRSS")
+    llm = OptimizedLLM(sys.argv[1], decode_weights=sys.argv[2])
+    llm.complete("def fibonacci(n):\\n" * 20, max_length=8, temperature=0)
+    backend = llm._runner.backend
+    print(json.dumps({
+        "imports_mb": before,
+        "peak_mb": status_mb("VmHWM"),
+        "held_mb": backend.weight_bytes() / 2**20,
+        "kv_mb": 2 * backend.k_cache.nbytes / 2**20,
+        "dtype": llm.info()["dtype"],
+        "summary": llm.info()["path"]["summary"],
+    }))
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def model_300m(tiny_model_dir, tmp_path_factory):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from benchmarks.shapes import write_random_checkpoint
+
+    out = tmp_path_factory.mktemp("llama-300m")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_model_dir / name).exists():
+            shutil.copy(tiny_model_dir / name, out / name)
+    config = LlamaConfig(
+        vocab_size=32000,
+        hidden_size=1024,
+        intermediate_size=4096,
+        num_hidden_layers=16,
+        num_attention_heads=16,
+        num_key_value_heads=4,
+        max_position_embeddings=1024,
+    )
+    written = write_random_checkpoint(LlamaForCausalLM, config, out)
+    yield out, written / 2**20
+    shutil.rmtree(out, ignore_errors=True)
+
+
+def _probe(directory, decode_weights: str) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(directory), decode_weights],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_bf16_checkpoint_is_held_once(model_300m):
+    directory, checkpoint_mb = model_300m
+    m = _probe(directory, "auto")
+    assert m["dtype"] == "bfloat16" and "bf16" in m["summary"], m
+    # What the backend holds, each storage counted once: the checkpoint's bytes (norm weights
+    # widened to fp32 add a few KB), not a second set of matrices beside it.
+    assert m["held_mb"] < 1.02 * checkpoint_mb, m
+    # And the process: after its imports, the weights once plus the KV cache, loading's and the
+    # first request's transients; a second bf16 copy would add the checkpoint again (2x).
+    grown = m["peak_mb"] - m["imports_mb"]
+    assert grown < 1.5 * checkpoint_mb + m["kv_mb"], m
+
+
+def test_int8_decode_weights_replace_the_checkpoint(model_300m):
+    directory, checkpoint_mb = model_300m
+    m = _probe(directory, "int8")
+    assert "int8" in m["summary"], m
+    # int8 matrices (about half the bf16 bytes) and the bf16 embedding rows the lookup reads.
+    embedding_mb = 32000 * 1024 * 2 / 2**20
+    assert m["held_mb"] < 0.55 * (checkpoint_mb - embedding_mb) + embedding_mb, m
+    # The bf16 checkpoint is read once while the int8 weights are built; it is not kept.
+    assert m["peak_mb"] - m["imports_mb"] < 1.5 * checkpoint_mb + m["kv_mb"], m
+
+
+def test_the_weights_read_by_prompts_are_the_ones_decode_reads(tiny_model_dir, load_transformers):
+    """Even without the engine, a bf16 model's compact decode weights share the model's memory:
+    the output matrix is not copied at all."""
+    from core.generation import ModelRunner
+
+    model = load_transformers(tiny_model_dir, torch.bfloat16)
+    runner = ModelRunner(model, decode_weights="bf16")
+    head = runner.backend.lm_head
+    assert head.weight.data_ptr() == model.lm_head.weight.data_ptr()
