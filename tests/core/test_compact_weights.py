@@ -214,22 +214,23 @@ def test_bf16_decode_of_the_bf16_shipped_model_matches_fp32(
     the kernels that widen them to fp32; the AVX512-BF16 ones round activations, next test), and
     so are prompts' fp32 GEMMs over them, widened a matrix at a time (a CPU without native bf16)."""
     ids = shipped.tokenizer.encode("def mean(values):\n    total = sum(values)\n    return total /")
+    # Inside the block: an injected AVX2 CPU runs the AVX2 kernels, and the probe's come back after.
     with cpu_capabilities.inject("avx2"):
         exact, compact = (
             ModelRunner(shipped_fp32, decode_weights="fp32"),
             ModelRunner(shipped_fp32, decode_weights="bf16"),
         )
-    assert compact.decode_weights == "bf16" and compact.decode_path == "numpy"
-    assert compact.backend.blas.compact_bytes() > 0
-    assert compact.backend.prefill_dtype == torch.float32
-    a, b = exact.prefill(ids), compact.prefill(ids)
-    assert float((a - b).abs().max()) < 1e-4
-    for token in (7, 99, 1234):
-        a, b = exact.decode_one_token(token), compact.decode_one_token(token)
+        assert compact.decode_weights == "bf16" and compact.decode_path == "numpy"
+        assert compact.backend.blas.compact_bytes() > 0
+        assert compact.backend.prefill_dtype == torch.float32
+        a, b = exact.prefill(ids), compact.prefill(ids)
         assert float((a - b).abs().max()) < 1e-4
-    # A draft check (several rows at once) reads the same compact weights as single steps.
-    a, b = exact.verify_draft(5, [6, 7, 8]), compact.verify_draft(5, [6, 7, 8])
-    assert float((a - b).abs().max()) < 1e-4
+        for token in (7, 99, 1234):
+            a, b = exact.decode_one_token(token), compact.decode_one_token(token)
+            assert float((a - b).abs().max()) < 1e-4
+        # A draft check (several rows at once) reads the same compact weights as single steps.
+        a, b = exact.verify_draft(5, [6, 7, 8]), compact.verify_draft(5, [6, 7, 8])
+        assert float((a - b).abs().max()) < 1e-4
 
 
 @pytest.fixture
