@@ -6,20 +6,18 @@ One estimate serves every caller: the engine checks it before the slow load (``c
 parameter count comes from the model built on PyTorch's ``meta`` device, which allocates
 nothing, so any architecture transformers knows is counted exactly.
 
-What the engine holds today on the CPU (``footprint``), per setting:
-
-- masters: every parameter in the master dtype (fp32, or bf16/fp16 when asked for);
-- the decode step's copy (``core.blas_decode``): each layer matrix the kernels' layout holds,
-  and the output head, in the decode format (2 bytes a weight for fp16/bf16, 1 plus an fp32
-  scale a row for int8, half a byte plus an fp16 scale a block of 32 for int4); with fp32 decode
-  weights, the q/k/v and gate/up matrices are concatenated into copies in the master dtype
-  instead (``core.lean_llama``);
+What the engine holds on the CPU (``footprint``), per setting: each weight once.
+- with fp32 decode weights: every parameter in the master dtype (fp32, or bf16/fp16 when asked
+  for), read by prefill and decode alike;
+- with compact decode weights (``core.compact_weights``): each layer matrix the kernels' layout
+  holds, and the output head, only in the decode format (2 bytes a weight for fp16/bf16, 1 plus
+  an fp32 scale a row for int8, half a byte plus an fp16 scale a block of 32 for int4), which
+  prompts read too; the rest (embeddings, norms, biases) in the master dtype. An output head
+  tied to the embedding is held twice (the embedding in the master dtype, the head in the decode
+  format) unless both are the same 16-bit tensor;
 - the KV cache: fp32 keys and values of every layer for ``KV_TOKENS`` tokens (it grows with the
   prompts, up to the context length);
 - ``WORKING_BYTES`` for prefill activations, the tokenizer and load buffers.
-
-When the engine comes to hold one copy of the weights at the decode precision, ``footprint`` is
-the one function to change.
 """
 
 from __future__ import annotations
@@ -38,7 +36,6 @@ KV_TOKENS = 4096  # tokens of KV cache counted (or the model's context, when sho
 WORKING_BYTES = 256 * 2**20
 MEMORY_ENV = "DEEPSHIVA_MEMORY_AVAILABLE"  # a pretend memory limit, in bytes (tests, trials)
 MASTER_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-STACKED = ("q_proj", "k_proj", "v_proj", "gate_proj", "up_proj")  # fp32 decode concatenates
 
 
 @dataclass(frozen=True)
@@ -48,7 +45,7 @@ class Shape:
     parameters: int
     compact_weights: int  # weights a decode step reads from a compact copy
     compact_rows: int  # their output rows (int8 keeps one scale a row)
-    stacked_weights: int  # q/k/v and gate/up weights (fp32 decode concatenates copies of them)
+    tied_head_weights: int  # an output head that is the input embedding (0 when untied)
     kv_bytes_per_token: int  # fp32 keys and values over every layer
     context: int
 
@@ -83,12 +80,12 @@ class Footprint:
 
     def describe(self, settings: Settings) -> str:
         copy = (
-            "q/k/v and gate/up concatenated"
+            "no decode copy"
             if settings.decode_weights == "fp32"
-            else f"{settings.decode_weights} decode copy"
+            else f"{settings.decode_weights} layer matrices"
         )
         return (
-            f"{settings.master} masters {gib(self.masters)}, {copy} {gib(self.decode_copy)}, "
+            f"{settings.master} weights {gib(self.masters)}, {copy} {gib(self.decode_copy)}, "
             f"KV cache {gib(self.kv_cache)}, working memory {gib(self.working)}"
         )
 
@@ -114,7 +111,7 @@ def parameters(config, trust_remote_code: bool = False) -> int:
 def shape_of(config, trust_remote_code: bool = False) -> Shape:
     """The ``Shape`` of the model ``config`` describes, counted on the meta device."""
     model = meta_model(config, trust_remote_code)
-    compact = rows = stacked = 0
+    compact = rows = tied = 0
     matrices = [(n, m.weight) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
     head = model.get_output_embeddings()
     for name, weight in matrices:
@@ -122,8 +119,9 @@ def shape_of(config, trust_remote_code: bool = False) -> Shape:
         decoded = ".layers." in name or (head is not None and weight is head.weight)
         if decoded and out % 4 == 0 and cols % BLOCK == 0:
             compact, rows = compact + out * cols, rows + out
-        if name.rsplit(".", 1)[-1] in STACKED:
-            stacked += out * cols
+            embedding = model.get_input_embeddings()
+            if head is not None and weight is head.weight and weight is embedding.weight:
+                tied = out * cols
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
     heads = text.num_attention_heads
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
@@ -133,7 +131,7 @@ def shape_of(config, trust_remote_code: bool = False) -> Shape:
         parameters=sum(p.numel() for p in model.parameters()),
         compact_weights=compact,
         compact_rows=rows,
-        stacked_weights=stacked,
+        tied_head_weights=tied,
         kv_bytes_per_token=2 * text.num_hidden_layers * kv_heads * head_dim * 4,
         context=int(context),
     )
@@ -144,15 +142,22 @@ def footprint(shape: Shape, settings: Settings) -> Footprint:
     master = MASTER_BYTES[settings.master]
     fmt = settings.decode_weights
     if fmt == "fp32":
-        copy = shape.stacked_weights * master
-    elif fmt in ("fp16", "bf16"):
+        return Footprint(
+            masters=shape.parameters * master,
+            decode_copy=0,
+            kv_cache=shape.kv_bytes_per_token * min(shape.context, KV_TOKENS),
+        )
+    rest = shape.parameters - shape.compact_weights  # embeddings, norms, biases
+    if fmt != settings.master:  # a tied head is held in both formats
+        rest += shape.tied_head_weights
+    if fmt in ("fp16", "bf16"):
         copy = shape.compact_weights * 2
     elif fmt == "int8":
         copy = shape.compact_weights + 4 * shape.compact_rows
     else:  # int4: 16 bytes and an fp16 scale a block of 32
         copy = shape.compact_weights // 2 + 2 * (shape.compact_weights // BLOCK)
     kv = shape.kv_bytes_per_token * min(shape.context, KV_TOKENS)
-    return Footprint(masters=shape.parameters * master, decode_copy=copy, kv_cache=kv)
+    return Footprint(masters=rest * master, decode_copy=copy, kv_cache=kv)
 
 
 def available_bytes() -> int | None:

@@ -48,7 +48,7 @@ def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @needs_kernels
-def test_int4_decode_computes_what_its_4bit_weights_do(family_dir):
+def test_int4_decode_computes_what_its_4bit_weights_do(family_dir, load_transformers):
     family, path = family_dir
     llm = OptimizedLLM(str(path), torch_dtype=torch.float32, decode_weights="int4")
     info = llm.info()
@@ -59,8 +59,10 @@ def test_int4_decode_computes_what_its_4bit_weights_do(family_dir):
     # Every pass below is at most 8 tokens, so prefill runs through the same int4 products.
     ids = llm.tokenizer.encode("import os\n\nfor name in os.listdir('.'):\n    print(name)\n")
     int4 = llm._runner
-    reference = ModelRunner(dequantized(llm.model), decode_weights="fp32")
-    full = ModelRunner(llm.model, decode_weights="fp32")
+    # The engine holds its weights once (the int4 blocks) and emptied its transformers model.
+    checkpoint = load_transformers(path)
+    reference = ModelRunner(dequantized(checkpoint), decode_weights="fp32")
+    full = ModelRunner(checkpoint, decode_weights="fp32")
     runners = (int4, reference, full)
     logits = [r.prefill(ids[:1]) for r in runners]
     to_reference, to_full, agree = [], [], 0
