@@ -108,6 +108,21 @@ SHAPES = {
         head_dim=64,
         max_position_embeddings=2048,
     ),
+    # Qwen/Qwen2.5-Coder-1.5B (its published config.json values): 28 layers, GQA 12/2 heads,
+    # q/k/v biases (the qwen2 family's), tied embeddings over a 151936-token vocabulary.
+    "qwen2.5-coder-1.5b": dict(
+        family="qwen2",
+        vocab_size=151936,
+        hidden_size=1536,
+        intermediate_size=8960,
+        num_hidden_layers=28,
+        num_attention_heads=12,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+    ),
     # stabilityai/stable-code-3b: StableLM architecture, partial rotary embeddings.
     "stablelm-3b": dict(
         family="stablelm",
