@@ -38,18 +38,21 @@ CPP_TYPES = dict(LLAMACPP_TYPES, int4="q4_0")
 
 def pair_rounds(llm: OptimizedLLM, cpp, ids: list[int], new: int, rounds: int) -> dict:
     """Decode tokens/s of both engines, alternating which goes first, and their per-round ratios."""
-    ours, theirs = [], []
+    ours, theirs, their_tokens = [], [], []
     for r in range(rounds):
         order = ("ours", "theirs") if r % 2 == 0 else ("theirs", "ours")
         for engine in order:
             if engine == "ours":
                 ours.append(measure_ours(llm, ids, new, 1)["decode_tok_s"])
             else:
-                theirs.append(llamacpp.measure(cpp, ids, new, 1)["decode_tok_s"])
+                measured = llamacpp.measure(cpp, ids, new, 1)
+                theirs.append(measured["decode_tok_s"])
+                their_tokens.append(measured["tokens"])
     ratios = [a / b for a, b in zip(ours, theirs)]
     return {
         "deepshiva_tok_s": [round(x, 2) for x in ours],
         "llamacpp_tok_s": [round(x, 2) for x in theirs],
+        "llamacpp_tokens": their_tokens,  # under ``new``: llama.cpp stopped at an end token
         "ratio_median": round(statistics.median(ratios), 3),
         "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
     }
@@ -65,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="write the results here as JSON")
     parser.add_argument(
         "--dtype", default=None, help="the engine's torch_dtype (default: its automatic choice)"
+    )
+    parser.add_argument(
+        "--llamacpp-plain",
+        action="store_true",
+        help="load llama.cpp without its extra buffer types (AMX, repacked weights); its "
+        "Q8_0/Q4_0 crash in them on some CPUs (benchmarks.llamacpp.load)",
     )
     args = parser.parse_args(argv)
     if not llamacpp.available():
@@ -89,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": torch.get_num_threads(),
         "dtype": str(llm.dtype),
         "kernels": compact_weights.variant(),
+        "llamacpp_extra_buffers": not args.llamacpp_plain,
         "precisions": {},
     }
     print(
@@ -105,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             llamacpp.gguf_for(directory, CPP_TYPES[precision]),
             llm.context_length,
             torch.get_num_threads(),
+            extra_buffers=not args.llamacpp_plain,
         )
         try:
             measured = pair_rounds(llm, cpp, ids, args.new, args.rounds)
@@ -118,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{precision:5} vs llama.cpp {CPP_TYPES[precision]:5}: DeepShiva "
             f"{statistics.median(measured['deepshiva_tok_s']):6.1f} tok/s, llama.cpp "
             f"{statistics.median(measured['llamacpp_tok_s']):6.1f}; ratio per round median "
-            f"{measured['ratio_median']:.2f} (range {measured['ratio_range'][0]:.2f}-{measured['ratio_range'][1]:.2f})",
+            f"{measured['ratio_median']:.2f} (range {measured['ratio_range'][0]:.2f}-"
+            f"{measured['ratio_range'][1]:.2f}); llama.cpp tokens per round "
+            f"{measured['llamacpp_tokens']}",
             flush=True,
         )
     if args.out:

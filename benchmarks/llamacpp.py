@@ -70,22 +70,39 @@ def _quantize(source: Path, out: Path, ftype: int) -> None:
         raise RuntimeError(f"llama.cpp could not quantize {source} to {out.name}")
 
 
-def load(gguf: Path, context: int, threads: int):
+def load(gguf: Path, context: int, threads: int, extra_buffers: bool = True):
+    """``extra_buffers=False`` loads without llama.cpp's extra buffer types (AMX, weights
+    repacked for its GEMMs): its Q8_0/Q4_0 decode crashed in them on the native-bf16/AMX VM of
+    2026-12-06 (segmentation fault in ``llama_decode``), and llama-cpp-python has no argument for
+    it, so its default model parameters are swapped for the one call."""
+    import llama_cpp.llama_cpp as low_level
     from llama_cpp import Llama
 
-    return Llama(
-        model_path=str(gguf),
-        n_ctx=context,
-        n_threads=threads,
-        n_threads_batch=threads,
-        n_batch=512,
-        verbose=False,
-    )
+    defaults = low_level.llama_model_default_params
+
+    def without_extra_buffers():
+        params = defaults()
+        params.use_extra_bufts = False
+        return params
+
+    if not extra_buffers:
+        low_level.llama_model_default_params = without_extra_buffers
+    try:
+        return Llama(
+            model_path=str(gguf),
+            n_ctx=context,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_batch=512,
+            verbose=False,
+        )
+    finally:
+        low_level.llama_model_default_params = defaults
 
 
 def measure(llm, ids: list[int], new: int, repeats: int) -> dict:
     """Cold time to first token and decode tokens/s, like benchmarks.engine measures DeepShiva."""
-    ttfts, rates = [], []
+    ttfts, rates, counts = [], [], []
     for _ in range(repeats):
         llm.reset()
         started = time.perf_counter()
@@ -98,7 +115,12 @@ def measure(llm, ids: list[int], new: int, repeats: int) -> dict:
         end = time.perf_counter()
         ttfts.append((first - started) * 1000)
         rates.append((count - 1) / (end - first) if end > first else float("nan"))
-    return {"ttft_ms": statistics.median(ttfts), "decode_tok_s": statistics.median(rates)}
+        counts.append(count)
+    return {
+        "ttft_ms": statistics.median(ttfts),
+        "decode_tok_s": statistics.median(rates),
+        "tokens": statistics.median(counts),  # fewer than asked: it stopped at an end token
+    }
 
 
 def replay_engine(llm, deepshiva_llm, max_tokens: int = 48):

@@ -38,6 +38,7 @@ SETTINGS = {
     "fp32 masters + bf16 C decode": {"torch_dtype": "float32", "decode_weights": "bf16"},
     "fp32 masters + fp32 NumPy decode": {"torch_dtype": "float32", "decode_weights": "fp32"},
     "bf16 masters + int8 C decode": {"torch_dtype": "bfloat16", "decode_weights": "int8"},
+    "bf16 masters + int4 C decode": {"torch_dtype": "bfloat16", "decode_weights": "int4"},
     "transformers generate (bf16)": {"hf": "bfloat16"},
 }
 
