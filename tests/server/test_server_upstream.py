@@ -196,6 +196,11 @@ def test_a_client_that_hangs_up_stops_the_generation_in_vllm(endless_front, vllm
     against vLLM directly), so its /metrics show the abort this way: the request left the running
     batch without finishing (no stop/length counted) and generated a small part of its tokens."""
     vllm = vllm_endless
+    deadline = time.monotonic() + 60  # the shared vLLM may still be writing another test's request
+    while _vllm_metric(vllm, "vllm:num_requests_running") > 0:
+        assert time.monotonic() < deadline, "vLLM stayed busy with earlier requests"
+        time.sleep(0.5)
+    time.sleep(1.0)  # its counters are refreshed a step or more behind
     finished_before = _vllm_metric(vllm, "vllm:request_success_total")
     tokens_before = _vllm_metric(vllm, "vllm:generation_tokens_total")
     body = {"prompt": "x = [", "max_length": 1000, "temperature": 1.0, "seed": 3}
