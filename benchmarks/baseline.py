@@ -48,3 +48,13 @@ def transformers_model(directory, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype).eval()
+
+
+def decode_through(llm, directory, precision: str) -> None:
+    """Give ``llm`` a runner decoding through ``precision`` weights of the checkpoint at
+    ``directory``; its old runner's memory goes first (benchmarks that compare precisions)."""
+    from core.generation import ModelRunner
+
+    llm.runner = None
+    model = transformers_model(directory, llm.dtype)
+    llm.runner = ModelRunner(model, decode_weights=precision, release_model=True)

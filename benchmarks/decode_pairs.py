@@ -25,10 +25,9 @@ import sys
 import torch
 
 from core import OptimizedLLM
-from core.generation import ModelRunner
 
 from . import llamacpp
-from .baseline import transformers_model
+from .baseline import decode_through
 from .engine import LLAMACPP_TYPES, measure_ours, prompt_ids
 from .shapes import model_dir
 
@@ -107,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     for precision in args.precisions.split(","):
-        llm.runner = None  # the engine's runner is replaced: its memory goes first
-        model = transformers_model(directory, llm.dtype)
-        llm.runner = ModelRunner(model, decode_weights=precision, release_model=True)
+        decode_through(llm, directory, precision)
         llm.warmup()
         cpp = llamacpp.load(
             llamacpp.gguf_for(directory, CPP_TYPES[precision]),

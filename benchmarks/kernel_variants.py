@@ -22,9 +22,8 @@ import sys
 import torch
 
 from core import OptimizedLLM, compact_weights
-from core.generation import ModelRunner
 
-from .baseline import transformers_model
+from .baseline import decode_through
 from .engine import measure_ours, prompt_ids
 from .shapes import model_dir
 
@@ -70,9 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     for precision in args.precisions.split(","):
-        llm.runner = None  # the engine's runner is replaced: its memory goes first
-        model = transformers_model(model_dir(args.model), llm.dtype)
-        llm.runner = ModelRunner(model, decode_weights=precision, release_model=True)
+        decode_through(llm, model_dir(args.model), precision)
         llm.warmup()
         rates: dict[str, list[float]] = {v: [] for v in variants}
         try:
