@@ -233,6 +233,22 @@ def test_a_client_that_hangs_up_stops_the_generation_in_vllm(endless_front, vllm
     assert float(_prometheus(endless_front.url, "deepshiva_cancelled_generations_total")) >= 1
 
 
+def test_vllm_on_a_cpu_leaves_the_last_core_to_deepshiva(vllm_endless):
+    """scripts/serve-vllm keeps vLLM's processes off the last core: its engine core spins on
+    sched_yield() while the worker runs, and on a shared core it starved DeepShiva for the whole
+    of a completion (a cancel went unseen until vLLM had finished). On a one-core machine there
+    is nothing to leave, and vLLM gets the core."""
+    import os
+
+    import psutil
+
+    allowed = sorted(os.sched_getaffinity(0))
+    expected = allowed[:-1] if len(allowed) > 1 else allowed
+    root = psutil.Process(vllm_endless.process.pid)
+    for process in [root, *root.children(recursive=True)]:
+        assert sorted(process.cpu_affinity()) == expected, (process.name(), process.cpu_affinity())
+
+
 def _vllm_metric(vllm, name: str) -> float:
     """The sum of a metric's samples in vLLM's /metrics."""
     return float(_prometheus(vllm.url, name))
