@@ -336,9 +336,9 @@ class CompactWeight:
             out = torch.empty(shape, dtype=dtype)
         if self.precision in SIXTEEN_BIT:
             return out.copy_(self.tensor)
-        if self.precision == "int8":
+        if self.precision == "int8":  # widened in place (int8 is exact in 16 bits), then scaled
             scales = torch.from_numpy(self.scales).to(dtype)[:, None]
-            return torch.mul(_deinterleave(torch.from_numpy(self.values)), scales, out=out)
+            return out.copy_(_deinterleave(torch.from_numpy(self.values))).mul_(scales)
         rows, cols = shape
         packed = _deinterleave(torch.from_numpy(self.values), block=BLOCK // 2)
         packed = packed.reshape(rows, cols // BLOCK, BLOCK // 2)

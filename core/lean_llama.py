@@ -40,6 +40,7 @@ from .backends.layers import (
     Int8Weight,
     LayerWeights,
     Projection,
+    WideningBuffer,
     held_tensors,
 )
 from .devices import DTYPE_NAMES
@@ -141,6 +142,7 @@ class LeanLlamaBackend:
             )
         self.decode_weights = decode_weights
         self._release_sources = release_model  # read by _compact while the layers are built
+        self.widening = WideningBuffer()  # prompts widen quantized layer matrices here
         self.prefill_dtype = prefill_dtype or self.dtype
         # In fp32, q and k rotate as complex numbers: one multiply instead of five ops. That
         # needs each rotating pair (i, i + rotary_dims/2) side by side, so their rows are
@@ -238,7 +240,9 @@ class LeanLlamaBackend:
             head = model.get_output_embeddings()
             head_bias = getattr(head, "bias", None)
             if compact:
-                self.lm_head = self._compact([head.weight], head_bias)
+                # widened (all logits of a long pass) into a temporary: a vocabulary-sized
+                # buffer would stay allocated for the rare pass that needs it
+                self.lm_head = self._compact([head.weight], head_bias, shared_buffer=False)
             else:
                 self.lm_head = Projection(
                     head.weight.detach(), int8=int8, bias=self._act(head_bias)
@@ -303,7 +307,9 @@ class LeanLlamaBackend:
             decode = "NumPy/OpenBLAS, fp32 weights"
         return {"backend": self.name, "prefill": prefill, "decode": decode}
 
-    def _compact(self, parts: list[torch.Tensor], bias: torch.Tensor | None):
+    def _compact(
+        self, parts: list[torch.Tensor], bias: torch.Tensor | None, shared_buffer: bool = True
+    ):
         """One product kept once at the decode precision (``parts`` stacked by rows: q/k/v,
         gate/up), read by decode steps and prompts alike; a shape the kernels' layout cannot hold
         stays a plain matrix (decode reads it in fp32 NumPy)."""
@@ -326,7 +332,8 @@ class LeanLlamaBackend:
         stored = compact_weights.CompactWeight(
             weight, precision, share=True, release_source=self._release_sources
         )
-        return CompactProjection(stored, self.prefill_dtype, bias=bias)
+        buffer = self.widening if shared_buffer else None
+        return CompactProjection(stored, self.prefill_dtype, bias=bias, buffer=buffer)
 
     @property
     def name(self) -> str:
