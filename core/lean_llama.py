@@ -20,8 +20,11 @@ themselves), or compact weights (``fp16``, ``bf16``, ``int8``, ``int4``;
 ``core.compact_weights``) that the
 NumPy decode path (``core.blas_decode``) and the fused C step multiply. Compact weights are the
 model's only copy (``CompactProjection``): prompts multiply the same bytes in PyTorch, 16-bit ones
-as they lie, quantized ones widened a matrix at a time, in ``prefill_dtype``; with
-``release_model`` the model's own tensors are emptied as each layer is built. Where the C kernels
+as they lie, quantized ones widened a matrix at a time into one shared buffer
+(``WideningBuffer``), in ``prefill_dtype``; with
+``release_model`` the model's own tensors are emptied as each layer is built (int8/int4: each
+slice's checkpoint pages as soon as it is quantized, the C heap's freed temporaries after each
+layer, so a load holds one layer's transients beside the weights). Where the C kernels
 are not built, ``int8`` falls back to PyTorch's int8 weight kernel (one scale per output row,
 bf16 activations inside the product; very slow for many rows, so only passes of at most
 ``INT8_MAX_ROWS`` tokens use it); the other compact formats are refused with the reason.
