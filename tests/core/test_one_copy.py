@@ -112,11 +112,12 @@ def test_quantized_decode_weights_replace_the_checkpoint(model_300m, decode_weig
     # Issue 21's budget: the weights held, the KV cache and 0.5 GB (the interpreter, PyTorch,
     # transformers and every transient included).
     assert m["peak_mb"] < m["held_mb"] + m["kv_mb"] + 512, m
-    # And what the load adds to the process beside those weights: at most a third of the
-    # checkpoint. The bf16 source kept resident while quantizing would add all of it (measured
-    # before the fix: int8 1.6x the weights held, int4 3x, with a heap of freed temporaries).
+    # And what the load adds to the process beside those weights: under half the checkpoint.
+    # The bf16 source kept resident while quantizing would add all of it. Measured on this
+    # model: this change int8 470 MB grown (bound 629), int4 380 (bound 513); before it, with
+    # freed quantizing temporaries kept in the C heap, int8 846 and int4 1020.
     grown = m["peak_mb"] - m["imports_mb"]
-    assert grown < m["held_mb"] + m["kv_mb"] + checkpoint_mb / 3, m
+    assert grown < m["held_mb"] + m["kv_mb"] + checkpoint_mb / 2, m
 
 
 def test_the_weights_read_by_prompts_are_the_ones_decode_reads(tiny_model_dir, load_transformers):
