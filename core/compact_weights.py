@@ -327,7 +327,7 @@ class CompactWeight:
     def dense(self, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
         """The matrix (out, in) in ``dtype`` for PyTorch's products: the stored tensor itself when
         it is 16-bit in ``dtype``, else widened from it into ``out`` (a buffer the caller reuses
-        from matrix to matrix; a new tensor when None), in one pass with no full-size temporary:
+        from matrix to matrix; a new tensor when None), with no full-size temporary:
         int8 rows times their scale (in ``dtype``), int4 nibbles times their block's scale."""
         if self.precision in SIXTEEN_BIT and self.tensor.dtype == dtype:
             return self.tensor
