@@ -131,6 +131,26 @@ def available() -> bool:
 
 
 QUANTIZE_ROWS = 1024  # rows widened to fp32 at a time while quantizing (bounds the temporaries)
+# Weights quantized, or widened for a prompt, in one slice: 1M fp32 values are 4 MB, so the
+# temporaries of a vocabulary-sized matrix or a 3B model's MLP stay a few MB (int4's rounding
+# takes about ten of them at once).
+SLICE_WEIGHTS = 1 << 20
+
+
+def _slice_rows(cols: int) -> int:
+    """Rows of a slice of ``cols`` columns: about SLICE_WEIGHTS weights, a whole group of four."""
+    return max(4, SLICE_WEIGHTS // cols // 4 * 4)
+
+
+def _row_slices(parts: list[torch.Tensor]):
+    """(first row, slice) over the rows of ``parts`` stacked, each slice inside one part and a
+    whole number of the kernels' groups of four rows (every part's rows are a multiple of 4)."""
+    first = 0
+    for part in parts:
+        step = _slice_rows(part.shape[1])
+        for start in range(0, part.shape[0], step):
+            yield first + start, part[start : start + step]
+        first += part.shape[0]
 
 
 def quantize_rows(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,16 +202,15 @@ def _unpack_int4(packed: torch.Tensor) -> torch.Tensor:
     return (torch.stack((p & 0x0F, p >> 4), dim=2) - 8).reshape(out, half * 2).to(torch.int8)
 
 
-def _interleave(values: torch.Tensor, block: int = BLOCK) -> np.ndarray:
-    """(out, cols) -> the kernels' layout (rows in fours, block b of row 4g + k at (4g, 4b + k);
-    ``block`` columns a block), written straight into huge-page memory where the OS offers it
-    (``core.page_memory``)."""
-    out, cols = values.shape
-    laid_out = page_memory.empty((out, cols), values.numpy().dtype)
-    torch.from_numpy(laid_out).view(out // 4, cols // block, 4, block).copy_(
-        values.reshape(out // 4, 4, cols // block, block).transpose(1, 2)
+def _write_interleaved(laid_out: np.ndarray, first: int, rows: torch.Tensor, block: int) -> None:
+    """Write plain ``rows`` (whole groups of four) as rows ``first`` on of ``laid_out``, an array in
+    the kernels' layout (block b of row 4g + k at (4g, 4b + k); ``block`` columns a block)."""
+    out, cols = laid_out.shape
+    count = rows.shape[0]
+    groups = torch.from_numpy(laid_out).view(out // 4, cols // block, 4, block)
+    groups[first // 4 : (first + count) // 4].copy_(
+        rows.reshape(count // 4, 4, cols // block, block).transpose(1, 2)
     )
-    return laid_out
 
 
 def _deinterleave(values: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
@@ -217,26 +236,38 @@ class CompactWeight:
     ``weight`` already in that format is used where it lies (no copy at all). int8 and int4 are
     interleaved for the kernels; PyTorch reads them through ``dense``, one matrix at a time."""
 
-    def __init__(self, weight: torch.Tensor, precision: str, share: bool = False):
+    def __init__(
+        self,
+        weight: torch.Tensor | list[torch.Tensor],
+        precision: str,
+        share: bool = False,
+        release_source: bool = False,
+    ):
+        """``weight``: the (out, in) matrix, or int8/int4 only, its parts stacked by rows (q, k
+        and v; gate and up), quantized a slice at a time straight from them, so neither the
+        stacked matrix nor a full-size fp32 or int8 temporary ever exists. ``release_source``
+        (int8/int4): nothing reads ``weight`` afterwards, so each slice's pages of a
+        memory-mapped checkpoint leave the process's memory as soon as it is quantized."""
         if precision not in _KINDS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-        if not fits(weight):
+        parts = list(weight) if isinstance(weight, (list, tuple)) else [weight]
+        if len(parts) > 1 and (
+            precision in SIXTEEN_BIT or any(p.shape[0] % 4 for p in parts)
+        ):  # stacked whole: 16-bit matrices are kept as one tensor anyway
+            parts = [torch.cat([p.detach() for p in parts])]
+        weight = parts[0]
+        shape = (sum(p.shape[0] for p in parts), weight.shape[1])
+        if not fits(torch.empty(shape, device="meta")):
             raise ValueError(
-                f"a {tuple(weight.shape)} matrix does not fit the kernels' layout "
+                f"a {shape} matrix does not fit the kernels' layout "
                 f"(rows in fours, columns in blocks of {BLOCK})"
             )
         self.precision = precision
         self.kind = _KINDS[precision]
-        self.out_features, self.in_features = weight.shape
+        self.out_features, self.in_features = shape
         with torch.no_grad():
-            if precision == "int8":
-                values, scales = quantize_rows(weight)
-                self.scales = scales.numpy()
-            elif precision == "int4":
-                q, scales = quantize_blocks_int4(weight)
-                # the block scales in the weights' order too: group of four rows, block, row
-                self.scales = _interleave(scales.view(torch.int16), block=1)
-                self.values = _interleave(_pack_int4(q), block=BLOCK // 2)
+            if precision in ("int8", "int4"):
+                self._quantize([p.detach() for p in parts], release_source)
                 return
             else:  # torch rounds to nearest even; the bits travel as int16 (NumPy has no bfloat16)
                 dtype = DTYPE_NAMES[precision]
@@ -247,8 +278,30 @@ class CompactWeight:
                 else:
                     self.values, self.tensor = _plain_copy(weight, dtype)
                 self.scales = b""
-                return
-            self.values = _interleave(values)
+
+    def _quantize(self, parts: list[torch.Tensor], release_source: bool = False) -> None:
+        """int8 rows (one fp32 scale each) or int4 blocks (one fp16 scale a block), quantized a
+        slice of rows at a time and written straight into the kernels' interleaved layout."""
+        out, cols = self.out_features, self.in_features
+        if self.precision == "int8":
+            self.values = page_memory.empty((out, cols), np.int8)
+            self.scales = np.empty(out, np.float32)
+            for first, rows in _row_slices(parts):
+                values, scales = quantize_rows(rows)
+                _write_interleaved(self.values, first, values, BLOCK)
+                self.scales[first : first + len(rows)] = scales.numpy()
+                if release_source:
+                    page_memory.drop_file_pages([rows], whole_storage=False)
+            return
+        # the block scales in the weights' order too: group of four rows, block, row
+        self.values = page_memory.empty((out, cols // 2), np.uint8)
+        self.scales = page_memory.empty((out, cols // BLOCK), np.int16)
+        for first, rows in _row_slices(parts):
+            q, scales = quantize_blocks_int4(rows)
+            _write_interleaved(self.values, first, _pack_int4(q), BLOCK // 2)
+            _write_interleaved(self.scales, first, scales.view(torch.int16), 1)
+            if release_source:
+                page_memory.drop_file_pages([rows], whole_storage=False)
 
     @property
     def nbytes(self) -> int:
@@ -271,15 +324,34 @@ class CompactWeight:
         )
         return y
 
-    def dense(self, dtype: torch.dtype) -> torch.Tensor:
+    def dense(self, dtype: torch.dtype, out: torch.Tensor | None = None) -> torch.Tensor:
         """The matrix (out, in) in ``dtype`` for PyTorch's products: the stored tensor itself when
-        it is 16-bit in ``dtype``, else a temporary widened from it (one matrix at a time)."""
+        it is 16-bit in ``dtype``, else widened from it into ``out`` (a buffer the caller reuses
+        from matrix to matrix; a new tensor when None), with no full-size temporary:
+        int8 rows times their scale (in ``dtype``), int4 nibbles times their block's scale."""
+        if self.precision in SIXTEEN_BIT and self.tensor.dtype == dtype:
+            return self.tensor
+        shape = (self.out_features, self.in_features)
+        if out is None:
+            out = torch.empty(shape, dtype=dtype)
         if self.precision in SIXTEEN_BIT:
-            return self.tensor if self.tensor.dtype == dtype else self.tensor.to(dtype)
-        if self.precision == "int8":  # int8 rows, then scaled in place: no fp32 temporaries
-            rows = _deinterleave(torch.from_numpy(self.values)).to(dtype)
-            return rows.mul_(torch.from_numpy(self.scales).to(dtype)[:, None])
-        return self.widened().to(dtype)
+            return out.copy_(self.tensor)
+        if self.precision == "int8":  # widened in place (int8 is exact in 16 bits), then scaled
+            scales = torch.from_numpy(self.scales).to(dtype)[:, None]
+            return out.copy_(_deinterleave(torch.from_numpy(self.values))).mul_(scales)
+        rows, cols = shape
+        packed = _deinterleave(torch.from_numpy(self.values), block=BLOCK // 2)
+        packed = packed.reshape(rows, cols // BLOCK, BLOCK // 2)
+        scales = _deinterleave(torch.from_numpy(self.scales), block=1).view(torch.float16)
+        blocks = out.view(rows, cols // BLOCK, 2, BLOCK // 2)  # byte i: values i and i + 16
+        step = _slice_rows(cols)
+        for start in range(0, rows, step):
+            nibbles = packed[start : start + step]
+            scale = scales[start : start + step, :, None].to(torch.float32)
+            offset = scale * -8.0  # (nibble - 8) * scale, computed in fp32, rounded once
+            for half, values in enumerate((nibbles & 0x0F, nibbles >> 4)):
+                torch.addcmul(offset, values, scale, out=blocks[start : start + step, :, half])
+        return out
 
     def widened(self) -> torch.Tensor:
         """The fp32 matrix (out, in) these bytes stand for (for tests and error estimates)."""

@@ -20,8 +20,11 @@ themselves), or compact weights (``fp16``, ``bf16``, ``int8``, ``int4``;
 ``core.compact_weights``) that the
 NumPy decode path (``core.blas_decode``) and the fused C step multiply. Compact weights are the
 model's only copy (``CompactProjection``): prompts multiply the same bytes in PyTorch, 16-bit ones
-as they lie, quantized ones widened a matrix at a time, in ``prefill_dtype``; with
-``release_model`` the model's own tensors are emptied as each layer is built. Where the C kernels
+as they lie, quantized ones widened a matrix at a time into one shared buffer
+(``WideningBuffer``), in ``prefill_dtype``; with
+``release_model`` the model's own tensors are emptied as each layer is built (int8/int4: each
+slice's checkpoint pages as soon as it is quantized, the C heap's freed temporaries after each
+layer, so a load holds one layer's transients beside the weights). Where the C kernels
 are not built, ``int8`` falls back to PyTorch's int8 weight kernel (one scale per output row,
 bf16 activations inside the product; very slow for many rows, so only passes of at most
 ``INT8_MAX_ROWS`` tokens use it); the other compact formats are refused with the reason.
@@ -40,6 +43,7 @@ from .backends.layers import (
     Int8Weight,
     LayerWeights,
     Projection,
+    WideningBuffer,
     held_tensors,
 )
 from .devices import DTYPE_NAMES
@@ -84,6 +88,10 @@ def _release_unused(module: torch.nn.Module, held: list[torch.Tensor]) -> None:
     # transformers maps a safetensors checkpoint into memory and its tensors are views of the
     # file: emptying them does not unmap it, so the pages already read would stay resident.
     page_memory.drop_file_pages(released)
+    # Quantizing a layer frees its temporaries into the C heap, which keeps them: over a model's
+    # layers that retained ~400 MB beside 330 MB of int8 weights (llama-400m). Handed back now,
+    # the load holds at most one layer's temporaries beside the weights built so far.
+    page_memory.return_freed_heap()
 
 
 def supports(model) -> bool:
@@ -136,6 +144,8 @@ class LeanLlamaBackend:
                 f"{decode_weights} decode weights are for the CPU only (use load_in_8bit on CUDA)"
             )
         self.decode_weights = decode_weights
+        self._release_sources = release_model  # read by _compact while the layers are built
+        self.widening = WideningBuffer()  # prompts widen quantized layer matrices here
         self.prefill_dtype = prefill_dtype or self.dtype
         # In fp32, q and k rotate as complex numbers: one multiply instead of five ops. That
         # needs each rotating pair (i, i + rotary_dims/2) side by side, so their rows are
@@ -233,7 +243,9 @@ class LeanLlamaBackend:
             head = model.get_output_embeddings()
             head_bias = getattr(head, "bias", None)
             if compact:
-                self.lm_head = self._compact([head.weight], head_bias)
+                # widened (all logits of a long pass) into a temporary: a vocabulary-sized
+                # buffer would stay allocated for the rare pass that needs it
+                self.lm_head = self._compact([head.weight], head_bias, shared_buffer=False)
             else:
                 self.lm_head = Projection(
                     head.weight.detach(), int8=int8, bias=self._act(head_bias)
@@ -298,7 +310,9 @@ class LeanLlamaBackend:
             decode = "NumPy/OpenBLAS, fp32 weights"
         return {"backend": self.name, "prefill": prefill, "decode": decode}
 
-    def _compact(self, parts: list[torch.Tensor], bias: torch.Tensor | None):
+    def _compact(
+        self, parts: list[torch.Tensor], bias: torch.Tensor | None, shared_buffer: bool = True
+    ):
         """One product kept once at the decode precision (``parts`` stacked by rows: q/k/v,
         gate/up), read by decode steps and prompts alike; a shape the kernels' layout cannot hold
         stays a plain matrix (decode reads it in fp32 NumPy)."""
@@ -314,10 +328,15 @@ class LeanLlamaBackend:
         elif dtype is not None and parts[0].dtype == dtype:  # stacked straight into its place
             weight = torch.from_numpy(page_memory.empty(shape, "int16")).view(dtype)
             torch.cat(parts, out=weight)
+        elif precision in ("int8", "int4"):
+            weight = parts  # quantized part by part: the stacked 16-bit matrix never exists
         else:
             weight = torch.cat(parts)
-        stored = compact_weights.CompactWeight(weight, precision, share=True)
-        return CompactProjection(stored, self.prefill_dtype, bias=bias)
+        stored = compact_weights.CompactWeight(
+            weight, precision, share=True, release_source=self._release_sources
+        )
+        buffer = self.widening if shared_buffer else None
+        return CompactProjection(stored, self.prefill_dtype, bias=bias, buffer=buffer)
 
     @property
     def name(self) -> str:

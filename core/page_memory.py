@@ -70,11 +70,13 @@ def _file_mappings() -> list[tuple[int, int]]:
     return spans
 
 
-def drop_file_pages(tensors) -> int:
+def drop_file_pages(tensors, whole_storage: bool = True) -> int:
     """Take the pages of memory-mapped checkpoint tensors that nothing reads any more out of this
     process's resident memory (``madvise(MADV_DONTNEED)``; the file's pages stay in the OS's page
     cache, and a read would fetch them again). Only whole pages inside a file-backed mapping are
-    touched, never anonymous memory. Returns the bytes advised (0 where the OS has no such call)."""
+    touched, never anonymous memory. ``whole_storage``: from each tensor's start to the end of
+    its storage (a released parameter), else only the tensor's own bytes (a contiguous slice
+    just read). Returns the bytes advised (0 where the OS has no such call)."""
     advise = getattr(mmap, "MADV_DONTNEED", None)
     if advise is None:
         return 0
@@ -88,11 +90,15 @@ def drop_file_pages(tensors) -> int:
     dropped = 0
     for tensor in tensors:
         start = tensor.data_ptr()
-        end = (
-            start
-            + tensor.untyped_storage().nbytes()
-            - tensor.storage_offset() * tensor.element_size()
-        )
+        if whole_storage:
+            size = (
+                tensor.untyped_storage().nbytes() - tensor.storage_offset() * tensor.element_size()
+            )
+        elif tensor.is_contiguous():
+            size = tensor.numel() * tensor.element_size()
+        else:
+            continue
+        end = start + size
         if not any(lo <= start and end <= hi for lo, hi in spans):
             continue
         first, last = -(-start // page) * page, end // page * page
@@ -102,3 +108,25 @@ def drop_file_pages(tensors) -> int:
         ):
             dropped += last - first
     return dropped
+
+
+def return_freed_heap() -> bool:
+    """Give the free pages of the C heap back to the OS (glibc's ``malloc_trim``). Large
+    temporaries freed by PyTorch go back to malloc, whose heap keeps them for reuse: after a
+    load that quantizes layer by layer, hundreds of MB of them. False where the C library has no
+    such call (not glibc)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        import ctypes
+
+        try:
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if not _malloc_trim:
+        return False
+    _malloc_trim(0)
+    return True
+
+
+_malloc_trim = None  # glibc's malloc_trim once looked up, False where there is none

@@ -70,6 +70,28 @@ class Projection:
         return y if self.bias is None else y + self.bias
 
 
+class WideningBuffer:
+    """The memory prompts widen quantized matrices into, one after another (``CompactWeight.dense``
+    ``out=``): one matrix's worth, the largest that used it, kept for the next prompt. The
+    model is never held twice, and a prompt does not allocate (and fault in) a fresh matrix for
+    every product. One forward at a time uses it (the engine serializes requests)."""
+
+    def __init__(self):
+        self.memory: torch.Tensor | None = None
+
+    def take(self, shape: tuple[int, int], dtype: torch.dtype) -> torch.Tensor:
+        """A (rows, cols) tensor of ``dtype`` over the buffer, grown when it is too small."""
+        count = shape[0] * shape[1]
+        if self.memory is None or self.memory.dtype != dtype or self.memory.numel() < count:
+            self.memory = None  # the old buffer goes before the new one is allocated
+            self.memory = torch.empty(count, dtype=dtype)
+        return self.memory[:count].view(shape)
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.memory is None else self.memory.nbytes
+
+
 class CompactProjection:
     """One product whose only storage is a compact weight (``core.compact_weights``): decode steps
     hand it to the C kernels, prompts multiply it in PyTorch in ``compute_dtype`` (the stored
@@ -79,8 +101,17 @@ class CompactProjection:
     int8 = None
     transposed = False
 
-    def __init__(self, compact, compute_dtype: torch.dtype, bias: torch.Tensor | None = None):
+    def __init__(
+        self,
+        compact,
+        compute_dtype: torch.dtype,
+        bias: torch.Tensor | None = None,
+        buffer: WideningBuffer | None = None,
+    ):
+        """``buffer``: where a quantized matrix is widened for a prompt (shared by a model's
+        layers; None: a temporary each time)."""
         self.compact, self.compute_dtype, self.bias = compact, compute_dtype, bias
+        self.buffer = buffer
 
     @property
     def out_features(self) -> int:
@@ -88,8 +119,14 @@ class CompactProjection:
 
     @property
     def weight(self) -> torch.Tensor:
-        """The matrix (out, in) PyTorch multiplies (a temporary unless it is the stored one)."""
-        return self.compact.dense(self.compute_dtype)
+        """The matrix (out, in) PyTorch multiplies: the stored one, or widened into the buffer."""
+        stored = self.storage()
+        if self.buffer is None or (stored is not None and stored.dtype == self.compute_dtype):
+            return self.compact.dense(self.compute_dtype)
+        shape = (self.compact.out_features, self.compact.in_features)
+        return self.compact.dense(
+            self.compute_dtype, out=self.buffer.take(shape, self.compute_dtype)
+        )
 
     def storage(self) -> torch.Tensor | None:
         """The tensor this product keeps (16-bit), or None (quantized: NumPy arrays)."""

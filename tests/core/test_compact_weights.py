@@ -381,3 +381,28 @@ def test_the_same_prompt_again_starts_from_the_same_logits(shipped, shipped_fp32
     assert runner.decode_one_token(7) is not None  # the cache was cut back to the prompt
     shorter = runner.prefill(ids[:-1])  # another prompt runs its last token as before
     assert runner.prefill_tokens == computed + 1 and shorter.shape == first.shape
+
+
+@needs_kernels
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+def test_prompts_widen_quantized_matrices_into_one_shared_buffer(precision):
+    """A prompt's product over int8/int4 weights equals the product over the matrix they stand
+    for (rounded to the GEMM's dtype), and every layer's matrix is widened into the same memory:
+    the buffer grows to the largest matrix, never to a second copy of the model."""
+    from core.backends.layers import CompactProjection, WideningBuffer
+
+    torch.manual_seed(0)
+    buffer = WideningBuffer()
+    shapes = [(256, 128), (512, 128), (128, 256)]
+    projections = [
+        CompactProjection(CompactWeight(torch.randn(*s), precision), torch.bfloat16, buffer=buffer)
+        for s in shapes
+    ]
+    x = torch.randn(16, 128)  # more rows than the kernels take: PyTorch's GEMM runs
+    for projection in projections[:2]:
+        alone = CompactProjection(projection.compact, torch.bfloat16)
+        assert torch.equal(projection(x), alone(x))
+        expected = x.to(torch.bfloat16).float() @ projection.compact.dense(torch.bfloat16).float().T
+        torch.testing.assert_close(projection(x), expected, rtol=2e-2, atol=2e-2)
+    projections[2](torch.randn(16, 256))
+    assert buffer.nbytes == 512 * 128 * 2  # the largest matrix in bf16, once

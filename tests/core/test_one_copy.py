@@ -98,15 +98,26 @@ def test_a_bf16_checkpoint_is_held_once(model_300m):
     assert grown < 1.5 * checkpoint_mb + m["kv_mb"], m
 
 
-def test_int8_decode_weights_replace_the_checkpoint(model_300m):
+@pytest.mark.parametrize("decode_weights, share", [("int8", 0.55), ("int4", 0.3)])
+def test_quantized_decode_weights_replace_the_checkpoint(model_300m, decode_weights, share):
+    """int8/int4 weights are built from the bf16 checkpoint a slice at a time; neither the bf16
+    source nor the temporaries of quantizing it stay resident beside them."""
     directory, checkpoint_mb = model_300m
-    m = _probe(directory, "int8")
-    assert "int8" in m["summary"], m
-    # int8 matrices (about half the bf16 bytes) and the bf16 embedding rows the lookup reads.
+    m = _probe(directory, decode_weights)
+    assert decode_weights in m["summary"], m
+    # The quantized matrices (int8 about half the bf16 bytes, int4 about 0.28) and the bf16
+    # embedding rows the lookup reads.
     embedding_mb = 32000 * 1024 * 2 / 2**20
-    assert m["held_mb"] < 0.55 * (checkpoint_mb - embedding_mb) + embedding_mb, m
-    # The bf16 checkpoint is read once while the int8 weights are built; it is not kept.
-    assert m["peak_mb"] - m["imports_mb"] < 1.5 * checkpoint_mb + m["kv_mb"], m
+    assert m["held_mb"] < share * (checkpoint_mb - embedding_mb) + embedding_mb, m
+    # Issue 21's budget: the weights held, the KV cache and 0.5 GB (the interpreter, PyTorch,
+    # transformers and every transient included).
+    assert m["peak_mb"] < m["held_mb"] + m["kv_mb"] + 512, m
+    # And what the load adds to the process beside those weights: under half the checkpoint.
+    # The bf16 source kept resident while quantizing would add all of it. Measured on this
+    # model: this change int8 470 MB grown (bound 629), int4 380 (bound 513); before it, with
+    # freed quantizing temporaries kept in the C heap, int8 846 and int4 1020.
+    grown = m["peak_mb"] - m["imports_mb"]
+    assert grown < m["held_mb"] + m["kv_mb"] + checkpoint_mb / 2, m
 
 
 def test_the_weights_read_by_prompts_are_the_ones_decode_reads(tiny_model_dir, load_transformers):
