@@ -330,8 +330,13 @@ def files_read_by(setting: dict, model: str) -> list:
 
 def per_round_ratios(runs: dict[str, list[dict]], name: str, baseline: str) -> list[float]:
     """Decode speed of ``name`` over ``baseline``, round by round (rounds where both ran)."""
-    pairs = zip(runs.get(name, []), runs.get(baseline, []))
-    return [b["ms_per_token"] / a["ms_per_token"] for a, b in pairs if a and b]
+    ours, theirs = runs.get(name, []), runs.get(baseline, [])
+    if all("round" in r for r in ours + theirs):  # a round where one of them failed is left out
+        by_round = {r["round"]: r for r in theirs}
+        pairs = [(a, by_round[a["round"]]) for a in ours if a["round"] in by_round]
+    else:
+        pairs = list(zip(ours, theirs))
+    return [b["ms_per_token"] / a["ms_per_token"] for a, b in pairs]
 
 
 def baselines_of(name: str, result: dict, runs: dict) -> dict[str, str]:
@@ -420,6 +425,38 @@ def print_rows(rows: list[dict]) -> None:
         )
 
 
+def save_runs(args, load_averages: list, runs: dict) -> None:
+    """Write the invocation's arguments, load averages and every process's results to --out."""
+    from pathlib import Path
+
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"args": vars(args), "load_averages": load_averages, "runs": runs}
+    out.write_text(json.dumps(report, indent=1))
+
+
+def combine(files: list[str]) -> None:
+    """One table from the rounds several invocations wrote (``--out``), in their order."""
+    runs: dict[str, list[dict]] = {}
+    for file in files:
+        report = json.loads(open(file).read())
+        print(
+            f"{file}: {report['args']['model']}, rounds from {report['args']['first_round']}, "
+            f"load average before and after each round {report['load_averages']}"
+        )
+        for name, results in report["runs"].items():
+            runs.setdefault(name, []).extend(results)
+    rows = summarize(runs)
+    print_rows(rows)
+    print(
+        "ms/token per round:", json.dumps({r["setting"]: r["per_round_ms_per_token"] for r in rows})
+    )
+    print(
+        "plain read GB/s per round:",
+        json.dumps({r["setting"]: r["per_round_read_gb_s"] for r in rows}),
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="shipped")
@@ -455,6 +492,19 @@ def main(argv: list[str] | None = None) -> None:
         "the page cache holds)",
     )
     parser.add_argument("--out", help="write every round's results and the summary as JSON")
+    parser.add_argument(
+        "--first-round",
+        type=int,
+        default=0,
+        help="number the rounds from here (odd rounds run the settings in reverse order): one "
+        "run split into several invocations, each short enough to hold a shared lock",
+    )
+    parser.add_argument(
+        "--combine",
+        nargs="+",
+        metavar="JSON",
+        help="print one table from the rounds of several --out files (the same settings) and stop",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
@@ -471,6 +521,9 @@ def main(argv: list[str] | None = None) -> None:
                 )
             )
         )
+        return
+    if args.combine:
+        combine(args.combine)
         return
     env = dict(os.environ)
     if args.cpu:
@@ -492,7 +545,7 @@ def main(argv: list[str] | None = None) -> None:
         trees[label] = args.baseline_tree
     runs: dict[str, list[dict]] = {name: [] for name in settings}
     load_averages = [os.getloadavg()]
-    for r in range(args.rounds):
+    for r in range(args.first_round, args.first_round + args.rounds):
         order = settings if r % 2 == 0 else list(reversed(settings))
         for name in order:
             tree = trees[name]
@@ -528,7 +581,9 @@ def main(argv: list[str] | None = None) -> None:
                 error = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
                 print(f"{name}: failed (exit status {out.returncode}): {error}", file=sys.stderr)
                 continue
-            runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            runs[name].append(dict(json.loads(out.stdout.strip().splitlines()[-1]), round=r))
+            if args.out:  # after every process: a run stopped by a time limit keeps what it had
+                save_runs(args, load_averages + [os.getloadavg()], runs)
         load_averages.append(os.getloadavg())
     print(
         f"model {args.model}, prompt {args.prompt_tokens} tokens, {args.new} new, median of "
@@ -546,12 +601,8 @@ def main(argv: list[str] | None = None) -> None:
         json.dumps({row["setting"]: row["per_round_read_gb_s"] for row in rows}),
     )
     if args.out:
-        from .common import write_report
-
-        write_report(
-            {"args": vars(args), "load_averages": load_averages, "runs": runs, "rows": rows},
-            args.out,
-        )
+        save_runs(args, load_averages, runs)
+        print(f"written to {args.out}")
 
 
 if __name__ == "__main__":

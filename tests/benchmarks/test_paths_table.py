@@ -87,3 +87,9 @@ def test_random_checkpoints_name_their_architecture_for_llamacpps_converter(tmp_
     write_random_checkpoint(transformers.Qwen2ForCausalLM, config, tmp_path)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["architectures"] == ["Qwen2ForCausalLM"]
+
+
+def test_ratios_pair_the_same_round_when_a_setting_failed_in_one():
+    ours = [dict(_round(100, "bf16"), round=0), dict(_round(50, "bf16"), round=1)]
+    theirs = [dict(_round(100, "bf16"), round=1)]  # its round 0 failed
+    assert paths.per_round_ratios({"a": ours, "b": theirs}, "a", "b") == [2.0]
