@@ -194,9 +194,12 @@ def _run_llamacpp(
     for _chunk in cpp.create_completion(prompt=typed, max_tokens=1, temperature=0, stream=True):
         break
     t3 = timer()
+    # ``new`` tokens stream ``new`` chunks and one closing chunk (no text, no forward pass): the
+    # time after the first chunk holds ``new - 1`` forward passes, as the engine's loop does.
+    steps = max(min(count, new) - 1, 1)
     return {
         "ttft_ms": (first - t0) * 1000,
-        "ms_per_token": (t2 - first) * 1000 / max(count - 1, 1),
+        "ms_per_token": (t2 - first) * 1000 / steps,
         "keystroke_ms": (t3 - t2) * 1000,
         "load_s": load_s,
         "tokens": count,  # under ``new``: it stopped at an end token
