@@ -462,8 +462,10 @@ def save_runs(args, load_averages: list, runs: dict) -> None:
     out.write_text(json.dumps(report, indent=1))
 
 
-def combine(files: list[str]) -> None:
-    """One table from the rounds several invocations wrote (``--out``), in their order."""
+def combine(files: list[str], read_floor: float = 0.0) -> None:
+    """One table from the rounds several invocations wrote (``--out``), in their order; with
+    ``read_floor``, a process whose plain read got less than that many GB/s (something else
+    was using the memory bus or the cores then) is left out and named."""
     runs: dict[str, list[dict]] = {}
     for file in files:
         report = json.loads(open(file).read())
@@ -472,7 +474,17 @@ def combine(files: list[str]) -> None:
             f"load average before and after each round {report['load_averages']}"
         )
         for name, results in report["runs"].items():
-            runs.setdefault(name, []).extend(results)
+            for result in results:
+                if result.get("invalid"):
+                    print(f"left out: {name}, round {result.get('round')}: {result['invalid']}")
+                    continue
+                if (result.get("read_gb_s") or 0) < read_floor:
+                    print(
+                        f"left out: {name}, round {result.get('round')}: plain read "
+                        f"{result.get('read_gb_s', 0):.1f} GB/s, {result['ms_per_token']:.1f} ms/token"
+                    )
+                    continue
+                runs.setdefault(name, []).append(result)
     rows = summarize(runs)
     print_rows(rows)
     print(
@@ -532,6 +544,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar="JSON",
         help="print one table from the rounds of several --out files (the same settings) and stop",
     )
+    parser.add_argument(
+        "--read-floor",
+        type=float,
+        default=0.0,
+        help="with --combine: leave out processes whose plain read got fewer GB/s than this",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker is not None:
@@ -550,7 +568,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         return
     if args.combine:
-        combine(args.combine)
+        combine(args.combine, args.read_floor)
         return
     env = dict(os.environ)
     if args.cpu:
