@@ -93,3 +93,20 @@ def test_ratios_pair_the_same_round_when_a_setting_failed_in_one():
     ours = [dict(_round(100, "bf16"), round=0), dict(_round(50, "bf16"), round=1)]
     theirs = [dict(_round(100, "bf16"), round=1)]  # its round 0 failed
     assert paths.per_round_ratios({"a": ours, "b": theirs}, "a", "b") == [2.0]
+
+
+def test_combining_invocations_leaves_out_processes_a_busy_machine_slowed(tmp_path, capsys):
+    def report(first_round, default_read):
+        runs = {
+            "default": [dict(_round(100, "bf16", read=default_read), round=first_round)],
+            "llama.cpp BF16": [dict(_round(150, "bf16"), round=first_round)],
+        }
+        file = tmp_path / f"r{first_round}.json"
+        args = {"model": "m", "first_round": first_round}
+        file.write_text(json.dumps({"args": args, "load_averages": [], "runs": runs}))
+        return str(file)
+
+    paths.combine([report(0, 22.0), report(1, 10.0)], read_floor=15.0)
+    out = capsys.readouterr().out
+    assert "left out: default, round 1: plain read 10.0 GB/s" in out
+    assert "| 1.50x (1.50-1.50) |" in out  # the ratio of round 0 alone
