@@ -486,7 +486,8 @@ def combine(files: list[str], read_floor: float = 0.0) -> None:
                     continue
                 runs.setdefault(name, []).append(result)
     order = json.loads(open(files[0]).read())["args"].get("settings") or list(runs)
-    runs = {name: runs[name] for name in order if name in runs}  # the invocation's order
+    order = [name for name in order if name in runs] + [name for name in runs if name not in order]
+    runs = {name: runs[name] for name in order}  # the invocation's order
     rows = summarize(runs)
     print_rows(rows)
     print(
