@@ -123,7 +123,9 @@ SHAPES = {
         rms_norm_eps=1e-6,
         tie_word_embeddings=True,
     ),
-    # stabilityai/stable-code-3b: StableLM architecture, partial rotary embeddings.
+    # stabilityai/stable-code-3b (its published config.json values): StableLM architecture, 32
+    # layers of full multi-head attention (32 K/V heads), rotary embeddings on a quarter of each
+    # head, LayerNorm, no q/k/v biases, untied embeddings; 2.80B parameters, 5.6 GB in bf16.
     "stablelm-3b": dict(
         family="stablelm",
         vocab_size=50304,
@@ -134,6 +136,10 @@ SHAPES = {
         num_key_value_heads=32,
         max_position_embeddings=16384,
         partial_rotary_factor=0.25,
+        rope_theta=1000000.0,
+        layer_norm_eps=1e-5,
+        use_qkv_bias=False,
+        tie_word_embeddings=False,
     ),
 }
 
@@ -203,6 +209,8 @@ def write_random_checkpoint(
     index = {"metadata": {"total_size": total}, "weight_map": weight_map}
     (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
     config.dtype = dtype
+    # What save_pretrained of the model would record; llama.cpp's GGUF converter needs it.
+    config.architectures = [model_cls.__name__]
     config.save_pretrained(out)
     return total
 
