@@ -456,8 +456,12 @@ class OptimizedLLM:
         return request
 
     def warmup(self) -> None:
-        """One short generation, so the first user request does not pay for lazy initialization."""
+        """A short generation and a longer prompt, so the first user request does not pay for
+        lazy initialization: oneDNN builds its bf16 (AMX) GEMM kernels on the first prompt of
+        more than a few rows (a 256-token prompt of the shipped model took 27 ms first, 19 ms
+        at the next new length; benchmarks/RESULTS.md, "families branch")."""
         self.complete("def main():\n", max_length=4, temperature=0)
+        self.complete("def main():\n" + "    total = total + 1\n" * 24, max_length=1, temperature=0)
         if self.fim_dialect:
             self.complete("def main():\n    ", suffix="\n", max_length=2, temperature=0)
 

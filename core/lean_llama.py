@@ -147,6 +147,7 @@ class LeanLlamaBackend:
         self._release_sources = release_model  # read by _compact while the layers are built
         self.widening = WideningBuffer()  # prompts widen quantized layer matrices here
         self.prefill_dtype = prefill_dtype or self.dtype
+        self.release_model = release_model
         # In fp32, q and k rotate as complex numbers: one multiply instead of five ops. That
         # needs each rotating pair (i, i + rotary_dims/2) side by side, so their rows are
         # interleaved; q.k is the same sum in another order, and v keeps its rows. (Not on MPS,
@@ -246,6 +247,9 @@ class LeanLlamaBackend:
                 # widened (all logits of a long pass) into a temporary: a vocabulary-sized
                 # buffer would stay allocated for the rare pass that needs it
                 self.lm_head = self._compact([head.weight], head_bias, shared_buffer=False)
+                tied = head.weight.data_ptr() == weight.data_ptr()
+                if tied and self.lm_head.storage() is not None:  # moved: the lookup reads it too
+                    self.embed = self.lm_head.storage()
             else:
                 self.lm_head = Projection(
                     head.weight.detach(), int8=int8, bias=self._act(head_bias)
@@ -323,8 +327,16 @@ class LeanLlamaBackend:
             return Projection(parts[0] if len(parts) == 1 else torch.cat(parts), bias=bias)
         precision = self.decode_weights
         dtype = DTYPE_NAMES.get(precision)
-        if len(parts) == 1:
+        if len(parts) == 1 and not (self.release_model and parts[0].dtype == dtype):
             weight = parts[0]  # shared where it is already in the decode format
+        elif len(parts) == 1:
+            # Moved, not shared, where the model's own is released: transformers' tensor is a
+            # view of the memory-mapped checkpoint (4 KiB file pages, rows not 64-byte aligned),
+            # and the decode step streams it faster from the backend's own aligned memory, on
+            # huge pages where offered (llama-30m: see benchmarks/RESULTS.md, "families
+            # branch"). The file's pages are dropped as the layer is released: still one copy.
+            weight = torch.from_numpy(page_memory.empty(shape, "int16")).view(dtype)
+            weight.copy_(parts[0])
         elif dtype is not None and parts[0].dtype == dtype:  # stacked straight into its place
             weight = torch.from_numpy(page_memory.empty(shape, "int16")).view(dtype)
             torch.cat(parts, out=weight)

@@ -129,3 +129,40 @@ def test_the_weights_read_by_prompts_are_the_ones_decode_reads(tiny_model_dir, l
     runner = ModelRunner(model, decode_weights="bf16")
     head = runner.backend.lm_head
     assert head.weight.data_ptr() == model.lm_head.weight.data_ptr()
+
+
+def _in_a_file_mapping(tensor: torch.Tensor) -> bool:
+    from core import page_memory
+
+    address = tensor.data_ptr()
+    return any(start <= address < end for start, end in page_memory._file_mappings())
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_the_engine_moves_the_matrices_out_of_the_checkpoint_file(
+    tiny_model_dir, tmp_path, load_transformers, tied
+):
+    """The engine's one copy lies in its own memory, not in the memory-mapped checkpoint's pages
+    (4 KiB pages, rows unaligned: decode steps streamed them slower); a tied output matrix is
+    moved once and the embedding lookup reads the moved one. Without the engine (the model kept)
+    the output matrix stays shared, as above."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from core.generation import ModelRunner
+
+    config = AutoConfig.from_pretrained(tiny_model_dir)
+    config.tie_word_embeddings = tied
+    AutoModelForCausalLM.from_config(config).to(torch.bfloat16).save_pretrained(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tiny_model_dir / name).exists():
+            shutil.copy(tiny_model_dir / name, tmp_path / name)
+    checkpoint = load_transformers(tmp_path, torch.bfloat16)
+    params = {p.data_ptr(): p.numel() * 2 for p in checkpoint.parameters() if p.dim() == 2}
+    assert _in_a_file_mapping(checkpoint.lm_head.weight)  # transformers maps the file
+    backend = ModelRunner(checkpoint, decode_weights="bf16", release_model=True).backend
+    stored = [p.storage() for p in backend.projections]
+    assert all(t is not None and t.dtype == torch.bfloat16 for t in stored)
+    assert not any(_in_a_file_mapping(t) for t in stored), "a matrix still reads the file"
+    assert (backend.embed.data_ptr() == backend.lm_head.storage().data_ptr()) is tied
+    # Still one copy: the checkpoint's matrices once (norm weights in fp32 add a few KB).
+    assert backend.weight_bytes() < 1.02 * sum(params.values()) + 65536
