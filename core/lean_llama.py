@@ -248,8 +248,11 @@ class LeanLlamaBackend:
                 # buffer would stay allocated for the rare pass that needs it
                 self.lm_head = self._compact([head.weight], head_bias, shared_buffer=False)
                 tied = head.weight.data_ptr() == weight.data_ptr()
-                if tied and self.lm_head.storage() is not None:  # moved: the lookup reads it too
-                    self.embed = self.lm_head.storage()
+                moved = self.lm_head.storage()
+                # moved at the embedding's own precision: the lookup reads the moved copy too
+                # (fp32 masters keep their fp32 table: the lookup stays at their precision)
+                if tied and moved is not None and moved.dtype == weight.dtype:
+                    self.embed = moved
             else:
                 self.lm_head = Projection(
                     head.weight.detach(), int8=int8, bias=self._act(head_bias)
