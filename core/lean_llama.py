@@ -248,7 +248,7 @@ class LeanLlamaBackend:
                 # buffer would stay allocated for the rare pass that needs it
                 self.lm_head = self._compact([head.weight], head_bias, shared_buffer=False)
                 tied = head.weight.data_ptr() == weight.data_ptr()
-                moved = self.lm_head.storage()
+                moved = getattr(self.lm_head, "storage", lambda: None)()  # None: a plain matrix
                 # moved at the embedding's own precision: the lookup reads the moved copy too
                 # (fp32 masters keep their fp32 table: the lookup stays at their precision)
                 if tied and moved is not None and moved.dtype == weight.dtype:
