@@ -141,20 +141,22 @@ static PyObject *py_matmul(PyObject *self, PyObject *args) {
 static PyObject *py_attend(PyObject *self, PyObject *args) {
     Py_ssize_t count, heads, kv_heads, dim, start;
     float scale;
-    int threads;
+    int threads, kv_kind = KV_F32;
     Py_buffer q, k, v, out;
     (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*y*w*nnnnnfi", &q, &k, &v, &out, &count, &heads, &kv_heads, &dim, &start, &scale,
-                          &threads))
+    if (!PyArg_ParseTuple(args, "y*y*y*w*nnnnnfi|i", &q, &k, &v, &out, &count, &heads, &kv_heads, &dim, &start, &scale,
+                          &threads, &kv_kind))
         return NULL;
     const char *problem = NULL;
-    const Py_ssize_t head_bytes = kv_heads > 0 && dim > 0 ? kv_heads * dim * 4 : 1;
+    const Py_ssize_t element = kv_kind == KV_F32 ? 4 : 2;
+    const Py_ssize_t head_bytes = kv_heads > 0 && dim > 0 ? kv_heads * dim * element : 1;
     const Py_ssize_t capacity = k.len / head_bytes;
-    if (count < 1 || heads < 1 || kv_heads < 1 || dim < 1) problem = "count, heads, kv_heads and dim must be positive";
+    if (kv_kind < KV_F32 || kv_kind > KV_F16) problem = "kv_kind must be 0 (fp32), 1 (bf16) or 2 (fp16)";
+    else if (count < 1 || heads < 1 || kv_heads < 1 || dim < 1) problem = "count, heads, kv_heads and dim must be positive";
     else if (heads % kv_heads != 0) problem = "heads must be a multiple of kv_heads";
     else if (start < 0) problem = "start must not be negative";
     else if (threads < 1) problem = "threads must be positive";
-    else if (k.len % head_bytes != 0 || v.len != k.len) problem = "k and v must be (kv_heads, capacity, dim) fp32";
+    else if (k.len % head_bytes != 0 || v.len != k.len) problem = "k and v must be (kv_heads, capacity, dim) of kv_kind";
     else if (start + count > capacity) problem = "start + count exceeds the cache's capacity";
     else if (q.len != count * heads * dim * 4) problem = "q is not (count, heads, dim) fp32";
     else if (out.len != q.len) problem = "out is not (count, heads, dim) fp32";
@@ -162,7 +164,7 @@ static PyObject *py_attend(PyObject *self, PyObject *args) {
     if (problem == NULL) {
         const KernelTable *kernels = active;
         Py_BEGIN_ALLOW_THREADS
-        failed = kernels->attend(q.buf, k.buf, v.buf, out.buf, count, heads, kv_heads, dim, capacity, start, scale, threads);
+        failed = kernels->attend(q.buf, k.buf, v.buf, kv_kind, out.buf, count, heads, kv_heads, dim, capacity, start, scale, threads);
         Py_END_ALLOW_THREADS
     }
     PyBuffer_Release(&q);
@@ -222,13 +224,15 @@ static PyObject *py_decode_layers(PyObject *self, PyObject *args) {
     Py_buffer x, rope, k_cache, v_cache;
     (void)self;
     s.norm = NORM_RMS, s.activation = ACT_SILU, s.gated = 1, s.rotary_dims = -1, s.window = 0; /* Llama's */
-    if (!PyArg_ParseTuple(args, "iw*O!y*w*w*nnnnnnffi|iiinn", &s.kind, &x, &PyList_Type, &layers, &rope, &k_cache,
+    s.kv_kind = KV_F32;
+    if (!PyArg_ParseTuple(args, "iw*O!y*w*w*nnnnnnffi|iiinni", &s.kind, &x, &PyList_Type, &layers, &rope, &k_cache,
                           &v_cache, &s.hidden, &s.heads, &s.kv_heads, &s.dim, &s.mlp, &s.start, &s.eps, &s.scale,
-                          &s.threads, &s.norm, &s.activation, &s.gated, &s.rotary_dims, &s.window))
+                          &s.threads, &s.norm, &s.activation, &s.gated, &s.rotary_dims, &s.window, &s.kv_kind))
         return NULL;
     if (s.rotary_dims < 0) s.rotary_dims = s.dim;
     const Py_ssize_t count = PyList_GET_SIZE(layers);
-    const Py_ssize_t layer_bytes = count > 0 && s.kv_heads > 0 && s.dim > 0 ? count * s.kv_heads * s.dim * 4 : 1;
+    const Py_ssize_t element = s.kv_kind == KV_F32 ? 4 : 2;
+    const Py_ssize_t layer_bytes = count > 0 && s.kv_heads > 0 && s.dim > 0 ? count * s.kv_heads * s.dim * element : 1;
     s.capacity = k_cache.len / layer_bytes;
     const char *problem = NULL;
     if (s.kind < KIND_F16 || s.kind > KIND_I4) problem = "kind must be 0 (fp16), 1 (bf16), 2 (int8) or 3 (int4)";
@@ -241,9 +245,10 @@ static PyObject *py_decode_layers(PyObject *self, PyObject *args) {
     else if (s.activation < ACT_SILU || s.activation > ACT_GELU) problem = "activation must be 0 (SiLU), 1 (GELU tanh) or 2 (GELU)";
     else if (s.rotary_dims < 2 || s.rotary_dims > s.dim || s.rotary_dims % 2) problem = "rotary_dims must be even, 2 to dim";
     else if (s.window < 0) problem = "window must not be negative";
+    else if (s.kv_kind < KV_F32 || s.kv_kind > KV_F16) problem = "kv_kind must be 0 (fp32), 1 (bf16) or 2 (fp16)";
     else if (x.len != s.hidden * 4) problem = "x is not hidden fp32";
     else if (rope.len != s.rotary_dims * 4) problem = "rope is not rotary_dims / 2 complex64";
-    else if (k_cache.len % layer_bytes || v_cache.len != k_cache.len) problem = "caches are not (layers, kv_heads, capacity, dim) fp32";
+    else if (k_cache.len % layer_bytes || v_cache.len != k_cache.len) problem = "caches are not (layers, kv_heads, capacity, dim) of kv_kind";
     else if (s.start < 0 || s.start >= s.capacity) problem = "start is outside the cache";
     LayerBuffers *buffers = problem ? NULL : PyMem_Calloc((size_t)count, sizeof(LayerBuffers));
     int failed = problem == NULL && buffers == NULL;
@@ -304,15 +309,17 @@ static PyMethodDef METHODS[] = {
      "1 (bf16), 2 (int8, one fp32 scale a row) or 3 (int4, one fp16 scale a row's block of 32), laid out in groups "
      "of four rows interleaved by blocks of 32 columns"},
     {"attend", py_attend, METH_VARARGS,
-     "attend(q, k, v, out, count, heads, kv_heads, dim, start, scale, threads): causal softmax attention of "
-     "count query rows at positions start.. over one layer's (kv_heads, capacity, dim) fp32 KV cache"},
+     "attend(q, k, v, out, count, heads, kv_heads, dim, start, scale, threads, kv_kind=0): causal softmax "
+     "attention of count query rows at positions start.. over one layer's (kv_heads, capacity, dim) KV cache of "
+     "kv_kind 0 (fp32), 1 (bf16) or 2 (fp16), widened to fp32 as read"},
     {"decode_layers", py_decode_layers, METH_VARARGS,
      "decode_layers(kind, x, layers, rope, k_cache, v_cache, hidden, heads, kv_heads, dim, mlp, start, eps, scale, "
      "threads, norm=0, activation=0, gated=1, rotary_dims=dim, window=0): every layer for one token, x (hidden fp32) "
      "updated in place; each layer a tuple (input_norm, qkv, qkv_scales, o, o_scales, post_norm, gate_up, "
      "gate_up_scales, down, down_scales[, input_norm_bias, post_norm_bias, qkv_bias, o_bias, gate_up_bias, "
      "down_bias]), a bias None where absent; norm 0 RMSNorm / 1 LayerNorm, activation 0 SiLU / 1 GELU (tanh) / "
-     "2 GELU, gated 0 for act(fc), window 0 for every cached key"},
+     "2 GELU, gated 0 for act(fc), window 0 for every cached key, kv_kind 0 (fp32) / 1 (bf16) / 2 (fp16) the "
+     "caches' elements (the new key and value rounded to nearest even)"},
     {"simd", py_simd, METH_NOARGS,
      "the variant the calls run: 'avx512bf16', 'avx2' (vectorized) or 'portable' (plain C)"},
     {"variants", py_variants, METH_NOARGS, "the variants this build and CPU run, slowest first"},

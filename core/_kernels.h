@@ -20,6 +20,9 @@ the arithmetic and the weights' layout. */
 /* int4 weights: one scale per BLOCK weights of a row (llama.cpp's Q4_0 groups) */
 enum { KIND_F16 = 0, KIND_BF16 = 1, KIND_I8 = 2, KIND_I4 = 3, KIND_COUNT = 4 };
 
+/* The KV cache's elements: fp32, or 16-bit (core/_kernels_body.h rounds writes to nearest even). */
+enum { KV_F32 = 0, KV_BF16 = 1, KV_F16 = 2 };
+
 /* Bytes of weights for ``elements`` weights of a kind (int4: two a byte). */
 static inline ptrdiff_t weight_bytes(int kind, ptrdiff_t elements) {
     return kind == KIND_I4 ? elements / 2 : kind == KIND_I8 ? elements : 2 * elements;
@@ -51,6 +54,7 @@ typedef struct {
     float eps, scale;
     int norm, activation, gated;
     ptrdiff_t rotary_dims, window; /* window 0: every cached key */
+    int kv_kind;                   /* the KV cache's elements (KV_F32, KV_BF16, KV_F16) */
 } StepShape;
 
 /* Each returns 0, or -1 when a working buffer could not be allocated. */
@@ -58,10 +62,11 @@ typedef struct {
     const char *name;
     int (*matmul)(int kind, const char *w, const void *scales, const float *x, float *y, ptrdiff_t out,
                   ptrdiff_t in, ptrdiff_t n, int threads);
-    int (*attend)(const float *q, const float *k, const float *v, float *out, ptrdiff_t count, ptrdiff_t heads,
-                  ptrdiff_t kv_heads, ptrdiff_t dim, ptrdiff_t capacity, ptrdiff_t start, float scale, int threads);
+    int (*attend)(const float *q, const void *k, const void *v, int kv_kind, float *out, ptrdiff_t count,
+                  ptrdiff_t heads, ptrdiff_t kv_heads, ptrdiff_t dim, ptrdiff_t capacity, ptrdiff_t start, float scale,
+                  int threads);
     int (*decode_layers)(const StepShape *s, const LayerPointers *layers, ptrdiff_t count, float *x,
-                         const float *rope, float *k_cache, float *v_cache);
+                         const float *rope, void *k_cache, void *v_cache);
 } KernelTable;
 
 /* The x86-64 SIMD variants need a compiler that compiles functions for a chosen instruction set

@@ -511,7 +511,7 @@ static int matmul_any(int kind, const char *w, const void *scales, const float *
     }
 }
 
-/* ---- Attention of a decode step over the fp32 KV cache ----
+/* ---- Attention of a decode step over the KV cache (fp32, bf16 or fp16 elements) ----
 
    out[r, h] = softmax_t(scale * q[r, h] . k[h / group, t]) @ v[h / group, t],  t <= start + r
 
@@ -543,21 +543,85 @@ static inline __m256 exp8_nonpositive(__m256 x) {
 }
 #endif
 
-static inline float dot_f32(const float *a, const float *b, ptrdiff_t dim) {
+/* ---- The KV cache's elements: fp32, or 16 bits (bf16 or fp16) rounded to nearest even ----
+
+   Keys and values are written once a token and read by every later token's attention, so at a
+   long context a decode step streams the whole cache: 16 bits halve those bytes. They are widened
+   to fp32 as they are read and every sum stays fp32; only the stored values are rounded, the way
+   PyTorch rounds them (prefill writes the same cache through PyTorch). */
+
+static inline size_t kv_bytes(int kv_kind) {
+    return kv_kind == KV_F32 ? 4 : 2;
+}
+
+/* Round to nearest even, as PyTorch's bfloat16 does (a NaN stays a quiet NaN). */
+static inline uint16_t f32_to_bf16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40);
+    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1)) >> 16);
+}
+
+/* Round to nearest even fp16 (IEEE binary16): past 65504 to infinity, small values to subnormals. */
+static inline uint16_t f32_to_f16(float f) {
+    uint32_t x;
+    memcpy(&x, &f, sizeof x);
+    const uint16_t sign = (uint16_t)((x >> 16) & 0x8000);
+    const uint32_t magnitude = x & 0x7fffffffu;
+    if (magnitude > 0x7f800000u) return sign | 0x7e00;  /* NaN */
+    if (magnitude >= 0x477ff000u) return sign | 0x7c00; /* 65520 and up (and infinity) */
+    if (magnitude >= 0x38800000u)                       /* a normal fp16: rebias, round the 13 bits off */
+        return sign | (uint16_t)((magnitude + 0xfffu + ((magnitude >> 13) & 1) - 0x38000000u) >> 13);
+    float a; /* a subnormal fp16 (or zero): a multiple of 2^-24, rounded in the current (even) mode */
+    memcpy(&a, &magnitude, sizeof a);
+    return sign | (uint16_t)lrintf(a * 16777216.0f);
+}
+
+/* Element i of a cache of kind kv_kind as fp32. */
+static inline float kv_at(const void *base, int kv_kind, ptrdiff_t i) {
+    if (kv_kind == KV_F32) return ((const float *)base)[i];
+    if (kv_kind == KV_BF16) return bf16_to_f32(((const uint16_t *)base)[i]);
+    return f16_to_f32(((const uint16_t *)base)[i]);
+}
+
+/* dst[0..n) <- src rounded to the cache's kind. */
+static void store_kv(void *dst, int kv_kind, const float *src, ptrdiff_t n) {
+    if (kv_kind == KV_F32) {
+        memcpy(dst, src, sizeof(float) * (size_t)n);
+    } else if (kv_kind == KV_BF16) {
+        for (ptrdiff_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = f32_to_bf16(src[i]);
+    } else {
+        for (ptrdiff_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = f32_to_f16(src[i]);
+    }
+}
+
+#ifdef DS_AVX2
+/* Elements i..i+7 of a cache as fp32 (bf16: a shift; fp16: F16C). */
+static inline __m256 kv_load8(const void *base, int kv_kind, ptrdiff_t i) {
+    if (kv_kind == KV_F32) return _mm256_loadu_ps((const float *)base + i);
+    const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)base + i));
+    if (kv_kind == KV_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    return _mm256_cvtph_ps(h);
+}
+#endif
+
+/* The fp32 query a (dim) against row ``row`` of a cache of kind kv_kind. */
+static inline float dot_kv(const float *a, const void *keys, int kv_kind, ptrdiff_t row, ptrdiff_t dim) {
+    const ptrdiff_t base = row * dim;
 #ifdef DS_AVX2
     if (dim % 8 == 0) {
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
         ptrdiff_t i = 0;
         for (; i + 16 <= dim; i += 16) {
-            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
-            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), acc1);
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), kv_load8(keys, kv_kind, base + i), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), kv_load8(keys, kv_kind, base + i + 8), acc1);
         }
-        if (i < dim) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc0);
+        if (i < dim) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), kv_load8(keys, kv_kind, base + i), acc0);
         return sum8(_mm256_add_ps(acc0, acc1));
     }
 #endif
     float total = 0.0f;
-    for (ptrdiff_t i = 0; i < dim; i++) total += a[i] * b[i];
+    for (ptrdiff_t i = 0; i < dim; i++) total += a[i] * kv_at(keys, kv_kind, base + i);
     return total;
 }
 
@@ -582,34 +646,49 @@ static float exponentiate(float *scores, ptrdiff_t keys, float peak) {
     return total;
 }
 
-/* out (dim) <- sum_t weights[t] * values[t] / total. */
-static void weigh_values(const float *weights, const float *values, ptrdiff_t keys, ptrdiff_t dim, float total,
-                         float *out) {
+#ifdef DS_AVX2
+/* out[d0, d0 + 8 * vectors) <- sum_t weights[t] * values[t, that range] * inverse, in one pass
+   over the value rows (``vectors`` a constant wherever this inlines: the sums stay in registers;
+   10 covers a head of 80 dims, StableLM's and Phi's, in one pass). */
+static inline __attribute__((always_inline)) void weigh_range(const float *weights, const void *values, int kv_kind,
+                                                               ptrdiff_t keys, ptrdiff_t dim, ptrdiff_t d0,
+                                                               const int vectors, float inverse, float *out) {
+    __m256 a[10];
+    for (int j = 0; j < vectors; j++) a[j] = _mm256_setzero_ps();
+    for (ptrdiff_t t = 0; t < keys; t++) {
+        const __m256 w = _mm256_set1_ps(weights[t]);
+        for (int j = 0; j < vectors; j++) a[j] = _mm256_fmadd_ps(w, kv_load8(values, kv_kind, t * dim + d0 + 8 * j), a[j]);
+    }
+    const __m256 scale = _mm256_set1_ps(inverse);
+    for (int j = 0; j < vectors; j++) _mm256_storeu_ps(out + d0 + 8 * j, _mm256_mul_ps(a[j], scale));
+}
+#endif
+
+/* out (dim) <- sum_t weights[t] * values[t] / total (values: rows of a cache of kind kv_kind). */
+static inline __attribute__((always_inline)) void weigh_values(const float *weights, const void *values, int kv_kind,
+                                                                ptrdiff_t keys, ptrdiff_t dim, float total,
+                                                                float *out) {
     const float inverse = 1.0f / total;
     ptrdiff_t d0 = 0;
 #ifdef DS_AVX2
-    const __m256 scale = _mm256_set1_ps(inverse);
-    for (; d0 + 64 <= dim; d0 += 64) { /* eight registers of output a pass over the values */
-        __m256 a[8];
-        for (int j = 0; j < 8; j++) a[j] = _mm256_setzero_ps();
-        for (ptrdiff_t t = 0; t < keys; t++) {
-            const float *row = values + t * dim + d0;
-            const __m256 w = _mm256_set1_ps(weights[t]);
-            for (int j = 0; j < 8; j++) a[j] = _mm256_fmadd_ps(w, _mm256_loadu_ps(row + 8 * j), a[j]);
+    while (d0 + 8 <= dim) {
+        const ptrdiff_t left = (dim - d0) / 8;
+        const int vectors = left == 10 ? 10 : left >= 8 ? 8 : left >= 4 ? 4 : left >= 2 ? 2 : 1;
+        switch (vectors) {
+        case 10: weigh_range(weights, values, kv_kind, keys, dim, d0, 10, inverse, out); break;
+        case 8: weigh_range(weights, values, kv_kind, keys, dim, d0, 8, inverse, out); break;
+        case 4: weigh_range(weights, values, kv_kind, keys, dim, d0, 4, inverse, out); break;
+        case 2: weigh_range(weights, values, kv_kind, keys, dim, d0, 2, inverse, out); break;
+        default: weigh_range(weights, values, kv_kind, keys, dim, d0, 1, inverse, out); break;
         }
-        for (int j = 0; j < 8; j++) _mm256_storeu_ps(out + d0 + 8 * j, _mm256_mul_ps(a[j], scale));
-    }
-    for (; d0 + 8 <= dim; d0 += 8) {
-        __m256 a = _mm256_setzero_ps();
-        for (ptrdiff_t t = 0; t < keys; t++) a = _mm256_fmadd_ps(_mm256_set1_ps(weights[t]), _mm256_loadu_ps(values + t * dim + d0), a);
-        _mm256_storeu_ps(out + d0, _mm256_mul_ps(a, scale));
+        d0 += 8 * vectors;
     }
 #endif
-    for (ptrdiff_t d = d0; d < dim; d++) {
-        float total_d = 0.0f;
-        for (ptrdiff_t t = 0; t < keys; t++) total_d += weights[t] * values[t * dim + d];
-        out[d] = total_d * inverse;
-    }
+    /* the rest (every dim in the portable loops): value rows in order, sums in ``out`` */
+    for (ptrdiff_t d = d0; d < dim; d++) out[d] = 0.0f;
+    for (ptrdiff_t t = 0; t < keys && d0 < dim; t++)
+        for (ptrdiff_t d = d0; d < dim; d++) out[d] += weights[t] * kv_at(values, kv_kind, t * dim + d);
+    for (ptrdiff_t d = d0; d < dim; d++) out[d] *= inverse;
 }
 
 #ifdef DS_AVX2
@@ -623,18 +702,18 @@ static inline __m256 sums_of_eight(__m256 a0, __m256 a1, __m256 a2, __m256 a3, _
 
 /* scores[t] = scale * query . keys[t] for t < keys (dim a multiple of 8): eight keys at a time, so
    the reduction across lanes is shared by eight dot products. Returns the largest score. */
-static float score_keys(const float *query, const float *keys_base, ptrdiff_t keys, ptrdiff_t dim, float scale,
-                        float *scores) {
+static inline __attribute__((always_inline)) float score_keys(const float *query, const void *keys_base, int kv_kind,
+                                                              ptrdiff_t keys, ptrdiff_t dim, float scale,
+                                                              float *scores) {
     __m256 peak8 = _mm256_set1_ps(-INFINITY);
     const __m256 scale8 = _mm256_set1_ps(scale);
     ptrdiff_t t = 0;
     for (; t + 8 <= keys; t += 8) {
-        const float *key = keys_base + t * dim;
         __m256 a[8];
         for (int j = 0; j < 8; j++) a[j] = _mm256_setzero_ps();
         for (ptrdiff_t i = 0; i < dim; i += 8) {
             const __m256 qv = _mm256_loadu_ps(query + i);
-            for (int j = 0; j < 8; j++) a[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(key + j * dim + i), a[j]);
+            for (int j = 0; j < 8; j++) a[j] = _mm256_fmadd_ps(qv, kv_load8(keys_base, kv_kind, (t + j) * dim + i), a[j]);
         }
         const __m256 s = _mm256_mul_ps(sums_of_eight(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]), scale8);
         _mm256_storeu_ps(scores + t, s);
@@ -645,16 +724,48 @@ static float score_keys(const float *query, const float *keys_base, ptrdiff_t ke
     _mm256_storeu_ps(lanes, peak8);
     for (int j = 0; j < 8; j++) peak = fmaxf(peak, lanes[j]);
     for (; t < keys; t++) {
-        scores[t] = scale * dot_f32(query, keys_base + t * dim, dim);
+        scores[t] = scale * dot_kv(query, keys_base, kv_kind, t, dim);
         peak = fmaxf(peak, scores[t]);
     }
     return peak;
 }
 #endif
 
-static int attend(const float *q, const float *k, const float *v, float *out, ptrdiff_t count, ptrdiff_t heads,
-                  ptrdiff_t kv_heads, ptrdiff_t dim, ptrdiff_t capacity, ptrdiff_t start, float scale, int threads) {
+/* One (row, head) task: scores over ``keys`` keys, softmax, weighted values into out (dim). */
+static inline __attribute__((always_inline)) void attend_head(const float *query, const void *head_k,
+                                                              const void *head_v, int kv_kind, ptrdiff_t keys,
+                                                              ptrdiff_t dim, float scale, float *scores, float *out) {
+    float peak = -INFINITY;
+#ifdef DS_AVX2
+    if (dim % 8 == 0) {
+        peak = score_keys(query, head_k, kv_kind, keys, dim, scale, scores);
+    } else
+#endif
+    {
+        for (ptrdiff_t t = 0; t < keys; t++) {
+            scores[t] = scale * dot_kv(query, head_k, kv_kind, t, dim);
+            peak = fmaxf(peak, scores[t]);
+        }
+    }
+    const float total = exponentiate(scores, keys, peak);
+    weigh_values(scores, head_v, kv_kind, keys, dim, total, out);
+}
+
+/* Separate instances so the cache's kind is a constant inside each loop. */
+static void attend_head_any(const float *query, const void *head_k, const void *head_v, int kv_kind, ptrdiff_t keys,
+                            ptrdiff_t dim, float scale, float *scores, float *out) {
+    switch (kv_kind) {
+    case KV_F32: attend_head(query, head_k, head_v, KV_F32, keys, dim, scale, scores, out); break;
+    case KV_BF16: attend_head(query, head_k, head_v, KV_BF16, keys, dim, scale, scores, out); break;
+    default: attend_head(query, head_k, head_v, KV_F16, keys, dim, scale, scores, out); break;
+    }
+}
+
+static int attend(const float *q, const void *k, const void *v, int kv_kind, float *out, ptrdiff_t count,
+                  ptrdiff_t heads, ptrdiff_t kv_heads, ptrdiff_t dim, ptrdiff_t capacity, ptrdiff_t start, float scale,
+                  int threads) {
     const ptrdiff_t group = heads / kv_heads, tasks = count * heads;
+    const size_t head_bytes = (size_t)(capacity * dim) * kv_bytes(kv_kind);
     int failed = 0;
     (void)threads;
 #ifdef _OPENMP
@@ -669,23 +780,11 @@ static int attend(const float *q, const float *k, const float *v, float *out, pt
 #pragma omp for schedule(static)
 #endif
             for (ptrdiff_t task = 0; task < tasks; task++) {
-                const ptrdiff_t r = task / heads, h = task % heads, keys = start + r + 1;
-                const float *query = q + task * dim;
-                const float *head_k = k + (h / group) * capacity * dim, *head_v = v + (h / group) * capacity * dim;
-                float peak = -INFINITY;
-#ifdef DS_AVX2
-                if (dim % 8 == 0) {
-                    peak = score_keys(query, head_k, keys, dim, scale, scores);
-                } else
-#endif
-                {
-                    for (ptrdiff_t t = 0; t < keys; t++) {
-                        scores[t] = scale * dot_f32(query, head_k + t * dim, dim);
-                        peak = fmaxf(peak, scores[t]);
-                    }
-                }
-                const float total = exponentiate(scores, keys, peak);
-                weigh_values(scores, head_v, keys, dim, total, out + task * dim);
+                const ptrdiff_t r = task / heads, h = task % heads;
+                const char *head_k = (const char *)k + (size_t)(h / group) * head_bytes;
+                const char *head_v = (const char *)v + (size_t)(h / group) * head_bytes;
+                attend_head_any(q + task * dim, head_k, head_v, kv_kind, start + r + 1, dim, scale, scores,
+                                out + task * dim);
             }
             free(scores);
         }
@@ -797,8 +896,8 @@ static void rotate_pairs(float *qk, ptrdiff_t heads, ptrdiff_t dim, ptrdiff_t ro
 }
 
 /* One layer for one token: x (hidden) is the residual stream, updated in place. */
-static int decode_layer(const StepShape *s, const LayerPointers *b, float *x, const float *rope, float *k_layer,
-                        float *v_layer, float *scratch) {
+static int decode_layer(const StepShape *s, const LayerPointers *b, float *x, const float *rope, char *k_layer,
+                        char *v_layer, float *scratch) {
     const ptrdiff_t q_size = s->heads * s->dim, kv_size = s->kv_heads * s->dim;
     const ptrdiff_t qkv_size = q_size + 2 * kv_size, mlp_in = s->gated ? 2 * s->mlp : s->mlp;
     float *h = scratch, *qkv = h + s->hidden, *attn = qkv + qkv_size, *gate_up = attn + q_size,
@@ -808,15 +907,17 @@ static int decode_layer(const StepShape *s, const LayerPointers *b, float *x, co
     failed |= matmul_any(s->kind, b->qkv, b->qkv_scales, h, qkv, qkv_size, s->hidden, 1, s->threads);
     add_bias(qkv, b->qkv_bias, qkv_size);
     rotate_pairs(qkv, s->heads + s->kv_heads, s->dim, s->rotary_dims, rope);
+    const size_t element = kv_bytes(s->kv_kind);
     for (ptrdiff_t kh = 0; kh < s->kv_heads; kh++) {
-        memcpy(k_layer + (kh * s->capacity + s->start) * s->dim, qkv + q_size + kh * s->dim, sizeof(float) * s->dim);
-        memcpy(v_layer + (kh * s->capacity + s->start) * s->dim, qkv + q_size + kv_size + kh * s->dim,
-               sizeof(float) * s->dim);
+        const size_t at = (size_t)((kh * s->capacity + s->start) * s->dim) * element;
+        store_kv(k_layer + at, s->kv_kind, qkv + q_size + kh * s->dim, s->dim);
+        store_kv(v_layer + at, s->kv_kind, qkv + q_size + kv_size + kh * s->dim, s->dim);
     }
     /* A sliding window hides keys at or before start - window: attention starts past them. */
     const ptrdiff_t first = s->window > 0 && s->start >= s->window ? s->start - s->window + 1 : 0;
-    failed |= attend(qkv, k_layer + first * s->dim, v_layer + first * s->dim, attn, 1, s->heads, s->kv_heads,
-                     s->dim, s->capacity, s->start - first, s->scale, s->threads);
+    const size_t skipped = (size_t)(first * s->dim) * element;
+    failed |= attend(qkv, k_layer + skipped, v_layer + skipped, s->kv_kind, attn, 1, s->heads, s->kv_heads, s->dim,
+                     s->capacity, s->start - first, s->scale, s->threads);
     failed |= matmul_any(s->kind, b->o, b->o_scales, attn, delta, s->hidden, q_size, 1, s->threads);
     add_bias(delta, b->o_bias, s->hidden);
     for (ptrdiff_t i = 0; i < s->hidden; i++) x[i] += delta[i];
@@ -831,14 +932,15 @@ static int decode_layer(const StepShape *s, const LayerPointers *b, float *x, co
 }
 
 static int decode_layers(const StepShape *s, const LayerPointers *layers, ptrdiff_t count, float *x,
-                         const float *rope, float *k_cache, float *v_cache) {
+                         const float *rope, void *k_cache, void *v_cache) {
     const ptrdiff_t q_size = s->heads * s->dim, qkv_size = q_size + 2 * s->kv_heads * s->dim;
     float *scratch = malloc(sizeof(float) * (size_t)(2 * s->hidden + qkv_size + q_size + 3 * s->mlp));
     if (scratch == NULL) return -1;
-    const ptrdiff_t stride = s->kv_heads * s->capacity * s->dim;
+    const size_t stride = (size_t)(s->kv_heads * s->capacity * s->dim) * kv_bytes(s->kv_kind);
     int failed = 0;
     for (ptrdiff_t i = 0; i < count && !failed; i++)
-        failed = decode_layer(s, &layers[i], x, rope, k_cache + i * stride, v_cache + i * stride, scratch);
+        failed = decode_layer(s, &layers[i], x, rope, (char *)k_cache + i * stride, (char *)v_cache + i * stride,
+                              scratch);
     free(scratch);
     return failed;
 }

@@ -14,7 +14,7 @@ PyTorch.
 The matrix products read the backend's fp32 weights, or compact copies of them (fp16, bf16,
 int8 or int4, ``backend.decode_weights``) through the C kernels of ``core.compact_weights``, which
 halve, quarter or (int4) nearly eighth the bytes a step streams. The rest of the arithmetic is the backend's: fp32
-throughout, q and k rotated as complex numbers with their rows paired at load, softmax attention
+throughout (a 16-bit KV cache is widened as it is read, ``cache_view``), q and k rotated as complex numbers with their rows paired at load, softmax attention
 with the causal mask for the pass's own rows. With fp32 weights, logits agree with PyTorch's to
 within float rounding (tests compare both with transformers). Where the C kernels are built,
 attention runs in C (``core.cpu_attention``), and a one-token step whose products are all
@@ -34,6 +34,33 @@ from .backends.layers import CompactProjection
 from .fused_decode import FusedLayers
 
 MAX_ROWS = 8  # passes of at most this many tokens (a decode step, a prompt-lookup draft check)
+
+
+def cache_view(cache: torch.Tensor) -> np.ndarray:
+    """A NumPy view of a KV cache tensor: fp32 or fp16 as they are, bf16 as its bits (uint16),
+    which ``core.cpu_attention`` and the fused step read as bf16."""
+    if cache.dtype == torch.bfloat16:
+        return cache.view(torch.int16).numpy().view(np.uint16)
+    return cache.numpy()
+
+
+def store_in_cache(cache: np.ndarray, values: np.ndarray) -> None:
+    """Write fp32 ``values`` into a slice of a cache view, rounded to nearest even as PyTorch
+    rounds (fp16 by NumPy's cast; bf16 bits: the top half of the fp32, rounded, NaN kept NaN)."""
+    if cache.dtype != np.uint16:
+        cache[...] = values
+        return
+    bits = np.ascontiguousarray(values, dtype=np.float32).view(np.uint32)
+    rounded = (bits + np.uint32(0x7FFF) + ((bits >> 16) & np.uint32(1))) >> 16
+    nan = (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    cache[...] = np.where(nan, (bits >> 16) | np.uint32(0x40), rounded).astype(np.uint16)
+
+
+def widen_cache(cache: np.ndarray) -> np.ndarray:
+    """A slice of a cache view as fp32 (a copy where the cache is 16-bit)."""
+    if cache.dtype == np.uint16:
+        return (cache.astype(np.uint32) << 16).view(np.float32)
+    return cache.astype(np.float32, copy=False)
 
 
 def _norm(
@@ -252,7 +279,7 @@ class BlasDecoder:
         group = heads // kv_heads
         # Query heads grouped under their key/value head: (kv_heads, group * T, dim).
         q = q.transpose(1, 0, 2).reshape(kv_heads, group * count, dim)
-        scores = q @ k[:, :end].transpose(0, 2, 1)
+        scores = q @ widen_cache(k[:, :end]).transpose(0, 2, 1)
         scores *= b.scale
         if mask is not None:
             scores = (scores.reshape(kv_heads, group, count, end) + mask).reshape(
@@ -261,7 +288,7 @@ class BlasDecoder:
         scores -= scores.max(axis=-1, keepdims=True)
         probs = np.exp(scores, out=scores)
         probs /= probs.sum(axis=-1, keepdims=True)
-        attn = (probs @ v[:, :end]).reshape(heads, count, dim)
+        attn = (probs @ widen_cache(v[:, :end])).reshape(heads, count, dim)
         return attn.transpose(1, 0, 2).reshape(count, heads * dim)
 
     def _forward(self, ids: list[int], all_logits: bool) -> torch.Tensor:
@@ -272,7 +299,7 @@ class BlasDecoder:
         half = self.mlp_width
         threads = torch.get_num_threads()  # the engine's setting (devices.use_cpu_threads)
         qk_size = (heads + kv_heads) * dim
-        k_cache, v_cache = b.k_cache.numpy(), b.v_cache.numpy()
+        k_cache, v_cache = cache_view(b.k_cache), cache_view(b.v_cache)
         rope = b.rope[start:end].numpy()  # (T, 1, dim / 2) complex64
         spec, rot = self.spec, b.rotary_dims
         layer_norm = spec.norm == "layer"
@@ -304,9 +331,10 @@ class BlasDecoder:
                 else:  # partial RoPE: the first ``rot`` dims of each head turn, the rest stay
                     turned = np.ascontiguousarray(qk[..., :rot]).view(np.complex64) * rope
                     qk[..., :rot] = turned.view(np.float32)
-                k_cache[i, 0, :, start:end] = qk[:, heads:].transpose(1, 0, 2)
-                v_cache[i, 0, :, start:end] = (
-                    qkv[:, qk_size:].reshape(count, kv_heads, dim).transpose(1, 0, 2)
+                store_in_cache(k_cache[i, 0, :, start:end], qk[:, heads:].transpose(1, 0, 2))
+                store_in_cache(
+                    v_cache[i, 0, :, start:end],
+                    qkv[:, qk_size:].reshape(count, kv_heads, dim).transpose(1, 0, 2),
                 )
                 attn = self._attention(
                     qk[:, :heads], k_cache[i, 0], v_cache[i, 0], start, mask, threads, c_attention

@@ -91,8 +91,10 @@ class FusedLayers:
         threads: int,
     ) -> np.ndarray:
         """Every layer for the token at ``start`` whose embedding is ``x`` (hidden,); writes its key
-        and value into the caches (layers, 1, kv_heads, capacity, dim) and returns the residual stream."""
+        and value into the caches (layers, 1, kv_heads, capacity, dim; fp32, fp16, or bf16 bits
+        as uint16, rounded to nearest even) and returns the residual stream."""
         from . import _kernels  # built wherever build() returned an instance
+        from .cpu_attention import kv_kind
 
         s = self.shape
         x = np.array(x, dtype=np.float32)  # a copy: updated in place
@@ -113,6 +115,7 @@ class FusedLayers:
             s["scale"],
             threads,
             *self.ops,
+            kv_kind(k_cache),
         )
         return x
 

@@ -12,8 +12,12 @@ variants transformers computes at load (linear, dynamic, llama3, yarn). It is us
 is exact, which the tests check against transformers' logits for each family; every other model
 runs through transformers (``HFBackend``), and ``core.backends.select`` says why.
 
-On the CPU the activations, norms, RoPE, attention and KV cache are fp32 whatever the weights'
-dtype: 16-bit masters (``torch_dtype=bfloat16``) run only their GEMMs in 16 bits.
+On the CPU the activations, norms, RoPE and attention are fp32 whatever the weights' dtype:
+16-bit masters (``torch_dtype=bfloat16``) run only their GEMMs in 16 bits. The KV cache is fp32
+too, or bf16 where the NumPy/C decode path reads compact weights (``kv_dtype``, decided by
+``core.backends.select.kv_cache_format``): keys and values are rounded once as they are written
+(by PyTorch in prompts, by the C step in decode steps) and widened to fp32 as attention reads
+them, so a long context streams half the bytes.
 
 ``decode_weights`` (CPU only) chooses the bytes a decode step reads: ``fp32`` (the masters
 themselves), or compact weights (``fp16``, ``bf16``, ``int8``, ``int4``;
@@ -110,11 +114,13 @@ class LeanLlamaBackend:
         blas: bool | None = None,
         prefill_dtype: torch.dtype | None = None,
         release_model: bool = False,
+        kv_cache: str | None = None,
     ):
         """``prefill_dtype``: the dtype of prompts' GEMMs over compact weights (default: the
         model's); ``release_model``: empty every tensor of ``model`` this backend does not read,
         layer by layer as it is built, so the weights are held once (the engine's choice; the
-        model cannot run by itself afterwards)."""
+        model cannot run by itself afterwards); ``kv_cache``: the KV cache's elements on the
+        NumPy/C decode path (fp32, bf16, fp16; default: ``select.kv_cache_format`` decides)."""
         config = model.config
         inner = model.model
         self.spec = families.spec_of(model)
@@ -273,6 +279,17 @@ class LeanLlamaBackend:
             held += [t for layer in self.layers for t in layer.tensors()]
             held += held_tensors(self.lm_head)
             _release_unused(model, [t for t in held if t is not None])
+        # The KV cache's elements: 16-bit only where the NumPy/C path reads it (PyTorch's decode
+        # attends over the cache as it lies, in the activations' dtype).
+        if use_blas:
+            kv_format, self.kv_cache_reason = select.kv_cache_format(decode_weights, kv_cache)
+            self.kv_dtype = select.KV_FORMATS[kv_format]
+        else:
+            self.kv_dtype = self.act_dtype
+            self.kv_cache_reason = (
+                f"{SHORT_NAMES.get(self.act_dtype)} KV cache: decode steps run in PyTorch, which "
+                "attends over the cache in the activations' dtype"
+            )
         # Decode steps through NumPy's OpenBLAS (and the C kernels) where that computes the same thing.
         self.blas = blas_decode.BlasDecoder(self) if use_blas else None
 
@@ -390,8 +407,8 @@ class LeanLlamaBackend:
         # Not zeroed: nothing reads a position before it is written (every read stops at the
         # current length), and the pages of positions never written stay out of the process's
         # memory (a 1,040-token request in a 2,048-position cache holds about half of it).
-        k_cache = torch.empty(shape, dtype=self.act_dtype, device=self.device)
-        v_cache = torch.empty(shape, dtype=self.act_dtype, device=self.device)
+        k_cache = torch.empty(shape, dtype=self.kv_dtype, device=self.device)
+        v_cache = torch.empty(shape, dtype=self.kv_dtype, device=self.device)
         if self.k_cache is not None and self.length:
             k_cache[..., : self.length, :] = self.k_cache[..., : self.length, :]
             v_cache[..., : self.length, :] = self.v_cache[..., : self.length, :]
@@ -512,9 +529,15 @@ class LeanLlamaBackend:
             qk = qk.transpose(0, 1)  # (heads + kv_heads, T, head_dim)
             q, k = qk[: self.heads], qk[self.heads :]
             v = qkv[:, q_size + kv_size :].view(count, self.kv_heads, self.head_dim).transpose(0, 1)
-            self.k_cache[i, 0, :, start:end] = k
+            self.k_cache[i, 0, :, start:end] = k  # rounded here where the cache is 16-bit
             self.v_cache[i, 0, :, start:end] = v
-            keys, values = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
+            if self.kv_dtype == self.act_dtype:
+                keys, values = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
+            elif start == 0:  # nothing cached before: the pass's own keys, at full precision
+                keys, values = k[None], v[None]
+            else:  # the cached positions widened (a temporary of one layer's keys and values)
+                keys = self.k_cache[i, :, :, :end].to(self.act_dtype)
+                values = self.v_cache[i, :, :, :end].to(self.act_dtype)
             attn = F.scaled_dot_product_attention(
                 q[None],
                 keys,

@@ -24,6 +24,7 @@ from .errors import InvalidParameter
 PREFIX = "DEEPSHIVA_"
 DecodeWeights = Literal["auto", "fp32", "fp16", "bf16", "int8", "int4"]
 FimOrder = Literal["auto", "psm", "spm"]
+KvCache = Literal["auto", "fp32", "bf16", "fp16"]
 
 
 class EngineOptions(BaseSettings):
@@ -37,6 +38,12 @@ class EngineOptions(BaseSettings):
         "auto",
         description="CPU: the bytes a decode step reads (core/compact_weights.py); auto = the "
         "checkpoint's own 16-bit format where that is exact, else fp32",
+    )
+    kv_cache: KvCache = Field(
+        "auto",
+        description="CPU: the KV cache's elements on the NumPy/C decode path "
+        "(core/backends/select.py); auto = bf16 with compact decode weights and SIMD kernels, "
+        "else fp32",
     )
     fim_order: FimOrder = Field("auto", description="FIM prompt order; auto = the model's own")
     cpu_threads: Optional[int] = Field(

@@ -15,8 +15,9 @@ What the engine holds on the CPU (``footprint``), per setting: each weight once.
   prompts read too; the rest (embeddings, norms, biases) in the master dtype. An output head
   tied to the embedding is held twice (the embedding in the master dtype, the head in the decode
   format) unless both are the same 16-bit tensor;
-- the KV cache: fp32 keys and values of every layer for ``KV_TOKENS`` tokens (it grows with the
-  prompts, up to the context length);
+- the KV cache: keys and values of every layer for ``KV_TOKENS`` tokens (it grows with the
+  prompts, up to the context length), in the elements ``select.kv_cache_format`` picks for the
+  setting (bf16 with compact decode weights and the SIMD kernels: half of fp32's bytes);
 - ``WORKING_BYTES`` for prefill activations, the tokenizer and load buffers.
 """
 
@@ -46,7 +47,7 @@ class Shape:
     compact_weights: int  # weights a decode step reads from a compact copy
     compact_rows: int  # their output rows (int8 keeps one scale a row)
     tied_head_weights: int  # an output head that is the input embedding (0 when untied)
-    kv_bytes_per_token: int  # fp32 keys and values over every layer
+    kv_bytes_per_token: int  # fp32 keys and values over every layer (``kv_bytes`` scales it)
     context: int
 
 
@@ -137,16 +138,28 @@ def shape_of(config, trust_remote_code: bool = False) -> Shape:
     )
 
 
-def footprint(shape: Shape, settings: Settings) -> Footprint:
-    """The bytes the engine holds for ``shape`` with ``settings`` (the module docstring's parts)."""
+def kv_bytes(shape: Shape, settings: Settings, kernels: bool | None = None) -> int:
+    """Bytes of the KV cache over ``KV_TOKENS`` tokens (or the context) with ``settings``: 16-bit
+    elements where ``select.kv_cache_format`` picks them, which needs the NumPy/C decode path
+    (the C kernels, ``kernels``: default probed), else fp32."""
+    from .. import compact_weights
+    from . import select
+
+    if kernels is None:
+        kernels = compact_weights.available()
+    fmt = select.kv_cache_format(settings.decode_weights)[0] if kernels else "fp32"
+    per_token = shape.kv_bytes_per_token * select.KV_BYTES[fmt] // 4
+    return per_token * min(shape.context, KV_TOKENS)
+
+
+def footprint(shape: Shape, settings: Settings, kernels: bool | None = None) -> Footprint:
+    """The bytes the engine holds for ``shape`` with ``settings`` (the module docstring's parts);
+    ``kernels``: whether the C kernels run (default probed), which sizes the KV cache."""
     master = MASTER_BYTES[settings.master]
     fmt = settings.decode_weights
+    kv = kv_bytes(shape, settings, kernels)
     if fmt == "fp32":
-        return Footprint(
-            masters=shape.parameters * master,
-            decode_copy=0,
-            kv_cache=shape.kv_bytes_per_token * min(shape.context, KV_TOKENS),
-        )
+        return Footprint(masters=shape.parameters * master, decode_copy=0, kv_cache=kv)
     rest = shape.parameters - shape.compact_weights  # embeddings, norms, biases
     if fmt != settings.master:  # a tied head is held in both formats
         rest += shape.tied_head_weights
@@ -156,7 +169,6 @@ def footprint(shape: Shape, settings: Settings) -> Footprint:
         copy = shape.compact_weights + 4 * shape.compact_rows
     else:  # int4: 16 bytes and an fp16 scale a block of 32
         copy = shape.compact_weights // 2 + 2 * (shape.compact_weights // BLOCK)
-    kv = shape.kv_bytes_per_token * min(shape.context, KV_TOKENS)
     return Footprint(masters=rest * master, decode_copy=copy, kv_cache=kv)
 
 
@@ -181,23 +193,25 @@ def alternatives(shape: Shape, kernels: bool) -> list[Settings]:
     compact = ["bf16", "int8", "int4"] if kernels else ["int8"]
     options = [Settings("fp32", f) for f in ["fp32"] + compact]
     options += [Settings("bf16", f) for f in compact]  # bf16 masters decode from a compact copy
-    return sorted(options, key=lambda s: -footprint(shape, s).total)
+    return sorted(options, key=lambda s: -footprint(shape, s, kernels).total)
 
 
 def refusal(shape: Shape, settings: Settings, available: float, kernels: bool) -> str | None:
     """Why ``settings`` do not fit in ``available`` bytes, naming the settings that would (the
     largest first: the closest to full precision), or None when they fit."""
-    needed = footprint(shape, settings)
+    needed = footprint(shape, settings, kernels)
     if needed.total <= available:
         return None
-    fitting = [s for s in alternatives(shape, kernels) if footprint(shape, s).total <= available]
+    fitting = [
+        s for s in alternatives(shape, kernels) if footprint(shape, s, kernels).total <= available
+    ]
     message = (
         f"the model needs about {gib(needed.total)} ({needed.total} bytes: "
         f"{needed.describe(settings)}) but {gib(available)} ({int(available)} bytes) are available"
     )
     if fitting:
         options = "; ".join(
-            f"{s.describe()}: {gib(footprint(shape, s).total)}" for s in fitting[:3]
+            f"{s.describe()}: {gib(footprint(shape, s, kernels).total)}" for s in fitting[:3]
         )
         return f"{message}. Settings that would fit: {options}"
     return f"{message}, and no setting of this engine fits it: choose a smaller model"

@@ -1,6 +1,6 @@
 """The one place that decides how a model runs on this machine, and says why.
 
-Four choices, each returned with its reason (and, where a faster path was not taken, why not):
+Five choices, each returned with its reason (and, where a faster path was not taken, why not):
 
 - the master weights' dtype on the CPU (``master_dtype``): a 16-bit checkpoint's own format where
   the C kernels run (the model's one copy), else fp32;
@@ -8,6 +8,8 @@ Four choices, each returned with its reason (and, where a faster path was not ta
   compact format asked for (int8, int4), where the C kernels run, else the masters;
 - the dtype of prompts' GEMMs over those weights (``prefill_dtype``): bf16 where the CPU has it,
   else fp32 with each matrix widened in turn (never a second copy of the model);
+- the KV cache's elements on the CPU's NumPy/C decode path (``kv_cache_format``): bf16 with
+  compact decode weights where the SIMD kernels read it, else fp32;
 - the backend and its decode path (``backend``): the lean forward (``core.lean_llama``) where it
   computes the model exactly, with decode steps in NumPy and the C kernels (one fused C call a
   token where every layer product is compact) on the CPU; transformers (``HFBackend``), the
@@ -169,6 +171,47 @@ def decode_weights_refusal(requested: str, device: str) -> str | None:
     return None if why is None else f"{requested} decode weights cannot run here: {why}"
 
 
+# -- KV cache -------------------------------------------------------------------------------
+KV_FORMATS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+KV_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+
+
+def kv_cache_format(decode_weights: str, requested: str | None = None) -> tuple[str, str]:
+    """The elements of the KV cache that the CPU's NumPy/C decode path reads and writes, and why:
+    ``requested`` (default DEEPSHIVA_KV_CACHE) unless it is auto.
+
+    auto: bf16 with compact decode weights where the SIMD kernels run. At long contexts a decode
+    step streams the whole cache (stable-code-3b: 0.67 GB of fp32 keys and values at 1024 tokens
+    beside 5.6 GB of bf16 weights), and the kernels widen 16-bit keys as they read them (a shift
+    for bf16) with every sum in fp32: at 1024 keys on the 3B shape attention took 0.76 against
+    0.98 ms a layer on this project's machine (AVX2 and AVX512 loops alike; benchmarks/RESULTS.md,
+    "kv16" section). bf16 rather than fp16: the range of fp32 (a large key cannot overflow) and
+    the same numbers on every CPU kind. fp32 stays where decode weights are fp32 (every value of
+    the step at full precision: the exactness tests' path) and for the portable C loops, which
+    widen scalar by scalar (bf16 keys took 2.35 against 1.82 ms a layer there)."""
+    from .. import compact_weights
+
+    requested = requested or options.read("kv_cache")
+    if requested != "auto":
+        if requested not in KV_FORMATS:
+            raise ValueError(
+                f"the KV cache must be auto, {', '.join(KV_FORMATS)}, not {requested!r}"
+            )
+        return requested, f"{requested} KV cache: asked for (DEEPSHIVA_KV_CACHE)"
+    if decode_weights == "fp32":
+        return "fp32", "fp32 KV cache: fp32 decode weights keep the whole step at full precision"
+    variant = compact_weights.variant() or cpu_capabilities.current().kernels
+    if variant == "portable":
+        return "fp32", (
+            "fp32 KV cache: the portable C loops widen 16-bit keys one at a time, slower than "
+            "they read fp32 ones"
+        )
+    return "bf16", (
+        f"bf16 KV cache ({variant} kernels): half the bytes attention reads at long contexts, "
+        "widened to fp32 as read, every sum in fp32"
+    )
+
+
 # -- backend and decode path ----------------------------------------------------------------
 def lean_enabled() -> bool:
     """The lean path is on unless ``DEEPSHIVA_LEAN=0``."""
@@ -223,6 +266,7 @@ def backend(
         )
         if not runner_backend.compact:  # compact weights without the C kernels: PyTorch's int8
             reasons.clear()
+        reasons.append(runner_backend.kv_cache_reason)
         return runner_backend, reasons
     if decode_weights != "fp32":
         raise ValueError(

@@ -262,3 +262,62 @@ def test_sliding_window_models_stay_exact_past_the_window_with_reuse(sliding_win
     first = llm.complete(prompt, max_length=8, temperature=0)
     second = llm.complete(prompt + "x", max_length=8, temperature=0)
     assert first.prompt_tokens > 48 and second.reused_prompt_tokens > 48
+
+
+@needs_kernels
+@pytest.mark.parametrize(
+    "decode_weights, expected",
+    [("bf16", {"portable": "fp32", "avx2": "bf16", "avx512bf16": "bf16"}), ("fp32", None)],
+)
+def test_the_kv_cache_is_16_bit_where_the_simd_kernels_read_compact_weights(
+    decode_weights, expected, kernel_variant
+):
+    """bf16 keys and values where the SIMD loops widen them as they read (half the bytes a long
+    context streams); fp32 for fp32 decode weights (the exact path) and for the portable loops,
+    which widen one value at a time, slower than they read fp32; an explicit request wins."""
+    from core.backends import select
+
+    chosen, why = select.kv_cache_format(decode_weights, "auto")
+    assert chosen == (expected[kernel_variant] if expected else "fp32"), why
+    assert why.startswith(f"{chosen} KV cache")
+    assert select.kv_cache_format(decode_weights, "fp16") == (
+        "fp16",
+        "fp16 KV cache: asked for (DEEPSHIVA_KV_CACHE)",
+    )
+
+
+@needs_kernels
+@pytest.mark.parametrize("kv", ["bf16", "fp16"])
+def test_a_16_bit_kv_cache_keeps_the_tokens_and_is_said_in_the_path(
+    bf16_model_dir, kv, monkeypatch
+):
+    """With a 16-bit KV cache (asked for, or auto's bf16) the cache is half of fp32's bytes, the
+    path report says why, and greedy tokens, a reused prefix and a draft check give what an fp32
+    cache gives on the same weights (within the rounding of the cached values)."""
+    monkeypatch.setenv("DEEPSHIVA_KV_CACHE", kv)
+    sixteen = ModelRunner(
+        AutoModelForCausalLM.from_pretrained(bf16_model_dir), decode_weights="bf16"
+    )
+    monkeypatch.setenv("DEEPSHIVA_KV_CACHE", "fp32")
+    full = ModelRunner(AutoModelForCausalLM.from_pretrained(bf16_model_dir), decode_weights="bf16")
+    assert sixteen.backend.kv_dtype == {"bf16": torch.bfloat16, "fp16": torch.float16}[kv]
+    assert full.backend.kv_dtype == torch.float32
+    assert f"{kv} KV cache: asked for" in " | ".join(sixteen.path.reasons)
+    ids = [(i * 7) % 250 + 3 for i in range(60)]
+    tokens = {}
+    for name, runner in (("16", sixteen), ("32", full)):
+        logits, out = runner.prefill(ids), []
+        for _ in range(20):
+            out.append(int(logits.argmax()))
+            logits = runner.decode_one_token(out[-1])
+        tokens[name] = out
+    assert tokens["16"] == tokens["32"]
+    assert sixteen.backend.k_cache.nbytes * 2 == full.backend.k_cache.nbytes
+    # A keystroke that adds more tokens than a draft check: PyTorch's prefill over the cached
+    # (16-bit, widened) positions; then a draft check of a few rows in NumPy/C.
+    longer = ids + tokens["32"] + [(i * 11) % 250 + 3 for i in range(30)]
+    a, b = sixteen.prefill(longer), full.prefill(longer)
+    assert sixteen.reused_tokens >= len(ids) + 19
+    assert float((a - b).abs().max()) < 2e-2 * max(1.0, float(b.abs().max()))
+    a, b = sixteen.verify_draft(9, [10, 11, 12]), full.verify_draft(9, [10, 11, 12])
+    assert float((a - b).abs().max()) < 2e-2 * max(1.0, float(b.abs().max()))

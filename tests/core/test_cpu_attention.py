@@ -80,3 +80,47 @@ def test_bad_shapes_are_refused_by_name(change, message):
     args.update(change)
     with pytest.raises(ValueError, match=message):
         cpu_attention.attend(**args)
+
+
+def sixteen_bit(cache: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """``cache`` rounded to ``kind`` as the engine stores it (bf16 as its bits), and its values."""
+    import torch
+
+    if kind == "fp16":
+        stored = cache.astype(np.float16)
+        return stored, stored.astype(np.float32)
+    rounded = torch.from_numpy(cache).bfloat16()
+    return rounded.view(torch.int16).numpy().view(np.uint16), rounded.float().numpy()
+
+
+@pytest.mark.parametrize("kind", ["bf16", "fp16"])
+@pytest.mark.parametrize(
+    "heads, kv_heads, dim, capacity, start, count",
+    [
+        (32, 32, 80, 1100, 1023, 1),  # stable-code-3b's decode step: heads of 80 dims
+        (4, 4, 64, 1024, 300, 7),
+        (6, 2, 20, 64, 0, 3),  # a head size the vector loops do not divide
+        (8, 2, 96, 64, 40, 2),  # 96 dims: vectors of 8, then 4
+    ],
+)
+def test_a_16_bit_cache_is_attended_as_its_values_widened(
+    kind, heads, kv_heads, dim, capacity, start, count, kernel_variant
+):
+    """Keys and values stored in 16 bits are read as exactly the fp32 numbers they hold: the
+    result is softmax attention over the rounded cache, to fp32 accuracy (sums stay fp32)."""
+    rng = np.random.default_rng(dim + start)
+    q = rng.standard_normal((count, heads, dim), dtype=np.float32) * 3
+    k = rng.standard_normal((kv_heads, capacity, dim), dtype=np.float32)
+    v = rng.standard_normal((kv_heads, capacity, dim), dtype=np.float32)
+    k[:, start + count :] = 1e4  # beyond the rows' own positions: must not be seen
+    (k16, k_values), (v16, v_values) = sixteen_bit(k, kind), sixteen_bit(v, kind)
+    assert cpu_attention.kv_kind(k16) == {"bf16": 1, "fp16": 2}[kind]
+    out = cpu_attention.attend(q, k16, v16, start, dim**-0.5, 2)
+    expected = reference(q, k_values, v_values, start, dim**-0.5)
+    np.testing.assert_allclose(out, expected, rtol=0, atol=2e-5)
+
+
+def test_a_cache_of_another_dtype_is_refused_by_name():
+    q = np.zeros((1, 2, 8), np.float32)
+    with pytest.raises(ValueError, match="float64 is not one the C loops read"):
+        cpu_attention.attend(q, np.zeros((2, 4, 8)), np.zeros((2, 4, 8)), 0, 1.0)

@@ -28,6 +28,13 @@ def test_the_estimate_is_the_bytes_the_engine_holds(tiny_model_dir, master, fmt)
     # Each weight once; the norms stay fp32 under bf16 masters (a few hundred bytes here).
     held = backend.weight_bytes()
     assert abs(estimate.masters + estimate.decode_copy - held) <= 0.01 * held, (estimate, held)
+    # The KV cache in the elements the engine writes: bf16 with compact decode weights (half
+    # of fp32's bytes), fp32 with fp32 ones.
+    backend.forward([1, 2, 3])
+    held_per_token = 2 * backend.k_cache.nbytes // backend.capacity  # keys and values
+    tokens = min(shape.context, footprint.KV_TOKENS)
+    assert estimate.kv_cache == held_per_token * tokens
+    assert estimate.kv_cache == shape.kv_bytes_per_token * tokens // (1 if fmt == "fp32" else 2)
 
 
 def test_a_model_over_the_limit_is_refused_before_loading(tiny_model_dir, monkeypatch):
