@@ -390,13 +390,16 @@ def keystroke_timing(model: str, samples: list[Sample], keys: int, rounds: int =
 
 
 # name -> (layers, hidden, heads, kv_heads, mlp width, positions, file characters); None: the
-# shipped model itself. Random-weight models are stored in bf16, as the shipped one is, so the
-# engine decodes them through the same C kernels (bf16 compact weights, fp32 KV cache).
+# shipped model itself; a string: a users'-size checkpoint of benchmarks/shapes.py (random
+# weights of the published config, its own tokenizer, 32,768 positions). Random-weight models
+# are stored in bf16, as the shipped one is, so the engine decodes them through the same C
+# kernels (bf16 compact weights, the KV cache select.kv_cache_format picks).
 LONG_CONTEXT_SHAPES = {
     "shipped": None,  # real weights, 1,024 positions: the budget cuts the context
     "shipped-long-file": None,  # the same with a file that fills the prompt by itself
     "shipped-4k": (4, 256, 4, 4, 704, 4096, 2400),
     "gpt2-small": (12, 768, 12, 12, 2048, 4096, 2400),
+    "qwen2.5-coder-1.5b": "qwen2.5-coder-1.5b",
 }
 STEP_SHAPES = ("llama-1b",)  # decode-step cost only (benchmarks/shapes.py; no 2,400-token prefill)
 
@@ -469,6 +472,10 @@ def long_context_timing(shape: str = "shipped", keys: int = 30, context_tokens: 
         if LONG_CONTEXT_SHAPES[shape] is None:
             path = Path(__file__).resolve().parent.parent / "models" / "tiny-python"
             chars = 12000 if shape == "shipped-long-file" else 2400
+        elif isinstance(LONG_CONTEXT_SHAPES[shape], str):
+            from .shapes import model_dir
+
+            path, chars = model_dir(LONG_CONTEXT_SHAPES[shape]), 2400
         else:
             *dims, chars = LONG_CONTEXT_SHAPES[shape]
             path = _random_bf16_model(Path(tmp) / "m", *dims)
@@ -509,6 +516,7 @@ def long_context_timing(shape: str = "shipped", keys: int = 30, context_tokens: 
             f"{config.num_hidden_layers} layers x {config.hidden_size}, "
             f"{config.max_position_embeddings} positions",
             "decode": f"{llm.info()['decode_path']} ({llm.info()['decode_weights']} weights)",
+            "kv_cache": str(getattr(llm._runner.backend, "kv_dtype", "?")).replace("torch.", ""),
             "context_tokens_sent": sum(len(llm.tokenizer.encode(i["text"])) for i in context),
             "prompt_tokens": laid_out,
             "keystrokes_each": len(cpu["none"]),
