@@ -70,3 +70,31 @@ def test_smaller_settings_are_offered_largest_first():
     assert "decode_weights='bf16'" not in offered and "decode_weights='fp32'" not in offered
     # Without the kernels only int8 copies (PyTorch's int8 kernel) are offered.
     assert "int4" not in footprint.refusal(shape, settings, 1.5 * 2**30, kernels=False)
+
+
+def test_the_kv_cache_is_counted_in_the_elements_the_engine_will_write(monkeypatch):
+    """fp32 keys and values for fp32 decode weights or without the kernels (the NumPy/C path
+    that reads a 16-bit cache does not run), else what select.kv_cache_format picks; asked for
+    with DEEPSHIVA_KV_CACHE, the estimate follows."""
+    from core.backends import select
+
+    shape = footprint.Shape(
+        parameters=10**9,
+        compact_weights=9 * 10**8,
+        compact_rows=10**6,
+        tied_head_weights=0,
+        kv_bytes_per_token=10**5,
+        context=2048,
+    )
+    fp32_cache = 10**5 * 2048
+
+    def kv(fmt, kernels):
+        return footprint.footprint(shape, footprint.Settings("bf16", fmt), kernels).kv_cache
+
+    assert kv("fp32", True) == kv("int8", False) == fp32_cache
+    chosen = select.kv_cache_format("bf16")[0]
+    assert kv("bf16", True) == fp32_cache * select.KV_BYTES[chosen] // 4
+    monkeypatch.setenv("DEEPSHIVA_KV_CACHE", "fp16")
+    assert kv("int4", True) == fp32_cache // 2
+    monkeypatch.setenv("DEEPSHIVA_KV_CACHE", "fp32")
+    assert kv("int4", True) == fp32_cache
