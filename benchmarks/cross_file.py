@@ -594,6 +594,12 @@ def main(argv=None) -> int:
         default=None,
         help="time a keystroke with 2,000 tokens of context on these model shapes (none given: shipped)",
     )
+    ap.add_argument(
+        "--long-context-keys",
+        type=int,
+        default=30,
+        help="keystrokes per side (none / context) of --long-context, in two rounds",
+    )
     ap.add_argument("--skip-eval", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cross-file.json"))
     args = ap.parse_args(argv)
@@ -621,7 +627,9 @@ def main(argv=None) -> int:
         print("keystrokes", report["keystrokes"], flush=True)
     if args.long_context is not None:
         report["long_context"] = [
-            decode_step_timing(shape) if shape in STEP_SHAPES else long_context_timing(shape)
+            decode_step_timing(shape)
+            if shape in STEP_SHAPES
+            else long_context_timing(shape, keys=args.long_context_keys)
             for shape in args.long_context or ["shipped"]
         ]
         print("long context", report["long_context"], flush=True)
