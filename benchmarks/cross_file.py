@@ -530,7 +530,7 @@ def decode_step_timing(shape: str = "llama-1b", lengths=(400, 2400), rounds: int
     from core import OptimizedLLM
 
     llm = OptimizedLLM(str(model_dir(shape)))
-    backend = llm._runner.backend
+    backend = llm.runner.backend
     backend._reserve(max(lengths) + 8)
     step = {n: [] for n in lengths}
     check = {n: [] for n in lengths}
