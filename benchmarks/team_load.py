@@ -127,14 +127,14 @@ class Cancellable:
             self.conn.close()
 
 
-def deepshiva_target(base_url: str, tally: Tally):
+def deepshiva_target(base_url: str, tally: Tally, max_tokens: int = MAX_TOKENS):
     """Completions through DeepShiva's /stream."""
 
     def complete(prefix: str, suffix: str, cancel: threading.Event):
         body = {
             "prompt": prefix,
             "suffix": suffix,
-            "max_length": MAX_TOKENS,
+            "max_length": max_tokens,
             "temperature": 0,
             "stop": ["\n"],
         }
@@ -164,7 +164,7 @@ def deepshiva_target(base_url: str, tally: Tally):
     return complete
 
 
-def vllm_direct_target(engine, tally: Tally):
+def vllm_direct_target(engine, tally: Tally, max_tokens: int = MAX_TOKENS):
     """The same requests straight to vLLM, with the body DeepShiva would send (``engine`` is a
     core.upstream.UpstreamEngine: it lays out the prompt, nothing else)."""
     from core.request import GenerationRequest
@@ -173,7 +173,7 @@ def vllm_direct_target(engine, tally: Tally):
         request = GenerationRequest.checked(
             prefix,
             suffix=suffix,
-            max_length=MAX_TOKENS,
+            max_length=max_tokens,
             temperature=0,
             stop_sequences=["\n"],
             context_length=engine.context_length,
@@ -321,6 +321,49 @@ def reset_prefix_cache(vllm_url: str) -> bool:
         return False
 
 
+def cpu_list(spec: str) -> list[int]:
+    """The cores a taskset list names ("0", "0-3,6"), in order; a ValueError for anything else."""
+    cores: list[int] = []
+    for part in spec.split(","):
+        first, _, last = part.strip().partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise ValueError(f"not a list of cores: {spec!r} (e.g. 0 or 0-3,6)")
+        low, high = int(first), int(last or first)
+        if high < low:
+            raise ValueError(f"not a list of cores: {spec!r} ({part} runs backwards)")
+        cores += [c for c in range(low, high + 1) if c not in cores]
+    return cores
+
+
+def session_peaks(leader: int, proc_root: Path = Path("/proc")) -> dict[str, dict]:
+    """Peak resident memory (VmHWM, MB) of every live process in ``leader``'s session, by pid:
+    a server started in a session of its own (``Process``) with all the processes it spawned
+    (vLLM's API server, engine core and worker). VmHWM is each process's peak since it started,
+    so read just before the server stops it covers the whole run."""
+    peaks: dict[str, dict] = {}
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            status = (entry / "status").read_text()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        # stat: pid (comm) state ppid pgrp session ...; comm may hold spaces and parentheses
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[3]) != leader:
+            continue
+        values = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if "VmHWM" not in values:  # a kernel thread or a zombie: no memory of its own
+            continue
+        peaks[entry.name] = {
+            "name": values["Name"].strip(),
+            "peak_rss_mb": round(int(values["VmHWM"].split()[0]) / 1024, 1),
+            "rss_mb": round(int(values["VmRSS"].split()[0]) / 1024, 1),
+        }
+    return peaks
+
+
 class Process:
     """A server subprocess (its own process group) and its output."""
 
@@ -357,6 +400,10 @@ class Process:
             self.stop()
             raise
 
+    def peaks(self) -> dict[str, dict]:
+        """Peak RSS of this server's processes (``session_peaks``)."""
+        return session_peaks(self.proc.pid)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -367,12 +414,15 @@ class Process:
                 self.proc.wait(10)
 
 
-def start_deepshiva(*args: str) -> tuple[Process, str]:
+def start_deepshiva(*args: str, cpus: str | None = None) -> tuple[Process, str]:
+    """deepshiva-server with ``args``; on the cores ``cpus`` names (taskset) where given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSHIVA_")}
     env["PYTHONPATH"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"
+    pin = ["taskset", "-c", cpus] if cpus else []
     proc = Process(
         [
+            *pin,
             sys.executable,
             "-m",
             "server",
@@ -404,7 +454,7 @@ def start_deepshiva(*args: str) -> tuple[Process, str]:
     raise RuntimeError("deepshiva-server never became ready")
 
 
-def start_vllm(port: int) -> Process:
+def start_vllm(port: int, model: Path = MODEL) -> Process:
     # Dev mode for /reset_prefix_cache between the targets' runs (a benchmark's loopback vLLM).
     env = dict(
         os.environ,
@@ -414,7 +464,7 @@ def start_vllm(port: int) -> Process:
     )
     env.pop("PYTHONPATH", None)
     proc = Process(
-        [str(ROOT / "scripts" / "serve-vllm"), str(MODEL), "--port", str(port)],
+        [str(ROOT / "scripts" / "serve-vllm"), str(model), "--port", str(port)],
         env,
         re.compile(r"Application startup complete"),
         600,
@@ -425,6 +475,25 @@ def start_vllm(port: int) -> Process:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--developers", type=int, nargs="*", default=[1, 8, 32])
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=MODEL,
+        help="model directory every target serves: the local engine loads it, vLLM serves it "
+        "(config, safetensors and tokenizer files); default the shipped models/tiny-python",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=MAX_TOKENS,
+        help="most tokens a suggestion may take (each also ends at its first line end)",
+    )
+    parser.add_argument(
+        "--local-cpus",
+        help="run the local engine's server on these cores only (a taskset list, e.g. 0: the "
+        "core scripts/serve-vllm gives vLLM on a 2-core machine), with as many engine threads; "
+        "default every core",
+    )
     parser.add_argument(
         "--overhead-rounds",
         type=int,
@@ -447,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--vllm-port", type=int, default=8871)
     parser.add_argument(
-        "--vllm-url", help="use this vLLM (serving models/tiny-python) instead of starting one"
+        "--vllm-url", help="use this vLLM (serving --model's directory) instead of starting one"
     )
     parser.add_argument(
         "--overhead-pause",
@@ -463,15 +532,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    if args.local_cpus:
+        try:
+            local_threads = len(cpu_list(args.local_cpus))
+        except ValueError as exc:
+            parser.error(f"--local-cpus: {exc}")
+    if not (args.model / "config.json").is_file():
+        parser.error(f"--model: no config.json in {args.model}")
+    model = args.model.resolve()
     results = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "model": "models/tiny-python",
+        "model": str(args.model),
         "lines_per_developer": args.lines,
-        "max_tokens": MAX_TOKENS,
+        "max_tokens": args.max_tokens,
+        "local_cpus": args.local_cpus or "all",
         "runs": [],
     }
 
-    def record(target: str, n: int, tally: Tally, team: dict) -> None:
+    def record(target: str, n: int, tally: Tally, team: dict, servers: dict) -> None:
+        """One row; ``servers``: the Process of each server this target goes through."""
         team = {k: v for k, v in team.items() if k != "outcome"}
         row = {
             "target": target,
@@ -482,21 +561,34 @@ def main(argv: list[str] | None = None) -> int:
             "errors": tally.errors,
             "tokens": tally.tokens,
             "tokens_per_s": round(tally.tokens / team["wall_s"], 1),
+            # the same work on every target: greedy, so the same prompt gives the same tokens
+            "tokens_per_completed": round(tally.tokens / tally.completed, 2)
+            if tally.completed
+            else None,
             "lost": sum(tally.errors.values()) + (team["line_ends"] - team["suggestions_timed"]),
+            "peak_rss_mb": {},
         }
+        for server, proc in servers.items():
+            peaks = proc.peaks()
+            row["peak_rss_mb"][server] = {
+                "processes": {p["name"]: p["peak_rss_mb"] for p in peaks.values()},
+                "sum": round(sum(p["peak_rss_mb"] for p in peaks.values()), 1),
+            }
         results["runs"].append(row)
         print(json.dumps(row), flush=True)
 
     if "local" in args.targets:
-        proc, url = start_deepshiva("--model", str(MODEL))
+        threads = ("--cpu-threads", str(local_threads)) if args.local_cpus else ()
+        proc, url = start_deepshiva("--model", str(model), *threads, cpus=args.local_cpus)
         try:
             for n in args.developers:
                 tally = Tally()
-                record("local", n, tally, run_team(deepshiva_target(url, tally), n, args.lines))
+                team = run_team(deepshiva_target(url, tally, args.max_tokens), n, args.lines)
+                record("local", n, tally, team, {"deepshiva": proc})
         finally:
             proc.stop()
     if {"deepshiva+vllm", "vllm direct"} & set(args.targets):
-        vllm = None if args.vllm_url else start_vllm(args.vllm_port)
+        vllm = None if args.vllm_url else start_vllm(args.vllm_port, model)
         vllm_url = (
             args.vllm_url.rstrip("/") if args.vllm_url else f"http://127.0.0.1:{args.vllm_port}"
         )
@@ -513,8 +605,13 @@ def main(argv: list[str] | None = None) -> int:
                 str(args.concurrency),
             )
             targets = {
-                "deepshiva+vllm": lambda tally: deepshiva_target(front_url, tally),
-                "vllm direct": lambda tally: vllm_direct_target(engine, tally),
+                "deepshiva+vllm": lambda tally: deepshiva_target(front_url, tally, args.max_tokens),
+                "vllm direct": lambda tally: vllm_direct_target(engine, tally, args.max_tokens),
+            }
+            servers = {"deepshiva": front} | ({"vllm": vllm} if vllm else {})
+            through = {
+                "deepshiva+vllm": servers,
+                "vllm direct": {k: v for k, v in servers.items() if k == "vllm"},
             }
             chosen = [t for t in targets if t in args.targets]
             try:
@@ -535,7 +632,7 @@ def main(argv: list[str] | None = None) -> int:
                                 flush=True,
                             )
                     for target in chosen:
-                        record(target, n, *pooled(runs[target]))
+                        record(target, n, *pooled(runs[target]), through[target])
                 if args.overhead_rounds:
                     orders = (
                         ["fixed", "alternating"]
