@@ -251,16 +251,31 @@ def one_at_a_time(
     return out
 
 
-def run_team(complete, developers: int, lines: int, round_: int = 0) -> dict:
+def run_team(complete, developers: int, lines: int, round_: int = 0, warm=None) -> dict:
     """N developers typing at once; their line-end latencies merged (the merged Outcome is kept
     under ``outcome`` for pooling rounds). Round r moves every developer's region r*lines lines on,
-    so each round types code the server has not seen yet."""
+    so each round types code the server has not seen yet.
+
+    ``warm`` (a ``complete`` whose requests count nowhere): first every developer asks once, all
+    at once and untimed, at the file as it stands before the first keystroke, as a team already
+    at work has done: the timed run then starts from the server's steady state (whatever prompts
+    it can keep cached) rather than from every developer opening a file in the same two seconds."""
     schedules = []
     for i in range(developers):
         name, first = REGIONS[i % len(REGIONS)]
         start = first + 12 * (i // len(REGIONS)) + round_ * lines
         schedules.append(build_schedule(name, start, lines, seed=i))
     outcomes: list[Outcome] = [Outcome() for _ in range(developers)]
+    if warm is not None:
+        never = threading.Event()
+        askers = [
+            threading.Thread(target=warm, args=(s[0].prefix[:-1], s[0].suffix, never))
+            for s in schedules
+        ]
+        for t in askers:
+            t.start()
+        for t in askers:
+            t.join()
 
     def developer(i: int) -> None:
         time.sleep(0.37 * i % 2.0)  # they do not all start on the same keystroke
@@ -284,7 +299,25 @@ def run_team(complete, developers: int, lines: int, round_: int = 0) -> dict:
     result["line_ends"] = line_ends
     result["wall_s"] = round(wall, 1)
     result["outcome"] = merged
+    result |= tail_with_lost(merged.latencies_ms, line_ends)
     return result
+
+
+def tail_with_lost(latencies_ms: list[float], line_ends: int) -> dict:
+    """p50/p95 over every line end, a suggestion that never came (the replay's cap) counting as
+    slower than any that did: where more than 5% never came the p95 is only known to be over the
+    cap (None, and ``p95_over_cap`` says so). Summary's p50/p95 count only those that came, which
+    flatters an engine that drops many."""
+    ranked = sorted(latencies_ms) + [float("inf")] * max(line_ends - len(latencies_ms), 0)
+    if not ranked:
+        return {"p50_all_ms": None, "p95_all_ms": None, "p95_over_cap": False}
+
+    def at(q: float) -> float | None:
+        value = ranked[min(len(ranked) - 1, int(q * len(ranked)))]
+        return None if value == float("inf") else round(value, 1)
+
+    p95 = at(0.95)
+    return {"p50_all_ms": at(0.5), "p95_all_ms": p95, "p95_over_cap": p95 is None}
 
 
 def pooled(runs: list[tuple[Tally, dict]]) -> tuple[Tally, dict]:
@@ -309,6 +342,7 @@ def pooled(runs: list[tuple[Tally, dict]]) -> tuple[Tally, dict]:
     result["line_ends"] = line_ends
     result["wall_s"] = round(wall, 1)
     result["rounds"] = len(runs)
+    result |= tail_with_lost(merged.latencies_ms, line_ends)
     return tally, result
 
 
@@ -489,6 +523,20 @@ def main(argv: list[str] | None = None) -> int:
         help="most tokens a suggestion may take (each also ends at its first line end)",
     )
     parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="before each timed run every developer asks once, untimed, all at once (a team "
+        "already at work: the run starts from what the server keeps cached, not from N cold "
+        "prompts at once)",
+    )
+    parser.add_argument(
+        "--fim-order",
+        choices=["auto", "psm", "spm"],
+        default="auto",
+        help="FIM order of every target's prompts (auto: the model's own; spm lets a keystroke "
+        "reuse the cached prompt, the local engine's and vLLM's prefix cache alike)",
+    )
+    parser.add_argument(
         "--local-cpus",
         help="run the local engine's server on these cores only (a taskset list, e.g. 0: the "
         "core scripts/serve-vllm gives vLLM on a 2-core machine), with as many engine threads; "
@@ -546,6 +594,8 @@ def main(argv: list[str] | None = None) -> int:
         "lines_per_developer": args.lines,
         "max_tokens": args.max_tokens,
         "local_cpus": args.local_cpus or "all",
+        "fim_order": args.fim_order,
+        "warm": args.warm,
         "runs": [],
     }
 
@@ -571,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         for server, proc in servers.items():
             peaks = proc.peaks()
             row["peak_rss_mb"][server] = {
-                "processes": {p["name"]: p["peak_rss_mb"] for p in peaks.values()},
+                "processes": {f"{p['name']} {pid}": p["peak_rss_mb"] for pid, p in peaks.items()},
                 "sum": round(sum(p["peak_rss_mb"] for p in peaks.values()), 1),
             }
         results["runs"].append(row)
@@ -579,11 +629,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if "local" in args.targets:
         threads = ("--cpu-threads", str(local_threads)) if args.local_cpus else ()
-        proc, url = start_deepshiva("--model", str(model), *threads, cpus=args.local_cpus)
+        proc, url = start_deepshiva(
+            "--model", str(model), "--fim-order", args.fim_order, *threads, cpus=args.local_cpus
+        )
         try:
             for n in args.developers:
                 tally = Tally()
-                team = run_team(deepshiva_target(url, tally, args.max_tokens), n, args.lines)
+                warm = deepshiva_target(url, Tally(), args.max_tokens) if args.warm else None
+                team = run_team(
+                    deepshiva_target(url, tally, args.max_tokens), n, args.lines, warm=warm
+                )
                 record("local", n, tally, team, {"deepshiva": proc})
         finally:
             proc.stop()
@@ -595,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             from core.upstream import UpstreamEngine
 
-            engine = UpstreamEngine(vllm_url, concurrency=512)
+            engine = UpstreamEngine(vllm_url, concurrency=512, fim_order=args.fim_order)
             front, front_url = start_deepshiva(
                 "--backend",
                 "openai",
@@ -603,6 +658,8 @@ def main(argv: list[str] | None = None) -> int:
                 vllm_url,
                 "--concurrency",
                 str(args.concurrency),
+                "--fim-order",
+                args.fim_order,
             )
             targets = {
                 "deepshiva+vllm": lambda tally: deepshiva_target(front_url, tally, args.max_tokens),
@@ -621,7 +678,8 @@ def main(argv: list[str] | None = None) -> int:
                         for target in chosen if r % 2 == 0 else chosen[::-1]:
                             tally = Tally()
                             cold = reset_prefix_cache(vllm_url)
-                            team = run_team(targets[target](tally), n, args.lines, r)
+                            warm = targets[target](Tally()) if args.warm else None
+                            team = run_team(targets[target](tally), n, args.lines, r, warm)
                             runs[target].append((tally, team))
                             print(
                                 json.dumps(
