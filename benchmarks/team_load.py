@@ -359,8 +359,8 @@ def cpu_list(spec: str) -> list[int]:
     """The cores a taskset list names ("0", "0-3,6"), in order; a ValueError for anything else."""
     cores: list[int] = []
     for part in spec.split(","):
-        first, _, last = part.strip().partition("-")
-        if not first.isdigit() or (last and not last.isdigit()):
+        first, dash, last = part.strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
             raise ValueError(f"not a list of cores: {spec!r} (e.g. 0 or 0-3,6)")
         low, high = int(first), int(last or first)
         if high < low:
