@@ -15,9 +15,19 @@ and N: p50/p95 time from the pause to the suggestion at line ends, completion to
 in total (of the requests that ran to their end: superseded ones count nothing, over the run's
 wall time), and what was lost:
 errors (429s, failures) and line-end suggestions that never came within the replay's cap.
+``p50_all_ms``/``p95_all_ms`` rank every line end, one that never came as slower than any (None:
+past the cap). Each row also has the peak RSS (VmHWM) of every process of the servers it went
+through, read when the row is written, and the completion tokens per finished request (greedy on
+both sides: the same work, up to where the engines' numerics part).
 
     scripts/install-vllm
     .venv/bin/python -m benchmarks.team_load --developers 1 8 32 --lines 3 --out benchmarks/results/team_load.json
+
+At the sizes teams run (``--model DIR``: the local engine loads it and vLLM serves it), e.g. a
+random-weight llama-400m with suggestions of at most 16 tokens, suffix-first prompts and a team
+already at work (``--warm``):
+
+    .venv/bin/python -m benchmarks.team_load --model llama-400m --max-tokens 16 --fim-order spm --warm --developers 1 8 --lines 6
 
 ``--rounds R`` interleaves the two vLLM targets R times per N, flipping which goes first: both
 send the same prompts, so whichever goes second would find them in vLLM's prefix cache; vLLM's
@@ -355,6 +365,23 @@ def reset_prefix_cache(vllm_url: str) -> bool:
         return False
 
 
+def model_directory(name: str) -> Path:
+    """The directory ``--model`` names: a model directory as it is, or a shape of
+    benchmarks/shapes.py, whose random-weight checkpoint is built the first time it is asked for;
+    a ValueError naming what is missing otherwise."""
+    if Path(name).is_dir():
+        if not (Path(name) / "config.json").is_file():
+            raise ValueError(f"no config.json in {name}")
+        return Path(name)
+    from .shapes import SHAPES, model_dir  # imports torch: only where a shape is asked for
+
+    if name not in SHAPES:
+        raise ValueError(
+            f"{name} is neither a model directory nor a shape (shapes: {', '.join(SHAPES)})"
+        )
+    return model_dir(name)
+
+
 def cpu_list(spec: str) -> list[int]:
     """The cores a taskset list names ("0", "0-3,6"), in order; a ValueError for anything else."""
     cores: list[int] = []
@@ -511,10 +538,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--developers", type=int, nargs="*", default=[1, 8, 32])
     parser.add_argument(
         "--model",
-        type=Path,
-        default=MODEL,
+        default=str(MODEL),
         help="model directory every target serves: the local engine loads it, vLLM serves it "
-        "(config, safetensors and tokenizer files); default the shipped models/tiny-python",
+        "(config, safetensors and tokenizer files), or a random-weight shape of "
+        "benchmarks/shapes.py (llama-400m, llama-1b...: built into benchmarks/.cache the first "
+        "time); default the shipped models/tiny-python",
     )
     parser.add_argument(
         "--max-tokens",
@@ -585,9 +613,10 @@ def main(argv: list[str] | None = None) -> int:
             local_threads = len(cpu_list(args.local_cpus))
         except ValueError as exc:
             parser.error(f"--local-cpus: {exc}")
-    if not (args.model / "config.json").is_file():
-        parser.error(f"--model: no config.json in {args.model}")
-    model = args.model.resolve()
+    try:
+        model = model_directory(args.model).resolve()
+    except ValueError as exc:
+        parser.error(f"--model: {exc}")
     results = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "model": str(args.model),

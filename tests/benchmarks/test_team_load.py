@@ -101,7 +101,8 @@ def test_warm_asks_once_per_developer_before_the_timed_run_and_counts_nowhere():
     ("argv", "message"),
     [
         (["--local-cpus", "0-"], "--local-cpus: not a list of cores"),
-        (["--model", "/nonexistent-model-dir"], "--model: no config.json"),
+        (["--model", "/nonexistent-model-dir"], "neither a model directory nor a shape"),
+        (["--model", "tests"], "--model: no config.json in tests"),
     ],
 )
 def test_bad_options_are_named(argv, message, capsys):
