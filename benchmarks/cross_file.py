@@ -516,7 +516,7 @@ def long_context_timing(shape: str = "shipped", keys: int = 30, context_tokens: 
             f"{config.num_hidden_layers} layers x {config.hidden_size}, "
             f"{config.max_position_embeddings} positions",
             "decode": f"{llm.info()['decode_path']} ({llm.info()['decode_weights']} weights)",
-            "kv_cache": str(getattr(llm._runner.backend, "kv_dtype", "?")).replace("torch.", ""),
+            "kv_cache": str(getattr(llm.runner.backend, "kv_dtype", "?")).replace("torch.", ""),
             "context_tokens_sent": sum(len(llm.tokenizer.encode(i["text"])) for i in context),
             "prompt_tokens": laid_out,
             "keystrokes_each": len(cpu["none"]),
@@ -538,7 +538,7 @@ def decode_step_timing(shape: str = "llama-1b", lengths=(400, 2400), rounds: int
     from core import OptimizedLLM
 
     llm = OptimizedLLM(str(model_dir(shape)))
-    backend = llm._runner.backend
+    backend = llm.runner.backend
     backend._reserve(max(lengths) + 8)
     step = {n: [] for n in lengths}
     check = {n: [] for n in lengths}

@@ -43,18 +43,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     llm.prompt_lookup = False  # random weights repeat themselves: measure the plain decode loop
     llm.loop_guard = False
-    runners = {formats[0]: llm._runner}
+    runners = {formats[0]: llm.runner}
     for fmt in formats[1:]:
         runners[fmt] = ModelRunner(llm.model, decode_weights=fmt)
     ids = prompt_ids(llm.tokenizer, args.prompt)
     rates: dict[str, list[float]] = {fmt: [] for fmt in formats}
     for fmt in formats:  # warm-up: first calls pay lazy set-up
-        llm._runner = runners[fmt]
+        llm.runner = runners[fmt]
         measure_ours(llm, ids[:8], 2, 1)
     for r in range(args.rounds):
         order = formats if r % 2 == 0 else formats[::-1]
         for fmt in order:
-            llm._runner = runners[fmt]
+            llm.runner = runners[fmt]
             rates[fmt].append(measure_ours(llm, ids, args.new, 1)["decode_tok_s"])
         print(f"round {r + 1}: " + ", ".join(f"{f} {rates[f][-1]:.2f} tok/s" for f in formats))
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     from benchmarks.shapes import model_dir
 
     llm = OptimizedLLM(str(model_dir(args.model)))
-    backend = llm._runner.backend
+    backend = llm.runner.backend
     threads = torch.get_num_threads()
     weights = backend.blas.compact_bytes()
     times = {f: [] for f in args.formats}

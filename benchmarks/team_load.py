@@ -15,9 +15,19 @@ and N: p50/p95 time from the pause to the suggestion at line ends, completion to
 in total (of the requests that ran to their end: superseded ones count nothing, over the run's
 wall time), and what was lost:
 errors (429s, failures) and line-end suggestions that never came within the replay's cap.
+``p50_all_ms``/``p95_all_ms`` rank every line end, one that never came as slower than any (None:
+past the cap). Each row also has the peak RSS (VmHWM) of every process of the servers it went
+through, read when the row is written, and the completion tokens per finished request (greedy on
+both sides: the same work, up to where the engines' numerics part).
 
     scripts/install-vllm
     .venv/bin/python -m benchmarks.team_load --developers 1 8 32 --lines 3 --out benchmarks/results/team_load.json
+
+At the sizes teams run (``--model DIR``: the local engine loads it and vLLM serves it), e.g. a
+random-weight llama-400m with suggestions of at most 16 tokens, suffix-first prompts and a team
+already at work (``--warm``):
+
+    .venv/bin/python -m benchmarks.team_load --model llama-400m --max-tokens 16 --fim-order spm --warm --developers 1 8 --lines 6
 
 ``--rounds R`` interleaves the two vLLM targets R times per N, flipping which goes first: both
 send the same prompts, so whichever goes second would find them in vLLM's prefix cache; vLLM's
@@ -127,14 +137,14 @@ class Cancellable:
             self.conn.close()
 
 
-def deepshiva_target(base_url: str, tally: Tally):
+def deepshiva_target(base_url: str, tally: Tally, max_tokens: int = MAX_TOKENS):
     """Completions through DeepShiva's /stream."""
 
     def complete(prefix: str, suffix: str, cancel: threading.Event):
         body = {
             "prompt": prefix,
             "suffix": suffix,
-            "max_length": MAX_TOKENS,
+            "max_length": max_tokens,
             "temperature": 0,
             "stop": ["\n"],
         }
@@ -164,7 +174,7 @@ def deepshiva_target(base_url: str, tally: Tally):
     return complete
 
 
-def vllm_direct_target(engine, tally: Tally):
+def vllm_direct_target(engine, tally: Tally, max_tokens: int = MAX_TOKENS):
     """The same requests straight to vLLM, with the body DeepShiva would send (``engine`` is a
     core.upstream.UpstreamEngine: it lays out the prompt, nothing else)."""
     from core.request import GenerationRequest
@@ -173,7 +183,7 @@ def vllm_direct_target(engine, tally: Tally):
         request = GenerationRequest.checked(
             prefix,
             suffix=suffix,
-            max_length=MAX_TOKENS,
+            max_length=max_tokens,
             temperature=0,
             stop_sequences=["\n"],
             context_length=engine.context_length,
@@ -251,16 +261,31 @@ def one_at_a_time(
     return out
 
 
-def run_team(complete, developers: int, lines: int, round_: int = 0) -> dict:
+def run_team(complete, developers: int, lines: int, round_: int = 0, warm=None) -> dict:
     """N developers typing at once; their line-end latencies merged (the merged Outcome is kept
     under ``outcome`` for pooling rounds). Round r moves every developer's region r*lines lines on,
-    so each round types code the server has not seen yet."""
+    so each round types code the server has not seen yet.
+
+    ``warm`` (a ``complete`` whose requests count nowhere): first every developer asks once, all
+    at once and untimed, at the file as it stands before the first keystroke, as a team already
+    at work has done: the timed run then starts from the server's steady state (whatever prompts
+    it can keep cached) rather than from every developer opening a file in the same two seconds."""
     schedules = []
     for i in range(developers):
         name, first = REGIONS[i % len(REGIONS)]
         start = first + 12 * (i // len(REGIONS)) + round_ * lines
         schedules.append(build_schedule(name, start, lines, seed=i))
     outcomes: list[Outcome] = [Outcome() for _ in range(developers)]
+    if warm is not None:
+        never = threading.Event()
+        askers = [
+            threading.Thread(target=warm, args=(s[0].prefix[:-1], s[0].suffix, never))
+            for s in schedules
+        ]
+        for t in askers:
+            t.start()
+        for t in askers:
+            t.join()
 
     def developer(i: int) -> None:
         time.sleep(0.37 * i % 2.0)  # they do not all start on the same keystroke
@@ -284,7 +309,25 @@ def run_team(complete, developers: int, lines: int, round_: int = 0) -> dict:
     result["line_ends"] = line_ends
     result["wall_s"] = round(wall, 1)
     result["outcome"] = merged
+    result |= tail_with_lost(merged.latencies_ms, line_ends)
     return result
+
+
+def tail_with_lost(latencies_ms: list[float], line_ends: int) -> dict:
+    """p50/p95 over every line end, a suggestion that never came (the replay's cap) counting as
+    slower than any that did: where more than 5% never came the p95 is only known to be over the
+    cap (None, and ``p95_over_cap`` says so). Summary's p50/p95 count only those that came, which
+    flatters an engine that drops many."""
+    ranked = sorted(latencies_ms) + [float("inf")] * max(line_ends - len(latencies_ms), 0)
+    if not ranked:
+        return {"p50_all_ms": None, "p95_all_ms": None, "p95_over_cap": False}
+
+    def at(q: float) -> float | None:
+        value = ranked[min(len(ranked) - 1, int(q * len(ranked)))]
+        return None if value == float("inf") else round(value, 1)
+
+    p95 = at(0.95)
+    return {"p50_all_ms": at(0.5), "p95_all_ms": p95, "p95_over_cap": p95 is None}
 
 
 def pooled(runs: list[tuple[Tally, dict]]) -> tuple[Tally, dict]:
@@ -309,6 +352,7 @@ def pooled(runs: list[tuple[Tally, dict]]) -> tuple[Tally, dict]:
     result["line_ends"] = line_ends
     result["wall_s"] = round(wall, 1)
     result["rounds"] = len(runs)
+    result |= tail_with_lost(merged.latencies_ms, line_ends)
     return tally, result
 
 
@@ -319,6 +363,66 @@ def reset_prefix_cache(vllm_url: str) -> bool:
         return httpx.post(vllm_url + "/reset_prefix_cache", timeout=30).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def model_directory(name: str) -> Path:
+    """The directory ``--model`` names: a model directory as it is, or a shape of
+    benchmarks/shapes.py, whose random-weight checkpoint is built the first time it is asked for;
+    a ValueError naming what is missing otherwise."""
+    if Path(name).is_dir():
+        if not (Path(name) / "config.json").is_file():
+            raise ValueError(f"no config.json in {name}")
+        return Path(name)
+    from .shapes import SHAPES, model_dir  # imports torch: only where a shape is asked for
+
+    if name not in SHAPES:
+        raise ValueError(
+            f"{name} is neither a model directory nor a shape (shapes: {', '.join(SHAPES)})"
+        )
+    return model_dir(name)
+
+
+def cpu_list(spec: str) -> list[int]:
+    """The cores a taskset list names ("0", "0-3,6"), in order; a ValueError for anything else."""
+    cores: list[int] = []
+    for part in spec.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()):
+            raise ValueError(f"not a list of cores: {spec!r} (e.g. 0 or 0-3,6)")
+        low, high = int(first), int(last or first)
+        if high < low:
+            raise ValueError(f"not a list of cores: {spec!r} ({part} runs backwards)")
+        cores += [c for c in range(low, high + 1) if c not in cores]
+    return cores
+
+
+def session_peaks(leader: int, proc_root: Path = Path("/proc")) -> dict[str, dict]:
+    """Peak resident memory (VmHWM, MB) of every live process in ``leader``'s session, by pid:
+    a server started in a session of its own (``Process``) with all the processes it spawned
+    (vLLM's API server, engine core and worker). VmHWM is each process's peak since it started,
+    so read just before the server stops it covers the whole run."""
+    peaks: dict[str, dict] = {}
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            status = (entry / "status").read_text()
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        # stat: pid (comm) state ppid pgrp session ...; comm may hold spaces and parentheses
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if int(fields[3]) != leader:
+            continue
+        values = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        if "VmHWM" not in values:  # a kernel thread or a zombie: no memory of its own
+            continue
+        peaks[entry.name] = {
+            "name": values["Name"].strip(),
+            "peak_rss_mb": round(int(values["VmHWM"].split()[0]) / 1024, 1),
+            "rss_mb": round(int(values["VmRSS"].split()[0]) / 1024, 1),
+        }
+    return peaks
 
 
 class Process:
@@ -357,6 +461,10 @@ class Process:
             self.stop()
             raise
 
+    def peaks(self) -> dict[str, dict]:
+        """Peak RSS of this server's processes (``session_peaks``)."""
+        return session_peaks(self.proc.pid)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
@@ -367,12 +475,15 @@ class Process:
                 self.proc.wait(10)
 
 
-def start_deepshiva(*args: str) -> tuple[Process, str]:
+def start_deepshiva(*args: str, cpus: str | None = None) -> tuple[Process, str]:
+    """deepshiva-server with ``args``; on the cores ``cpus`` names (taskset) where given."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSHIVA_")}
     env["PYTHONPATH"] = str(ROOT)
     env["PYTHONUNBUFFERED"] = "1"
+    pin = ["taskset", "-c", cpus] if cpus else []
     proc = Process(
         [
+            *pin,
             sys.executable,
             "-m",
             "server",
@@ -404,7 +515,7 @@ def start_deepshiva(*args: str) -> tuple[Process, str]:
     raise RuntimeError("deepshiva-server never became ready")
 
 
-def start_vllm(port: int) -> Process:
+def start_vllm(port: int, model: Path = MODEL) -> Process:
     # Dev mode for /reset_prefix_cache between the targets' runs (a benchmark's loopback vLLM).
     env = dict(
         os.environ,
@@ -414,7 +525,7 @@ def start_vllm(port: int) -> Process:
     )
     env.pop("PYTHONPATH", None)
     proc = Process(
-        [str(ROOT / "scripts" / "serve-vllm"), str(MODEL), "--port", str(port)],
+        [str(ROOT / "scripts" / "serve-vllm"), str(model), "--port", str(port)],
         env,
         re.compile(r"Application startup complete"),
         600,
@@ -425,6 +536,40 @@ def start_vllm(port: int) -> Process:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--developers", type=int, nargs="*", default=[1, 8, 32])
+    parser.add_argument(
+        "--model",
+        default=str(MODEL),
+        help="model directory every target serves: the local engine loads it, vLLM serves it "
+        "(config, safetensors and tokenizer files), or a random-weight shape of "
+        "benchmarks/shapes.py (llama-400m, llama-1b...: built into benchmarks/.cache the first "
+        "time); default the shipped models/tiny-python",
+    )
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=MAX_TOKENS,
+        help="most tokens a suggestion may take (each also ends at its first line end)",
+    )
+    parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="before each timed run every developer asks once, untimed, all at once (a team "
+        "already at work: the run starts from what the server keeps cached, not from N cold "
+        "prompts at once)",
+    )
+    parser.add_argument(
+        "--fim-order",
+        choices=["auto", "psm", "spm"],
+        default="auto",
+        help="FIM order of every target's prompts (auto: the model's own; spm lets a keystroke "
+        "reuse the cached prompt, the local engine's and vLLM's prefix cache alike)",
+    )
+    parser.add_argument(
+        "--local-cpus",
+        help="run the local engine's server on these cores only (a taskset list, e.g. 0: the "
+        "core scripts/serve-vllm gives vLLM on a 2-core machine), with as many engine threads; "
+        "default every core",
+    )
     parser.add_argument(
         "--overhead-rounds",
         type=int,
@@ -447,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--vllm-port", type=int, default=8871)
     parser.add_argument(
-        "--vllm-url", help="use this vLLM (serving models/tiny-python) instead of starting one"
+        "--vllm-url", help="use this vLLM (serving --model's directory) instead of starting one"
     )
     parser.add_argument(
         "--overhead-pause",
@@ -463,15 +608,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    if args.local_cpus:
+        try:
+            local_threads = len(cpu_list(args.local_cpus))
+        except ValueError as exc:
+            parser.error(f"--local-cpus: {exc}")
+    try:
+        model = model_directory(args.model).resolve()
+    except ValueError as exc:
+        parser.error(f"--model: {exc}")
     results = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "model": "models/tiny-python",
+        "model": str(args.model),
         "lines_per_developer": args.lines,
-        "max_tokens": MAX_TOKENS,
+        "max_tokens": args.max_tokens,
+        "local_cpus": args.local_cpus or "all",
+        "fim_order": args.fim_order,
+        "warm": args.warm,
         "runs": [],
     }
 
-    def record(target: str, n: int, tally: Tally, team: dict) -> None:
+    def record(target: str, n: int, tally: Tally, team: dict, servers: dict) -> None:
+        """One row; ``servers``: the Process of each server this target goes through."""
         team = {k: v for k, v in team.items() if k != "outcome"}
         row = {
             "target": target,
@@ -482,28 +640,46 @@ def main(argv: list[str] | None = None) -> int:
             "errors": tally.errors,
             "tokens": tally.tokens,
             "tokens_per_s": round(tally.tokens / team["wall_s"], 1),
+            # the same work on every target: greedy, so the same prompt gives the same tokens
+            "tokens_per_completed": round(tally.tokens / tally.completed, 2)
+            if tally.completed
+            else None,
             "lost": sum(tally.errors.values()) + (team["line_ends"] - team["suggestions_timed"]),
+            "peak_rss_mb": {},
         }
+        for server, proc in servers.items():
+            peaks = proc.peaks()
+            row["peak_rss_mb"][server] = {
+                "processes": {f"{p['name']} {pid}": p["peak_rss_mb"] for pid, p in peaks.items()},
+                "sum": round(sum(p["peak_rss_mb"] for p in peaks.values()), 1),
+            }
         results["runs"].append(row)
         print(json.dumps(row), flush=True)
 
     if "local" in args.targets:
-        proc, url = start_deepshiva("--model", str(MODEL))
+        threads = ("--cpu-threads", str(local_threads)) if args.local_cpus else ()
+        proc, url = start_deepshiva(
+            "--model", str(model), "--fim-order", args.fim_order, *threads, cpus=args.local_cpus
+        )
         try:
             for n in args.developers:
                 tally = Tally()
-                record("local", n, tally, run_team(deepshiva_target(url, tally), n, args.lines))
+                warm = deepshiva_target(url, Tally(), args.max_tokens) if args.warm else None
+                team = run_team(
+                    deepshiva_target(url, tally, args.max_tokens), n, args.lines, warm=warm
+                )
+                record("local", n, tally, team, {"deepshiva": proc})
         finally:
             proc.stop()
     if {"deepshiva+vllm", "vllm direct"} & set(args.targets):
-        vllm = None if args.vllm_url else start_vllm(args.vllm_port)
+        vllm = None if args.vllm_url else start_vllm(args.vllm_port, model)
         vllm_url = (
             args.vllm_url.rstrip("/") if args.vllm_url else f"http://127.0.0.1:{args.vllm_port}"
         )
         try:
             from core.upstream import UpstreamEngine
 
-            engine = UpstreamEngine(vllm_url, concurrency=512)
+            engine = UpstreamEngine(vllm_url, concurrency=512, fim_order=args.fim_order)
             front, front_url = start_deepshiva(
                 "--backend",
                 "openai",
@@ -511,10 +687,17 @@ def main(argv: list[str] | None = None) -> int:
                 vllm_url,
                 "--concurrency",
                 str(args.concurrency),
+                "--fim-order",
+                args.fim_order,
             )
             targets = {
-                "deepshiva+vllm": lambda tally: deepshiva_target(front_url, tally),
-                "vllm direct": lambda tally: vllm_direct_target(engine, tally),
+                "deepshiva+vllm": lambda tally: deepshiva_target(front_url, tally, args.max_tokens),
+                "vllm direct": lambda tally: vllm_direct_target(engine, tally, args.max_tokens),
+            }
+            servers = {"deepshiva": front} | ({"vllm": vllm} if vllm else {})
+            through = {
+                "deepshiva+vllm": servers,
+                "vllm direct": {k: v for k, v in servers.items() if k == "vllm"},
             }
             chosen = [t for t in targets if t in args.targets]
             try:
@@ -524,7 +707,8 @@ def main(argv: list[str] | None = None) -> int:
                         for target in chosen if r % 2 == 0 else chosen[::-1]:
                             tally = Tally()
                             cold = reset_prefix_cache(vllm_url)
-                            team = run_team(targets[target](tally), n, args.lines, r)
+                            warm = targets[target](Tally()) if args.warm else None
+                            team = run_team(targets[target](tally), n, args.lines, r, warm)
                             runs[target].append((tally, team))
                             print(
                                 json.dumps(
@@ -535,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
                                 flush=True,
                             )
                     for target in chosen:
-                        record(target, n, *pooled(runs[target]))
+                        record(target, n, *pooled(runs[target]), through[target])
                 if args.overhead_rounds:
                     orders = (
                         ["fixed", "alternating"]

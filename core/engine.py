@@ -537,8 +537,6 @@ class OptimizedLLM:
                 ids.extend(prefix_ids if kind == "prefix" else suffix_ids)
         return EncodedPrompt(ids, heal_text, truncated, len(ids) + (1 if heal_text else 0))
 
-    _encode = encode_prompt  # the old name, for branches written before it was public
-
     def _token_picker(
         self, request: GenerationRequest, prompt: EncodedPrompt, rules: LayoutRules | None
     ) -> TokenPicker:

@@ -68,6 +68,12 @@ class EngineOptions(BaseSettings):
         None,
         description="GOMP_SPINCOUNT set before torch loads (core/openmp_waits.py); unset = 1000",
     )
+    memory_available: Optional[int] = Field(
+        None,
+        ge=0,
+        description="bytes the engine may allocate, a pretend limit for tests and trials below "
+        "the system's (core/backends/footprint.py); unset = what the system has available",
+    )
 
 
 def variables(name: str) -> tuple[str, ...]:
@@ -109,4 +115,6 @@ def _words(name: str) -> str:
         return "1 or 0 (also true/false, on/off, yes/no)"
     if choices and all(isinstance(c, str) for c in choices):
         return "one of " + ", ".join(choices)
-    return "a positive integer" if int in choices else "valid"
+    if int in choices:
+        return "a number of bytes" if name == "memory_available" else "a positive integer"
+    return "valid"

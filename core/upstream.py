@@ -82,7 +82,7 @@ class UpstreamEngine:
     # The local engine's prompt layout, used as is (see the module docstring). They read only
     # tokenizer, _adds_bos, _prompt_encoder, _context_layout, context_length, fim_dialect, fim_order,
     # _fim_marker_ids and _healer, all set in _install_tokenizer.
-    _encode = OptimizedLLM.encode_prompt
+    encode_prompt = OptimizedLLM.encode_prompt
     _heal = OptimizedLLM._heal
 
     def __init__(
@@ -403,7 +403,9 @@ class UpstreamEngine:
 
     def request_body(self, request: GenerationRequest) -> tuple[dict, str, bool, int]:
         """The /v1/completions body for ``request``; also the healed text, truncation, prompt size."""
-        ids, heal_text, truncated, prompt_size = self._encode(request, heal=bool(self.healing))
+        ids, heal_text, truncated, prompt_size = self.encode_prompt(
+            request, heal=bool(self.healing)
+        )
         fim = request.suffix is not None
         stop_ids = self.stop_ids(fim)
         body: dict[str, Any] = {

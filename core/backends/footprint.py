@@ -23,19 +23,19 @@ What the engine holds on the CPU (``footprint``), per setting: each weight once.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 
+from .. import options
 from ..devices import SHORT_NAMES
-from ..errors import InvalidParameter, ModelTooLarge
+from ..errors import ModelTooLarge
 
 GiB = 2**30
 BLOCK = 32  # the kernels' column block (core.compact_weights.BLOCK)
 KV_TOKENS = 4096  # tokens of KV cache counted (or the model's context, when shorter)
 WORKING_BYTES = 256 * 2**20
-MEMORY_ENV = "DEEPSHIVA_MEMORY_AVAILABLE"  # a pretend memory limit, in bytes (tests, trials)
+MEMORY_ENV = "DEEPSHIVA_MEMORY_AVAILABLE"  # core/options.py's memory_available
 MASTER_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 
 
@@ -177,14 +177,9 @@ def available_bytes() -> int | None:
     a pretend limit for tests and trials, else the system's (``core.devices``)."""
     from ..devices import available_memory_bytes
 
-    value = os.environ.get(MEMORY_ENV)
-    if value:
-        try:
-            return int(value)
-        except ValueError:
-            raise InvalidParameter(
-                MEMORY_ENV, f"{MEMORY_ENV} must be a number of bytes (got {value!r})"
-            ) from None
+    limit = options.read("memory_available")
+    if limit is not None:
+        return limit
     return available_memory_bytes()
 
 

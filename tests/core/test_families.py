@@ -132,7 +132,7 @@ def test_the_family_runs_lean_with_transformers_greedy_tokens(family_dir, load_t
             min_new_tokens=20,
             do_sample=False,
         )[0, len(ids) :].tolist()
-    assert _greedy(llm._runner, ids, 20) == expected
+    assert _greedy(llm.runner, ids, 20) == expected
     # Past a sliding window (mistral, starcoder2: 48 tokens) and after a keystroke, with the
     # cache reused: the logits of a fresh transformers pass over the whole prompt.
     runner = ModelRunner(model)
@@ -163,7 +163,7 @@ def test_compact_decode_weights_run_every_family(family_dir, precision, load_tra
     assert info["path"]["decode"] == f"fused C step, {precision} weights", info["path"]
     ids = llm.tokenizer.encode("import os\n\nfor name in os.listdir('.'):\n    print(")
     exact = ModelRunner(load_transformers(path), decode_weights="fp32")
-    compact = llm._runner
+    compact = llm.runner
     exact.prefill(ids), compact.prefill(ids)
     for token in (7, 99):
         a, b = exact.decode_one_token(token), compact.decode_one_token(token)

@@ -58,7 +58,7 @@ def test_int4_decode_computes_what_its_4bit_weights_do(family_dir, load_transfor
     assert result.generated_tokens > 0
     # Every pass below is at most 8 tokens, so prefill runs through the same int4 products.
     ids = llm.tokenizer.encode("import os\n\nfor name in os.listdir('.'):\n    print(name)\n")
-    int4 = llm._runner
+    int4 = llm.runner
     # The engine holds its weights once (the int4 blocks) and emptied its transformers model.
     checkpoint = load_transformers(path)
     reference = ModelRunner(dequantized(checkpoint), decode_weights="fp32")

@@ -59,11 +59,11 @@ def test_prefill_decode_and_prefix_reuse_match_transformers(model, hf_model):
 def test_greedy_text_is_the_same_on_both_backends(model, hf_model, monkeypatch):
     prompt = "import os\n\ndef main():\n"
     lean_text = model.generate(prompt, max_length=30, temperature=0)
-    engines_runner, model._runner = model._runner, ModelRunner(hf_model, lean=False)
+    engines_runner, model.runner = model.runner, ModelRunner(hf_model, lean=False)
     try:
         assert model.generate(prompt, max_length=30, temperature=0) == lean_text
     finally:
-        model._runner = engines_runner
+        model.runner = engines_runner
 
 
 def test_bf16_weights_match_too(tiny_model_dir, model, load_transformers):
@@ -247,7 +247,7 @@ def test_bf16_masters_decode_in_c_from_themselves(tiny_model_dir, load_transform
         == "prefill: torch bf16 GEMMs over the decode weights, fp32 activations; "
         "decode: fused C step, bf16 weights"
     )
-    backend = fast._runner.backend
+    backend = fast.runner.backend
     assert backend.blas.fused is not None  # one C call a token
     prefill_bytes = backend.layers[0].gate_up.weight.data_ptr()
     assert prefill_bytes == backend.blas.layers[0].gate_up.values.ctypes.data  # the same memory

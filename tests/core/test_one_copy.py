@@ -37,7 +37,7 @@ PROBE = textwrap.dedent(
     before = status_mb("VmRSS")
     llm = OptimizedLLM(sys.argv[1], decode_weights=sys.argv[2])
     llm.complete("def fibonacci(n):\\n" * 20, max_length=8, temperature=0)
-    backend = llm._runner.backend
+    backend = llm.runner.backend
     print(json.dumps({
         "imports_mb": before,
         "peak_mb": status_mb("VmHWM"),

@@ -56,11 +56,11 @@ def greedy_through(llm, hf_model, prompt: str, suffix: str, language: str | None
         language=language,
         context_length=llm.context_length,
     )
-    ids, heal, _, _ = llm._encode(request)
+    ids, heal, _, _ = llm.encode_prompt(request)
     rules = LayoutRules.for_request(language, prompt, suffix, ("\n",))
     args = request_args(heal, (prompt, suffix, rules.single_line) if rules else None)
     stop_ids = llm._eos_ids | llm._fim_stop_ids
-    constraint = from_request_args(args, llm._healer, llm.tokenizer, stop_ids=stop_ids, greedy=True)
+    constraint = from_request_args(args, llm.healer, llm.tokenizer, stop_ids=stop_ids, greedy=True)
     out: list[int] = []
     with torch.no_grad():
         for _ in range(25):
@@ -101,11 +101,11 @@ def test_the_rules_change_what_the_model_alone_writes(llm, hf_model):
 
 def test_healing_keeps_only_tokens_that_regrow_the_prompt_text(llm):
     constraint = OutputConstraint(
-        llm._healer, llm.tokenizer, heal="    ret", rules=None, stop_ids=set(), greedy=True
+        llm.healer, llm.tokenizer, heal="    ret", rules=None, stop_ids=set(), greedy=True
     )
     logits = torch.zeros(len(llm.tokenizer))
     kept = constraint([1, 2], [], logits)
-    texts = llm._healer.token_texts()
+    texts = llm.healer.token_texts()
     survivors = torch.nonzero(torch.isfinite(kept)).flatten().tolist()
     assert survivors and all(
         texts[i].startswith("    ret") or "    ret".startswith(texts[i]) for i in survivors
@@ -116,10 +116,10 @@ def test_healing_keeps_only_tokens_that_regrow_the_prompt_text(llm):
 
 
 def test_requests_that_ask_nothing_get_no_constraint_and_bad_args_are_named(llm):
-    assert from_request_args({}, llm._healer, llm.tokenizer, stop_ids=set(), greedy=True) is None
+    assert from_request_args({}, llm.healer, llm.tokenizer, stop_ids=set(), greedy=True) is None
     # Rules asked where they do not apply (mid-line) and nothing to heal: nothing to run either.
     args = {PYTHON_PREFIX: "x = fo", PYTHON_SINGLE_LINE: 1}
-    assert from_request_args(args, llm._healer, llm.tokenizer, stop_ids=set(), greedy=True) is None
+    assert from_request_args(args, llm.healer, llm.tokenizer, stop_ids=set(), greedy=True) is None
     check_request_args({HEAL: "ab", PYTHON_PREFIX: "x", PYTHON_SUFFIX: "y", PYTHON_SINGLE_LINE: 1})
     with pytest.raises(ValueError, match=PYTHON_SUFFIX):
         check_request_args({PYTHON_SUFFIX: 3})
