@@ -1,7 +1,8 @@
 """Decode speed of one model with two or more decode-weight formats, in interleaved rounds.
 
-The same engine holds a runner per format (``--dtype bfloat16`` masters by default, so the 1B
-shape's masters and its int8 and int4 copies fit in about 4 GB); each round decodes the same
+The same engine holds a runner per format (``--dtype bfloat16`` checkpoint by default), each
+built from a model of its own and holding its weights once (the 1B shape's int8 and int4 runners
+beside one another peak under 3 GB); each round decodes the same
 prompt once with every format, the order turning each round, and the ratio to the first format
 is taken per round: on a machine others share, load and memory bandwidth drift between rounds
 but hardly within one. Peak RSS of the process is printed beside the table.
@@ -23,6 +24,7 @@ import torch
 from core import OptimizedLLM, compact_weights
 from core.generation import ModelRunner
 
+from .baseline import transformers_model
 from .engine import measure_ours, prompt_ids
 from .shapes import model_dir
 
@@ -44,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     llm.prompt_lookup = False  # random weights repeat themselves: measure the plain decode loop
     llm.loop_guard = False
     runners = {formats[0]: llm.runner}
-    for fmt in formats[1:]:
-        runners[fmt] = ModelRunner(llm.model, decode_weights=fmt)
+    for fmt in formats[1:]:  # a model of its own each: the engine empties what it does not read
+        model = transformers_model(model_dir(args.model), llm.dtype)
+        runners[fmt] = ModelRunner(model, decode_weights=fmt, release_model=True)
+        del model
     ids = prompt_ids(llm.tokenizer, args.prompt)
     rates: dict[str, list[float]] = {fmt: [] for fmt in formats}
     for fmt in formats:  # warm-up: first calls pay lazy set-up

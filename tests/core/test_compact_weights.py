@@ -68,6 +68,38 @@ def test_products_match_the_matrix_the_bytes_stand_for(precision, shape, kernel_
                 assert (error <= 1e-5 * magnitude).all()
 
 
+def q8_0(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` (in,) rounded as llama.cpp's Q8_0, in fp32 as the kernels do: (values, block scales)."""
+    blocks = x.reshape(-1, 32)
+    d = np.abs(blocks).max(axis=1) / np.float32(127)
+    inverse = np.divide(np.float32(1), d, out=np.zeros_like(d), where=d > 0)
+    return np.rint(blocks * inverse[:, None]), d
+
+
+@needs_build
+@pytest.mark.parametrize("precision", ["int8", "int4"])
+@pytest.mark.parametrize("cols", [96, 512])
+def test_one_row_rounds_its_activations_as_q8_0(precision, cols, kernel_variant):
+    """One int8 or int4 row rounds x to int8 in blocks of 32 (Q8_0) once, in registers in the SIMD
+    variants: the products equal the sums over exactly Q8_0's values up to fp32 rounding, which a
+    single value rounded one step off (a wrong lane order, rounding mode or scale) would exceed.
+    Ties and zero blocks included."""
+    torch.manual_seed(5)
+    compact = CompactWeight(torch.randn(64, cols), precision)
+    widened = compact.widened().double().numpy().reshape(64, -1, 32)
+    x = np.random.default_rng(5).standard_normal(cols, dtype=np.float32)
+    x[:32] = np.arange(32, dtype=np.float32) - 15.5  # halves after scaling: ties to even
+    x[32:64] = 0.0  # a block with no scale
+    values, scales = q8_0(x)
+    expected = np.einsum(
+        "rbi,bi,b->r", widened, values.astype(np.float64), scales.astype(np.float64)
+    )
+    magnitude = np.einsum("rbi,bi,b->r", np.abs(widened), np.abs(values), scales.astype(np.float64))
+    for threads in (1, 2):
+        got = compact(x[None], threads)[0]
+        assert (np.abs(got - expected) <= 1e-5 * magnitude).all()
+
+
 @needs_build
 def test_variants_agree_where_they_sum_alike():
     """int8 and int4 rows against int8-rounded activations are integer sums in every variant, so
