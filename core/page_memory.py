@@ -42,10 +42,14 @@ def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
         return np.empty(shape, dtype)
     # Anonymous memory, one huge page longer than needed so the array can start on a huge-page
     # boundary; the slack before it is never touched, so it never takes physical memory.
+    # Only the whole huge pages the array covers are advised: a huge page over its last
+    # partial one would fault in up to 2 MiB past its end (133 MB over Qwen2.5-Coder-1.5B's
+    # 113 matrices, benchmarks/RESULTS.md, "memory branch ... users' sizes"); the tail stays
+    # on ordinary pages, each taken only where the array reaches.
     span = -(-nbytes // HUGE_PAGE) * HUGE_PAGE
     region = mmap.mmap(-1, span + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     start = -_address(region) % HUGE_PAGE
-    region.madvise(mmap.MADV_HUGEPAGE, start, span)
+    region.madvise(mmap.MADV_HUGEPAGE, start, nbytes // HUGE_PAGE * HUGE_PAGE)
     return np.frombuffer(region, dtype=dtype, count=nbytes // dtype.itemsize, offset=start).reshape(
         shape
     )
