@@ -142,7 +142,7 @@ def _slice_rows(cols: int) -> int:
     return max(4, SLICE_WEIGHTS // cols // 4 * 4)
 
 
-def _row_slices(parts: list[torch.Tensor]):
+def row_slices(parts: list[torch.Tensor]):
     """(first row, slice) over the rows of ``parts`` stacked, each slice inside one part and a
     whole number of the kernels' groups of four rows (every part's rows are a multiple of 4)."""
     first = 0
@@ -286,7 +286,7 @@ class CompactWeight:
         if self.precision == "int8":
             self.values = page_memory.empty((out, cols), np.int8)
             self.scales = np.empty(out, np.float32)
-            for first, rows in _row_slices(parts):
+            for first, rows in row_slices(parts):
                 values, scales = quantize_rows(rows)
                 _write_interleaved(self.values, first, values, BLOCK)
                 self.scales[first : first + len(rows)] = scales.numpy()
@@ -296,7 +296,7 @@ class CompactWeight:
         # the block scales in the weights' order too: group of four rows, block, row
         self.values = page_memory.empty((out, cols // 2), np.uint8)
         self.scales = page_memory.empty((out, cols // BLOCK), np.int16)
-        for first, rows in _row_slices(parts):
+        for first, rows in row_slices(parts):
             q, scales = quantize_blocks_int4(rows)
             _write_interleaved(self.values, first, _pack_int4(q), BLOCK // 2)
             _write_interleaved(self.scales, first, scales.view(torch.int16), 1)

@@ -339,10 +339,10 @@ class LeanLlamaBackend:
             # huge pages where offered (llama-30m: see benchmarks/RESULTS.md, "families
             # branch"). The file's pages are dropped as the layer is released: still one copy.
             weight = torch.from_numpy(page_memory.empty(shape, "int16")).view(dtype)
-            weight.copy_(parts[0])
+            self._move_rows(parts, weight)
         elif dtype is not None and parts[0].dtype == dtype:  # stacked straight into its place
             weight = torch.from_numpy(page_memory.empty(shape, "int16")).view(dtype)
-            torch.cat(parts, out=weight)
+            self._move_rows(parts, weight)
         elif precision in ("int8", "int4"):
             weight = parts  # quantized part by part: the stacked 16-bit matrix never exists
         else:
@@ -352,6 +352,17 @@ class LeanLlamaBackend:
         )
         buffer = self.widening if shared_buffer else None
         return CompactProjection(stored, self.prefill_dtype, bias=bias, buffer=buffer)
+
+    def _move_rows(self, parts: list[torch.Tensor], weight: torch.Tensor) -> None:
+        """Copy ``parts`` stacked by rows into ``weight``, a slice of rows at a time; where the
+        model is released, each slice's pages of the memory-mapped checkpoint leave the process
+        as soon as it is copied. Copied whole and dropped after the layer, a matrix was held
+        twice for a moment: Qwen2.5-Coder-1.5B's 445 MB tied output head set the load's peak
+        (benchmarks/RESULTS.md, "memory branch ... users' sizes")."""
+        for first, rows in compact_weights.row_slices(parts):
+            weight[first : first + rows.shape[0]].copy_(rows)
+            if self._release_sources:
+                page_memory.drop_file_pages([rows], whole_storage=False)
 
     @property
     def name(self) -> str:
@@ -374,10 +385,17 @@ class LeanLlamaBackend:
         )
         return weight.reshape(heads, self.head_dim, -1)[:, order].reshape(weight.shape)
 
+    def reserve(self, end: int) -> None:
+        """Make the KV cache hold ``end`` positions before a prompt runs (at most the context;
+        a longer prompt is refused by its forward): one growth for the whole prompt."""
+        self._reserve(min(end, self.max_positions))
+
     def _reserve(self, end: int) -> None:
         """Make the KV cache hold ``end`` positions: it starts at what the first prompt needs
         and grows (doubling, in steps of ``CACHE_STEP``, at most ``max_positions``), keeping
-        the cached positions, so a short request never pays for the whole context."""
+        the cached positions, so a short request never pays for the whole context. While it
+        grows the old cache and the new one are both held (the new one at least twice the
+        positions the old one holds)."""
         if end <= self.capacity and self.k_cache is not None:
             return
         if end > self.max_positions:
@@ -387,6 +405,8 @@ class LeanLlamaBackend:
         wanted = max(end, 2 * self.capacity)
         capacity = min(self.max_positions, -(-wanted // CACHE_STEP) * CACHE_STEP)
         shape = (len(self.layers), 1, self.kv_heads, capacity, self.head_dim)
+        if not self.length:  # nothing to keep: the old cache goes before the new one comes
+            self.k_cache = self.v_cache = None
         # Not zeroed: nothing reads a position before it is written (every read stops at the
         # current length), and the pages of positions never written stay out of the process's
         # memory (a 1,040-token request in a 2,048-position cache holds about half of it).
