@@ -218,6 +218,18 @@ def _deinterleave(values: torch.Tensor, block: int = BLOCK) -> torch.Tensor:
     return values.reshape(out // 4, cols // block, 4, block).transpose(1, 2).reshape(out, cols)
 
 
+def _interleaved_view(laid_out: np.ndarray, block: int) -> torch.Tensor:
+    """``laid_out`` (kernels' layout) as (groups, 4, blocks, block) in plain row order: a view."""
+    out, cols = laid_out.shape
+    return torch.from_numpy(laid_out).view(out // 4, cols // block, 4, block).transpose(1, 2)
+
+
+def _interleaved_rows(plain: torch.Tensor, block: int) -> torch.Tensor:
+    """A plain (out, in) tensor as (groups, 4, blocks, block): a view."""
+    out, cols = plain.shape
+    return plain.view(out // 4, 4, cols // block, block)
+
+
 def _plain_copy(weight: torch.Tensor, dtype: torch.dtype) -> tuple[np.ndarray, torch.Tensor]:
     """``weight`` rounded to ``dtype`` (nearest even), written straight into huge-page memory where
     the OS offers it (``core.page_memory``), no full-size temporary: (the bits as int16, the
@@ -337,17 +349,20 @@ class CompactWeight:
         if self.precision in SIXTEEN_BIT:
             return out.copy_(self.tensor)
         if self.precision == "int8":  # widened in place (int8 is exact in 16 bits), then scaled
+            # read in the interleaved order (no deinterleaved int8 copy of the matrix first)
             scales = torch.from_numpy(self.scales).to(dtype)[:, None]
-            return out.copy_(_deinterleave(torch.from_numpy(self.values))).mul_(scales)
+            _interleaved_rows(out, BLOCK).copy_(_interleaved_view(self.values, BLOCK))
+            return out.mul_(scales)
         rows, cols = shape
-        packed = _deinterleave(torch.from_numpy(self.values), block=BLOCK // 2)
-        packed = packed.reshape(rows, cols // BLOCK, BLOCK // 2)
-        scales = _deinterleave(torch.from_numpy(self.scales), block=1).view(torch.float16)
         blocks = out.view(rows, cols // BLOCK, 2, BLOCK // 2)  # byte i: values i and i + 16
         step = _slice_rows(cols)
         for start in range(0, rows, step):
-            nibbles = packed[start : start + step]
-            scale = scales[start : start + step, :, None].to(torch.float32)
+            # deinterleaved a slice at a time (whole groups of four rows): no full-size copy
+            nibbles = _deinterleave(
+                torch.from_numpy(self.values[start : start + step]), block=BLOCK // 2
+            ).reshape(-1, cols // BLOCK, BLOCK // 2)
+            scale = _deinterleave(torch.from_numpy(self.scales[start : start + step]), block=1)
+            scale = scale.view(torch.float16)[:, :, None].to(torch.float32)
             offset = scale * -8.0  # (nibble - 8) * scale, computed in fp32, rounded once
             for half, values in enumerate((nibbles & 0x0F, nibbles >> 4)):
                 torch.addcmul(offset, values, scale, out=blocks[start : start + step, :, half])
