@@ -188,6 +188,22 @@ def quantize_blocks_int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return q, scales
 
 
+def quantize_packed_int4(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``quantize_blocks_int4`` and ``_pack_int4`` in one: the same bytes (packed (out, in / 2)
+    uint8 and fp16 scales), computed in place in one fp32 copy of ``weight`` (no int8, int16
+    or boolean temporaries of its size): about half the time, which is most of an int4 load
+    (stable-code-3b: 2.8B weights quantized on two cores)."""
+    w = weight.detach().to(torch.float32, copy=True)
+    out, cols = w.shape
+    blocks = w.view(out, cols // BLOCK, BLOCK)
+    extreme = blocks.gather(2, blocks.abs().argmax(dim=2, keepdim=True))[..., 0]
+    scales = (extreme / -8.0).to(torch.float16)
+    divisor = scales.to(torch.float32).masked_fill_(scales == 0, 1.0)
+    q = blocks.div_(divisor[..., None]).round_().clamp_(-8, 7).add_(8)  # 0..15, exact in fp32
+    packed = q[..., BLOCK // 2 :].mul(16).add_(q[..., : BLOCK // 2])  # value i + 16 high
+    return packed.to(torch.uint8).view(out, cols // 2), scales
+
+
 def _pack_int4(q: torch.Tensor) -> torch.Tensor:
     """(out, in) values in [-8, 7] -> (out, in / 2) bytes: byte i of a block of 32 holds value i
     (low nibble) and value i + 16 (high nibble), each plus 8."""
@@ -309,8 +325,8 @@ class CompactWeight:
         self.values = page_memory.empty((out, cols // 2), np.uint8)
         self.scales = page_memory.empty((out, cols // BLOCK), np.int16)
         for first, rows in row_slices(parts):
-            q, scales = quantize_blocks_int4(rows)
-            _write_interleaved(self.values, first, _pack_int4(q), BLOCK // 2)
+            packed, scales = quantize_packed_int4(rows)
+            _write_interleaved(self.values, first, packed, BLOCK // 2)
             _write_interleaved(self.scales, first, scales.view(torch.int16), 1)
             if release_source:
                 page_memory.drop_file_pages([rows], whole_storage=False)
