@@ -360,10 +360,11 @@ class LeanLlamaBackend:
         as soon as it is copied. Copied whole and dropped after the layer, a matrix was held
         twice for a moment: Qwen2.5-Coder-1.5B's 445 MB tied output head set the load's peak
         (benchmarks/RESULTS.md, "memory branch ... users' sizes")."""
+        spans = page_memory.file_mappings() if self._release_sources else None
         for first, rows in compact_weights.row_slices(parts):
             weight[first : first + rows.shape[0]].copy_(rows)
             if self._release_sources:
-                page_memory.drop_file_pages([rows], whole_storage=False)
+                page_memory.drop_file_pages([rows], whole_storage=False, spans=spans)
 
     @property
     def name(self) -> str:

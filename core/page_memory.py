@@ -59,7 +59,7 @@ def _address(region: mmap.mmap) -> int:
     return np.frombuffer(region, dtype=np.uint8, count=1).ctypes.data
 
 
-def _file_mappings() -> list[tuple[int, int]]:
+def file_mappings() -> list[tuple[int, int]]:
     """(start, end) of this process's file-backed mappings (Linux; empty elsewhere)."""
     try:
         lines = Path("/proc/self/maps").read_text().splitlines()
@@ -74,17 +74,19 @@ def _file_mappings() -> list[tuple[int, int]]:
     return spans
 
 
-def drop_file_pages(tensors, whole_storage: bool = True) -> int:
+def drop_file_pages(tensors, whole_storage: bool = True, spans=None) -> int:
     """Take the pages of memory-mapped checkpoint tensors that nothing reads any more out of this
     process's resident memory (``madvise(MADV_DONTNEED)``; the file's pages stay in the OS's page
     cache, and a read would fetch them again). Only whole pages inside a file-backed mapping are
     touched, never anonymous memory. ``whole_storage``: from each tensor's start to the end of
     its storage (a released parameter), else only the tensor's own bytes (a contiguous slice
-    just read). Returns the bytes advised (0 where the OS has no such call)."""
+    just read). ``spans``: ``file_mappings()`` read beforehand by a caller dropping many slices
+    of tensors it keeps alive (their mappings cannot go meanwhile). Returns the bytes advised
+    (0 where the OS has no such call)."""
     advise = getattr(mmap, "MADV_DONTNEED", None)
     if advise is None:
         return 0
-    spans = _file_mappings()
+    spans = file_mappings() if spans is None else spans
     if not spans:
         return 0
     import ctypes

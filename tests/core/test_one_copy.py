@@ -135,7 +135,7 @@ def _in_a_file_mapping(tensor: torch.Tensor) -> bool:
     from core import page_memory
 
     address = tensor.data_ptr()
-    return any(start <= address < end for start, end in page_memory._file_mappings())
+    return any(start <= address < end for start, end in page_memory.file_mappings())
 
 
 @pytest.mark.parametrize("tied", [False, True])
