@@ -137,6 +137,12 @@ class ModelRunner:
         elif keep < len(self._cached_ids):
             self._crop(keep)
         self.reused_tokens += keep
+        reserve = getattr(self.backend, "reserve", None)
+        if reserve is not None and keep < len(ids):
+            # The KV cache sized for the whole prompt and the first new token before the first
+            # chunk: grown chunk by chunk, each growth held the old cache beside the new one,
+            # and a 1024-token prompt grew it three times (issue 21's memory bound).
+            reserve(len(ids) + 1)
         logits = None
         for start in range(keep, len(ids), self.prefill_chunk):
             if logits is not None and cancel is not None and cancel.is_set():

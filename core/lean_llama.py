@@ -59,6 +59,7 @@ DECODE_WEIGHTS = ("fp32",) + compact_weights.PRECISIONS
 # only past max_position_embeddings, which the cache never grows beyond.
 ROPE_TYPES = ("default", "linear", "llama3", "yarn", "dynamic")
 CACHE_STEP = 256  # the KV cache grows in multiples of this many positions
+MLP_ROWS = 128  # a longer pass computes its MLP's inner rows this many at a time
 
 
 def unsupported_reason(model) -> str | None:
@@ -356,10 +357,10 @@ class LeanLlamaBackend:
             # huge pages where offered (llama-30m: see benchmarks/RESULTS.md, "families
             # branch"). The file's pages are dropped as the layer is released: still one copy.
             weight = torch.from_numpy(page_memory.empty(shape, "int16")).view(dtype)
-            weight.copy_(parts[0])
+            self._move_rows(parts, weight)
         elif dtype is not None and parts[0].dtype == dtype:  # stacked straight into its place
             weight = torch.from_numpy(page_memory.empty(shape, "int16")).view(dtype)
-            torch.cat(parts, out=weight)
+            self._move_rows(parts, weight)
         elif precision in ("int8", "int4"):
             weight = parts  # quantized part by part: the stacked 16-bit matrix never exists
         else:
@@ -369,6 +370,18 @@ class LeanLlamaBackend:
         )
         buffer = self.widening if shared_buffer else None
         return CompactProjection(stored, self.prefill_dtype, bias=bias, buffer=buffer)
+
+    def _move_rows(self, parts: list[torch.Tensor], weight: torch.Tensor) -> None:
+        """Copy ``parts`` stacked by rows into ``weight``, a slice of rows at a time; where the
+        model is released, each slice's pages of the memory-mapped checkpoint leave the process
+        as soon as it is copied. Copied whole and dropped after the layer, a matrix was held
+        twice for a moment: Qwen2.5-Coder-1.5B's 445 MB tied output head set the load's peak
+        (benchmarks/RESULTS.md, "memory branch ... users' sizes")."""
+        spans = page_memory.file_mappings() if self._release_sources else None
+        for first, rows in compact_weights.row_slices(parts):
+            weight[first : first + rows.shape[0]].copy_(rows)
+            if self._release_sources:
+                page_memory.drop_file_pages([rows], whole_storage=False, spans=spans)
 
     @property
     def name(self) -> str:
@@ -391,10 +404,17 @@ class LeanLlamaBackend:
         )
         return weight.reshape(heads, self.head_dim, -1)[:, order].reshape(weight.shape)
 
+    def reserve(self, end: int) -> None:
+        """Make the KV cache hold ``end`` positions before a prompt runs (at most the context;
+        a longer prompt is refused by its forward): one growth for the whole prompt."""
+        self._reserve(min(end, self.max_positions))
+
     def _reserve(self, end: int) -> None:
         """Make the KV cache hold ``end`` positions: it starts at what the first prompt needs
         and grows (doubling, in steps of ``CACHE_STEP``, at most ``max_positions``), keeping
-        the cached positions, so a short request never pays for the whole context."""
+        the cached positions, so a short request never pays for the whole context. While it
+        grows the old cache and the new one are both held (the new one at least twice the
+        positions the old one holds)."""
         if end <= self.capacity and self.k_cache is not None:
             return
         if end > self.max_positions:
@@ -404,6 +424,8 @@ class LeanLlamaBackend:
         wanted = max(end, 2 * self.capacity)
         capacity = min(self.max_positions, -(-wanted // CACHE_STEP) * CACHE_STEP)
         shape = (len(self.layers), 1, self.kv_heads, capacity, self.head_dim)
+        if not self.length:  # nothing to keep: the old cache goes before the new one comes
+            self.k_cache = self.v_cache = None
         # Not zeroed: nothing reads a position before it is written (every read stops at the
         # current length), and the pages of positions never written stay out of the process's
         # memory (a 1,040-token request in a 2,048-position cache holds about half of it).
@@ -449,6 +471,32 @@ class LeanLlamaBackend:
         if name == "silu":
             return F.silu(x)
         return F.gelu(x, approximate="tanh" if name == "gelu_tanh" else "none")
+
+    def _mlp_inner(self, layer: LayerWeights, h: torch.Tensor) -> torch.Tensor:
+        """The MLP's activated inner rows, ``act(gate) * up`` (or ``act(fc)``), for ``h``'s rows.
+        A long pass computes them ``MLP_ROWS`` rows at a time into one buffer in the dtype the
+        down product reads: whole, a 512-token chunk of Qwen2.5-Coder-1.5B held its gate/up
+        output in 16 bits and fp32 and three more inner-sized fp32 tensors at once (about 80
+        MB; issue 21's memory bound). Each row's arithmetic is the same."""
+        count = h.shape[0]
+        if count <= MLP_ROWS:
+            if self.spec.gated:
+                gate, up = layer.gate_up(h).chunk(2, dim=-1)
+                return self._activation(gate) * up
+            return self._activation(layer.gate_up(h))
+        blocks = -(-count // MLP_ROWS)
+        rows = -(-count // blocks)  # even blocks: no short last one
+        inner = None
+        for start, y in layer.gate_up.row_blocks(h, rows):
+            if self.spec.gated:
+                gate, up = y.chunk(2, dim=-1)
+                y = self._activation(gate) * up
+            else:
+                y = self._activation(y)
+            if inner is None:
+                inner = torch.empty((count, y.shape[1]), dtype=layer.down.compute_dtype)
+            inner[start : start + y.shape[0]] = y
+        return inner
 
     def _mask(self, start: int, count: int) -> torch.Tensor | None:
         """Which cached keys each of the pass's rows sees (None: all of them, or plainly causal):
@@ -549,11 +597,7 @@ class LeanLlamaBackend:
             )
             x = x + layer.o(attn[0].transpose(0, 1).reshape(count, q_size))
             h = self._norm(x, layer.post_norm, layer.post_norm_bias)
-            if self.spec.gated:
-                gate, up = layer.gate_up(h).chunk(2, dim=-1)
-                x = x + layer.down(self._activation(gate) * up)
-            else:
-                x = x + layer.down(self._activation(layer.gate_up(h)))
+            x = x + layer.down(self._mlp_inner(layer, h))
         self.length = end
         if all_logits:
             return self.lm_head(self._norm(x, self.norm, self.norm_bias))

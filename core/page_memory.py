@@ -42,10 +42,14 @@ def empty(shape: tuple[int, ...], dtype) -> np.ndarray:
         return np.empty(shape, dtype)
     # Anonymous memory, one huge page longer than needed so the array can start on a huge-page
     # boundary; the slack before it is never touched, so it never takes physical memory.
+    # Only the whole huge pages the array covers are advised: a huge page over its last
+    # partial one would fault in up to 2 MiB past its end (133 MB over Qwen2.5-Coder-1.5B's
+    # 113 matrices, benchmarks/RESULTS.md, "memory branch ... users' sizes"); the tail stays
+    # on ordinary pages, each taken only where the array reaches.
     span = -(-nbytes // HUGE_PAGE) * HUGE_PAGE
     region = mmap.mmap(-1, span + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     start = -_address(region) % HUGE_PAGE
-    region.madvise(mmap.MADV_HUGEPAGE, start, span)
+    region.madvise(mmap.MADV_HUGEPAGE, start, nbytes // HUGE_PAGE * HUGE_PAGE)
     return np.frombuffer(region, dtype=dtype, count=nbytes // dtype.itemsize, offset=start).reshape(
         shape
     )
@@ -55,7 +59,7 @@ def _address(region: mmap.mmap) -> int:
     return np.frombuffer(region, dtype=np.uint8, count=1).ctypes.data
 
 
-def _file_mappings() -> list[tuple[int, int]]:
+def file_mappings() -> list[tuple[int, int]]:
     """(start, end) of this process's file-backed mappings (Linux; empty elsewhere)."""
     try:
         lines = Path("/proc/self/maps").read_text().splitlines()
@@ -70,17 +74,19 @@ def _file_mappings() -> list[tuple[int, int]]:
     return spans
 
 
-def drop_file_pages(tensors, whole_storage: bool = True) -> int:
+def drop_file_pages(tensors, whole_storage: bool = True, spans=None) -> int:
     """Take the pages of memory-mapped checkpoint tensors that nothing reads any more out of this
     process's resident memory (``madvise(MADV_DONTNEED)``; the file's pages stay in the OS's page
     cache, and a read would fetch them again). Only whole pages inside a file-backed mapping are
     touched, never anonymous memory. ``whole_storage``: from each tensor's start to the end of
     its storage (a released parameter), else only the tensor's own bytes (a contiguous slice
-    just read). Returns the bytes advised (0 where the OS has no such call)."""
+    just read). ``spans``: ``file_mappings()`` read beforehand by a caller dropping many slices
+    of tensors it keeps alive (their mappings cannot go meanwhile). Returns the bytes advised
+    (0 where the OS has no such call)."""
     advise = getattr(mmap, "MADV_DONTNEED", None)
     if advise is None:
         return 0
-    spans = _file_mappings()
+    spans = file_mappings() if spans is None else spans
     if not spans:
         return 0
     import ctypes

@@ -69,6 +69,16 @@ class Projection:
             y = (h @ self.weight if self.transposed else F.linear(h, self.weight)).to(x.dtype)
         return y if self.bias is None else y + self.bias
 
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the product's GEMM reads its activations in."""
+        return self.weight.dtype
+
+    def row_blocks(self, x: torch.Tensor, rows: int):
+        """(first row, product) for ``x`` a block of ``rows`` rows at a time."""
+        for start in range(0, x.shape[0], rows):
+            yield start, self(x[start : start + rows])
+
 
 class WideningBuffer:
     """The memory prompts widen quantized matrices into, one after another (``CompactWeight.dense``
@@ -140,6 +150,17 @@ class CompactProjection:
         else:
             y = F.linear(x.to(self.compute_dtype), self.weight).to(x.dtype)
         return y if self.bias is None else y + self.bias
+
+    def row_blocks(self, x: torch.Tensor, rows: int):
+        """(first row, product) for ``x`` a block of ``rows`` rows at a time, the matrix widened
+        once for all the blocks."""
+        if x.shape[0] <= rows:
+            yield 0, self(x)
+            return
+        weight = self.weight
+        for start in range(0, x.shape[0], rows):
+            y = F.linear(x[start : start + rows].to(self.compute_dtype), weight).to(x.dtype)
+            yield start, y if self.bias is None else y + self.bias
 
 
 @dataclass

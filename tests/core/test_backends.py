@@ -151,12 +151,37 @@ def test_the_kv_cache_grows_with_the_prompts_not_the_context():
     assert lean.backend.capacity == CACHE_STEP and lean.backend.k_cache.shape[3] == CACHE_STEP
     longer = ids + [(i * 11) % 250 + 3 for i in range(600)]
     a, b = lean.prefill(longer), hf.prefill(longer)
-    assert lean.reused_tokens == len(ids) - 0 and lean.backend.capacity == 1024
+    # the whole prompt (640 tokens and the first new one) reserved at once, rounded up
+    assert lean.reused_tokens == len(ids) - 0 and lean.backend.capacity == 768
     assert float((a - b).abs().max()) < 1e-4
     a, b = lean.decode_one_token(5), hf.decode_one_token(5)
     assert float((a - b).abs().max()) < 1e-4
     with pytest.raises(ValueError, match="exceeds the context of 4096"):
         lean.backend.forward(list(range(5000)))
+
+
+def test_a_long_prompt_grows_the_kv_cache_once_before_its_first_chunk():
+    """Each growth holds the old cache beside the new one: a prompt run in chunks grows it once,
+    for all its tokens, and its first new token needs no other (grown chunk by chunk, a
+    1024-token prompt and its first token grew stable-code-3b's cache three times, the last
+    holding 640 MB twice: the peak of issue 21's memory bound)."""
+    runner = ModelRunner(_llama(), lean=True)
+    runner.prefill_chunk = 128
+    runner.prefill([5, 6, 7])  # a first short request, as the engine's warmup
+    grown = []
+    reserve = runner.backend._reserve
+
+    def recording(end):
+        before = runner.backend.capacity
+        reserve(end)
+        if runner.backend.capacity != before:
+            grown.append(runner.backend.capacity)
+
+    runner.backend._reserve = recording
+    ids = [(i * 7) % 250 + 3 for i in range(1024)]
+    runner.prefill(ids)
+    runner.decode_one_token(5)
+    assert grown == [1280]
 
 
 @pytest.mark.parametrize(

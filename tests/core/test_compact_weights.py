@@ -201,6 +201,26 @@ def test_int4_blocks_round_as_q4_0():
     assert torch.equal(CompactWeight(torch.zeros(4, 32), "int4").widened(), torch.zeros(4, 32))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int4_quantizing_in_place_gives_the_same_bytes(dtype):
+    """The load's in-place quantizer (one fp32 copy, packed as it rounds) stores exactly the bytes
+    of rounding the blocks and packing them step by step: ties of +x and -x (the first one found
+    sets the scale's sign), an all-zero block, halves and the clamped end included."""
+    from core.compact_weights import _pack_int4, quantize_blocks_int4, quantize_packed_int4
+
+    torch.manual_seed(0)
+    weight = (torch.randn(64, 256) * torch.linspace(0.01, 10, 256)).to(dtype)
+    weight[1, :32] = 0
+    weight[2, 32:64] = 0.5
+    weight[2, 40] = -0.5
+    weight[3, 64:96] = torch.arange(32) / 4 - 4  # -4 .. 3.75: halves of the step
+    weight[4, 96:128] = -weight[4, 96:128]
+    q, scales = quantize_blocks_int4(weight)
+    packed, scales_in_place = quantize_packed_int4(weight)
+    assert torch.equal(packed, _pack_int4(q))
+    assert torch.equal(scales_in_place.view(torch.int16), scales.view(torch.int16))
+
+
 @needs_build
 def test_a_16_bit_checkpoint_is_held_exactly():
     torch.manual_seed(0)

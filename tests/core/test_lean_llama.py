@@ -351,3 +351,28 @@ def test_prompt_lookup_reusing_the_last_prompts_index_proposes_as_a_fresh_one():
             assert cached.propose() == fresh.propose()
             assert cached.index == fresh.index
             cached.add(token), fresh.add(token)
+
+
+@pytest.mark.parametrize("decode_weights", ["fp32", "bf16", "int8", "int4"])
+def test_a_long_pass_computes_its_mlp_in_row_blocks_with_the_same_logits(
+    tiny_model_dir, load_transformers, decode_weights, monkeypatch
+):
+    """A pass longer than ``MLP_ROWS`` computes its MLP's inner rows a block at a time into
+    one buffer (bounding a big model's prompt transients): every position's logits are those of
+    the pass done whole, at each decode-weight format (int8/int4: widened once for all the
+    blocks)."""
+    from core import lean_llama
+
+    if decode_weights != "fp32" and not compact_weights.available():
+        pytest.skip(str(compact_weights.unavailable_reason()))
+    dtype = torch.float32 if decode_weights == "fp32" else torch.bfloat16
+    model = load_transformers(tiny_model_dir, dtype)
+    ids = [(i * 13) % 250 + 3 for i in range(300)]
+    logits = {}
+    for rows in (lean_llama.MLP_ROWS, 10**6):
+        monkeypatch.setattr(lean_llama, "MLP_ROWS", rows)
+        runner = ModelRunner(model, lean=True, decode_weights=decode_weights)
+        logits[rows] = runner.backend.forward(ids, all_logits=True)
+    blocked, whole = logits.values()
+    assert blocked.shape == (300, model.config.vocab_size)
+    torch.testing.assert_close(blocked, whole, rtol=1e-5, atol=1e-5)
