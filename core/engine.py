@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import torch
 
-from . import compact_weights, cpu_capabilities, options
+from . import compact_weights, cpu_capabilities, options, page_memory
 from .backends import footprint, select
 from .devices import (
     available_memory_bytes,
@@ -464,6 +464,7 @@ class OptimizedLLM:
         self.complete("def main():\n" + "    total = total + 1\n" * 24, max_length=1, temperature=0)
         if self.fim_dialect:
             self.complete("def main():\n    ", suffix="\n", max_length=2, temperature=0)
+        page_memory.return_freed_heap()  # the warmup's temporaries: not kept beside the first prompt's
 
     def clear_memory(self) -> None:
         """Release the model, tokenizer and caches; generation then raises ModelNotLoaded."""
