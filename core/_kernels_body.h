@@ -774,11 +774,20 @@ static inline __m256 sums_of_eight(__m256 a0, __m256 a1, __m256 a2, __m256 a3, _
     return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
 }
 
-/* scores[t] = scale * query . keys[t] for t < keys (dim a multiple of 8): eight keys at a time, so
-   the reduction across lanes is shared by eight dot products. Returns the largest score. */
-static inline __attribute__((always_inline)) float score_keys(const float *query, const void *keys_base, int kv_kind,
-                                                              ptrdiff_t keys, ptrdiff_t dim, float scale,
-                                                              float *scores) {
+/* The largest of v's eight lanes. */
+static inline float largest_of_eight(__m256 v) {
+    float lanes[8], peak = -INFINITY;
+    _mm256_storeu_ps(lanes, v);
+    for (int j = 0; j < 8; j++) peak = fmaxf(peak, lanes[j]);
+    return peak;
+}
+
+/* scores[t] = scale * query . keys[t] for the keys of whole groups of eight (dim a multiple of 8),
+   so the reduction across lanes is shared by eight dot products; the caller scores the rest.
+   Returns how many keys it scored, and their largest score in *peak. */
+static inline __attribute__((always_inline)) ptrdiff_t score_keys(const float *query, const void *keys_base,
+                                                                  int kv_kind, ptrdiff_t keys, ptrdiff_t dim,
+                                                                  float scale, float *scores, float *peak) {
     __m256 peak8 = _mm256_set1_ps(-INFINITY);
     const __m256 scale8 = _mm256_set1_ps(scale);
     ptrdiff_t t = 0;
@@ -793,23 +802,16 @@ static inline __attribute__((always_inline)) float score_keys(const float *query
         _mm256_storeu_ps(scores + t, s);
         peak8 = _mm256_max_ps(peak8, s);
     }
-    float peak = -INFINITY;
-    float lanes[8];
-    _mm256_storeu_ps(lanes, peak8);
-    for (int j = 0; j < 8; j++) peak = fmaxf(peak, lanes[j]);
-    for (; t < keys; t++) {
-        scores[t] = scale * dot_kv(query, keys_base, kv_kind, t, dim);
-        peak = fmaxf(peak, scores[t]);
-    }
-    return peak;
+    *peak = largest_of_eight(peak8);
+    return t;
 }
 #endif
 
 #ifdef DS_AVX512
 /* score_keys with 16 values a vector (dim a multiple of 16). */
-static inline __attribute__((always_inline)) float score_keys16(const float *query, const void *keys_base,
-                                                                int kv_kind, ptrdiff_t keys, ptrdiff_t dim,
-                                                                float scale, float *scores) {
+static inline __attribute__((always_inline)) ptrdiff_t score_keys16(const float *query, const void *keys_base,
+                                                                    int kv_kind, ptrdiff_t keys, ptrdiff_t dim,
+                                                                    float scale, float *scores, float *peak) {
     __m256 peak8 = _mm256_set1_ps(-INFINITY);
     const __m256 scale8 = _mm256_set1_ps(scale);
     ptrdiff_t t = 0;
@@ -826,15 +828,8 @@ static inline __attribute__((always_inline)) float score_keys16(const float *que
         _mm256_storeu_ps(scores + t, s);
         peak8 = _mm256_max_ps(peak8, s);
     }
-    float peak = -INFINITY;
-    float lanes[8];
-    _mm256_storeu_ps(lanes, peak8);
-    for (int j = 0; j < 8; j++) peak = fmaxf(peak, lanes[j]);
-    for (; t < keys; t++) {
-        scores[t] = scale * dot_kv(query, keys_base, kv_kind, t, dim);
-        peak = fmaxf(peak, scores[t]);
-    }
-    return peak;
+    *peak = largest_of_eight(peak8);
+    return t;
 }
 #endif
 
@@ -843,21 +838,20 @@ static inline __attribute__((always_inline)) void attend_head(const float *query
                                                               const void *head_v, int kv_kind, ptrdiff_t keys,
                                                               ptrdiff_t dim, float scale, float *scores, float *out) {
     float peak = -INFINITY;
+    ptrdiff_t scored = 0;
 #ifdef DS_AVX512
-    if (dim % 16 == 0) {
-        peak = score_keys16(query, head_k, kv_kind, keys, dim, scale, scores);
-    } else
-#endif
-#ifdef DS_AVX2
-    if (dim % 8 == 0) {
-        peak = score_keys(query, head_k, kv_kind, keys, dim, scale, scores);
-    } else
+    if (dim % 16 == 0)
+        scored = score_keys16(query, head_k, kv_kind, keys, dim, scale, scores, &peak);
+    else
 #endif
     {
-        for (ptrdiff_t t = 0; t < keys; t++) {
-            scores[t] = scale * dot_kv(query, head_k, kv_kind, t, dim);
-            peak = fmaxf(peak, scores[t]);
-        }
+#ifdef DS_AVX2
+        if (dim % 8 == 0) scored = score_keys(query, head_k, kv_kind, keys, dim, scale, scores, &peak);
+#endif
+    }
+    for (ptrdiff_t t = scored; t < keys; t++) {  /* the keys no vector loop took */
+        scores[t] = scale * dot_kv(query, head_k, kv_kind, t, dim);
+        peak = fmaxf(peak, scores[t]);
     }
     const float total = exponentiate(scores, keys, peak);
     weigh_values(scores, head_v, kv_kind, keys, dim, total, out);

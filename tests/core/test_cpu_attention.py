@@ -31,6 +31,7 @@ def reference(q, k, v, start, scale):
         (32, 4, 64, 2048, 1023, 1),  # the 1B shape's decode step: grouped query heads
         (4, 4, 64, 1024, 300, 7),  # the shipped model's shape, a draft check of 7 rows
         (6, 2, 20, 64, 0, 3),  # a head size the vector loops do not divide
+        (4, 2, 24, 64, 12, 2),  # 8s but not 16s: the 8-wide loop in the AVX512 build, 13 keys
         (8, 8, 128, 512, 37, 8),
         (2, 1, 64, 16, 5, 1),  # fewer keys than one vector
     ],
