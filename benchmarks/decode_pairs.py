@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import statistics
 import sys
 
@@ -30,6 +29,7 @@ from . import llamacpp
 from .baseline import decode_through
 from .engine import LLAMACPP_TYPES, measure_ours, prompt_ids
 from .shapes import model_dir
+from benchmarks.common import write_report
 
 PRECISIONS = ("bf16", "fp16", "int8")
 CPP_TYPES = dict(LLAMACPP_TYPES, int4="q4_0")
@@ -131,10 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{measured['llamacpp_tokens']}",
             flush=True,
         )
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=2)
-    return 0
+    return write_report(results, args.out) if args.out else 0
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ but hardly within one. Peak RSS of the process is printed beside the table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -27,6 +26,7 @@ from core.generation import ModelRunner
 from .baseline import transformers_model
 from .engine import measure_ours, prompt_ids
 from .shapes import model_dir
+from benchmarks.common import write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,10 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             f"| {fmt} | {statistics.median(rates[fmt]):.1f} | {statistics.median(ratios):.2f}x "
             f"({min(ratios):.2f}-{max(ratios):.2f}) |"
         )
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=2)
-    return 0
+    return write_report(results, args.out) if args.out else 0
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import resource
 import statistics
 import sys
@@ -26,6 +25,7 @@ from core import OptimizedLLM, compact_weights
 from .baseline import decode_through
 from .engine import measure_ours, prompt_ids
 from .shapes import model_dir
+from benchmarks.common import write_report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,10 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     results["peak_rss_gb"] = round(peak_gb, 2)
     print(f"peak RSS {peak_gb:.2f} GB", flush=True)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=2)
-    return 0
+    return write_report(results, args.out) if args.out else 0
 
 
 if __name__ == "__main__":

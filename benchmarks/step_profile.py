@@ -34,6 +34,7 @@ from core.compact_weights import BLOCK, CompactWeight
 
 from .paths import read_bandwidth_gbs
 from .shapes import model_dir
+from benchmarks.common import write_report
 
 KINDS = ("qkv", "o", "gate_up", "down")
 
@@ -269,10 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             "in-cache compute rate, GB/s (one o matrix over and over): "
             + ", ".join(f"{f} {statistics.median(hot[f]):.1f}" for f in formats)
         )
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f, indent=2)
-    return 0
+    return write_report(results, args.out) if args.out else 0
 
 
 if __name__ == "__main__":
