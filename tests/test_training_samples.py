@@ -195,3 +195,25 @@ def test_cross_file_line_samples_complete_a_line_from_an_imported_name_after_its
         last_sep = len(pieces) - 1 - pieces[::-1].index(FILE_SEP)
         context = "".join(pieces[:last_sep])
         assert "pkg/helpers.py\ndef normalize_header(name):\n" in context
+
+
+def test_a_repository_sample_starts_its_window_whole_and_the_stream_fills_the_rest():
+    from training.train import pack_aligned
+
+    stream = [list(range(100, 130)), list(range(200, 230))]  # 60 plain tokens
+    repo = [[1, 2, 3], list(range(300, 312))]  # a short sample and one longer than the window
+    windows = pack_aligned(repo, stream, seq_len=8, sep=0).tolist()
+    assert windows[0] == [1, 2, 3, 0, 100, 101, 102, 103]  # whole, then a separator and plain
+    assert windows[1] == list(range(304, 312))  # too long: its front (the context's start) goes
+    rest = [t for w in windows[2:] for t in w]
+    assert rest == [*range(104, 130), *range(200, 230)][: len(rest)]  # plain text continues
+    assert len(rest) == 56 // 8 * 8
+
+
+def test_long_windows_give_repository_samples_a_whole_file_beside_the_context():
+    from training import repo_samples
+    from training.train import repo_sizes
+
+    assert repo_sizes(1024) == (repo_samples.CONTEXT_CHARS, repo_samples.TARGET_CHARS)
+    context, target = repo_sizes(2048)
+    assert context >= 1800 and target >= 4000  # the language server's default context + file

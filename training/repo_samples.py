@@ -30,6 +30,10 @@ from training.tokenizer import EOS, FILE_SEP
 
 CONTEXT_CHARS = 1600  # ~420 tokens: the context's share of a 1024-token window, as in the engine
 TARGET_CHARS = 1800  # the current file's chunk
+# A 2,048-token window holds what the language server sends by default (1,800 characters of
+# context) beside a file as long as the one it sends (3,000 characters before the cursor and
+# 1,000 after), so context is learned as an addition to the file, not a replacement for it.
+LONG_WINDOW_CHARS = (1800, 4000)  # (context, target) for --seq-len 2048
 SNIPPET_LINES = 16
 SNIPPET_TRIES = 6  # random snippets compared with the chunk; the most similar is kept
 CROSS_LINE_SHARE = 0.5  # of repository samples: the middle is the rest of a line that uses an
@@ -137,11 +141,14 @@ def context_items(
 
 
 def _pick_chunk(
-    target: SourceFile, rng: random.Random, prefer: set[str] | None = None
+    target: SourceFile,
+    rng: random.Random,
+    prefer: set[str] | None = None,
+    target_chars: int = TARGET_CHARS,
 ) -> tuple[str, bool]:
     """A chunk of the target, preferring one whose code uses a name in ``prefer`` (default: the
     file's imported names), and whether it is the last."""
-    chunks = fim.chunk_text(target.text, TARGET_CHARS)
+    chunks = fim.chunk_text(target.text, target_chars)
     names = prefer or {imp.alias for imp in imports(target.text)}
     using = [i for i, chunk in enumerate(chunks) if identifiers(_code_lines(chunk)) & names]
     index = rng.choice(using) if using else rng.randrange(len(chunks))
@@ -201,9 +208,11 @@ def make_repo_samples(
     fim_rate: float,
     line_share: float = fim.LINE_MIDDLE_SHARE,
     spm_share: float = fim.SPM_SHARE,
+    sizes: tuple[int, int] = (CONTEXT_CHARS, TARGET_CHARS),
 ) -> list[tuple[list[str], bool]]:
     """Repository samples, (pieces, is_fim): ``rate`` per file of a multi-file package on
-    average (0.5: every other file; 2.5: two or three each, with different chunks and draws)."""
+    average (0.5: every other file; 2.5: two or three each, with different chunks and draws).
+    ``sizes``: the characters of context and of the target's chunk in each sample."""
     out = []
     for package in group_by_package(files).values():
         for target in package.values():
@@ -212,7 +221,9 @@ def make_repo_samples(
                 continue
             names = package_names(target, package)
             for _ in range(count):
-                out.append(_sample(target, package, names, rng, fim_rate, line_share, spm_share))
+                out.append(
+                    _sample(target, package, names, rng, fim_rate, line_share, spm_share, sizes)
+                )
     return out
 
 
@@ -224,17 +235,20 @@ def _sample(
     fim_rate: float,
     line_share: float,
     spm_share: float,
+    sizes: tuple[int, int] = (CONTEXT_CHARS, TARGET_CHARS),
 ) -> tuple[list[str], bool]:
     """One sample: a chunk of ``target`` after its context items; ``package_names`` are the
     names it imports from its package (a share of samples completes a line from one of them)."""
     names = package_names if rng.random() < CROSS_LINE_SHARE else set()
-    chunk, last = _pick_chunk(target, rng, names)
+    context_chars, target_chars = sizes
+    chunk, last = _pick_chunk(target, rng, names, target_chars)
     cross = cross_line_split(chunk, names, rng) if names else None
     pieces: list[str] = []
     # The language server ranks definitions by the names near the cursor, the answer's line
     # left out (it is not typed yet): the chunk without the middle.
     near = cross[0] + cross[2] if cross else chunk
-    for path, text in context_items(near, target, package, rng, first=cross[3] if cross else ""):
+    first = cross[3] if cross else ""
+    for path, text in context_items(near, target, package, rng, context_chars, first):
         pieces += [FILE_SEP, f"{path}\n{text}"]
     pieces.append(FILE_SEP)
     if cross:
