@@ -25,6 +25,7 @@ unchanged and only the current file's change is computed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import re
@@ -35,20 +36,26 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from .options import ProjectContext
+from . import python_symbols
 from .python_symbols import (
     Import,
     attributes_used,
-    definition,
     identifiers,
     imports,
-    module_outline,
     module_paths,
     receiver_at,
     receiver_classes,
-    top_level_names,
 )
 
 log = logging.getLogger(__name__)
+
+# What is read from another file's text, computed once per text (the index keeps each file's
+# text object until the file changes, so a keystroke finds these by identity): without it a
+# keystroke re-reads every imported module's lines, a few milliseconds on a large package.
+top_level_names = functools.lru_cache(maxsize=1024)(python_symbols.top_level_names)
+definition = functools.lru_cache(maxsize=4096)(python_symbols.definition)
+module_outline = functools.lru_cache(maxsize=256)(python_symbols.module_outline)
+module_imports = functools.lru_cache(maxsize=256)(python_symbols.imports)
 _TRAILING_COMMENT = re.compile(r"[ \t]{2,}#[^'\"\n]*$", re.MULTILINE)
 
 SNIPPET_LINES = 12
@@ -467,7 +474,7 @@ class _Lookup:
         if name in top_level_names(module[1]):
             return module[0], module[1], name
         if hops:
-            for imp in imports(module[1]):
+            for imp in module_imports(module[1]):
                 if imp.alias == name and imp.name is not None:
                     try:
                         where = module[0].relative_to(self.folder).as_posix()

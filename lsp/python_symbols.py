@@ -314,15 +314,15 @@ def _name_classes(lines: list[str], name: str, indent: int, depth: int = 1) -> l
         level = _indent(line)
         if top_only and level:
             continue
-        boundary = _DEF_OR_CLASS.match(line)
-        found = _bound_in_line(line, name)
-        if found is None and depth:
-            alias = re.match(rf"\s*{re.escape(name)}\s*=(?!=)\s*([A-Za-z_]\w*)\s*$", line)
-            if alias and alias.group(1) not in ("None", "True", "False"):
-                return _name_classes(lines[:number], alias.group(1), level, depth - 1)
-        if found is not None and not _rebinds_itself(line, name):
-            return found
-        if boundary and level < indent:
+        if name in line:
+            found = _bound_in_line(line, name)
+            if found is None and depth:
+                alias = re.match(rf"\s*{re.escape(name)}\s*=(?!=)\s*([A-Za-z_]\w*)\s*$", line)
+                if alias and alias.group(1) not in ("None", "True", "False"):
+                    return _name_classes(lines[:number], alias.group(1), level, depth - 1)
+            if found is not None and not _rebinds_itself(line, name):
+                return found
+        if level < indent and _DEF_OR_CLASS.match(line):
             top_only = True  # out of the enclosing function: only the module's names remain
     return []
 
@@ -333,6 +333,8 @@ def _attribute_classes(lines: list[str], attr: str) -> list[str]:
     parameter annotated."""
     a = re.escape(attr)
     for number, line in enumerate(lines):
+        if attr not in line:
+            continue
         match = re.search(rf"\bself\.{a}\s*(?::(?P<ann>[^=]*))?(?:=(?!=)\s*(?P<value>.*))?$", line)
         if match and (match.group("ann") or match.group("value") is not None):
             if match.group("ann"):
