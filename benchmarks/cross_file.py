@@ -64,6 +64,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from lsp import context as context_module
 from lsp.context import ContextGatherer
 from lsp.options import Options, merge
 from lsp.python_symbols import (
@@ -672,6 +673,91 @@ def _summary(scored: list[dict], in_prompt: list[bool]) -> dict:
 # -- timing ----------------------------------------------------------------------------------------
 
 
+def gatherer_at(ref: str):
+    """lsp/context.py's ContextGatherer as it was at the git revision ``ref`` (its ``lsp``
+    package extracted to a temporary directory and imported under another name), to time and
+    count it beside the current one in the same process."""
+    import importlib
+    import subprocess
+    import tarfile
+
+    repo = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", ref, "lsp"], check=True, capture_output=True
+    ).stdout
+    tmp = Path(tempfile.mkdtemp(prefix="lsp-baseline-"))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp, filter="data")
+    name = "lsp_at_" + re.sub(r"\W", "_", ref)
+    (tmp / "lsp").rename(tmp / name)
+    sys.path.insert(0, str(tmp))
+    return importlib.import_module(f"{name}.context").ContextGatherer
+
+
+def gather_timing(sets: dict[str, list[Sample]], baseline_ref: str, keystrokes: int = 5) -> dict:
+    """The import-definitions source's ``gather()`` per sample, the current gatherer against
+    the one at ``baseline_ref``, alternating per sample: the first call on a fresh gatherer
+    (``cold``: it stats and reads the imported files) and ``keystrokes`` calls after it
+    (``warm``: the index kept, as on each keystroke), CPU time (time.process_time) and wall
+    time; and, per set and kind, in how many samples the items contain the name."""
+    gatherers = {"baseline": gatherer_at(baseline_ref), "current": ContextGatherer}
+    only = {"openFiles": {"enabled": False}, "recentEdits": {"enabled": False}}
+    settings = merge(Options(), {"projectContext": only})[0].project_context
+    cpu = {impl: {"cold": [], "warm": []} for impl in gatherers}
+    wall = {impl: {"cold": [], "warm": []} for impl in gatherers}
+    carried = {impl: {} for impl in gatherers}
+
+    async def one(cls, root: Path, sample: Sample, impl: str) -> bool:
+        if cls is ContextGatherer:  # cold means cold: nothing left from earlier samples
+            for cached in ("top_level_names", "definition", "module_outline", "module_imports"):
+                getattr(context_module, cached).cache_clear()
+        gatherer = cls()
+        gatherer.set_folders([root])
+        uri = (root / sample.path).as_uri()
+        for n in range(keystrokes + 1):
+            started, started_wall = time.process_time(), time.perf_counter()
+            items = await gatherer.gather(uri, sample.document, sample.offset, "python", settings)
+            phase = "cold" if n == 0 else "warm"
+            cpu[impl][phase].append((time.process_time() - started) * 1000)
+            wall[impl][phase].append((time.perf_counter() - started_wall) * 1000)
+        return any(name_in(i["text"], sample.name) for i in items)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        contexts = Contexts(Path(tmp))
+        for set_name, samples in sets.items():
+            for i, sample in enumerate(samples):
+                root = contexts.root(sample.package)
+                order = list(gatherers) if i % 2 == 0 else list(gatherers)[::-1]
+                for impl in order:
+                    has = asyncio.run(one(gatherers[impl], root, sample, impl))
+                    counts = carried[impl].setdefault(set_name, {})
+                    got, total = counts.get(sample.kind, (0, 0))
+                    counts[sample.kind] = (got + has, total + 1)
+
+    def quantiles(values):
+        cuts = statistics.quantiles(values, n=20)
+        return {"p50": round(statistics.median(values), 3), "p95": round(cuts[-1], 3)}
+
+    return {
+        "baseline_ref": baseline_ref,
+        "keystrokes_per_sample": keystrokes,
+        "cpu_ms": {i: {p: quantiles(v) for p, v in d.items()} for i, d in cpu.items()},
+        "wall_ms": {i: {p: quantiles(v) for p, v in d.items()} for i, d in wall.items()},
+        "context_has_name": {
+            impl: {
+                set_name: {
+                    **{kind: f"{got}/{total}" for kind, (got, total) in counts.items()},
+                    "all": f"{sum(g for g, _ in counts.values())}/"
+                    f"{sum(t for _, t in counts.values())}",
+                }
+                for set_name, counts in by_set.items()
+            }
+            for impl, by_set in carried.items()
+        },
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
 async def _keystrokes(
     api_url: str, samples: list[Sample], context_on: bool, keys: int, workdir: Path
 ) -> list[float]:
@@ -1016,6 +1102,12 @@ def main(argv=None) -> int:
         default=30,
         help="keystrokes per side (none / context) of --long-context, in two rounds",
     )
+    ap.add_argument(
+        "--gather-baseline",
+        default=None,
+        metavar="REF",
+        help="time the import source's gather() per sample against lsp/ at this git revision",
+    )
     ap.add_argument("--skip-eval", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cross-file.json"))
     args = ap.parse_args(argv)
@@ -1047,6 +1139,9 @@ def main(argv=None) -> int:
             for name, scored in result["sets"].items():
                 print(model, name, json.dumps(scored["summary"], indent=1), flush=True)
             report["results"].append(result)
+    if args.gather_baseline:
+        report["gather"] = gather_timing(sets, args.gather_baseline)
+        print("gather", json.dumps(report["gather"], indent=1), flush=True)
     if args.keystrokes:
         typed = sets.get("imports") or build_samples(per_package=args.per_package)
         report["keystrokes"] = keystroke_timing(models[0], typed, args.keystrokes)
