@@ -8,7 +8,10 @@ Three sources, each switchable and budgeted in the ``projectContext`` setting (l
   ranked the same way;
 - **imports**: the definitions (a class as its outline) of the names the current file imports,
   found by resolving its imports (``from .models import User``, ``import pkg.util``) to files
-  under the workspace folders; names used near the cursor first, then the others in import order.
+  under the workspace folders: first the outline of what the attribute being typed belongs to
+  (``m.``: the module's; ``C.``/``obj.``: the class's, ``obj``'s class read from the current
+  file's lines by lsp/python_symbols.receiver_classes), then names used near the cursor, then
+  the others in import order.
 
 Cheap enough for every keystroke: a document's windows and their identifiers are computed once
 per version, files are read off the event loop (``asyncio.to_thread``) and kept in an index that
