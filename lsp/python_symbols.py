@@ -218,6 +218,7 @@ _CONTAINERS = frozenset(
     "Sequence MutableSequence Iterable Iterator Mapping MutableMapping Collection Callable "
     "Generator AsyncIterator AsyncIterable AsyncGenerator Awaitable Coroutine".split()
 )
+MAX_RECEIVER_CHARS = 200  # how far before the cursor a receiver (``a.b.c.``) is looked for
 _DEF_OR_CLASS = re.compile(r"^(\s*)(?:async\s+def|def|class)\s")
 _CLASS_HEAD = re.compile(r"^(\s*)class\s+[A-Za-z_]\w*\s*(?:\((.*)\))?\s*:")
 
@@ -226,7 +227,7 @@ def receiver_at(text: str, offset: int) -> str | None:
     """The expression whose attribute is being typed at ``offset``: ``obj`` for ``obj.`` or
     ``obj.pa``, ``self.attr`` for ``self.attr.``, ``super()``; None elsewhere (and for a call's
     or subscript's result, ``f().``, ``x[0].``, whose type is not read here)."""
-    start = text.rfind("\n", 0, offset) + 1
+    start = max(text.rfind("\n", 0, offset) + 1, offset - MAX_RECEIVER_CHARS)
     match = _RECEIVER.search(text, start, offset)
     return match.group(1) if match else None
 
@@ -280,9 +281,10 @@ def _bound_in_line(line: str, name: str) -> list[str] | None:
     match = re.search(rf"[(,]\s*\*{{0,2}}{n}\s*:(?!=)", line)
     if match:
         return annotation_classes(_annotation_after(line, match.end()))
-    match = re.search(rf"({_DOTTED})\((?:[^()]|\([^()]*\))*\)\s+as\s+{n}\b", line)
-    if match and re.match(r"\s*(?:async\s+)?with\b", line):
-        return [match.group(1)]
+    if re.match(r"\s*(?:async\s+)?with\b", line):
+        match = re.search(rf"({_DOTTED})\((?:[^()]|\([^()]*\))*\)\s+as\s+{n}\b", line)
+        if match:
+            return [match.group(1)]
     match = re.match(rf"\s*except\s+\(?({_DOTTED})\)?\s+as\s+{n}\s*:", line)
     if match:
         return [match.group(1)]
