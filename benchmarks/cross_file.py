@@ -1,12 +1,26 @@
 """Cross-file completion: does context from other files help, and what does it cost per keystroke?
 
-The evaluation set is built at run time from installed PyPI packages that the shipped model never
-saw (not in training/data.py's EXTRA_PACKAGES, not in the standard library), so no third-party
-code is committed here: each sample is one line of a package file that uses a name the file
-imports from another file of the same package (``from .util import bounded_int``). The cursor
-sits just before that name's use; the answer is the rest of the line. Prompts are cut as the
-language server cuts them (3,000 characters before, 1,000 after, lsp/text.py) and completed
-greedily to the end of the line, in three conditions:
+Two evaluation sets are built at run time from installed PyPI packages that the shipped model
+never saw (not in training/data.py's EXTRA_PACKAGES, not in the standard library), so no
+third-party code is committed here. Each sample is one line of a package file, cut at a cursor;
+the answer is the rest of the line.
+
+- ``imports`` (``build_samples``; PACKAGES): a line that uses a name the file imports from
+  another file of the same package (``from .util import bounded_int``), the cursor just before
+  that name. Most of these names are already in the file's own prompt (its import line, earlier
+  uses), so context seldom brings what the model lacks.
+- ``needs_context`` (``build_needs_context_samples``; NEEDS_CONTEXT_PACKAGES, two more packages):
+  the cursor sits just before a name X defined in another file of the package and reached through
+  the file's imports (a module's top-level name ``m.X``, an imported class's member ``C.X`` or
+  ``obj.X``, a keyword ``f(X=`` of an imported callable; ``line_candidates``), and X occurs
+  nowhere in the prompt the model gets without context. This is how CrossCodeEval (Ding et al.,
+  2023) selects its samples: completions the current file alone cannot answer. ``obj.X`` does
+  not infer ``obj``'s type, so a few of those lines may use a same-named attribute of something
+  else; each sample records its kind.
+
+Both sets are capped at ``--per-package`` lines per package (drawn in a fixed order, a hash of
+path and line). Prompts are cut as the language server cuts them (3,000 characters before,
+1,000 after, lsp/text.py) and completed greedily to the end of the line, in three conditions:
 
 - ``none``: the current file only (what DeepShiva sent before context existed);
 - ``open_files``: the language server's open-files source, with four other files of the package
@@ -15,15 +29,17 @@ greedily to the end of the line, in three conditions:
 
 Both context conditions run lsp/context.py's gatherer with the default budgets. Metrics: exact
 match of the line; identifier match (the identifiers of the prediction, in order, equal the
-answer's); name match (the prediction starts with the cross-file name).
+answer's); name match (the prediction starts with the cross-file name); and, per condition, in
+how many samples the context items sent contain the name at all (what context could carry).
 
-Timing: ``--keystrokes`` types lines of the set's files through deepshiva-lsp against a live API
-server, one inline-completion request per keystroke, context on and off (p50 of the time to the
-answer); ``--long-context`` times a keystroke with 2,000 tokens of context against one with none
-(CPU time; the shipped model, and random-weight models with 4,096 positions) and, for the 1B
-shape, a decode step with 2,400 positions cached against one with 400.
+Timing: ``--keystrokes`` types lines of the imports set's files through deepshiva-lsp against a
+live API server, one inline-completion request per keystroke, context on and off (p50 of the time
+to the answer); ``--long-context`` times a keystroke with 2,000 tokens of context against one
+with none (CPU time; the shipped model, and random-weight models with 4,096 positions) and, for
+the 1B shape, a decode step with 2,400 positions cached against one with 400.
 
     python -m benchmarks.cross_file --model models/tiny-python --out benchmarks/results/cross-file.json
+    python -m benchmarks.cross_file --set needs-context --model DIR --out ...
 """
 
 from __future__ import annotations
@@ -32,22 +48,39 @@ import argparse
 import asyncio
 import hashlib
 import importlib.metadata
+import io
 import json
+import keyword
+import logging
 import random
+import re
 import shutil
+import socket
 import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from lsp import context as context_module
 from lsp.context import ContextGatherer
 from lsp.options import Options, merge
-from lsp.python_symbols import IDENTIFIER, imports, module_paths, top_level_names
+from lsp.python_symbols import (
+    IDENTIFIER,
+    definition,
+    imports,
+    module_paths,
+    signature,
+    top_level_names,
+)
 from lsp.text import cursor_context
 
 PACKAGES = ("h11", "itsdangerous", "pluggy", "prometheus_client", "tomlkit", "markdown_it")
+# The needs-context set takes two more packages: the six give it too few lines (h11, pluggy and
+# itsdangerous import few classes whose members their files use without naming them first).
+NEEDS_CONTEXT_PACKAGES = PACKAGES + ("urllib3", "jsonschema")
 PER_PACKAGE = 30
 OPEN_OTHERS = 3
 
@@ -64,6 +97,7 @@ class Sample:
     answer: str
     document: str  # the file without the answer (what the editor holds)
     offset: int  # the cursor in ``document``
+    kind: str = "imported"  # needs-context samples: how the name is reached (line_candidates)
 
 
 def package_files(name: str) -> tuple[Path, dict[str, str]]:
@@ -82,6 +116,31 @@ def package_files(name: str) -> tuple[Path, dict[str, str]]:
         except (OSError, UnicodeDecodeError):
             continue
     return root.parent, files
+
+
+def code_lines(text: str):
+    """(line number, offset of its start, line) of each line of ``text`` that may use a name: not
+    blank, a comment, an import (parenthesized ones whole), a ``def``/``class``/decorator line,
+    triple-quoted text (docstrings) or a bare list entry (``__all__``)."""
+    offset, in_import, in_string = 0, False, False
+    for number, line in enumerate(text.splitlines(keepends=True)):
+        start = offset
+        offset += len(line)
+        code = line.strip()
+        quotes = code.count('"""') + code.count("'''")
+        if in_string or quotes:  # docstrings and other triple-quoted text: prose, not code
+            in_string = in_string != (quotes % 2 == 1)
+            continue
+        if code.startswith("from ") and code.endswith("("):
+            in_import = True
+        if in_import:  # the lines of a parenthesized import name the names, not use them
+            in_import = ")" not in code
+            continue
+        if not code or code.startswith(("#", "import ", "from ", "def ", "class ", "@", '"', "'")):
+            continue
+        if IDENTIFIER.fullmatch(code.rstrip(",)").strip("\"'")):
+            continue  # a list entry (``__all__``), no use of the name
+        yield number, start, line
 
 
 def build_samples(packages=PACKAGES, per_package: int = PER_PACKAGE) -> list[Sample]:
@@ -105,27 +164,7 @@ def build_samples(packages=PACKAGES, per_package: int = PER_PACKAGE) -> list[Sam
                         break
             if not names:
                 continue
-            lines = text.splitlines(keepends=True)
-            offset, in_import, in_string = 0, False, False
-            for number, line in enumerate(lines):
-                start = offset
-                offset += len(line)
-                code = line.strip()
-                quotes = code.count('"""') + code.count("'''")
-                if in_string or quotes:  # docstrings and other triple-quoted text: prose, not code
-                    in_string = in_string != (quotes % 2 == 1)
-                    continue
-                if code.startswith("from ") and code.endswith("("):
-                    in_import = True
-                if in_import:  # the lines of a parenthesized import name the names, not use them
-                    in_import = ")" not in code
-                    continue
-                if not code or code.startswith(
-                    ("#", "import ", "from ", "def ", "class ", "@", '"', "'")
-                ):
-                    continue
-                if IDENTIFIER.fullmatch(code.rstrip(",)").strip("\"'")):
-                    continue  # a list entry (``__all__``), no use of the name
+            for number, start, line in code_lines(text):
                 for match in IDENTIFIER.finditer(line):
                     if match.group() in names and (
                         match.start() == 0 or line[match.start() - 1] != "."
@@ -152,6 +191,346 @@ def build_samples(packages=PACKAGES, per_package: int = PER_PACKAGE) -> list[Sam
                             )
                         )
                         break
+        found.sort(key=lambda s: hashlib.sha256(f"{s.path}:{s.line}".encode()).hexdigest())
+        samples += found[:per_package]
+    return samples
+
+
+# -- the set that needs context: names the current file's prompt does not show -------------------
+
+_MEMBER = re.compile(
+    r"^\s*(?:async\s+def|def|class)\s+([A-Za-z_]\w*)"  # a method or nested class
+    r"|^\s*([A-Za-z_]\w*)\s*(?::[^=]*)?=(?!=)"  # a class attribute
+    r"|^\s*([A-Za-z_]\w*)\s*:\s*[^\s=]"  # a field declared by its annotation (dataclasses)
+)
+_SELF_SET = re.compile(r"\bself\.([A-Za-z_]\w*)\s*(?::[^=]*)?=(?!=)")
+_ATTRIBUTE = re.compile(r"(?<![\w.])([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
+_ANY_ATTRIBUTE = re.compile(r"\.([A-Za-z_]\w*)")
+_CALL = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)?)\(")
+_KEYWORD = re.compile(r"([A-Za-z_]\w*)\s*=(?!=)")
+# Attributes of the built-in types, file objects, loggers and sockets: ``x.get``/``f.close``/
+# ``log.info`` is more likely theirs than an imported class's method of the same name.
+_BUILTIN_ATTRIBUTES = frozenset(
+    name
+    for kind in (object, type, str, bytes, int, float, list, dict, set, tuple, BaseException)
+    + (io.TextIOWrapper, io.BufferedRandom, io.BytesIO, logging.Logger, socket.socket)
+    for name in dir(kind)
+)
+_NOT_MEMBERS = frozenset(keyword.kwlist) | {"self", "cls"}
+
+
+def _is_dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__")
+
+
+def class_members(source: str, name: str) -> set[str]:
+    """The attributes the top-level class ``name`` of ``source`` defines: the names its body
+    binds (methods, class attributes, annotated fields, nested classes) and the ones its methods
+    set on ``self``. Dunder names are left out (every class has them)."""
+    block = definition(source, name, max_lines=1_000_000)
+    if block is None:
+        return set()
+    lines = block.splitlines()
+    head = next((i for i, text in enumerate(lines) if text.startswith("class ")), None)
+    if head is None:
+        return set()
+    found = set()
+    for text in lines[head + 1 :]:
+        found.update(_SELF_SET.findall(text))
+        match = _MEMBER.match(text)
+        if match:
+            found.add(next(g for g in match.groups() if g))
+    return {n for n in found if not _is_dunder(n) and n not in _NOT_MEMBERS}
+
+
+def callable_parameters(source: str, name: str) -> list[str]:
+    """The names a call of the top-level function or class ``name`` of ``source`` accepts as
+    keywords: a function's parameters; a class's ``__init__`` parameters, or, without an
+    ``__init__`` of its own, its annotated fields (a dataclass's). ``self``, ``*args`` and
+    ``**kwargs`` left out."""
+    lines = [text.split("#", 1)[0] for text in source.splitlines()]
+    number = top_level_names(source).get(name)
+    if number is None:
+        return []
+    if lines[number].startswith(("def ", "async def ")):
+        return _parameters("".join(signature(lines[number:])))
+    if not lines[number].startswith("class "):
+        return []
+    end = next(
+        (
+            i
+            for i in range(number + 1, len(lines))
+            if lines[i].strip() and not lines[i][0].isspace() and lines[i][0] not in ")]}"
+        ),
+        len(lines),
+    )
+    init = next(
+        (
+            i
+            for i in range(number + 1, end)
+            if re.match(r"\s+(?:async\s+)?def __init__\(", lines[i])
+        ),
+        None,
+    )
+    if init is not None:
+        return _parameters("".join(signature(lines[init:end])))
+    fields = []
+    for text in (definition(source, name, max_lines=1_000_000) or "").splitlines()[1:]:
+        match = re.match(r"^\s+([A-Za-z_]\w*)\s*:\s*[^\s=]", text)
+        if match and match.group(1) not in fields and not _is_dunder(match.group(1)):
+            fields.append(match.group(1))
+    return fields
+
+
+def _parameters(header: str) -> list[str]:
+    """The parameter names in the first parenthesized list of a ``def`` header."""
+    parts, part, depth = [], "", 0
+    for char in header[header.find("(") :]:
+        if char in "([{":
+            depth += 1
+            if depth == 1:
+                continue
+        elif char in ")]}":
+            depth -= 1
+            if depth == 0:
+                parts.append(part)
+                break
+        if depth == 1 and char == ",":
+            parts.append(part)
+            part = ""
+        else:
+            part += char
+    names = []
+    for part in parts:
+        part = part.strip()
+        match = IDENTIFIER.match(part)
+        if match and not part.startswith("*") and match.group() not in _NOT_MEMBERS:
+            names.append(match.group())
+    return names
+
+
+@dataclass
+class Reachable:
+    """What one file of a package reaches of the package's other files through its imports."""
+
+    modules: dict[str, str]  # alias -> module file (``from . import m``, then ``m.X``)
+    callables: dict[str, tuple[str, str]]  # alias -> (file, name) of an imported def or class
+    foreign: set[str]  # aliases of imports from outside the package
+
+
+def _module_file(files: dict[str, str], importer: str, level: int, dotted: str) -> str | None:
+    return next((c for c in module_paths(importer, level, dotted) if c in files), None)
+
+
+def _defined(files: dict[str, str], module: str, name: str, hops: int = 3):
+    """(file, name) where ``name`` of the module file ``module`` is defined by a ``def`` or
+    ``class``, following up to ``hops`` re-exports (``from ._impl import C`` in an __init__)."""
+    text = files[module]
+    line = top_level_names(text).get(name)
+    if line is not None:
+        kind = text.splitlines()[line]
+        return (module, name) if kind.startswith(("def ", "async def ", "class ")) else None
+    if hops:
+        for imp in imports(text):
+            if imp.alias == name and imp.name is not None:
+                found = _module_file(files, module, imp.level, imp.module)
+                if found:
+                    return _defined(files, found, imp.name, hops - 1)
+    return None
+
+
+def reachable(files: dict[str, str], rel: str) -> Reachable:
+    """The modules, functions and classes of its package that the file ``rel`` imports (those
+    defined in ``rel`` itself left out), and the aliases it imports from elsewhere."""
+    reach = Reachable({}, {}, set())
+    package = rel.split("/")[0]
+    for imp in imports(files[rel]):
+        if imp.name is None:  # ``import a.b`` binds ``a``; ``import a.b as m`` binds a.b
+            first = imp.module.split(".")[0]
+            dotted = first if imp.alias == first else imp.module
+            found = _module_file(files, rel, 0, dotted)
+            if found and found != rel:
+                reach.modules[imp.alias] = found
+            elif first != package:
+                reach.foreign.add(imp.alias)
+            continue
+        found = _module_file(
+            files, rel, imp.level, ".".join(p for p in (imp.module, imp.name) if p)
+        )
+        if found:  # a module of the package: ``from . import m``
+            if found != rel:
+                reach.modules[imp.alias] = found
+            continue
+        module = _module_file(files, rel, imp.level, imp.module)
+        if module is None:
+            if imp.level == 0 and imp.module.split(".")[0] != package:
+                reach.foreign.add(imp.alias)
+            continue
+        defined = _defined(files, module, imp.name)
+        if defined and defined[0] != rel:
+            reach.callables[imp.alias] = defined
+    return reach
+
+
+def local_names(text: str) -> set[str]:
+    """The names a file defines itself: its top-level names, the members of its classes and
+    whatever its methods set on ``self``."""
+    names = set(top_level_names(text)) | set(_SELF_SET.findall(text))
+    for name, line in top_level_names(text).items():
+        if text.splitlines()[line].startswith("class "):
+            names |= class_members(text, name)
+    return names
+
+
+def _is_class(files: dict[str, str], where: tuple[str, str]) -> bool:
+    text = files[where[0]]
+    return text.splitlines()[top_level_names(text)[where[1]]].startswith("class ")
+
+
+def reachable_members(files: dict[str, str], reach: Reachable) -> dict[str, str]:
+    """member name -> the file defining it, for every class the file reaches: the classes it
+    imports, and those of the modules it imports (first definition kept)."""
+    classes = [where for where in reach.callables.values() if _is_class(files, where)]
+    for module in reach.modules.values():
+        text = files[module]
+        lines = text.splitlines()
+        classes += [
+            (module, n) for n, i in top_level_names(text).items() if lines[i][:6] == "class "
+        ]
+    members: dict[str, str] = {}
+    for file, name in sorted(set(classes)):
+        for member in sorted(class_members(files[file], name)):
+            members.setdefault(member, file)
+    return members
+
+
+def line_candidates(
+    line: str,
+    files: dict[str, str],
+    reach: Reachable,
+    members: dict[str, str],
+    local: set[str],
+) -> list[tuple[int, str, str, str]]:
+    """(column, name, kind, defining file) of each use on ``line`` of a name defined in another
+    file of the package, by kind:
+
+    - ``module``: ``m.X``, ``m`` an imported module of the package, X one of its top-level names;
+    - ``class``: ``C.X``, ``C`` an imported class, X one of its members;
+    - ``keyword``: ``f(..., X=`` on one line, X a parameter of the imported function or class f
+      (or ``m.f``);
+    - ``attribute``: ``obj.X``, X a member of a class the file reaches (``class_members``) that
+      the file does not define itself, is no attribute of a built-in type, and ``obj``'s first
+      name is not imported from outside the package. The object's type is not inferred: this
+      kind is the one that can be wrong (a same-named attribute of something else)."""
+    found: dict[int, tuple[int, str, str, str]] = {}
+    for match in _ATTRIBUTE.finditer(line):
+        root, name = match.groups()
+        if root in reach.modules:
+            module = reach.modules[root]
+            if name in top_level_names(files[module]) and not _is_dunder(name):
+                found[match.start(2)] = (match.start(2), name, "module", module)
+        elif root in reach.callables and _is_class(files, reach.callables[root]):
+            file, cls = reach.callables[root]
+            if name in class_members(files[file], cls):
+                found[match.start(2)] = (match.start(2), name, "class", file)
+    for match in _ANY_ATTRIBUTE.finditer(line):
+        column, name = match.start(1), match.group(1)
+        if column in found or name not in members or name in local:
+            continue
+        if name in _BUILTIN_ATTRIBUTES or _is_dunder(name):
+            continue
+        begin = match.start()
+        while begin > 0 and (line[begin - 1].isalnum() or line[begin - 1] in "_."):
+            begin -= 1
+        root = IDENTIFIER.match(line, begin)
+        if (
+            root
+            and root.end() <= match.start()
+            and root.group() in (reach.foreign | set(reach.modules) | set(reach.callables))
+        ):
+            continue
+        found[column] = (column, name, "attribute", members[name])
+    for match in _CALL.finditer(line):
+        callee = match.group(1)
+        if callee in reach.callables:
+            where = reach.callables[callee]
+        elif "." in callee and callee.split(".")[0] in reach.modules:
+            module = reach.modules[callee.split(".")[0]]
+            where = _defined(files, module, callee.split(".")[1], hops=0)
+        else:
+            continue
+        if where is None:
+            continue
+        parameters = callable_parameters(files[where[0]], where[1])
+        depth = 1
+        for i in range(match.end() - 1, len(line)):  # from the call's "("
+            char = line[i]
+            if char in "([{" and i >= match.end():
+                depth += 1
+            elif char in ")]}":
+                depth -= 1
+                if depth == 0:
+                    break
+            if depth == 1 and char in ",(":
+                j = i + 1
+                while j < len(line) and line[j] == " ":
+                    j += 1
+                word = _KEYWORD.match(line, j)
+                if word and word.group(1) in parameters and j not in found:
+                    found[j] = (j, word.group(1), "keyword", where[0])
+    return sorted(found.values())
+
+
+def name_in(text: str, name: str) -> bool:
+    """True when ``name`` occurs in ``text`` as a whole identifier."""
+    return name in IDENTIFIER.findall(text)
+
+
+def build_needs_context_samples(
+    packages=NEEDS_CONTEXT_PACKAGES, per_package: int = PER_PACKAGE
+) -> list[Sample]:
+    """Lines whose cursor sits just before a name defined in another file of the package
+    (``line_candidates``) that occurs nowhere in the prompt the model gets without context (the
+    prefix and suffix as cut): the first such name of a line, the answer the rest of the line."""
+    samples = []
+    for package in packages:
+        _, files = package_files(package)
+        found = []
+        for rel, text in files.items():
+            reach = reachable(files, rel)
+            if not (reach.modules or reach.callables):
+                continue
+            members = reachable_members(files, reach)
+            local = local_names(text)
+            for number, start, line in code_lines(text):
+                for column, name, kind, where in line_candidates(
+                    line, files, reach, members, local
+                ):
+                    cut = start + column
+                    end = start + len(line.rstrip("\r\n"))
+                    answer = text[cut:end]
+                    if len(answer) < 3:
+                        continue
+                    document = text[:cut] + text[end:]
+                    ctx = cursor_context(document, cut, 3000, 1000, "python")
+                    if name_in(ctx.prefix + "\n" + ctx.suffix, name):
+                        continue  # the prompt without context shows it
+                    found.append(
+                        Sample(
+                            package,
+                            rel,
+                            number,
+                            name,
+                            where,
+                            ctx.prefix,
+                            ctx.suffix,
+                            answer,
+                            document,
+                            cut,
+                            kind,
+                        )
+                    )
+                    break
         found.sort(key=lambda s: hashlib.sha256(f"{s.path}:{s.line}".encode()).hexdigest())
         samples += found[:per_package]
     return samples
@@ -211,62 +590,172 @@ class Contexts:
         return asyncio.run(gatherer.gather(uri, sample.document, sample.offset, "python", settings))
 
 
-def evaluate(
-    model: str, samples: list[Sample], conditions=("none", "open_files", "imports")
-) -> dict:
+CONDITIONS = ("none", "open_files", "imports")
+
+
+def evaluate(model: str, sets: dict[str, list[Sample]], conditions=CONDITIONS) -> dict:
+    """Complete every sample of each set in each condition with ``model`` (loaded once).
+
+    Beside the scores, per condition: in how many samples the context items sent contain the
+    sample's name at all (``context_has_name``: context could have helped), and in how many of
+    those the prompt without context lacks it (``context_has_name_not_in_prompt``)."""
     from core import OptimizedLLM
 
     llm = OptimizedLLM(model)
     llm.warmup()
-    files = {s.package: package_files(s.package)[1] for s in samples}
-    rows = {c: [] for c in conditions}
-    context_tokens = {c: [] for c in conditions}
+    files = {s.package: package_files(s.package)[1] for ss in sets.values() for s in ss}
+    out = {"model": model, "sets": {}}
     with tempfile.TemporaryDirectory() as tmp:
         contexts = Contexts(Path(tmp))
-        for sample in samples:
-            for condition in conditions:
-                items = contexts.items(sample, condition, files[sample.package])
-                result = llm.complete(
-                    sample.prefix,
-                    suffix=sample.suffix,
-                    context=items or None,
-                    max_length=48,
-                    temperature=0,
-                    stop_sequences=["\n"],
-                    language="python",
-                )
-                rows[condition].append(
-                    {**score(result.text, sample), "prediction": result.text, "items": len(items)}
-                )
-                context_tokens[condition].append(result.prompt_tokens)
-    summary = {}
-    for condition, scored in rows.items():
-        n = len(scored)
-        summary[condition] = {
-            "samples": n,
-            "exact_match": round(sum(r["exact"] for r in scored) / n, 4),
-            "identifier_match": round(sum(r["identifiers"] for r in scored) / n, 4),
-            "name_match": round(sum(r["name"] for r in scored) / n, 4),
-            "mean_items": round(sum(r["items"] for r in scored) / n, 2),
-            "mean_prompt_tokens": round(statistics.mean(context_tokens[condition]), 1),
-        }
-    return {
-        "model": model,
-        "summary": summary,
-        # The answers are third-party code: located (path, line), not copied.
-        "per_sample": [
-            {
-                "path": s.path,
-                "line": s.line + 1,
-                "name": s.name,
-                **{c: rows[c][i]["prediction"] for c in conditions},
+        for set_name, samples in sets.items():
+            rows = {c: [] for c in conditions}
+            in_prompt = [name_in(s.prefix + "\n" + s.suffix, s.name) for s in samples]
+            for sample in samples:
+                for condition in conditions:
+                    items = contexts.items(sample, condition, files[sample.package])
+                    result = llm.complete(
+                        sample.prefix,
+                        suffix=sample.suffix,
+                        context=items or None,
+                        max_length=48,
+                        temperature=0,
+                        stop_sequences=["\n"],
+                        language="python",
+                    )
+                    rows[condition].append(
+                        {
+                            **score(result.text, sample),
+                            "prediction": result.text,
+                            "items": len(items),
+                            "carried": any(name_in(i["text"], sample.name) for i in items),
+                            "prompt_tokens": result.prompt_tokens,
+                        }
+                    )
+            out["sets"][set_name] = {
+                "name_in_prompt": sum(in_prompt),
+                "summary": {c: _summary(rows[c], in_prompt) for c in conditions},
+                # The answers are third-party code: located (path, line), not copied.
+                "per_sample": [
+                    {
+                        "path": s.path,
+                        "line": s.line + 1,
+                        "name": s.name,
+                        "kind": s.kind,
+                        "defined_in": s.defined_in,
+                        "name_in_prompt": in_prompt[i],
+                        "context_has_name": [c for c in conditions if rows[c][i]["carried"]],
+                        **{c: rows[c][i]["prediction"] for c in conditions},
+                    }
+                    for i, s in enumerate(samples)
+                ],
             }
-            for i, s in enumerate(samples)
-        ],
+    return out
+
+
+def _summary(scored: list[dict], in_prompt: list[bool]) -> dict:
+    n = len(scored)
+    carried = sum(r["carried"] for r in scored)
+    return {
+        "samples": n,
+        "exact_match": round(sum(r["exact"] for r in scored) / n, 4),
+        "identifier_match": round(sum(r["identifiers"] for r in scored) / n, 4),
+        "name_match": round(sum(r["name"] for r in scored) / n, 4),
+        "context_has_name": carried,
+        "context_has_name_share": round(carried / n, 4),
+        "context_has_name_not_in_prompt": sum(
+            r["carried"] and not p for r, p in zip(scored, in_prompt, strict=True)
+        ),
+        "mean_items": round(sum(r["items"] for r in scored) / n, 2),
+        "mean_prompt_tokens": round(statistics.mean(r["prompt_tokens"] for r in scored), 1),
     }
 
 
 # -- timing ----------------------------------------------------------------------------------------
+
+
+def gatherer_at(ref: str):
+    """lsp/context.py's ContextGatherer as it was at the git revision ``ref`` (its ``lsp``
+    package extracted to a temporary directory and imported under another name), to time and
+    count it beside the current one in the same process."""
+    import importlib
+    import subprocess
+    import tarfile
+
+    repo = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(
+        ["git", "-C", str(repo), "archive", ref, "lsp"], check=True, capture_output=True
+    ).stdout
+    tmp = Path(tempfile.mkdtemp(prefix="lsp-baseline-"))
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(tmp, filter="data")
+    name = "lsp_at_" + re.sub(r"\W", "_", ref)
+    (tmp / "lsp").rename(tmp / name)
+    sys.path.insert(0, str(tmp))
+    return importlib.import_module(f"{name}.context").ContextGatherer
+
+
+def gather_timing(sets: dict[str, list[Sample]], baseline_ref: str, keystrokes: int = 5) -> dict:
+    """The import-definitions source's ``gather()`` per sample, the current gatherer against
+    the one at ``baseline_ref``, alternating per sample: the first call on a fresh gatherer
+    (``cold``: it stats and reads the imported files) and ``keystrokes`` calls after it
+    (``warm``: the index kept, as on each keystroke), CPU time (time.process_time) and wall
+    time; and, per set and kind, in how many samples the items contain the name."""
+    gatherers = {"baseline": gatherer_at(baseline_ref), "current": ContextGatherer}
+    only = {"openFiles": {"enabled": False}, "recentEdits": {"enabled": False}}
+    settings = merge(Options(), {"projectContext": only})[0].project_context
+    cpu = {impl: {"cold": [], "warm": []} for impl in gatherers}
+    wall = {impl: {"cold": [], "warm": []} for impl in gatherers}
+    carried = {impl: {} for impl in gatherers}
+
+    async def one(cls, root: Path, sample: Sample, impl: str) -> bool:
+        if cls is ContextGatherer:  # cold means cold: nothing left from earlier samples
+            for cached in ("top_level_names", "definition", "module_outline", "module_imports"):
+                getattr(context_module, cached).cache_clear()
+        gatherer = cls()
+        gatherer.set_folders([root])
+        uri = (root / sample.path).as_uri()
+        for n in range(keystrokes + 1):
+            started, started_wall = time.process_time(), time.perf_counter()
+            items = await gatherer.gather(uri, sample.document, sample.offset, "python", settings)
+            phase = "cold" if n == 0 else "warm"
+            cpu[impl][phase].append((time.process_time() - started) * 1000)
+            wall[impl][phase].append((time.perf_counter() - started_wall) * 1000)
+        return any(name_in(i["text"], sample.name) for i in items)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        contexts = Contexts(Path(tmp))
+        for set_name, samples in sets.items():
+            for i, sample in enumerate(samples):
+                root = contexts.root(sample.package)
+                order = list(gatherers) if i % 2 == 0 else list(gatherers)[::-1]
+                for impl in order:
+                    has = asyncio.run(one(gatherers[impl], root, sample, impl))
+                    counts = carried[impl].setdefault(set_name, {})
+                    got, total = counts.get(sample.kind, (0, 0))
+                    counts[sample.kind] = (got + has, total + 1)
+
+    def quantiles(values):
+        cuts = statistics.quantiles(values, n=20)
+        return {"p50": round(statistics.median(values), 3), "p95": round(cuts[-1], 3)}
+
+    return {
+        "baseline_ref": baseline_ref,
+        "keystrokes_per_sample": keystrokes,
+        "cpu_ms": {i: {p: quantiles(v) for p, v in d.items()} for i, d in cpu.items()},
+        "wall_ms": {i: {p: quantiles(v) for p, v in d.items()} for i, d in wall.items()},
+        "context_has_name": {
+            impl: {
+                set_name: {
+                    **{kind: f"{got}/{total}" for kind, (got, total) in counts.items()},
+                    "all": f"{sum(g for g, _ in counts.values())}/"
+                    f"{sum(t for _, t in counts.values())}",
+                }
+                for set_name, counts in by_set.items()
+            }
+            for impl, by_set in carried.items()
+        },
+        "peak_rss_mb": _peak_rss_mb(),
+    }
 
 
 async def _keystrokes(
@@ -570,6 +1059,13 @@ def decode_step_timing(shape: str = "llama-1b", lengths=(400, 2400), rounds: int
     }
 
 
+def _version(package: str) -> str:
+    """The installed version of the distribution that provides ``package``."""
+    return importlib.metadata.version(
+        {"markdown_it": "markdown-it-py"}.get(package, package.replace("_", "-"))
+    )
+
+
 def _peak_rss_mb() -> int:
     """This process's peak resident memory so far (Linux reports KiB)."""
     import resource
@@ -584,6 +1080,12 @@ def main(argv=None) -> int:
         "--model", action="append", default=None, help="model dir (repeatable); default: shipped"
     )
     ap.add_argument("--per-package", type=int, default=PER_PACKAGE)
+    ap.add_argument(
+        "--set",
+        choices=("imports", "needs-context", "both"),
+        default="both",
+        help="which evaluation set: lines using an imported name, lines needing context, or both",
+    )
     ap.add_argument(
         "--keystrokes", type=int, default=0, help="keystrokes per mode through the LSP (0: skip)"
     )
@@ -600,30 +1102,49 @@ def main(argv=None) -> int:
         default=30,
         help="keystrokes per side (none / context) of --long-context, in two rounds",
     )
+    ap.add_argument(
+        "--gather-baseline",
+        default=None,
+        metavar="REF",
+        help="time the import source's gather() per sample against lsp/ at this git revision",
+    )
     ap.add_argument("--skip-eval", action="store_true")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cross-file.json"))
     args = ap.parse_args(argv)
     models = args.model or ["models/tiny-python"]
-    samples = build_samples(per_package=args.per_package)
+    sets = {}
+    if args.set in ("imports", "both"):
+        sets["imports"] = build_samples(per_package=args.per_package)
+    if args.set in ("needs-context", "both"):
+        sets["needs_context"] = build_needs_context_samples(per_package=args.per_package)
+    packages = sorted({s.package for samples in sets.values() for s in samples})
     report = {
         "command": "python -m benchmarks.cross_file " + " ".join(argv or sys.argv[1:]),
-        "packages": {
-            p: importlib.metadata.version(p.replace("_", "-"))
-            if p != "markdown_it"
-            else importlib.metadata.version("markdown-it-py")
-            for p in PACKAGES
+        "packages": {p: _version(p) for p in packages},
+        "sets": {
+            name: {
+                "samples": len(samples),
+                "per_package": dict(Counter(s.package for s in samples)),
+                "kinds": dict(Counter(s.kind for s in samples)),
+            }
+            for name, samples in sets.items()
         },
-        "samples": len(samples),
         "results": [],
     }
-    print(f"{len(samples)} samples from {', '.join(PACKAGES)}", flush=True)
+    for name, info in report["sets"].items():
+        print(f"{name}: {info['samples']} samples, {info['per_package']}, {info['kinds']}")
     if not args.skip_eval:
         for model in models:
-            result = evaluate(model, samples)
-            print(model, json.dumps(result["summary"], indent=1), flush=True)
+            result = evaluate(model, sets)
+            for name, scored in result["sets"].items():
+                print(model, name, json.dumps(scored["summary"], indent=1), flush=True)
             report["results"].append(result)
+    if args.gather_baseline:
+        report["gather"] = gather_timing(sets, args.gather_baseline)
+        print("gather", json.dumps(report["gather"], indent=1), flush=True)
     if args.keystrokes:
-        report["keystrokes"] = keystroke_timing(models[0], samples, args.keystrokes)
+        typed = sets.get("imports") or build_samples(per_package=args.per_package)
+        report["keystrokes"] = keystroke_timing(models[0], typed, args.keystrokes)
         print("keystrokes", report["keystrokes"], flush=True)
     if args.long_context is not None:
         report["long_context"] = [

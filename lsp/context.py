@@ -8,7 +8,10 @@ Three sources, each switchable and budgeted in the ``projectContext`` setting (l
   ranked the same way;
 - **imports**: the definitions (a class as its outline) of the names the current file imports,
   found by resolving its imports (``from .models import User``, ``import pkg.util``) to files
-  under the workspace folders; names used near the cursor first, then the others in import order.
+  under the workspace folders: first the outline of what the attribute being typed belongs to
+  (``m.``: the module's; ``C.``/``obj.``: the class's, ``obj``'s class read from the current
+  file's lines by lsp/python_symbols.receiver_classes), then names used near the cursor, then
+  the others in import order.
 
 Cheap enough for every keystroke: a document's windows and their identifiers are computed once
 per version, files are read off the event loop (``asyncio.to_thread``) and kept in an index that
@@ -25,18 +28,38 @@ unchanged and only the current file's change is computed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
+import re
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from .options import ProjectContext
-from .python_symbols import attributes_used, definition, identifiers, imports, module_paths
+from . import python_symbols
+from .python_symbols import (
+    Import,
+    attributes_used,
+    identifiers,
+    imports,
+    module_paths,
+    receiver_at,
+    receiver_classes,
+)
 
 log = logging.getLogger(__name__)
+
+# What is read from another file's text, computed once per text (the index keeps each file's
+# text object until the file changes, so a keystroke finds these by identity): without it a
+# keystroke re-reads every imported module's lines, a few milliseconds on a large package.
+top_level_names = functools.lru_cache(maxsize=1024)(python_symbols.top_level_names)
+definition = functools.lru_cache(maxsize=4096)(python_symbols.definition)
+module_outline = functools.lru_cache(maxsize=256)(python_symbols.module_outline)
+module_imports = functools.lru_cache(maxsize=256)(python_symbols.imports)
+_TRAILING_COMMENT = re.compile(r"[ \t]{2,}#[^'\"\n]*$", re.MULTILINE)
 
 SNIPPET_LINES = 12
 SNIPPET_STRIDE = 6
@@ -49,6 +72,11 @@ MAX_INDEXED_FILES = 512
 MAX_RESOLVED_IMPORTS = 24  # modules looked up for one request
 MAX_ORDER_KEYS = 1024
 RECHECK_SECONDS = 5.0  # a file not open in the editor is stat'ed again after this long
+REEXPORT_HOPS = 2  # ``from ._impl import C`` in a package's __init__ followed this many times
+# Import items go in this order of priority (then import order): the outline of what the
+# attribute being typed belongs to; the definitions of names used near the cursor; the outlines
+# of the modules used there; the definitions of the other imported names.
+TIER_RECEIVER, TIER_NEAR, TIER_NEAR_MODULE, TIER_OTHER = range(4)
 
 
 def uri_to_path(uri: str) -> Path | None:
@@ -90,6 +118,7 @@ class Candidate:
     path: str
     text: str
     score: float
+    fit: bool = False  # may be cut at a line boundary to fit the budget left
 
 
 class ContextGatherer:
@@ -162,7 +191,8 @@ class ContextGatherer:
         room = settings.max_chars
         sources = []
         if settings.imports.enabled and language in ("python", ""):
-            sources.append((settings.imports, await self._import_candidates(uri, text, near)))
+            found = await self._import_candidates(uri, text, near, offset)
+            sources.append((settings.imports, found))
         if settings.open_files.enabled:
             sources.append((settings.open_files, self._open_file_candidates(uri, words)))
         if settings.recent_edits.enabled:
@@ -173,8 +203,10 @@ class ContextGatherer:
             for cand in candidates:
                 if count >= source.max_items:
                     break
+                if cand.fit:
+                    cand = _fitted(cand, budget)
                 size = len(cand.text) + len(cand.path) + 2
-                if size > budget or cand.text in seen_texts:
+                if size > budget or not cand.text or cand.text in seen_texts:
                     continue
                 picked.append(cand)
                 seen_texts.add(cand.text)
@@ -260,7 +292,13 @@ class ContextGatherer:
 
     # -- imports ---------------------------------------------------------------------------------
 
-    async def _import_candidates(self, uri: str, text: str, near: str) -> list[Candidate]:
+    async def _import_candidates(
+        self, uri: str, text: str, near: str, offset: int
+    ) -> list[Candidate]:
+        """The import items, best first: what the attribute being typed at ``offset`` belongs to
+        (the outline of a module ``m.``, of a class ``C.``, of the class of ``obj.``), then the
+        definitions of the imported names used near the cursor, the outlines of the modules
+        used there, and the other imported names in import order."""
         path = uri_to_path(uri)
         folder = self._folder_of(path) if path else None
         if folder is None:
@@ -270,38 +308,38 @@ class ContextGatherer:
             ln for ln in near.splitlines() if not ln.lstrip().startswith(("import ", "from "))
         )
         wanted = identifiers(near)
-        found: list[tuple[bool, int, Candidate]] = []
-        modules: dict[tuple[int, str], tuple[Path, str] | None] = {}
+        found: list[tuple[int, int, Candidate]] = []
+        lookup = _Lookup(self, folder, importer)
+        file_imports = imports(text)
 
-        async def module_of(level: int, dotted: str) -> tuple[Path, str] | None:
-            key = (level, dotted)
-            if key not in modules:
-                if len(modules) >= MAX_RESOLVED_IMPORTS:
-                    return None
-                modules[key] = await self._module(folder, importer, level, dotted)
-            return modules[key]
+        receiver = receiver_at(text, offset)
+        if receiver is not None:
+            by_alias = {imp.alias: imp for imp in file_imports}
+            targets = [receiver] if receiver.split(".")[0] in by_alias else []
+            targets += receiver_classes(text, offset, receiver)
+            for rank, dotted in enumerate(targets):
+                target = await lookup.target(by_alias, dotted)
+                if target is not None:
+                    found.append((TIER_RECEIVER, rank, self._outline_candidate(*target)))
 
-        for number, imp in enumerate(imports(text)):
+        for number, imp in enumerate(file_imports):
+            near_tier = TIER_NEAR if imp.alias in wanted else TIER_OTHER
             blocks: list[tuple[Path, str, str]] = []
             if imp.name is not None:
-                module = await module_of(imp.level, imp.module)
-                block = module and definition(module[1], imp.name)
+                where = await lookup.defined(await lookup.module(imp.level, imp.module), imp.name)
+                block = where and definition(where[1], where[2])
                 if block:
-                    blocks = [(module[0], imp.name, block)]
+                    blocks = [(where[0], where[2], block)]
             if not blocks:  # a module: the definitions of what is read from it near the cursor
-                dotted = (
-                    imp.module
-                    if imp.name is None
-                    else ".".join(p for p in (imp.module, imp.name) if p)
-                )
                 attrs = attributes_used(near, imp.alias)
-                module = await module_of(imp.level, dotted) if attrs else None
+                module = await lookup.module(*_module_of(imp)) if attrs else None
                 if module:
                     blocks = [
                         (module[0], a, b)
                         for a, b in ((a, definition(module[1], a)) for a in attrs)
                         if b
                     ]
+                    found.append((TIER_NEAR_MODULE, number, self._outline_candidate(*module)))
             for file, name, block in blocks:
                 cand = Candidate(
                     ("import", str(file), name),
@@ -310,9 +348,22 @@ class ContextGatherer:
                     block,
                     1.0,
                 )
-                found.append((imp.alias not in wanted, number, cand))
+                found.append((near_tier, number, cand))
         found.sort(key=lambda item: item[:2])
-        return [cand for _, _, cand in found]
+        unique: dict[tuple, Candidate] = {}
+        for _, _, cand in found:
+            unique.setdefault(cand.key, cand)
+        return list(unique.values())
+
+    def _outline_candidate(self, file: Path, text: str, name: str | None = None) -> Candidate:
+        """A module's outline (``name`` None) or a class's: the same item (key and text) as
+        the class's definition sent for its import, so the ring keeps its place; it may be cut
+        at a line boundary to fit the budget."""
+        if name is None:
+            key, block = ("outline", str(file)), module_outline(text)
+        else:
+            key, block = ("import", str(file), name), definition(text, name) or ""
+        return Candidate(key, "imports", self.display_path(file.as_uri()), block, 1.0, fit=True)
 
     async def _module(
         self, folder: Path, importer: str, level: int, module: str
@@ -394,6 +445,99 @@ class ContextGatherer:
         if folder is None:
             return path.name
         return (Path(folder.name) / path.resolve().relative_to(folder)).as_posix()
+
+
+class _Lookup:
+    """Resolves the modules and names of one request's imports, each module once, at most
+    ``MAX_RESOLVED_IMPORTS`` of them."""
+
+    def __init__(self, gatherer: ContextGatherer, folder: Path, importer: str):
+        self.gatherer, self.folder, self.importer = gatherer, folder, importer
+        self.modules: dict[tuple[str, int, str], tuple[Path, str] | None] = {}
+
+    async def module(
+        self, level: int, dotted: str, importer: str | None = None
+    ) -> tuple[Path, str] | None:
+        """(path, text) of a module an import names, relative to ``importer`` (the current
+        file's path by default), or None."""
+        key = (importer or self.importer, level, dotted)
+        if key not in self.modules:
+            if len(self.modules) >= MAX_RESOLVED_IMPORTS:
+                return None
+            self.modules[key] = await self.gatherer._module(self.folder, key[0], level, dotted)
+        return self.modules[key]
+
+    async def defined(
+        self, module: tuple[Path, str] | None, name: str, hops: int = REEXPORT_HOPS
+    ) -> tuple[Path, str, str] | None:
+        """(path, text, name) where the top-level ``name`` of ``module`` is defined, following
+        re-exports (``from ._impl import C as D`` in an ``__init__``)."""
+        if module is None:
+            return None
+        if name in top_level_names(module[1]):
+            return module[0], module[1], name
+        if hops:
+            for imp in module_imports(module[1]):
+                if imp.alias == name and imp.name is not None:
+                    try:
+                        where = module[0].relative_to(self.folder).as_posix()
+                    except ValueError:
+                        return None
+                    found = await self.module(imp.level, imp.module, where)
+                    return await self.defined(found, imp.name, hops - 1)
+        return None
+
+    async def target(
+        self, by_alias: dict[str, Import], dotted: str
+    ) -> tuple[Path, str, str | None] | None:
+        """What the dotted name ``dotted`` of the current file is, through its imports: a module
+        (path, text, None) or a class (path, text, class name); None for anything else."""
+        parts = dotted.split(".")
+        imp = by_alias.get(parts[0])
+        if imp is None:
+            return None
+        rest = parts[1:]
+        if imp.name is not None:
+            where = await self.defined(await self.module(imp.level, imp.module), imp.name)
+            if where is not None:
+                return where if _is_class(where[1], where[2]) else None
+            module = await self.module(*_module_of(imp))
+        else:
+            names = imp.module.split(".")
+            taken = 1 if imp.alias == names[0] else len(names)  # ``import a.b`` binds ``a``
+            while taken < len(names) and rest and rest[0] == names[taken]:
+                rest, taken = rest[1:], taken + 1
+            module = await self.module(0, ".".join(names[:taken]))
+        if module is None:
+            return None
+        if not rest:
+            return module[0], module[1], None
+        where = await self.defined(module, rest[0])
+        return where if where is not None and _is_class(where[1], where[2]) else None
+
+
+def _module_of(imp: Import) -> tuple[int, str]:
+    """(level, dotted name) of the module an import binds: ``from . import m`` -> (1, "m")."""
+    if imp.name is None:
+        return 0, imp.module
+    return imp.level, ".".join(p for p in (imp.module, imp.name) if p)
+
+
+def _is_class(source: str, name: str) -> bool:
+    line = top_level_names(source).get(name)
+    return line is not None and source.splitlines()[line].startswith("class ")
+
+
+def _fitted(cand: Candidate, budget: int) -> Candidate:
+    """``cand`` cut to fit in ``budget`` characters: trailing comments dropped first (an outline
+    keeps more members without them), then whole lines from the end."""
+    room = budget - len(cand.path) - 2
+    text = cand.text
+    if len(text) > room:
+        text = _TRAILING_COMMENT.sub("", text)
+    if len(text) > room:
+        text = text[: text.rfind("\n", 0, max(room, 0)) + 1]
+    return cand if text == cand.text else replace(cand, text=text)
 
 
 def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:

@@ -186,9 +186,14 @@ def module_paths(importer: str, level: int, module: str) -> list[str]:
 
 def module_outline(source: str, max_lines: int = MAX_BLOCK_LINES) -> str:
     """The top-level signature lines of a module (``def``, ``class``, assignments), for an
-    ``import module`` whose attributes are used."""
+    ``import module`` whose attributes are typed or used. Dunder names (``__all__``) are left
+    out: nobody types them after ``module.``."""
     lines = source.splitlines()
-    kept = [lines[n] for n in sorted(top_level_names(source).values())]
+    kept = [
+        lines[n]
+        for name, n in sorted(top_level_names(source).items(), key=lambda item: item[1])
+        if not (name.startswith("__") and name.endswith("__"))
+    ]
     return "\n".join(kept[:max_lines]) + ("\n" if kept else "")
 
 
@@ -196,3 +201,184 @@ def attributes_used(text: str, alias: str) -> list[str]:
     """The attributes read from ``alias`` in ``text`` (``alias.name``), in first-use order."""
     seen = dict.fromkeys(re.findall(rf"(?<![\w.]){re.escape(alias)}\.([A-Za-z_]\w*)", text))
     return list(seen)
+
+
+# -- what the cursor's receiver is: ``obj.`` being typed -------------------------------------------
+
+_DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+_RECEIVER = re.compile(rf"(?<![\w.)\]])(super\(\)|{_DOTTED})\.[A-Za-z_]?\w*$")
+_CALLED = re.compile(rf"({_DOTTED})\s*\(")
+# Annotation words that wrap the class (``Optional[C]``, ``Final[C]``) or say nothing of it.
+_WRAPPERS = frozenset(
+    "Optional Union Final ClassVar Annotated Type type None typing t typing_extensions".split()
+)
+# Containers: ``x: list[C]`` makes ``x.`` a list's attribute, not C's.
+_CONTAINERS = frozenset(
+    "list dict set tuple frozenset deque defaultdict OrderedDict List Dict Set Tuple FrozenSet "
+    "Sequence MutableSequence Iterable Iterator Mapping MutableMapping Collection Callable "
+    "Generator AsyncIterator AsyncIterable AsyncGenerator Awaitable Coroutine".split()
+)
+MAX_RECEIVER_CHARS = 200  # how far before the cursor a receiver (``a.b.c.``) is looked for
+_DEF_OR_CLASS = re.compile(r"^(\s*)(?:async\s+def|def|class)\s")
+_CLASS_HEAD = re.compile(r"^(\s*)class\s+[A-Za-z_]\w*\s*(?:\((.*)\))?\s*:")
+
+
+def receiver_at(text: str, offset: int) -> str | None:
+    """The expression whose attribute is being typed at ``offset``: ``obj`` for ``obj.`` or
+    ``obj.pa``, ``self.attr`` for ``self.attr.``, ``super()``; None elsewhere (and for a call's
+    or subscript's result, ``f().``, ``x[0].``, whose type is not read here)."""
+    start = max(text.rfind("\n", 0, offset) + 1, offset - MAX_RECEIVER_CHARS)
+    match = _RECEIVER.search(text, start, offset)
+    return match.group(1) if match else None
+
+
+def annotation_classes(annotation: str) -> list[str]:
+    """The dotted names an annotation may mean the class of, in order: ``Optional["m.C"]`` ->
+    ``["m.C"]``; none for a container (``list[C]``: its items are C, not it)."""
+    names = []
+    for name in re.findall(_DOTTED, annotation.replace('"', " ").replace("'", " ")):
+        last = name.rsplit(".", 1)[-1]
+        if last in _CONTAINERS:
+            break
+        if last not in _WRAPPERS and name.split(".")[0] not in ("typing", "typing_extensions"):
+            names.append(name)
+    return names
+
+
+def _annotation_after(line: str, start: int) -> str:
+    """The annotation that starts at ``start`` of a parameter list's ``line``: up to the first
+    ``,``, ``)`` or ``=`` outside brackets."""
+    depth, end = 0, start
+    while end < len(line):
+        char = line[end]
+        if char in "([{":
+            depth += 1
+        elif char in ")]}":
+            if depth == 0:
+                break
+            depth -= 1
+        elif char in ",=" and depth == 0:
+            break
+        end += 1
+    return line[start:end]
+
+
+def _bound_in_line(line: str, name: str) -> list[str] | None:
+    """What binding ``name`` on ``line`` says of its class: its dotted names, ``[]`` when the line
+    binds it to something unknown, None when the line does not bind it. Reads ``name = C(...)``,
+    ``name: C``, ``name: C = ...``, a parameter ``name: C``, ``with C(...) as name`` and
+    ``except C as name``."""
+    n = re.escape(name)
+    match = re.match(rf"\s*{n}\s*(?::(?P<ann>[^=]*))?=(?!=)\s*(?P<value>.*)$", line)
+    if match:
+        if match.group("ann"):
+            return annotation_classes(match.group("ann"))
+        called = _CALLED.match(match.group("value"))
+        return [called.group(1)] if called else []
+    match = re.match(rf"\s*{n}\s*:(?!=)", line)
+    if match:
+        return annotation_classes(_annotation_after(line, match.end()))
+    match = re.search(rf"[(,]\s*\*{{0,2}}{n}\s*:(?!=)", line)
+    if match:
+        return annotation_classes(_annotation_after(line, match.end()))
+    if re.match(r"\s*(?:async\s+)?with\b", line):
+        match = re.search(rf"({_DOTTED})\((?:[^()]|\([^()]*\))*\)\s+as\s+{n}\b", line)
+        if match:
+            return [match.group(1)]
+    match = re.match(rf"\s*except\s+\(?({_DOTTED})\)?\s+as\s+{n}\s*:", line)
+    if match:
+        return [match.group(1)]
+    if re.match(rf"\s*(?:async\s+)?for\s+(?:.*,\s*)?{n}\b.*\bin\b", line):
+        return []
+    return None
+
+
+def _rebinds_itself(line: str, name: str) -> bool:
+    """``name = name.method(...)``: taken to keep the class (``retries = retries.increment()``),
+    so the binding above is looked for."""
+    n = re.escape(name)
+    return re.match(rf"\s*{n}\s*=(?!=)\s*{n}\.[A-Za-z_]\w*\s*\(", line) is not None
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _name_classes(lines: list[str], name: str, indent: int, depth: int = 1) -> list[str]:
+    """The classes ``name`` is bound to as seen from below ``lines``, a line of indentation
+    ``indent``: the nearest binding above in the enclosing function (its parameters included),
+    then the module's top level. A ``name = other`` follows ``other`` ``depth`` times."""
+    top_only = False
+    for number in range(len(lines) - 1, -1, -1):
+        line = lines[number]
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        level = _indent(line)
+        if top_only and level:
+            continue
+        if name in line:
+            found = _bound_in_line(line, name)
+            if found is None and depth:
+                alias = re.match(rf"\s*{re.escape(name)}\s*=(?!=)\s*([A-Za-z_]\w*)\s*$", line)
+                if alias and alias.group(1) not in ("None", "True", "False"):
+                    return _name_classes(lines[:number], alias.group(1), level, depth - 1)
+            if found is not None and not _rebinds_itself(line, name):
+                return found
+        if level < indent and _DEF_OR_CLASS.match(line):
+            top_only = True  # out of the enclosing function: only the module's names remain
+    return []
+
+
+def _attribute_classes(lines: list[str], attr: str) -> list[str]:
+    """The classes ``self.attr`` is bound to: ``self.attr = C(...)`` or ``self.attr: C``
+    anywhere in the file, a class-level ``attr: C``, or ``self.attr = param`` with the
+    parameter annotated."""
+    a = re.escape(attr)
+    for number, line in enumerate(lines):
+        if attr not in line:
+            continue
+        match = re.search(rf"\bself\.{a}\s*(?::(?P<ann>[^=]*))?(?:=(?!=)\s*(?P<value>.*))?$", line)
+        if match and (match.group("ann") or match.group("value") is not None):
+            if match.group("ann"):
+                return annotation_classes(match.group("ann"))
+            value = match.group("value")
+            called = _CALLED.match(value)
+            if called:
+                return [called.group(1)]
+            if IDENTIFIER.fullmatch(value.strip()):
+                found = _name_classes(lines[:number], value.strip(), _indent(line), 0)
+                if found:
+                    return found
+            continue
+        match = re.match(rf"(\s+){a}\s*:(?!=)", line)
+        if match:
+            return annotation_classes(_annotation_after(line, match.end()))
+    return []
+
+
+def _enclosing_bases(lines: list[str], indent: int) -> list[str]:
+    """The base classes of the class the line below ``lines`` (at ``indent``) is in."""
+    for line in reversed(lines):
+        match = _CLASS_HEAD.match(line)
+        if match and len(match.group(1)) < indent:
+            bases = [b.strip() for b in (match.group(2) or "").split(",")]
+            return [b for b in bases if re.fullmatch(_DOTTED, b)]
+    return []
+
+
+def receiver_classes(text: str, offset: int, receiver: str) -> list[str]:
+    """The dotted names of the classes ``receiver`` (``receiver_at``) may be an instance of,
+    read from the lines of ``text`` above ``offset`` without parsing them (the file being typed
+    seldom parses): ``obj = C(...)``, ``obj: C``, a parameter ``obj: C``, ``with C(...) as obj``,
+    ``except C as obj``; ``self.attr = C(...)`` or ``self.attr: C`` anywhere in the file;
+    ``self``/``cls``/``super()``: the enclosing class's bases. Best first; empty when unknown."""
+    lines = text[:offset].split("\n")
+    indent = _indent(lines[-1])
+    parts = receiver.split(".")
+    if receiver in ("self", "cls", "super()"):
+        return _enclosing_bases(lines[:-1], indent)
+    if len(parts) == 2 and parts[0] in ("self", "cls"):
+        return _attribute_classes(text.split("\n"), parts[1])
+    if len(parts) == 1:
+        return _name_classes(lines[:-1], receiver, indent)
+    return []

@@ -214,3 +214,157 @@ def test_changed_lines_of_incremental_and_full_changes():
     )
     full = types.TextDocumentContentChangeWholeDocument(text="x")
     assert changed_lines([partial, full]) == [(4, 6)]
+
+
+# -- what the attribute being typed belongs to goes first ---------------------------------------
+
+STORE = '''"""Storage."""
+import os
+
+DEFAULT_PATH = "/tmp/store"  # where it lives
+
+
+class Store:
+    capacity: int = 10
+
+    def __init__(self, path):
+        self.path = path
+        self.entries = {}
+
+    def put(self, key, value):
+        self.entries[key] = value
+
+    def remove(self, key):
+        del self.entries[key]
+
+
+def open_store(path=DEFAULT_PATH):
+    return Store(path)
+'''
+STORE_OUTLINE = (
+    "class Store:\n    capacity: int = 10\n    def __init__(self, path):\n"
+    "        self.path = path\n        self.entries = {}\n"
+    "    def put(self, key, value):\n    def remove(self, key):\n"
+)
+# The file being edited imports other names first, and uses them near the cursor: without the
+# receiver's class going first, a one-item budget would send LIMIT's definition.
+HEAD = (
+    "from .models import LIMIT, make_admin\nfrom .store import Store\nfrom . import store as st\n"
+)
+
+
+@pytest.fixture
+def store_workspace(workspace):
+    (workspace / "pkg" / "store.py").write_text(STORE)
+    return workspace
+
+
+def first_import(g, root, text, **changes):
+    """The single import item sent for a cursor at the end of ``text``."""
+    uri = (root / "pkg" / "here.py").as_uri()
+    items = gather(g, uri, text, imports={"maxItems": 1}, openFiles={"enabled": False}, **changes)
+    assert len(items) == 1, items
+    return items[0]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "def f():\n    n = LIMIT\n    s = Store(n)\n    s.",  # assignment
+        "def f():\n    n = LIMIT\n    s = st.Store(n)\n    s.",  # through the module
+        "def f(n=LIMIT, s: Store = None):\n    n = LIMIT\n    s.",  # annotated parameter
+        "def f(\n    n,\n    s: Optional['Store'],\n):\n    n = LIMIT\n    s.re",  # over lines
+        "def f():\n    s: Store\n    n = LIMIT\n    s.",  # annotated name
+        "def f():\n    with open(LIMIT) as fh, Store(fh) as s:\n        s.",  # with ... as
+        "class C:\n    def __init__(self, n):\n        self.s = Store(LIMIT)\n\n"
+        "    def g(self):\n        self.s.",  # an attribute set in __init__
+        "class C:\n    def __init__(self, s: Store):\n        self.s = s\n\n"
+        "    def g(self):\n        n = LIMIT\n        self.s.",  # set from an annotated parameter
+        "class Mine(Store):\n    def g(self):\n        n = LIMIT\n        self.",  # a base class
+        "n = LIMIT\nStore.",  # the class itself
+    ],
+)
+def test_the_class_of_the_attribute_being_typed_goes_first(store_workspace, body):
+    g = gatherer(store_workspace)
+    item = first_import(g, store_workspace, HEAD + body)
+    assert item == {"path": "ws/pkg/store.py", "text": STORE_OUTLINE}
+
+
+def test_a_module_being_typed_sends_its_outline_first(store_workspace):
+    g = gatherer(store_workspace)
+    item = first_import(g, store_workspace, HEAD + "\nn = LIMIT\nx = st.op")
+    # Top-level signatures only, in file order; no function body, no import.
+    assert item == {
+        "path": "ws/pkg/store.py",
+        "text": 'DEFAULT_PATH = "/tmp/store"  # where it lives\nclass Store:\n'
+        "def open_store(path=DEFAULT_PATH):\n",
+    }
+    # A module only used near the cursor: the definitions of what is read from it, then (room
+    # allowing) its outline.
+    uri = (store_workspace / "pkg" / "here.py").as_uri()
+    items = gather(
+        gatherer(store_workspace),
+        uri,
+        "from . import store as st\n\nst.open_store()\nx = ",
+        openFiles={"enabled": False},
+    )
+    assert [i["text"].split("\n")[0] for i in items] == [
+        "def open_store(path=DEFAULT_PATH):",
+        'DEFAULT_PATH = "/tmp/store"  # where it lives',
+    ]
+
+
+def test_the_receiver_is_found_in_a_file_that_does_not_parse(store_workspace):
+    g = gatherer(store_workspace)
+    broken = HEAD + "def f(:\n    n = LIMIT [\n    s = Store(n\n    )\n    if s.put(1,\n    s."
+    item = first_import(g, store_workspace, broken)
+    assert item["text"] == STORE_OUTLINE
+    # An unknown receiver (a parameter without annotation) changes nothing: names near the
+    # cursor first, in import order.
+    item = first_import(g, store_workspace, HEAD + "def f(s):\n    n = LIMIT\n    s.")
+    assert item["text"] == "LIMIT = 10\n"
+
+
+def test_a_class_reexported_by_a_package_init_is_followed(store_workspace):
+    (store_workspace / "pkg" / "__init__.py").write_text("from .store import Store as Box\n")
+    (store_workspace / "app.py").write_text("")
+    g = gatherer(store_workspace)
+    uri = (store_workspace / "app.py").as_uri()
+    items = gather(g, uri, "from pkg import Box\n\nb = Box('x')\nb.", openFiles={"enabled": False})
+    assert items == [{"path": "ws/pkg/store.py", "text": STORE_OUTLINE}]
+
+
+def test_an_outline_larger_than_the_budget_is_cut_not_dropped(store_workspace):
+    g = gatherer(store_workspace)
+    item = first_import(g, store_workspace, HEAD + "s = Store(1)\ns.", maxChars=80)
+    # Whole lines from the top, within the 80 characters with the path.
+    assert item["text"] == "class Store:\n    capacity: int = 10\n"
+    assert len(item["text"] + "    def __init__(self, path):\n") + len(item["path"]) + 2 > 80
+    # Only the cursor's outline is cut: another definition that does not fit is left out.
+    uri = (store_workspace / "pkg" / "here.py").as_uri()
+    items = gather(g, uri, HEAD + "x = Store", maxChars=40, openFiles={"enabled": False})
+    assert items == [{"path": "ws/pkg/models.py", "text": "LIMIT = 10\n"}]
+
+
+def test_order_stays_stable_while_the_attribute_is_typed(store_workspace):
+    g = gatherer(store_workspace)
+    uri = (store_workspace / "pkg" / "here.py").as_uri()
+    text = HEAD + "def f():\n    n = make_admin(LIMIT)\n    "
+    first = gather(g, uri, text, openFiles={"enabled": False})
+    assert [i["text"].split("\n")[0] for i in first] == [
+        "LIMIT = 10",
+        "def make_admin(name):",
+        "class Store:",
+    ]
+    # Typing ``s.`` makes Store's outline the first choice; it was already sent (the same item,
+    # an imported name's definition), so it keeps its place, and so do the others on the next
+    # keystrokes: the API's cache holds.
+    text += "s = Store(n)\n    s."
+    for typed in ("", "p", "pu"):
+        assert gather(g, uri, text + typed, openFiles={"enabled": False}) == first
+    # A module's outline, new, goes after everything already sent.
+    text += "put(1)\n    st."
+    for typed in ("", "o"):
+        items = gather(g, uri, text + typed, openFiles={"enabled": False})
+        assert items[:3] == first
+        assert items[3]["text"].endswith("def open_store(path=DEFAULT_PATH):\n")
