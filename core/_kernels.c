@@ -148,10 +148,9 @@ static PyObject *py_attend(PyObject *self, PyObject *args) {
                           &threads, &kv_kind))
         return NULL;
     const char *problem = NULL;
-    const Py_ssize_t element = kv_kind == KV_F32 ? 4 : 2;
-    const Py_ssize_t head_bytes = kv_heads > 0 && dim > 0 ? kv_heads * dim * element : 1;
+    const Py_ssize_t head_bytes = kv_heads > 0 && dim > 0 ? kv_heads * kv_row_bytes(kv_kind, dim) : 1;
     const Py_ssize_t capacity = k.len / head_bytes;
-    if (kv_kind < KV_F32 || kv_kind > KV_F16) problem = "kv_kind must be 0 (fp32), 1 (bf16) or 2 (fp16)";
+    if (kv_kind < KV_F32 || kv_kind > KV_I8) problem = "kv_kind must be 0 (fp32), 1 (bf16), 2 (fp16) or 3 (int8 rows)";
     else if (count < 1 || heads < 1 || kv_heads < 1 || dim < 1) problem = "count, heads, kv_heads and dim must be positive";
     else if (heads % kv_heads != 0) problem = "heads must be a multiple of kv_heads";
     else if (start < 0) problem = "start must not be negative";
@@ -231,8 +230,8 @@ static PyObject *py_decode_layers(PyObject *self, PyObject *args) {
         return NULL;
     if (s.rotary_dims < 0) s.rotary_dims = s.dim;
     const Py_ssize_t count = PyList_GET_SIZE(layers);
-    const Py_ssize_t element = s.kv_kind == KV_F32 ? 4 : 2;
-    const Py_ssize_t layer_bytes = count > 0 && s.kv_heads > 0 && s.dim > 0 ? count * s.kv_heads * s.dim * element : 1;
+    const Py_ssize_t layer_bytes =
+        count > 0 && s.kv_heads > 0 && s.dim > 0 ? count * s.kv_heads * kv_row_bytes(s.kv_kind, s.dim) : 1;
     s.capacity = k_cache.len / layer_bytes;
     const char *problem = NULL;
     if (s.kind < KIND_F16 || s.kind > KIND_I4) problem = "kind must be 0 (fp16), 1 (bf16), 2 (int8) or 3 (int4)";
@@ -245,7 +244,7 @@ static PyObject *py_decode_layers(PyObject *self, PyObject *args) {
     else if (s.activation < ACT_SILU || s.activation > ACT_GELU) problem = "activation must be 0 (SiLU), 1 (GELU tanh) or 2 (GELU)";
     else if (s.rotary_dims < 2 || s.rotary_dims > s.dim || s.rotary_dims % 2) problem = "rotary_dims must be even, 2 to dim";
     else if (s.window < 0) problem = "window must not be negative";
-    else if (s.kv_kind < KV_F32 || s.kv_kind > KV_F16) problem = "kv_kind must be 0 (fp32), 1 (bf16) or 2 (fp16)";
+    else if (s.kv_kind < KV_F32 || s.kv_kind > KV_I8) problem = "kv_kind must be 0 (fp32), 1 (bf16), 2 (fp16) or 3 (int8 rows)";
     else if (x.len != s.hidden * 4) problem = "x is not hidden fp32";
     else if (rope.len != s.rotary_dims * 4) problem = "rope is not rotary_dims / 2 complex64";
     else if (k_cache.len % layer_bytes || v_cache.len != k_cache.len) problem = "caches are not (layers, kv_heads, capacity, dim) of kv_kind";

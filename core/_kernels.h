@@ -20,8 +20,14 @@ the arithmetic and the weights' layout. */
 /* int4 weights: one scale per BLOCK weights of a row (llama.cpp's Q4_0 groups) */
 enum { KIND_F16 = 0, KIND_BF16 = 1, KIND_I8 = 2, KIND_I4 = 3, KIND_COUNT = 4 };
 
-/* The KV cache's elements: fp32, or 16-bit (core/_kernels_body.h rounds writes to nearest even). */
-enum { KV_F32 = 0, KV_BF16 = 1, KV_F16 = 2 };
+/* The KV cache's elements: fp32, or 16-bit (core/_kernels_body.h rounds writes to nearest even), or
+   int8 rows: a position's ``dim`` int8 values of a head, then their fp32 scale (max |x| / 127). */
+enum { KV_F32 = 0, KV_BF16 = 1, KV_F16 = 2, KV_I8 = 3 };
+
+/* Bytes of one head's row (one position) in a cache of kind kv_kind. */
+static inline ptrdiff_t kv_row_bytes(int kv_kind, ptrdiff_t dim) {
+    return kv_kind == KV_I8 ? dim + 4 : kv_kind == KV_F32 ? 4 * dim : 2 * dim;
+}
 
 /* Bytes of weights for ``elements`` weights of a kind (int4: two a byte). */
 static inline ptrdiff_t weight_bytes(int kind, ptrdiff_t elements) {
@@ -54,7 +60,7 @@ typedef struct {
     float eps, scale;
     int norm, activation, gated;
     ptrdiff_t rotary_dims, window; /* window 0: every cached key */
-    int kv_kind;                   /* the KV cache's elements (KV_F32, KV_BF16, KV_F16) */
+    int kv_kind;                   /* the KV cache's elements (KV_F32, KV_BF16, KV_F16, KV_I8) */
 } StepShape;
 
 /* Each returns 0, or -1 when a working buffer could not be allocated. */

@@ -579,10 +579,21 @@ static inline __m256 exp8_nonpositive(__m256 x) {
    Keys and values are written once a token and read by every later token's attention, so at a
    long context a decode step streams the whole cache: 16 bits halve those bytes. They are widened
    to fp32 as they are read and every sum stays fp32; only the stored values are rounded, the way
-   PyTorch rounds them (prefill writes the same cache through PyTorch). */
+   PyTorch rounds them (prefill writes the same cache through PyTorch). An int8 cache quarters
+   fp32's bytes: each head's row at a position is dim int8 values (x / scale rounded to nearest
+   even) and its fp32 scale max |x| / 127; the loops widen the int8 values to fp32 and apply the
+   row's scale to the score (keys) or to the softmax weight (values), every sum in fp32. */
 
-static inline size_t kv_bytes(int kv_kind) {
-    return kv_kind == KV_F32 ? 4 : 2;
+/* Elements from one position's row of a head to the next's (int8 rows end with their scale). */
+static inline ptrdiff_t kv_stride(int kv_kind, ptrdiff_t dim) {
+    return kv_kind == KV_I8 ? dim + 4 : dim;
+}
+
+/* The scale of row ``row`` of an int8 head (its fp32 after the row's dim int8 values). */
+static inline float kv_row_scale(const void *base, ptrdiff_t row, ptrdiff_t dim) {
+    float scale;
+    memcpy(&scale, (const char *)base + row * (dim + 4) + dim, sizeof scale);
+    return scale;
 }
 
 /* Round to nearest even, as PyTorch's bfloat16 does (a NaN stays a quiet NaN). */
@@ -612,24 +623,42 @@ static inline uint16_t f32_to_f16(float f) {
 static inline float kv_at(const void *base, int kv_kind, ptrdiff_t i) {
     if (kv_kind == KV_F32) return ((const float *)base)[i];
     if (kv_kind == KV_BF16) return bf16_to_f32(((const uint16_t *)base)[i]);
+    if (kv_kind == KV_I8) return (float)((const int8_t *)base)[i];
     return f16_to_f32(((const uint16_t *)base)[i]);
 }
 
-/* dst[0..n) <- src rounded to the cache's kind. */
+/* One int8 row: dim values x / scale rounded to nearest even, then scale = max |x| / 127 (all zero
+   with scale 0 for a zero row). core/kv_int8.py quantizes prefill's rows the same way. */
+static void store_int8_row(char *dst, const float *src, ptrdiff_t n) {
+    float peak = 0.0f;
+    for (ptrdiff_t i = 0; i < n; i++) peak = fmaxf(peak, fabsf(src[i]));
+    const float scale = peak / 127.0f, inverse = scale > 0.0f ? 1.0f / scale : 0.0f;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        const float q = fminf(fmaxf(nearbyintf(src[i] * inverse), -127.0f), 127.0f);
+        ((int8_t *)dst)[i] = (int8_t)q;
+    }
+    memcpy(dst + n, &scale, sizeof scale);
+}
+
+/* dst[0..n) <- src rounded to the cache's kind (int8: one row, n values and their scale). */
 static void store_kv(void *dst, int kv_kind, const float *src, ptrdiff_t n) {
     if (kv_kind == KV_F32) {
         memcpy(dst, src, sizeof(float) * (size_t)n);
     } else if (kv_kind == KV_BF16) {
         for (ptrdiff_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = f32_to_bf16(src[i]);
+    } else if (kv_kind == KV_I8) {
+        store_int8_row(dst, src, n);
     } else {
         for (ptrdiff_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = f32_to_f16(src[i]);
     }
 }
 
 #ifdef DS_AVX2
-/* Elements i..i+7 of a cache as fp32 (bf16: a shift; fp16: F16C). */
+/* Elements i..i+7 of a cache as fp32 (bf16: a shift; fp16: F16C; int8: widened, unscaled). */
 static inline __m256 kv_load8(const void *base, int kv_kind, ptrdiff_t i) {
     if (kv_kind == KV_F32) return _mm256_loadu_ps((const float *)base + i);
+    if (kv_kind == KV_I8)
+        return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)base + i))));
     const __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)base + i));
     if (kv_kind == KV_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
     return _mm256_cvtph_ps(h);
@@ -642,15 +671,18 @@ static inline __m256 kv_load8(const void *base, int kv_kind, ptrdiff_t i) {
    its 16-bit cache at the memory's pace). */
 static inline __m512 kv_load16(const void *base, int kv_kind, ptrdiff_t i) {
     if (kv_kind == KV_F32) return _mm512_loadu_ps((const float *)base + i);
+    if (kv_kind == KV_I8)
+        return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)base + i))));
     const __m256i h = _mm256_loadu_si256((const __m256i *)((const uint16_t *)base + i));
     if (kv_kind == KV_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
     return _mm512_cvtph_ps(h);
 }
 #endif
 
-/* The fp32 query a (dim) against row ``row`` of a cache of kind kv_kind. */
+/* The fp32 query a (dim) against row ``row`` of a cache of kind kv_kind (int8: times the row's scale). */
 static inline float dot_kv(const float *a, const void *keys, int kv_kind, ptrdiff_t row, ptrdiff_t dim) {
-    const ptrdiff_t base = row * dim;
+    const ptrdiff_t base = row * kv_stride(kv_kind, dim);
+    const float row_scale = kv_kind == KV_I8 ? kv_row_scale(keys, row, dim) : 1.0f;
 #ifdef DS_AVX2
     if (dim % 8 == 0) {
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
@@ -660,11 +692,13 @@ static inline float dot_kv(const float *a, const void *keys, int kv_kind, ptrdif
             acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), kv_load8(keys, kv_kind, base + i + 8), acc1);
         }
         if (i < dim) acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), kv_load8(keys, kv_kind, base + i), acc0);
+        if (kv_kind == KV_I8) return sum8(_mm256_add_ps(acc0, acc1)) * row_scale;
         return sum8(_mm256_add_ps(acc0, acc1));
     }
 #endif
     float total = 0.0f;
     for (ptrdiff_t i = 0; i < dim; i++) total += a[i] * kv_at(keys, kv_kind, base + i);
+    if (kv_kind == KV_I8) total *= row_scale;
     return total;
 }
 
@@ -697,10 +731,11 @@ static inline __attribute__((always_inline)) void weigh_range(const float *weigh
                                                                ptrdiff_t keys, ptrdiff_t dim, ptrdiff_t d0,
                                                                const int vectors, float inverse, float *out) {
     __m256 a[10];
+    const ptrdiff_t stride = kv_stride(kv_kind, dim);
     for (int j = 0; j < vectors; j++) a[j] = _mm256_setzero_ps();
     for (ptrdiff_t t = 0; t < keys; t++) {
-        const __m256 w = _mm256_set1_ps(weights[t]);
-        for (int j = 0; j < vectors; j++) a[j] = _mm256_fmadd_ps(w, kv_load8(values, kv_kind, t * dim + d0 + 8 * j), a[j]);
+        const __m256 w = _mm256_set1_ps(kv_kind == KV_I8 ? weights[t] * kv_row_scale(values, t, dim) : weights[t]);
+        for (int j = 0; j < vectors; j++) a[j] = _mm256_fmadd_ps(w, kv_load8(values, kv_kind, t * stride + d0 + 8 * j), a[j]);
     }
     const __m256 scale = _mm256_set1_ps(inverse);
     for (int j = 0; j < vectors; j++) _mm256_storeu_ps(out + d0 + 8 * j, _mm256_mul_ps(a[j], scale));
@@ -713,11 +748,12 @@ static inline __attribute__((always_inline)) void weigh_range16(const float *wei
                                                                  ptrdiff_t keys, ptrdiff_t dim, ptrdiff_t d0,
                                                                  const int vectors, float inverse, float *out) {
     __m512 a[8];
+    const ptrdiff_t stride = kv_stride(kv_kind, dim);
     for (int j = 0; j < vectors; j++) a[j] = _mm512_setzero_ps();
     for (ptrdiff_t t = 0; t < keys; t++) {
-        const __m512 w = _mm512_set1_ps(weights[t]);
+        const __m512 w = _mm512_set1_ps(kv_kind == KV_I8 ? weights[t] * kv_row_scale(values, t, dim) : weights[t]);
         for (int j = 0; j < vectors; j++)
-            a[j] = _mm512_fmadd_ps(w, kv_load16(values, kv_kind, t * dim + d0 + 16 * j), a[j]);
+            a[j] = _mm512_fmadd_ps(w, kv_load16(values, kv_kind, t * stride + d0 + 16 * j), a[j]);
     }
     const __m512 scale = _mm512_set1_ps(inverse);
     for (int j = 0; j < vectors; j++) _mm512_storeu_ps(out + d0 + 16 * j, _mm512_mul_ps(a[j], scale));
@@ -759,9 +795,12 @@ static inline __attribute__((always_inline)) void weigh_values(const float *weig
     }
 #endif
     /* the rest (every dim in the portable loops): value rows in order, sums in ``out`` */
+    const ptrdiff_t stride = kv_stride(kv_kind, dim);
     for (ptrdiff_t d = d0; d < dim; d++) out[d] = 0.0f;
-    for (ptrdiff_t t = 0; t < keys && d0 < dim; t++)
-        for (ptrdiff_t d = d0; d < dim; d++) out[d] += weights[t] * kv_at(values, kv_kind, t * dim + d);
+    for (ptrdiff_t t = 0; t < keys && d0 < dim; t++) {
+        const float w = kv_kind == KV_I8 ? weights[t] * kv_row_scale(values, t, dim) : weights[t];
+        for (ptrdiff_t d = d0; d < dim; d++) out[d] += w * kv_at(values, kv_kind, t * stride + d);
+    }
     for (ptrdiff_t d = d0; d < dim; d++) out[d] *= inverse;
 }
 
@@ -772,6 +811,13 @@ static inline __m256 sums_of_eight(__m256 a0, __m256 a1, __m256 a2, __m256 a3, _
     const __m256 s0123 = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
     const __m256 s4567 = _mm256_hadd_ps(_mm256_hadd_ps(a4, a5), _mm256_hadd_ps(a6, a7));
     return _mm256_add_ps(_mm256_permute2f128_ps(s0123, s4567, 0x20), _mm256_permute2f128_ps(s0123, s4567, 0x31));
+}
+
+/* The scales of int8 rows t..t+7 of a head, as one vector. */
+static inline __m256 row_scales8(const void *base, ptrdiff_t t, ptrdiff_t dim) {
+    float scales[8];
+    for (int j = 0; j < 8; j++) scales[j] = kv_row_scale(base, t + j, dim);
+    return _mm256_loadu_ps(scales);
 }
 
 /* The largest of v's eight lanes. */
@@ -790,15 +836,18 @@ static inline __attribute__((always_inline)) ptrdiff_t score_keys(const float *q
                                                                   float scale, float *scores, float *peak) {
     __m256 peak8 = _mm256_set1_ps(-INFINITY);
     const __m256 scale8 = _mm256_set1_ps(scale);
+    const ptrdiff_t stride = kv_stride(kv_kind, dim);
     ptrdiff_t t = 0;
     for (; t + 8 <= keys; t += 8) {
         __m256 a[8];
         for (int j = 0; j < 8; j++) a[j] = _mm256_setzero_ps();
         for (ptrdiff_t i = 0; i < dim; i += 8) {
             const __m256 qv = _mm256_loadu_ps(query + i);
-            for (int j = 0; j < 8; j++) a[j] = _mm256_fmadd_ps(qv, kv_load8(keys_base, kv_kind, (t + j) * dim + i), a[j]);
+            for (int j = 0; j < 8; j++) a[j] = _mm256_fmadd_ps(qv, kv_load8(keys_base, kv_kind, (t + j) * stride + i), a[j]);
         }
-        const __m256 s = _mm256_mul_ps(sums_of_eight(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]), scale8);
+        __m256 dots = sums_of_eight(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+        if (kv_kind == KV_I8) dots = _mm256_mul_ps(dots, row_scales8(keys_base, t, dim));
+        const __m256 s = _mm256_mul_ps(dots, scale8);
         _mm256_storeu_ps(scores + t, s);
         peak8 = _mm256_max_ps(peak8, s);
     }
@@ -814,17 +863,20 @@ static inline __attribute__((always_inline)) ptrdiff_t score_keys16(const float 
                                                                     float scale, float *scores, float *peak) {
     __m256 peak8 = _mm256_set1_ps(-INFINITY);
     const __m256 scale8 = _mm256_set1_ps(scale);
+    const ptrdiff_t stride = kv_stride(kv_kind, dim);
     ptrdiff_t t = 0;
     for (; t + 8 <= keys; t += 8) {
         __m512 a[8];
         for (int j = 0; j < 8; j++) a[j] = _mm512_setzero_ps();
         for (ptrdiff_t i = 0; i < dim; i += 16) {
             const __m512 qv = _mm512_loadu_ps(query + i);
-            for (int j = 0; j < 8; j++) a[j] = _mm512_fmadd_ps(qv, kv_load16(keys_base, kv_kind, (t + j) * dim + i), a[j]);
+            for (int j = 0; j < 8; j++) a[j] = _mm512_fmadd_ps(qv, kv_load16(keys_base, kv_kind, (t + j) * stride + i), a[j]);
         }
         __m256 h[8];
         for (int j = 0; j < 8; j++) h[j] = _mm256_add_ps(_mm512_castps512_ps256(a[j]), _mm512_extractf32x8_ps(a[j], 1));
-        const __m256 s = _mm256_mul_ps(sums_of_eight(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]), scale8);
+        __m256 dots = sums_of_eight(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7]);
+        if (kv_kind == KV_I8) dots = _mm256_mul_ps(dots, row_scales8(keys_base, t, dim));
+        const __m256 s = _mm256_mul_ps(dots, scale8);
         _mm256_storeu_ps(scores + t, s);
         peak8 = _mm256_max_ps(peak8, s);
     }
@@ -863,6 +915,7 @@ static void attend_head_any(const float *query, const void *head_k, const void *
     switch (kv_kind) {
     case KV_F32: attend_head(query, head_k, head_v, KV_F32, keys, dim, scale, scores, out); break;
     case KV_BF16: attend_head(query, head_k, head_v, KV_BF16, keys, dim, scale, scores, out); break;
+    case KV_I8: attend_head(query, head_k, head_v, KV_I8, keys, dim, scale, scores, out); break;
     default: attend_head(query, head_k, head_v, KV_F16, keys, dim, scale, scores, out); break;
     }
 }
@@ -871,7 +924,7 @@ static int attend(const float *q, const void *k, const void *v, int kv_kind, flo
                   ptrdiff_t heads, ptrdiff_t kv_heads, ptrdiff_t dim, ptrdiff_t capacity, ptrdiff_t start, float scale,
                   int threads) {
     const ptrdiff_t group = heads / kv_heads, tasks = count * heads;
-    const size_t head_bytes = (size_t)(capacity * dim) * kv_bytes(kv_kind);
+    const size_t head_bytes = (size_t)(capacity * kv_row_bytes(kv_kind, dim));
     int failed = 0;
     (void)threads;
 #ifdef _OPENMP
@@ -1013,15 +1066,15 @@ static int decode_layer(const StepShape *s, const LayerPointers *b, float *x, co
     failed |= matmul_any(s->kind, b->qkv, b->qkv_scales, h, qkv, qkv_size, s->hidden, 1, s->threads);
     add_bias(qkv, b->qkv_bias, qkv_size);
     rotate_pairs(qkv, s->heads + s->kv_heads, s->dim, s->rotary_dims, rope);
-    const size_t element = kv_bytes(s->kv_kind);
+    const size_t row = (size_t)kv_row_bytes(s->kv_kind, s->dim);
     for (ptrdiff_t kh = 0; kh < s->kv_heads; kh++) {
-        const size_t at = (size_t)((kh * s->capacity + s->start) * s->dim) * element;
+        const size_t at = (size_t)(kh * s->capacity + s->start) * row;
         store_kv(k_layer + at, s->kv_kind, qkv + q_size + kh * s->dim, s->dim);
         store_kv(v_layer + at, s->kv_kind, qkv + q_size + kv_size + kh * s->dim, s->dim);
     }
     /* A sliding window hides keys at or before start - window: attention starts past them. */
     const ptrdiff_t first = s->window > 0 && s->start >= s->window ? s->start - s->window + 1 : 0;
-    const size_t skipped = (size_t)(first * s->dim) * element;
+    const size_t skipped = (size_t)first * row;
     failed |= attend(qkv, k_layer + skipped, v_layer + skipped, s->kv_kind, attn, 1, s->heads, s->kv_heads, s->dim,
                      s->capacity, s->start - first, s->scale, s->threads);
     failed |= matmul_any(s->kind, b->o, b->o_scales, attn, delta, s->hidden, q_size, 1, s->threads);
@@ -1042,7 +1095,7 @@ static int decode_layers(const StepShape *s, const LayerPointers *layers, ptrdif
     const ptrdiff_t q_size = s->heads * s->dim, qkv_size = q_size + 2 * s->kv_heads * s->dim;
     float *scratch = malloc(sizeof(float) * (size_t)(2 * s->hidden + qkv_size + q_size + 3 * s->mlp));
     if (scratch == NULL) return -1;
-    const size_t stride = (size_t)(s->kv_heads * s->capacity * s->dim) * kv_bytes(s->kv_kind);
+    const size_t stride = (size_t)(s->kv_heads * s->capacity) * (size_t)kv_row_bytes(s->kv_kind, s->dim);
     int failed = 0;
     for (ptrdiff_t i = 0; i < count && !failed; i++)
         failed = decode_layer(s, &layers[i], x, rope, (char *)k_cache + i * stride, (char *)v_cache + i * stride,

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from threadpoolctl import ThreadpoolController
 
-from . import compact_weights, cpu_attention
+from . import compact_weights, cpu_attention, kv_int8
 from .backends.layers import CompactProjection
 from .fused_decode import FusedLayers
 
@@ -37,8 +37,8 @@ MAX_ROWS = 8  # passes of at most this many tokens (a decode step, a prompt-look
 
 
 def cache_view(cache: torch.Tensor) -> np.ndarray:
-    """A NumPy view of a KV cache tensor: fp32 or fp16 as they are, bf16 as its bits (uint16),
-    which ``core.cpu_attention`` and the fused step read as bf16."""
+    """A NumPy view of a KV cache tensor: fp32, fp16 or int8 rows (``core.kv_int8``) as they
+    are, bf16 as its bits (uint16), which ``core.cpu_attention`` and the fused step read as bf16."""
     if cache.dtype == torch.bfloat16:
         return cache.view(torch.int16).numpy().view(np.uint16)
     return cache.numpy()
@@ -46,7 +46,11 @@ def cache_view(cache: torch.Tensor) -> np.ndarray:
 
 def store_in_cache(cache: np.ndarray, values: np.ndarray) -> None:
     """Write fp32 ``values`` into a slice of a cache view, rounded to nearest even as PyTorch
-    rounds (fp16 by NumPy's cast; bf16 bits: the top half of the fp32, rounded, NaN kept NaN)."""
+    rounds (fp16 by NumPy's cast; bf16 bits: the top half of the fp32, rounded, NaN kept NaN;
+    int8: rows of int8 values and their scale, ``core.kv_int8``)."""
+    if cache.dtype == np.int8:
+        cache[...] = kv_int8.quantize_numpy(values)
+        return
     if cache.dtype != np.uint16:
         cache[...] = values
         return
@@ -57,7 +61,9 @@ def store_in_cache(cache: np.ndarray, values: np.ndarray) -> None:
 
 
 def widen_cache(cache: np.ndarray) -> np.ndarray:
-    """A slice of a cache view as fp32 (a copy where the cache is 16-bit)."""
+    """A slice of a cache view as fp32 (a copy where the cache is 16-bit or int8)."""
+    if cache.dtype == np.int8:
+        return kv_int8.dequantize_numpy(cache)
     if cache.dtype == np.uint16:
         return (cache.astype(np.uint32) << 16).view(np.float32)
     return cache.astype(np.float32, copy=False)

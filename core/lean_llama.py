@@ -17,7 +17,8 @@ On the CPU the activations, norms, RoPE and attention are fp32 whatever the weig
 too, or bf16 where the NumPy/C decode path reads compact weights (``kv_dtype``, decided by
 ``core.backends.select.kv_cache_format``): keys and values are rounded once as they are written
 (by PyTorch in prompts, by the C step in decode steps) and widened to fp32 as attention reads
-them, so a long context streams half the bytes.
+them, so a long context streams half the bytes (or int8 rows with a scale each, asked for with
+DEEPSHIVA_KV_CACHE=int8: ``core.kv_int8``).
 
 ``decode_weights`` (CPU only) chooses the bytes a decode step reads: ``fp32`` (the masters
 themselves), or compact weights (``fp16``, ``bf16``, ``int8``, ``int4``;
@@ -39,7 +40,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import blas_decode, compact_weights
+from . import blas_decode, compact_weights, kv_int8
 from .devices import SHORT_NAMES
 from .backends import families, select
 from .backends.layers import (
@@ -121,7 +122,7 @@ class LeanLlamaBackend:
         model's); ``release_model``: empty every tensor of ``model`` this backend does not read,
         layer by layer as it is built, so the weights are held once (the engine's choice; the
         model cannot run by itself afterwards); ``kv_cache``: the KV cache's elements on the
-        NumPy/C decode path (fp32, bf16, fp16; default: ``select.kv_cache_format`` decides)."""
+        NumPy/C decode path (fp32, bf16, fp16, int8; default: ``select.kv_cache_format`` decides)."""
         config = model.config
         inner = model.model
         self.spec = families.spec_of(model)
@@ -423,7 +424,8 @@ class LeanLlamaBackend:
             )
         wanted = max(end, 2 * self.capacity)
         capacity = min(self.max_positions, -(-wanted // CACHE_STEP) * CACHE_STEP)
-        shape = (len(self.layers), 1, self.kv_heads, capacity, self.head_dim)
+        row = kv_int8.row_bytes(self.head_dim) if self.kv_dtype == torch.int8 else self.head_dim
+        shape = (len(self.layers), 1, self.kv_heads, capacity, row)
         if not self.length:  # nothing to keep: the old cache goes before the new one comes
             self.k_cache = self.v_cache = None
         # Not zeroed: nothing reads a position before it is written (every read stops at the
@@ -577,12 +579,19 @@ class LeanLlamaBackend:
             qk = qk.transpose(0, 1)  # (heads + kv_heads, T, head_dim)
             q, k = qk[: self.heads], qk[self.heads :]
             v = qkv[:, q_size + kv_size :].view(count, self.kv_heads, self.head_dim).transpose(0, 1)
-            self.k_cache[i, 0, :, start:end] = k  # rounded here where the cache is 16-bit
-            self.v_cache[i, 0, :, start:end] = v
+            if self.kv_dtype == torch.int8:  # rows of int8 values and their scale
+                self.k_cache[i, 0, :, start:end] = kv_int8.quantize_torch(k)
+                self.v_cache[i, 0, :, start:end] = kv_int8.quantize_torch(v)
+            else:
+                self.k_cache[i, 0, :, start:end] = k  # rounded here where the cache is 16-bit
+                self.v_cache[i, 0, :, start:end] = v
             if self.kv_dtype == self.act_dtype:
                 keys, values = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
             elif start == 0:  # nothing cached before: the pass's own keys, at full precision
                 keys, values = k[None], v[None]
+            elif self.kv_dtype == torch.int8:  # the cached positions dequantized (a temporary)
+                keys = kv_int8.dequantize_torch(self.k_cache[i, :, :, :end]).to(self.act_dtype)
+                values = kv_int8.dequantize_torch(self.v_cache[i, :, :, :end]).to(self.act_dtype)
             else:  # the cached positions widened (a temporary of one layer's keys and values)
                 keys = self.k_cache[i, :, :, :end].to(self.act_dtype)
                 values = self.v_cache[i, :, :, :end].to(self.act_dtype)

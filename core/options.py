@@ -24,7 +24,7 @@ from .errors import InvalidParameter
 PREFIX = "DEEPSHIVA_"
 DecodeWeights = Literal["auto", "fp32", "fp16", "bf16", "int8", "int4"]
 FimOrder = Literal["auto", "psm", "spm"]
-KvCache = Literal["auto", "fp32", "bf16", "fp16"]
+KvCache = Literal["auto", "fp32", "bf16", "fp16", "int8"]
 
 
 class EngineOptions(BaseSettings):

@@ -17,7 +17,8 @@ What the engine holds on the CPU (``footprint``), per setting: each weight once.
   format) unless both are the same 16-bit tensor;
 - the KV cache: keys and values of every layer for ``KV_TOKENS`` tokens (it grows with the
   prompts, up to the context length), in the elements ``select.kv_cache_format`` picks for the
-  setting (bf16 with compact decode weights and the SIMD kernels: half of fp32's bytes);
+  setting (bf16 with compact decode weights and the SIMD kernels: half of fp32's bytes; int8:
+  a quarter, plus an fp32 scale per layer, position and head);
 - ``WORKING_BYTES`` for prefill activations, the tokenizer and load buffers.
 """
 
@@ -49,6 +50,7 @@ class Shape:
     tied_head_weights: int  # an output head that is the input embedding (0 when untied)
     kv_bytes_per_token: int  # fp32 keys and values over every layer (``kv_bytes`` scales it)
     context: int
+    kv_rows_per_token: int = 0  # head rows of keys and values over every layer (int8: a scale each)
 
 
 @dataclass(frozen=True)
@@ -135,12 +137,13 @@ def shape_of(config, trust_remote_code: bool = False) -> Shape:
         tied_head_weights=tied,
         kv_bytes_per_token=2 * text.num_hidden_layers * kv_heads * head_dim * 4,
         context=int(context),
+        kv_rows_per_token=2 * text.num_hidden_layers * kv_heads,
     )
 
 
 def kv_bytes(shape: Shape, settings: Settings, kernels: bool | None = None) -> int:
     """Bytes of the KV cache over ``KV_TOKENS`` tokens (or the context) with ``settings``: 16-bit
-    elements where ``select.kv_cache_format`` picks them, which needs the NumPy/C decode path
+    or int8 elements where ``select.kv_cache_format`` picks them, which needs the NumPy/C decode path
     (the C kernels, ``kernels``: default probed), else fp32."""
     from .. import compact_weights
     from . import select
@@ -149,6 +152,8 @@ def kv_bytes(shape: Shape, settings: Settings, kernels: bool | None = None) -> i
         kernels = compact_weights.available()
     fmt = select.kv_cache_format(settings.decode_weights)[0] if kernels else "fp32"
     per_token = shape.kv_bytes_per_token * select.KV_BYTES[fmt] // 4
+    if fmt == "int8":  # a byte a value and an fp32 scale a head's row (core.kv_int8)
+        per_token += 4 * shape.kv_rows_per_token
     return per_token * min(shape.context, KV_TOKENS)
 
 

@@ -172,8 +172,14 @@ def decode_weights_refusal(requested: str, device: str) -> str | None:
 
 
 # -- KV cache -------------------------------------------------------------------------------
-KV_FORMATS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-KV_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+# int8: rows of int8 values each followed by its fp32 scale (core.kv_int8), in an int8 tensor.
+KV_FORMATS = {
+    "fp32": torch.float32,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+    "int8": torch.int8,
+}
+KV_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}  # a value (int8 adds a scale a row)
 
 
 def kv_cache_format(decode_weights: str, requested: str | None = None) -> tuple[str, str]:

@@ -346,3 +346,55 @@ def test_a_16_bit_kv_cache_keeps_the_tokens_and_is_said_in_the_path(
     assert float((a - b).abs().max()) < 2e-2 * max(1.0, float(b.abs().max()))
     a, b = sixteen.verify_draft(9, [10, 11, 12]), full.verify_draft(9, [10, 11, 12])
     assert float((a - b).abs().max()) < 2e-2 * max(1.0, float(b.abs().max()))
+
+
+def test_a_kv_cache_format_not_offered_is_refused_by_name():
+    from core.backends import select
+
+    assert select.kv_cache_format("bf16", "int8") == (
+        "int8",
+        "int8 KV cache: asked for (DEEPSHIVA_KV_CACHE)",
+    )
+    with pytest.raises(ValueError, match="auto, fp32, bf16, fp16, int8, not 'int4'"):
+        select.kv_cache_format("bf16", "int4")
+
+
+@needs_kernels
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_int8_kv_cache_keeps_the_top_token_and_is_said_in_the_path(
+    bf16_model_dir, threads, kernel_variant, monkeypatch
+):
+    """DEEPSHIVA_KV_CACHE=int8 (in each kernel variant, on one and two threads): the cache holds
+    a byte a value and a scale a head's row, the path report says so, and on a short prompt the
+    logits of prefill, decode steps (the fused C step writes int8 rows), a prefill over cached
+    positions and a draft check stay within int8's rounding of an fp32 cache's, with the same
+    greedy top token at each step."""
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    compact_weights.use_variant()  # built where compact weights are offered, then run in each
+    monkeypatch.setenv("DEEPSHIVA_KV_CACHE", "int8")
+    int8 = ModelRunner(AutoModelForCausalLM.from_pretrained(bf16_model_dir), decode_weights="bf16")
+    monkeypatch.setenv("DEEPSHIVA_KV_CACHE", "fp32")
+    full = ModelRunner(AutoModelForCausalLM.from_pretrained(bf16_model_dir), decode_weights="bf16")
+    compact_weights.use_variant(kernel_variant)
+    assert int8.backend.kv_dtype == torch.int8 and full.backend.kv_dtype == torch.float32
+    assert "int8 KV cache: asked for" in " | ".join(int8.path.reasons)
+    dim = int8.backend.head_dim
+    ids = [(i * 7) % 250 + 3 for i in range(40)]
+    a, b = int8.prefill(ids), full.prefill(ids)
+    assert int8.backend.k_cache.nbytes * 4 * dim == full.backend.k_cache.nbytes * (dim + 4)
+
+    def close(a, b):
+        bound = 0.05 * max(1.0, float(b.abs().max()))
+        return float((a - b).abs().max()) < bound and int(a.argmax()) == int(b.argmax())
+
+    assert close(a, b)
+    token = int(b.argmax())
+    for _ in range(8):
+        a, b = int8.decode_one_token(token), full.decode_one_token(token)
+        assert close(a, b)
+        token = int(b.argmax())
+    longer = ids + [(i * 11) % 250 + 3 for i in range(30)]
+    a, b = int8.prefill(longer), full.prefill(longer)
+    assert int8.reused_tokens >= len(ids) and close(a, b)
+    a, b = int8.verify_draft(9, [10, 11, 12]), full.verify_draft(9, [10, 11, 12])
+    assert float((a - b).abs().max()) < 0.05 * max(1.0, float(b.abs().max()))

@@ -125,3 +125,55 @@ def test_a_cache_of_another_dtype_is_refused_by_name():
     q = np.zeros((1, 2, 8), np.float32)
     with pytest.raises(ValueError, match="float64 is not one the C loops read"):
         cpu_attention.attend(q, np.zeros((2, 4, 8)), np.zeros((2, 4, 8)), 0, 1.0)
+
+
+@pytest.mark.parametrize(
+    "heads, kv_heads, dim, capacity, start, count",
+    [
+        (32, 32, 80, 1100, 1023, 1),  # stable-code-3b's decode step: heads of 80 dims (16s, 8s)
+        (4, 4, 64, 1024, 300, 7),  # the shipped model's shape, a draft check of 7 rows
+        (32, 4, 64, 2048, 1023, 1),  # grouped query heads
+        (4, 2, 24, 64, 12, 2),  # 8s but not 16s: the 8-wide loop in the AVX512 build, 13 keys
+        (8, 2, 96, 64, 40, 2),  # 96 dims: vectors of 8, then 4
+        (6, 2, 20, 64, 0, 3),  # a head size the vector loops do not divide
+    ],
+)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_int8_cache_is_attended_as_its_rows_times_their_scales(
+    heads, kv_heads, dim, capacity, start, count, threads, kernel_variant
+):
+    """Int8 keys and values (one fp32 scale a head's row) are read as int8 * scale: the result is
+    softmax attention over the dequantized cache to fp32 accuracy, and within int8's rounding of
+    attention over the fp32 keys and values they came from."""
+    from core import kv_int8
+
+    rng = np.random.default_rng(dim + start + heads)
+    q = rng.standard_normal((count, heads, dim), dtype=np.float32) * 3
+    k = rng.standard_normal((kv_heads, capacity, dim), dtype=np.float32)
+    v = rng.standard_normal((kv_heads, capacity, dim), dtype=np.float32)
+    k[:, start + count :] = 1e4  # beyond the rows' own positions: must not be seen
+    k8, v8 = kv_int8.quantize_numpy(k), kv_int8.quantize_numpy(v)
+    assert k8.shape == (kv_heads, capacity, dim + 4) and cpu_attention.kv_kind(k8) == 3
+    out = cpu_attention.attend(q, k8, v8, start, dim**-0.5, threads)
+    assert out.shape == (count, heads * dim) and out.dtype == np.float32
+    k_values, v_values = kv_int8.dequantize_numpy(k8), kv_int8.dequantize_numpy(v8)
+    dequantized = reference(q, k_values, v_values, start, dim**-0.5)
+    np.testing.assert_allclose(out, dequantized, rtol=0, atol=2e-5)
+    exact = reference(q, k, v, start, dim**-0.5)
+    assert np.abs(out - exact).max() < 0.05  # outputs of about unit size: int8 rounding only
+
+
+def test_int8_rows_round_to_nearest_with_the_largest_value_at_127():
+    from core import kv_int8
+
+    rows = np.array([[0.5, -1.0, 0.25, 0.0], [0.0, 0.0, 0.0, 0.0]], np.float32)
+    packed = kv_int8.quantize_numpy(rows)
+    assert packed.dtype == np.int8 and packed.shape == (2, 8)
+    assert packed[0, :4].tolist() == [64, -127, 32, 0]  # 63.5 -> 64 (even), 31.75 -> 32
+    assert packed[1, :4].tolist() == [0, 0, 0, 0]  # a zero row: scale 0, no division by zero
+    scales = np.ascontiguousarray(packed[:, 4:]).view(np.float32)[:, 0]
+    assert scales.tolist() == [np.float32(1.0) / np.float32(127), 0.0]
+    import torch
+
+    assert torch.equal(kv_int8.quantize_torch(torch.from_numpy(rows)), torch.from_numpy(packed))
+    np.testing.assert_allclose(kv_int8.dequantize_numpy(packed), rows, atol=0.5 / 127)

@@ -98,3 +98,32 @@ def test_the_kv_cache_is_counted_in_the_elements_the_engine_will_write(monkeypat
     assert kv("int4", True) == fp32_cache // 2
     monkeypatch.setenv("DEEPSHIVA_KV_CACHE", "fp32")
     assert kv("int4", True) == fp32_cache
+
+
+def test_an_int8_kv_cache_counts_a_byte_a_value_and_a_scale_a_row(monkeypatch):
+    """DEEPSHIVA_KV_CACHE=int8: each head's row at a position is dim bytes and an fp32 scale
+    (stable-code-3b's shape: 80 + 4 bytes where fp32 takes 320), and the estimate is the bytes
+    the engine allocates for that many positions."""
+    from core.lean_llama import LeanLlamaBackend
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=160,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+    )
+    shape = footprint.shape_of(config)
+    assert shape.kv_rows_per_token == 2 * 3 * 2 and shape.kv_bytes_per_token == 2 * 3 * 160 * 4
+    monkeypatch.setenv("DEEPSHIVA_KV_CACHE", "int8")
+    int8 = footprint.footprint(shape, footprint.Settings("bf16", "bf16"), True).kv_cache
+    assert int8 == 256 * (2 * 3 * 2) * (80 + 4)
+    # What the engine holds for the whole context is that many bytes.
+    backend = LeanLlamaBackend(LlamaForCausalLM(config), decode_weights="bf16")
+    if backend.blas is not None:
+        backend.reserve(256)
+        assert backend.kv_dtype == torch.int8
+        assert backend.k_cache.nbytes + backend.v_cache.nbytes == int8

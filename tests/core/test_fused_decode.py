@@ -40,6 +40,33 @@ def test_fused_steps_give_the_op_by_op_logits_and_cache(hf_model, precision, ker
     assert_caches_agree(fused, op_by_op)
 
 
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_fused_steps_write_and_read_an_int8_cache_as_op_by_op(hf_model, precision, kernel_variant):
+    """An int8 KV cache (rows of int8 values and an fp32 scale) written by the fused C step and by
+    NumPy (kv_int8.quantize_numpy) holds the same rows, up to one step of a value where sums in
+    another order land it across a rounding boundary; the logits agree within that rounding."""
+    from core import kv_int8
+
+    compact_weights.use_variant()
+    fused, op_by_op = (
+        LeanLlamaBackend(hf_model, decode_weights=precision, kv_cache="int8") for _ in range(2)
+    )
+    compact_weights.use_variant(kernel_variant)
+    assert fused.kv_dtype == torch.int8 and fused.blas.fused is not None
+    op_by_op.blas.fused = None
+    fused.forward(list(range(5, 300))), op_by_op.forward(list(range(5, 300)))
+    for token in (11, 12, 13):
+        a, b = fused.forward([token]), op_by_op.forward([token])
+        assert float((a - b).abs().max()) < 1e-2 * max(1.0, float(b.abs().max()))
+    n, dim = fused.length, fused.head_dim
+    for cache in ("k_cache", "v_cache"):
+        rows_a, rows_b = getattr(fused, cache)[..., :n, :], getattr(op_by_op, cache)[..., :n, :]
+        assert rows_a.shape[-1] == dim + 4
+        a, b = kv_int8.dequantize_torch(rows_a), kv_int8.dequantize_torch(rows_b)
+        scale = rows_b[..., dim:].contiguous().view(torch.float32)
+        assert bool(((a - b).abs() <= 1.01 * scale + 1e-5).all()), cache
+
+
 def assert_caches_agree(fused, op_by_op):
     """The caches written by both paths agree: within fp32 rounding, or (a 16-bit cache) within
     two steps of its format: sums taken in another order land a value on the other side of a
@@ -137,7 +164,7 @@ def test_bad_buffers_are_refused_by_name(hf_model):
 
     call()  # the real buffers pass
     with pytest.raises(ValueError, match="kv_kind must be"):
-        call(ops=fused.ops + (3,))
+        call(ops=fused.ops + (4,))
     with pytest.raises(ValueError, match="x is not hidden fp32"):
         call(x=np.zeros(3, np.float32))
     with pytest.raises(ValueError, match="start is outside the cache"):

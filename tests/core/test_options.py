@@ -56,6 +56,11 @@ def test_switches_and_values_are_typed_and_a_bad_one_is_named(monkeypatch):
     monkeypatch.setenv("DEEPSHIVA_DECODE_WEIGHTS", "fp8")
     with pytest.raises(InvalidParameter, match="one of auto, fp32, fp16, bf16, int8"):
         options.read("decode_weights")
+    monkeypatch.setenv("DEEPSHIVA_KV_CACHE", "int4")
+    with pytest.raises(InvalidParameter, match="one of auto, fp32, bf16, fp16, int8"):
+        options.read("kv_cache")
+    monkeypatch.setenv("DEEPSHIVA_KV_CACHE", "int8")
+    assert options.read("kv_cache") == "int8"
     assert options.read("omp_spin", {"DEEPSHIVA_OMP_SPIN": "50"}) == "50"
     assert options.read("omp_spin", {}) is None
 
