@@ -889,6 +889,7 @@ LONG_CONTEXT_SHAPES = {
     "shipped-4k": (4, 256, 4, 4, 704, 4096, 2400),
     "gpt2-small": (12, 768, 12, 12, 2048, 4096, 2400),
     "qwen2.5-coder-1.5b": "qwen2.5-coder-1.5b",
+    "stablelm-3b": "stablelm-3b",
 }
 STEP_SHAPES = ("llama-1b",)  # decode-step cost only (benchmarks/shapes.py; no 2,400-token prefill)
 
@@ -977,6 +978,7 @@ def long_context_timing(shape: str = "shipped", keys: int = 30, context_tokens: 
         wall = {"none": [], "context": []}
         computed = {"none": [], "context": []}
         laid_out = {}
+        texts = {"none": [], "context": []}  # each keystroke's completion (compare KV formats)
         for mode in ("none", "context") * 2:
             items = context if mode == "context" else None
             prompt = body
@@ -995,6 +997,7 @@ def long_context_timing(shape: str = "shipped", keys: int = 30, context_tokens: 
                 cpu[mode].append((time.process_time() - started) * 1000)
                 wall[mode].append(result.total_ms)
                 computed[mode].append(result.computed_prompt_tokens)
+                texts[mode].append(result.text)
                 laid_out[mode] = result.prompt_tokens
         p50 = {m: round(statistics.median(t), 2) for m, t in cpu.items()}
         p50_wall = {m: round(statistics.median(t), 2) for m, t in wall.items()}
@@ -1015,6 +1018,7 @@ def long_context_timing(shape: str = "shipped", keys: int = 30, context_tokens: 
             "p50_wall_ms": p50_wall,
             "ratio_wall": round(p50_wall["context"] / p50_wall["none"], 3),
             "peak_rss_mb": _peak_rss_mb(),
+            "completions": texts,
         }
 
 

@@ -815,9 +815,10 @@ static inline __m256 sums_of_eight(__m256 a0, __m256 a1, __m256 a2, __m256 a3, _
 
 /* The scales of int8 rows t..t+7 of a head, as one vector. */
 static inline __m256 row_scales8(const void *base, ptrdiff_t t, ptrdiff_t dim) {
-    float scales[8];
-    for (int j = 0; j < 8; j++) scales[j] = kv_row_scale(base, t + j, dim);
-    return _mm256_loadu_ps(scales);
+    return _mm256_setr_ps(kv_row_scale(base, t, dim), kv_row_scale(base, t + 1, dim), kv_row_scale(base, t + 2, dim),
+                          kv_row_scale(base, t + 3, dim), kv_row_scale(base, t + 4, dim),
+                          kv_row_scale(base, t + 5, dim), kv_row_scale(base, t + 6, dim),
+                          kv_row_scale(base, t + 7, dim));
 }
 
 /* The largest of v's eight lanes. */
