@@ -1,4 +1,4 @@
-"""A decode step at a long context with a 16-bit against an fp32 KV cache, interleaved in one process.
+"""A decode step at a long context with one KV cache format against another (16-bit, int8, fp32), interleaved in one process.
 
 The engine's default (the model's 16-bit checkpoint held once, the fused C step) is loaded once;
 its KV cache is then rebuilt in each format in turn, filled with random keys and values for
@@ -29,7 +29,13 @@ def _fill_cache(backend, kv_dtype, end: int) -> None:
     backend.capacity = backend.length = 0
     backend._reserve(end + 64)
     for cache in (backend.k_cache, backend.v_cache):
-        cache[..., :end, :] = torch.randn(cache[..., :end, :].shape).to(kv_dtype)
+        if kv_dtype == torch.int8:  # rows of int8 values and their scale (core.kv_int8)
+            from core import kv_int8
+
+            shape = cache[..., :end, :].shape[:-1] + (backend.head_dim,)
+            cache[..., :end, :] = kv_int8.quantize_torch(torch.randn(shape))
+        else:
+            cache[..., :end, :] = torch.randn(cache[..., :end, :].shape).to(kv_dtype)
     backend.length = end
 
 
