@@ -317,7 +317,8 @@ def test_an_int8_kv_cache_moves_the_shipped_models_logits_by_its_rounding_only(
 ):
     """DEEPSHIVA_KV_CACHE=int8 on the shipped model's real weights: each key and value row rounded
     to int8 with its own scale, dequantized as attention reads it: the logits of decode steps
-    stay within 5% of their scale of the exact ones and greedy picks agree."""
+    stay within 2% of their scale of the exact ones and greedy picks agree (measured: 0.05-0.08
+    on logits of 11-14, where the bf16 cache moves them 0.01-0.04)."""
     ids = shipped.tokenizer.encode("def mean(values):\n    total = sum(values)\n    return total /")
     with cpu_capabilities.inject("avx2"):
         monkeypatch.setenv("DEEPSHIVA_KV_CACHE", "fp32")
@@ -329,7 +330,7 @@ def test_an_int8_kv_cache_moves_the_shipped_models_logits_by_its_rounding_only(
         exact.prefill(ids), compact.prefill(ids)
         for token in (7, 99, 1234):
             a, b = exact.decode_one_token(token), compact.decode_one_token(token)
-            assert float((a - b).abs().max()) < 0.05 * float(a.abs().max())
+            assert float((a - b).abs().max()) < 0.02 * float(a.abs().max())
             assert int(a.argmax()) == int(b.argmax())
 
 
