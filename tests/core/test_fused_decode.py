@@ -115,6 +115,34 @@ def test_every_family_steps_fused_as_op_by_op(family, precision, kernel_variant)
     assert_caches_agree(fused, op_by_op)
 
 
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_every_family_steps_fused_as_op_by_op_over_an_int8_cache(family, kernel_variant):
+    """The same across the window's edge with DEEPSHIVA_KV_CACHE=int8: the fused C step and the
+    op-by-op path (NumPy attention past a sliding window) write and read the same int8 rows, the
+    logits within int8's rounding of each other."""
+    from core import kv_int8
+
+    model = family_model(family)
+    compact_weights.use_variant()
+    fused, op_by_op = (
+        LeanLlamaBackend(model, decode_weights="bf16", kv_cache="int8") for _ in range(2)
+    )
+    compact_weights.use_variant(kernel_variant)
+    assert fused.blas.fused is not None and fused.kv_dtype == torch.int8
+    op_by_op.blas.fused = None
+    prompt = list(range(5, 45))
+    fused.forward(prompt), op_by_op.forward(prompt)
+    for token in range(11, 23):  # positions 40..51: across the window's edge
+        a, b = fused.forward([token]), op_by_op.forward([token])
+        assert float((a - b).abs().max()) < 1e-2 * max(1.0, float(b.abs().max()))
+    n, dim = fused.length, fused.head_dim
+    for cache in ("k_cache", "v_cache"):
+        rows_a, rows_b = getattr(fused, cache)[..., :n, :], getattr(op_by_op, cache)[..., :n, :]
+        a, b = kv_int8.dequantize_torch(rows_a), kv_int8.dequantize_torch(rows_b)
+        scale = rows_b[..., dim:].contiguous().view(torch.float32)
+        assert bool(((a - b).abs() <= 1.01 * scale + 1e-5).all()), cache
+
+
 def test_fp32_decode_weights_keep_the_numpy_path(hf_model):
     assert LeanLlamaBackend(hf_model, decode_weights="fp32").blas.fused is None
 
