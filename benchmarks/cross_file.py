@@ -579,7 +579,10 @@ LONG_CONTEXT_SHAPES = {
     "shipped-long-file": None,  # the same with a file that fills the prompt by itself
     "shipped-4k": (4, 256, 4, 4, 704, 4096, 2400),
     "gpt2-small": (12, 768, 12, 12, 2048, 4096, 2400),
+    "qwen2.5-coder-0.5b": "qwen2.5-coder-0.5b",
     "qwen2.5-coder-1.5b": "qwen2.5-coder-1.5b",
+    "stablelm-3b": "stablelm-3b",  # stable-code-3b: 32 K/V heads, the most K/V per weight byte
+    "deepseek-coder-1.3b": "deepseek-coder-1.3b",  # 16 K/V heads (no grouped-query attention)
 }
 STEP_SHAPES = ("llama-1b",)  # decode-step cost only (benchmarks/shapes.py; no 2,400-token prefill)
 
@@ -618,6 +621,13 @@ def _random_bf16_model(out: Path, layers, hidden, heads, kv_heads, mlp, position
     return out
 
 
+def kv_bytes_per_position(config, element_size: int) -> int:
+    """Bytes of keys and values one cached position takes across all layers of ``config``."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    return config.num_hidden_layers * 2 * kv_heads * head_dim * element_size
+
+
 def _context_items(tokenizer, tokens: int) -> list[dict]:
     """About ``tokens`` tokens of pluggy's files, as items of at most 6,000 characters."""
     _, files = package_files("pluggy")
@@ -643,8 +653,11 @@ def long_context_timing(shape: str = "shipped", keys: int = 30, context_tokens: 
     random weights of that shape with 4,096 positions, where all 2,000 tokens fit (prompt
     lookup off: random weights repeat themselves, which makes its guesses unlike a real
     model's). Every keystroke's computed prompt tokens are recorded: the cached context is
-    reused when that stays a few tokens."""
-    from core import OptimizedLLM
+    reused when that stays a few tokens; K/V bytes beside weight bytes say what attention reads
+    beside the matrices on each generated token."""
+    from core import OptimizedLLM  # before torch: core sets libgomp's spin count
+
+    import torch
 
     _, files = package_files("pluggy")
     body_source = list(files.values())[1]
@@ -690,6 +703,10 @@ def long_context_timing(shape: str = "shipped", keys: int = 30, context_tokens: 
         p50 = {m: round(statistics.median(t), 2) for m, t in cpu.items()}
         p50_wall = {m: round(statistics.median(t), 2) for m, t in wall.items()}
         config = llm.model.config
+        kv_dtype = getattr(llm.runner.backend, "kv_dtype", torch.float32)
+        per_position = kv_bytes_per_position(
+            config, torch.tensor([], dtype=kv_dtype).element_size()
+        )
         return {
             "shape": shape,
             "model": f"{'shipped weights' if LONG_CONTEXT_SHAPES[shape] is None else 'random weights'}, "
@@ -697,6 +714,9 @@ def long_context_timing(shape: str = "shipped", keys: int = 30, context_tokens: 
             f"{config.max_position_embeddings} positions",
             "decode": f"{llm.info()['decode_path']} ({llm.info()['decode_weights']} weights)",
             "kv_cache": str(getattr(llm.runner.backend, "kv_dtype", "?")).replace("torch.", ""),
+            "kv_bytes_per_position": per_position,
+            "kv_mb": {m: round(per_position * n / 1e6, 1) for m, n in laid_out.items()},
+            "weights_mb": round(sum(f.stat().st_size for f in path.glob("*.safetensors")) / 1e6, 1),
             "context_tokens_sent": sum(len(llm.tokenizer.encode(i["text"])) for i in context),
             "prompt_tokens": laid_out,
             "keystrokes_each": len(cpu["none"]),
@@ -709,17 +729,30 @@ def long_context_timing(shape: str = "shipped", keys: int = 30, context_tokens: 
         }
 
 
-def decode_step_timing(shape: str = "llama-1b", lengths=(400, 2400), rounds: int = 4) -> dict:
-    """CPU time of one decode step and of a 7-row prompt-lookup check with ``lengths`` positions
-    cached, on a random-weight model of benchmarks/shapes.py's ``shape`` (bf16). No prompt is
-    run: the cache is reserved and its length set, since a step's cost does not depend on the
-    cached values (a 2,400-token prefill of the 1B shape takes many minutes on 2 cores)."""
-    from benchmarks.shapes import model_dir
-    from core import OptimizedLLM
+def decode_step_timing(
+    shape: str = "llama-1b", lengths=(400, 2400), rounds: int = 4, checks: bool = True
+) -> dict:
+    """CPU time of one decode step and (``checks``) of a 7-row prompt-lookup check with
+    ``lengths`` positions cached, on a random-weight model of benchmarks/shapes.py's ``shape``
+    (bf16). No prompt is run: the cache is reserved, filled and its length set, since a step's
+    cost does not depend on the cached values (a 2,400-token prefill of the 1B shape takes many
+    minutes on 2 cores), only on their pages being real. Without ``checks`` only steps follow
+    each other, as in a completion without prompt lookup. Core is imported before torch: with
+    torch first (benchmarks.shapes imports it) OpenMP kept its long default spin and a step cost
+    up to ten times as much on this loaded 2-core machine."""
+    from core import OptimizedLLM  # before torch (benchmarks.shapes imports it): OpenMP's spins
+
+    from .shapes import model_dir
 
     llm = OptimizedLLM(str(model_dir(shape)))
     backend = llm.runner.backend
     backend._reserve(max(lengths) + 8)
+    # Every page of the cache written, as a prompt would: the engine reserves it with
+    # torch.empty, and reading pages never written reads the kernel's one zero page, which
+    # stays in the CPU's cache (deepseek-coder-1.3b at 771 / 2,798 positions: 1.04x unwritten,
+    # 1.23x written, as its keystrokes with a real prefill).
+    backend.k_cache.fill_(0.01)
+    backend.v_cache.fill_(0.01)
     step = {n: [] for n in lengths}
     check = {n: [] for n in lengths}
     for r in range(rounds + 1):  # the first round warms up
@@ -728,26 +761,28 @@ def decode_step_timing(shape: str = "llama-1b", lengths=(400, 2400), rounds: int
             started = time.process_time()
             backend.forward([7])
             one = (time.process_time() - started) * 1000
-            backend.length = n
-            started = time.process_time()
-            backend.forward(list(range(10, 17)), all_logits=True)
-            seven = (time.process_time() - started) * 1000
             if r:
                 step[n].append(one)
-                check[n].append(seven)
+            if checks:
+                backend.length = n
+                started = time.process_time()
+                backend.forward(list(range(10, 17)), all_logits=True)
+                if r:
+                    check[n].append((time.process_time() - started) * 1000)
     step_ms = {n: round(statistics.median(t), 1) for n, t in step.items()}
-    check_ms = {n: round(statistics.median(t), 1) for n, t in check.items()}
     low, high = lengths[0], lengths[-1]
-    return {
+    report = {
         "shape": shape,
         "decode": f"{llm.info()['decode_path']} ({llm.info()['decode_weights']} weights)",
         "threads": llm.cpu_threads,
         "step_cpu_ms": step_ms,
-        "seven_row_check_cpu_ms": check_ms,
         "step_ratio": round(step_ms[high] / step_ms[low], 3),
-        "check_ratio": round(check_ms[high] / check_ms[low], 3),
-        "peak_rss_mb": _peak_rss_mb(),
     }
+    if checks:
+        check_ms = {n: round(statistics.median(t), 1) for n, t in check.items()}
+        report["seven_row_check_cpu_ms"] = check_ms
+        report["check_ratio"] = round(check_ms[high] / check_ms[low], 3)
+    return report | {"peak_rss_mb": _peak_rss_mb()}
 
 
 def _version(package: str) -> str:
