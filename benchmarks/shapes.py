@@ -123,6 +123,39 @@ SHAPES = {
         rms_norm_eps=1e-6,
         tie_word_embeddings=True,
     ),
+    # Qwen/Qwen2.5-Coder-0.5B (its published config.json values): 24 layers, GQA 14/2 heads,
+    # q/k/v biases, tied embeddings over the same 151936-token vocabulary (a quarter of its
+    # 0.49B parameters).
+    "qwen2.5-coder-0.5b": dict(
+        family="qwen2",
+        vocab_size=151936,
+        hidden_size=896,
+        intermediate_size=4864,
+        num_hidden_layers=24,
+        num_attention_heads=14,
+        num_key_value_heads=2,
+        max_position_embeddings=32768,
+        rope_theta=1000000.0,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+    ),
+    # deepseek-ai/deepseek-coder-1.3b-base (its published config.json values): a Llama of 24
+    # layers with full multi-head attention (16 K/V heads), linear RoPE scaling x4 to 16,384
+    # positions, untied embeddings; 1.35B parameters, 2.7 GB in bf16.
+    "deepseek-coder-1.3b": dict(
+        family="llama",
+        vocab_size=32256,
+        hidden_size=2048,
+        intermediate_size=5504,
+        num_hidden_layers=24,
+        num_attention_heads=16,
+        num_key_value_heads=16,
+        max_position_embeddings=16384,
+        rope_theta=100000.0,
+        rope_scaling={"rope_type": "linear", "factor": 4.0},
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+    ),
     # stabilityai/stable-code-3b (its published config.json values): StableLM architecture, 32
     # layers of full multi-head attention (32 K/V heads), rotary embeddings on a quarter of each
     # head, LayerNorm, no q/k/v biases, untied embeddings; 2.80B parameters, 5.6 GB in bf16.

@@ -6,9 +6,12 @@ that ended (EOS) at every chunk, and FIM samples whose middles were almost never
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 from training import data, fim
 from training.tokenizer import EOS, FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+
+SPECIAL = {FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE, EOS}
 
 FILE = "".join(f"def f{i}(x):\n    return x + {i}\n\n\n" for i in range(200))
 
@@ -217,3 +220,56 @@ def test_long_windows_give_repository_samples_a_whole_file_beside_the_context():
     assert repo_sizes(1024) == (repo_samples.CONTEXT_CHARS, repo_samples.TARGET_CHARS)
     context, target = repo_sizes(2048)
     assert context >= 1800 and target >= 4000  # the language server's default context + file
+
+
+def test_needs_context_samples_ask_for_a_name_only_the_last_context_item_shows():
+    """A share of repository samples completes a line from a name X defined in another file of
+    the package that the chunk shows nowhere else (the benchmark's needs-context lines), after
+    context items ending with the outline X belongs to: only copying from the context helps."""
+    from training import repo_samples
+    from training.tokenizer import FILE_SEP
+
+    units = data.SourceFile(
+        "pkg/units.py",
+        "METRES_PER_FOOT = 0.3048\n\n\ndef to_metres(value):\n    return value\n",
+    )
+    shapes = data.SourceFile(
+        "pkg/shapes.py",
+        "class Polygon:\n    sides = 3\n\n    def perimeter_length(self):\n        return 0\n",
+    )
+    draw = data.SourceFile(
+        "pkg/draw.py",
+        "from . import units\nfrom .shapes import Polygon\n\n\n"
+        "def scale(feet):\n    return feet * units.METRES_PER_FOOT\n\n\n"
+        "def measure():\n    return Polygon.perimeter_length(Polygon())\n",
+    )
+    files = [units, shapes, draw]
+    texts = {f.rel: f.text for f in files}
+    lines = repo_samples.needs_context_lines(texts, "pkg/draw.py")
+    assert {(name, kind) for _, _, name, kind, _ in lines} == {
+        ("METRES_PER_FOOT", "module"),
+        ("perimeter_length", "class"),
+    }
+
+    kinds = Counter()
+    samples = repo_samples.make_repo_samples(
+        files, random.Random(3), 40.0, 0.5, sizes=(1800, 4000), kinds=kinds
+    )
+    assert kinds["needs_context"] >= 5  # about NEEDS_CONTEXT_SHARE of draw.py's 40 samples
+    answers = {
+        "METRES_PER_FOOT": "METRES_PER_FOOT",
+        "perimeter_length(Polygon())": "perimeter_length",
+    }
+    found = set()
+    for pieces, is_fim in samples:
+        name = answers.get(pieces[-2])
+        if not is_fim or name is None:
+            continue
+        found.add(name)
+        last_sep = len(pieces) - 1 - pieces[::-1].index(FILE_SEP)
+        file_part = "".join(p for p in pieces[last_sep + 1 : -2] if p not in SPECIAL)
+        assert name not in file_part  # the file alone does not show X
+        last_item = pieces[last_sep - 1]
+        assert last_item.startswith(("pkg/units.py\n", "pkg/shapes.py\n"))
+        assert name in last_item  # the last context item does
+    assert found == set(answers.values())

@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import functools
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 
-from lsp import python_symbols
+from lsp import python_reach, python_symbols
 from lsp.python_symbols import IDENTIFIER, attributes_used, identifiers, module_paths
 from training import fim
 from training.data import SourceFile
@@ -39,6 +39,11 @@ SNIPPET_TRIES = 6  # random snippets compared with the chunk; the most similar i
 CROSS_LINE_SHARE = 0.5  # of repository samples: the middle is the rest of a line that uses an
 # imported name, from the name on (what an editor asks for where the name lives in another file)
 CROSS_LINE_SPM = 0.8  # of those, in SPM order (the engine's order for this model)
+# Of the repository samples of a file with a needs-context line (a name X defined in another file
+# of the package that the chunk shows nowhere else, as in the benchmark's needs-context set):
+# the middle is that line from X on, and the last context item is the outline X belongs to (what
+# the language server sends first), so the only way to the answer is copying from the context.
+NEEDS_CONTEXT_SHARE = 0.4
 _SKIP_LINES = ("#", "import ", "from ", "def ", "class ", "@", '"', "'")
 
 
@@ -209,22 +214,139 @@ def make_repo_samples(
     line_share: float = fim.LINE_MIDDLE_SHARE,
     spm_share: float = fim.SPM_SHARE,
     sizes: tuple[int, int] = (CONTEXT_CHARS, TARGET_CHARS),
+    kinds: Counter | None = None,
 ) -> list[tuple[list[str], bool]]:
     """Repository samples, (pieces, is_fim): ``rate`` per file of a multi-file package on
     average (0.5: every other file; 2.5: two or three each, with different chunks and draws).
-    ``sizes``: the characters of context and of the target's chunk in each sample."""
+    ``sizes``: the characters of context and of the target's chunk in each sample. ``kinds``,
+    if given, counts the samples drawn by kind (needs_context, fim, plain)."""
     out = []
+    kinds = Counter() if kinds is None else kinds
     for package in group_by_package(files).values():
+        texts = {rel: f.text for rel, f in package.items()}
         for target in package.values():
             count = int(rate) + (rng.random() < rate - int(rate))
             if not count or not target.text.strip():
                 continue
             names = package_names(target, package)
+            lines = needs_context_lines(texts, target.rel)
             for _ in range(count):
-                out.append(
-                    _sample(target, package, names, rng, fim_rate, line_share, spm_share, sizes)
-                )
+                sample = None
+                if lines and rng.random() < NEEDS_CONTEXT_SHARE:
+                    sample = needs_context_sample(target, package, texts, lines, rng, sizes)
+                if sample is not None:
+                    kinds["needs_context"] += 1
+                else:
+                    sample = _sample(
+                        target, package, names, rng, fim_rate, line_share, spm_share, sizes
+                    )
+                    kinds["fim" if sample[1] else "plain"] += 1
+                out.append(sample)
     return out
+
+
+def needs_context_lines(files: dict[str, str], rel: str) -> list[tuple[int, int, str, str, str]]:
+    """(cursor, line end, name, kind, defining file) of each line of ``rel`` the benchmark's
+    needs-context selection takes (benchmarks/cross_file.py): its first use of a name defined
+    in another file of the package, with at least 3 characters from the name to the line end."""
+    reach = python_reach.reachable(files, rel)
+    if not (reach.modules or reach.callables):
+        return []
+    text = files[rel]
+    members = python_reach.reachable_members(files, reach)
+    local = python_reach.local_names(text)
+    found = []
+    for _, start, line in python_reach.code_lines(text):
+        for column, name, kind, where in python_reach.line_candidates(
+            line, files, reach, members, local
+        ):
+            cut, end = start + column, start + len(line.rstrip("\r\n"))
+            if end - cut >= 3:
+                found.append((cut, end, name, kind, where))
+            break
+    return found
+
+
+def owner_outline(files: dict[str, str], name: str, kind: str, where: str) -> str | None:
+    """What the language server sends first for ``name`` (lsp/context.py): the outline of the
+    module for ``m.X``; for a member, the outline of a class of ``where`` defining it; for a
+    keyword, the definition of a callable of ``where`` taking it."""
+    text = files[where]
+    if kind == "module":
+        return python_symbols.module_outline(text)
+    for owner, number in top_level_names(text).items():
+        line = text.splitlines()[number]
+        if kind == "keyword":
+            if name in python_reach.callable_parameters(text, owner):
+                return definition(text, owner)
+        elif line.startswith("class ") and name in python_reach.class_members(text, owner):
+            return definition(text, owner)
+    return None
+
+
+def _fit(outline: str, name: str, budget: int) -> str | None:
+    """``outline`` within ``budget`` characters, keeping its first line and the first line that
+    names ``name``; None when that cannot fit or no line names it."""
+    lines = outline.splitlines(keepends=True)
+    at = next((i for i, ln in enumerate(lines) if python_reach.name_in(ln, name)), None)
+    if at is None:
+        return None
+    if len(outline) <= budget:
+        return outline
+    kept = lines[:1] if at else []
+    for ln in lines[at:]:
+        if sum(map(len, kept)) + len(ln) > budget:
+            break
+        kept.append(ln)
+    text = "".join(kept)
+    return text if python_reach.name_in(text, name) else None
+
+
+def needs_context_sample(
+    target: SourceFile,
+    package: dict[str, SourceFile],
+    files: dict[str, str],
+    lines: list[tuple[int, int, str, str, str]],
+    rng: random.Random,
+    sizes: tuple[int, int] = (CONTEXT_CHARS, TARGET_CHARS),
+) -> tuple[list[str], bool] | None:
+    """A FIM sample whose middle is a needs-context line from its name X on, X nowhere else in
+    the chunk, after context items ending with the outline X belongs to; None when no line of
+    ``lines`` fits a chunk that way or X's outline line does not fit the context budget."""
+    context_chars, target_chars = sizes
+    chunks, offset, spans = fim.chunk_text(target.text, target_chars), 0, []
+    for chunk in chunks:
+        spans.append((offset, chunk))
+        offset += len(chunk)
+    choices = []
+    for cut, end, name, kind, where in lines:
+        for begin, chunk in spans:
+            if begin <= cut and end <= begin + len(chunk):
+                prefix, suffix = chunk[: cut - begin], chunk[end - begin :]
+                if not python_reach.name_in(prefix + "\n" + suffix, name):
+                    choices.append(
+                        (prefix, chunk[cut - begin : end - begin], suffix, name, kind, where)
+                    )
+                break
+    rng.shuffle(choices)
+    for prefix, middle, suffix, name, kind, where in choices:
+        outline = owner_outline(files, name, kind, where)
+        outline = outline and _fit(outline, name, context_chars - len(where) - 2)
+        if not outline:
+            continue
+        room = context_chars - len(outline) - len(where) - 2
+        others = [
+            (path, text)
+            for path, text in context_items(prefix + suffix, target, package, rng, room)
+            if (path, text) != (where, outline)
+        ]
+        pieces: list[str] = []
+        for path, text in others + [(where, outline)]:
+            pieces += [FILE_SEP, f"{path}\n{text}"]
+        pieces.append(FILE_SEP)
+        order = fim.spm if rng.random() < CROSS_LINE_SPM else fim.psm
+        return pieces + order(prefix, middle, suffix), True
+    return None
 
 
 def _sample(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import cross_file
+from lsp import python_reach
 
 PACKAGE = "deepshiva_xfile_fixture"
 
@@ -115,14 +116,14 @@ def test_the_imports_set_still_cuts_before_the_imported_name(package):
 
 
 def test_members_and_parameters_of_a_class_in_another_file():
-    assert cross_file.class_members(GEOMETRY, "Polygon") == {
+    assert python_reach.class_members(GEOMETRY, "Polygon") == {
         "sides",
         "points",
         "closed_path",
         "perimeter_length",
         "scaled_copy",
     }
-    assert cross_file.callable_parameters(GEOMETRY, "Polygon") == ["points", "closed"]
-    assert cross_file.callable_parameters(UNITS, "to_metres") == ["value"]
+    assert python_reach.callable_parameters(GEOMETRY, "Polygon") == ["points", "closed"]
+    assert python_reach.callable_parameters(UNITS, "to_metres") == ["value"]
     fields = "@dataclass\nclass Point:\n    x: int\n    y: int = 0\n    label: str\n"
-    assert cross_file.callable_parameters(fields, "Point") == ["x", "y", "label"]
+    assert python_reach.callable_parameters(fields, "Point") == ["x", "y", "label"]
