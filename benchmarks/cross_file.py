@@ -45,6 +45,7 @@ the 1B shape, a decode step with 2,400 positions cached against one with 400.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import asyncio
 import hashlib
 import importlib.metadata
@@ -102,6 +103,9 @@ class Sample:
     offset: int  # the cursor in ``document``
     kind: str = "imported"  # needs-context samples: how the name is reached (line_candidates)
 
+    def named(self, name: str, defined_in: str, kind: str = "imported") -> Sample:
+        return dataclasses.replace(self, name=name, defined_in=defined_in, kind=kind)
+
 
 def package_files(name: str) -> tuple[Path, dict[str, str]]:
     """(the directory holding the package, {relative path: text}) of an installed package."""
@@ -119,6 +123,23 @@ def package_files(name: str) -> tuple[Path, dict[str, str]]:
         except (OSError, UnicodeDecodeError):
             continue
     return root.parent, files
+
+
+def line_sample(
+    package: str, rel: str, number: int, text: str, start: int, line: str, column: int
+) -> Sample | None:
+    """The file ``text`` cut at ``column`` of its line ``number`` (which begins at ``start``):
+    the rest of the line is the answer, the prompt is cut as the language server cuts it. None
+    when the answer is under 3 characters. Name and kind are set by the caller (``named``)."""
+    cut = start + column
+    end = start + len(line.rstrip("\r\n"))
+    if end - cut < 3:
+        return None
+    document = text[:cut] + text[end:]
+    ctx = cursor_context(document, cut, 3000, 1000, "python")
+    return Sample(
+        package, rel, number, "", "", ctx.prefix, ctx.suffix, text[cut:end], document, cut
+    )
 
 
 def build_samples(packages=PACKAGES, per_package: int = PER_PACKAGE) -> list[Sample]:
@@ -147,27 +168,9 @@ def build_samples(packages=PACKAGES, per_package: int = PER_PACKAGE) -> list[Sam
                     if match.group() in names and (
                         match.start() == 0 or line[match.start() - 1] != "."
                     ):
-                        cut = start + match.start()
-                        end = start + len(line.rstrip("\r\n"))
-                        answer = text[cut:end]
-                        if len(answer) < 3:
-                            break
-                        document = text[:cut] + text[end:]
-                        ctx = cursor_context(document, cut, 3000, 1000, "python")
-                        found.append(
-                            Sample(
-                                package,
-                                rel,
-                                number,
-                                match.group(),
-                                names[match.group()],
-                                ctx.prefix,
-                                ctx.suffix,
-                                answer,
-                                document,
-                                cut,
-                            )
-                        )
+                        sample = line_sample(package, rel, number, text, start, line, match.start())
+                        if sample is not None:
+                            found.append(sample.named(match.group(), names[match.group()]))
                         break
         found.sort(key=lambda s: hashlib.sha256(f"{s.path}:{s.line}".encode()).hexdigest())
         samples += found[:per_package]
@@ -197,30 +200,10 @@ def build_needs_context_samples(
                 for column, name, kind, where in line_candidates(
                     line, files, reach, members, local
                 ):
-                    cut = start + column
-                    end = start + len(line.rstrip("\r\n"))
-                    answer = text[cut:end]
-                    if len(answer) < 3:
-                        continue
-                    document = text[:cut] + text[end:]
-                    ctx = cursor_context(document, cut, 3000, 1000, "python")
-                    if name_in(ctx.prefix + "\n" + ctx.suffix, name):
-                        continue  # the prompt without context shows it
-                    found.append(
-                        Sample(
-                            package,
-                            rel,
-                            number,
-                            name,
-                            where,
-                            ctx.prefix,
-                            ctx.suffix,
-                            answer,
-                            document,
-                            cut,
-                            kind,
-                        )
-                    )
+                    sample = line_sample(package, rel, number, text, start, line, column)
+                    if sample is None or name_in(sample.prefix + "\n" + sample.suffix, name):
+                        continue  # too short, or the prompt without context shows the name
+                    found.append(sample.named(name, where, kind))
                     break
         found.sort(key=lambda s: hashlib.sha256(f"{s.path}:{s.line}".encode()).hexdigest())
         samples += found[:per_package]
