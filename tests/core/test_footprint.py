@@ -49,15 +49,20 @@ def test_a_model_over_the_limit_is_refused_before_loading(tiny_model_dir, monkey
         OptimizedLLM(str(tiny_model_dir))
 
 
+# A 1B-parameter model's shape in round numbers: 0.9B in compact (decode) matrices, a million
+# rows of them, 100 kB of K/V a token, 2,048 positions.
+ONE_B_SHAPE = footprint.Shape(
+    parameters=10**9,
+    compact_weights=9 * 10**8,
+    compact_rows=10**6,
+    tied_head_weights=0,
+    kv_bytes_per_token=10**5,
+    context=2048,
+)
+
+
 def test_smaller_settings_are_offered_largest_first():
-    shape = footprint.Shape(
-        parameters=10**9,
-        compact_weights=9 * 10**8,
-        compact_rows=10**6,
-        tied_head_weights=0,
-        kv_bytes_per_token=10**5,
-        context=2048,
-    )
+    shape = ONE_B_SHAPE
     settings = footprint.Settings("fp32", "fp32")
     needed = footprint.footprint(shape, settings).total
     assert footprint.refusal(shape, settings, needed, kernels=True) is None
@@ -78,14 +83,7 @@ def test_the_kv_cache_is_counted_in_the_elements_the_engine_will_write(monkeypat
     with DEEPSHIVA_KV_CACHE, the estimate follows."""
     from core.backends import select
 
-    shape = footprint.Shape(
-        parameters=10**9,
-        compact_weights=9 * 10**8,
-        compact_rows=10**6,
-        tied_head_weights=0,
-        kv_bytes_per_token=10**5,
-        context=2048,
-    )
+    shape = ONE_B_SHAPE
     fp32_cache = 10**5 * 2048
 
     def kv(fmt, kernels):
