@@ -91,7 +91,9 @@ async function statusText(page) {
       state: 'attached',
       timeout: cfg.timeoutMs,
     });
-    result.ghost = await page.evaluate(() => {
+    // The decoration can be attached a frame before its text is rendered (seen once under a
+    // loaded full suite: an empty ghost): wait for the text itself.
+    const ghostText = () => {
       const clean = (t) => (t || '').replace(/\u00a0/g, ' ');
       // First line: the decorations after the cursor; further lines: the ghost view zone.
       const first = [...document.querySelectorAll('.view-line .ghost-text-decoration')]
@@ -99,7 +101,11 @@ async function statusText(page) {
       const more = [...document.querySelectorAll('.ghost-text .view-line, .ghost-text > div > div')]
         .map((el) => clean(el.textContent));
       return [first, ...more].join('\n');
-    });
+    };
+    await page
+      .waitForFunction(`(${ghostText})().trim().length > 0`, null, { timeout: cfg.timeoutMs })
+      .catch(() => {}); // an empty ghost is then reported as it is
+    result.ghost = await page.evaluate(ghostText);
     result.ghostHtml = await page.evaluate(() =>
       [...document.querySelectorAll('.ghost-text-decoration, .ghost-text')].map((el) => el.outerHTML).join('\n').slice(0, 4000));
     step(`ghost: ${JSON.stringify(result.ghost)}`);
